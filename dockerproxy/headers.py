@@ -1,0 +1,82 @@
+"""Which headers cross the proxy, in each direction.
+
+Allow-lists, not deny-lists: a header the proxy does not know about is neither
+forwarded upstream (it could carry a client's secrets or hop-by-hop state) nor
+relayed back (it could describe a body the proxy has changed).
+"""
+
+from __future__ import annotations
+
+from twisted.web.http_headers import Headers
+
+from dockerproxy import __version__
+from dockerproxy.auth import is_anonymous
+
+USER_AGENT = f"dockerproxy/{__version__}".encode()
+
+# Request headers forwarded to the upstream API host.
+FORWARD_REQUEST = (b"range", b"if-none-match", b"if-range", b"if-modified-since")
+
+# Response headers relayed to the client; Content-Length is set from the response object.
+RELAY_RESPONSE = (
+    b"content-type",
+    b"docker-content-digest",
+    b"docker-distribution-api-version",
+    b"etag",
+    b"content-range",
+    b"accept-ranges",
+    b"last-modified",
+    b"cache-control",
+    b"link",
+    b"oci-subject",
+    b"oci-filters-applied",
+    b"warning",
+)
+RATELIMIT_PREFIX = b"ratelimit-"
+HOP_BY_HOP = frozenset(
+    {b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization", b"te",
+     b"trailer", b"transfer-encoding", b"upgrade"}
+)
+
+
+def merged_accept(headers: Headers) -> bytes | None:
+    """All Accept values joined into one: dockerd sends six separate Accept lines."""
+    values = [v.strip() for raw in headers.getRawHeaders(b"accept", []) for v in raw.split(b",")]
+    values = [v for v in values if v]
+    return b", ".join(values) if values else None
+
+
+def client_authorization(headers: Headers) -> bytes | None:
+    """The client's Authorization, or None when it is absent or anonymous (C{Basic Og==})."""
+    values = headers.getRawHeaders(b"authorization")
+    if not values or is_anonymous(values[0]):
+        return None
+    return values[0]
+
+
+def upstream_request_headers(client: Headers) -> Headers:
+    """Headers for the upstream request made on behalf of a client request."""
+    out = Headers({b"user-agent": [USER_AGENT]})
+    accept = merged_accept(client)
+    if accept is not None:
+        out.setRawHeaders(b"accept", [accept])
+    authorization = client_authorization(client)
+    if authorization is not None:
+        out.setRawHeaders(b"authorization", [authorization])
+    for name in FORWARD_REQUEST:
+        values = client.getRawHeaders(name)
+        if values:
+            out.setRawHeaders(name, values)
+    return out
+
+
+def relayed_response_headers(upstream: Headers) -> list[tuple[bytes, list[bytes]]]:
+    """The upstream response headers to copy to the client, in a stable order."""
+    relayed = []
+    for name, values in upstream.getAllRawHeaders():
+        lower = name.lower()
+        if lower in HOP_BY_HOP:
+            continue
+        if lower in RELAY_RESPONSE or lower.startswith(RATELIMIT_PREFIX):
+            relayed.append((lower, list(values)))
+    return relayed

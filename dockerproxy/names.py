@@ -1,0 +1,85 @@
+"""Repository names, references and digests, validated by the distribution grammar.
+
+The proxy rebuilds every upstream path from components that matched these
+expressions, so nothing a client puts in a path (dot segments, percent escapes,
+extra slashes) ever reaches an upstream.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+from dockerproxy import errors
+
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+NAME_RE = re.compile(rf"{_COMPONENT}(?:/{_COMPONENT})*")
+TAG_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
+DIGEST_RE = re.compile(r"[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[A-Za-z0-9=_-]+")
+_HEX_LENGTHS = {"sha256": 64, "sha512": 128}
+MAX_NAME_LENGTH = 255
+
+_ROUTE_RE = re.compile(
+    r"/v2/(?P<name>.+?)/(?:"
+    r"(?P<kind>manifests|blobs)/(?P<ref>[^/]+)"
+    r"|(?P<tags>tags)/list"
+    r"|(?P<uploads>blobs/uploads)(?:/.*)?"
+    r")"
+)
+
+Kind = Literal["manifests", "blobs", "tags", "uploads"]
+
+
+@dataclass(frozen=True)
+class ApiPath:
+    """A parsed C{/v2/<name>/...} path."""
+
+    name: str
+    kind: Kind
+    reference: str | None = None
+
+
+def is_valid_name(name: str) -> bool:
+    return len(name) <= MAX_NAME_LENGTH and NAME_RE.fullmatch(name) is not None
+
+
+def is_valid_digest(digest: str) -> bool:
+    """True for a well-formed digest; sha256 and sha512 must also have the right length."""
+    if DIGEST_RE.fullmatch(digest) is None:
+        return False
+    algorithm, _, encoded = digest.partition(":")
+    length = _HEX_LENGTHS.get(algorithm)
+    if length is None:
+        return True
+    return len(encoded) == length and re.fullmatch(r"[a-f0-9]+", encoded) is not None
+
+
+def is_valid_reference(reference: str) -> bool:
+    return TAG_RE.fullmatch(reference) is not None or is_valid_digest(reference)
+
+
+def parse_api_path(path: str) -> ApiPath:
+    """Split a raw request path into name, kind and reference, or raise a 400/404 error."""
+    if path.rstrip("/") == "/v2/_catalog":
+        raise errors.unsupported("this proxy does not serve the catalog")
+    match = _ROUTE_RE.fullmatch(path)
+    if match is None:
+        raise errors.RegistryError(404, "NOT_FOUND", "unknown registry API path", {"path": path})
+    name = match["name"]
+    if not is_valid_name(name):
+        raise errors.name_invalid(name)
+    if match["uploads"]:
+        return ApiPath(name, "uploads")
+    if match["tags"]:
+        return ApiPath(name, "tags")
+    kind: Kind = "manifests" if match["kind"] == "manifests" else "blobs"
+    reference = match["ref"]
+    if kind == "blobs" and not is_valid_digest(reference):
+        raise errors.digest_invalid(reference)
+    if kind == "manifests" and not is_valid_reference(reference):
+        if ":" in reference:
+            raise errors.digest_invalid(reference)
+        raise errors.RegistryError(400, "MANIFEST_INVALID", "invalid tag",
+                                   {"reference": reference})
+    return ApiPath(name, kind, reference)

@@ -1,0 +1,336 @@
+"""The Resource tree: C{/}, C{/v2/}, C{/v2/auth} and the registry API under C{/v2/}.
+
+Each handler is a coroutine run with L{ensureDeferred}; C{render} returns
+C{NOT_DONE_YET} and cancels the coroutine when the client goes away, so no
+upstream work outlives the request it was for.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from urllib.parse import urlencode, urlsplit
+
+from twisted.internet.defer import CancelledError, ensureDeferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.http_headers import Headers
+from twisted.web.iweb import UNKNOWN_LENGTH, IRequest
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request
+
+from dockerproxy import errors, names, usage
+from dockerproxy.auth import format_bearer, rewrite_scopes, split_scopes
+from dockerproxy.challenges import ChallengeCache, pick_challenge
+from dockerproxy.config import Timeouts
+from dockerproxy.headers import (
+    USER_AGENT,
+    client_authorization,
+    relayed_response_headers,
+    upstream_request_headers,
+)
+from dockerproxy.relay import abort_client, relay_body
+from dockerproxy.routing import Router, upstream_repository
+from dockerproxy.upstream import HIDDEN_ENCODING, Fetched, UpstreamClient
+
+log = Logger()
+
+_HOST_RE = re.compile(r"[A-Za-z0-9.\-]+(?::\d{1,5})?|\[[0-9A-Fa-f:.]+\](?::\d{1,5})?")
+_TOKEN_PASSTHROUGH = ("account", "client_id", "offline_token")
+
+
+@dataclass
+class Proxy:
+    """What every resource needs: routing, the upstream client, the clock and timeouts."""
+
+    router: Router
+    client: UpstreamClient
+    challenges: ChallengeCache
+    clock: IReactorTime
+    timeouts: Timeouts
+
+
+def request_host(request: IRequest) -> str:
+    """The Host the client used, if well formed; else the address it connected to."""
+    raw = request.getHeader(b"host")
+    if raw:
+        host = raw.decode("latin-1").strip()
+        if _HOST_RE.fullmatch(host):
+            return host.lower()
+    address = request.getHost()
+    return f"{getattr(address, 'host', 'localhost')}:{getattr(address, 'port', 80)}"
+
+
+def base_url(request: IRequest) -> str:
+    scheme = "https" if request.isSecure() else "http"
+    return f"{scheme}://{request_host(request)}"
+
+
+def render_async(request: Request, handler: Callable[[], Awaitable[None]]) -> int:
+    """Run C{handler} for C{request}; turn its errors into registry JSON errors."""
+    d = ensureDeferred(handler())
+    request.notifyFinish().addErrback(lambda _: d.cancel())
+    d.addErrback(_fail_request, request)
+    return NOT_DONE_YET
+
+
+def _fail_request(failure: Failure, request: Request) -> None:
+    if failure.check(CancelledError) or request._disconnected:
+        return
+    if failure.check(errors.RegistryError):
+        error = failure.value
+    else:
+        log.failure("unexpected error handling {method} {path}", failure,
+                    method=request.method, path=request.path)
+        error = errors.RegistryError(500, "UNKNOWN", "internal proxy error")
+    if request.startedWriting:
+        abort_client(request)
+        return
+    respond_error(request, error)
+
+
+def respond_error(request: Request, error: errors.RegistryError) -> None:
+    body = errors.write_error(request, error)
+    if request.method != b"HEAD":
+        request.write(body)
+    request.finish()
+
+
+class JSONErrorPage(Resource):
+    """A fixed registry error for any method: used for unknown paths."""
+
+    isLeaf = True
+
+    def __init__(self, error: errors.RegistryError) -> None:
+        super().__init__()
+        self.error = error
+
+    def render(self, request: Request) -> bytes:
+        body = errors.write_error(request, self.error)
+        return b"" if request.method == b"HEAD" else body
+
+
+class RootResource(Resource):
+    """C{/}: the usage page; C{/v2}: the registry API; anything else: a JSON 404."""
+
+    def __init__(self, proxy: Proxy) -> None:
+        super().__init__()
+        self.proxy = proxy
+        self.putChild(b"v2", V2Resource(proxy))
+
+    def getChild(self, path: bytes, request: Request) -> Resource:
+        if path == b"":
+            return self
+        return JSONErrorPage(errors.RegistryError(404, "NOT_FOUND", "no such page"))
+
+    def render_GET(self, request: Request) -> bytes:
+        router = self.proxy.router
+        default = router.default
+        info = usage.UsageInfo(
+            host=request_host(request),
+            scheme="https" if request.isSecure() else "http",
+            default_upstream=default.url if default else None,
+            default_registry=default.name if default else None,
+            routes={host: u.url for host, u in router.routes.items()},
+            registries={},
+        )
+        lang_arg = request.args.get(b"lang", [b""])[0].decode("ascii", "replace")
+        lang = usage.pick_language(
+            (request.getHeader(b"accept-language") or b"").decode("latin-1"), lang_arg or None)
+        request.setHeader(b"content-type", b"text/html; charset=utf-8")
+        request.setHeader(b"content-language", lang.encode())
+        request.setHeader(b"vary", b"Accept-Language")
+        return usage.render_usage(info, lang)
+
+    render_HEAD = render_GET
+
+
+class V2Resource(Resource):
+    """C{/v2/}: the API version check, relayed to the upstream with its challenge rewritten."""
+
+    def __init__(self, proxy: Proxy) -> None:
+        super().__init__()
+        self.proxy = proxy
+        self.auth = AuthResource(proxy)
+        self.registry = RegistryResource(proxy)
+
+    def getChild(self, path: bytes, request: Request) -> Resource:
+        if not request.postpath:
+            if path == b"":
+                return self
+            if path == b"auth":
+                return self.auth
+        return self.registry
+
+    def render(self, request: Request) -> int | bytes:
+        if request.method not in (b"GET", b"HEAD"):
+            return refuse_method(request)
+        return render_async(request, lambda: self.ping(request))
+
+    async def ping(self, request: Request) -> None:
+        upstream = self.proxy.router.upstream_for(request_host(request))
+        headers = upstream_request_headers(request.requestHeaders)
+        fetched = await self.proxy.client.fetch(request.method, f"{upstream.url}/v2/", headers)
+        request.upstream = upstream.url  # type: ignore[attr-defined]
+        if fetched.response.code == 401:
+            self.proxy.challenges.remember(upstream, fetched.response.headers)
+        await relay_response(self.proxy, request, fetched, scope=None)
+
+
+def refuse_method(request: Request) -> bytes:
+    error = errors.unsupported("this proxy only serves pulls: "
+                               f"{request.method.decode('ascii', 'replace')} is not supported")
+    request.setHeader(b"allow", b"GET, HEAD")
+    body = errors.write_error(request, error)
+    return b"" if request.method == b"HEAD" else body
+
+
+class RegistryResource(Resource):
+    """C{/v2/<name>/manifests|blobs|tags/...}: validated, routed, and relayed."""
+
+    isLeaf = True
+
+    def __init__(self, proxy: Proxy) -> None:
+        super().__init__()
+        self.proxy = proxy
+
+    def render(self, request: Request) -> int | bytes:
+        if request.method not in (b"GET", b"HEAD"):
+            return refuse_method(request)
+        return render_async(request, lambda: self.serve(request))
+
+    async def serve(self, request: Request) -> None:
+        try:
+            path = request.path.decode("ascii")
+        except UnicodeDecodeError:
+            raise errors.name_invalid(request.path.decode("latin-1")) from None
+        api = names.parse_api_path(path)
+        if api.kind == "uploads":
+            raise errors.unsupported("this proxy only serves pulls: uploads are not supported")
+        target = self.proxy.router.resolve(request_host(request), api.name)
+        request.upstream = target.upstream.url  # type: ignore[attr-defined]
+        url = f"{target.upstream.url}/v2/{target.repository}/{api.kind}/"
+        url += f"{api.reference}" if api.reference else "list" + tags_query(request)
+        headers = upstream_request_headers(request.requestHeaders)
+        fetched = await self.proxy.client.fetch(request.method, url, headers)
+        if fetched.response.code == 401:
+            self.proxy.challenges.remember(target.upstream, fetched.response.headers)
+        await relay_response(self.proxy, request, fetched, scope=f"repository:{api.name}:pull")
+
+
+def tags_query(request: Request) -> str:
+    """The tag list's paging parameters, passed on only when well formed."""
+    params = []
+    n = request.args.get(b"n", [b""])[0]
+    if n.isdigit() and len(n) <= 6:
+        params.append(("n", n.decode()))
+    last = request.args.get(b"last", [b""])[0].decode("ascii", "replace")
+    if last and names.TAG_RE.fullmatch(last):
+        params.append(("last", last))
+    return "?" + urlencode(params) if params else ""
+
+
+async def relay_response(proxy: Proxy, request: Request, fetched: Fetched,
+                         scope: str | None) -> None:
+    """Copy status, allowed headers and body; point a 401's challenge at this proxy."""
+    response = fetched.response
+    request.setResponseCode(response.code)
+    request.defaultContentType = None
+    for name, values in relayed_response_headers(response.headers):
+        request.responseHeaders.setRawHeaders(name, values)
+    hidden = response.headers.getRawHeaders(HIDDEN_ENCODING)
+    if hidden:
+        request.responseHeaders.setRawHeaders(b"content-encoding", hidden)
+    if response.code == 401:
+        rewrite_challenge(proxy, request, response.headers, scope)
+    if request.method == b"HEAD" or response.length == 0:
+        length = head_length(response.headers) if request.method == b"HEAD" else 0
+        if length is not None:
+            request.setHeader(b"content-length", b"%d" % length)
+        request.finish()
+        return
+    if response.length is not UNKNOWN_LENGTH:
+        request.setHeader(b"content-length", b"%d" % response.length)
+    relay = relay_body(response, request, proxy.clock, proxy.timeouts.idle)
+    await relay.done
+
+
+def head_length(headers: Headers) -> int | None:
+    """A HEAD response's Content-Length, which describes the body a GET would get."""
+    values = headers.getRawHeaders(b"content-length", [])
+    if len(set(values)) == 1 and values[0].strip().isdigit():
+        return int(values[0])
+    return None
+
+
+def rewrite_challenge(proxy: Proxy, request: Request, headers: Headers,
+                      scope: str | None) -> None:
+    """Replace a Bearer challenge's realm with this proxy's C{/v2/auth}.
+
+    Basic challenges are relayed as they are: the client's Basic credentials then
+    come to the proxy and go to the same upstream host, nowhere else.
+    """
+    challenge = pick_challenge(headers)
+    if challenge is None or challenge.scheme != "bearer":
+        values = headers.getRawHeaders(b"www-authenticate")
+        if values:
+            request.responseHeaders.setRawHeaders(b"www-authenticate", values)
+        return
+    value = format_bearer(f"{base_url(request)}/v2/auth", challenge.service, scope,
+                          challenge.params.get("error"))
+    request.responseHeaders.setRawHeaders(b"www-authenticate", [value.encode("latin-1")])
+
+
+class AuthResource(Resource):
+    """C{/v2/auth}: the token endpoint clients are sent to by the rewritten challenge."""
+
+    isLeaf = True
+
+    def __init__(self, proxy: Proxy) -> None:
+        super().__init__()
+        self.proxy = proxy
+
+    def render_GET(self, request: Request) -> int:
+        return render_async(request, lambda: self.token(request))
+
+    def render_POST(self, request: Request) -> bytes:
+        # OAuth2 password grants are not relayed: a 404 sends clients back to GET.
+        request.setResponseCode(404)
+        return errors.write_error(request, errors.RegistryError(
+            404, "UNSUPPORTED", "use GET for tokens from this proxy"))
+
+    async def token(self, request: Request) -> None:
+        upstream = self.proxy.router.upstream_for(request_host(request))
+        request.upstream = upstream.url  # type: ignore[attr-defined]
+        challenge = await self.proxy.challenges.get(upstream)
+        if challenge is None or challenge.scheme != "bearer" or not challenge.realm:
+            raise errors.RegistryError(404, "UNSUPPORTED",
+                                       f"upstream {upstream.url} does not use token auth")
+        realm = challenge.realm
+        if urlsplit(realm).scheme not in ("http", "https"):
+            raise errors.bad_gateway(upstream.url, f"unusable token realm {realm!r}")
+        scopes = split_scopes(v.decode("utf-8", "replace") for v in request.args.get(b"scope", []))
+        query: list[tuple[str, str]] = []
+        if challenge.service is not None:
+            query.append(("service", challenge.service))
+        for scope in rewrite_scopes(scopes, lambda name: upstream_repository(upstream, name)):
+            query.append(("scope", scope))
+        for name in _TOKEN_PASSTHROUGH:
+            for value in request.args.get(name.encode(), []):
+                query.append((name, value.decode("utf-8", "replace")))
+        separator = "&" if urlsplit(realm).query else "?"
+        url = realm + (separator + urlencode(query) if query else "")
+        headers = Headers({b"user-agent": [USER_AGENT], b"accept": [b"application/json"]})
+        authorization = client_authorization(request.requestHeaders)
+        if authorization is not None:
+            headers.setRawHeaders(b"authorization", [authorization])
+        response, body = await self.proxy.client.get_small(url, headers)
+        request.setResponseCode(response.code)
+        content_type = response.headers.getRawHeaders(b"content-type", [b"application/json"])
+        request.setHeader(b"content-type", content_type[0])
+        request.setHeader(b"cache-control", b"no-store")
+        request.setHeader(b"content-length", b"%d" % len(body))
+        request.write(body)
+        request.finish()

@@ -1,0 +1,63 @@
+"""The web Site: one access-log event per request through C{twisted.logger}."""
+
+from __future__ import annotations
+
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.web.resource import Resource
+from twisted.web.server import Request, Site
+
+access_log = Logger(namespace="dockerproxy.access")
+
+
+class ProxyRequest(Request):
+    """Remembers when it started and logs itself once, finished or cut short."""
+
+    upstream: str | None = None
+    _clock: IReactorTime | None = None
+    _started: float = 0.0
+    _logged = False
+
+    def process(self) -> None:
+        self._clock = self.channel.factory.reactor  # type: ignore[union-attr]
+        self._started = self._clock.seconds()
+        super().process()
+
+    def finish(self) -> None:
+        super().finish()
+        self._log_once(complete=True)
+
+    def connectionLost(self, reason: object) -> None:
+        super().connectionLost(reason)  # type: ignore[arg-type]
+        self._log_once(complete=False)
+
+    def _log_once(self, complete: bool) -> None:
+        if self._logged:
+            return
+        self._logged = True
+        duration = self._clock.seconds() - self._started if self._clock else 0.0
+        access_log.info(
+            "{client} {method} {path} {status} {bytes} {duration:.3f}s {upstream}{aborted}",
+            client=getattr(self.getClientAddress(), "host", "-"),
+            method=self.method.decode("ascii", "replace"),
+            path=self.uri.decode("ascii", "replace"),
+            status=self.code,
+            bytes=self.sentLength,
+            duration=duration,
+            upstream=self.upstream or "-",
+            aborted="" if complete else " aborted",
+            complete=complete,
+        )
+
+
+class ProxySite(Site):
+    """A Site whose requests log themselves (twisted.web's own log line is off)."""
+
+    requestFactory = ProxyRequest
+
+    def __init__(self, resource: Resource, reactor: IReactorTime) -> None:
+        super().__init__(resource, reactor=reactor, parsePOSTFormSubmission=False)
+        self.displayTracebacks = False
+
+    def log(self, request: Request) -> None:
+        """Replaced by L{ProxyRequest}'s own event, which also covers aborted requests."""

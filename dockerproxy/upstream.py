@@ -1,0 +1,211 @@
+"""The HTTP client for upstream registries: one treq client over a pool the proxy owns.
+
+Bodies are never buffered here: callers get the raw L{IResponse} and stream it.
+Redirects are followed on the proxy side so clients never see a CDN, and the
+client's Authorization never travels to a host other than the one it was meant for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from urllib.parse import urljoin, urlsplit
+
+from OpenSSL import SSL
+from treq.client import HTTPClient
+from twisted.internet import error as net_error
+from twisted.internet.defer import CancelledError, Deferred, TimeoutError
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.ssl import optionsForClientTLS
+from twisted.web.client import (
+    Agent,
+    BrowserLikePolicyForHTTPS,
+    HTTPConnectionPool,
+    ResponseFailed,
+    ResponseNeverReceived,
+)
+from twisted.web.http_headers import Headers
+from twisted.web.iweb import IAgent, IBodyProducer, IPolicyForHTTPS, IResponse
+from zope.interface import implementer
+
+from dockerproxy import errors
+from dockerproxy.config import Timeouts
+from dockerproxy.relay import Collect, Discard
+
+# twisted.internet.ssl has no public name for this interface; it is how a trust
+# root adds CAs to an OpenSSL context (platform trust plus an operator's bundle).
+from twisted.internet._sslverify import IOpenSSLTrustRoot  # noqa: I001
+
+REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})
+MAX_REDIRECTS = 5
+# Upstream response headers renamed beneath treq so its gzip decoder leaves bodies alone.
+HIDDEN_ENCODING = b"x-dockerproxy-content-encoding"
+
+
+@implementer(IOpenSSLTrustRoot)
+class PlatformAndFiles:
+    """Trust the platform's CAs and the operator's extra CA bundles."""
+
+    def __init__(self, ca_files: Sequence[str]) -> None:
+        self.ca_files = list(ca_files)
+
+    def _addCACertsToContext(self, context: SSL.Context) -> None:
+        context.set_default_verify_paths()
+        for path in self.ca_files:
+            context.load_verify_locations(path)
+
+
+@implementer(IPolicyForHTTPS)
+class UpstreamTLSPolicy:
+    """Verified TLS for every upstream, realm and redirect target."""
+
+    def __init__(self, ca_files: Sequence[str]) -> None:
+        self._trust = PlatformAndFiles(ca_files)
+
+    def creatorForNetloc(self, hostname: bytes, port: int):  # noqa: ANN201 - Twisted's type
+        return optionsForClientTLS(hostname.decode("ascii"), trustRoot=self._trust)
+
+
+def tls_policy(ca_files: Sequence[str]) -> IPolicyForHTTPS:
+    return UpstreamTLSPolicy(ca_files) if ca_files else BrowserLikePolicyForHTTPS()
+
+
+@implementer(IAgent)
+class IdentityAgent:
+    """Asks for unencoded bodies and hides any Content-Encoding from treq's decoder.
+
+    treq always wraps its agent in a gzip decoder; a relayed blob must arrive
+    byte for byte as the upstream sent it or its digest breaks.
+    """
+
+    def __init__(self, agent: IAgent) -> None:
+        self._agent = agent
+
+    def request(self, method: bytes, uri: bytes, headers: Headers | None = None,
+                bodyProducer: IBodyProducer | None = None) -> Deferred[IResponse]:
+        headers = headers.copy() if headers is not None else Headers()
+        headers.setRawHeaders(b"accept-encoding", [b"identity"])
+        d = self._agent.request(method, uri, headers, bodyProducer)
+        return d.addCallback(_hide_content_encoding)
+
+
+def _hide_content_encoding(response: IResponse) -> IResponse:
+    encodings = response.headers.getRawHeaders(b"content-encoding")
+    if encodings:
+        response.headers.removeHeader(b"content-encoding")
+        response.headers.setRawHeaders(HIDDEN_ENCODING, encodings)
+    return response
+
+
+def make_http_client(reactor: IReactorTime, timeouts: Timeouts,
+                     ca_files: Sequence[str]) -> tuple[HTTPClient, HTTPConnectionPool]:
+    """A treq client over a persistent pool that the caller owns and closes."""
+    pool = HTTPConnectionPool(reactor, persistent=True)
+    pool.maxPersistentPerHost = 16
+    pool.cachedConnectionTimeout = 60
+    agent = Agent(reactor, contextFactory=tls_policy(ca_files),
+                  connectTimeout=timeouts.connect, pool=pool)
+    return HTTPClient(IdentityAgent(agent)), pool
+
+
+@dataclass
+class Fetched:
+    """An upstream response and the URL that finally produced it."""
+
+    response: IResponse
+    url: str
+
+
+def origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+    return parts.scheme, (parts.hostname or "").lower(), port
+
+
+class UpstreamClient:
+    """Makes upstream requests with timeouts, safe redirects and registry-style errors."""
+
+    def __init__(self, http: HTTPClient, clock: IReactorTime, timeouts: Timeouts) -> None:
+        self.http = http
+        self.clock = clock
+        self.timeouts = timeouts
+
+    async def request(self, method: bytes, url: str, headers: Headers) -> IResponse:
+        """One request, unbuffered, with the headers timeout; upstream failures become 502/504."""
+        d = self.http.request(method.decode("ascii"), url, headers=headers,
+                              allow_redirects=False, unbuffered=True)
+        d.addTimeout(self.timeouts.headers, self.clock)
+        try:
+            return await d
+        except TimeoutError:
+            raise errors.gateway_timeout(_site(url), "no response headers within "
+                                         f"{self.timeouts.headers:g} seconds") from None
+        except CancelledError:
+            raise
+        except net_error.TimeoutError:
+            raise errors.gateway_timeout(_site(url), "no connection within "
+                                         f"{self.timeouts.connect:g} seconds") from None
+        except Exception as e:  # noqa: BLE001 - every transport failure is a 502
+            raise errors.bad_gateway(_site(url), describe_failure(e)) from None
+
+    async def fetch(self, method: bytes, url: str, headers: Headers) -> Fetched:
+        """Request C{url}, following redirects with the same method and Range.
+
+        Authorization goes only to the origin it was sent for: once a redirect
+        leaves that origin (to a CDN with presigned URLs), it is dropped for good.
+        """
+        start = origin(url)
+        for _ in range(MAX_REDIRECTS + 1):
+            response = await self.request(method, url, headers)
+            location = response.headers.getRawHeaders(b"location")
+            if response.code not in REDIRECT_CODES or not location:
+                return Fetched(response, url)
+            await discard(response)
+            url = urljoin(url, location[0].decode("latin-1").strip())
+            if urlsplit(url).scheme not in ("http", "https"):
+                raise errors.bad_gateway(_site(url), f"redirect to unsupported URL {url!r}")
+            if origin(url) != start and headers.hasHeader(b"authorization"):
+                headers = headers.copy()
+                headers.removeHeader(b"authorization")
+            if response.code == 303 and method != b"HEAD":
+                method = b"GET"
+        raise errors.bad_gateway(_site(url), f"more than {MAX_REDIRECTS} redirects")
+
+    async def get_small(self, url: str, headers: Headers,
+                        limit: int = 1024 * 1024) -> tuple[IResponse, bytes]:
+        """GET a small document (a challenge or a token), bounded in size."""
+        response = await self.request(b"GET", url, headers)
+        collector = Collect(limit)
+        response.deliverBody(collector)
+        try:
+            body = await collector.done
+        except Exception as e:  # noqa: BLE001
+            raise errors.bad_gateway(_site(url), describe_failure(e)) from None
+        return response, body
+
+
+async def discard(response: IResponse) -> None:
+    sink = Discard()
+    response.deliverBody(sink)
+    await sink.done
+
+
+def _site(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def describe_failure(exc: BaseException) -> str:
+    """A short human reason for a connection-level failure."""
+    if isinstance(exc, ResponseNeverReceived | ResponseFailed) and exc.reasons:
+        return describe_failure(exc.reasons[0].value)
+    if isinstance(exc, net_error.ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, net_error.DNSLookupError):
+        return "host name lookup failed"
+    if isinstance(exc, net_error.TimeoutError):
+        return "connection timed out"
+    if isinstance(exc, SSL.Error):
+        return f"TLS error: {exc}"
+    text = str(exc) or type(exc).__name__
+    return text.splitlines()[0][:200]
