@@ -38,7 +38,7 @@ class Router:
         return cls(config.default, config.routes)
 
     def upstream_for(self, host: str | None) -> UpstreamConfig:
-        """The upstream serving C{host}: an exact route, a route without the port, or the default."""
+        """The upstream for C{host}: an exact route, a route without the port, or the default."""
         host = normalize_host(host)
         upstream = self.routes.get(host)
         if upstream is None and ":" in host and not host.endswith("]"):

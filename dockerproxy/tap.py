@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 from twisted.application import service, strports
 from twisted.internet.interfaces import IReactorCore, IReactorTime
@@ -32,7 +32,7 @@ class Options(usage.Options):
     longdesc = ("A Docker / OCI registry pull proxy. With no options it mirrors Docker Hub "
                 "on tcp:5000.")
 
-    optParameters = [
+    optParameters: ClassVar[list[list[str | None]]] = [
         ["config", "c", None, "TOML configuration file."],
         ["upstream", "u", None, "Default upstream registry URL (for any Host no route names)."],
         ["upstream-ca", None, None, "Extra CA bundle (PEM) trusted for upstream TLS."],
@@ -106,7 +106,7 @@ def check_endpoint(description: str) -> None:
 
     try:
         endpoints.serverFromString(reactor, description)
-    except Exception as e:  # noqa: BLE001 - each parser raises its own types
+    except Exception as e:
         raise ConfigError("--listen", f"bad endpoint {description!r}: {e}") from None
 
 

@@ -14,6 +14,10 @@ from urllib.parse import urljoin, urlsplit
 from OpenSSL import SSL
 from treq.client import HTTPClient
 from twisted.internet import error as net_error
+
+# twisted.internet.ssl has no public name for this interface; it is how a trust
+# root adds CAs to an OpenSSL context (platform trust plus an operator's bundle).
+from twisted.internet._sslverify import IOpenSSLTrustRoot
 from twisted.internet.defer import CancelledError, Deferred, TimeoutError
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.ssl import optionsForClientTLS
@@ -31,10 +35,6 @@ from zope.interface import implementer
 from dockerproxy import errors
 from dockerproxy.config import Timeouts
 from dockerproxy.relay import Collect, Discard
-
-# twisted.internet.ssl has no public name for this interface; it is how a trust
-# root adds CAs to an OpenSSL context (platform trust plus an operator's bundle).
-from twisted.internet._sslverify import IOpenSSLTrustRoot  # noqa: I001
 
 REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})
 MAX_REDIRECTS = 5
@@ -62,7 +62,7 @@ class UpstreamTLSPolicy:
     def __init__(self, ca_files: Sequence[str]) -> None:
         self._trust = PlatformAndFiles(ca_files)
 
-    def creatorForNetloc(self, hostname: bytes, port: int):  # noqa: ANN201 - Twisted's type
+    def creatorForNetloc(self, hostname: bytes, port: int):
         return optionsForClientTLS(hostname.decode("ascii"), trustRoot=self._trust)
 
 
@@ -145,7 +145,7 @@ class UpstreamClient:
         except net_error.TimeoutError:
             raise errors.gateway_timeout(_site(url), "no connection within "
                                          f"{self.timeouts.connect:g} seconds") from None
-        except Exception as e:  # noqa: BLE001 - every transport failure is a 502
+        except Exception as e:
             raise errors.bad_gateway(_site(url), describe_failure(e)) from None
 
     async def fetch(self, method: bytes, url: str, headers: Headers) -> Fetched:
@@ -179,7 +179,7 @@ class UpstreamClient:
         response.deliverBody(collector)
         try:
             body = await collector.done
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             raise errors.bad_gateway(_site(url), describe_failure(e)) from None
         return response, body
 
