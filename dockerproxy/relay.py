@@ -59,7 +59,10 @@ class BodyRelay(Protocol):
             self._idle.cancel()
         self._idle = None
         if self.request.producer is self.transport:
-            self.request.unregisterProducer()
+            if self.request.channel is not None:
+                self.request.unregisterProducer()
+            else:  # the client is gone: Request.connectionLost dropped the channel
+                self.request.producer = None
         complete = self._is_complete(reason)
         if complete:
             if not self.request.finished and not getattr(self.request, "_disconnected", False):

@@ -125,6 +125,12 @@ class RootResource(Resource):
             return self
         return JSONErrorPage(errors.RegistryError(404, "NOT_FOUND", "no such page"))
 
+    def render(self, request: Request) -> int | bytes:
+        # Twisted's own 405/501 pages are HTML: answer other methods in registry JSON.
+        if request.method not in (b"GET", b"HEAD"):
+            return refuse_method(request)
+        return super().render(request)
+
     def render_GET(self, request: Request) -> bytes:
         router = self.proxy.router
         default = router.default
@@ -171,9 +177,9 @@ class V2Resource(Resource):
 
     async def ping(self, request: Request) -> None:
         upstream = self.proxy.router.upstream_for(request_host(request))
+        request.upstream = upstream.url  # type: ignore[attr-defined]
         headers = upstream_request_headers(request.requestHeaders)
         fetched = await self.proxy.client.fetch(request.method, f"{upstream.url}/v2/", headers)
-        request.upstream = upstream.url  # type: ignore[attr-defined]
         if fetched.response.code == 401:
             self.proxy.challenges.remember(upstream, fetched.response.headers)
         await relay_response(self.proxy, request, fetched, scope=None)
@@ -291,6 +297,12 @@ class AuthResource(Resource):
     def __init__(self, proxy: Proxy) -> None:
         super().__init__()
         self.proxy = proxy
+
+    def render(self, request: Request) -> int | bytes:
+        # Twisted's own 405/501 pages are HTML: answer other methods in registry JSON.
+        if request.method not in (b"GET", b"HEAD", b"POST"):
+            return refuse_method(request)
+        return super().render(request)
 
     def render_GET(self, request: Request) -> int:
         return render_async(request, lambda: self.token(request))

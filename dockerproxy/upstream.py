@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from http.cookiejar import DefaultCookiePolicy
 from urllib.parse import urljoin, urlsplit
 
 from OpenSSL import SSL
 from treq.client import HTTPClient
+from treq.cookies import IndexableCookieJar
 from twisted.internet import error as net_error
 
 # twisted.internet.ssl has no public name for this interface; it is how a trust
@@ -105,7 +107,10 @@ def make_http_client(reactor: IReactorTime, timeouts: Timeouts,
     pool.cachedConnectionTimeout = 60
     agent = Agent(reactor, contextFactory=tls_policy(ca_files),
                   connectTimeout=timeouts.connect, pool=pool)
-    return HTTPClient(IdentityAgent(agent)), pool
+    # treq keeps one cookie jar for every request the client makes: with the default
+    # jar a cookie an upstream set for one proxy client would be sent for all others.
+    no_cookies = IndexableCookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))
+    return HTTPClient(IdentityAgent(agent), cookiejar=no_cookies), pool
 
 
 @dataclass

@@ -1,0 +1,428 @@
+"""Settings from TOML and the command line, their validation, Options and the twistd plugin."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from twisted.application.service import IServiceMaker
+from twisted.plugin import getPlugins
+
+from dockerproxy.config import (
+    DOCKER_HUB_URL,
+    Config,
+    ConfigError,
+    Timeouts,
+    build_config,
+    load_toml,
+)
+from dockerproxy.tap import Options, config_from_environment
+
+
+def config_error(toml: dict[str, Any] | None = None,
+                 cli: dict[str, Any] | None = None) -> ConfigError:
+    with pytest.raises(ConfigError) as caught:
+        build_config(toml or {}, cli or {})
+    return caught.value
+
+
+def write(tmp_path: Path, name: str, text: str) -> str:
+    path = tmp_path / name
+    path.write_text(text)
+    return str(path)
+
+
+@pytest.fixture
+def ca_file(tmp_path: Path) -> str:
+    return write(tmp_path, "ca.pem", "-----BEGIN CERTIFICATE-----\n")
+
+
+# --------------------------------------------------------------------------- defaults
+
+
+def test_defaults() -> None:
+    config = build_config({}, {})
+    assert config.listen == ("tcp:5000",)
+    assert config.default is not None
+    assert config.default.url == DOCKER_HUB_URL
+    assert config.default.library_prefix is True
+    assert config.default.is_docker_hub
+    assert config.routes == {}
+    assert config.timeouts == Timeouts()
+    assert config.log_format == "text"
+    assert config.upstream_ca is None
+
+
+def test_default_timeouts() -> None:
+    assert Timeouts() == Timeouts(connect=10.0, headers=60.0, idle=60.0)
+
+
+@pytest.mark.parametrize("url", ["https://registry-1.docker.io", "https://docker.io",
+                                 "https://index.docker.io/", "https://REGISTRY.hub.docker.com"])
+def test_docker_hub_hosts_get_the_library_prefix(url: str) -> None:
+    config = build_config({"upstream": url}, {})
+    assert config.default is not None and config.default.library_prefix is True
+
+
+def test_other_upstream_has_no_library_prefix() -> None:
+    config = build_config({"upstream": "https://ghcr.io"}, {})
+    assert config.default is not None
+    assert config.default.library_prefix is False
+    assert not config.default.is_docker_hub
+
+
+def test_library_prefix_can_be_asked_for() -> None:
+    toml = build_config({"upstream": "http://127.0.0.1:5001", "library_prefix": True}, {})
+    cli = build_config({}, {"upstream": "http://127.0.0.1:5001", "library_prefix": True})
+    assert toml.default is not None and toml.default.library_prefix is True
+    assert cli.default is not None and cli.default.library_prefix is True
+
+
+def test_library_prefix_can_be_turned_off_for_docker_hub() -> None:
+    config = build_config({"library_prefix": False}, {})
+    assert config.default is not None and config.default.library_prefix is False
+
+
+def test_url_is_normalised() -> None:
+    config = build_config({"upstream": "HTTPS://Registry.Example:8443/"}, {})
+    assert config.default is not None
+    assert config.default.url == "https://registry.example:8443"
+    assert config.default.name == "registry.example:8443"
+
+
+def test_listen_from_toml_string_and_list() -> None:
+    assert build_config({"listen": "tcp:6000"}, {}).listen == ("tcp:6000",)
+    assert build_config({"listen": ["tcp:1", "unix:/s"]}, {}).listen == ("tcp:1", "unix:/s")
+
+
+def test_timeouts_from_toml() -> None:
+    config = build_config({"timeouts": {"connect": 1, "headers": 2.5, "idle": "3"}}, {})
+    assert config.timeouts == Timeouts(connect=1.0, headers=2.5, idle=3.0)
+
+
+def test_timeouts_partly_given_keep_defaults() -> None:
+    assert build_config({"timeouts": {"idle": 5}}, {}).timeouts == Timeouts(idle=5.0)
+
+
+def test_log_format_json() -> None:
+    assert build_config({"log_format": "json"}, {}).log_format == "json"
+
+
+def test_upstream_ca(ca_file: str) -> None:
+    assert build_config({"upstream_ca": ca_file}, {}).upstream_ca == ca_file
+
+
+# --------------------------------------------------------------------------- routes
+
+
+def test_short_route() -> None:
+    config = build_config({"routes": {"ghcr.mirror.test": "https://ghcr.io"}}, {})
+    route = config.routes["ghcr.mirror.test"]
+    assert route.url == "https://ghcr.io"
+    assert route.library_prefix is False
+
+
+def test_short_route_to_docker_hub_has_the_library_prefix() -> None:
+    config = build_config({"routes": {"hub.mirror.test": DOCKER_HUB_URL}}, {})
+    assert config.routes["hub.mirror.test"].library_prefix is True
+
+
+def test_table_route(ca_file: str) -> None:
+    config = build_config({"routes": {"Local.Mirror.Test:5000": {
+        "url": "http://127.0.0.1:5001", "library_prefix": True, "ca_file": ca_file}}}, {})
+    route = config.routes["local.mirror.test:5000"]
+    assert route.url == "http://127.0.0.1:5001"
+    assert route.library_prefix is True
+    assert route.ca_file == ca_file
+    assert route.name == "local.mirror.test:5000"
+
+
+def test_routes_from_toml_file(tmp_path: Path) -> None:
+    path = write(tmp_path, "proxy.toml", """
+listen = ["tcp:5000:interface=127.0.0.1"]
+
+[routes]
+"ghcr.mirror.test" = "https://ghcr.io"
+
+[routes."hub.mirror.test"]
+url = "https://registry-1.docker.io"
+library_prefix = false
+
+[timeouts]
+idle = 30
+""")
+    config = build_config(load_toml(path), {})
+    assert config.listen == ("tcp:5000:interface=127.0.0.1",)
+    assert config.routes["ghcr.mirror.test"].url == "https://ghcr.io"
+    assert config.routes["hub.mirror.test"].library_prefix is False
+    assert config.timeouts.idle == 30.0
+
+
+def test_routes_from_cli() -> None:
+    config = build_config({}, {"routes": {"ghcr.mirror.test": "https://ghcr.io",
+                                          "hub.mirror.test": DOCKER_HUB_URL}})
+    assert config.routes["ghcr.mirror.test"].url == "https://ghcr.io"
+    assert config.routes["hub.mirror.test"].library_prefix is True
+
+
+def test_routes_without_upstream_have_no_default() -> None:
+    config = build_config({"routes": {"ghcr.mirror.test": "https://ghcr.io"}}, {})
+    assert config.default is None
+    assert build_config({}, {"routes": {"a.test": "https://ghcr.io"}}).default is None
+
+
+def test_routes_with_upstream_keep_the_default() -> None:
+    config = build_config({"upstream": "https://quay.io",
+                           "routes": {"ghcr.mirror.test": "https://ghcr.io"}}, {})
+    assert config.default is not None and config.default.url == "https://quay.io"
+
+
+# --------------------------------------------------------------------------- CLI over TOML
+
+
+def test_cli_overrides_toml() -> None:
+    config = build_config(
+        {"listen": ["tcp:6000"], "upstream": "https://quay.io", "log_format": "text",
+         "timeouts": {"idle": 5, "connect": 2}},
+        {"listen": ["tcp:7000"], "upstream": "https://ghcr.io", "log_format": "json",
+         "timeouts": {"idle": "9"}},
+    )
+    assert config.listen == ("tcp:7000",)
+    assert config.default is not None and config.default.url == "https://ghcr.io"
+    assert config.log_format == "json"
+    assert config.timeouts == Timeouts(connect=2.0, headers=60.0, idle=9.0)
+
+
+def test_cli_library_prefix_overrides_toml() -> None:
+    config = build_config({"library_prefix": True}, {"library_prefix": False})
+    assert config.default is not None and config.default.library_prefix is False
+
+
+def test_cli_route_overrides_toml_route() -> None:
+    config = build_config({"routes": {"a.test": "https://quay.io"}},
+                          {"routes": {"A.test": "https://ghcr.io"}})
+    assert config.routes["a.test"].url == "https://ghcr.io"
+
+
+def test_empty_cli_values_do_not_override() -> None:
+    config = build_config({"listen": "tcp:6000"},
+                          {"listen": [], "upstream": None, "log_format": None, "routes": {}})
+    assert config.listen == ("tcp:6000",)
+
+
+def test_cli_upstream_ca_overrides_toml(tmp_path: Path, ca_file: str) -> None:
+    other = write(tmp_path, "other.pem", "x")
+    assert build_config({"upstream_ca": ca_file}, {"upstream_ca": other}).upstream_ca == other
+
+
+# --------------------------------------------------------------------------- validation
+
+
+@pytest.mark.parametrize(
+    ("toml", "cli", "key"),
+    [
+        ({"upstream": "ftp://registry.example"}, {}, "upstream"),
+        ({"upstream": "registry.example"}, {}, "upstream"),
+        ({"upstream": 5}, {}, "upstream"),
+        ({}, {"upstream": "ftp://x"}, "--upstream"),
+        ({"upstream": "https://registry.example/v2/"}, {}, "upstream"),
+        ({"upstream": "https://registry.example?x=1"}, {}, "upstream"),
+        ({"upstream": "https://user:pw@registry.example"}, {}, "upstream"),
+        ({"upstream": "https://registry.example:99999"}, {}, "upstream"),
+        ({"upstream": "https://registry.example:port"}, {}, "upstream"),
+        ({"bogus": 1}, {}, "bogus"),
+        ({"routes": {"a.test": {"url": "https://ghcr.io", "bogus": 1}}}, {}, "routes.a.test.bogus"),
+        ({"routes": {"a.test": {"library_prefix": True}}}, {}, "routes.a.test.url"),
+        ({"routes": {"a.test": {"url": "ftp://ghcr.io"}}}, {}, "routes.a.test.url"),
+        ({"routes": {"a.test": "https://ghcr.io/path"}}, {}, "routes.a.test"),
+        ({"routes": {"a.test": 5}}, {}, "routes.a.test"),
+        ({"routes": {"a.test": {"url": "https://ghcr.io", "library_prefix": "yes"}}}, {},
+         "routes.a.test.library_prefix"),
+        ({"routes": {"a/b": "https://ghcr.io"}}, {}, "routes.a/b"),
+        ({"routes": "https://ghcr.io"}, {}, "routes"),
+        ({}, {"routes": {"a.test": "ghcr.io"}}, "--route a.test"),
+        ({"timeouts": {"idle": 0}}, {}, "timeouts.idle"),
+        ({"timeouts": {"idle": -1}}, {}, "timeouts.idle"),
+        ({"timeouts": {"headers": "soon"}}, {}, "timeouts.headers"),
+        ({"timeouts": {"connect": True}}, {}, "timeouts.connect"),
+        ({"timeouts": {"connect": 86401}}, {}, "timeouts.connect"),
+        ({"timeouts": {"total": 5}}, {}, "timeouts.total"),
+        ({"timeouts": 5}, {}, "timeouts"),
+        ({}, {"timeouts": {"idle": "x"}}, "--idle-timeout"),
+        ({}, {"timeouts": {"connect": "0"}}, "--connect-timeout"),
+        ({"log_format": "xml"}, {}, "log_format"),
+        ({}, {"log_format": "xml"}, "--log-format"),
+        ({"library_prefix": "yes"}, {}, "library_prefix"),
+        ({"listen": []}, {}, "listen"),
+        ({"listen": [5000]}, {}, "listen"),
+        ({"upstream_ca": "/nonexistent/ca.pem"}, {}, "upstream_ca"),
+        ({}, {"upstream_ca": "/nonexistent/ca.pem"}, "--upstream-ca"),
+        ({"routes": {"a.test": {"url": "https://ghcr.io", "ca_file": "/nonexistent/ca.pem"}}},
+         {}, "routes.a.test.ca_file"),
+    ],
+)
+def test_validation_errors_name_their_key(toml: dict[str, Any], cli: dict[str, Any],
+                                          key: str) -> None:
+    error = config_error(toml, cli)
+    assert error.key == key
+    assert str(error).startswith(f"{key}: ")
+    assert "\n" not in str(error)
+
+
+def test_bad_url_error_shows_the_value() -> None:
+    assert "ftp://registry.example" in config_error({"upstream": "ftp://registry.example"}).problem
+
+
+def test_missing_ca_file_error_names_the_file() -> None:
+    assert "/nonexistent/ca.pem" in config_error({"upstream_ca": "/nonexistent/ca.pem"}).problem
+
+
+def test_bad_toml_file(tmp_path: Path) -> None:
+    path = write(tmp_path, "bad.toml", "upstream = \n[[[")
+    with pytest.raises(ConfigError) as caught:
+        load_toml(path)
+    assert caught.value.key == "--config"
+    assert path in str(caught.value)
+    assert "not valid TOML" in str(caught.value)
+
+
+def test_missing_toml_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_toml(str(tmp_path / "missing.toml"))
+    assert caught.value.key == "--config"
+    assert "missing.toml" in str(caught.value)
+
+
+def test_config_from_environment(tmp_path: Path) -> None:
+    path = write(tmp_path, "proxy.toml", 'upstream = "https://quay.io"\n')
+    config = config_from_environment({"DOCKERPROXY_CONFIG": path})
+    assert config.default is not None and config.default.url == "https://quay.io"
+    assert config_from_environment({}) == build_config({}, {})
+
+
+# --------------------------------------------------------------------------- Options
+
+
+def parse_options(argv: list[str]) -> Config:
+    options = Options()
+    options.parseOptions(argv)
+    return options.config
+
+
+def usage_failure(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as caught:
+        parse_options(argv)
+    assert caught.value.code == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    lines = captured.err.splitlines()
+    assert len(lines) == 1, captured.err
+    assert captured.err.endswith("\n")
+    assert lines[0].startswith("dockerproxy: ")
+    assert "Traceback" not in captured.err
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    ("argv", "named"),
+    [
+        (["--bogus"], "--bogus"),
+        (["--upstream"], "--upstream"),
+        (["--upstream", "ftp://x"], "--upstream"),
+        (["--route", "no-equals-sign"], "--route"),
+        (["--route", "=https://ghcr.io"], "--route"),
+        (["--route", "a.test=ftp://ghcr.io"], "--route a.test"),
+        (["--idle-timeout", "soon"], "--idle-timeout"),
+        (["--headers-timeout", "0"], "--headers-timeout"),
+        (["--connect-timeout", "-3"], "--connect-timeout"),
+        (["--log-format", "xml"], "--log-format"),
+        (["--upstream-ca", "/nonexistent/ca.pem"], "--upstream-ca"),
+        (["--config", "/nonexistent/proxy.toml"], "--config"),
+        (["--listen", "bogus:5000"], "--listen"),
+        (["--listen", "tcp:notaport"], "--listen"),
+    ],
+)
+def test_bad_options_exit_2_with_one_line(argv: list[str], named: str,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    assert named in usage_failure(argv, capsys)
+
+
+def test_bad_listen_shows_the_endpoint(capsys: pytest.CaptureFixture[str]) -> None:
+    assert "bogus:5000" in usage_failure(["--listen", "bogus:5000"], capsys)
+
+
+def test_bad_toml_in_config_option(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write(tmp_path, "bad.toml", "[[[\n")
+    line = usage_failure(["--config", path], capsys)
+    assert "--config" in line and path in line
+
+
+def test_bad_setting_in_config_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write(tmp_path, "proxy.toml", "[timeouts]\nidle = 0\n")
+    assert "timeouts.idle" in usage_failure(["--config", path], capsys)
+
+
+def test_bad_listen_in_config_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write(tmp_path, "proxy.toml", 'listen = ["nonsense:1"]\n')
+    assert "nonsense:1" in usage_failure(["--config", path], capsys)
+
+
+def test_no_options() -> None:
+    assert parse_options([]) == build_config({}, {})
+
+
+def test_good_options() -> None:
+    config = parse_options([
+        "--listen", "tcp:6000:interface=127.0.0.1", "--listen", "tcp:6001",
+        "--upstream", "http://127.0.0.1:5001", "--library-prefix",
+        "--route", "ghcr.mirror.test=https://ghcr.io",
+        "--route", "hub.mirror.test=https://registry-1.docker.io",
+        "--connect-timeout", "1", "--headers-timeout", "2.5", "--idle-timeout", "30",
+        "--log-format", "json",
+    ])
+    assert config.listen == ("tcp:6000:interface=127.0.0.1", "tcp:6001")
+    assert config.default is not None
+    assert config.default.url == "http://127.0.0.1:5001"
+    assert config.default.library_prefix is True
+    assert set(config.routes) == {"ghcr.mirror.test", "hub.mirror.test"}
+    assert config.routes["ghcr.mirror.test"].library_prefix is False
+    assert config.routes["hub.mirror.test"].library_prefix is True
+    assert config.timeouts == Timeouts(connect=1.0, headers=2.5, idle=30.0)
+    assert config.log_format == "json"
+
+
+def test_no_library_prefix_option() -> None:
+    config = parse_options(["--no-library-prefix"])
+    assert config.default is not None and config.default.library_prefix is False
+
+
+def test_options_override_config_file(tmp_path: Path) -> None:
+    path = write(tmp_path, "proxy.toml",
+                 'upstream = "https://quay.io"\nlisten = "tcp:6000"\n[timeouts]\nidle = 5\n')
+    config = parse_options(["--config", path, "--upstream", "https://ghcr.io",
+                            "--idle-timeout", "7"])
+    assert config.default is not None and config.default.url == "https://ghcr.io"
+    assert config.listen == ("tcp:6000",)
+    assert config.timeouts.idle == 7.0
+
+
+def test_route_option_alone_means_no_default() -> None:
+    config = parse_options(["--route", "a.test=https://ghcr.io"])
+    assert config.routes["a.test"].url == "https://ghcr.io"
+    assert config.default is None
+
+
+# --------------------------------------------------------------------------- twistd plugin
+
+
+def test_twistd_plugin_is_found() -> None:
+    makers = {maker.tapname: maker for maker in getPlugins(IServiceMaker)}
+    assert "dockerproxy" in makers
+    maker = makers["dockerproxy"]
+    options = maker.options()
+    assert isinstance(options, Options)
+    options.parseOptions(["--upstream", "https://ghcr.io"])
+    assert options.config.default is not None
+    assert options.config.default.url == "https://ghcr.io"

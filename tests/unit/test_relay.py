@@ -1,0 +1,384 @@
+"""The streaming body relay, with a real twisted.web Request and StringTransports on both sides.
+
+The client side is a real Site/HTTPChannel connected to a StringTransport, as a TCP
+connection would be; the upstream side is a fake IResponse whose deliverBody connects
+the relay to another StringTransport (the upstream socket, seen as a push producer).
+"""
+
+from __future__ import annotations
+
+from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.logger import LogEvent, globalLogPublisher
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.client import ResponseDone, ResponseFailed
+from twisted.web.http import PotentialDataLoss
+from twisted.web.http_headers import Headers
+from twisted.web.iweb import UNKNOWN_LENGTH, IResponse
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request, Site
+from zope.interface import implementer
+
+from dockerproxy.relay import SOCKET_CHUNK, BodyRelay, Collect, Discard, relay_body
+
+IDLE = 5.0
+
+
+class Capture(Resource):
+    """Keeps every request it is asked to render, and answers none of them."""
+
+    isLeaf = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.requests: list[Request] = []
+
+    def render(self, request: Request) -> object:
+        self.requests.append(request)
+        return NOT_DONE_YET
+
+
+class ClientTransport(StringTransport):
+    """The client's socket: records abortConnection separately from loseConnection."""
+
+    aborted = False
+
+    def abortConnection(self) -> None:
+        self.aborted = True
+        super().abortConnection()
+
+
+@implementer(IResponse)
+class FakeResponse:
+    """An upstream response whose body arrives over C{transport}."""
+
+    version = (b"HTTP", 1, 1)
+    phrase = b"OK"
+    request = None
+    previousResponse = None
+
+    def __init__(self, length: int | object, transport: StringTransport, code: int = 200) -> None:
+        self.code = code
+        self.headers = Headers()
+        self.length = length
+        self.transport = transport
+        self.protocol: BodyRelay | None = None
+
+    def deliverBody(self, protocol: BodyRelay) -> None:
+        self.protocol = protocol
+        protocol.makeConnection(self.transport)
+
+    def setPreviousResponse(self, response: IResponse) -> None:
+        self.previousResponse = response
+
+
+def lost(*reasons: BaseException) -> Failure:
+    """How twisted.web.client reports a body cut short: ResponseFailed around the cause."""
+    return Failure(ResponseFailed([Failure(r) for r in reasons or (ConnectionLost(),)]))
+
+
+class RelayHarness:
+    """One client request with an upstream body relayed into it."""
+
+    def __init__(self, length: int | object = 10, client: ClientTransport | None = None) -> None:
+        self.clock = Clock()
+        self.resource = Capture()
+        site = Site(self.resource, reactor=self.clock)
+        self.protocol = site.buildProtocol(None)
+        self.client = client or ClientTransport()
+        self.protocol.makeConnection(self.client)
+        self.protocol.dataReceived(b"GET /v2/a/blobs/x HTTP/1.1\r\nHost: mirror\r\n\r\n")
+        self.request = self.resource.requests[0]
+        # The TCP transport's registered producer: what it pauses when its buffer fills.
+        self.channel = self.client.producer
+        self.upstream = StringTransport()
+        self.response = FakeResponse(length, self.upstream)
+        if length is not UNKNOWN_LENGTH:
+            self.request.setHeader(b"content-length", b"%d" % length)
+        self.relay = relay_body(self.response, self.request, self.clock, IDLE)
+        self.outcome: list[object] = []
+        self.relay.done.addBoth(self.outcome.append)
+
+    def upstream_sends(self, data: bytes) -> None:
+        assert self.response.protocol is not None
+        self.response.protocol.dataReceived(data)
+
+    def upstream_ends(self, reason: Failure) -> None:
+        assert self.response.protocol is not None
+        self.response.protocol.connectionLost(reason)
+
+    def client_goes_away(self) -> None:
+        self.protocol.connectionLost(Failure(ConnectionDone("client closed")))
+
+    def sent(self) -> bytes:
+        return self.client.value()
+
+    def body_sent(self) -> bytes:
+        return self.sent().partition(b"\r\n\r\n")[2]
+
+
+class BackpressureTests(SynchronousTestCase):
+    def test_upstream_is_the_requests_producer(self) -> None:
+        h = RelayHarness()
+        self.assertIs(h.request.producer, h.upstream)
+        self.assertTrue(h.request.streamingProducer)
+
+    def test_client_pause_pauses_upstream(self) -> None:
+        h = RelayHarness()
+        h.upstream_sends(b"abc")
+        h.channel.pauseProducing()
+        self.assertEqual(h.upstream.producerState, "paused")
+
+    def test_client_resume_resumes_upstream(self) -> None:
+        h = RelayHarness()
+        h.channel.pauseProducing()
+        h.channel.resumeProducing()
+        self.assertEqual(h.upstream.producerState, "producing")
+
+    def test_pause_resume_cycles_keep_relaying(self) -> None:
+        h = RelayHarness(length=6)
+        for part in (b"ab", b"cd", b"ef"):
+            h.channel.pauseProducing()
+            self.assertEqual(h.upstream.producerState, "paused")
+            h.channel.resumeProducing()
+            h.upstream_sends(part)
+        h.upstream_ends(Failure(ResponseDone()))
+        self.assertEqual(h.body_sent(), b"abcdef")
+        self.assertTrue(h.request.finished)
+
+    def test_producer_is_unregistered_when_the_body_ends(self) -> None:
+        h = RelayHarness(length=3)
+        h.upstream_sends(b"abc")
+        h.upstream_ends(Failure(ResponseDone()))
+        self.assertIsNone(h.request.producer)
+        # A later pause of the client connection no longer reaches the upstream.
+        h.channel.pauseProducing()
+        self.assertEqual(h.upstream.producerState, "producing")
+
+    def test_socket_reads_are_enlarged(self) -> None:
+        client = ClientTransport()
+        client.bufferSize = 65536  # type: ignore[attr-defined]
+        RelayHarness(client=client)
+        self.assertEqual(client.bufferSize, SOCKET_CHUNK)  # type: ignore[attr-defined]
+
+
+class ClientAbortTests(SynchronousTestCase):
+    def test_client_loss_stops_upstream(self) -> None:
+        h = RelayHarness()
+        h.upstream_sends(b"abc")
+        h.client_goes_away()
+        self.assertEqual(h.upstream.producerState, "stopped")
+        self.assertFalse(h.request.finished)
+
+    def test_client_loss_before_any_body_stops_upstream(self) -> None:
+        h = RelayHarness()
+        h.client_goes_away()
+        self.assertEqual(h.upstream.producerState, "stopped")
+
+    def test_upstream_end_after_client_loss_is_quiet(self) -> None:
+        h = RelayHarness()
+        h.upstream_sends(b"abc")
+        h.client_goes_away()
+        written = h.sent()
+        # The stopped upstream connection then reports its loss, as a real one would.
+        h.upstream_ends(lost(ConnectionDone()))
+        self.assertEqual(h.outcome, [False])
+        self.assertFalse(h.request.finished)
+        self.assertEqual(h.sent(), written)
+        self.assertFalse(h.client.aborted)
+
+    def test_complete_upstream_body_after_client_loss_does_not_finish(self) -> None:
+        h = RelayHarness(length=3)
+        h.client_goes_away()
+        h.upstream_ends(Failure(ResponseDone()))
+        self.assertEqual(h.outcome, [False])
+        self.assertFalse(h.request.finished)
+
+
+class TruncatedUpstreamTests(SynchronousTestCase):
+    def test_connection_lost_mid_body_aborts_the_client(self) -> None:
+        h = RelayHarness(length=10)
+        h.upstream_sends(b"abc")
+        h.upstream_ends(lost())
+        self.assertTrue(h.client.aborted)
+        self.assertFalse(h.request.finished)
+        self.assertEqual(h.outcome, [False])
+        self.assertEqual(h.body_sent(), b"abc")
+
+    def test_clean_end_short_of_content_length_aborts_the_client(self) -> None:
+        h = RelayHarness(length=10)
+        h.upstream_sends(b"abcdefghi")
+        h.upstream_ends(Failure(ResponseDone()))
+        self.assertTrue(h.client.aborted)
+        self.assertFalse(h.request.finished)
+        self.assertEqual(h.outcome, [False])
+
+    def test_potential_data_loss_with_a_length_aborts_the_client(self) -> None:
+        h = RelayHarness(length=10)
+        h.upstream_sends(b"abc")
+        h.upstream_ends(Failure(PotentialDataLoss()))
+        self.assertTrue(h.client.aborted)
+        self.assertFalse(h.request.finished)
+
+    def test_chunked_body_cut_short_gets_no_final_chunk(self) -> None:
+        h = RelayHarness(length=UNKNOWN_LENGTH)
+        h.upstream_sends(b"abc")
+        h.upstream_ends(lost())
+        self.assertTrue(h.client.aborted)
+        self.assertFalse(h.request.finished)
+        self.assertIn(b"Transfer-Encoding: chunked", h.sent())
+        self.assertFalse(h.sent().endswith(b"0\r\n\r\n"))
+
+    def test_the_early_end_is_logged(self) -> None:
+        events: list[LogEvent] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        h = RelayHarness(length=10)
+        h.upstream_sends(b"abc")
+        h.upstream_ends(lost())
+        warnings = [e for e in events if e.get("log_namespace") == "dockerproxy.relay"]
+        self.assertEqual(len(warnings), 1)
+        self.assertEqual(warnings[0]["received"], 3)
+
+
+class CompleteBodyTests(SynchronousTestCase):
+    def test_complete_body_finishes_the_request(self) -> None:
+        h = RelayHarness(length=10)
+        h.upstream_sends(b"abcde")
+        h.upstream_sends(b"fghij")
+        h.upstream_ends(Failure(ResponseDone()))
+        self.assertTrue(h.request.finished)
+        self.assertFalse(h.client.aborted)
+        self.assertEqual(h.outcome, [True])
+        self.assertIn(b"Content-Length: 10\r\n", h.sent())
+        self.assertEqual(h.body_sent(), b"abcdefghij")
+
+    def test_chunked_body_ends_with_the_final_chunk(self) -> None:
+        h = RelayHarness(length=UNKNOWN_LENGTH)
+        h.upstream_sends(b"abc")
+        h.upstream_ends(Failure(ResponseDone()))
+        self.assertTrue(h.request.finished)
+        self.assertTrue(h.sent().endswith(b"3\r\nabc\r\n0\r\n\r\n"))
+        self.assertEqual(h.outcome, [True])
+
+    def test_close_delimited_body_is_complete(self) -> None:
+        h = RelayHarness(length=UNKNOWN_LENGTH)
+        h.upstream_sends(b"abc")
+        h.upstream_ends(Failure(PotentialDataLoss()))
+        self.assertTrue(h.request.finished)
+        self.assertFalse(h.client.aborted)
+
+    def test_empty_body(self) -> None:
+        h = RelayHarness(length=0)
+        h.upstream_ends(Failure(ResponseDone()))
+        self.assertTrue(h.request.finished)
+        self.assertEqual(h.outcome, [True])
+
+    def test_received_bytes_are_counted(self) -> None:
+        h = RelayHarness(length=7)
+        h.upstream_sends(b"abc")
+        h.upstream_sends(b"defg")
+        self.assertEqual(h.relay.received, 7)
+
+    def test_client_can_keep_the_connection(self) -> None:
+        h = RelayHarness(length=1)
+        h.upstream_sends(b"x")
+        h.upstream_ends(Failure(ResponseDone()))
+        self.assertFalse(h.client.disconnecting)
+
+
+class IdleTimeoutTests(SynchronousTestCase):
+    def test_idle_upstream_is_stopped(self) -> None:
+        h = RelayHarness()
+        h.upstream_sends(b"abc")
+        h.clock.advance(IDLE)
+        self.assertEqual(h.upstream.producerState, "stopped")
+
+    def test_idle_timeout_aborts_the_client(self) -> None:
+        h = RelayHarness()
+        h.upstream_sends(b"abc")
+        h.clock.advance(IDLE)
+        h.upstream_ends(lost())
+        self.assertTrue(h.client.aborted)
+        self.assertFalse(h.request.finished)
+        self.assertEqual(h.outcome, [False])
+
+    def test_idle_timeout_wins_over_a_clean_end(self) -> None:
+        h = RelayHarness(length=3)
+        h.upstream_sends(b"abc")
+        h.clock.advance(IDLE)
+        h.upstream_ends(Failure(ResponseDone()))
+        self.assertTrue(h.client.aborted)
+        self.assertFalse(h.request.finished)
+
+    def test_idle_timeout_without_any_bytes(self) -> None:
+        h = RelayHarness()
+        h.clock.advance(IDLE - 0.1)
+        self.assertEqual(h.upstream.producerState, "producing")
+        h.clock.advance(0.1)
+        self.assertEqual(h.upstream.producerState, "stopped")
+
+    def test_each_chunk_resets_the_timer(self) -> None:
+        h = RelayHarness(length=3)
+        for part in (b"a", b"b", b"c"):
+            h.clock.advance(IDLE - 1)
+            h.upstream_sends(part)
+        self.assertEqual(h.upstream.producerState, "producing")
+        h.upstream_ends(Failure(ResponseDone()))
+        self.assertTrue(h.request.finished)
+
+    def test_timer_is_cancelled_when_the_body_ends(self) -> None:
+        h = RelayHarness(length=1)
+        h.upstream_sends(b"x")
+        h.upstream_ends(Failure(ResponseDone()))
+        h.clock.advance(IDLE * 2)
+        self.assertEqual(h.upstream.producerState, "producing")
+
+    def test_timer_is_cancelled_when_the_body_fails(self) -> None:
+        h = RelayHarness(length=2)
+        h.upstream_sends(b"x")
+        h.upstream_ends(lost())
+        h.clock.advance(IDLE * 2)
+        self.assertEqual(h.upstream.producerState, "producing")
+
+
+class SmallBodyTests(SynchronousTestCase):
+    def deliver(self, protocol: Discard | Collect) -> StringTransport:
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        return transport
+
+    def test_collect(self) -> None:
+        collect = Collect(limit=10)
+        self.deliver(collect)
+        collect.dataReceived(b"abc")
+        collect.dataReceived(b"def")
+        collect.connectionLost(Failure(ResponseDone()))
+        self.assertEqual(self.successResultOf(collect.done), b"abcdef")
+
+    def test_collect_over_the_limit_fails_and_stops(self) -> None:
+        collect = Collect(limit=4)
+        transport = self.deliver(collect)
+        collect.dataReceived(b"abc")
+        collect.dataReceived(b"def")
+        self.assertEqual(transport.producerState, "stopped")
+        collect.connectionLost(lost())
+        self.failureResultOf(collect.done, ValueError)
+
+    def test_collect_failed_body(self) -> None:
+        collect = Collect(limit=10)
+        self.deliver(collect)
+        collect.connectionLost(lost())
+        self.failureResultOf(collect.done, ResponseFailed)
+
+    def test_discard_stops_past_the_limit(self) -> None:
+        discard = Discard(limit=4)
+        transport = self.deliver(discard)
+        discard.dataReceived(b"abc")
+        self.assertEqual(transport.producerState, "producing")
+        discard.dataReceived(b"def")
+        self.assertEqual(transport.producerState, "stopped")
+        discard.connectionLost(lost())
+        self.assertIsNone(self.successResultOf(discard.done))
