@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from twisted.web.http import HTTPChannel
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
@@ -50,9 +51,35 @@ class ProxyRequest(Request):
         )
 
 
+TLS_HANDSHAKE = 0x16
+NOT_TLS_RESPONSE = (b"HTTP/1.0 400 Bad Request\r\nContent-Type: text/plain\r\n"
+                    b"Connection: close\r\n\r\nThis port speaks plain HTTP, not TLS.\n")
+
+
+class ProxyChannel(HTTPChannel):
+    """HTTP/1.1 that answers a TLS ClientHello at once instead of waiting for a line.
+
+    Docker clients try HTTPS first even for an "insecure" registry and fall back
+    to HTTP when the answer is not TLS; without this they wait out a 10 s handshake
+    timeout on every pull.
+    """
+
+    _first = True
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._first and data:
+            self._first = False
+            if data[0] == TLS_HANDSHAKE:
+                self.transport.write(NOT_TLS_RESPONSE)
+                self.transport.loseConnection()
+                return
+        super().dataReceived(data)
+
+
 class ProxySite(Site):
     """A Site whose requests log themselves (twisted.web's own log line is off)."""
 
+    protocol = ProxyChannel
     requestFactory = ProxyRequest
 
     def __init__(self, resource: Resource, reactor: IReactorTime) -> None:

@@ -20,7 +20,7 @@ from twisted.internet import error as net_error
 # twisted.internet.ssl has no public name for this interface; it is how a trust
 # root adds CAs to an OpenSSL context (platform trust plus an operator's bundle).
 from twisted.internet._sslverify import IOpenSSLTrustRoot
-from twisted.internet.defer import CancelledError, Deferred, TimeoutError
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.ssl import optionsForClientTLS
 from twisted.web.client import (
@@ -139,19 +139,26 @@ class UpstreamClient:
         """One request, unbuffered, with the headers timeout; upstream failures become 502/504."""
         d = self.http.request(method.decode("ascii"), url, headers=headers,
                               allow_redirects=False, unbuffered=True)
-        d.addTimeout(self.timeouts.headers, self.clock)
+        # Cancelling an Agent request fails it with ResponseNeverReceived, not
+        # CancelledError, so a flag (not Deferred.addTimeout) tells a timeout apart.
+        timed_out: list[bool] = []
+        timer = self.clock.callLater(self.timeouts.headers,
+                                     lambda: (timed_out.append(True), d.cancel()))
         try:
             return await d
-        except TimeoutError:
-            raise errors.gateway_timeout(_site(url), "no response headers within "
-                                         f"{self.timeouts.headers:g} seconds") from None
-        except CancelledError:
-            raise
-        except net_error.TimeoutError:
-            raise errors.gateway_timeout(_site(url), "no connection within "
-                                         f"{self.timeouts.connect:g} seconds") from None
         except Exception as e:
+            if timed_out:
+                raise errors.gateway_timeout(_site(url), "no response headers within "
+                                             f"{self.timeouts.headers:g} seconds") from None
+            if isinstance(e, CancelledError):
+                raise
+            if isinstance(e, net_error.TimeoutError):
+                raise errors.gateway_timeout(_site(url), "no connection within "
+                                             f"{self.timeouts.connect:g} seconds") from None
             raise errors.bad_gateway(_site(url), describe_failure(e)) from None
+        finally:
+            if timer.active():
+                timer.cancel()
 
     async def fetch(self, method: bytes, url: str, headers: Headers) -> Fetched:
         """Request C{url}, following redirects with the same method and Range.

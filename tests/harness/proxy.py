@@ -17,7 +17,7 @@ from tests.harness.procs import ManagedProcess
 
 
 def twistd_argv(*args: str) -> list[str]:
-    """``twistd --nodaemon --pidfile= dockerproxy ARGS``: the twistd installed beside this Python."""
+    """``twistd --nodaemon --pidfile= dockerproxy ARGS``, the twistd beside this Python."""
     twistd = str(Path(sys.executable).with_name("twistd"))
     return [twistd, "--nodaemon", "--pidfile=", "dockerproxy", *args]
 

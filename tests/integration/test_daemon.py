@@ -1,0 +1,124 @@
+"""The daemon as operators run it: options, proxy.tac, JSON logs, systemd units, the wheel."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.harness import web
+from tests.harness.ports import HOST, free_port, wait_http
+from tests.harness.procs import ManagedProcess
+from tests.harness.proxy import ProxyProcess, run_twistd
+from tests.harness.upstream import Upstream
+
+ROOT = Path(__file__).resolve().parents[2]
+StartProxy = Callable[..., ProxyProcess]
+
+
+@pytest.mark.parametrize("args,named", [
+    (["--upstream", "ftp://example.com"], "--upstream"),
+    (["--route", "no-equals-sign"], "--route"),
+    (["--listen", "tcp:notaport"], "--listen"),
+    (["--idle-timeout", "-3"], "--idle-timeout"),
+    (["--log-format", "xml"], "--log-format"),
+    (["--upstream-ca", "/nonexistent/ca.pem"], "--upstream-ca"),
+    (["--frobnicate"], "--frobnicate"),
+])
+def test_bad_options_fail_with_one_line(tmp: Path, args: list[str], named: str) -> None:
+    status, stderr = run_twistd(tmp, args)
+    assert status != 0
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
+    assert named in lines[0] and "Traceback" not in stderr
+
+
+def test_bad_config_file_names_the_key(tmp: Path) -> None:
+    config = tmp / "config.toml"
+    config.write_text('[routes]\n"docker.example.com" = { url = "https://x", colour = "red" }\n')
+    status, stderr = run_twistd(tmp, ["--config", str(config)])
+    assert status != 0
+    assert stderr.strip() == "dockerproxy: routes.docker.example.com.colour: unknown setting"
+
+
+def test_config_file_with_command_line_override(start_proxy: StartProxy, upstream: Upstream,
+                                                plain_upstream: Upstream, tmp: Path) -> None:
+    config = tmp / "config.toml"
+    config.write_text(f'upstream = "{upstream.url}"\nlibrary_prefix = true\n')
+    proxy = start_proxy("--config", str(config), "--upstream", plain_upstream.url)
+    plain = plain_upstream.images["plain"]
+    response = web.request("GET", f"{proxy.url}/v2/plain/manifests/1",
+                           [("Accept", plain.media_type)])
+    assert response.status == 200, "library_prefix from the file, upstream from the option"
+    assert response.header("docker-content-digest") == plain.manifest_digest
+
+
+def test_proxy_tac_reads_the_config_from_the_environment(upstream: Upstream,
+                                                         tmp: Path) -> None:
+    port = free_port()
+    config = tmp / "config.toml"
+    config.write_text(f'listen = ["tcp:{port}:interface={HOST}"]\nupstream = "{upstream.url}"\n'
+                      'log_format = "json"\n')
+    twistd = str(Path(sys.executable).with_name("twistd"))
+    proc = ManagedProcess("tac", [twistd, "--nodaemon", "--pidfile=", "--python",
+                                  str(ROOT / "proxy.tac")], tmp,
+                          env={**os.environ, "DOCKERPROXY_CONFIG": str(config)}, cwd=tmp)
+    with proc:
+        wait_http(f"http://{HOST}:{port}/", alive=proc.exit_problem)
+        ping = web.request("GET", f"http://{HOST}:{port}/v2/")
+        assert ping.status == 401
+        assert f'realm="http://{HOST}:{port}/v2/auth"' in (ping.header("www-authenticate") or "")
+    assert '"log_namespace": "dockerproxy.access"' in proc.log_text()
+
+
+def test_json_access_log(start_proxy: StartProxy, upstream: Upstream) -> None:
+    proxy = start_proxy("--upstream", upstream.url, "--log-format", "json")
+    web.request("GET", f"{proxy.url}/v2/library/alpine/tags/list")
+    events = proxy.access_events()
+    event = next(e for e in events if e["path"] == "/v2/library/alpine/tags/list")
+    assert event["method"] == "GET" and event["status"] == 401
+    assert event["upstream"] == upstream.url
+    assert isinstance(event["bytes"], int) and isinstance(event["duration"], float)
+    for line in proxy.log_text().splitlines():
+        if line.strip():
+            assert line.startswith("{"), f"not JSON: {line!r}"
+
+
+def test_systemd_units_verify(tmp: Path) -> None:
+    """systemd-analyze checks the units as shipped, with ExecStart pointed at this venv."""
+    analyze = shutil.which("systemd-analyze")
+    assert analyze, "scripts/test.sh installs systemd"
+    twistd = Path(sys.executable).with_name("twistd")
+    service = (ROOT / "systemd/dockerproxy.service").read_text()
+    assert "/opt/dockerproxy/venv/bin/twistd" in service
+    assert "--listen systemd:domain=INET:index=0" in service
+    for setting in ("DynamicUser=yes", "ProtectSystem=strict", "NoNewPrivileges=yes",
+                    "CacheDirectory=dockerproxy"):
+        assert setting in service
+    (tmp / "dockerproxy.service").write_text(
+        service.replace("/opt/dockerproxy/venv/bin/twistd", str(twistd)))
+    shutil.copy(ROOT / "systemd/dockerproxy.socket", tmp / "dockerproxy.socket")
+    result = subprocess.run([analyze, "verify", str(tmp / "dockerproxy.socket"),
+                             str(tmp / "dockerproxy.service")],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "dockerproxy" not in result.stderr, result.stderr
+
+
+def test_wheel_ships_the_twistd_plugin(tmp: Path) -> None:
+    """A plain (non-editable) install must carry twisted/plugins/dockerproxy_plugin.py."""
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps",
+                    "-q", "-w", str(tmp), str(ROOT)], check=True, timeout=300,
+                   capture_output=True)
+    wheel = next(tmp.glob("dockerproxy-*.whl"))
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "twisted/plugins/dockerproxy_plugin.py" in names
+    assert "dockerproxy/tap.py" in names
+    assert not any(n.startswith("twisted/__init__") or n.startswith("twisted/plugins/__init__")
+                   for n in names), "must not shadow Twisted's own packages"
