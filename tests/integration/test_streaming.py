@@ -1,0 +1,89 @@
+"""Bodies stream through the real daemon: flat memory, truncation never looks complete."""
+
+from __future__ import annotations
+
+import http.client
+import socket
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.harness import images, web
+from tests.harness.proxy import ProxyProcess
+from tests.harness.upstream import Upstream
+
+StartProxy = Callable[..., ProxyProcess]
+GIB = 1 << 30
+RSS_LIMIT_MB = 100
+
+
+def peak_rss_mb(pid: int) -> float:
+    """VmHWM: the process's peak resident set, in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmHWM in /proc status")
+
+
+def test_one_gib_blob_keeps_memory_flat(start_proxy: StartProxy, upstream: Upstream) -> None:
+    name = f"public/big-{uuid.uuid4().hex[:8]}"
+    blob = images.put_large_blob(upstream.registry, name, GIB, seed="rss")
+    proxy = start_proxy("--upstream", upstream.url)
+    token = web.request("GET", f"{proxy.url}/v2/auth?scope=repository:{name}:pull").json()
+    response = web.request("GET", f"{proxy.url}/v2/{name}/blobs/{blob.digest}",
+                           {"Authorization": f"Bearer {token['token']}"}, digest_body=True,
+                           timeout=300)
+    assert response.status == 200, response
+    assert response.length == GIB
+    assert response.digest == blob.digest
+    assert peak_rss_mb(proxy.pid) < RSS_LIMIT_MB
+
+
+@pytest.fixture
+def truncating_upstream() -> Iterator[str]:
+    """An HTTP server that promises a 1 MB body, sends 1 KB, and hangs up."""
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(0.2)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            with conn:
+                conn.recv(65536)
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
+                             b"Content-Length: 1000000\r\n\r\n" + b"x" * 1024)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.getsockname()[1]}"
+    finally:
+        stop.set()
+        server.close()
+        thread.join(timeout=5)
+
+
+def test_truncated_upstream_body_aborts_the_client(start_proxy: StartProxy,
+                                                   truncating_upstream: str) -> None:
+    proxy = start_proxy("--upstream", truncating_upstream)
+    digest = "sha256:" + "0" * 64
+    conn = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=30)
+    conn.request("GET", f"/v2/library/x/blobs/{digest}")
+    # The proxy aborts the connection (a reset), so the client may lose even the status
+    # line; what it must never see is a response that ends as if complete.
+    with pytest.raises((http.client.IncompleteRead, ConnectionResetError,
+                        http.client.RemoteDisconnected)):
+        response = conn.getresponse()
+        assert response.getheader("content-length") == "1000000"
+        response.read()
+    conn.close()
+    assert "upstream body ended early" in proxy.log_text()
