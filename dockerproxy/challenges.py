@@ -52,5 +52,7 @@ class ChallengeCache:
             f"{upstream.url}/v2/", Headers({b"user-agent": [USER_AGENT]}), limit=64 * 1024)
         if response.code == 401:
             return self.remember(upstream, response.headers)
-        self._entries[upstream.url] = (None, self.clock.seconds() + self.ttl)
+        if 200 <= response.code < 300:
+            # Only a success means "no auth"; a 5xx or 429 says nothing and is not kept.
+            self._entries[upstream.url] = (None, self.clock.seconds() + self.ttl)
         return None

@@ -22,9 +22,9 @@ MAX_NAME_LENGTH = 255
 
 _ROUTE_RE = re.compile(
     r"/v2/(?P<name>.+?)/(?:"
-    r"(?P<kind>manifests|blobs)/(?P<ref>[^/]+)"
+    r"(?P<uploads>blobs/uploads)(?:/.*)?"
+    r"|(?P<kind>manifests|blobs)/(?P<ref>[^/]+)"
     r"|(?P<tags>tags)/list"
-    r"|(?P<uploads>blobs/uploads)(?:/.*)?"
     r")"
 )
 

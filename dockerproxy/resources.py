@@ -253,7 +253,7 @@ async def relay_response(proxy: Proxy, request: Request, fetched: Fetched,
         rewrite_challenge(proxy, request, response.headers, scope)
     if request.method == b"HEAD" or response.length == 0:
         length = head_length(response.headers) if request.method == b"HEAD" else 0
-        if length is not None:
+        if length is not None and response.code not in (204, 304):
             request.setHeader(b"content-length", b"%d" % length)
         request.finish()
         return

@@ -167,6 +167,7 @@ def test_tags_list() -> None:
 @pytest.mark.parametrize(
     "path",
     [
+        "/v2/alpine/blobs/uploads",
         "/v2/alpine/blobs/uploads/",
         "/v2/alpine/blobs/uploads/0b1f-uuid",
         "/v2/a/b/blobs/uploads/uuid/extra",

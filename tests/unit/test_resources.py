@@ -175,7 +175,7 @@ def parse_response(raw: bytes, method: str) -> Response:
         name, _, value = line.partition(b":")
         headers.addRawHeader(name.strip(), value.strip())
     status = int(status_line.split(b" ")[1])
-    if method == "HEAD":
+    if method == "HEAD" or status in (204, 304):
         return Response(status, headers, b"", raw)
     length = headers.getRawHeaders(b"content-length")
     if length is not None:
@@ -343,6 +343,15 @@ class TokenTests(ProxyTestCase):
             "repository:library/busybox:pull", "repository:bitnami/redis:pull",
             "repository:library/alpine:pull", "registry:catalog:*"])
 
+    def test_a_failing_challenge_lookup_is_not_remembered(self) -> None:
+        """A 503 from the upstream's /v2/ says nothing about its auth: ask again next time."""
+        self.upstream.on(HUB_HOST, "/v2/", reply(503, b"down"))
+        failed = self.fetch("GET", "/v2/auth?scope=repository:busybox:pull")
+        self.assertRegistryError(failed, 404, "UNSUPPORTED")
+        self.upstream.on(HUB_HOST, "/v2/", reply(401, UNAUTHORIZED,
+                                                 www_authenticate=HUB_CHALLENGE))
+        self.assertEqual(self.fetch("GET", "/v2/auth?scope=repository:busybox:pull").status, 200)
+
     def test_passthrough_parameters(self) -> None:
         self.fetch("GET", "/v2/auth?account=me&client_id=docker&offline_token=true&evil=1")
         query = self.token_request().query
@@ -438,6 +447,12 @@ class RegistryTests(ProxyTestCase):
         [seen] = self.upstream.seen
         self.assertEqual((seen.method, seen.host, seen.path), ("GET", HUB_HOST,
                                                                self.MANIFEST_PATH))
+
+    def test_not_modified_has_no_content_length(self) -> None:
+        self.upstream.on(HUB_HOST, self.MANIFEST_PATH, reply(304, etag=f'"{DIGEST}"'))
+        response = self.fetch("GET", self.MANIFEST_PATH, [("If-None-Match", f'"{DIGEST}"')])
+        self.assertEqual(response.status, 304)
+        self.assertIsNone(response.header("content-length"))
 
     def test_full_name_is_kept(self) -> None:
         self.assertEqual(self.fetch("GET", self.MANIFEST_PATH).body, MANIFEST)
