@@ -138,9 +138,17 @@ def rewrite_scopes(scopes: Iterable[str], to_upstream: Callable[[str], str]) -> 
     return rewritten
 
 
+# The token the proxy hands out for upstreams that need none; never sent upstream.
+ANONYMOUS_TOKEN = "dockerproxy-anonymous"
+
+
 def is_anonymous(authorization: bytes | None) -> bool:
-    """No credentials, or C{Basic Og==} (an empty user and password, as skopeo sends)."""
+    """No credentials, C{Basic Og==} (an empty user and password, as skopeo sends),
+    or the proxy's own L{ANONYMOUS_TOKEN}."""
     if not authorization:
         return True
     scheme, _, value = authorization.strip().partition(b" ")
-    return scheme.lower() == b"basic" and value.strip() in (b"", b"Og==")
+    scheme, value = scheme.lower(), value.strip()
+    if scheme == b"bearer":
+        return value == ANONYMOUS_TOKEN.encode()
+    return scheme == b"basic" and value in (b"", b"Og==")

@@ -9,10 +9,11 @@ from __future__ import annotations
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.http_headers import Headers
 
+from dockerproxy import errors
 from dockerproxy.auth import Challenge, parse_www_authenticate
 from dockerproxy.config import UpstreamConfig
 from dockerproxy.headers import USER_AGENT
-from dockerproxy.upstream import UpstreamClient
+from dockerproxy.upstream import UpstreamClients
 
 
 def pick_challenge(headers: Headers) -> Challenge | None:
@@ -28,8 +29,9 @@ def pick_challenge(headers: Headers) -> Challenge | None:
 class ChallengeCache:
     """Per-upstream challenge, refreshed after C{ttl} seconds or when a new one is seen."""
 
-    def __init__(self, client: UpstreamClient, clock: IReactorTime, ttl: float = 600.0) -> None:
-        self.client = client
+    def __init__(self, clients: UpstreamClients, clock: IReactorTime,
+                 ttl: float = 600.0) -> None:
+        self.clients = clients
         self.clock = clock
         self.ttl = ttl
         self._entries: dict[str, tuple[Challenge | None, float]] = {}
@@ -44,15 +46,19 @@ class ChallengeCache:
         return challenge
 
     async def get(self, upstream: UpstreamConfig) -> Challenge | None:
-        """The upstream's challenge, or None when its C{/v2/} needs no authentication."""
+        """The upstream's challenge, or None when its C{/v2/} needs no authentication.
+
+        Any other answer than 2xx or 401 is a 502 and is not remembered.
+        """
         cached = self._entries.get(upstream.url)
         if cached is not None and cached[1] > self.clock.seconds():
             return cached[0]
-        response, _ = await self.client.get_small(
+        response, _ = await self.clients.for_upstream(upstream).get_small(
             f"{upstream.url}/v2/", Headers({b"user-agent": [USER_AGENT]}), limit=64 * 1024)
         if response.code == 401:
             return self.remember(upstream, response.headers)
-        if 200 <= response.code < 300:
-            # Only a success means "no auth"; a 5xx or 429 says nothing and is not kept.
-            self._entries[upstream.url] = (None, self.clock.seconds() + self.ttl)
+        if not 200 <= response.code < 300:
+            # A 5xx or 429 says nothing about auth: fail this request, ask again next time.
+            raise errors.bad_gateway(upstream.url, f"answered {response.code} to /v2/")
+        self._entries[upstream.url] = (None, self.clock.seconds() + self.ttl)
         return None

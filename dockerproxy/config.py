@@ -7,11 +7,14 @@ operator sees one clear line instead of a traceback.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit
+
+from dockerproxy.presets import PRESETS
 
 DOCKER_HUB_URL = "https://registry-1.docker.io"
 DOCKER_HUB_HOSTS = frozenset(
@@ -40,13 +43,24 @@ class Timeouts:
 
 
 @dataclass(frozen=True)
+class Credentials:
+    """The proxy's own account at an upstream: used only for clients that send none."""
+
+    username: str
+    password: str = field(repr=False)
+
+
+@dataclass(frozen=True)
 class UpstreamConfig:
-    """One upstream registry."""
+    """One upstream registry and how to talk to it."""
 
     name: str
     url: str
     library_prefix: bool
     ca_file: str | None = None
+    insecure: bool = False
+    timeouts: Timeouts | None = None
+    credentials: Credentials | None = field(default=None, repr=False)
 
     @property
     def is_docker_hub(self) -> bool:
@@ -58,9 +72,11 @@ class Config:
     listen: tuple[str, ...] = DEFAULT_LISTEN
     default: UpstreamConfig | None = None
     routes: Mapping[str, UpstreamConfig] = field(default_factory=dict)
+    registries: Mapping[str, UpstreamConfig] = field(default_factory=dict)
     upstream_ca: str | None = None
     timeouts: Timeouts = Timeouts()
     log_format: str = "text"
+
 
 
 def check_url(key: str, value: Any) -> str:
@@ -115,9 +131,14 @@ def check_seconds(key: str, value: Any) -> float:
 
 
 def make_upstream(key: str, url: Any, library_prefix: Any = None,
-                  ca_file: Any = None, name: str | None = None) -> UpstreamConfig:
-    """Validate one upstream; C{library_prefix} None means Docker Hub's rule for Docker Hub."""
-    checked = check_url(f"{key}.url" if name else key, url)
+                  ca_file: Any = None, name: str | None = None,
+                  short: bool = False) -> UpstreamConfig:
+    """Validate one upstream; C{library_prefix} None means Docker Hub's rule for Docker Hub.
+
+    C{short} says the URL was given on its own (C{KEY = URL}), so errors name C{key}
+    itself rather than C{key.url}.
+    """
+    checked = check_url(key if short or not name else f"{key}.url", url)
     upstream = UpstreamConfig(name=name or urlsplit(checked).netloc, url=checked,
                               library_prefix=False)
     if library_prefix is None:
@@ -139,39 +160,149 @@ def load_toml(path: str) -> dict[str, Any]:
 
 
 _TOP_KEYS = {"listen", "upstream", "upstream_ca", "library_prefix", "routes", "timeouts",
-             "log_format"}
+             "log_format", "presets", "registries"}
 
 
-def _routes(table: Any) -> dict[str, UpstreamConfig]:
+_UPSTREAM_KEYS = {"url", "library_prefix", "ca_file", "insecure", "timeouts", "username",
+                  "password", "password_file", "token_file"}
+
+
+def upstream_from_table(key: str, name: str, value: Any, base: Timeouts,
+                        library_prefix_default: bool | None = None) -> UpstreamConfig:
+    """One upstream from C{URL} or C{{url = ..., credentials, ca_file, insecure, timeouts}}."""
+    if isinstance(value, str):
+        return make_upstream(key, value, library_prefix_default, name=name, short=True)
+    if not isinstance(value, dict):
+        raise ConfigError(key, "must be a URL or a table with url")
+    unknown = set(value) - _UPSTREAM_KEYS
+    if unknown:
+        raise ConfigError(f"{key}.{sorted(unknown)[0]}", "unknown setting")
+    if "url" not in value:
+        raise ConfigError(f"{key}.url", "is required")
+    upstream = make_upstream(key, value["url"], value.get("library_prefix",
+                                                          library_prefix_default),
+                             value.get("ca_file"), name=name)
+    insecure = check_bool(f"{key}.insecure", value.get("insecure", False))
+    timeouts = None
+    if "timeouts" in value:
+        timeouts = _timeouts(value["timeouts"], base, f"{key}.timeouts")
+    return replace(upstream, insecure=insecure, timeouts=timeouts,
+                   credentials=_credentials(key, value))
+
+
+def _credentials(key: str, table: Mapping[str, Any]) -> Credentials | None:
+    """username with password, password_file or token_file; secrets never appear in errors."""
+    secrets = [k for k in ("password", "password_file", "token_file") if k in table]
+    if len(secrets) > 1:
+        raise ConfigError(f"{key}.{secrets[1]}", f"give only one of {', '.join(secrets)}")
+    username = table.get("username")
+    if username is not None and (not isinstance(username, str) or not username):
+        raise ConfigError(f"{key}.username", "must be a non-empty string")
+    if not secrets:
+        if username is not None:
+            raise ConfigError(f"{key}.username", "needs password, password_file or token_file")
+        return None
+    secret_key = secrets[0]
+    if secret_key == "password":
+        if not isinstance(table["password"], str) or not table["password"]:
+            raise ConfigError(f"{key}.password", "must be a non-empty string")
+        password = table["password"]
+    else:
+        password = _read_secret(f"{key}.{secret_key}", table[secret_key])
+    if username is None:
+        if secret_key != "token_file":
+            raise ConfigError(f"{key}.username", "is required with a password")
+        username = "token"
+    return Credentials(username, password)
+
+
+def _read_secret(key: str, path: Any) -> str:
+    path = check_file(key, path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            secret = f.read().strip()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(key, f"cannot read {path}: {e}") from None
+    if not secret:
+        raise ConfigError(key, f"{path} is empty")
+    return secret
+
+
+def _registries(toml: Mapping[str, Any], cli: Mapping[str, Any],
+                base: Timeouts) -> dict[str, UpstreamConfig]:
+    """Presets (unless turned off), then [registries.NAME] tables, then --registry NAME=URL."""
+    presets_on = check_bool("presets", toml.get("presets", True))
+    if cli.get("presets") is False:
+        presets_on = False
+    registries: dict[str, UpstreamConfig] = {}
+    if presets_on:
+        for name, preset in PRESETS.items():
+            registries[name] = UpstreamConfig(name, preset.url, preset.library_prefix)
+    table = toml.get("registries", {})
+    if not isinstance(table, dict):
+        raise ConfigError("registries", "must be a table of NAME = URL or NAME = {url = ...}")
+    for raw_name, value in table.items():
+        name = check_registry_name(f"registries.{raw_name}", raw_name)
+        if value is False:
+            registries.pop(name, None)
+            continue
+        registries[name] = upstream_from_table(f"registries.{raw_name}", name, value, base,
+                                               _preset_prefix(name))
+    for raw_name, url in cli.get("registries", {}).items():
+        key = f"--registry {raw_name}"
+        name = check_registry_name(key, raw_name)
+        upstream = make_upstream(key, url, _preset_prefix(name), name=name, short=True)
+        known = registries.get(name)
+        if known is not None:
+            upstream = replace(known, url=upstream.url)
+        registries[name] = upstream
+    return registries
+
+
+def _preset_prefix(name: str) -> bool | None:
+    preset = PRESETS.get(name)
+    return True if preset is not None and preset.library_prefix else None
+
+
+def check_registry_name(key: str, value: str) -> str:
+    """A registry name as clients write it: a host name with an optional port."""
+    name = check_host(key, value)
+    if not re.fullmatch(r"[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:\d{1,5})?", name):
+        raise ConfigError(key, f"must be a registry host name such as ghcr.io, got {value!r}")
+    return name
+
+
+def _routes(table: Any, registries: Mapping[str, UpstreamConfig],
+            base: Timeouts) -> dict[str, UpstreamConfig]:
     if not isinstance(table, dict):
         raise ConfigError("routes", "must be a table of HOST = URL or HOST = {url = ...}")
     routes = {}
     for raw_host, value in table.items():
-        host = check_host(f"routes.{raw_host}", raw_host)
         key = f"routes.{raw_host}"
-        if isinstance(value, str):
-            routes[host] = make_upstream(key, value)
-            continue
-        if not isinstance(value, dict):
-            raise ConfigError(key, "must be a URL or a table with url")
-        unknown = set(value) - {"url", "library_prefix", "ca_file"}
-        if unknown:
-            raise ConfigError(f"{key}.{sorted(unknown)[0]}", "unknown setting")
-        if "url" not in value:
-            raise ConfigError(f"{key}.url", "is required")
-        routes[host] = make_upstream(key, value["url"], value.get("library_prefix"),
-                                     value.get("ca_file"), name=host)
+        host = check_host(key, raw_host)
+        routes[host] = route_target(key, host, value, registries, base)
     return routes
 
 
-def _timeouts(table: Any, base: Timeouts) -> Timeouts:
+def route_target(key: str, host: str, value: Any, registries: Mapping[str, UpstreamConfig],
+                 base: Timeouts) -> UpstreamConfig:
+    """A route's upstream: a configured registry's name, a URL, or a table with url."""
+    if isinstance(value, str) and "://" not in value:
+        upstream = registries.get(value.lower())
+        if upstream is None:
+            raise ConfigError(key, f"names no configured registry: {value!r}")
+        return upstream
+    return upstream_from_table(key, host, value, base)
+
+
+def _timeouts(table: Any, base: Timeouts, key: str = "timeouts") -> Timeouts:
     if not isinstance(table, dict):
-        raise ConfigError("timeouts", "must be a table with connect, headers, idle")
+        raise ConfigError(key, "must be a table with connect, headers, idle")
     values = {}
     for name, value in table.items():
         if name not in ("connect", "headers", "idle"):
-            raise ConfigError(f"timeouts.{name}", "unknown setting")
-        values[name] = check_seconds(f"timeouts.{name}", value)
+            raise ConfigError(f"{key}.{name}", "unknown setting")
+        values[name] = check_seconds(f"{key}.{name}", value)
     return replace(base, **values)
 
 
@@ -187,8 +318,9 @@ def build_config(toml: Mapping[str, Any], cli: Mapping[str, Any]) -> Config:
     """Merge TOML settings with command-line ones (which win) into a checked L{Config}.
 
     C{cli} holds only what was given on the command line: C{listen}, C{upstream},
-    C{routes} (HOST -> URL), C{upstream_ca}, C{library_prefix}, C{timeouts}
-    (name -> value) and C{log_format}.
+    C{routes} (HOST -> URL or registry name), C{registries} (NAME -> URL),
+    C{presets} (False to drop them), C{upstream_ca}, C{library_prefix},
+    C{timeouts} (name -> value) and C{log_format}.
     """
     unknown = set(toml) - _TOP_KEYS
     if unknown:
@@ -200,12 +332,15 @@ def build_config(toml: Mapping[str, Any], cli: Mapping[str, Any]) -> Config:
     if cli.get("listen"):
         listen = _listen("--listen", list(cli["listen"]))
 
-    routes = _routes(toml.get("routes", {}))
-    for host, url in cli.get("routes", {}).items():
-        routes[check_host(f"--route {host}", host)] = make_upstream(f"--route {host}", url)
-
     timeouts = _timeouts(toml.get("timeouts", {}), Timeouts())
     timeouts = _timeouts_cli(cli.get("timeouts", {}), timeouts)
+
+    registries = _registries(toml, cli, timeouts)
+    routes = _routes(toml.get("routes", {}), registries, timeouts)
+    for raw_host, value in cli.get("routes", {}).items():
+        key = f"--route {raw_host}"
+        host = check_host(key, raw_host)
+        routes[host] = route_target(key, host, value, registries, timeouts)
 
     upstream_ca = toml.get("upstream_ca")
     if upstream_ca is not None:
@@ -213,15 +348,18 @@ def build_config(toml: Mapping[str, Any], cli: Mapping[str, Any]) -> Config:
     if cli.get("upstream_ca") is not None:
         upstream_ca = check_file("--upstream-ca", cli["upstream_ca"])
 
-    default = _default_upstream(toml, cli, has_routes=bool(routes))
+    explicit_hub = "docker.io" in cli.get("registries", {}) or "docker.io" in (
+        toml.get("registries") or {})
+    default = _default_upstream(toml, cli, registries, has_routes=bool(routes),
+                                explicit_hub=explicit_hub)
 
     log_format = cli.get("log_format") or toml.get("log_format", "text")
     if log_format not in LOG_FORMATS:
         key = "--log-format" if cli.get("log_format") else "log_format"
         raise ConfigError(key, f"must be one of {', '.join(LOG_FORMATS)}, got {log_format!r}")
 
-    return Config(listen=listen, default=default, routes=routes, upstream_ca=upstream_ca,
-                  timeouts=timeouts, log_format=log_format)
+    return Config(listen=listen, default=default, routes=routes, registries=registries,
+                  upstream_ca=upstream_ca, timeouts=timeouts, log_format=log_format)
 
 
 def _timeouts_cli(values: Mapping[str, Any], base: Timeouts) -> Timeouts:
@@ -230,19 +368,32 @@ def _timeouts_cli(values: Mapping[str, Any], base: Timeouts) -> Timeouts:
 
 
 def _default_upstream(toml: Mapping[str, Any], cli: Mapping[str, Any],
-                      has_routes: bool) -> UpstreamConfig | None:
-    """Docker Hub unless told otherwise; none at all when only routes are configured."""
-    if cli.get("upstream") is not None:
-        key, url = "--upstream", cli["upstream"]
-    elif "upstream" in toml:
-        key, url = "upstream", toml["upstream"]
-    elif has_routes:
-        return None
-    else:
-        key, url = "upstream", DOCKER_HUB_URL
+                      registries: Mapping[str, UpstreamConfig], has_routes: bool,
+                      explicit_hub: bool) -> UpstreamConfig | None:
+    """The upstream for names with no registry prefix, on hosts no route names.
+
+    C{--upstream} or C{upstream} if given (a registry with that URL keeps its
+    settings), else the C{docker.io} registry; with routes, only a C{docker.io}
+    configured on purpose (not the preset) is a default.
+    """
     prefix = toml.get("library_prefix")
     if prefix is not None:
         check_bool("library_prefix", prefix)
     if cli.get("library_prefix") is not None:
         prefix = cli["library_prefix"]
-    return make_upstream(key, url, prefix)
+    if cli.get("upstream") is not None:
+        key, url = "--upstream", cli["upstream"]
+    elif "upstream" in toml:
+        key, url = "upstream", toml["upstream"]
+    else:
+        hub = registries.get("docker.io")
+        if hub is None or (has_routes and not explicit_hub):
+            # Host-routed deployments keep unknown Hosts unanswered unless docker.io
+            # was configured on purpose.
+            return None
+        return hub if prefix is None else replace(hub, library_prefix=prefix)
+    upstream = make_upstream(key, url, prefix)
+    for registry in registries.values():
+        if registry.url == upstream.url:
+            return replace(registry, library_prefix=upstream.library_prefix)
+    return upstream

@@ -7,6 +7,8 @@ upstream work outlives the request it was for.
 
 from __future__ import annotations
 
+import base64
+import json
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -22,9 +24,15 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from dockerproxy import errors, names, usage
-from dockerproxy.auth import format_bearer, rewrite_scopes, split_scopes
+from dockerproxy.auth import (
+    ANONYMOUS_TOKEN,
+    Scope,
+    format_bearer,
+    rewrite_scopes,
+    split_scopes,
+)
 from dockerproxy.challenges import ChallengeCache, pick_challenge
-from dockerproxy.config import Timeouts
+from dockerproxy.config import Credentials, UpstreamConfig
 from dockerproxy.headers import (
     USER_AGENT,
     client_authorization,
@@ -32,24 +40,31 @@ from dockerproxy.headers import (
     upstream_request_headers,
 )
 from dockerproxy.relay import abort_client, relay_body
-from dockerproxy.routing import Router, upstream_repository
-from dockerproxy.upstream import HIDDEN_ENCODING, Fetched, UpstreamClient
+from dockerproxy.routing import Router
+from dockerproxy.upstream import HIDDEN_ENCODING, Fetched, UpstreamClient, UpstreamClients
 
 log = Logger()
 
 _HOST_RE = re.compile(r"[A-Za-z0-9.\-]+(?::\d{1,5})?|\[[0-9A-Fa-f:.]+\](?::\d{1,5})?")
+# The service named by challenges the proxy makes itself (no upstream in sight).
+PROXY_SERVICE = "dockerproxy"
+ANONYMOUS_TOKEN_RESPONSE = {"token": ANONYMOUS_TOKEN, "access_token": ANONYMOUS_TOKEN,
+                            "expires_in": 3600}
+_NS_RE = re.compile(r"[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:\d{1,5})?")
 _TOKEN_PASSTHROUGH = ("account", "client_id", "offline_token")
 
 
 @dataclass
 class Proxy:
-    """What every resource needs: routing, the upstream client, the clock and timeouts."""
+    """What every resource needs: routing, the upstream clients, challenges and the clock."""
 
     router: Router
-    client: UpstreamClient
+    clients: UpstreamClients
     challenges: ChallengeCache
     clock: IReactorTime
-    timeouts: Timeouts
+
+    def client(self, upstream: UpstreamConfig) -> UpstreamClient:
+        return self.clients.for_upstream(upstream)
 
 
 def request_host(request: IRequest) -> str:
@@ -66,6 +81,17 @@ def request_host(request: IRequest) -> str:
 def base_url(request: IRequest) -> str:
     scheme = "https" if request.isSecure() else "http"
     return f"{scheme}://{request_host(request)}"
+
+
+def request_ns(request: IRequest) -> str | None:
+    """containerd's C{?ns=<registry>} on mirror requests, checked before any use."""
+    values = request.args.get(b"ns")
+    if not values or not values[0]:
+        return None
+    ns = values[0].decode("ascii", "replace").lower()
+    if not _NS_RE.fullmatch(ns):
+        raise errors.RegistryError(400, "NAME_INVALID", "invalid ns parameter", {"ns": ns})
+    return ns
 
 
 def render_async(request: Request, handler: Callable[[], Awaitable[None]]) -> int:
@@ -140,7 +166,7 @@ class RootResource(Resource):
             default_upstream=default.url if default else None,
             default_registry=default.name if default else None,
             routes={host: u.url for host, u in router.routes.items()},
-            registries={},
+            registries={name: u.url for name, u in router.registries.items()},
         )
         lang_arg = request.args.get(b"lang", [b""])[0].decode("ascii", "replace")
         lang = usage.pick_language(
@@ -176,13 +202,32 @@ class V2Resource(Resource):
         return render_async(request, lambda: self.ping(request))
 
     async def ping(self, request: Request) -> None:
-        upstream = self.proxy.router.upstream_for(request_host(request))
+        ns = request_ns(request)
+        router = self.proxy.router
+        if ns is None and router.host_route(request_host(request)) is None \
+                and router.default is None and router.registries:
+            # Only prefixed names can be served here, so the challenge is the proxy's
+            # own: clients then ask /v2/auth with scopes that name the registry.
+            challenge_locally(request)
+            return
+        upstream = router.upstream_for(request_host(request), ns)
         request.upstream = upstream.url  # type: ignore[attr-defined]
         headers = upstream_request_headers(request.requestHeaders)
-        fetched = await self.proxy.client.fetch(request.method, f"{upstream.url}/v2/", headers)
+        fetched = await self.proxy.client(upstream).fetch(request.method,
+                                                          f"{upstream.url}/v2/", headers)
         if fetched.response.code == 401:
             self.proxy.challenges.remember(upstream, fetched.response.headers)
-        await relay_response(self.proxy, request, fetched, scope=None)
+        await relay_response(self.proxy, request, upstream, fetched, scope=None, ns=ns)
+
+
+def challenge_locally(request: Request) -> None:
+    error = errors.RegistryError(401, "UNAUTHORIZED", "authentication required")
+    body = errors.write_error(request, error)
+    value = format_bearer(f"{base_url(request)}/v2/auth", PROXY_SERVICE)
+    request.setHeader(b"www-authenticate", value.encode("latin-1"))
+    if request.method != b"HEAD":
+        request.write(body)
+    request.finish()
 
 
 def refuse_method(request: Request) -> bytes:
@@ -215,15 +260,17 @@ class RegistryResource(Resource):
         api = names.parse_api_path(path)
         if api.kind == "uploads":
             raise errors.unsupported("this proxy only serves pulls: uploads are not supported")
-        target = self.proxy.router.resolve(request_host(request), api.name)
+        ns = request_ns(request)
+        target = self.proxy.router.resolve(request_host(request), api.name, ns)
         request.upstream = target.upstream.url  # type: ignore[attr-defined]
         url = f"{target.upstream.url}/v2/{target.repository}/{api.kind}/"
         url += f"{api.reference}" if api.reference else "list" + tags_query(request)
         headers = upstream_request_headers(request.requestHeaders)
-        fetched = await self.proxy.client.fetch(request.method, url, headers)
+        fetched = await self.proxy.client(target.upstream).fetch(request.method, url, headers)
         if fetched.response.code == 401:
             self.proxy.challenges.remember(target.upstream, fetched.response.headers)
-        await relay_response(self.proxy, request, fetched, scope=f"repository:{api.name}:pull")
+        await relay_response(self.proxy, request, target.upstream, fetched,
+                             scope=f"repository:{api.name}:pull", ns=ns)
 
 
 def tags_query(request: Request) -> str:
@@ -238,8 +285,8 @@ def tags_query(request: Request) -> str:
     return "?" + urlencode(params) if params else ""
 
 
-async def relay_response(proxy: Proxy, request: Request, fetched: Fetched,
-                         scope: str | None) -> None:
+async def relay_response(proxy: Proxy, request: Request, upstream: UpstreamConfig,
+                         fetched: Fetched, scope: str | None, ns: str | None) -> None:
     """Copy status, allowed headers and body; point a 401's challenge at this proxy."""
     response = fetched.response
     request.setResponseCode(response.code)
@@ -250,7 +297,7 @@ async def relay_response(proxy: Proxy, request: Request, fetched: Fetched,
     if hidden:
         request.responseHeaders.setRawHeaders(b"content-encoding", hidden)
     if response.code == 401:
-        rewrite_challenge(proxy, request, response.headers, scope)
+        rewrite_challenge(request, response.headers, scope, ns)
     if request.method == b"HEAD" or response.length == 0:
         length = head_length(response.headers) if request.method == b"HEAD" else 0
         if length is not None and response.code not in (204, 304):
@@ -259,7 +306,7 @@ async def relay_response(proxy: Proxy, request: Request, fetched: Fetched,
         return
     if response.length is not UNKNOWN_LENGTH:
         request.setHeader(b"content-length", b"%d" % response.length)
-    relay = relay_body(response, request, proxy.clock, proxy.timeouts.idle)
+    relay = relay_body(response, request, proxy.clock, proxy.client(upstream).timeouts.idle)
     await relay.done
 
 
@@ -271,8 +318,8 @@ def head_length(headers: Headers) -> int | None:
     return None
 
 
-def rewrite_challenge(proxy: Proxy, request: Request, headers: Headers,
-                      scope: str | None) -> None:
+def rewrite_challenge(request: Request, headers: Headers, scope: str | None,
+                      ns: str | None) -> None:
     """Replace a Bearer challenge's realm with this proxy's C{/v2/auth}.
 
     Basic challenges are relayed as they are: the client's Basic credentials then
@@ -284,8 +331,10 @@ def rewrite_challenge(proxy: Proxy, request: Request, headers: Headers,
         if values:
             request.responseHeaders.setRawHeaders(b"www-authenticate", values)
         return
-    value = format_bearer(f"{base_url(request)}/v2/auth", challenge.service, scope,
-                          challenge.params.get("error"))
+    # containerd keeps a realm's query when it adds its own parameters, so the
+    # token request comes back with the ns that routed this one.
+    realm = f"{base_url(request)}/v2/auth" + (f"?{urlencode({'ns': ns})}" if ns else "")
+    value = format_bearer(realm, challenge.service, scope, challenge.params.get("error"))
     request.responseHeaders.setRawHeaders(b"www-authenticate", [value.encode("latin-1")])
 
 
@@ -314,20 +363,24 @@ class AuthResource(Resource):
             404, "UNSUPPORTED", "use GET for tokens from this proxy"))
 
     async def token(self, request: Request) -> None:
-        upstream = self.proxy.router.upstream_for(request_host(request))
+        scopes = split_scopes(v.decode("utf-8", "replace") for v in request.args.get(b"scope", []))
+        upstream, to_upstream = self.token_upstream(request, scopes)
         request.upstream = upstream.url  # type: ignore[attr-defined]
         challenge = await self.proxy.challenges.get(upstream)
-        if challenge is None or challenge.scheme != "bearer" or not challenge.realm:
+        if challenge is None:
+            # The upstream needs no auth, but a client challenged by the proxy itself
+            # still wants a token: give it one that is never forwarded.
+            return respond_json(request, ANONYMOUS_TOKEN_RESPONSE)
+        if challenge.scheme != "bearer" or not challenge.realm:
             raise errors.RegistryError(404, "UNSUPPORTED",
                                        f"upstream {upstream.url} does not use token auth")
         realm = challenge.realm
         if urlsplit(realm).scheme not in ("http", "https"):
             raise errors.bad_gateway(upstream.url, f"unusable token realm {realm!r}")
-        scopes = split_scopes(v.decode("utf-8", "replace") for v in request.args.get(b"scope", []))
         query: list[tuple[str, str]] = []
         if challenge.service is not None:
             query.append(("service", challenge.service))
-        for scope in rewrite_scopes(scopes, lambda name: upstream_repository(upstream, name)):
+        for scope in rewrite_scopes(scopes, to_upstream):
             query.append(("scope", scope))
         for name in _TOKEN_PASSTHROUGH:
             for value in request.args.get(name.encode(), []):
@@ -336,9 +389,11 @@ class AuthResource(Resource):
         url = realm + (separator + urlencode(query) if query else "")
         headers = Headers({b"user-agent": [USER_AGENT], b"accept": [b"application/json"]})
         authorization = client_authorization(request.requestHeaders)
+        if authorization is None and upstream.credentials is not None:
+            authorization = basic_authorization(upstream.credentials)
         if authorization is not None:
             headers.setRawHeaders(b"authorization", [authorization])
-        response, body = await self.proxy.client.get_small(url, headers)
+        response, body = await self.proxy.client(upstream).get_small(url, headers)
         request.setResponseCode(response.code)
         content_type = response.headers.getRawHeaders(b"content-type", [b"application/json"])
         request.setHeader(b"content-type", content_type[0])
@@ -346,3 +401,44 @@ class AuthResource(Resource):
         request.setHeader(b"content-length", b"%d" % len(body))
         request.write(body)
         request.finish()
+
+    def token_upstream(self, request: Request,
+                       scopes: list[str]) -> tuple[UpstreamConfig, Callable[[str], str]]:
+        """The upstream a token request is for, and how its scope names map there.
+
+        C{ns} (carried in the realm) decides for containerd; otherwise the
+        repository scopes do, through the same routing as the API paths.
+        """
+        router = self.proxy.router
+        host = request_host(request)
+        ns = request_ns(request)
+        repositories = [scope.name for scope in map(Scope.parse, scopes)
+                        if scope is not None and scope.type.split("(")[0] == "repository"]
+        for name in repositories:
+            if not names.is_valid_name(name):
+                raise errors.name_invalid(name)
+        targets = {name: router.resolve(host, name, ns) for name in repositories}
+        upstreams = {(t.upstream.name, t.upstream.url): t.upstream for t in targets.values()}
+        if len(upstreams) > 1:
+            raise errors.RegistryError(400, "DENIED",
+                                       "one token cannot cover repositories on several upstreams",
+                                       {"upstreams": sorted(u.url for u in upstreams.values())})
+        if upstreams:
+            [upstream] = upstreams.values()
+        else:
+            upstream = router.upstream_for(host, ns)
+        return upstream, lambda name: targets[name].repository
+
+
+def respond_json(request: Request, document: object) -> None:
+    body = json.dumps(document).encode()
+    request.setHeader(b"content-type", b"application/json")
+    request.setHeader(b"cache-control", b"no-store")
+    request.setHeader(b"content-length", b"%d" % len(body))
+    request.write(body)
+    request.finish()
+
+
+def basic_authorization(credentials: Credentials) -> bytes:
+    token = f"{credentials.username}:{credentials.password}".encode()
+    return b"Basic " + base64.b64encode(token)

@@ -1,16 +1,29 @@
-"""Map a request (Host, repository name) to an upstream and the name it knows.
+"""Map a request (Host, repository name, containerd's C{ns}) to an upstream and a name.
 
-Every resource and the token endpoint go through L{Router}, so the same client
-name always means the same upstream repository, in API paths and in token scopes.
+Three modes work at once on one listener:
+
+1. C{ns}: containerd's mirror requests carry C{?ns=<registry>}; it names the upstream.
+2. Host: C{docker.example.com} is routed to one upstream, names unchanged.
+3. Path prefix: C{mirror.example.com/ghcr.io/owner/image} is C{owner/image} on ghcr.io.
+
+Everything else goes to the default upstream (Docker Hub unless configured
+otherwise). A registry that is not configured is a 404 before any outbound
+request: the proxy is never an open proxy. Every resource and the token
+endpoint use L{Router}, so a name means the same upstream repository in API
+paths and in token scopes.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from dockerproxy import errors
 from dockerproxy.config import Config, UpstreamConfig
+from dockerproxy.presets import ALIASES
+
+_REGISTRY_LIKE = re.compile(r"[a-z0-9-]+(\.[a-z0-9-]+)+(:\d+)?|localhost(:\d+)?")
 
 
 @dataclass(frozen=True)
@@ -26,43 +39,87 @@ def normalize_host(host: str | None) -> str:
 
 
 class Router:
-    """Host-routed upstreams with an optional default for every other Host."""
+    """Routes by C{ns}, then Host, then a registry path prefix, then the default."""
 
     def __init__(self, default: UpstreamConfig | None,
-                 routes: Mapping[str, UpstreamConfig]) -> None:
+                 routes: Mapping[str, UpstreamConfig],
+                 registries: Mapping[str, UpstreamConfig] | None = None) -> None:
         self.default = default
         self.routes = dict(routes)
+        self.registries = dict(registries or {})
 
     @classmethod
     def from_config(cls, config: Config) -> Router:
-        return cls(config.default, config.routes)
+        return cls(config.default, config.routes, config.registries)
 
-    def upstream_for(self, host: str | None) -> UpstreamConfig:
-        """The upstream for C{host}: an exact route, a route without the port, or the default."""
+    def registry(self, name: str) -> UpstreamConfig:
+        """The configured registry C{name} (containerd's C{ns}), or a 404."""
+        key = normalize_host(name)
+        upstream = self.registries.get(ALIASES.get(key, key))
+        if upstream is None:
+            raise errors.not_found(f"registry {name!r} is not configured on this proxy",
+                                   {"registries": sorted(self.registries)})
+        return upstream
+
+    def host_route(self, host: str | None) -> UpstreamConfig | None:
+        """The route for C{host}: exact, or without its port."""
         host = normalize_host(host)
         upstream = self.routes.get(host)
         if upstream is None and ":" in host and not host.endswith("]"):
             upstream = self.routes.get(host.rsplit(":", 1)[0])
-        if upstream is None:
-            upstream = self.default
-        if upstream is None:
-            raise errors.not_found(
-                f"no upstream is configured for host {host or '(none)'}",
-                {"routes": {h: u.url for h, u in sorted(self.routes.items())}},
-            )
         return upstream
 
-    def resolve(self, host: str | None, name: str) -> Target:
+    def upstream_for(self, host: str | None, ns: str | None = None) -> UpstreamConfig:
+        """The upstream for a request that names no repository (C{/v2/}, C{/v2/auth})."""
+        if ns:
+            return self.registry(ns)
+        upstream = self.host_route(host) or self.default
+        if upstream is None:
+            raise self._unknown_host(host)
+        return upstream
+
+    def resolve(self, host: str | None, name: str, ns: str | None = None) -> Target:
         """The upstream and upstream repository for a (validated) client repository name."""
-        upstream = self.upstream_for(host)
-        return Target(upstream, upstream_repository(upstream, name))
+        if ns:
+            upstream = self.registry(ns)
+            return Target(upstream, upstream_repository(upstream, name))
+        routed = self.host_route(host)
+        if routed is not None:
+            return Target(routed, upstream_repository(routed, name))
+        prefix, _, rest = name.partition("/")
+        if rest:
+            upstream = self.registries.get(ALIASES.get(prefix, prefix))
+            if upstream is not None:
+                return Target(upstream, upstream_repository(upstream, rest))
+            if _REGISTRY_LIKE.fullmatch(prefix) and self._prefix_is_a_registry():
+                raise errors.not_found(f"registry {prefix!r} is not configured on this proxy",
+                                       {"registries": sorted(self.registries)})
+        if self.default is None:
+            raise self._unknown_host(host)
+        return Target(self.default, upstream_repository(self.default, name))
+
+    def _prefix_is_a_registry(self) -> bool:
+        """Docker Hub has no dotted namespaces, so there a dotted first component is a registry.
+
+        Another default upstream may well have a namespace such as C{my.team}; one
+        with Docker Hub's naming rule (C{library_prefix}) is treated as Docker Hub.
+        """
+        default = self.default
+        return default is None or default.is_docker_hub or default.library_prefix
+
+    def _unknown_host(self, host: str | None) -> errors.RegistryError:
+        return errors.not_found(
+            f"no upstream is configured for host {normalize_host(host) or '(none)'}",
+            {"routes": {h: u.url for h, u in sorted(self.routes.items())},
+             "registries": sorted(self.registries)},
+        )
 
     def upstreams(self) -> list[UpstreamConfig]:
         """Every distinct configured upstream, default first."""
-        seen: dict[str, UpstreamConfig] = {}
-        for upstream in [self.default, *self.routes.values()]:
+        seen: dict[tuple[str, str], UpstreamConfig] = {}
+        for upstream in [self.default, *self.registries.values(), *self.routes.values()]:
             if upstream is not None:
-                seen.setdefault(upstream.url, upstream)
+                seen.setdefault((upstream.name, upstream.url), upstream)
         return list(seen.values())
 
 

@@ -18,11 +18,11 @@ from twisted.python.components import Componentized
 
 from dockerproxy import __version__
 from dockerproxy.challenges import ChallengeCache
-from dockerproxy.config import Config, ConfigError, build_config, load_toml
+from dockerproxy.config import Config, ConfigError, UpstreamConfig, build_config, load_toml
 from dockerproxy.resources import Proxy, RootResource
 from dockerproxy.routing import Router
 from dockerproxy.site import ProxySite
-from dockerproxy.upstream import UpstreamClient, make_http_client
+from dockerproxy.upstream import UpstreamClient, UpstreamClients, make_http_client, make_pool
 
 
 class Options(usage.Options):
@@ -46,7 +46,9 @@ class Options(usage.Options):
         super().__init__()
         self["listen"] = []
         self["routes"] = {}
+        self["registries"] = {}
         self["library_prefix"] = None
+        self["presets"] = None
 
     def opt_listen(self, endpoint: str) -> None:
         """Listen on a Twisted server endpoint (repeatable), e.g. tcp:5000:interface=127.0.0.1"""
@@ -58,6 +60,17 @@ class Options(usage.Options):
         if not sep or not host or not url:
             raise usage.UsageError(f"--route: expected HOST=URL, got {value!r}")
         self["routes"][host] = url
+
+    def opt_registry(self, value: str) -> None:
+        """NAME=URL: define or override registry NAME (path prefix, ns) (repeatable)."""
+        name, sep, url = value.partition("=")
+        if not sep or not name or not url:
+            raise usage.UsageError(f"--registry: expected NAME=URL, got {value!r}")
+        self["registries"][name] = url
+
+    def opt_no_presets(self) -> None:
+        """Only the registries configured here; no built-in docker.io, ghcr.io, quay.io, ..."""
+        self["presets"] = False
 
     def opt_library_prefix(self) -> None:
         """Complete one-component names to library/NAME on the default upstream."""
@@ -93,6 +106,8 @@ class Options(usage.Options):
             "listen": self["listen"],
             "upstream": self["upstream"],
             "routes": self["routes"],
+            "registries": self["registries"],
+            "presets": self["presets"],
             "upstream_ca": self["upstream-ca"],
             "library_prefix": self["library_prefix"],
             "timeouts": timeouts,
@@ -139,16 +154,24 @@ def json_observer(stream: Any = None) -> ILogObserver:
 
 
 def make_proxy(config: Config, reactor: IReactorTime, http: Any = None) -> tuple[Proxy, Any]:
-    """Wire routing, the upstream client and the challenge cache; inject C{http} in tests."""
-    pool = None
-    if http is None:
-        ca_files = [f for f in [config.upstream_ca,
-                                *(u.ca_file for u in Router.from_config(config).upstreams())]
-                    if f]
-        http, pool = make_http_client(reactor, config.timeouts, ca_files)
-    client = UpstreamClient(http, reactor, config.timeouts)
-    proxy = Proxy(Router.from_config(config), client, ChallengeCache(client, reactor), reactor,
-                  config.timeouts)
+    """Wire routing, upstream clients and the challenge cache; inject C{http} in tests.
+
+    Each upstream gets its own client (its timeouts, CA and TLS checks) over one
+    shared connection pool, which the caller closes on shutdown.
+    """
+    pool = None if http is not None else make_pool(reactor)
+
+    def client_for(upstream: UpstreamConfig) -> UpstreamClient:
+        timeouts = upstream.timeouts or config.timeouts
+        if http is not None:
+            return UpstreamClient(http, reactor, timeouts)
+        ca_files = [f for f in (config.upstream_ca, upstream.ca_file) if f]
+        client = make_http_client(reactor, pool, timeouts, ca_files, upstream.insecure)
+        return UpstreamClient(client, reactor, timeouts)
+
+    clients = UpstreamClients(client_for)
+    proxy = Proxy(Router.from_config(config), clients, ChallengeCache(clients, reactor),
+                  reactor)
     return proxy, pool
 
 

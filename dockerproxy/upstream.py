@@ -7,7 +7,7 @@ client's Authorization never travels to a host other than the one it was meant f
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from http.cookiejar import DefaultCookiePolicy
 from urllib.parse import urljoin, urlsplit
@@ -21,8 +21,8 @@ from twisted.internet import error as net_error
 # root adds CAs to an OpenSSL context (platform trust plus an operator's bundle).
 from twisted.internet._sslverify import IOpenSSLTrustRoot
 from twisted.internet.defer import CancelledError, Deferred
-from twisted.internet.interfaces import IReactorTime
-from twisted.internet.ssl import optionsForClientTLS
+from twisted.internet.interfaces import IOpenSSLClientConnectionCreator, IReactorTime
+from twisted.internet.ssl import CertificateOptions, optionsForClientTLS
 from twisted.web.client import (
     Agent,
     BrowserLikePolicyForHTTPS,
@@ -35,7 +35,7 @@ from twisted.web.iweb import IAgent, IBodyProducer, IPolicyForHTTPS, IResponse
 from zope.interface import implementer
 
 from dockerproxy import errors
-from dockerproxy.config import Timeouts
+from dockerproxy.config import Timeouts, UpstreamConfig
 from dockerproxy.relay import Collect, Discard
 
 REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})
@@ -99,18 +99,44 @@ def _hide_content_encoding(response: IResponse) -> IResponse:
     return response
 
 
-def make_http_client(reactor: IReactorTime, timeouts: Timeouts,
-                     ca_files: Sequence[str]) -> tuple[HTTPClient, HTTPConnectionPool]:
-    """A treq client over a persistent pool that the caller owns and closes."""
+@implementer(IOpenSSLClientConnectionCreator)
+class _Unverified:
+    """TLS without certificate or host name checks, for an upstream marked C{insecure}."""
+
+    def __init__(self, hostname: bytes) -> None:
+        self._hostname = hostname
+        self._context = CertificateOptions(verify=False).getContext()
+
+    def clientConnectionForTLS(self, tlsProtocol: object) -> SSL.Connection:
+        connection = SSL.Connection(self._context, None)
+        connection.set_app_data(tlsProtocol)
+        connection.set_tlsext_host_name(self._hostname)
+        return connection
+
+
+@implementer(IPolicyForHTTPS)
+class InsecurePolicy:
+    def creatorForNetloc(self, hostname: bytes, port: int) -> _Unverified:
+        return _Unverified(hostname)
+
+
+def make_pool(reactor: IReactorTime) -> HTTPConnectionPool:
+    """The persistent connection pool every upstream client shares; its owner closes it."""
     pool = HTTPConnectionPool(reactor, persistent=True)
     pool.maxPersistentPerHost = 16
     pool.cachedConnectionTimeout = 60
-    agent = Agent(reactor, contextFactory=tls_policy(ca_files),
-                  connectTimeout=timeouts.connect, pool=pool)
+    return pool
+
+
+def make_http_client(reactor: IReactorTime, pool: HTTPConnectionPool, timeouts: Timeouts,
+                     ca_files: Sequence[str], insecure: bool = False) -> HTTPClient:
+    """A treq client over C{pool} with its own TLS trust and connect timeout."""
+    policy = InsecurePolicy() if insecure else tls_policy(ca_files)
+    agent = Agent(reactor, contextFactory=policy, connectTimeout=timeouts.connect, pool=pool)
     # treq keeps one cookie jar for every request the client makes: with the default
     # jar a cookie an upstream set for one proxy client would be sent for all others.
     no_cookies = IndexableCookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))
-    return HTTPClient(IdentityAgent(agent), cookiejar=no_cookies), pool
+    return HTTPClient(IdentityAgent(agent), cookiejar=no_cookies)
 
 
 @dataclass
@@ -194,6 +220,21 @@ class UpstreamClient:
         except Exception as e:
             raise errors.bad_gateway(_site(url), describe_failure(e)) from None
         return response, body
+
+
+class UpstreamClients:
+    """One L{UpstreamClient} per upstream, made on first use by C{make}."""
+
+    def __init__(self, make: Callable[[UpstreamConfig], UpstreamClient]) -> None:
+        self._make = make
+        self._clients: dict[tuple[str, str], UpstreamClient] = {}
+
+    def for_upstream(self, upstream: UpstreamConfig) -> UpstreamClient:
+        key = (upstream.name, upstream.url)
+        client = self._clients.get(key)
+        if client is None:
+            client = self._clients[key] = self._make(upstream)
+        return client
 
 
 async def discard(response: IResponse) -> None:

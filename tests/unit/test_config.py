@@ -241,7 +241,7 @@ def test_cli_upstream_ca_overrides_toml(tmp_path: Path, ca_file: str) -> None:
          "routes.a.test.library_prefix"),
         ({"routes": {"a/b": "https://ghcr.io"}}, {}, "routes.a/b"),
         ({"routes": "https://ghcr.io"}, {}, "routes"),
-        ({}, {"routes": {"a.test": "ghcr.io"}}, "--route a.test"),
+        ({}, {"routes": {"a.test": "unknown.example"}}, "--route a.test"),
         ({"timeouts": {"idle": 0}}, {}, "timeouts.idle"),
         ({"timeouts": {"idle": -1}}, {}, "timeouts.idle"),
         ({"timeouts": {"headers": "soon"}}, {}, "timeouts.headers"),

@@ -347,7 +347,7 @@ class TokenTests(ProxyTestCase):
         """A 503 from the upstream's /v2/ says nothing about its auth: ask again next time."""
         self.upstream.on(HUB_HOST, "/v2/", reply(503, b"down"))
         failed = self.fetch("GET", "/v2/auth?scope=repository:busybox:pull")
-        self.assertRegistryError(failed, 404, "UNSUPPORTED")
+        self.assertRegistryError(failed, 502, "UNAVAILABLE")
         self.upstream.on(HUB_HOST, "/v2/", reply(401, UNAUTHORIZED,
                                                  www_authenticate=HUB_CHALLENGE))
         self.assertEqual(self.fetch("GET", "/v2/auth?scope=repository:busybox:pull").status, 200)
@@ -411,11 +411,15 @@ class TokenTests(ProxyTestCase):
         self.assertEqual(response.status, 401)
         self.assertEqual(response.json(), {"details": "bad credentials"})
 
-    def test_upstream_without_token_auth(self) -> None:
+    def test_upstream_without_token_auth_gets_a_token_never_forwarded(self) -> None:
         self.upstream.on(HUB_HOST, "/v2/", reply(200, b"{}"))
-        response = self.fetch("GET", "/v2/auth")
-        self.assertRegistryError(response, 404, "UNSUPPORTED")
+        response = self.fetch("GET", "/v2/auth?scope=repository:busybox:pull")
+        self.assertEqual(response.status, 200)
+        token = response.json()["token"]
         self.assertEqual(self.upstream.requests_to(AUTH_HOST), [])
+        self.upstream.on(HUB_HOST, "/v2/library/busybox/manifests/1", reply(200, b"{}"))
+        self.fetch("GET", "/v2/busybox/manifests/1", [("Authorization", f"Bearer {token}")])
+        self.assertIsNone(self.upstream.seen[-1].header("authorization"))
 
     def test_post_is_a_json_404(self) -> None:
         response = self.fetch("POST", "/v2/auth")
@@ -748,7 +752,7 @@ class UpstreamFailureTests(ProxyTestCase):
 class HostRoutingTests(ProxyTestCase):
     def setUp(self) -> None:
         super().setUp()
-        self.use(build_config({"routes": {
+        self.use(build_config({"presets": False, "routes": {
             "hub.mirror.test": DOCKER_HUB_URL,
             "ghcr.mirror.test": "https://ghcr.io",
         }}, {}))
@@ -766,8 +770,8 @@ class HostRoutingTests(ProxyTestCase):
     def test_unknown_host_is_a_json_404_listing_routes(self) -> None:
         response = self.fetch("GET", "/v2/busybox/manifests/latest", host="other.test")
         entry = self.assertRegistryError(response, 404, "NAME_UNKNOWN")
-        self.assertEqual(entry["detail"], {"routes": {
-            "ghcr.mirror.test": "https://ghcr.io", "hub.mirror.test": DOCKER_HUB_URL}})
+        self.assertEqual(entry["detail"]["routes"], {
+            "ghcr.mirror.test": "https://ghcr.io", "hub.mirror.test": DOCKER_HUB_URL})
         self.assertEqual(self.upstream.seen, [])
 
     def test_unknown_host_ping_and_token(self) -> None:
@@ -779,6 +783,15 @@ class HostRoutingTests(ProxyTestCase):
 
     def test_missing_host_header(self) -> None:
         self.assertRegistryError(self.fetch("GET", "/v2/", host=None), 404, "NAME_UNKNOWN")
+
+    def test_unknown_host_ping_is_answered_locally_when_registries_exist(self) -> None:
+        """Path-prefix pulls work on any Host: the proxy challenges on its own."""
+        self.use(build_config({"routes": {"hub.mirror.test": DOCKER_HUB_URL}}, {}))
+        response = self.fetch("GET", "/v2/", host="other.test")
+        self.assertEqual(response.status, 401)
+        self.assertEqual(response.header("www-authenticate"),
+                         'Bearer realm="http://other.test/v2/auth",service="dockerproxy"')
+        self.assertEqual(self.upstream.seen, [])
 
 
 # --------------------------------------------------------------------------- usage page

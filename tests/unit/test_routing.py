@@ -74,6 +74,7 @@ def test_unknown_host_without_default_is_name_unknown() -> None:
 def test_unknown_host_error_lists_the_routes() -> None:
     error = lookup_error(router(default=None), "elsewhere.test")
     assert error.detail == {
+        "registries": [],
         "routes": {
             "ghcr.mirror.test": "https://ghcr.io",
             "hub.mirror.test": DOCKER_HUB_URL,

@@ -20,7 +20,13 @@ from twisted.web.http_headers import Headers
 
 from dockerproxy.config import Timeouts
 from dockerproxy.relay import Collect
-from dockerproxy.upstream import HIDDEN_ENCODING, describe_failure, make_http_client, origin
+from dockerproxy.upstream import (
+    HIDDEN_ENCODING,
+    describe_failure,
+    make_http_client,
+    make_pool,
+    origin,
+)
 
 URL = "http://127.0.0.1:5001"
 
@@ -30,7 +36,8 @@ class ClientHarness:
 
     def __init__(self) -> None:
         self.reactor = MemoryReactorClock()
-        self.http, self.pool = make_http_client(self.reactor, Timeouts(), [])
+        self.pool = make_pool(self.reactor)
+        self.http = make_http_client(self.reactor, self.pool, Timeouts(), [])
         self.transports: list[StringTransport] = []
         self.protocols: list[Any] = []
 
