@@ -120,9 +120,9 @@ class RelayHarness:
 
 
 class BackpressureTests(SynchronousTestCase):
-    def test_upstream_is_the_requests_producer(self) -> None:
+    def test_relay_is_the_requests_streaming_producer(self) -> None:
         h = RelayHarness()
-        self.assertIs(h.request.producer, h.upstream)
+        self.assertIs(h.request.producer, h.relay)
         self.assertTrue(h.request.streamingProducer)
 
     def test_client_pause_pauses_upstream(self) -> None:
@@ -157,11 +157,14 @@ class BackpressureTests(SynchronousTestCase):
         h.channel.pauseProducing()
         self.assertEqual(h.upstream.producerState, "producing")
 
-    def test_socket_reads_are_enlarged(self) -> None:
+    def test_client_sends_are_enlarged_but_its_pause_threshold_is_kept(self) -> None:
+        """Large sends, but the upstream pauses as soon as one chunk is queued."""
         client = ClientTransport()
         client.bufferSize = 65536  # type: ignore[attr-defined]
+        client.SEND_LIMIT = 131072  # type: ignore[attr-defined]
         RelayHarness(client=client)
-        self.assertEqual(client.bufferSize, SOCKET_CHUNK)  # type: ignore[attr-defined]
+        self.assertEqual(client.SEND_LIMIT, SOCKET_CHUNK)  # type: ignore[attr-defined]
+        self.assertEqual(client.bufferSize, 65536)  # type: ignore[attr-defined]
 
 
 class ClientAbortTests(SynchronousTestCase):
@@ -312,6 +315,27 @@ class IdleTimeoutTests(SynchronousTestCase):
         h.upstream_ends(Failure(ResponseDone()))
         self.assertTrue(h.client.aborted)
         self.assertFalse(h.request.finished)
+
+    def test_a_stall_is_blamed_on_whoever_stalled(self) -> None:
+        """A client that stops reading is cut off too, but the log names the client."""
+        h = RelayHarness()
+        h.upstream_sends(b"abc")
+        h.channel.pauseProducing()
+        h.clock.advance(IDLE)
+        self.assertEqual(h.relay._failed_reason,
+                         f"the client read nothing for {IDLE:g} seconds")
+        upstream_stall = RelayHarness()
+        upstream_stall.clock.advance(IDLE)
+        self.assertEqual(upstream_stall.relay._failed_reason,
+                         f"the upstream sent nothing for {IDLE:g} seconds")
+
+    def test_client_resume_restarts_the_timer(self) -> None:
+        h = RelayHarness()
+        h.channel.pauseProducing()
+        h.clock.advance(IDLE - 1)
+        h.channel.resumeProducing()
+        h.clock.advance(IDLE - 1)
+        self.assertEqual(h.upstream.producerState, "producing")
 
     def test_idle_timeout_without_any_bytes(self) -> None:
         h = RelayHarness()
