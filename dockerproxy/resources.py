@@ -41,7 +41,13 @@ from dockerproxy.headers import (
 )
 from dockerproxy.relay import abort_client, relay_body
 from dockerproxy.routing import Router
-from dockerproxy.upstream import HIDDEN_ENCODING, Fetched, UpstreamClient, UpstreamClients
+from dockerproxy.upstream import (
+    HIDDEN_ENCODING,
+    Fetched,
+    UpstreamClient,
+    UpstreamClients,
+    discard,
+)
 
 log = Logger()
 
@@ -212,11 +218,7 @@ class V2Resource(Resource):
             return
         upstream = router.upstream_for(request_host(request), ns)
         request.upstream = upstream.url  # type: ignore[attr-defined]
-        headers = upstream_request_headers(request.requestHeaders)
-        fetched = await self.proxy.client(upstream).fetch(request.method,
-                                                          f"{upstream.url}/v2/", headers)
-        if fetched.response.code == 401:
-            self.proxy.challenges.remember(upstream, fetched.response.headers)
+        fetched = await fetch_for_client(self.proxy, request, upstream, f"{upstream.url}/v2/")
         await relay_response(self.proxy, request, upstream, fetched, scope=None, ns=ns)
 
 
@@ -265,12 +267,30 @@ class RegistryResource(Resource):
         request.upstream = target.upstream.url  # type: ignore[attr-defined]
         url = f"{target.upstream.url}/v2/{target.repository}/{api.kind}/"
         url += f"{api.reference}" if api.reference else "list" + tags_query(request)
-        headers = upstream_request_headers(request.requestHeaders)
-        fetched = await self.proxy.client(target.upstream).fetch(request.method, url, headers)
-        if fetched.response.code == 401:
-            self.proxy.challenges.remember(target.upstream, fetched.response.headers)
+        fetched = await fetch_for_client(self.proxy, request, target.upstream, url)
         await relay_response(self.proxy, request, target.upstream, fetched,
                              scope=f"repository:{api.name}:pull", ns=ns)
+
+
+async def fetch_for_client(proxy: Proxy, request: Request, upstream: UpstreamConfig,
+                           url: str) -> Fetched:
+    """Make the client's request upstream, remembering any challenge it meets.
+
+    An upstream with Basic auth (no token realm) and credentials configured for the
+    proxy gets them, but only for a client that sent none.
+    """
+    headers = upstream_request_headers(request.requestHeaders)
+    client = proxy.client(upstream)
+    fetched = await client.fetch(request.method, url, headers)
+    if fetched.response.code != 401:
+        return fetched
+    challenge = proxy.challenges.remember(upstream, fetched.response.headers)
+    if (challenge is not None and challenge.scheme == "basic"
+            and upstream.credentials is not None and not headers.hasHeader(b"authorization")):
+        await discard(fetched.response)
+        headers.setRawHeaders(b"authorization", [basic_authorization(upstream.credentials)])
+        fetched = await client.fetch(request.method, url, headers)
+    return fetched
 
 
 def tags_query(request: Request) -> str:
