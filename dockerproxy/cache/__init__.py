@@ -1,0 +1,85 @@
+"""A content-addressed blob cache for the pull-through mirror.
+
+Blobs are stored by digest, verified before they become visible, shared by every
+client that asks while one upstream download is in progress, and evicted least
+recently used first under a size bound. Two modules:
+
+L{store} (no Twisted; blocking calls on a local disk)::
+
+    FilesystemStore(root: str | Path, *, fsync: bool = True)
+        root/blobs/<alg>/<hex[:2]>/<hex>   committed, immutable
+        root/tmp/                          partials (deleted at start)
+        root/meta/<key>.json               small JSON documents
+      .recover() -> list[StoredBlob]       delete tmp/ contents and malformed files;
+                                           committed blobs, least recently used first
+      .blob_path(digest) -> Path           ValueError unless sha256/sha512 lowercase hex
+      .open_partial() -> Partial           new unique file in tmp/: .path, .size,
+                                           .write(bytes) (unbuffered), .sync(), .close(),
+                                           .discard() (close and delete)
+      .commit(partial, digest) -> Path     fsync (when on) + close + os.replace, atomic
+      .remove(digest) -> None
+      .touch(digest, when: float) -> None  mtime = last use: LRU order across restarts
+      .read_meta(key) -> Any | None        None when missing or unreadable
+      .write_meta(key, value) -> None      JSON, tmp file + os.replace; key is
+                                           "/"-separated [A-Za-z0-9][A-Za-z0-9._-]* parts
+      .meta_path(key) -> Path              ValueError for an unsafe key
+      .used_bytes() -> int
+    StoredBlob(digest: str, size: int, last_used: float)
+    parse_digest(digest) -> tuple[str, str]      (algorithm, hex) or ValueError
+    SUPPORTED_ALGORITHMS = {"sha256": 64, "sha512": 128}
+
+L{blobs} (Twisted, reactor thread)::
+
+    BlobCache(store, clock: IReactorTime, max_size: int | None, *, idle_timeout=60.0)
+      .start() -> None                     store.recover() into the index, evict to max_size
+      .stop() -> None                      abandon every fill (shutdown)
+      .supports(digest) -> bool            (static) whether the digest can be cached
+      .lookup(digest) -> CachedBlob | None counts a hit or a miss; marks the blob used
+      .fill_for(digest) -> Fill | None     the fill in progress, if any
+      .start_fill(digest, response: IResponse, idle_timeout: float | None = None) -> Fill
+                                           FillInProgress if one is active; ValueError for
+                                           an unsupported digest or a status other than 200
+      .serve(request, digest, byte_range: tuple[int, int | None] | None = None)
+          -> Deferred[bool]                KeyError if neither committed nor being filled
+      .used_bytes, len(cache), digest in cache, .lru_order() -> list[str]
+      counters: .hits .misses .fills .failed_fills .evictions .bytes_served .coalesced
+      .stats() -> dict[str, int | None]    the counters plus blobs, used_bytes, max_size,
+                                           active_fills, pinned
+    CachedBlob(digest: str, size: int, path: Path)
+    Fill: .digest .length (int | None) .written .path (the partial) .committed
+          .failure (str | None) .active .followers .done: Deferred[bool] .stop(why)
+    FillInProgress(RuntimeError)
+
+Typical use for a blob GET::
+
+    blob = cache.lookup(digest)
+    if blob is None and cache.fill_for(digest) is None:
+        response = ...                     # the upstream's 200
+        cache.start_fill(digest, response)
+    # status and headers other than Content-Length / Content-Range already set
+    await cache.serve(request, digest, byte_range)
+
+Fills: the body goes to a partial file as fast as the upstream sends it (no client
+backpressure; the fill continues when every client has gone), hashed as it goes.
+It is committed only if its size matches a known C{response.length} and its digest
+matches; a mismatch, a truncated body (C{ResponseFailed}, C{PotentialDataLoss} with
+a known length, more bytes than announced), an idle timeout or a write error
+deletes the partial, makes nothing visible and fires C{Fill.done} with C{False}.
+A verified blob larger than C{max_size} is served to its followers but not kept.
+
+Serving: C{serve} sets Content-Length (for a range, 206 and Content-Range; an
+unsatisfiable range gets 416 with C{Content-Range: bytes */size}; C{byte_range} is
+C{(first, last)} inclusive as in a Range header, C{last=None} meaning to the end;
+suffix ranges are the caller's to convert). It streams with backpressure in chunks
+of L{blobs.READ_CHUNK} read by offset, pinning the blob until done. A client
+following a fill gets bytes as they land, except the body's final byte, which is
+held back until the blob is verified and committed; if the fill fails, the client
+connection is aborted. With the length unknown, a plain GET streams chunked; a
+ranged or HEAD request waits for the fill to end. The Deferred fires C{True} when
+the request was finished, C{False} when it was aborted or the client went away (a
+client leaving stops only its own follower).
+
+Eviction: least recently used first over committed blobs, never a pinned one (being
+served or filled); when a fill with a known length starts, to make room for it;
+after a commit; when a pin is released while over the bound.
+"""

@@ -1,0 +1,299 @@
+"""The blob cache's files: committed blobs, partial fills and small JSON documents.
+
+Layout under the root (one filesystem, so that C{os.replace} from C{tmp/} is atomic)::
+
+    blobs/<alg>/<hex[:2]>/<hex>   committed, verified, never modified again
+    tmp/                          partial fills and metadata being written; emptied at start
+    meta/<key>.json               small JSON documents
+
+A blob appears under C{blobs/} only through L{FilesystemStore.commit}, an atomic rename
+of a complete file, so a crash or C{kill -9} mid-fill leaves only a file in C{tmp/},
+which L{FilesystemStore.recover} deletes. A blob's mtime is its last use, so the
+least-recently-used order survives restarts. Nothing here uses Twisted: every call
+is a plain, blocking system call on a local disk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from twisted.logger import Logger
+
+log = Logger()
+
+# Digest algorithms the cache verifies, with their hex lengths.
+SUPPORTED_ALGORITHMS: dict[str, int] = {"sha256": 64, "sha512": 128}
+_HEX_RE = re.compile(r"[0-9a-f]+")
+_META_COMPONENT_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
+_EMPTY_DIGESTS = {alg: hashlib.new(alg, b"").hexdigest() for alg in SUPPORTED_ALGORITHMS}
+
+
+def parse_digest(digest: str) -> tuple[str, str]:
+    """C{(algorithm, hex)} of a supported digest; C{ValueError} for anything else.
+
+    Strict on purpose: the hex becomes a file name, so nothing but lowercase hex
+    of the algorithm's exact length may get through.
+    """
+    algorithm, sep, encoded = digest.partition(":")
+    length = SUPPORTED_ALGORITHMS.get(algorithm)
+    if not sep or length is None or len(encoded) != length or not _HEX_RE.fullmatch(encoded):
+        raise ValueError(f"unsupported or malformed digest {digest!r}")
+    return algorithm, encoded
+
+
+@dataclass(frozen=True)
+class StoredBlob:
+    """A committed blob as found on disk: C{last_used} is its mtime."""
+
+    digest: str
+    size: int
+    last_used: float
+
+
+class Partial:
+    """A blob being written to C{tmp/}: unbuffered, so readers see each write at once."""
+
+    def __init__(self, path: Path, fd: int) -> None:
+        self.path = path
+        self.size = 0
+        self._fd: int | None = fd
+
+    @property
+    def closed(self) -> bool:
+        return self._fd is None
+
+    def write(self, data: bytes) -> None:
+        if self._fd is None:
+            raise ValueError(f"write to closed partial {self.path}")
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self._fd, view):]
+        self.size += len(data)
+
+    def sync(self) -> None:
+        if self._fd is not None:
+            os.fsync(self._fd)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)
+
+    def discard(self) -> None:
+        """Close and delete: a failed fill leaves nothing behind."""
+        self.close()
+        self.path.unlink(missing_ok=True)
+
+
+class FilesystemStore:
+    """Blob files under C{root}; see the module docstring for the layout.
+
+    C{fsync} (on by default): L{commit} flushes a blob's data to disk before its
+    rename, and L{write_meta} its document. Cached blobs are served by digest and
+    never re-hashed, so a power loss must not leave a committed name over data
+    that never reached the disk (ext4 without C{auto_da_alloc}, XFS, btrfs can).
+    The directory is not fsynced: a rename lost to a power cut is a cache miss,
+    not corruption. The cost is one blocking flush per commit of whatever of the
+    blob the kernel has not yet written back; turn it off for a throwaway cache.
+    """
+
+    def __init__(self, root: str | Path, *, fsync: bool = True) -> None:
+        self.root = Path(root)
+        self.fsync = fsync
+        self.blobs_dir = self.root / "blobs"
+        self.tmp_dir = self.root / "tmp"
+        self.meta_dir = self.root / "meta"
+        for directory in (self.blobs_dir, self.tmp_dir, self.meta_dir):
+            directory.mkdir(parents=True, exist_ok=True)
+        self._used: int | None = None
+
+    # ----------------------------------------------------------------- start-up
+
+    def recover(self) -> list[StoredBlob]:
+        """Delete leftovers in C{tmp/}, drop malformed files, list committed blobs.
+
+        Called once at start, before any fill: anything in C{tmp/} is a fill or a
+        metadata write that a crash or C{kill -9} cut short. The list is ordered
+        least recently used first.
+        """
+        self._clear_tmp()
+        found = list(self._scan(clean=True))
+        self._used = sum(blob.size for blob in found)
+        found.sort(key=lambda blob: (blob.last_used, blob.digest))
+        return found
+
+    def _clear_tmp(self) -> None:
+        with os.scandir(self.tmp_dir) as entries:
+            for entry in entries:
+                try:
+                    if entry.is_dir(follow_symlinks=False):
+                        shutil.rmtree(entry.path)
+                    else:
+                        os.unlink(entry.path)
+                except FileNotFoundError:
+                    pass
+
+    def _scan(self, clean: bool) -> Iterator[StoredBlob]:
+        """Committed blobs on disk; with C{clean}, malformed files are deleted."""
+        for alg_entry in _entries(self.blobs_dir):
+            length = SUPPORTED_ALGORITHMS.get(alg_entry.name)
+            if length is None or not alg_entry.is_dir(follow_symlinks=False):
+                self._malformed(alg_entry, clean)
+                continue
+            for fan_entry in _entries(alg_entry.path):
+                fan = fan_entry.name
+                if len(fan) != 2 or not _HEX_RE.fullmatch(fan) \
+                        or not fan_entry.is_dir(follow_symlinks=False):
+                    self._malformed(fan_entry, clean)
+                    continue
+                for entry in _entries(fan_entry.path):
+                    blob = self._blob_entry(alg_entry.name, fan, entry)
+                    if blob is None:
+                        self._malformed(entry, clean)
+                    else:
+                        yield blob
+
+    def _blob_entry(self, algorithm: str, fan: str, entry: os.DirEntry[str]) -> StoredBlob | None:
+        name = entry.name
+        if len(name) != SUPPORTED_ALGORITHMS[algorithm] or not _HEX_RE.fullmatch(name) \
+                or not name.startswith(fan) or not entry.is_file(follow_symlinks=False):
+            return None
+        stat = entry.stat(follow_symlinks=False)
+        # Only the empty blob is empty: any other empty file is a commit whose data
+        # never reached the disk (fsync off and a power cut).
+        if stat.st_size == 0 and name != _EMPTY_DIGESTS[algorithm]:
+            return None
+        return StoredBlob(f"{algorithm}:{name}", stat.st_size, stat.st_mtime)
+
+    def _malformed(self, entry: os.DirEntry[str], clean: bool) -> None:
+        if entry.is_dir(follow_symlinks=False):
+            log.warn("blob cache: ignoring unexpected directory {path}", path=entry.path)
+            return
+        if clean:
+            log.warn("blob cache: removing malformed file {path}", path=entry.path)
+            Path(entry.path).unlink(missing_ok=True)
+
+    # ----------------------------------------------------------------- blobs
+
+    def blob_path(self, digest: str) -> Path:
+        algorithm, encoded = parse_digest(digest)
+        return self.blobs_dir / algorithm / encoded[:2] / encoded
+
+    def open_partial(self) -> Partial:
+        """A new, uniquely named, empty file in C{tmp/}, open for writing."""
+        fd, name = tempfile.mkstemp(prefix="fill-", suffix=".partial", dir=self.tmp_dir)
+        return Partial(Path(name), fd)
+
+    def commit(self, partial: Partial, digest: str) -> Path:
+        """Make C{partial} the blob C{digest}: flush (see C{fsync}), close, rename atomically.
+
+        The caller has verified the content. Readers holding the partial open keep
+        reading the same file under its new name.
+        """
+        target = self.blob_path(digest)
+        if self.fsync:
+            if partial.closed:
+                _fsync_path(partial.path)
+            else:
+                partial.sync()
+        partial.close()
+        size = partial.path.stat().st_size
+        target.parent.mkdir(parents=True, exist_ok=True)
+        previous = _size_or_zero(target)
+        os.replace(partial.path, target)
+        if self._used is not None:
+            self._used += size - previous
+        return target
+
+    def remove(self, digest: str) -> None:
+        path = self.blob_path(digest)
+        size = _size_or_zero(path)
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return
+        if self._used is not None:
+            self._used -= size
+
+    def touch(self, digest: str, when: float) -> None:
+        """Record a use: the mtime is the LRU order after a restart."""
+        try:
+            os.utime(self.blob_path(digest), (when, when))
+        except FileNotFoundError:
+            pass
+
+    def used_bytes(self) -> int:
+        """Bytes of committed blobs (counted once by a scan, then kept up to date)."""
+        if self._used is None:
+            self._used = sum(blob.size for blob in self._scan(clean=False))
+        return self._used
+
+    # ----------------------------------------------------------------- metadata
+
+    def meta_path(self, key: str) -> Path:
+        """C{meta/<key>.json}; C{key} is C{/}-separated safe components, never C{..} or absolute."""
+        components = key.split("/")
+        if not all(_META_COMPONENT_RE.fullmatch(c) for c in components):
+            raise ValueError(f"unsafe metadata key {key!r}")
+        return self.meta_dir.joinpath(*components[:-1], components[-1] + ".json")
+
+    def read_meta(self, key: str) -> Any | None:
+        """The document under C{key}, or C{None} when there is none (or it is unreadable)."""
+        path = self.meta_path(key)
+        try:
+            return json.loads(path.read_bytes())
+        except FileNotFoundError:
+            return None
+        except ValueError as e:  # JSONDecodeError and UnicodeDecodeError
+            log.warn("blob cache: ignoring unreadable metadata {path}: {error}",
+                     path=str(path), error=str(e))
+            return None
+
+    def write_meta(self, key: str, value: Any) -> None:
+        """Replace the document under C{key} atomically: readers see the old or the new one."""
+        path = self.meta_path(key)
+        data = json.dumps(value, separators=(",", ":"), sort_keys=True).encode()
+        fd, name = tempfile.mkstemp(prefix="meta-", suffix=".json", dir=self.tmp_dir)
+        partial = Partial(Path(name), fd)
+        try:
+            partial.write(data)
+            if self.fsync:
+                partial.sync()
+            partial.close()
+            path.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(partial.path, path)
+        except BaseException:
+            partial.discard()
+            raise
+
+
+def _entries(path: str | Path) -> list[os.DirEntry[str]]:
+    try:
+        with os.scandir(path) as entries:
+            return list(entries)
+    except FileNotFoundError:
+        return []
+
+
+def _size_or_zero(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def _fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
