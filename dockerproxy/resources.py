@@ -7,19 +7,14 @@ upstream work outlives the request it was for.
 
 from __future__ import annotations
 
-import base64
 import json
-import re
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from urllib.parse import urlencode, urlsplit
 
 from twisted.internet.defer import CancelledError, ensureDeferred
-from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.http_headers import Headers
-from twisted.web.iweb import UNKNOWN_LENGTH, IRequest
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
@@ -31,73 +26,28 @@ from dockerproxy.auth import (
     rewrite_scopes,
     split_scopes,
 )
-from dockerproxy.challenges import ChallengeCache, pick_challenge
-from dockerproxy.config import Credentials, UpstreamConfig
+from dockerproxy.config import UpstreamConfig
+from dockerproxy.exchange import (
+    Proxy,
+    base_url,
+    basic_authorization,
+    fetch_for_client,
+    relay_response,
+    request_host,
+    request_ns,
+)
 from dockerproxy.headers import (
     USER_AGENT,
     client_authorization,
-    relayed_response_headers,
-    upstream_request_headers,
 )
-from dockerproxy.relay import abort_client, relay_body
-from dockerproxy.routing import Router
-from dockerproxy.upstream import (
-    HIDDEN_ENCODING,
-    Fetched,
-    UpstreamClient,
-    UpstreamClients,
-    discard,
-)
+from dockerproxy.relay import abort_client
 
 log = Logger()
 
-_HOST_RE = re.compile(r"[A-Za-z0-9.\-]+(?::\d{1,5})?|\[[0-9A-Fa-f:.]+\](?::\d{1,5})?")
-# The service named by challenges the proxy makes itself (no upstream in sight).
 PROXY_SERVICE = "dockerproxy"
 ANONYMOUS_TOKEN_RESPONSE = {"token": ANONYMOUS_TOKEN, "access_token": ANONYMOUS_TOKEN,
                             "expires_in": 3600}
-_NS_RE = re.compile(r"[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:\d{1,5})?")
 _TOKEN_PASSTHROUGH = ("account", "client_id", "offline_token")
-
-
-@dataclass
-class Proxy:
-    """What every resource needs: routing, the upstream clients, challenges and the clock."""
-
-    router: Router
-    clients: UpstreamClients
-    challenges: ChallengeCache
-    clock: IReactorTime
-
-    def client(self, upstream: UpstreamConfig) -> UpstreamClient:
-        return self.clients.for_upstream(upstream)
-
-
-def request_host(request: IRequest) -> str:
-    """The Host the client used, if well formed; else the address it connected to."""
-    raw = request.getHeader(b"host")
-    if raw:
-        host = raw.decode("latin-1").strip()
-        if _HOST_RE.fullmatch(host):
-            return host.lower()
-    address = request.getHost()
-    return f"{getattr(address, 'host', 'localhost')}:{getattr(address, 'port', 80)}"
-
-
-def base_url(request: IRequest) -> str:
-    scheme = "https" if request.isSecure() else "http"
-    return f"{scheme}://{request_host(request)}"
-
-
-def request_ns(request: IRequest) -> str | None:
-    """containerd's C{?ns=<registry>} on mirror requests, checked before any use."""
-    values = request.args.get(b"ns")
-    if not values or not values[0]:
-        return None
-    ns = values[0].decode("ascii", "replace").lower()
-    if not _NS_RE.fullmatch(ns):
-        raise errors.RegistryError(400, "NAME_INVALID", "invalid ns parameter", {"ns": ns})
-    return ns
 
 
 def render_async(request: Request, handler: Callable[[], Awaitable[None]]) -> int:
@@ -272,27 +222,6 @@ class RegistryResource(Resource):
                              scope=f"repository:{api.name}:pull", ns=ns)
 
 
-async def fetch_for_client(proxy: Proxy, request: Request, upstream: UpstreamConfig,
-                           url: str) -> Fetched:
-    """Make the client's request upstream, remembering any challenge it meets.
-
-    An upstream with Basic auth (no token realm) and credentials configured for the
-    proxy gets them, but only for a client that sent none.
-    """
-    headers = upstream_request_headers(request.requestHeaders)
-    client = proxy.client(upstream)
-    fetched = await client.fetch(request.method, url, headers)
-    if fetched.response.code != 401:
-        return fetched
-    challenge = proxy.challenges.remember(upstream, fetched.response.headers)
-    if (challenge is not None and challenge.scheme == "basic"
-            and upstream.credentials is not None and not headers.hasHeader(b"authorization")):
-        await discard(fetched.response)
-        headers.setRawHeaders(b"authorization", [basic_authorization(upstream.credentials)])
-        fetched = await client.fetch(request.method, url, headers)
-    return fetched
-
-
 def tags_query(request: Request) -> str:
     """The tag list's paging parameters, passed on only when well formed."""
     params = []
@@ -303,59 +232,6 @@ def tags_query(request: Request) -> str:
     if last and names.TAG_RE.fullmatch(last):
         params.append(("last", last))
     return "?" + urlencode(params) if params else ""
-
-
-async def relay_response(proxy: Proxy, request: Request, upstream: UpstreamConfig,
-                         fetched: Fetched, scope: str | None, ns: str | None) -> None:
-    """Copy status, allowed headers and body; point a 401's challenge at this proxy."""
-    response = fetched.response
-    request.setResponseCode(response.code)
-    request.defaultContentType = None
-    for name, values in relayed_response_headers(response.headers):
-        request.responseHeaders.setRawHeaders(name, values)
-    hidden = response.headers.getRawHeaders(HIDDEN_ENCODING)
-    if hidden:
-        request.responseHeaders.setRawHeaders(b"content-encoding", hidden)
-    if response.code == 401:
-        rewrite_challenge(request, response.headers, scope, ns)
-    if request.method == b"HEAD" or response.length == 0:
-        length = head_length(response.headers) if request.method == b"HEAD" else 0
-        if length is not None and response.code not in (204, 304):
-            request.setHeader(b"content-length", b"%d" % length)
-        request.finish()
-        return
-    if response.length is not UNKNOWN_LENGTH:
-        request.setHeader(b"content-length", b"%d" % response.length)
-    relay = relay_body(response, request, proxy.clock, proxy.client(upstream).timeouts.idle)
-    await relay.done
-
-
-def head_length(headers: Headers) -> int | None:
-    """A HEAD response's Content-Length, which describes the body a GET would get."""
-    values = headers.getRawHeaders(b"content-length", [])
-    if len(set(values)) == 1 and values[0].strip().isdigit():
-        return int(values[0])
-    return None
-
-
-def rewrite_challenge(request: Request, headers: Headers, scope: str | None,
-                      ns: str | None) -> None:
-    """Replace a Bearer challenge's realm with this proxy's C{/v2/auth}.
-
-    Basic challenges are relayed as they are: the client's Basic credentials then
-    come to the proxy and go to the same upstream host, nowhere else.
-    """
-    challenge = pick_challenge(headers)
-    if challenge is None or challenge.scheme != "bearer":
-        values = headers.getRawHeaders(b"www-authenticate")
-        if values:
-            request.responseHeaders.setRawHeaders(b"www-authenticate", values)
-        return
-    # containerd keeps a realm's query when it adds its own parameters, so the
-    # token request comes back with the ns that routed this one.
-    realm = f"{base_url(request)}/v2/auth" + (f"?{urlencode({'ns': ns})}" if ns else "")
-    value = format_bearer(realm, challenge.service, scope, challenge.params.get("error"))
-    request.responseHeaders.setRawHeaders(b"www-authenticate", [value.encode("latin-1")])
 
 
 class AuthResource(Resource):
@@ -458,7 +334,3 @@ def respond_json(request: Request, document: object) -> None:
     request.write(body)
     request.finish()
 
-
-def basic_authorization(credentials: Credentials) -> bytes:
-    token = f"{credentials.username}:{credentials.password}".encode()
-    return b"Basic " + base64.b64encode(token)

@@ -19,7 +19,8 @@ from twisted.python.components import Componentized
 from dockerproxy import __version__
 from dockerproxy.challenges import ChallengeCache
 from dockerproxy.config import Config, ConfigError, UpstreamConfig, build_config, load_toml
-from dockerproxy.resources import Proxy, RootResource
+from dockerproxy.exchange import Proxy
+from dockerproxy.resources import RootResource
 from dockerproxy.routing import Router
 from dockerproxy.site import ProxySite
 from dockerproxy.upstream import UpstreamClient, UpstreamClients, make_http_client, make_pool
