@@ -402,7 +402,8 @@ def start_proxy(procs: Procs, work: Path, upstream_port: int, src: Path | None,
             os.pathsep)
     argv = [VENV_BIN / "twistd", "-n", "--pidfile=", "dockerproxy",
             "--listen", f"tcp:{port}:interface=127.0.0.1",
-            "--upstream", f"http://127.0.0.1:{upstream_port}", "--no-library-prefix", *extra]
+            "--upstream", f"http://127.0.0.1:{upstream_port}", "--no-library-prefix",
+            "--no-cache", *extra]
     relay_file = imported_relay_file(env, work)
     if src is not None and not Path(relay_file).resolve().is_relative_to(src.resolve()):
         raise RuntimeError(f"--proxy-src {src}: the proxy would import {relay_file}")

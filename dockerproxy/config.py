@@ -68,6 +68,80 @@ class UpstreamConfig:
 
 
 @dataclass(frozen=True)
+class CacheConfig:
+    """The pull-through cache; C{directory} None means caching is off."""
+
+    directory: str | None
+    max_size: int | None = 20 * 1024**3
+    tag_ttl: float = 300.0
+    stale_max_age: float = 7 * 86400.0
+
+
+def default_cache_dir(environ: Mapping[str, str] = os.environ) -> str:
+    """systemd's CacheDirectory, else the user's cache directory."""
+    systemd = environ.get("CACHE_DIRECTORY")
+    if systemd:
+        return systemd.split(":")[0]
+    base = environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "dockerproxy")
+
+
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2,
+               "g": 1000**3, "gb": 1000**3, "t": 1000**4, "tb": 1000**4, "kib": 1024,
+               "mib": 1024**2, "gib": 1024**3, "tib": 1024**4}
+
+
+def check_size(key: str, value: Any) -> int:
+    """A byte count: 1048576, "512MiB", "20GiB", "1.5TB"."""
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", str(value))
+    unit = match and _SIZE_UNITS.get(match.group(2).lower())
+    if not match or unit is None or isinstance(value, bool):
+        raise ConfigError(key, f"must be a size such as 20GiB or 500MB, got {value!r}")
+    size = int(float(match.group(1)) * unit)
+    if size <= 0:
+        raise ConfigError(key, f"must be more than 0 bytes, got {value!r}")
+    return size
+
+
+def _cache(toml: Mapping[str, Any], cli: Mapping[str, Any]) -> CacheConfig:
+    table = toml.get("cache", {})
+    if not isinstance(table, dict):
+        raise ConfigError("cache", "must be a table")
+    unknown = set(table) - {"enabled", "dir", "max_size", "tag_ttl", "stale_max_age"}
+    if unknown:
+        raise ConfigError(f"cache.{sorted(unknown)[0]}", "unknown setting")
+    enabled = check_bool("cache.enabled", table.get("enabled", True))
+    if cli.get("cache_enabled") is False:
+        enabled = False
+    directory = table.get("dir")
+    if directory is not None and (not isinstance(directory, str) or not directory):
+        raise ConfigError("cache.dir", "must be a directory path")
+    if cli.get("cache_dir"):
+        directory = cli["cache_dir"]
+    max_size: int | None = CacheConfig.max_size
+    if "max_size" in table:
+        max_size = check_size("cache.max_size", table["max_size"])
+    if cli.get("cache_max_size") is not None:
+        max_size = check_size("--cache-max-size", cli["cache_max_size"])
+    tag_ttl = _seconds_setting(table, cli, "tag_ttl", CacheConfig.tag_ttl)
+    stale = _seconds_setting(table, cli, "stale_max_age", CacheConfig.stale_max_age)
+    return CacheConfig(directory=(directory or default_cache_dir()) if enabled else None,
+                       max_size=max_size, tag_ttl=tag_ttl, stale_max_age=stale)
+
+
+def _seconds_setting(table: Mapping[str, Any], cli: Mapping[str, Any], name: str,
+                     default: float) -> float:
+    value = default
+    if name in table:
+        value = check_seconds(f"cache.{name}", table[name], maximum=365 * 86400)
+    if cli.get(name) is not None:
+        value = check_seconds(f"--{name.replace('_', '-')}", cli[name], maximum=365 * 86400)
+    return value
+
+
+@dataclass(frozen=True)
 class Config:
     listen: tuple[str, ...] = DEFAULT_LISTEN
     default: UpstreamConfig | None = None
@@ -76,6 +150,7 @@ class Config:
     upstream_ca: str | None = None
     timeouts: Timeouts = Timeouts()
     log_format: str = "text"
+    cache: CacheConfig = CacheConfig(directory=None)
 
 
 
@@ -118,15 +193,15 @@ def check_bool(key: str, value: Any) -> bool:
     return value
 
 
-def check_seconds(key: str, value: Any) -> float:
+def check_seconds(key: str, value: Any, maximum: float = 86400) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         raise ConfigError(key, f"must be a number of seconds, got {value!r}")
     try:
         seconds = float(value)
     except ValueError:
         raise ConfigError(key, f"must be a number of seconds, got {value!r}") from None
-    if not 0 < seconds <= 86400:
-        raise ConfigError(key, f"must be between 0 and 86400 seconds, got {value!r}")
+    if not 0 < seconds <= maximum:
+        raise ConfigError(key, f"must be between 0 and {maximum:g} seconds, got {value!r}")
     return seconds
 
 
@@ -160,7 +235,7 @@ def load_toml(path: str) -> dict[str, Any]:
 
 
 _TOP_KEYS = {"listen", "upstream", "upstream_ca", "library_prefix", "routes", "timeouts",
-             "log_format", "presets", "registries"}
+             "log_format", "presets", "registries", "cache"}
 
 
 _UPSTREAM_KEYS = {"url", "library_prefix", "ca_file", "insecure", "timeouts", "username",
@@ -320,7 +395,9 @@ def build_config(toml: Mapping[str, Any], cli: Mapping[str, Any]) -> Config:
     C{cli} holds only what was given on the command line: C{listen}, C{upstream},
     C{routes} (HOST -> URL or registry name), C{registries} (NAME -> URL),
     C{presets} (False to drop them), C{upstream_ca}, C{library_prefix},
-    C{timeouts} (name -> value) and C{log_format}.
+    C{timeouts} (name -> value), C{log_format}, and for the cache C{cache_enabled}
+    (False for --no-cache), C{cache_dir}, C{cache_max_size}, C{tag_ttl},
+    C{stale_max_age}.
     """
     unknown = set(toml) - _TOP_KEYS
     if unknown:
@@ -359,7 +436,8 @@ def build_config(toml: Mapping[str, Any], cli: Mapping[str, Any]) -> Config:
         raise ConfigError(key, f"must be one of {', '.join(LOG_FORMATS)}, got {log_format!r}")
 
     return Config(listen=listen, default=default, routes=routes, registries=registries,
-                  upstream_ca=upstream_ca, timeouts=timeouts, log_format=log_format)
+                  upstream_ca=upstream_ca, timeouts=timeouts, log_format=log_format,
+                  cache=_cache(toml, cli))
 
 
 def _timeouts_cli(values: Mapping[str, Any], base: Timeouts) -> Timeouts:

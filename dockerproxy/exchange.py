@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import re
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlencode
 
 from twisted.internet.interfaces import IReactorTime
@@ -50,6 +51,8 @@ class Proxy:
     clients: UpstreamClients
     challenges: ChallengeCache
     clock: IReactorTime
+    # The pull-through cache (dockerproxy.mirror.Mirror), or None to relay only.
+    mirror: Any = None
 
     def client(self, upstream: UpstreamConfig) -> UpstreamClient:
         return self.clients.for_upstream(upstream)
@@ -83,15 +86,25 @@ def request_ns(request: IRequest) -> str | None:
 
 
 async def fetch_for_client(proxy: Proxy, request: Request, upstream: UpstreamConfig,
-                           url: str) -> Fetched:
+                           url: str, method: bytes | None = None,
+                           drop: tuple[bytes, ...] = ()) -> Fetched:
     """Make the client's request upstream, remembering any challenge it meets.
 
+    C{method} replaces the client's (a HEAD to revalidate); C{drop} names client
+    headers to leave out (a cache fill wants the whole body, not a Range).
     An upstream with Basic auth (no token realm) and credentials configured for the
     proxy gets them, but only for a client that sent none.
     """
     headers = upstream_request_headers(request.requestHeaders)
+    for name in drop:
+        headers.removeHeader(name)
+    method = method or request.method
     client = proxy.client(upstream)
-    fetched = await client.fetch(request.method, url, headers)
+    fetched = await client.fetch(method, url, headers)
+    remaining = fetched.response.headers.getRawHeaders(b"ratelimit-remaining")
+    if remaining:
+        log.info("upstream {upstream} ratelimit-remaining: {remaining}", upstream=upstream.url,
+                 remaining=remaining[0].decode("latin-1"))
     if fetched.response.code != 401:
         return fetched
     challenge = proxy.challenges.remember(upstream, fetched.response.headers)
@@ -99,7 +112,7 @@ async def fetch_for_client(proxy: Proxy, request: Request, upstream: UpstreamCon
             and upstream.credentials is not None and not headers.hasHeader(b"authorization")):
         await discard(fetched.response)
         headers.setRawHeaders(b"authorization", [basic_authorization(upstream.credentials)])
-        fetched = await client.fetch(request.method, url, headers)
+        fetched = await client.fetch(method, url, headers)
     return fetched
 
 

@@ -217,9 +217,13 @@ class RegistryResource(Resource):
         request.upstream = target.upstream.url  # type: ignore[attr-defined]
         url = f"{target.upstream.url}/v2/{target.repository}/{api.kind}/"
         url += f"{api.reference}" if api.reference else "list" + tags_query(request)
+        scope = f"repository:{api.name}:pull"
+        if self.proxy.mirror is not None and api.reference is not None:
+            await self.proxy.mirror.serve(self.proxy, request, target, api.kind, api.reference,
+                                          url, scope, ns)
+            return
         fetched = await fetch_for_client(self.proxy, request, target.upstream, url)
-        await relay_response(self.proxy, request, target.upstream, fetched,
-                             scope=f"repository:{api.name}:pull", ns=ns)
+        await relay_response(self.proxy, request, target.upstream, fetched, scope=scope, ns=ns)
 
 
 def tags_query(request: Request) -> str:

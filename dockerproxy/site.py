@@ -15,6 +15,7 @@ class ProxyRequest(Request):
     """Remembers when it started and logs itself once, finished or cut short."""
 
     upstream: str | None = None
+    cache: str | None = None  # hit, miss, revalidated or stale, when the mirror answered
     _clock: IReactorTime | None = None
     _started: float = 0.0
     _logged = False
@@ -38,7 +39,8 @@ class ProxyRequest(Request):
         self._logged = True
         duration = self._clock.seconds() - self._started if self._clock else 0.0
         access_log.info(
-            "{client} {method} {path} {status} {bytes} {duration:.3f}s {upstream}{aborted}",
+            "{client} {method} {path} {status} {bytes} {duration:.3f}s {upstream}"
+            " cache={cache}{aborted}",
             client=getattr(self.getClientAddress(), "host", "-"),
             method=self.method.decode("ascii", "replace"),
             path=self.uri.decode("ascii", "replace"),
@@ -46,6 +48,7 @@ class ProxyRequest(Request):
             bytes=self.sentLength,
             duration=duration,
             upstream=self.upstream or "-",
+            cache=self.cache or "-",
             aborted="" if complete else " aborted",
             complete=complete,
         )

@@ -17,9 +17,20 @@ from twisted.python import usage
 from twisted.python.components import Componentized
 
 from dockerproxy import __version__
+from dockerproxy.access import AccessCache
+from dockerproxy.cache.blobs import BlobCache
+from dockerproxy.cache.store import FilesystemStore
 from dockerproxy.challenges import ChallengeCache
-from dockerproxy.config import Config, ConfigError, UpstreamConfig, build_config, load_toml
+from dockerproxy.config import (
+    CacheConfig,
+    Config,
+    ConfigError,
+    UpstreamConfig,
+    build_config,
+    load_toml,
+)
 from dockerproxy.exchange import Proxy
+from dockerproxy.mirror import Mirror
 from dockerproxy.resources import RootResource
 from dockerproxy.routing import Router
 from dockerproxy.site import ProxySite
@@ -41,6 +52,13 @@ class Options(usage.Options):
         ["headers-timeout", None, None, "Seconds to wait for upstream response headers."],
         ["idle-timeout", None, None, "Seconds a response body may stall before it is aborted."],
         ["log-format", None, None, "Log format: text or json (one JSON object a line)."],
+        ["cache-dir", None, None, "Cache directory (default: systemd's CacheDirectory or "
+                                  "~/.cache/dockerproxy)."],
+        ["cache-max-size", None, None, "Cache size bound, e.g. 20GiB (default 20GiB)."],
+        ["tag-ttl", None, None, "Seconds a cached tag is served before it is revalidated "
+                                "(default 300)."],
+        ["stale-max-age", None, None, "Seconds a cached tag may be served while the upstream "
+                                      "fails (default 604800)."],
     ]
 
     def __init__(self) -> None:
@@ -50,6 +68,7 @@ class Options(usage.Options):
         self["registries"] = {}
         self["library_prefix"] = None
         self["presets"] = None
+        self["cache_enabled"] = None
 
     def opt_listen(self, endpoint: str) -> None:
         """Listen on a Twisted server endpoint (repeatable), e.g. tcp:5000:interface=127.0.0.1"""
@@ -68,6 +87,10 @@ class Options(usage.Options):
         if not sep or not name or not url:
             raise usage.UsageError(f"--registry: expected NAME=URL, got {value!r}")
         self["registries"][name] = url
+
+    def opt_no_cache(self) -> None:
+        """Relay only: cache nothing."""
+        self["cache_enabled"] = False
 
     def opt_no_presets(self) -> None:
         """Only the registries configured here; no built-in docker.io, ghcr.io, quay.io, ..."""
@@ -113,6 +136,11 @@ class Options(usage.Options):
             "library_prefix": self["library_prefix"],
             "timeouts": timeouts,
             "log_format": self["log-format"],
+            "cache_enabled": self["cache_enabled"],
+            "cache_dir": self["cache-dir"],
+            "cache_max_size": self["cache-max-size"],
+            "tag_ttl": self["tag-ttl"],
+            "stale_max_age": self["stale-max-age"],
         }
 
 
@@ -126,13 +154,17 @@ def check_endpoint(description: str) -> None:
         raise ConfigError("--listen", f"bad endpoint {description!r}: {e}") from None
 
 
+ACCESS_KEY = "access"
+
+
 class DockerProxyService(service.MultiService):
     """The listeners plus the upstream connection pool, closed on shutdown."""
 
-    def __init__(self, config: Config, pool: Any) -> None:
+    def __init__(self, config: Config, pool: Any, mirror: Mirror | None = None) -> None:
         super().__init__()
         self.config = config
         self.pool = pool
+        self.mirror = mirror
 
     def setServiceParent(self, parent: Any) -> Any:
         """With C{log_format = "json"}, make twistd log JSON by giving the application an observer.
@@ -146,7 +178,11 @@ class DockerProxyService(service.MultiService):
 
     def stopService(self) -> Any:
         d = super().stopService()
-        d.addCallback(lambda _: self.pool.closeCachedConnections())
+        if self.mirror is not None:
+            self.mirror.access.flush()
+            self.mirror.blobs.stop()
+        if self.pool is not None:
+            d.addCallback(lambda _: self.pool.closeCachedConnections())
         return d
 
 
@@ -172,8 +208,20 @@ def make_proxy(config: Config, reactor: IReactorTime, http: Any = None) -> tuple
 
     clients = UpstreamClients(client_for)
     proxy = Proxy(Router.from_config(config), clients, ChallengeCache(clients, reactor),
-                  reactor)
+                  reactor, mirror=make_mirror(config.cache, reactor))
     return proxy, pool
+
+
+def make_mirror(cache: CacheConfig, reactor: IReactorTime) -> Mirror | None:
+    """The pull-through cache over C{cache.directory}; recovers what a crash left behind."""
+    if cache.directory is None:
+        return None
+    store = FilesystemStore(cache.directory)
+    blobs = BlobCache(store, reactor, cache.max_size)
+    blobs.start()
+    access = AccessCache(reactor, saved=store.read_meta(ACCESS_KEY),
+                         save=lambda snapshot: store.write_meta(ACCESS_KEY, snapshot))
+    return Mirror(blobs, store, access, reactor, cache.tag_ttl, cache.stale_max_age)
 
 
 def make_site(proxy: Proxy, reactor: IReactorTime) -> ProxySite:
@@ -189,7 +237,7 @@ def makeService(options: Mapping[str, Any] | Options) -> DockerProxyService:
 
 def service_for(config: Config, reactor: IReactorCore) -> DockerProxyService:
     proxy, pool = make_proxy(config, reactor)  # type: ignore[arg-type]
-    top = DockerProxyService(config, pool)
+    top = DockerProxyService(config, pool, proxy.mirror)
     site = make_site(proxy, reactor)  # type: ignore[arg-type]
     for description in config.listen:
         strports.service(description, site).setServiceParent(top)

@@ -73,6 +73,8 @@ def start_proxy(
     port = port or free_port()
     listen = listen or f"tcp:{port}:interface={HOST}"
     workdir.mkdir(parents=True, exist_ok=True)
+    if "--no-cache" not in args and not any(a.startswith("--cache-dir") for a in args):
+        args = (*args, "--cache-dir", str(workdir / f"{name}-cache"))
     full_env = {**os.environ, **(env or {})}
     proc = ManagedProcess(
         name, twistd_argv("--listen", listen, *args), workdir, env=full_env, cwd=workdir

@@ -72,9 +72,15 @@ def truncating_upstream() -> Iterator[str]:
         thread.join(timeout=5)
 
 
+@pytest.mark.parametrize("cache,logged", [
+    ("--no-cache", "upstream body ended early"),
+    (None, "blob cache: fill of sha256:" + "0" * 64 + " failed after 1024 bytes"),
+])
 def test_truncated_upstream_body_aborts_the_client(start_proxy: StartProxy,
-                                                   truncating_upstream: str) -> None:
-    proxy = start_proxy("--upstream", truncating_upstream)
+                                                   truncating_upstream: str,
+                                                   cache: str | None, logged: str) -> None:
+    """Relayed or through the cache, a short body never ends as if complete."""
+    proxy = start_proxy("--upstream", truncating_upstream, *([cache] if cache else []))
     digest = "sha256:" + "0" * 64
     conn = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=30)
     conn.request("GET", f"/v2/library/x/blobs/{digest}")
@@ -86,4 +92,4 @@ def test_truncated_upstream_body_aborts_the_client(start_proxy: StartProxy,
         assert response.getheader("content-length") == "1000000"
         response.read()
     conn.close()
-    assert "upstream body ended early" in proxy.log_text()
+    assert logged in proxy.log_text()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from treq.testing import StubTreq
@@ -24,7 +24,7 @@ from twisted.web.http_headers import Headers
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
-from dockerproxy.config import DOCKER_HUB_URL, Config, build_config
+from dockerproxy.config import DOCKER_HUB_URL, CacheConfig, Config, build_config
 from dockerproxy.tap import make_proxy, make_site
 
 HUB_HOST = "registry-1.docker.io"
@@ -211,6 +211,8 @@ class ProxyTestCase(SynchronousTestCase):
             self.access.append(event)
 
     def use(self, config: Config, http: Any = None) -> None:
+        # The relay without the cache: the mirror has tests of its own.
+        config = replace(config, cache=CacheConfig(directory=None))
         self.proxy, _ = make_proxy(config, self.clock, http=http or self.stub)
         self.site = make_site(self.proxy, self.clock)
 
