@@ -1,0 +1,179 @@
+"""The mirror's manifest and tag logic, over the fake upstream of test_resources."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import replace
+from typing import Any
+
+from test_resources import HUB_HOST, MANIFEST, ProxyTestCase, reply
+from twisted.web.server import Request
+
+from dockerproxy.config import CacheConfig, Config, build_config
+from dockerproxy.tap import make_proxy, make_site
+
+INDEX = "application/vnd.oci.image.index.v1+json"
+SINGLE = "application/vnd.oci.image.manifest.v1+json"
+DIGEST = "sha256:" + hashlib.sha256(MANIFEST).hexdigest()
+OTHER = b'{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","x":1}'
+OTHER_DIGEST = "sha256:" + hashlib.sha256(OTHER).hexdigest()
+TAG_PATH = "/v2/library/busybox/manifests/latest"
+TTL = 300.0
+STALE = 3600.0
+
+
+class MirrorTestCase(ProxyTestCase):
+    def use(self, config: Config, http: Any = None) -> None:
+        cache = CacheConfig(directory=self.mktemp(), tag_ttl=TTL, stale_max_age=STALE)
+        self.proxy, _ = make_proxy(replace(config, cache=cache), self.clock,
+                                   http=http or self.stub)
+        self.site = make_site(self.proxy, self.clock)
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.serve_tag(MANIFEST, DIGEST)
+
+    def serve_tag(self, body: bytes, digest: str, code: int = 200) -> None:
+        def handle(request: Request) -> bytes:
+            request.setResponseCode(code)
+            if code != 200:
+                return b'{"errors":[{"code":"UNAVAILABLE","message":"down"}]}'
+            request.setHeader(b"content-type", INDEX.encode())
+            request.setHeader(b"docker-content-digest", digest.encode())
+            request.setHeader(b"content-length", b"%d" % len(body))
+            return b"" if request.method == b"HEAD" else body
+
+        self.upstream.on(HUB_HOST, TAG_PATH, handle)
+
+    def pull(self, method: str = "GET", accept: str = INDEX, path: str = TAG_PATH,
+             auth: str | None = None) -> Any:
+        headers = [("Accept", accept)]
+        if auth is not None:
+            headers.append(("Authorization", auth))
+        return self.fetch(method, path.replace("/library/busybox/", "/busybox/"), headers)
+
+    def upstream_calls(self) -> list[tuple[str, str]]:
+        return [(s.method, s.path) for s in self.upstream.seen if s.host == HUB_HOST]
+
+
+class TagTests(MirrorTestCase):
+    def test_a_pulled_tag_is_served_from_cache(self) -> None:
+        first = self.pull()
+        self.assertEqual((first.status, first.body), (200, MANIFEST))
+        second = self.pull()
+        self.assertEqual((second.status, second.body), (200, MANIFEST))
+        self.assertEqual(second.header("docker-content-digest"), DIGEST)
+        self.assertEqual(second.header("content-type"), INDEX)
+        self.assertEqual(self.upstream_calls(), [("GET", TAG_PATH)])
+        self.assertEqual(self.access[-1]["cache"], "hit")
+
+    def test_head_and_get_agree(self) -> None:
+        self.pull()
+        head = self.pull("HEAD")
+        self.assertEqual(head.status, 200)
+        self.assertEqual(head.header("content-length"), str(len(MANIFEST)))
+        self.assertEqual(head.header("docker-content-digest"), DIGEST)
+        self.assertEqual(self.upstream_calls(), [("GET", TAG_PATH)])
+
+    def test_a_client_that_does_not_accept_the_cached_type_goes_upstream(self) -> None:
+        self.pull()
+        self.pull(accept=SINGLE)
+        self.assertEqual(self.upstream_calls(), [("GET", TAG_PATH), ("GET", TAG_PATH)])
+
+    def test_after_the_ttl_a_head_revalidates(self) -> None:
+        self.pull()
+        self.clock.advance(TTL + 1)
+        response = self.pull()
+        self.assertEqual(response.body, MANIFEST)
+        self.assertEqual(self.upstream_calls(), [("GET", TAG_PATH), ("HEAD", TAG_PATH)])
+        self.assertEqual(self.access[-1]["cache"], "revalidated")
+        self.pull()
+        self.assertEqual(len(self.upstream_calls()), 2, "revalidation restarts the TTL")
+
+    def test_a_moved_tag_is_fetched_again(self) -> None:
+        self.pull()
+        self.serve_tag(OTHER, OTHER_DIGEST)
+        self.clock.advance(TTL + 1)
+        response = self.pull()
+        self.assertEqual(response.body, OTHER)
+        self.assertEqual(self.upstream_calls(),
+                         [("GET", TAG_PATH), ("HEAD", TAG_PATH), ("GET", TAG_PATH)])
+
+    def test_stale_if_error(self) -> None:
+        self.pull()
+        self.serve_tag(MANIFEST, DIGEST, code=503)
+        self.clock.advance(TTL + 1)
+        stale = self.pull()
+        self.assertEqual((stale.status, stale.body), (200, MANIFEST))
+        self.assertIn("Stale", stale.header("warning") or "")
+        self.assertEqual(self.access[-1]["cache"], "stale")
+
+    def test_too_stale_is_not_served(self) -> None:
+        self.pull()
+        self.serve_tag(MANIFEST, DIGEST, code=503)
+        self.clock.advance(STALE + 1)
+        self.assertEqual(self.pull().status, 503)
+
+    def test_rate_limited_upstream_serves_stale(self) -> None:
+        self.pull()
+        self.serve_tag(MANIFEST, DIGEST, code=429)
+        self.clock.advance(TTL + 1)
+        self.assertEqual(self.pull().body, MANIFEST)
+
+
+class DigestTests(MirrorTestCase):
+    def setUp(self) -> None:
+        super().setUp()
+        self.upstream.on(HUB_HOST, f"/v2/library/busybox/manifests/{DIGEST}", reply(
+            200, MANIFEST, content_type=INDEX, docker_content_digest=DIGEST))
+        self.upstream.on(HUB_HOST, f"/v2/library/other/manifests/{DIGEST}", reply(
+            200, MANIFEST, content_type=INDEX, docker_content_digest=DIGEST))
+
+    def test_manifests_by_digest_are_cached(self) -> None:
+        path = f"/v2/library/busybox/manifests/{DIGEST}"
+        self.pull(path=path)
+        self.assertEqual(self.pull(path=path).body, MANIFEST)
+        self.assertEqual(len(self.upstream_calls()), 1)
+
+    def test_a_digest_cached_in_one_repository_is_not_trusted_in_another(self) -> None:
+        self.pull(path=f"/v2/library/busybox/manifests/{DIGEST}")
+        self.pull(path=f"/v2/library/other/manifests/{DIGEST}")
+        self.assertEqual([p for _, p in self.upstream_calls()], [
+            f"/v2/library/busybox/manifests/{DIGEST}", f"/v2/library/other/manifests/{DIGEST}"])
+
+    def test_a_manifest_that_does_not_match_its_digest_is_refused_and_not_cached(self) -> None:
+        path = f"/v2/library/busybox/manifests/{OTHER_DIGEST}"
+        self.upstream.on(HUB_HOST, path, reply(200, MANIFEST, content_type=INDEX))
+        first = self.pull(path=path)
+        self.assertRegistryError(first, 502, "UNAVAILABLE")
+        self.pull(path=path)
+        self.assertEqual(len(self.upstream_calls()), 2)
+
+
+class AccessTests(MirrorTestCase):
+    def test_credentials_grants_are_not_shared(self) -> None:
+        self.pull(auth="Bearer alice")
+        self.pull(auth="Bearer alice")
+        self.assertEqual(len(self.upstream_calls()), 1)
+        self.pull(auth="Bearer bob")
+        self.pull()
+        self.assertEqual(len(self.upstream_calls()), 3, "bob and anonymous went upstream")
+
+    def test_anonymous_success_makes_the_repository_public(self) -> None:
+        self.pull()
+        self.pull(auth="Bearer bob")
+        self.assertEqual(len(self.upstream_calls()), 1)
+
+    def test_a_refusal_is_relayed_and_revokes(self) -> None:
+        self.pull(auth="Bearer alice")
+        self.clock.advance(61)
+        self.serve_tag(MANIFEST, DIGEST, code=401)
+        self.assertEqual(self.pull(auth="Bearer alice").status, 401)
+
+
+def test_cache_config_defaults_and_errors() -> None:
+    config = build_config({}, {"cache_dir": "/tmp/x", "cache_max_size": "30MiB"})
+    assert config.cache.directory == "/tmp/x"
+    assert config.cache.max_size == 30 * 1024 * 1024
+    assert build_config({}, {"cache_enabled": False}).cache.directory is None
+    assert build_config({"cache": {"max_size": "2GB"}}, {}).cache.max_size == 2 * 10**9
