@@ -17,7 +17,6 @@ import base64
 import hashlib
 import re
 from dataclasses import dataclass
-from typing import Any
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
@@ -26,6 +25,7 @@ from twisted.web.server import Request
 
 from dockerproxy import errors, names
 from dockerproxy.access import AccessCache, RepoKey
+from dockerproxy.cache.admin import STATS_KEY
 from dockerproxy.cache.blobs import BlobCache
 from dockerproxy.cache.store import FilesystemStore
 from dockerproxy.exchange import Proxy, fetch_for_client, relay_response
@@ -155,6 +155,7 @@ class Mirror:
     def __init__(self, blobs: BlobCache, store: FilesystemStore, access: AccessCache,
                  clock: IReactorTime, tag_ttl: float, stale_max_age: float) -> None:
         self.blobs = blobs
+        self.store = store
         self.manifests = ManifestStore(store)
         self.access = access
         self.clock = clock
@@ -348,5 +349,5 @@ class Mirror:
         if code in (401, 403):
             self.access.note_refused(authorization, repo)
 
-    def stats(self) -> dict[str, Any]:
-        return self.blobs.stats()
+    def save_stats(self) -> None:
+        self.store.write_meta(STATS_KEY, self.blobs.stats())

@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 from twisted.application import service, strports
+from twisted.application.internet import TimerService
 from twisted.internet.interfaces import IReactorCore, IReactorTime
 from twisted.logger import ILogObserver, jsonFileLogObserver
 from twisted.python import usage
@@ -155,6 +156,7 @@ def check_endpoint(description: str) -> None:
 
 
 ACCESS_KEY = "access"
+STATS_INTERVAL = 60.0
 
 
 class DockerProxyService(service.MultiService):
@@ -179,6 +181,7 @@ class DockerProxyService(service.MultiService):
     def stopService(self) -> Any:
         d = super().stopService()
         if self.mirror is not None:
+            self.mirror.save_stats()
             self.mirror.access.flush()
             self.mirror.blobs.stop()
         if self.pool is not None:
@@ -241,6 +244,9 @@ def service_for(config: Config, reactor: IReactorCore) -> DockerProxyService:
     site = make_site(proxy, reactor)  # type: ignore[arg-type]
     for description in config.listen:
         strports.service(description, site).setServiceParent(top)
+    if proxy.mirror is not None:
+        # Counters for `python -m dockerproxy.cache stats`, which reads the directory.
+        TimerService(STATS_INTERVAL, proxy.mirror.save_stats).setServiceParent(top)
     return top
 
 

@@ -131,6 +131,12 @@ class FilesystemStore:
         found.sort(key=lambda blob: (blob.last_used, blob.digest))
         return found
 
+    def scan(self) -> list[StoredBlob]:
+        """Committed blobs on disk, least recently used first, changing nothing."""
+        found = list(self._scan(clean=False))
+        found.sort(key=lambda blob: (blob.last_used, blob.digest))
+        return found
+
     def _clear_tmp(self) -> None:
         with os.scandir(self.tmp_dir) as entries:
             for entry in entries:
