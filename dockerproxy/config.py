@@ -429,6 +429,13 @@ def build_config(toml: Mapping[str, Any], cli: Mapping[str, Any]) -> Config:
         toml.get("registries") or {})
     default = _default_upstream(toml, cli, registries, has_routes=bool(routes),
                                 explicit_hub=explicit_hub)
+    if cli.get("upstream_credentials") is not None:
+        if default is None:
+            raise ConfigError("--upstream-credentials", "there is no default upstream")
+        default = replace(default, credentials=credentials_file(
+            "--upstream-credentials", cli["upstream_credentials"]))
+        if default.name in registries and registries[default.name].url == default.url:
+            registries[default.name] = default
 
     log_format = cli.get("log_format") or toml.get("log_format", "text")
     if log_format not in LOG_FORMATS:
@@ -475,3 +482,20 @@ def _default_upstream(toml: Mapping[str, Any], cli: Mapping[str, Any],
         if registry.url == upstream.url:
             return replace(registry, library_prefix=upstream.library_prefix)
     return upstream
+
+
+def credentials_file(key: str, path: Any) -> Credentials:
+    """C{--upstream-credentials FILE}: a TOML file with C{username} and C{password}."""
+    path = check_file(key, path)
+    try:
+        with open(path, "rb") as f:
+            table = tomllib.load(f)
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise ConfigError(key, f"cannot read {path}: {e}") from None
+    unknown = set(table) - {"username", "password"}
+    if unknown:
+        raise ConfigError(f"{key} {sorted(unknown)[0]}", "unknown setting")
+    credentials = _credentials(key, table)
+    if credentials is None:
+        raise ConfigError(key, f"{path} needs username and password")
+    return credentials

@@ -49,6 +49,9 @@ class Options(usage.Options):
         ["config", "c", None, "TOML configuration file."],
         ["upstream", "u", None, "Default upstream registry URL (for any Host no route names)."],
         ["upstream-ca", None, None, "Extra CA bundle (PEM) trusted for upstream TLS."],
+        ["upstream-credentials", None, None, "TOML file with username and password: the "
+                                             "proxy's account at the default upstream, used "
+                                             "only for clients that send no credentials."],
         ["connect-timeout", None, None, "Seconds to wait for an upstream connection."],
         ["headers-timeout", None, None, "Seconds to wait for upstream response headers."],
         ["idle-timeout", None, None, "Seconds a response body may stall before it is aborted."],
@@ -134,6 +137,7 @@ class Options(usage.Options):
             "registries": self["registries"],
             "presets": self["presets"],
             "upstream_ca": self["upstream-ca"],
+            "upstream_credentials": self["upstream-credentials"],
             "library_prefix": self["library_prefix"],
             "timeouts": timeouts,
             "log_format": self["log-format"],

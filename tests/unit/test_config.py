@@ -426,3 +426,25 @@ def test_twistd_plugin_is_found() -> None:
     options.parseOptions(["--upstream", "https://ghcr.io"])
     assert options.config.default is not None
     assert options.config.default.url == "https://ghcr.io"
+
+
+def test_upstream_credentials_file(tmp_path: Path) -> None:
+    creds = tmp_path / "hub.toml"
+    creds.write_text('username = "bot"\npassword = "s3cret"\n')
+    config = build_config({}, {"upstream_credentials": str(creds)})
+    assert config.default is not None and config.default.credentials is not None
+    assert config.default.credentials.username == "bot"
+    assert config.registries["docker.io"].credentials == config.default.credentials
+    assert "s3cret" not in repr(config)
+
+
+def test_bad_upstream_credentials_files_name_the_option(tmp_path: Path) -> None:
+    creds = tmp_path / "hub.toml"
+    creds.write_text('username = "bot"\n')
+    with pytest.raises(ConfigError) as caught:
+        build_config({}, {"upstream_credentials": str(creds)})
+    assert caught.value.key.startswith("--upstream-credentials")
+    creds.write_text('username = "bot"\npassword = "x"\ntoken = "y"\n')
+    with pytest.raises(ConfigError) as caught:
+        build_config({}, {"upstream_credentials": str(creds)})
+    assert "s3cret" not in str(caught.value) and "token" in caught.value.key
