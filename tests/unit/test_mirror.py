@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import shutil
+import tempfile
 from dataclasses import replace
 from typing import Any
 
@@ -24,7 +26,9 @@ STALE = 3600.0
 
 class MirrorTestCase(ProxyTestCase):
     def use(self, config: Config, http: Any = None) -> None:
-        cache = CacheConfig(directory=self.mktemp(), tag_ttl=TTL, stale_max_age=STALE)
+        directory = tempfile.mkdtemp(prefix="test-mirror-")
+        self.addCleanup(shutil.rmtree, directory, True)
+        cache = CacheConfig(directory=directory, tag_ttl=TTL, stale_max_age=STALE)
         self.proxy, _ = make_proxy(replace(config, cache=cache), self.clock,
                                    http=http or self.stub)
         self.site = make_site(self.proxy, self.clock)
