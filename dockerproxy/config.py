@@ -11,10 +11,13 @@ import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from dockerproxy.presets import PRESETS
+
+if TYPE_CHECKING:
+    from dockerproxy.cache.s3 import S3Config
 
 DOCKER_HUB_URL = "https://registry-1.docker.io"
 DOCKER_HUB_HOSTS = frozenset(
@@ -75,6 +78,7 @@ class CacheConfig:
     max_size: int | None = 20 * 1024**3
     tag_ttl: float = 300.0
     stale_max_age: float = 7 * 86400.0
+    s3: S3Config | None = None  # the blob tier shared with other instances
 
 
 def default_cache_dir(environ: Mapping[str, str] = os.environ) -> str:
@@ -109,7 +113,7 @@ def _cache(toml: Mapping[str, Any], cli: Mapping[str, Any]) -> CacheConfig:
     table = toml.get("cache", {})
     if not isinstance(table, dict):
         raise ConfigError("cache", "must be a table")
-    unknown = set(table) - {"enabled", "dir", "max_size", "tag_ttl", "stale_max_age"}
+    unknown = set(table) - {"enabled", "dir", "max_size", "tag_ttl", "stale_max_age", "s3"}
     if unknown:
         raise ConfigError(f"cache.{sorted(unknown)[0]}", "unknown setting")
     enabled = check_bool("cache.enabled", table.get("enabled", True))
@@ -127,8 +131,94 @@ def _cache(toml: Mapping[str, Any], cli: Mapping[str, Any]) -> CacheConfig:
         max_size = check_size("--cache-max-size", cli["cache_max_size"])
     tag_ttl = _seconds_setting(table, cli, "tag_ttl", CacheConfig.tag_ttl)
     stale = _seconds_setting(table, cli, "stale_max_age", CacheConfig.stale_max_age)
+    s3 = _cache_s3(table.get("s3", {}), cli)
+    if s3 is not None and not enabled:
+        raise ConfigError("--no-cache" if cli.get("cache_enabled") is False else "cache.enabled",
+                          "the S3 cache needs the local cache, which stages its uploads")
     return CacheConfig(directory=(directory or default_cache_dir()) if enabled else None,
-                       max_size=max_size, tag_ttl=tag_ttl, stale_max_age=stale)
+                       max_size=max_size, tag_ttl=tag_ttl, stale_max_age=stale, s3=s3)
+
+
+_S3_KEYS = {"endpoint", "bucket", "prefix", "region", "access_key_id", "secret_access_key",
+            "redirect", "part_size"}
+_BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+_PREFIX_RE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*(/[A-Za-z0-9_-][A-Za-z0-9._-]*)*")
+_REGION_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def _cache_s3(table: Any, cli: Mapping[str, Any],
+              environ: Mapping[str, str] = os.environ) -> S3Config | None:
+    """[cache.s3] and --cache-s3-*: the shared S3 tier, None without endpoint and bucket.
+
+    Credentials come from the file, else from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY
+    (and AWS_SESSION_TOKEN); the region from the file or option, else AWS_REGION or
+    AWS_DEFAULT_REGION, else us-east-1.
+    """
+    # Imported here: botocore loads only for a proxy that uses S3.
+    from dockerproxy.cache.s3 import DEFAULT_REGION, MIN_PART_SIZE, S3Config
+
+    if not isinstance(table, dict):
+        raise ConfigError("cache.s3", "must be a table")
+    unknown = set(table) - _S3_KEYS
+    if unknown:
+        raise ConfigError(f"cache.s3.{sorted(unknown)[0]}", "unknown setting")
+    given: dict[str, tuple[str, Any]] = {}  # name -> (key as the operator wrote it, value)
+    for name in ("endpoint", "bucket", "prefix", "region"):
+        if cli.get(f"cache_s3_{name}") is not None:
+            given[name] = (f"--cache-s3-{name}", cli[f"cache_s3_{name}"])
+        elif name in table:
+            given[name] = (f"cache.s3.{name}", table[name])
+    if "endpoint" not in given and "bucket" not in given:
+        if table or cli.get("cache_s3_redirect"):
+            raise ConfigError("--cache-s3-endpoint", "is required to use an S3 cache")
+        return None
+    for name, other in (("endpoint", "bucket"), ("bucket", "endpoint")):
+        if name not in given:
+            other_key = given[other][0]
+            key = f"--cache-s3-{name}" if other_key.startswith("--") else f"cache.s3.{name}"
+            raise ConfigError(key, f"is required with {other_key}")
+    endpoint_key, endpoint = given["endpoint"]
+    endpoint = check_url(endpoint_key, endpoint)
+    bucket_key, bucket = given["bucket"]
+    if not isinstance(bucket, str) or not _BUCKET_RE.fullmatch(bucket):
+        raise ConfigError(bucket_key, f"must be an S3 bucket name, got {bucket!r}")
+    prefix_key, prefix = given.get("prefix", ("", ""))
+    prefix = prefix.strip("/") if isinstance(prefix, str) else prefix
+    if prefix and (not isinstance(prefix, str) or not _PREFIX_RE.fullmatch(prefix)):
+        raise ConfigError(prefix_key, "must be /-separated names of letters, digits, '.', '_' "
+                                      f"and '-', got {given['prefix'][1]!r}")
+    region_key, region = given.get("region", ("AWS_REGION", environ.get("AWS_REGION")
+                                              or environ.get("AWS_DEFAULT_REGION")
+                                              or DEFAULT_REGION))
+    if not isinstance(region, str) or not _REGION_RE.fullmatch(region):
+        raise ConfigError(region_key, f"must be a region name such as us-east-1, got {region!r}")
+    key_id, secret, token = table.get("access_key_id"), table.get("secret_access_key"), None
+    for name, value in (("access_key_id", key_id), ("secret_access_key", secret)):
+        if value is not None and (not isinstance(value, str) or not value):
+            raise ConfigError(f"cache.s3.{name}", "must be a non-empty string")
+    if (key_id is None) != (secret is None):
+        missing = "access_key_id" if key_id is None else "secret_access_key"
+        raise ConfigError(f"cache.s3.{missing}", "is required with the other credential")
+    if key_id is None:
+        key_id = environ.get("AWS_ACCESS_KEY_ID")
+        secret = environ.get("AWS_SECRET_ACCESS_KEY")
+        token = environ.get("AWS_SESSION_TOKEN") or None
+        if not key_id or not secret:
+            raise ConfigError(endpoint_key, "needs credentials: cache.s3.access_key_id and "
+                              "secret_access_key, or AWS_ACCESS_KEY_ID and "
+                              "AWS_SECRET_ACCESS_KEY in the environment")
+    redirect = check_bool("cache.s3.redirect", table.get("redirect", False))
+    if cli.get("cache_s3_redirect"):
+        redirect = True
+    part_size = S3Config.part_size
+    if "part_size" in table:
+        part_size = check_size("cache.s3.part_size", table["part_size"])
+        if part_size < MIN_PART_SIZE:
+            raise ConfigError("cache.s3.part_size", "must be at least 5MiB (S3's smallest "
+                              f"part), got {table['part_size']!r}")
+    return S3Config(endpoint=endpoint, bucket=bucket, prefix=f"{prefix}/" if prefix else "",
+                    region=region, access_key_id=key_id, secret_access_key=secret,
+                    session_token=token, redirect=redirect, part_size=part_size)
 
 
 def _seconds_setting(table: Mapping[str, Any], cli: Mapping[str, Any], name: str,
@@ -397,7 +487,8 @@ def build_config(toml: Mapping[str, Any], cli: Mapping[str, Any]) -> Config:
     C{presets} (False to drop them), C{upstream_ca}, C{library_prefix},
     C{timeouts} (name -> value), C{log_format}, and for the cache C{cache_enabled}
     (False for --no-cache), C{cache_dir}, C{cache_max_size}, C{tag_ttl},
-    C{stale_max_age}.
+    C{stale_max_age}, C{cache_s3_endpoint}, C{cache_s3_bucket}, C{cache_s3_prefix},
+    C{cache_s3_region} and C{cache_s3_redirect} (True for --cache-s3-redirect).
     """
     unknown = set(toml) - _TOP_KEYS
     if unknown:

@@ -17,9 +17,12 @@ import base64
 import hashlib
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
+from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web.http_headers import Headers
 from twisted.web.server import Request
 
@@ -33,6 +36,10 @@ from dockerproxy.headers import merged_accept
 from dockerproxy.relay import Collect
 from dockerproxy.routing import Target
 from dockerproxy.upstream import discard
+
+if TYPE_CHECKING:
+    from dockerproxy.cache.blobs import Fill
+    from dockerproxy.cache.s3 import S3BlobStore
 
 log = Logger()
 
@@ -153,14 +160,22 @@ class Mirror:
     """Serves manifests and blobs from the cache when allowed, filling it on misses."""
 
     def __init__(self, blobs: BlobCache, store: FilesystemStore, access: AccessCache,
-                 clock: IReactorTime, tag_ttl: float, stale_max_age: float) -> None:
+                 clock: IReactorTime, tag_ttl: float, stale_max_age: float,
+                 s3: S3BlobStore | None = None) -> None:
         self.blobs = blobs
+        # The tier shared with other instances (blobs only), and its bookkeeping:
+        # digests being uploaded, and those whose S3 copy failed a fill.
+        self.s3 = s3
+        self._uploads: set[str] = set()
+        self._s3_suspect: set[str] = set()
         self.store = store
         self.manifests = ManifestStore(store)
         self.access = access
         self.clock = clock
         self.tag_ttl = tag_ttl
         self.stale_max_age = stale_max_age
+        # Blob GETs on their way upstream: digest -> clients waiting for that answer.
+        self._fetching: dict[str, list[Deferred[None]]] = {}
 
     async def serve(self, proxy: Proxy, request: Request, target: Target, kind: str,
                     reference: str, url: str, scope: str, ns: str | None) -> None:
@@ -179,19 +194,8 @@ class Mirror:
         repo = (target.upstream.name, target.repository)
         authorization = request.getHeader(b"authorization")
         if self._have_blob(digest):
-            if self.access.is_linked(repo, digest) and self.access.may_read(authorization, repo):
+            if await self._readable(proxy, request, target, digest, url, scope, ns):
                 await self._send_blob(request, digest, "hit")
-                return
-            # Cached, but not yet known to be readable here: a HEAD asks the upstream.
-            check = await fetch_for_client(proxy, request, target.upstream, url,
-                                           method=b"HEAD", drop=FILL_DROPS)
-            if check.response.code == 200:
-                await discard(check.response)
-                self.access.note_served(authorization, repo, digest)
-                await self._send_blob(request, digest, "hit")
-                return
-            self._note_refusal(check.response.code, authorization, repo)
-            await relay_response(proxy, request, target.upstream, check, scope, ns)
             return
         if request.method == b"HEAD":
             fetched = await fetch_for_client(proxy, request, target.upstream, url)
@@ -199,18 +203,156 @@ class Mirror:
                 self.access.note_served(authorization, repo, digest)
             await relay_response(proxy, request, target.upstream, fetched, scope, ns)
             return
-        fetched = await fetch_for_client(proxy, request, target.upstream, url, drop=FILL_DROPS)
+        if self.s3 is not None and await self._from_s3(proxy, request, target, digest, url,
+                                                       scope, ns):
+            return
+        waiting = self._fetching.get(digest)
+        if waiting is not None:
+            # Another client's GET of this blob is on its way: wait for its answer, then
+            # look again (once its fill has started, it serves this client too).
+            turn: Deferred[None] = Deferred()
+            waiting.append(turn)
+            await turn
+            await self.blob(proxy, request, target, digest, url, scope, ns)
+            return
+        waiters: list[Deferred[None]] = []
+        self._fetching[digest] = waiters
+        stray = None
+        try:
+            fetched = await fetch_for_client(proxy, request, target.upstream, url,
+                                             drop=FILL_DROPS)
+            if fetched.response.code == 200:
+                self.access.note_served(authorization, repo, digest)
+                if self._have_blob(digest):
+                    stray = fetched.response  # another client's fill got there first
+                else:
+                    idle = proxy.client(target.upstream).timeouts.idle
+                    fill = self.blobs.start_fill(digest, fetched.response, idle_timeout=idle)
+                    if self.s3 is not None:
+                        fill.done.addCallback(self._upload_to_s3, fill)
+        finally:
+            if self._fetching.get(digest) is waiters:
+                del self._fetching[digest]
+            for turn in waiters:
+                if not turn.called:
+                    turn.callback(None)
         if fetched.response.code != 200:
             self._note_refusal(fetched.response.code, authorization, repo)
             await relay_response(proxy, request, target.upstream, fetched, scope, ns)
             return
-        self.access.note_served(authorization, repo, digest)
-        if self._have_blob(digest):
-            await discard(fetched.response)  # another client's fill got there first
-        else:
-            idle = proxy.client(target.upstream).timeouts.idle
-            self.blobs.start_fill(digest, fetched.response, idle_timeout=idle)
+        if stray is not None:
+            await discard(stray)
+        if digest not in self.blobs and self.blobs.fill_for(digest) is None:
+            # A small body can end (and fail verification) within start_fill.
+            raise errors.bad_gateway(target.upstream.url, f"blob {digest} failed verification")
         await self._send_blob(request, digest, "miss")
+
+    async def _readable(self, proxy: Proxy, request: Request, target: Target, digest: str,
+                        url: str, scope: str, ns: str | None) -> bool:
+        """Whether the client may get cached blob C{digest}; if not, the refusal was sent."""
+        repo = (target.upstream.name, target.repository)
+        authorization = request.getHeader(b"authorization")
+        if self.access.is_linked(repo, digest) and self.access.may_read(authorization, repo):
+            return True
+        # Cached, but not yet known to be readable here: a HEAD asks the upstream.
+        check = await fetch_for_client(proxy, request, target.upstream, url,
+                                       method=b"HEAD", drop=FILL_DROPS)
+        if check.response.code == 200:
+            await discard(check.response)
+            self.access.note_served(authorization, repo, digest)
+            return True
+        self._note_refusal(check.response.code, authorization, repo)
+        await relay_response(proxy, request, target.upstream, check, scope, ns)
+        return False
+
+    async def _from_s3(self, proxy: Proxy, request: Request, target: Target, digest: str,
+                       url: str, scope: str, ns: str | None) -> bool:
+        """Answer a blob GET from the shared S3 tier; False (go upstream) when it cannot.
+
+        The blob fills the local cache from S3 as it would from the upstream, so its
+        digest is verified before the client's last byte, ranges are served locally
+        and the next request is a local hit. Any S3 failure is logged and left to
+        the upstream; access is checked as for a local hit.
+        """
+        assert self.s3 is not None
+        if digest in self._s3_suspect:
+            return False
+        try:
+            size = await self.s3.head(digest)
+        except Exception as e:
+            log.warn("S3 cache: cannot look up {digest}, asking the upstream: {error}",
+                     digest=digest, error=e)
+            return False
+        if size is None:
+            return False
+        if not await self._readable(proxy, request, target, digest, url, scope, ns):
+            return True
+        if self.s3.config.redirect and not self._have_blob(digest):
+            self._redirect_to_s3(request, digest)
+            return True
+        if not self._have_blob(digest):
+            try:
+                response = await self.s3.get(digest)
+            except Exception as e:
+                log.warn("S3 cache: cannot get {digest}, asking the upstream: {error}",
+                         digest=digest, error=e)
+                return False
+            if self._have_blob(digest):
+                await discard(response)  # another client's fill got there first
+            else:
+                fill = self.blobs.start_fill(digest, response, idle_timeout=self.s3.idle_timeout)
+                fill.done.addCallback(self._s3_fill_ended, digest)
+                if not self._have_blob(digest):
+                    return False  # a small body failed verification within start_fill
+        await self._send_blob(request, digest, "s3")
+        return True
+
+    def _redirect_to_s3(self, request: Request, digest: str) -> None:
+        """A 307 to a presigned URL: the client fetches the bytes from S3 itself."""
+        assert self.s3 is not None
+        request.cache = "s3-redirect"  # type: ignore[attr-defined]
+        request.setResponseCode(307)
+        request.setHeader(b"location", self.s3.presigned_get(digest).encode("ascii"))
+        request.setHeader(b"docker-content-digest", digest.encode())
+        request.setHeader(b"docker-distribution-api-version", b"registry/2.0")
+        request.setHeader(b"content-length", b"0")
+        request.finish()
+
+    def _s3_fill_ended(self, ok: bool, digest: str) -> bool:
+        if not ok:
+            # Damaged in S3, or S3 broke off: the upstream serves it next, and replaces it.
+            self._s3_suspect.add(digest)
+            log.warn("S3 cache: filling {digest} from S3 failed; it comes from the upstream "
+                     "from now on", digest=digest)
+        return ok
+
+    def _upload_to_s3(self, ok: bool, fill: Fill) -> bool:
+        """Once an upstream fill is committed, copy the blob to S3 in the background."""
+        digest = fill.digest
+        if not ok or self.s3 is None or digest in self._uploads:
+            return ok
+        if not fill.committed:
+            log.info("S3 cache: {digest} is larger than the local cache, not uploaded",
+                     digest=digest)
+            return ok
+        # Runs up to its first wait now, so it opens the committed file before any eviction.
+        upload = ensureDeferred(self.s3.upload(digest, self.store.blob_path(digest),
+                                               fill.written, replace=digest in self._s3_suspect))
+        self._uploads.add(digest)
+
+        def uploaded(done: bool) -> None:
+            self._s3_suspect.discard(digest)
+            if done:
+                log.info("S3 cache: uploaded {digest} ({size} bytes)", digest=digest,
+                         size=fill.written)
+
+        def failed(failure: Failure) -> None:
+            log.warn("S3 cache: cannot upload {digest}: {error}", digest=digest,
+                     error=failure.value)
+
+        upload.addCallbacks(uploaded, failed)
+        upload.addBoth(lambda _: self._uploads.discard(digest))
+        return ok
 
     def _have_blob(self, digest: str) -> bool:
         return self.blobs.fill_for(digest) is not None or self.blobs.lookup(digest) is not None
@@ -254,8 +396,39 @@ class Mirror:
             if await self._revalidated(proxy, request, target, url, repo, reference,
                                        cached, age):
                 return
+        elif cached is not None and usable:
+            if await self._access_checked(proxy, request, target, url, scope, ns, repo,
+                                          reference, cached, authorization):
+                return
         await self._manifest_from_upstream(proxy, request, target, reference, url, scope, ns,
                                            repo, authorization)
+
+    async def _access_checked(self, proxy: Proxy, request: Request, target: Target, url: str,
+                              scope: str, ns: str | None, repo: RepoKey, reference: str,
+                              cached: CachedManifest, authorization: bytes | None) -> bool:
+        """Cached, but not yet known to be readable by this client: a HEAD asks the upstream
+        (free on Docker Hub, where a GET counts against the rate limit), as for blobs.
+
+        True when answered: from the cache if the upstream names the cached digest, or with
+        the upstream's refusal. Anything else is left to a GET.
+        """
+        check = await fetch_for_client(proxy, request, target.upstream, url, method=b"HEAD",
+                                       drop=FILL_DROPS)
+        code = check.response.code
+        if code in (401, 403):
+            self._note_refusal(code, authorization, repo)
+            await relay_response(proxy, request, target.upstream, check, scope, ns)
+            return True
+        digest = (check.response.headers.getRawHeaders(b"docker-content-digest") or [b""])[0]
+        await discard(check.response)
+        if code != 200 or digest.decode("latin-1") != cached.digest:
+            return False
+        self.access.note_served(authorization, repo, cached.digest)
+        if ":" not in reference:
+            self.manifests.set_tag(repo, reference, TagEntry(cached.digest, cached.media_type,
+                                                             self.clock.seconds()))
+        self._send_manifest(request, cached, "revalidated")
+        return True
 
     async def _revalidated(self, proxy: Proxy, request: Request, target: Target, url: str,
                            repo: RepoKey, tag: str, cached: CachedManifest, age: float) -> bool:

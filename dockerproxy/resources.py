@@ -41,6 +41,7 @@ from dockerproxy.headers import (
     client_authorization,
 )
 from dockerproxy.relay import abort_client
+from dockerproxy.upstream import discard
 
 log = Logger()
 
@@ -168,8 +169,24 @@ class V2Resource(Resource):
             return
         upstream = router.upstream_for(request_host(request), ns)
         request.upstream = upstream.url  # type: ignore[attr-defined]
-        fetched = await fetch_for_client(self.proxy, request, upstream, f"{upstream.url}/v2/")
-        await relay_response(self.proxy, request, upstream, fetched, scope=None, ns=ns)
+        try:
+            fetched = await fetch_for_client(self.proxy, request, upstream,
+                                             f"{upstream.url}/v2/")
+        except errors.RegistryError as e:
+            if self.proxy.mirror is None or e.status not in (502, 504):
+                raise
+            why = e.message
+        else:
+            if self.proxy.mirror is None or fetched.response.code < 500:
+                await relay_response(self.proxy, request, upstream, fetched, scope=None, ns=ns)
+                return
+            await discard(fetched.response)
+            why = f"answered {fetched.response.code}"
+        # The upstream is down, but the cache may serve the pull: clients give up on a
+        # failed ping, so the proxy challenges them itself (see AuthResource.token).
+        log.warn("ping: upstream {upstream} unavailable ({why}); challenging locally",
+                 upstream=upstream.url, why=why)
+        challenge_locally(request)
 
 
 def challenge_locally(request: Request) -> None:
@@ -266,6 +283,25 @@ class AuthResource(Resource):
         scopes = split_scopes(v.decode("utf-8", "replace") for v in request.args.get(b"scope", []))
         upstream, to_upstream = self.token_upstream(request, scopes)
         request.upstream = upstream.url  # type: ignore[attr-defined]
+        try:
+            await self.relay_token(request, upstream, scopes, to_upstream)
+        except errors.RegistryError as e:
+            if e.status not in (502, 504) or not self.offline_token(request, upstream, e.message):
+                raise
+
+    def offline_token(self, request: Request, upstream: UpstreamConfig, why: str) -> bool:
+        """The upstream's token service is unreachable: with a cache, a client that sent no
+        credentials gets the proxy's anonymous token (never forwarded), which reads what the
+        cache serves anyone, i.e. public repositories. True when answered so."""
+        if self.proxy.mirror is None or client_authorization(request.requestHeaders) is not None:
+            return False
+        log.warn("token: upstream {upstream} unavailable ({why}); anonymous token from the proxy",
+                 upstream=upstream.url, why=why)
+        respond_json(request, {**ANONYMOUS_TOKEN_RESPONSE, "expires_in": 60})
+        return True
+
+    async def relay_token(self, request: Request, upstream: UpstreamConfig, scopes: list[str],
+                          to_upstream: Callable[[str], str]) -> None:
         challenge = await self.proxy.challenges.get(upstream)
         if challenge is None:
             # The upstream needs no auth, but a client challenged by the proxy itself
@@ -294,6 +330,11 @@ class AuthResource(Resource):
         if authorization is not None:
             headers.setRawHeaders(b"authorization", [authorization])
         response, body = await self.proxy.client(upstream).get_small(url, headers)
+        if response.code >= 500 and self.offline_token(request, upstream,
+                                                       f"the realm answered {response.code}"):
+            return
+        if response.code == 200 and authorization is None:
+            self.note_anonymous_token(body)
         request.setResponseCode(response.code)
         content_type = response.headers.getRawHeaders(b"content-type", [b"application/json"])
         request.setHeader(b"content-type", content_type[0])
@@ -301,6 +342,21 @@ class AuthResource(Resource):
         request.setHeader(b"content-length", b"%d" % len(body))
         request.write(body)
         request.finish()
+
+    def note_anonymous_token(self, body: bytes) -> None:
+        """A token the upstream issued with no credentials at all: the mirror's access rules
+        count its bearer as anonymous (a repository it reads is public)."""
+        if self.proxy.mirror is None:
+            return
+        try:
+            document = json.loads(body)
+            expires_in = float(document.get("expires_in") or 60)
+            tokens = {document.get("token"), document.get("access_token")}
+        except (ValueError, TypeError, AttributeError):
+            return
+        for token in tokens:
+            if isinstance(token, str) and token:
+                self.proxy.mirror.access.note_anonymous_token(token, expires_in)
 
     def token_upstream(self, request: Request,
                        scopes: list[str]) -> tuple[UpstreamConfig, Callable[[str], str]]:

@@ -63,6 +63,12 @@ class Options(usage.Options):
                                 "(default 300)."],
         ["stale-max-age", None, None, "Seconds a cached tag may be served while the upstream "
                                       "fails (default 604800)."],
+        ["cache-s3-endpoint", None, None, "S3-compatible endpoint URL of a blob cache shared "
+                                          "by several instances (AWS S3, MinIO, Ceph, ...)."],
+        ["cache-s3-bucket", None, None, "Bucket of the shared S3 cache (created if missing)."],
+        ["cache-s3-prefix", None, None, "Key prefix in the bucket, e.g. dockerproxy/."],
+        ["cache-s3-region", None, None, "Region to sign S3 requests for (default "
+                                        "AWS_REGION or us-east-1)."],
     ]
 
     def __init__(self) -> None:
@@ -73,6 +79,7 @@ class Options(usage.Options):
         self["library_prefix"] = None
         self["presets"] = None
         self["cache_enabled"] = None
+        self["cache_s3_redirect"] = None
 
     def opt_listen(self, endpoint: str) -> None:
         """Listen on a Twisted server endpoint (repeatable), e.g. tcp:5000:interface=127.0.0.1"""
@@ -95,6 +102,10 @@ class Options(usage.Options):
     def opt_no_cache(self) -> None:
         """Relay only: cache nothing."""
         self["cache_enabled"] = False
+
+    def opt_cache_s3_redirect(self) -> None:
+        """Answer S3 cache hits with a 307 to a presigned URL instead of relaying the blob."""
+        self["cache_s3_redirect"] = True
 
     def opt_no_presets(self) -> None:
         """Only the registries configured here; no built-in docker.io, ghcr.io, quay.io, ..."""
@@ -146,6 +157,11 @@ class Options(usage.Options):
             "cache_max_size": self["cache-max-size"],
             "tag_ttl": self["tag-ttl"],
             "stale_max_age": self["stale-max-age"],
+            "cache_s3_endpoint": self["cache-s3-endpoint"],
+            "cache_s3_bucket": self["cache-s3-bucket"],
+            "cache_s3_prefix": self["cache-s3-prefix"],
+            "cache_s3_region": self["cache-s3-region"],
+            "cache_s3_redirect": self["cache_s3_redirect"],
         }
 
 
@@ -214,13 +230,25 @@ def make_proxy(config: Config, reactor: IReactorTime, http: Any = None) -> tuple
         return UpstreamClient(client, reactor, timeouts)
 
     clients = UpstreamClients(client_for)
+    s3 = None
+    if config.cache.s3 is not None and config.cache.directory is not None:
+        from dockerproxy.cache.s3 import S3BlobStore
+
+        # The S3 tier's own client over the same pool, trusting upstream_ca too.
+        s3_http = http if http is not None else make_http_client(
+            reactor, pool, config.timeouts, [config.upstream_ca] if config.upstream_ca else [])
+        s3 = S3BlobStore(s3_http, reactor, config.cache.s3, timeout=config.timeouts.headers,
+                         idle_timeout=config.timeouts.idle)
     proxy = Proxy(Router.from_config(config), clients, ChallengeCache(clients, reactor),
-                  reactor, mirror=make_mirror(config.cache, reactor))
+                  reactor, mirror=make_mirror(config.cache, reactor, s3))
     return proxy, pool
 
 
-def make_mirror(cache: CacheConfig, reactor: IReactorTime) -> Mirror | None:
-    """The pull-through cache over C{cache.directory}; recovers what a crash left behind."""
+def make_mirror(cache: CacheConfig, reactor: IReactorTime, s3: Any = None) -> Mirror | None:
+    """The pull-through cache over C{cache.directory}; recovers what a crash left behind.
+
+    C{s3}, an L{S3BlobStore}, adds the blob tier shared with other instances.
+    """
     if cache.directory is None:
         return None
     store = FilesystemStore(cache.directory)
@@ -228,7 +256,7 @@ def make_mirror(cache: CacheConfig, reactor: IReactorTime) -> Mirror | None:
     blobs.start()
     access = AccessCache(reactor, saved=store.read_meta(ACCESS_KEY),
                          save=lambda snapshot: store.write_meta(ACCESS_KEY, snapshot))
-    return Mirror(blobs, store, access, reactor, cache.tag_ttl, cache.stale_max_age)
+    return Mirror(blobs, store, access, reactor, cache.tag_ttl, cache.stale_max_age, s3=s3)
 
 
 def make_site(proxy: Proxy, reactor: IReactorTime) -> ProxySite:
@@ -251,6 +279,8 @@ def service_for(config: Config, reactor: IReactorCore) -> DockerProxyService:
     if proxy.mirror is not None:
         # Counters for `python -m dockerproxy.cache stats`, which reads the directory.
         TimerService(STATS_INTERVAL, proxy.mirror.save_stats).setServiceParent(top)
+        if proxy.mirror.s3 is not None:
+            reactor.callWhenRunning(proxy.mirror.s3.start)
     return top
 
 

@@ -1,0 +1,424 @@
+"""S3-compatible object storage as a blob cache tier that several proxy instances share.
+
+Only blobs go there, under C{<prefix>blobs/<alg>/<hex>}: they are immutable and by
+far the bulk of a pull, so a blob one instance fetched is served by the others
+without the upstream. Manifests and tags stay in each instance's local store.
+
+Requests are signed with botocore's SigV4 signer (path-style addressing, so any
+S3-compatible server works without wildcard DNS) and sent with treq over the
+proxy's connection pool. Nothing is buffered whole: a GET's body is handed over
+unread for the caller to stream, and an upload reads the committed local file as
+the socket drains, in parts for large blobs. Bodies are therefore signed as
+C{UNSIGNED-PAYLOAD}: their hash is not known when the headers go out. A blob's
+digest still protects its content end to end, since readers verify it.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import quote, urlsplit
+from xml.etree import ElementTree
+from xml.sax.saxutils import escape
+
+from botocore.auth import UNSIGNED_PAYLOAD, S3SigV4Auth, S3SigV4QueryAuth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+from treq.client import HTTPClient
+from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import Cooperator
+from twisted.logger import Logger
+from twisted.web.client import FileBodyProducer, ResponseFailed, ResponseNeverReceived
+from twisted.web.http_headers import Headers
+from twisted.web.iweb import IResponse
+
+from dockerproxy.cache.store import parse_digest
+from dockerproxy.relay import Collect, Discard
+
+log = Logger()
+
+DEFAULT_REGION = "us-east-1"
+# Blobs up to one part go up in a single PUT, larger ones in parts of this size.
+DEFAULT_PART_SIZE = 64 * 1024 * 1024
+# S3's smallest part (all but the last) and most parts per upload.
+MIN_PART_SIZE = 5 * 1024 * 1024
+MAX_PARTS = 10_000
+# Bytes a part's producer reads from the file per step: the socket's pace decides how often.
+READ_SIZE = 256 * 1024
+# S3's XML answers (errors, upload ids) are small; anything bigger is not S3.
+MAX_DOCUMENT = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class S3Config:
+    """Where the shared tier lives; C{prefix} is empty or ends with C{/}."""
+
+    endpoint: str
+    bucket: str
+    prefix: str = ""
+    region: str = DEFAULT_REGION
+    access_key_id: str = ""
+    secret_access_key: str = field(default="", repr=False)
+    session_token: str | None = field(default=None, repr=False)
+    # Answer hits with a 307 to a presigned URL instead of relaying the bytes.
+    redirect: bool = False
+    part_size: int = DEFAULT_PART_SIZE
+
+
+class S3Error(Exception):
+    """An S3 request that failed: no answer (C{status} None) or an error status."""
+
+    def __init__(self, operation: str, status: int | None, why: str) -> None:
+        super().__init__(f"{operation}: {why if status is None else f'{status} {why}'.strip()}")
+        self.operation = operation
+        self.status = status
+        self.why = why
+
+
+def object_key(prefix: str, digest: str) -> str:
+    """C{<prefix>blobs/<alg>/<hex>}; ValueError for a digest the cache cannot verify."""
+    algorithm, hexdigest = parse_digest(digest)
+    return f"{prefix}blobs/{algorithm}/{hexdigest}"
+
+
+def part_ranges(size: int, part_size: int) -> list[tuple[int, int, int]]:
+    """(part number from 1, offset, length) covering C{size} bytes.
+
+    Parts grow past C{part_size} when it would take more than S3's 10,000.
+    """
+    if size <= 0:
+        return [(1, 0, 0)]
+    part_size = max(part_size, -(-size // MAX_PARTS))
+    return [(number, offset, min(part_size, size - offset))
+            for number, offset in enumerate(range(0, size, part_size), start=1)]
+
+
+class _S3Auth(S3SigV4Auth):
+    """botocore's S3 SigV4 (paths signed as they are), with the payload hash given.
+
+    Bodies stream after the headers are sent, so the hash is C{UNSIGNED-PAYLOAD}
+    unless the caller knows it (the spec's examples do).
+    """
+
+    def payload(self, request: AWSRequest) -> str:
+        return request.context.get("payload", UNSIGNED_PAYLOAD)
+
+
+def sign(credentials: Credentials, region: str, method: str, url: str,
+         headers: Mapping[str, str], payload: str = UNSIGNED_PAYLOAD) -> dict[str, str]:
+    """The headers to send: C{headers} plus Host, X-Amz-Date, X-Amz-Content-SHA256 and
+    Authorization. Host is set here so the signed value is the one sent."""
+    request = AWSRequest(method=method, url=url, headers={"Host": urlsplit(url).netloc,
+                                                          **headers})
+    request.context["payload"] = payload
+    _S3Auth(credentials, "s3", region).add_auth(request)
+    return dict(request.headers.items())
+
+
+def presign(credentials: Credentials, region: str, url: str, expires: int) -> str:
+    """A GET URL that carries its own authorization for C{expires} seconds."""
+    request = AWSRequest(method="GET", url=url)
+    S3SigV4QueryAuth(credentials, "s3", region, expires=expires).add_auth(request)
+    return request.url
+
+
+class _FileSlice:
+    """C{length} bytes of an open file from C{offset}, as a file object of their own.
+
+    A FileBodyProducer sends it as one request body: it learns the length by
+    seeking and closes it at the end, which leaves the shared descriptor open.
+    C{progress} is called on every read: the socket drained, the upload moves.
+    """
+
+    def __init__(self, fd: int, offset: int, length: int) -> None:
+        self._fd = fd
+        self._offset = offset
+        self._length = length
+        self._position = 0
+        self.progress: Callable[[], object] | None = None
+
+    def read(self, size: int = -1) -> bytes:
+        remaining = self._length - self._position
+        size = remaining if size < 0 else min(size, remaining)
+        if size <= 0:
+            return b""
+        data = os.pread(self._fd, size, self._offset + self._position)
+        if not data:
+            raise OSError("the blob file is shorter than its size")
+        self._position += len(data)
+        if self.progress is not None:
+            self.progress()
+        return data
+
+    def seek(self, position: int, whence: int = os.SEEK_SET) -> int:
+        base = {os.SEEK_SET: 0, os.SEEK_CUR: self._position, os.SEEK_END: self._length}[whence]
+        self._position = min(max(base + position, 0), self._length)
+        return self._position
+
+    def tell(self) -> int:
+        return self._position
+
+    def close(self) -> None:
+        """The descriptor belongs to the upload, which closes it once."""
+
+
+class S3BlobStore:
+    """Blobs in one bucket under one prefix: look up, stream out, upload, presign.
+
+    Every method raises L{S3Error} (or an OSError reading the local file) on
+    failure; callers log and fall back, so S3 trouble never fails a pull.
+    """
+
+    def __init__(self, http: HTTPClient, clock: IReactorTime, config: S3Config, *,
+                 timeout: float = 60.0, idle_timeout: float = 60.0) -> None:
+        self.http = http
+        self.clock = clock
+        self.config = config
+        self.timeout = timeout  # for response headers; an upload's body reads reset it
+        self.idle_timeout = idle_timeout  # for the caller, between body bytes
+        self.endpoint = config.endpoint.rstrip("/")
+        self._credentials = Credentials(config.access_key_id, config.secret_access_key,
+                                        config.session_token)
+        self._bucket_ready = False
+        # Upload bodies are produced on this clock, like everything else here.
+        self._cooperator = Cooperator(scheduler=lambda work: clock.callLater(0, work))
+
+    # ------------------------------------------------------------------ names
+
+    def key(self, digest: str) -> str:
+        return object_key(self.config.prefix, digest)
+
+    def object_url(self, digest: str) -> str:
+        return f"{self.endpoint}/{self.config.bucket}/{self.key(digest)}"
+
+    def presigned_get(self, digest: str, expires: int = 300) -> str:
+        """A URL a client can GET the blob from directly, for C{expires} seconds."""
+        return presign(self._credentials, self.config.region, self.object_url(digest), expires)
+
+    # ----------------------------------------------------------------- bucket
+
+    async def ensure_bucket(self) -> None:
+        """Create the bucket if it is missing (in C{region} where that is not us-east-1)."""
+        url = f"{self.endpoint}/{self.config.bucket}"
+        response = await self._request("HeadBucket", "HEAD", url)
+        await _discard(response)
+        if response.code == 200:
+            return
+        if response.code != 404:
+            raise S3Error("HeadBucket", response.code, "cannot use the bucket")
+        body = b""
+        if self.config.region != DEFAULT_REGION:
+            body = ('<CreateBucketConfiguration xmlns="http://s3.amazonaws.com/doc/2006-03-01/">'
+                    f"<LocationConstraint>{escape(self.config.region)}</LocationConstraint>"
+                    "</CreateBucketConfiguration>").encode()
+        response = await self._request("CreateBucket", "PUT", url, body=body)
+        try:
+            await self._check("CreateBucket", response, (200,))
+        except S3Error as e:
+            if e.status != 409 or e.why != "BucketAlreadyOwnedByYou":
+                raise
+        log.info("S3 cache: created bucket {bucket} at {endpoint}", bucket=self.config.bucket,
+                 endpoint=self.endpoint)
+
+    def start(self) -> Deferred[None]:
+        """Check (or create) the bucket now, so a bad setting shows in the log at start.
+
+        Never fatal: until S3 answers, blobs are served from the local cache and the
+        upstream, and the next upload tries again.
+        """
+        d = ensureDeferred(self._ensure_bucket_once())
+        d.addCallbacks(
+            lambda _: log.info("S3 cache: bucket {bucket} at {endpoint}, prefix {prefix!r}",
+                               bucket=self.config.bucket, endpoint=self.endpoint,
+                               prefix=self.config.prefix),
+            lambda failure: log.warn("S3 cache: cannot use bucket {bucket} at {endpoint}: "
+                                     "{error}", bucket=self.config.bucket,
+                                     endpoint=self.endpoint, error=failure.value))
+        return d
+
+    async def _ensure_bucket_once(self) -> None:
+        if not self._bucket_ready:
+            await self.ensure_bucket()
+            self._bucket_ready = True
+
+    # ---------------------------------------------------------------- objects
+
+    async def head(self, digest: str) -> int | None:
+        """The blob's size in S3, or None when it is not there."""
+        response = await self._request("HeadObject", "HEAD", self.object_url(digest))
+        await _discard(response)
+        if response.code == 404:
+            return None
+        if response.code != 200:
+            raise S3Error("HeadObject", response.code, "")
+        length = (response.headers.getRawHeaders(b"content-length") or [b""])[0]
+        if not length.strip().isdigit():
+            raise S3Error("HeadObject", 200, "no Content-Length")
+        return int(length)
+
+    async def get(self, digest: str,
+                  byte_range: tuple[int, int | None] | None = None) -> IResponse:
+        """The blob's 200 (or 206 for C{byte_range}, inclusive) response, body unread."""
+        headers = {}
+        if byte_range is not None:
+            first, last = byte_range
+            headers["Range"] = f"bytes={first}-{'' if last is None else last}"
+        response = await self._request("GetObject", "GET", self.object_url(digest), headers)
+        await self._check("GetObject", response, (200, 206), keep_body=True)
+        return response
+
+    async def upload(self, digest: str, path: Path, size: int, *,
+                     replace: bool = False) -> bool:
+        """Copy the committed local blob at C{path} to S3, streamed; True if uploaded.
+
+        The file is opened before anything else, so an eviction meanwhile cannot
+        take it away. An object already there is kept unless C{replace} (another
+        instance uploaded it first). Blobs over one part go up as a multipart upload,
+        aborted if any part fails.
+        """
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            await self._ensure_bucket_once()
+            if not replace and await self.head(digest) is not None:
+                return False
+            url = self.object_url(digest)
+            if size <= self.config.part_size:
+                response = await self._request(
+                    "PutObject", "PUT", url, {"Content-Type": "application/octet-stream"},
+                    body=_FileSlice(fd, 0, size))
+                await self._check("PutObject", response, (200,))
+            else:
+                await self._multipart(url, fd, size)
+            return True
+        finally:
+            os.close(fd)
+
+    async def _multipart(self, url: str, fd: int, size: int) -> None:
+        response = await self._request("CreateMultipartUpload", "POST", f"{url}?uploads",
+                                       {"Content-Type": "application/octet-stream"}, body=b"")
+        document = await self._document("CreateMultipartUpload", response)
+        upload_id = document.findtext("{*}UploadId") or document.findtext("UploadId")
+        if not upload_id:
+            raise S3Error("CreateMultipartUpload", response.code, "no UploadId")
+        query = f"uploadId={quote(upload_id, safe='-_.~')}"
+        try:
+            etags = []
+            for number, offset, length in part_ranges(size, self.config.part_size):
+                response = await self._request("UploadPart", "PUT",
+                                               f"{url}?partNumber={number}&{query}",
+                                               body=_FileSlice(fd, offset, length))
+                await self._check("UploadPart", response, (200,))
+                etag = (response.headers.getRawHeaders(b"etag") or [b""])[0]
+                if not etag:
+                    raise S3Error("UploadPart", response.code, "no ETag")
+                etags.append(etag.decode("latin-1"))
+            parts = "".join(f"<Part><PartNumber>{number}</PartNumber><ETag>{escape(etag)}</ETag>"
+                            "</Part>" for number, etag in enumerate(etags, start=1))
+            response = await self._request(
+                "CompleteMultipartUpload", "POST", f"{url}?{query}",
+                body=f"<CompleteMultipartUpload>{parts}</CompleteMultipartUpload>".encode())
+            # S3 may answer 200 and still fail: the body then holds an <Error>.
+            await self._document("CompleteMultipartUpload", response)
+        except BaseException:
+            await self._abort(url, query)
+            raise
+
+    async def _abort(self, url: str, query: str) -> None:
+        """Drop an unfinished upload's parts; a failure here leaves them to S3's lifecycle."""
+        try:
+            response = await self._request("AbortMultipartUpload", "DELETE", f"{url}?{query}")
+            await self._check("AbortMultipartUpload", response, (200, 204))
+        except Exception as e:
+            log.warn("S3 cache: cannot abort the upload to {url}: {error}", url=url, error=e)
+
+    # ---------------------------------------------------------------- the wire
+
+    async def _request(self, operation: str, method: str, url: str,
+                       headers: Mapping[str, str] | None = None,
+                       body: bytes | _FileSlice | None = None) -> IResponse:
+        """One signed request, unbuffered; no response headers in C{timeout} cancels it."""
+        signed = sign(self._credentials, self.config.region, method, url, headers or {})
+        producer = None
+        if body is not None:
+            source = io.BytesIO(body) if isinstance(body, bytes) else body
+            producer = FileBodyProducer(source, cooperator=self._cooperator, readSize=READ_SIZE)
+        d = self.http.request(
+            method, url, headers=Headers({k.encode("latin-1"): [v.encode("latin-1")]
+                                          for k, v in signed.items()}),
+            data=producer, allow_redirects=False, unbuffered=True)
+        # Cancelling an Agent request fails it with ResponseNeverReceived: a flag tells.
+        timed_out: list[bool] = []
+        timer = self.clock.callLater(self.timeout, lambda: (timed_out.append(True), d.cancel()))
+        if isinstance(body, _FileSlice):
+            body.progress = lambda: timer.reset(self.timeout) if timer.active() else None
+        try:
+            return await d
+        except Exception as e:
+            why = f"no response within {self.timeout:g} seconds" if timed_out else _describe(e)
+            raise S3Error(operation, None, why) from None
+        finally:
+            if timer.active():
+                timer.cancel()
+
+    async def _check(self, operation: str, response: IResponse, ok: tuple[int, ...],
+                     keep_body: bool = False) -> None:
+        """Raise L{S3Error} with S3's error code unless C{response.code} is in C{ok}.
+
+        A successful response's body is read and dropped unless C{keep_body}.
+        """
+        if response.code in ok:
+            if not keep_body:
+                await _discard(response)
+            return
+        raise S3Error(operation, response.code, _error_code(await _read_small(response)))
+
+    async def _document(self, operation: str, response: IResponse) -> ElementTree.Element:
+        """A 200's XML body, which must not be an <Error>."""
+        body = await _read_small(response)
+        if response.code != 200:
+            raise S3Error(operation, response.code, _error_code(body))
+        try:
+            document = ElementTree.fromstring(body)
+        except ElementTree.ParseError:
+            raise S3Error(operation, 200, "the answer is not XML") from None
+        if document.tag.rpartition("}")[2] == "Error":
+            raise S3Error(operation, 200, _error_code(body))
+        return document
+
+
+async def _read_small(response: IResponse) -> bytes:
+    collector = Collect(MAX_DOCUMENT)
+    response.deliverBody(collector)
+    try:
+        return await collector.done
+    except Exception:
+        return b""
+
+
+async def _discard(response: IResponse) -> None:
+    sink = Discard()
+    response.deliverBody(sink)
+    await sink.done
+
+
+_CODE_RE = re.compile(rb"<Code>([^<]{1,100})</Code>")
+
+
+def _error_code(body: bytes) -> str:
+    """S3's error code (NoSuchKey, SignatureDoesNotMatch, ...) from an error document."""
+    match = _CODE_RE.search(body)
+    return match.group(1).decode("latin-1") if match else ""
+
+
+def _describe(exc: BaseException) -> str:
+    """A short reason for a connection-level failure (the upstream module has the
+    fuller one; importing it here would make config and this module a cycle)."""
+    if isinstance(exc, ResponseNeverReceived | ResponseFailed) and exc.reasons:
+        return _describe(exc.reasons[0].value)
+    text = str(exc) or type(exc).__name__
+    return text.splitlines()[0][:200]
