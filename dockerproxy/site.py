@@ -15,7 +15,7 @@ class ProxyRequest(Request):
     """Remembers when it started and logs itself once, finished or cut short."""
 
     upstream: str | None = None
-    cache: str | None = None  # hit, miss, revalidated or stale, when the mirror answered
+    cache: str | None = None  # how the mirror answered: hit, miss, revalidated, stale, s3, ...
     _clock: IReactorTime | None = None
     _started: float = 0.0
     _logged = False
