@@ -7,11 +7,13 @@ the fill when more bytes land, and holds back the body's final byte until the
 blob is committed, so a body that then fails verification is aborted and can never
 look complete. Every file operation is a plain blocking call in the reactor thread:
 acceptable for a local disk, where writes land in the page cache and reads of
-recent data come from it.
+recent data come from it. A committed blob going to a plain TCP client is sent
+with C{os.sendfile} (L{_Sendfile}), straight from the page cache to the socket.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 from collections import Counter, OrderedDict
@@ -19,8 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime, ISSLTransport
 from twisted.internet.protocol import Protocol
+from twisted.internet.tcp import Connection
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.client import ResponseDone
@@ -40,6 +43,13 @@ READ_CHUNK = 512 * 1024
 # Bytes one sender writes before yielding to the reactor, for transports that never
 # push back; a real TCP or TLS transport pauses the sender after the first chunk.
 TURN_BUDGET = 4 * 1024 * 1024
+# Bytes one zero-copy sender hands to sendfile() before it lets the reactor run the
+# other connections (it goes on at the socket's next writable event).
+SENDFILE_BUDGET = TURN_BUDGET
+# sendfile() errors that mean "not for this file or socket": the rest of the body is
+# read and written instead. Any other error means the client's connection is broken.
+SENDFILE_UNSUPPORTED = frozenset({errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP,
+                                  errno.ENOTSUP, errno.EOVERFLOW, errno.ESPIPE})
 DEFAULT_IDLE_TIMEOUT = 60.0
 
 
@@ -421,6 +431,11 @@ class _Sender:
     on a fill's partial file (the descriptor stays valid when the partial is
     renamed into place). While the fill is unverified it never sends the body's
     last byte, or, with the length unknown, the last byte written so far.
+
+    A committed blob with a body, going to a plain TCP client, is sent with
+    L{_Sendfile} (no copy through Python); anything else (TLS, a followed fill,
+    a chunked body, a file sendfile() refuses) is read and written in
+    L{READ_CHUNK}s.
     """
 
     def __init__(self, cache: BlobCache, request: Request, digest: str, fd: int,
@@ -441,6 +456,7 @@ class _Sender:
         self._pumping = False
         self._closed = False
         self._scheduled: IDelayedCall | None = None
+        self._sendfile: _Sendfile | None = None
 
     def start(self) -> None:
         if self.fill is not None:
@@ -455,6 +471,9 @@ class _Sender:
             self._begin(self._size)
         elif self._range is None and self.request.method != b"HEAD":
             self._begun = True  # a body of unknown length: chunked, ends when the fill does
+        if (self.fill is None and not self._closed and self.end is not None
+                and self.offset < self.end):
+            self._sendfile = _Sendfile.for_request(self.request)
         self._pump()
 
     def _begin(self, size: int) -> None:
@@ -524,27 +543,87 @@ class _Sender:
             return
         self._pumping = True
         try:
-            budget = TURN_BUDGET
-            while not self._paused and not self._closed:
-                limit = self._limit()
-                if self.offset >= limit:
-                    if self.end is not None and self.offset >= self.end and self._verified():
-                        self._finish()
-                    return
-                if budget <= 0:
-                    self._schedule()
-                    return
-                assert self._fd is not None
-                data = os.pread(self._fd, min(READ_CHUNK, limit - self.offset), self.offset)
-                if not data:
-                    self._abort("the blob file is shorter than its size")
-                    return
-                self.offset += len(data)
-                budget -= len(data)
-                self.cache.bytes_served += len(data)
-                self.request.write(data)
+            if self._sendfile is not None and self._send_zero_copy():
+                return
+            self._send_copies()
         finally:
             self._pumping = False
+
+    def _send_copies(self) -> None:
+        """Read the file and write it to the request until paused, done or out of budget."""
+        budget = TURN_BUDGET
+        while not self._paused and not self._closed:
+            limit = self._limit()
+            if self.offset >= limit:
+                if self.end is not None and self.offset >= self.end and self._verified():
+                    self._finish()
+                return
+            if budget <= 0:
+                self._schedule()
+                return
+            assert self._fd is not None
+            data = os.pread(self._fd, min(READ_CHUNK, limit - self.offset), self.offset)
+            if not data:
+                self._abort("the blob file is shorter than its size")
+                return
+            self.offset += len(data)
+            budget -= len(data)
+            self.cache.bytes_served += len(data)
+            self.request.write(data)
+
+    def _send_zero_copy(self) -> bool:
+        """sendfile() the committed body; C{False} to go on with copies instead.
+
+        Runs only with the transport's buffer empty: after the headers (written
+        through the transport) are flushed, and after each wait for the socket.
+        """
+        sendfile = self._sendfile
+        assert sendfile is not None and self.end is not None and self._fd is not None
+        request = self.request
+        if not request.startedWriting:
+            request.write(b"")  # the status line and headers, into the transport's buffer
+            if request.chunked:  # no Content-Length (never for a committed blob): framed
+                self._sendfile = None
+                return False
+        budget = SENDFILE_BUDGET
+        while self.offset < self.end:
+            if budget <= 0 or sendfile.buffered():
+                self._wait_for(sendfile)
+                return True
+            count = min(self.end - self.offset, budget)
+            try:
+                sent = sendfile.send(self._fd, self.offset, count)
+            except OSError as e:
+                if e.errno in SENDFILE_UNSUPPORTED:
+                    log.info("blob cache: sendfile() refused {digest}: {error}; copying",
+                             digest=self.digest, error=e)
+                    self._sendfile = None
+                    return False
+                if isinstance(e, ConnectionError) or e.errno in (errno.ENOTCONN,
+                                                                 errno.ETIMEDOUT):
+                    self._connection_broken()  # the client went away: nothing to report
+                else:
+                    self._abort(f"sendfile() failed: {e}")  # e.g. EIO reading the file
+                return True
+            if sent is None:  # the socket is full
+                self._wait_for(sendfile)
+                return True
+            if sent == 0:
+                self._abort("the blob file is shorter than its size")
+                return True
+            self.offset += sent
+            budget -= sent
+            self.cache.bytes_served += sent
+            request.sentLength += sent  # request.write() counts its bytes; this is ours
+            if sent < count:  # the socket filled up: a further call would only fail
+                self._wait_for(sendfile)
+                return True
+        self._finish()
+        return True
+
+    def _wait_for(self, sendfile: _Sendfile) -> None:
+        if not sendfile.wait_for_drain():
+            self._connection_broken()
 
     def _verified(self) -> bool:
         return self.fill is None or (not self.fill.active and self.fill.failure is None)
@@ -562,6 +641,7 @@ class _Sender:
         if self._closed:
             return False
         self._closed = True
+        self._sendfile = None
         if self._scheduled is not None and self._scheduled.active():
             self._scheduled.cancel()
         self._scheduled = None
@@ -594,9 +674,82 @@ class _Sender:
         abort_client(self.request)
         self.done.callback(False)
 
+    def _connection_broken(self) -> None:
+        """The client's socket failed under sendfile() (reset, closed): drop the connection."""
+        if self._close():
+            abort_client(self.request)
+            self.done.callback(False)
+
     def _client_gone(self) -> None:
         if self._close():
             self.done.callback(False)
+
+
+class _Sendfile:
+    """Zero-copy sends from a file to a plain TCP client's socket, under Twisted's transport.
+
+    C{os.sendfile()} moves file bytes from the page cache to the socket in the
+    kernel: no read into a Python buffer, no copy back out, no buffer held while
+    the client is slow. L{for_request} only offers it for a L{Connection} (TCP
+    or UNIX socket) that is not TLS: a TLS transport has no socket to write
+    plaintext to.
+
+    The transport stays the socket's owner, so nothing is ever written past or
+    under it:
+
+      - bytes may only be sent with the transport's own write buffer empty
+        (L{buffered}), so they never overtake the status line and headers,
+        which C{request.write} puts into that buffer;
+      - to wait for the socket (the headers still buffered, the socket full
+        after a short sendfile(), or a turn's budget used), L{wait_for_drain}
+        does what the transport does when its own buffer fills: it marks its
+        producer, the HTTPChannel, paused (which pauses the request's producer)
+        and asks the reactor for a writable event. There the transport's
+        C{doWrite} flushes whatever is buffered and, once empty, resumes the
+        channel, which resumes the request's producer: the same path as any
+        push producer's. No second reader or writer is registered for the
+        socket (the epoll reactor keeps a single object per descriptor).
+    """
+
+    def __init__(self, transport: Connection) -> None:
+        self.transport = transport
+
+    @classmethod
+    def for_request(cls, request: Request) -> _Sendfile | None:
+        """A sender for C{request}'s connection, or C{None} if bytes must be copied."""
+        transport = getattr(request.channel, "transport", None)
+        if (not hasattr(os, "sendfile") or not isinstance(transport, Connection)
+                or ISSLTransport.providedBy(transport) or getattr(transport, "TLS", False)):
+            return None
+        return cls(transport)
+
+    def buffered(self) -> int:
+        """Bytes waiting in the transport's write buffer (its two buffers, as doWrite sees them)."""
+        t = self.transport
+        return len(t.dataBuffer) - t.offset + t._tempDataLen
+
+    def send(self, fd: int, offset: int, count: int) -> int | None:
+        """sendfile() up to C{count} bytes of C{fd} from C{offset}: the bytes sent (0 at
+        the end of the file), C{None} if the socket is full. Raises C{OSError}."""
+        t = self.transport
+        if not t.connected or t.disconnecting:
+            raise BrokenPipeError(errno.EPIPE, "the connection is closing")
+        try:
+            return os.sendfile(t.fileno(), fd, offset, count)
+        except BlockingIOError:
+            return None
+
+    def wait_for_drain(self) -> bool:
+        """Resume the request's producer once the socket is writable and the transport's
+        buffer is empty; C{False} if the transport can no longer tell it."""
+        t = self.transport
+        channel = t.producer
+        if channel is None or not t.connected or t.disconnecting:
+            return False
+        t.producerPaused = True
+        channel.pauseProducing()
+        t.startWriting()
+        return True
 
 
 def _enlarge_socket_chunks(transport: object) -> None:

@@ -1,0 +1,468 @@
+"""Cache-hit download throughput: dockerproxy serving a cached blob vs. nginx (sendfile).
+
+Run from the project root with the project's venv:
+
+    .venv/bin/python bench/cache_hit.py [--size 1GiB] [--runs 5] [--concurrency 32]
+
+What it does (everything on 127.0.0.1, every process in its own process group and
+stopped in a ``finally``, also on Ctrl-C / SIGTERM; the machinery is bench/common.py):
+
+1. starts docker-registry (access log on) with one large pseudo-random blob in the
+   public repository ``bench/blob``, and dockerproxy WITH its cache (``--cache-dir``
+   in the temp dir, ``--cache-max-size`` large enough, ``--log-format json``) in front;
+2. warms the cache with one full GET through the proxy, waits for the committed file
+   ``<cache-dir>/blobs/sha256/<hex[:2]>/<hex>``, and checks that a second GET is a cache
+   hit: the proxy's JSON access log says ``"cache": "hit"`` and the registry's access
+   log shows no further blob GET (both are checked again at the end, for every GET);
+3. starts nginx (``worker_processes 1``, ``sendfile on``, ``tcp_nopush on``,
+   ``access_log off``) serving THE SAME FILE, the proxy's committed cache file, through
+   an exact-match ``alias`` location at the same URL path;
+4. downloads the blob with ``curl -o /dev/null`` from each, interleaved (nginx, proxy,
+   nginx, ...) after a warm-up round, and reports the median / min / max MB/s
+   (MB = 10^6 bytes), the ratio proxy / nginx and the CPU each server used;
+5. pulls the blob ``--concurrency`` times at once (separate curl processes) from nginx
+   and then from the proxy: every pull must end with 200 and the full size; reports the
+   aggregate MB/s, the server CPU and the proxy's RSS: VmHWM before and after, and
+   VmRSS sampled every 50 ms during the pulls;
+6. prints a markdown table and machine info, and writes bench/results/cache_hit.json;
+7. ``--profile`` then records one cache-hit download with py-spy.
+
+``--proxy-src DIR`` runs dockerproxy from another source tree (DIR/dockerproxy first on
+PYTHONPATH), so two versions of the serving code can be compared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+from common import (
+    REPO,
+    RESULTS,
+    ROOT,
+    MiB,
+    Proc,
+    Procs,
+    RSSSampler,
+    Target,
+    curl_download,
+    free_port,
+    group_stats,
+    machine_info,
+    measure,
+    parse_size,
+    print_machine,
+    print_profile,
+    print_table,
+    proc_status_kb,
+    py_spy_record,
+    raise_interrupt,
+    start_proxy,
+    start_registry,
+    summarize,
+    summarize_raw,
+    wait_for_quiet,
+    wait_http,
+    write_blob,
+)
+
+# -- nginx ----------------------------------------------------------------------------------
+
+NGINX_CONF = """\
+# nginx serving the proxy's cached blob file from disk (written by bench/cache_hit.py).
+worker_processes 1;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+{user}
+events {{
+    worker_connections 1024;
+}}
+
+http {{
+    access_log off;
+    client_body_temp_path {dir}/tmp/client_body;
+    proxy_temp_path {dir}/tmp/proxy;
+    fastcgi_temp_path {dir}/tmp/fastcgi;
+    uwsgi_temp_path {dir}/tmp/uwsgi;
+    scgi_temp_path {dir}/tmp/scgi;
+
+    sendfile on;
+    tcp_nopush on;
+    tcp_nodelay on;
+    sendfile_max_chunk {sendfile_max_chunk};
+    output_buffers 2 1m;  # only used where sendfile cannot be
+    keepalive_timeout 65s;
+    types {{ }}
+    default_type application/octet-stream;
+
+    server {{
+        listen 127.0.0.1:{port};
+        location = /v2/ {{
+            return 200 "{{}}";
+        }}
+        location = {path} {{
+            alias {file};
+        }}
+    }}
+}}
+"""
+
+
+def start_nginx(procs: Procs, work: Path, path: str, file: Path,
+                sendfile_max_chunk: str) -> tuple[Proc, int]:
+    d = work / "nginx"
+    (d / "tmp").mkdir(parents=True)
+    port = free_port()
+    conf = d / "nginx.conf"
+    conf.write_text(NGINX_CONF.format(
+        dir=d, port=port, path=path, file=file, sendfile_max_chunk=sendfile_max_chunk,
+        # As root, nginx's workers would run as "nobody"; keep them as the current user.
+        user="user root;" if os.geteuid() == 0 else ""))
+    proc = procs.start(Proc("nginx", ["nginx", "-p", d, "-e", d / "error.log", "-c", conf,
+                                      "-g", "daemon off;"], work))
+    wait_http(port, "/v2/", proc)
+    return proc, port
+
+
+# -- logs: is it really a cache hit? --------------------------------------------------------
+
+
+def access_events(proxy: Proc, path: str) -> list[dict[str, object]]:
+    """The proxy's JSON access-log events for GETs of C{path}, oldest first."""
+    events = []
+    for line in proxy.log_path.read_text(errors="replace").splitlines():
+        if not line.startswith("{"):
+            continue
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        if (event.get("log_namespace") == "dockerproxy.access" and event.get("path") == path
+                and event.get("method") == "GET"):
+            events.append(event)
+    return events
+
+
+def registry_blob_gets(registry: Proc, path: str) -> int:
+    """Blob GETs in docker-registry's access log (combined log format)."""
+    pattern = re.compile(r'"GET ' + re.escape(path) + r" HTTP/")
+    return len(pattern.findall(registry.log_path.read_text(errors="replace")))
+
+
+def wait_for_file(path: Path, size: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and path.stat().st_size == size:
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"the proxy did not commit {path} ({size} bytes)")
+
+
+# -- concurrent pulls -----------------------------------------------------------------------
+
+
+def concurrent_pulls(target: Target, url: str, n: int, expected: int, timeout: float,
+                     rss_pid: int | None) -> dict[str, object]:
+    """C{n} curl processes pulling C{url} at once; every one must get 200 and C{expected}."""
+    hwm_before = proc_status_kb(rss_pid, "VmHWM") if rss_pid else None
+    rss_before = proc_status_kb(rss_pid, "VmRSS") if rss_pid else None
+    sampler = RSSSampler(rss_pid) if rss_pid else None
+    if sampler is not None:
+        sampler.start()
+    u0, s0, _ = group_stats(target.pgid)
+    start = time.monotonic()
+    curls = [subprocess.Popen(["curl", "-s", "--noproxy", "*", "-o", "/dev/null", "-w",
+                               "%{http_code} %{size_download} %{speed_download}", url],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(n)]
+    outputs = []
+    try:
+        deadline = start + timeout
+        for curl in curls:
+            out, err = curl.communicate(timeout=max(1.0, deadline - time.monotonic()))
+            outputs.append((curl.returncode, out, err))
+    finally:
+        for curl in curls:
+            if curl.poll() is None:
+                curl.kill()
+                curl.wait()
+        if sampler is not None:
+            sampler.stop()
+    wall = time.monotonic() - start
+    u1, s1, _ = group_stats(target.pgid)
+    bad = [o for o in outputs if o[0] != 0 or o[1].split()[:2] != ["200", str(expected)]]
+    if bad:
+        raise RuntimeError(f"{len(bad)} of {n} concurrent pulls from {target.name} failed: "
+                           f"{bad[:3]}")
+    speeds = [float(o[1].split()[2]) / 1e6 for o in outputs]
+    result: dict[str, object] = {
+        "target": target.name, "pulls": n, "all_complete": True, "seconds": round(wall, 2),
+        "aggregate_mb_s": round(n * expected / wall / 1e6, 1),
+        "per_pull_mb_s_median": round(statistics.median(speeds), 1),
+        "per_pull_mb_s_min": round(min(speeds), 1),
+        "server_cpu_cores": round((u1 - u0 + s1 - s0) / wall, 2),
+        "server_cpu_s_per_gb": round((u1 - u0 + s1 - s0) / (n * expected / 1e9), 3),
+    }
+    if rss_pid:
+        assert sampler is not None
+        result["rss_mb"] = {
+            "vmrss_before": round((rss_before or 0) / 1024, 1),
+            "vmhwm_before": round((hwm_before or 0) / 1024, 1),
+            "vmhwm_after": round((proc_status_kb(rss_pid, "VmHWM") or 0) / 1024, 1),
+            "vmrss_peak_sampled": round(sampler.peak_kb / 1024, 1),
+            "vmrss_after": round((proc_status_kb(rss_pid, "VmRSS") or 0) / 1024, 1),
+            "samples": sampler.samples,
+        }
+    return result
+
+
+# -- main -----------------------------------------------------------------------------------
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--size", type=parse_size, default=parse_size("1GiB"),
+                   help="blob size, e.g. 1GiB, 256MiB (default 1GiB)")
+    p.add_argument("--runs", type=int, default=5, help="measured runs per target (default 5)")
+    p.add_argument("--warmup", type=int, default=1, help="warm-up rounds (default 1)")
+    p.add_argument("--concurrency", type=int, default=32,
+                   help="concurrent pulls for the RSS measurement; 0 skips it (default 32)")
+    p.add_argument("--sendfile-max-chunk", default="2m",
+                   help="nginx sendfile_max_chunk (default 2m, nginx's own default since "
+                        "1.21.4; 0 means no limit)")
+    p.add_argument("--proxy-src", type=Path, default=None,
+                   help="run dockerproxy from DIR/dockerproxy (put first on PYTHONPATH)")
+    p.add_argument("--proxy-arg", action="append", default=[],
+                   help="extra twistd dockerproxy argument (repeatable)")
+    p.add_argument("--proxy-env", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra environment variable for dockerproxy (repeatable)")
+    p.add_argument("--quiet-wait", type=float, default=30.0, metavar="SECONDS",
+                   help="before each download wait up to this long for the machine to be "
+                        "idle (other jobs skew the numbers); 0 disables (default 30)")
+    p.add_argument("--label", default="", help="a label stored in the JSON (for experiments)")
+    p.add_argument("--json", type=Path, default=RESULTS / "cache_hit.json",
+                   help="where to write results (default bench/results/cache_hit.json)")
+    p.add_argument("--profile", action="store_true",
+                   help="after the runs, record one cache-hit download with py-spy "
+                        "(bench/results/cache_hit_profile.svg and .txt)")
+    p.add_argument("--profile-rate", type=int, default=200, help="py-spy samples/s (200)")
+    p.add_argument("--profile-native", action="store_true",
+                   help="include native (C) frames in the profile")
+    p.add_argument("--profile-prefix", default="cache_hit_profile",
+                   help="file name prefix in bench/results (default 'cache_hit_profile')")
+    p.add_argument("--timeout", type=float, default=600, help="per-download timeout (s)")
+    p.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (logs, blob)")
+    args = p.parse_args(argv)
+    if args.runs < 1:
+        p.error("--runs must be at least 1")
+    if args.concurrency < 0:
+        p.error("--concurrency must be 0 or more")
+    if args.proxy_src is not None:
+        args.proxy_src = args.proxy_src.resolve()
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, raise_interrupt)
+    signal.signal(signal.SIGHUP, raise_interrupt)
+    if shutil.which("curl") is None or shutil.which("nginx") is None:
+        print("needs curl and nginx: apt-get install -y curl nginx-light", file=sys.stderr)
+        return 2
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    procs = Procs()
+    work = Path(tempfile.mkdtemp(prefix="dockerproxy-cachehit-"))
+    try:
+        info = machine_info()
+        t0 = time.monotonic()
+        registry, registry_port, storage = start_registry(procs, work, access_log=True)
+        hexdigest = write_blob(storage, args.size)
+        print(f"blob sha256:{hexdigest} ({args.size} bytes) written in "
+              f"{time.monotonic() - t0:.1f}s to {storage}", flush=True)
+        path = f"/v2/{REPO}/blobs/sha256:{hexdigest}"
+
+        cache_dir = work / "cache"
+        cache_max = max(2 * args.size, 1024 * MiB) // MiB
+        proxy, proxy_port = start_proxy(
+            procs, work, registry_port, args.proxy_src,
+            ["--cache-dir", str(cache_dir), "--cache-max-size", f"{cache_max}MiB",
+             "--log-format", "json", *args.proxy_arg],
+            args.proxy_env, code_module="dockerproxy.cache.blobs")
+        proxy_url = f"http://127.0.0.1:{proxy_port}{path}"
+
+        # Warm the cache: one GET fills it (a miss), the next one must be a hit.
+        r = curl_download(proxy_url, args.size, args.timeout)
+        blob_file = cache_dir / "blobs" / "sha256" / hexdigest[:2] / hexdigest
+        wait_for_file(blob_file, args.size)
+        fills = registry_blob_gets(registry, path)
+        print(f"cache filled through the proxy at {float(r['mb_s']):.0f} MB/s "  # type: ignore[arg-type]
+              f"({fills} blob GET upstream): {blob_file}", flush=True)
+        curl_download(proxy_url, args.size, args.timeout)
+        events = access_events(proxy, path)
+        if [e.get("cache") for e in events] != ["miss", "hit"]:
+            raise RuntimeError(f"expected a miss then a hit in the proxy's access log, got "
+                               f"{[(e.get('cache'), e.get('status')) for e in events]}")
+        if registry_blob_gets(registry, path) != fills:
+            raise RuntimeError("the second GET through the proxy reached the registry")
+        print("second GET: \"cache\": \"hit\" in the proxy's access log, no blob GET upstream",
+              flush=True)
+
+        nginx, nginx_port = start_nginx(procs, work, path, blob_file, args.sendfile_max_chunk)
+        targets = [
+            Target("nginx", nginx_port, nginx.pid,
+                   f"sendfile, sendfile_max_chunk {args.sendfile_max_chunk}, 1 worker"),
+            Target("proxy", proxy_port, proxy.pid, "dockerproxy, cache hit"),
+        ]
+        rss_start_kb = proc_status_kb(proxy.pid, "VmRSS") or 0
+        sampler = RSSSampler(proxy.pid)
+        sampler.start()
+        try:
+            for i in range(args.warmup + args.runs):
+                warm = i < args.warmup
+                for target in targets:
+                    if args.quiet_wait > 0:
+                        wait_for_quiet(0.15, args.quiet_wait)
+                    r = measure(target, path, args.size, registry.pid, args.timeout)
+                    tag = "warm-up" if warm else f"run {i - args.warmup + 1}/{args.runs}"
+                    print(f"{tag:>9} {target.name:<6} {float(r['mb_s']):8.1f} MB/s  "  # type: ignore[arg-type]
+                          f"{float(r['seconds']):6.2f}s  server "  # type: ignore[arg-type]
+                          f"{float(r['server_cores']):.2f} cores (user/sys "  # type: ignore[arg-type]
+                          f"{r['server_user_s']}/{r['server_sys_s']}s)  curl "
+                          f"{float(r['curl_cpu_s']):.2f}s CPU  minflt {r['server_minflt']}  "  # type: ignore[arg-type]
+                          f"other {r['foreign_cores']} cores", flush=True)
+                    if not warm:
+                        target.results.append(r)
+        finally:
+            sampler.stop()
+        hwm_single_kb = proc_status_kb(proxy.pid, "VmHWM") or 0
+
+        nginx_median = statistics.median(float(r["mb_s"]) for r in targets[0].results)  # type: ignore[arg-type]
+        rows = [summarize(t, nginx_median) for t in targets]
+        result: dict[str, object] = {
+            "label": args.label, "size_bytes": args.size, "runs": args.runs,
+            "warmup": args.warmup, "digest": f"sha256:{hexdigest}",
+            "nginx_sendfile_max_chunk": args.sendfile_max_chunk, "machine": info,
+            "proxy_src": str(args.proxy_src) if args.proxy_src else None,
+            "proxy_args": args.proxy_arg, "proxy_env": args.proxy_env,
+            "targets": rows,
+            "proxy_rss_mb_single": {
+                "at_start": round(rss_start_kb / 1024, 1),
+                "peak_sampled": round(sampler.peak_kb / 1024, 1),
+                "vmhwm": round(hwm_single_kb / 1024, 1),
+            },
+        }
+
+        concurrent: list[dict[str, object]] = []
+        if args.concurrency:
+            for target in targets:
+                if args.quiet_wait > 0:
+                    wait_for_quiet(0.15, args.quiet_wait)
+                url = f"http://127.0.0.1:{target.port}{path}"
+                c = concurrent_pulls(target, url, args.concurrency, args.size, args.timeout,
+                                     proxy.pid if target.name == "proxy" else None)
+                print(f"{args.concurrency} concurrent pulls from {target.name}: "
+                      f"{c['aggregate_mb_s']} MB/s aggregate in {c['seconds']}s, server "
+                      f"{c['server_cpu_cores']} cores"
+                      + (f", proxy RSS {c['rss_mb']}" if "rss_mb" in c else ""), flush=True)
+                concurrent.append(c)
+        result["concurrent"] = concurrent
+
+        # Every GET through the proxy after the first was a hit; the registry saw one.
+        events = access_events(proxy, path)
+        statuses = dict(Counter(str(e.get("cache")) for e in events))
+        expected_gets = 2 + (args.warmup + args.runs) + args.concurrency
+        if (len(events) != expected_gets or events[0].get("cache") != "miss"
+                or any(e.get("cache") != "hit" for e in events[1:])
+                or any(e.get("bytes") != args.size for e in events)):
+            raise RuntimeError(f"proxy access log: {len(events)} GETs ({statuses}), "
+                               f"expected {expected_gets}: 1 miss then hits of "
+                               f"{args.size} bytes each")
+        upstream_gets = registry_blob_gets(registry, path)
+        if upstream_gets != fills:
+            raise RuntimeError(f"the registry saw {upstream_gets - fills} more blob GETs")
+        result["checks"] = {"proxy_gets": len(events), "proxy_cache": statuses,
+                            "proxy_logged_bytes_ok": True, "registry_blob_gets": upstream_gets}
+
+        if args.profile:
+            prof: dict[str, object] = {}
+            for fmt, suffix in (("raw", "txt"), ("flamegraph", "svg")):
+                out = RESULTS / f"{args.profile_prefix}.{suffix}"
+                r = py_spy_record(procs, work, proxy.pid, proxy_url, args.size, out, fmt,
+                                  args.profile_rate, args.profile_native, args.timeout)
+                prof[fmt] = {"file": str(out.relative_to(ROOT)), "mb_s": r["mb_s"]}
+                print(f"profiled download ({fmt}): {float(r['mb_s']):.1f} MB/s -> {out}",  # type: ignore[arg-type]
+                      flush=True)
+            prof["summary"] = summarize_raw(RESULTS / f"{args.profile_prefix}.txt")
+            result["profile"] = prof
+
+        print()
+        print(f"## Cache-hit download throughput ({args.size / MiB:.0f} MiB blob, "
+              f"{args.runs} interleaved runs after {args.warmup} warm-up, median; "
+              f"MB = 10^6 bytes)")
+        if args.label:
+            print(f"label: {args.label}")
+        print()
+        print_table(rows)
+        print()
+        print("Both serve the same file (the proxy's committed cache file, in the page cache); "
+              "nginx: worker_processes 1, sendfile on, tcp_nopush on, sendfile_max_chunk "
+              f"{args.sendfile_max_chunk}. registry CPU ~0: no request reached the upstream.")
+        print(f"**proxy / nginx = {rows[1]['ratio_to_nginx']:.2f}** (median MB/s)")
+        single = result["proxy_rss_mb_single"]
+        print(f"dockerproxy RSS, single downloads: {single['at_start']} MB at start, "  # type: ignore[index]
+              f"VmHWM {single['vmhwm']} MB")  # type: ignore[index]
+        if concurrent:
+            print()
+            print(f"### {args.concurrency} concurrent pulls of the cached blob "
+                  f"(separate curl processes, all complete with 200 and {args.size} bytes)")
+            print()
+            print("| target | aggregate MB/s | per pull MB/s (median / min) | seconds "
+                  "| server CPU (cores) | server CPU s/GB | proxy VmHWM before -> after "
+                  "| proxy VmRSS peak (sampled) |")
+            print("|---|---:|---:|---:|---:|---:|---:|---:|")
+            for c in concurrent:
+                rss = c.get("rss_mb")
+                hwm = (f"{rss['vmhwm_before']} -> {rss['vmhwm_after']} MB"  # type: ignore[index]
+                       if rss else "-")
+                peak = f"{rss['vmrss_peak_sampled']} MB" if rss else "-"  # type: ignore[index]
+                print(f"| {c['target']} | {c['aggregate_mb_s']:.0f} "
+                      f"| {c['per_pull_mb_s_median']:.0f} / {c['per_pull_mb_s_min']:.0f} "
+                      f"| {c['seconds']} | {c['server_cpu_cores']} | {c['server_cpu_s_per_gb']} "
+                      f"| {hwm} | {peak} |")
+        print()
+        print(f"checks: {len(events)} GETs through the proxy, cache {statuses}, each logged "
+              f"with {args.size} bytes; {upstream_gets} blob GET reached the registry (the fill)")
+        print()
+        print_machine(info)
+        if args.profile:
+            print_profile(result["profile"]["summary"])  # type: ignore[index]
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        print(f"\nresults: {args.json}")
+        return 0
+    except KeyboardInterrupt:
+        print("interrupted: stopping everything", file=sys.stderr)
+        return 130
+    finally:
+        procs.stop_all()
+        if args.keep_tmp:
+            print(f"kept {work}", file=sys.stderr)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
