@@ -77,7 +77,10 @@ held back until the blob is verified and committed; if the fill fails, the clien
 connection is aborted. With the length unknown, a plain GET streams chunked; a
 ranged or HEAD request waits for the fill to end. The Deferred fires C{True} when
 the request was finished, C{False} when it was aborted or the client went away (a
-client leaving stops only its own follower).
+client leaving stops only its own follower). A committed blob on a plain TCP
+connection is sent with C{os.sendfile} straight from the page cache once the
+response headers are flushed; TLS connections, chunked responses and followers of
+a fill read the file and write copies.
 
 Eviction: least recently used first over committed blobs, never a pinned one (being
 served or filled); when a fill with a known length starts, to make room for it;
