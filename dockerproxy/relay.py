@@ -54,7 +54,7 @@ class BodyRelay(Protocol):
         self._client_paused = False
 
     def connectionMade(self) -> None:
-        _enlarge_socket_chunks(getattr(self.transport, "_producer", None))
+        enlarge_socket_reads(getattr(self.transport, "_producer", None))
         client = self.request.transport
         if client is not None and hasattr(client, "SEND_LIMIT"):
             client.SEND_LIMIT = max(client.SEND_LIMIT, SOCKET_CHUNK)
@@ -146,9 +146,12 @@ def abort_client(request: Request) -> None:
         transport.loseConnection()
 
 
-def _enlarge_socket_chunks(transport: object) -> None:
-    """Read up to L{SOCKET_CHUNK} per recv() (bufferSize is also a pause threshold:
-    raise it only on the upstream side)."""
+def enlarge_socket_reads(transport: object) -> None:
+    """Read up to L{SOCKET_CHUNK} per recv() from an upstream socket.
+
+    bufferSize is also the transport's pause threshold for writes: raise it only
+    on the upstream side, never on a client's.
+    """
     if transport is not None and hasattr(transport, "bufferSize"):
         transport.bufferSize = max(transport.bufferSize, SOCKET_CHUNK)  # type: ignore[attr-defined]
 

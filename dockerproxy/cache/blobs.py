@@ -33,7 +33,7 @@ from twisted.web.server import Request
 from zope.interface import implementer
 
 from dockerproxy.cache.store import FilesystemStore, Partial, parse_digest
-from dockerproxy.relay import SOCKET_CHUNK, abort_client
+from dockerproxy.relay import abort_client, enlarge_socket_reads
 
 log = Logger()
 
@@ -108,7 +108,7 @@ class Fill(Protocol):
         return len(self._followers)
 
     def connectionMade(self) -> None:
-        _enlarge_socket_chunks(getattr(self.transport, "_producer", None))
+        enlarge_socket_reads(getattr(self.transport, "_producer", None))
         self._idle = self.cache.clock.callLater(self._idle_timeout, self._idle_expired)
 
     def dataReceived(self, data: bytes) -> None:
@@ -750,9 +750,3 @@ class _Sendfile:
         channel.pauseProducing()
         t.startWriting()
         return True
-
-
-def _enlarge_socket_chunks(transport: object) -> None:
-    """Read the upstream socket in big chunks, as the relay does: fewer Python calls per byte."""
-    if transport is not None and hasattr(transport, "bufferSize"):
-        transport.bufferSize = max(transport.bufferSize, SOCKET_CHUNK)  # type: ignore[attr-defined]

@@ -1,0 +1,109 @@
+"""Cached manifests and tags, and what a client's Accept allows.
+
+Manifests are kept as their exact bytes (their digest is over them) with their
+media type; a tag maps to one manifest digest per media type, with the time it
+was last confirmed upstream. Both live as small documents in the cache store.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from dataclasses import dataclass
+
+from twisted.web.http_headers import Headers
+
+from dockerproxy import names
+from dockerproxy.access import RepoKey
+from dockerproxy.cache.store import FilesystemStore
+from dockerproxy.headers import merged_accept
+
+
+@dataclass(frozen=True)
+class CachedManifest:
+    digest: str
+    media_type: str
+    data: bytes
+
+
+@dataclass(frozen=True)
+class TagEntry:
+    digest: str
+    media_type: str
+    checked: float
+
+
+class ManifestStore:
+    """Manifests by digest and tag entries, as small documents in the store's meta area."""
+
+    def __init__(self, store: FilesystemStore) -> None:
+        self.store = store
+
+    def get(self, digest: str) -> CachedManifest | None:
+        algorithm, _, hexdigest = digest.partition(":")
+        if not names.is_valid_digest(digest):
+            return None
+        document = self.store.read_meta(f"manifests/{algorithm}/{hexdigest}")
+        if not isinstance(document, dict):
+            return None
+        try:
+            data = base64.b64decode(document["data"])
+        except (KeyError, ValueError):
+            return None
+        if digest_of(data, algorithm) != digest:
+            return None  # a damaged document is a miss, never served
+        return CachedManifest(digest, str(document.get("media_type", "")), data)
+
+    def put(self, manifest: CachedManifest) -> None:
+        algorithm, _, hexdigest = manifest.digest.partition(":")
+        self.store.write_meta(f"manifests/{algorithm}/{hexdigest}", {
+            "media_type": manifest.media_type,
+            "data": base64.b64encode(manifest.data).decode("ascii")})
+
+    def tag(self, repo: RepoKey, tag: str, accept: frozenset[str]) -> TagEntry | None:
+        """The most recently checked entry for C{tag} whose media type the client accepts."""
+        usable = [e for e in self._tag_entries(repo, tag) if acceptable(e.media_type, accept)]
+        return max(usable, key=lambda e: e.checked, default=None)
+
+    def set_tag(self, repo: RepoKey, tag: str, entry: TagEntry) -> None:
+        """One entry per media type: an index and a single manifest may share a tag."""
+        entries = [e for e in self._tag_entries(repo, tag) if e.media_type != entry.media_type]
+        entries.append(entry)
+        self.store.write_meta(_tag_key(repo, tag), {
+            "upstream": repo[0], "repository": repo[1], "tag": tag,
+            "entries": [e.__dict__ for e in entries]})
+
+    def _tag_entries(self, repo: RepoKey, tag: str) -> list[TagEntry]:
+        document = self.store.read_meta(_tag_key(repo, tag))
+        if not isinstance(document, dict):
+            return []
+        entries = []
+        for raw in document.get("entries", []):
+            try:
+                entries.append(TagEntry(str(raw["digest"]), str(raw["media_type"]),
+                                        float(raw["checked"])))
+            except (KeyError, TypeError, ValueError):
+                continue
+        return entries
+
+
+def _tag_key(repo: RepoKey, tag: str) -> str:
+    return "tags/" + hashlib.sha256("\0".join((*repo, tag)).encode()).hexdigest()
+
+
+def digest_of(data: bytes, algorithm: str = "sha256") -> str:
+    return f"{algorithm}:{hashlib.new(algorithm, data).hexdigest()}"
+
+
+def accepted_types(headers: Headers) -> frozenset[str]:
+    """The media types a client accepts, parameters (q=) dropped."""
+    merged = merged_accept(headers)
+    if merged is None:
+        return frozenset()
+    return frozenset(v.split(b";")[0].strip().decode("latin-1").lower()
+                     for v in merged.split(b","))
+
+
+def acceptable(media_type: str, accept: frozenset[str]) -> bool:
+    """A client that names no types gets nothing from the cache: the upstream decides."""
+    return media_type.lower() in accept or "*/*" in accept
