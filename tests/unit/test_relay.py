@@ -7,7 +7,7 @@ the relay to another StringTransport (the upstream socket, seen as a push produc
 
 from __future__ import annotations
 
-from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.logger import LogEvent, globalLogPublisher
@@ -15,13 +15,12 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.client import ResponseDone, ResponseFailed
 from twisted.web.http import PotentialDataLoss
-from twisted.web.http_headers import Headers
-from twisted.web.iweb import UNKNOWN_LENGTH, IResponse
+from twisted.web.iweb import UNKNOWN_LENGTH
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
-from zope.interface import implementer
 
-from dockerproxy.relay import SOCKET_CHUNK, BodyRelay, Collect, Discard, relay_body
+from dockerproxy.relay import SOCKET_CHUNK, Collect, Discard, relay_body
+from tests.unit.fakes import FakeResponse, lost
 
 IDLE = 5.0
 
@@ -50,33 +49,8 @@ class ClientTransport(StringTransport):
         super().abortConnection()
 
 
-@implementer(IResponse)
-class FakeResponse:
-    """An upstream response whose body arrives over C{transport}."""
-
-    version = (b"HTTP", 1, 1)
-    phrase = b"OK"
-    request = None
-    previousResponse = None
-
-    def __init__(self, length: int | object, transport: StringTransport, code: int = 200) -> None:
-        self.code = code
-        self.headers = Headers()
-        self.length = length
-        self.transport = transport
-        self.protocol: BodyRelay | None = None
-
-    def deliverBody(self, protocol: BodyRelay) -> None:
-        self.protocol = protocol
-        protocol.makeConnection(self.transport)
-
-    def setPreviousResponse(self, response: IResponse) -> None:
-        self.previousResponse = response
 
 
-def lost(*reasons: BaseException) -> Failure:
-    """How twisted.web.client reports a body cut short: ResponseFailed around the cause."""
-    return Failure(ResponseFailed([Failure(r) for r in reasons or (ConnectionLost(),)]))
 
 
 class RelayHarness:

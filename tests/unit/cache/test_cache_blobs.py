@@ -28,17 +28,17 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
-from twisted.web.client import ResponseDone, ResponseFailed
+from twisted.web.client import ResponseDone
 from twisted.web.http import PotentialDataLoss
-from twisted.web.http_headers import Headers
-from twisted.web.iweb import UNKNOWN_LENGTH, IResponse
+from twisted.web.iweb import UNKNOWN_LENGTH
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
-from zope.interface import directlyProvides, implementer
+from zope.interface import directlyProvides
 
 from dockerproxy.cache import blobs as blobs_module
 from dockerproxy.cache.blobs import READ_CHUNK, TURN_BUDGET, BlobCache, Fill, FillInProgress
 from dockerproxy.cache.store import FilesystemStore
+from tests.unit.fakes import FakeResponse, lost
 
 IDLE = 5.0
 BODY = bytes(range(256)) * 4  # 1 KiB
@@ -48,9 +48,6 @@ def sha256(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
-def lost(*reasons: BaseException) -> Failure:
-    """How twisted.web.client reports a body cut short: ResponseFailed around the cause."""
-    return Failure(ResponseFailed([Failure(r) for r in reasons or (ConnectionLost(),)]))
 
 
 def dechunk(body: bytes) -> tuple[bytes, bool]:
@@ -69,28 +66,6 @@ def dechunk(body: bytes) -> tuple[bytes, bool]:
 # --------------------------------------------------------------------------- the upstream side
 
 
-@implementer(IResponse)
-class FakeResponse:
-    """An upstream 200 whose body arrives over C{transport}, fed by the test."""
-
-    version = (b"HTTP", 1, 1)
-    phrase = b"OK"
-    request = None
-    previousResponse = None
-
-    def __init__(self, length: int | object, transport: StringTransport, code: int = 200) -> None:
-        self.code = code
-        self.headers = Headers()
-        self.length = length
-        self.transport = transport
-        self.protocol: Fill | None = None
-
-    def deliverBody(self, protocol: Fill) -> None:
-        self.protocol = protocol
-        protocol.makeConnection(self.transport)
-
-    def setPreviousResponse(self, response: IResponse) -> None:
-        self.previousResponse = response
 
 
 class Upstream:

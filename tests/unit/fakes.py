@@ -1,0 +1,41 @@
+"""Upstream-side fakes shared by the relay and blob-cache unit tests."""
+
+from __future__ import annotations
+
+from twisted.internet.error import ConnectionLost
+from twisted.internet.interfaces import IProtocol
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
+from twisted.web.client import ResponseFailed
+from twisted.web.http_headers import Headers
+from twisted.web.iweb import IResponse
+from zope.interface import implementer
+
+
+@implementer(IResponse)
+class FakeResponse:
+    """An upstream response whose body arrives over C{transport}, fed by the test."""
+
+    version = (b"HTTP", 1, 1)
+    phrase = b"OK"
+    request = None
+    previousResponse = None
+
+    def __init__(self, length: int | object, transport: StringTransport, code: int = 200) -> None:
+        self.code = code
+        self.headers = Headers()
+        self.length = length
+        self.transport = transport
+        self.protocol: IProtocol | None = None
+
+    def deliverBody(self, protocol: IProtocol) -> None:
+        self.protocol = protocol
+        protocol.makeConnection(self.transport)
+
+    def setPreviousResponse(self, response: IResponse) -> None:
+        self.previousResponse = response
+
+
+def lost(*reasons: BaseException) -> Failure:
+    """How twisted.web.client reports a body cut short: ResponseFailed around the cause."""
+    return Failure(ResponseFailed([Failure(r) for r in reasons or (ConnectionLost(),)]))
