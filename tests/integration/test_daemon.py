@@ -113,8 +113,12 @@ def test_systemd_units_verify(tmp: Path) -> None:
 
 def test_wheel_ships_the_twistd_plugin(tmp: Path) -> None:
     """A plain (non-editable) install must carry twisted/plugins/dockerproxy_plugin.py."""
+    # From a copy without build/ leftovers, as a fresh clone would be built.
+    source = tmp / "source"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(
+        ".venv", ".git", "build", "*.egg-info", "__pycache__", "tests", "bench"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps",
-                    "-q", "-w", str(tmp), str(ROOT)], check=True, timeout=300,
+                    "-q", "-w", str(tmp), str(source)], check=True, timeout=300,
                    capture_output=True)
     wheel = next(tmp.glob("dockerproxy-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
