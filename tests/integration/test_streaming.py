@@ -28,10 +28,14 @@ def peak_rss_mb(pid: int) -> float:
     raise AssertionError("no VmHWM in /proc status")
 
 
-def test_one_gib_blob_keeps_memory_flat(start_proxy: StartProxy, upstream: Upstream) -> None:
+@pytest.mark.parametrize("mode", ["--no-cache", "--cache"])
+def test_one_gib_blob_keeps_memory_flat(start_proxy: StartProxy, upstream: Upstream,
+                                        mode: str) -> None:
+    """Relayed, or filling the cache while streaming: memory does not grow with the blob."""
     name = f"public/big-{uuid.uuid4().hex[:8]}"
     blob = images.put_large_blob(upstream.registry, name, GIB, seed="rss")
-    proxy = start_proxy("--upstream", upstream.url)
+    proxy = start_proxy("--upstream", upstream.url, *(["--no-cache"] if mode == "--no-cache"
+                                                      else []))
     token = web.request("GET", f"{proxy.url}/v2/auth?scope=repository:{name}:pull").json()
     response = web.request("GET", f"{proxy.url}/v2/{name}/blobs/{blob.digest}",
                            {"Authorization": f"Bearer {token['token']}"}, digest_body=True,
