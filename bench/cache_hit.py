@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import shutil
 import signal
@@ -58,7 +57,6 @@ from common import (
     RSSSampler,
     Target,
     curl_download,
-    free_port,
     group_stats,
     machine_info,
     measure,
@@ -74,30 +72,13 @@ from common import (
     summarize,
     summarize_raw,
     wait_for_quiet,
-    wait_http,
     write_blob,
 )
+from common import start_nginx as common_start_nginx
 
 # -- nginx ----------------------------------------------------------------------------------
 
-NGINX_CONF = """\
-# nginx serving the proxy's cached blob file from disk (written by bench/cache_hit.py).
-worker_processes 1;
-pid {dir}/nginx.pid;
-error_log {dir}/error.log warn;
-{user}
-events {{
-    worker_connections 1024;
-}}
-
-http {{
-    access_log off;
-    client_body_temp_path {dir}/tmp/client_body;
-    proxy_temp_path {dir}/tmp/proxy;
-    fastcgi_temp_path {dir}/tmp/fastcgi;
-    uwsgi_temp_path {dir}/tmp/uwsgi;
-    scgi_temp_path {dir}/tmp/scgi;
-
+NGINX_HTTP = """\
     sendfile on;
     tcp_nopush on;
     tcp_nodelay on;
@@ -115,25 +96,19 @@ http {{
         location = {path} {{
             alias {file};
         }}
-    }}
-}}
-"""
+    }}"""
 
 
 def start_nginx(procs: Procs, work: Path, path: str, file: Path,
                 sendfile_max_chunk: str) -> tuple[Proc, int]:
-    d = work / "nginx"
-    (d / "tmp").mkdir(parents=True)
-    port = free_port()
-    conf = d / "nginx.conf"
-    conf.write_text(NGINX_CONF.format(
-        dir=d, port=port, path=path, file=file, sendfile_max_chunk=sendfile_max_chunk,
-        # As root, nginx's workers would run as "nobody"; keep them as the current user.
-        user="user root;" if os.geteuid() == 0 else ""))
-    proc = procs.start(Proc("nginx", ["nginx", "-p", d, "-e", d / "error.log", "-c", conf,
-                                      "-g", "daemon off;"], work))
-    wait_http(port, "/v2/", proc)
-    return proc, port
+    """nginx serving the proxy's cached blob file from disk with sendfile."""
+    def http(port: int) -> str:
+        return NGINX_HTTP.format(port=port, path=path, file=file,
+                                 sendfile_max_chunk=sendfile_max_chunk)
+
+    return common_start_nginx(procs, work, "nginx", http, "1",
+                              "nginx serving the proxy's cached blob file from disk "
+                              "(written by bench/cache_hit.py).")
 
 
 # -- logs: is it really a cache hit? --------------------------------------------------------

@@ -27,7 +27,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -287,6 +287,46 @@ def write_blob(storage: Path, size: int, seed: int = 20261127) -> str:
     link.mkdir(parents=True, exist_ok=True)
     (link / "link").write_text(f"sha256:{hexdigest}")
     return hexdigest
+
+
+NGINX_CONF = """\
+# {comment}
+worker_processes {workers};
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+{user}
+events {{
+    worker_connections 1024;
+}}
+
+http {{
+    access_log off;
+    client_body_temp_path {dir}/tmp/client_body;
+    proxy_temp_path {dir}/tmp/proxy;
+    fastcgi_temp_path {dir}/tmp/fastcgi;
+    uwsgi_temp_path {dir}/tmp/uwsgi;
+    scgi_temp_path {dir}/tmp/scgi;
+
+{http}
+}}
+"""
+
+
+def start_nginx(procs: Procs, work: Path, name: str, http: Callable[[int], str],
+                workers: str = "1", comment: str = "") -> tuple[Proc, int]:
+    """nginx with everything under C{work/name}; C{http(port)} is its http block's body."""
+    d = work / name
+    (d / "tmp").mkdir(parents=True)
+    port = free_port()
+    conf = d / "nginx.conf"
+    conf.write_text(NGINX_CONF.format(
+        comment=comment, workers=workers, dir=d, http=http(port),
+        # As root, nginx's workers would run as "nobody"; keep them as the current user.
+        user="user root;" if os.geteuid() == 0 else ""))
+    proc = procs.start(Proc(name, ["nginx", "-p", d, "-e", d / "error.log", "-c", conf,
+                                   "-g", "daemon off;"], work))
+    wait_http(port, "/v2/", proc)
+    return proc, port
 
 
 def start_registry(procs: Procs, work: Path, access_log: bool = False) -> tuple[Proc, int, Path]:

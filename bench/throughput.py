@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import signal
 import statistics
@@ -54,7 +53,6 @@ from common import (
     Procs,
     RSSSampler,
     Target,
-    free_port,
     http_get_head,
     imported_file,
     machine_info,
@@ -70,31 +68,14 @@ from common import (
     summarize,
     summarize_raw,
     wait_for_quiet,
-    wait_http,
     write_blob,
 )
+from common import start_nginx as common_start_nginx
 from common import start_proxy as _start_proxy
 
 # -- nginx ----------------------------------------------------------------------------------
 
-NGINX_CONF = """\
-# Tuned reverse proxy in front of docker-registry (written by bench/throughput.py).
-worker_processes {workers};
-pid {dir}/nginx.pid;
-error_log {dir}/error.log warn;
-{user}
-events {{
-    worker_connections 1024;
-}}
-
-http {{
-    access_log off;
-    client_body_temp_path {dir}/tmp/client_body;
-    proxy_temp_path {dir}/tmp/proxy;
-    fastcgi_temp_path {dir}/tmp/fastcgi;
-    uwsgi_temp_path {dir}/tmp/uwsgi;
-    scgi_temp_path {dir}/tmp/scgi;
-
+NGINX_HTTP = """\
     upstream registry {{
         server 127.0.0.1:{upstream_port};
         keepalive 16;
@@ -115,26 +96,19 @@ http {{
             proxy_read_timeout 300s;
             proxy_send_timeout 300s;
         }}
-    }}
-}}
-"""
+    }}"""
 
 
 def start_nginx(procs: Procs, work: Path, name: str, upstream_port: int, buffering: bool,
                 workers: str) -> tuple[Proc, int]:
-    d = work / name
-    (d / "tmp").mkdir(parents=True)
-    port = free_port()
-    conf = d / "nginx.conf"
-    conf.write_text(NGINX_CONF.format(
-        workers=workers, dir=d, port=port, upstream_port=upstream_port,
-        buffering="on" if buffering else "off",
-        # As root, nginx's workers would run as "nobody"; keep them as the current user.
-        user="user root;" if os.geteuid() == 0 else ""))
-    proc = procs.start(Proc(name, ["nginx", "-p", d, "-e", d / "error.log", "-c", conf,
-                                   "-g", "daemon off;"], work))
-    wait_http(port, "/v2/", proc)
-    return proc, port
+    """The reference: a tuned keepalive reverse proxy in front of docker-registry."""
+    def http(port: int) -> str:
+        return NGINX_HTTP.format(port=port, upstream_port=upstream_port,
+                                 buffering="on" if buffering else "off")
+
+    return common_start_nginx(procs, work, name, http, workers,
+                              "Tuned reverse proxy in front of docker-registry "
+                              "(written by bench/throughput.py).")
 
 
 # -- dockerproxy ----------------------------------------------------------------------------
