@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+from pathlib import Path
+
 from twisted.internet.error import ConnectionLost
 from twisted.internet.interfaces import IProtocol
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.client import ResponseFailed
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IResponse
@@ -39,3 +44,11 @@ class FakeResponse:
 def lost(*reasons: BaseException) -> Failure:
     """How twisted.web.client reports a body cut short: ResponseFailed around the cause."""
     return Failure(ResponseFailed([Failure(r) for r in reasons or (ConnectionLost(),)]))
+
+
+def scratch_dir(case: SynchronousTestCase) -> Path:
+    """A fresh temporary directory removed after the test (trial's mktemp() would
+    create it under the current directory, the checkout)."""
+    path = Path(tempfile.mkdtemp(prefix="dockerproxy-test-"))
+    case.addCleanup(shutil.rmtree, path, True)
+    return path

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import shutil
-import tempfile
 from dataclasses import replace
 from typing import Any
 
@@ -13,6 +11,7 @@ from twisted.web.server import Request
 
 from dockerproxy.config import CacheConfig, Config, build_config
 from dockerproxy.tap import make_proxy, make_site
+from tests.unit.fakes import scratch_dir
 
 INDEX = "application/vnd.oci.image.index.v1+json"
 SINGLE = "application/vnd.oci.image.manifest.v1+json"
@@ -26,9 +25,8 @@ STALE = 3600.0
 
 class MirrorTestCase(ProxyTestCase):
     def use(self, config: Config, http: Any = None) -> None:
-        directory = tempfile.mkdtemp(prefix="test-mirror-")
-        self.addCleanup(shutil.rmtree, directory, True)
-        cache = CacheConfig(directory=directory, tag_ttl=TTL, stale_max_age=STALE)
+        cache = CacheConfig(directory=str(scratch_dir(self)), tag_ttl=TTL,
+                            stale_max_age=STALE)
         self.proxy, _ = make_proxy(replace(config, cache=cache), self.clock,
                                    http=http or self.stub)
         self.site = make_site(self.proxy, self.clock)

@@ -49,6 +49,7 @@ from dockerproxy.cache.s3 import (
 )
 from dockerproxy.config import ConfigError, build_config
 from dockerproxy.tap import make_proxy, make_site
+from tests.unit.fakes import scratch_dir
 
 # The examples of AWS's "Signature Version 4 (AWS SigV4)" S3 documentation.
 AWS_KEY = Credentials("AKIAIOSFODNN7EXAMPLE", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY")
@@ -339,7 +340,7 @@ class StoreTests(SynchronousTestCase):
         self.store = S3BlobStore(self.stub, self.clock, S3Config(
             f"http://{S3_HOST}", "cache", "team/", access_key_id=KEY_ID,
             secret_access_key=SECRET, part_size=1000))
-        self.path = Path(self.mktemp())
+        self.path = scratch_dir(self) / "blob"
         self.data = os.urandom(2500)
         self.path.write_bytes(self.data)
         self.digest = "sha256:" + hashlib.sha256(self.data).hexdigest()
@@ -453,7 +454,7 @@ class MirrorTests(SynchronousTestCase):
     def use(self, **s3: Any) -> None:
         table = {"endpoint": f"http://{S3_HOST}", "bucket": "cache", "prefix": "team",
                  "access_key_id": KEY_ID, "secret_access_key": SECRET, **s3}
-        config = build_config({"cache": {"dir": self.mktemp(), "s3": table}}, {})
+        config = build_config({"cache": {"dir": str(scratch_dir(self)), "s3": table}}, {})
         self.proxy, _ = make_proxy(config, self.clock, http=self.stub)
         self.site = make_site(self.proxy, self.clock)
 
