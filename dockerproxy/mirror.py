@@ -54,6 +54,14 @@ STALE_WARNING = b'110 dockerproxy "Response is Stale"'
 _RANGE_RE = re.compile(r"bytes=(\d*)-(\d*)")
 
 
+def etag_matches(if_none_match: bytes | None, digest: str) -> bool:
+    """Whether a client's If-None-Match names this manifest (quoted or not, or C{*})."""
+    if not if_none_match:
+        return False
+    tags = {t.strip().removeprefix(b"W/").strip(b'"') for t in if_none_match.split(b",")}
+    return b"*" in tags or digest.encode() in tags
+
+
 def parse_range(value: bytes | None, size: int | None) -> tuple[int, int | None] | None:
     """One C{bytes=} range as (first, last inclusive or None); None serves the whole body."""
     if not value:
@@ -422,11 +430,15 @@ class Mirror:
 
     def _send_manifest(self, request: Request, manifest: CachedManifest, status: str) -> None:
         request.cache = status  # type: ignore[attr-defined]
-        request.setResponseCode(200)
         request.setHeader(b"content-type", manifest.media_type.encode("latin-1"))
         request.setHeader(b"docker-content-digest", manifest.digest.encode())
         request.setHeader(b"docker-distribution-api-version", b"registry/2.0")
         request.setHeader(b"etag", f'"{manifest.digest}"'.encode())
+        if etag_matches(request.getHeader(b"if-none-match"), manifest.digest):
+            request.setResponseCode(304)
+            request.finish()
+            return
+        request.setResponseCode(200)
         request.setHeader(b"content-length", b"%d" % len(manifest.data))
         if request.method != b"HEAD":
             request.write(manifest.data)

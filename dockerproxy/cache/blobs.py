@@ -210,6 +210,7 @@ class BlobCache:
         self.bytes_served = 0
         self.coalesced = 0
         self._index: OrderedDict[str, _Entry] = OrderedDict()  # least recently used first
+        self._last_touched: str | None = None
         self._bytes = 0
         self._reserved = 0
         self._fills: dict[str, Fill] = {}
@@ -275,8 +276,15 @@ class BlobCache:
                 "pinned": len(self._pins)}
 
     def _mark_used(self, digest: str) -> None:
+        """LRU order in memory, and on disk (mtime) for restarts.
+
+        A blob used again right after its own last touch is already the newest on
+        disk, so the usual burst of hits on one blob costs one syscall.
+        """
         self._index.move_to_end(digest)
-        self.store.touch(digest, self.clock.seconds())
+        if digest != self._last_touched:
+            self._last_touched = digest
+            self.store.touch(digest, self.clock.seconds())
 
     # ----------------------------------------------------------------- fills
 
@@ -417,6 +425,8 @@ class BlobCache:
     def _forget(self, digest: str) -> None:
         entry = self._index.pop(digest)
         self._bytes -= entry.size
+        if self._last_touched == digest:
+            self._last_touched = None
         try:
             self.store.remove(digest)
         except OSError as e:

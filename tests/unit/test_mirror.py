@@ -179,3 +179,17 @@ def test_cache_config_defaults_and_errors() -> None:
     assert config.cache.max_size == 30 * 1024 * 1024
     assert build_config({}, {"cache_enabled": False}).cache.directory is None
     assert build_config({"cache": {"max_size": "2GB"}}, {}).cache.max_size == 2 * 10**9
+
+
+class ConditionalTests(MirrorTestCase):
+    def test_if_none_match_on_a_cached_manifest_is_a_304(self) -> None:
+        self.pull()
+        for value in (f'"{DIGEST}"', DIGEST, f'"sha256:{"0" * 64}", "{DIGEST}"', "*"):
+            response = self.fetch("GET", "/v2/busybox/manifests/latest",
+                                  [("Accept", INDEX), ("If-None-Match", value)])
+            self.assertEqual((response.status, response.body), (304, b""), value)
+            self.assertEqual(response.header("etag"), f'"{DIGEST}"')
+        other = self.fetch("GET", "/v2/busybox/manifests/latest",
+                           [("Accept", INDEX), ("If-None-Match", f'"sha256:{"0" * 64}"')])
+        self.assertEqual((other.status, other.body), (200, MANIFEST))
+        self.assertEqual(self.upstream_calls(), [("GET", TAG_PATH)])

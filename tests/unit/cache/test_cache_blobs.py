@@ -1209,3 +1209,18 @@ class ModuleTests(SynchronousTestCase):
     def test_chunk_sizes(self) -> None:
         self.assertTrue(256 * 1024 <= blobs_module.READ_CHUNK <= 1024 * 1024)
         self.assertGreater(blobs_module.TURN_BUDGET, blobs_module.READ_CHUNK)
+
+
+class TouchTests(SynchronousTestCase):
+    def test_a_burst_of_hits_on_one_blob_touches_its_file_once(self) -> None:
+        h = Harness(temp_root(self))
+        a, b = h.put(b"a" * 10), h.put(b"b" * 10)
+        touched: list[str] = []
+        original = h.store.touch
+        h.store.touch = lambda digest, when: (touched.append(digest),  # type: ignore[method-assign]
+                                              original(digest, when))
+        for _ in range(5):
+            h.cache.lookup(a)
+        h.cache.lookup(b)
+        h.cache.lookup(a)
+        self.assertEqual(touched, [a, b, a])
