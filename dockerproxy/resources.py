@@ -240,7 +240,19 @@ class RegistryResource(Resource):
                                           url, scope, ns)
             return
         fetched = await fetch_for_client(self.proxy, request, target.upstream, url)
+        if api.kind == "tags":
+            rename_links(fetched.response.headers, target.repository, api.name)
         await relay_response(self.proxy, request, target.upstream, fetched, scope=scope, ns=ns)
+
+
+def rename_links(headers: Headers, upstream_name: str, client_name: str) -> None:
+    """Tag-list paging Links name the upstream repository; the client knows another name
+    (C{ghcr.io/owner/image} for C{owner/image}, C{busybox} for C{library/busybox})."""
+    links = headers.getRawHeaders(b"link")
+    if not links or upstream_name == client_name:
+        return
+    old, new = f"/v2/{upstream_name}/".encode(), f"/v2/{client_name}/".encode()
+    headers.setRawHeaders(b"link", [link.replace(old, new) for link in links])
 
 
 def tags_query(request: Request) -> str:

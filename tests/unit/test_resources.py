@@ -954,3 +954,13 @@ class ProxyCredentialsTests(ProxyTestCase):
 
     def test_credentials_are_never_in_reprs(self) -> None:
         self.assertNotIn("pw", repr(self.proxy.router.registries["docker.io"]))
+
+
+class TagListLinkTests(ProxyTestCase):
+    def test_paging_links_name_the_repository_as_the_client_does(self) -> None:
+        self.upstream.on(HUB_HOST, "/v2/library/busybox/tags/list", reply(
+            200, b'{"name":"library/busybox","tags":["1"]}', content_type="application/json",
+            link='</v2/library/busybox/tags/list?last=1&n=1>; rel="next"'))
+        response = self.fetch("GET", "/v2/busybox/tags/list?n=1")
+        self.assertEqual(response.header("link"),
+                         '</v2/busybox/tags/list?last=1&n=1>; rel="next"')
