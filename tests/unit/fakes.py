@@ -1,4 +1,4 @@
-"""Upstream-side fakes shared by the relay and blob-cache unit tests."""
+"""Fakes shared by the relay and blob-cache unit tests."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.client import ResponseFailed
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IResponse
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
 
 
@@ -39,6 +41,20 @@ class FakeResponse:
 
     def setPreviousResponse(self, response: IResponse) -> None:
         self.previousResponse = response
+
+
+class Capture(Resource):
+    """Keeps every request it is asked to render, and answers none of them."""
+
+    isLeaf = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.requests: list[Request] = []
+
+    def render(self, request: Request) -> object:
+        self.requests.append(request)
+        return NOT_DONE_YET
 
 
 def lost(*reasons: BaseException) -> Failure:

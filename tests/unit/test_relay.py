@@ -16,27 +16,12 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.client import ResponseDone, ResponseFailed
 from twisted.web.http import PotentialDataLoss
 from twisted.web.iweb import UNKNOWN_LENGTH
-from twisted.web.resource import Resource
-from twisted.web.server import NOT_DONE_YET, Request, Site
+from twisted.web.server import Site
 
 from dockerproxy.relay import SOCKET_CHUNK, Collect, Discard, relay_body
-from tests.unit.fakes import FakeResponse, lost
+from tests.unit.fakes import Capture, FakeResponse, lost
 
 IDLE = 5.0
-
-
-class Capture(Resource):
-    """Keeps every request it is asked to render, and answers none of them."""
-
-    isLeaf = True
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.requests: list[Request] = []
-
-    def render(self, request: Request) -> object:
-        self.requests.append(request)
-        return NOT_DONE_YET
 
 
 class ClientTransport(StringTransport):

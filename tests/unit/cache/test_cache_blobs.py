@@ -31,14 +31,13 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.client import ResponseDone
 from twisted.web.http import PotentialDataLoss
 from twisted.web.iweb import UNKNOWN_LENGTH
-from twisted.web.resource import Resource
-from twisted.web.server import NOT_DONE_YET, Request, Site
+from twisted.web.server import Site
 from zope.interface import directlyProvides
 
 from dockerproxy.cache import blobs as blobs_module
 from dockerproxy.cache.blobs import READ_CHUNK, TURN_BUDGET, BlobCache, Fill, FillInProgress
 from dockerproxy.cache.store import FilesystemStore
-from tests.unit.fakes import FakeResponse, lost
+from tests.unit.fakes import Capture, FakeResponse, lost
 
 IDLE = 5.0
 BODY = bytes(range(256)) * 4  # 1 KiB
@@ -88,20 +87,6 @@ class Upstream:
 
 
 # --------------------------------------------------------------------------- the client side
-
-
-class Capture(Resource):
-    """Keeps every request it is asked to render, and answers none of them."""
-
-    isLeaf = True
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.requests: list[Request] = []
-
-    def render(self, request: Request) -> object:
-        self.requests.append(request)
-        return NOT_DONE_YET
 
 
 class ClientTransport(StringTransport):
