@@ -64,7 +64,7 @@ def test_proxy_tac_reads_the_config_from_the_environment(upstream: Upstream,
     port = free_port()
     config = tmp / "config.toml"
     config.write_text(f'listen = ["tcp:{port}:interface={HOST}"]\nupstream = "{upstream.url}"\n'
-                      'log_format = "json"\n')
+                      f'log_format = "json"\n[cache]\ndir = "{tmp / "cache"}"\n')
     twistd = str(Path(sys.executable).with_name("twistd"))
     proc = ManagedProcess("tac", [twistd, "--nodaemon", "--pidfile=", "--python",
                                   str(ROOT / "proxy.tac")], tmp,
@@ -75,6 +75,7 @@ def test_proxy_tac_reads_the_config_from_the_environment(upstream: Upstream,
         assert ping.status == 401
         assert f'realm="http://{HOST}:{port}/v2/auth"' in (ping.header("www-authenticate") or "")
     assert '"log_namespace": "dockerproxy.access"' in proc.log_text()
+    assert (tmp / "cache" / "blobs").is_dir(), "the [cache] table is read"
 
 
 def test_json_access_log(start_proxy: StartProxy, upstream: Upstream) -> None:
