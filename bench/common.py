@@ -41,15 +41,6 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
 
 
-ROOT = Path(__file__).resolve().parent.parent
-VENV_BIN = Path(sys.executable).parent
-RESULTS = ROOT / "bench" / "results"
-REPO = "bench/blob"
-MiB = 1024 * 1024
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
-
-
 # -- processes ------------------------------------------------------------------------------
 
 

@@ -114,14 +114,6 @@ class Router:
              "registries": sorted(self.registries)},
         )
 
-    def upstreams(self) -> list[UpstreamConfig]:
-        """Every distinct configured upstream, default first."""
-        seen: dict[tuple[str, str], UpstreamConfig] = {}
-        for upstream in [self.default, *self.registries.values(), *self.routes.values()]:
-            if upstream is not None:
-                seen.setdefault((upstream.name, upstream.url), upstream)
-        return list(seen.values())
-
 
 def upstream_repository(upstream: UpstreamConfig, name: str) -> str:
     """Docker Hub's rule: a one-component name is an official image under C{library/}."""

@@ -125,15 +125,6 @@ def test_upstream_repository(upstream: UpstreamConfig, name: str, expected: str)
     assert upstream_repository(upstream, name) == expected
 
 
-def test_upstreams_are_distinct_default_first() -> None:
-    r = Router(GHCR, {"a.test": HUB, "b.test": HUB, "c.test": GHCR, "d.test": QUAY})
-    assert r.upstreams() == [GHCR, HUB, QUAY]
-
-
-def test_upstreams_without_default() -> None:
-    assert Router(None, {"a.test": QUAY}).upstreams() == [QUAY]
-
-
 def test_from_config() -> None:
     config = build_config(
         {"routes": {"ghcr.mirror.test": "https://ghcr.io"}}, {"upstream": DOCKER_HUB_URL}
