@@ -57,12 +57,11 @@ from common import (
     RSSSampler,
     Target,
     curl_download,
+    finish_report,
     group_stats,
     machine_info,
     measure,
     parse_size,
-    print_machine,
-    print_profile,
     print_table,
     proc_status_kb,
     py_spy_record,
@@ -421,12 +420,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"checks: {len(events)} GETs through the proxy, cache {statuses}, each logged "
               f"with {args.size} bytes; {upstream_gets} blob GET reached the registry (the fill)")
         print()
-        print_machine(info)
-        if args.profile:
-            print_profile(result["profile"]["summary"])  # type: ignore[index]
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
-        print(f"\nresults: {args.json}")
+        finish_report(info, result, args.json, args.profile)
         return 0
     except KeyboardInterrupt:
         print("interrupted: stopping everything", file=sys.stderr)

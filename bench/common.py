@@ -638,6 +638,17 @@ def print_profile(summary: dict[str, Any]) -> None:
         print(f"| {row['percent']} | `{row['function']}` |")
 
 
+def finish_report(info: dict[str, object], result: dict[str, Any], path: Path,
+                  profile: bool) -> None:
+    """The report's tail: machine info, the profile if taken, and the JSON results file."""
+    print_machine(info)
+    if profile:
+        print_profile(result["profile"]["summary"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"\nresults: {path}")
+
+
 def raise_interrupt(signum: int, frame: object) -> None:
     """A SIGTERM / SIGHUP handler: unwind like Ctrl-C, so every process is stopped."""
     raise KeyboardInterrupt(f"signal {signum}")

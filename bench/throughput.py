@@ -34,7 +34,6 @@ bench/cache_hit.py in bench/common.py.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import signal
 import statistics
@@ -53,13 +52,12 @@ from common import (
     Procs,
     RSSSampler,
     Target,
+    finish_report,
     http_get_head,
     imported_file,
     machine_info,
     measure,
     parse_size,
-    print_machine,
-    print_profile,
     print_table,
     proc_status_kb,
     py_spy_record,
@@ -298,12 +296,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"dockerproxy RSS: {rss['at_start']} MB at start, peak {rss['vmhwm']} MB "  # type: ignore[index]
               f"(VmHWM), peak sampled every 50 ms {rss['peak_sampled']} MB")  # type: ignore[index]
         print()
-        print_machine(info)
-        if args.profile:
-            print_profile(result["profile"]["summary"])  # type: ignore[index]
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
-        print(f"\nresults: {args.json}")
+        finish_report(info, result, args.json, args.profile)
         return 0
     except KeyboardInterrupt:
         print("interrupted: stopping everything", file=sys.stderr)
