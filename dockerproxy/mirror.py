@@ -277,7 +277,8 @@ class Mirror:
         return ok
 
     def _have_blob(self, digest: str) -> bool:
-        return self.blobs.fill_for(digest) is not None or self.blobs.lookup(digest) is not None
+        """Committed or being filled; unlike C{lookup}, counts no hit or miss."""
+        return digest in self.blobs or self.blobs.fill_for(digest) is not None
 
     async def _send_blob(self, request: Request, digest: str, status: str) -> None:
         request.cache = status  # type: ignore[attr-defined]
@@ -287,7 +288,13 @@ class Mirror:
         request.setHeader(b"docker-distribution-api-version", b"registry/2.0")
         request.setHeader(b"accept-ranges", b"bytes")
         request.setHeader(b"etag", f'"{digest}"'.encode())
-        cached = self.blobs.lookup(digest)
+        # One hit or miss per request, whatever happened before: a fill from this very
+        # request may already be committed (a small blob), and it is still a miss.
+        if status == "hit":
+            cached = self.blobs.lookup(digest)
+        else:
+            self.blobs.misses += 1
+            cached = self.blobs.get(digest)
         fill = self.blobs.fill_for(digest)
         size = cached.size if cached is not None else (fill.length if fill else None)
         byte_range = parse_range(request.getHeader(b"range"), size)

@@ -35,6 +35,7 @@ L{blobs} (Twisted, reactor thread)::
       .stop() -> None                      abandon every fill (shutdown)
       .supports(digest) -> bool            (static) whether the digest can be cached
       .lookup(digest) -> CachedBlob | None counts a hit or a miss; marks the blob used
+      .get(digest) -> CachedBlob | None    the same without counting or marking
       .fill_for(digest) -> Fill | None     the fill in progress, if any
       .start_fill(digest, response: IResponse, idle_timeout: float | None = None) -> Fill
                                            FillInProgress if one is active; ValueError for

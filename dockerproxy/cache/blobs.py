@@ -243,13 +243,18 @@ class BlobCache:
 
     def lookup(self, digest: str) -> CachedBlob | None:
         """The committed blob C{digest}, marked recently used; C{None} (a miss) otherwise."""
-        entry = self._index.get(digest)
-        if entry is None:
+        blob = self.get(digest)
+        if blob is None:
             self.misses += 1
             return None
         self.hits += 1
         self._mark_used(digest)
-        return CachedBlob(digest, entry.size, entry.path)
+        return blob
+
+    def get(self, digest: str) -> CachedBlob | None:
+        """The committed blob C{digest}, without counting a hit or miss or marking it used."""
+        entry = self._index.get(digest)
+        return None if entry is None else CachedBlob(digest, entry.size, entry.path)
 
     def __contains__(self, digest: object) -> bool:
         return digest in self._index

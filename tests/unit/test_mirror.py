@@ -193,3 +193,17 @@ class ConditionalTests(MirrorTestCase):
                            [("Accept", INDEX), ("If-None-Match", f'"sha256:{"0" * 64}"')])
         self.assertEqual((other.status, other.body), (200, MANIFEST))
         self.assertEqual(self.upstream_calls(), [("GET", TAG_PATH)])
+
+
+class BlobStatsTests(MirrorTestCase):
+    def test_each_blob_request_counts_one_hit_or_miss(self) -> None:
+        data = b"layer bytes" * 100
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        path = f"/v2/library/busybox/blobs/{digest}"
+        self.upstream.on(HUB_HOST, path, reply(200, data, content_type="application/octet-stream"))
+        for _ in range(2):
+            response = self.fetch("GET", f"/v2/busybox/blobs/{digest}")
+            self.assertEqual((response.status, response.body), (200, data))
+        blobs = self.proxy.mirror.blobs
+        self.assertEqual((blobs.misses, blobs.hits), (1, 1))
+        self.assertEqual(len(self.upstream_calls()), 1)
