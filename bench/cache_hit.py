@@ -37,11 +37,9 @@ import argparse
 import json
 import re
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -49,27 +47,26 @@ from pathlib import Path
 
 from common import (
     REPO,
-    RESULTS,
-    ROOT,
     MiB,
     Proc,
     Procs,
     RSSSampler,
     Target,
+    add_common_args,
     curl_download,
     finish_report,
     group_stats,
     machine_info,
-    measure,
-    parse_size,
+    measure_rounds,
+    print_heading,
     print_table,
     proc_status_kb,
-    py_spy_record,
-    raise_interrupt,
+    profile_downloads,
+    run_info,
+    session,
     start_proxy,
     start_registry,
     summarize,
-    summarize_raw,
     wait_for_quiet,
     write_blob,
 )
@@ -208,37 +205,13 @@ def concurrent_pulls(target: Target, url: str, n: int, expected: int, timeout: f
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--size", type=parse_size, default=parse_size("1GiB"),
-                   help="blob size, e.g. 1GiB, 256MiB (default 1GiB)")
-    p.add_argument("--runs", type=int, default=5, help="measured runs per target (default 5)")
-    p.add_argument("--warmup", type=int, default=1, help="warm-up rounds (default 1)")
+    add_common_args(p, json_name="cache_hit.json", profiled="cache-hit",
+                    profile_prefix="cache_hit_profile")
     p.add_argument("--concurrency", type=int, default=32,
                    help="concurrent pulls for the RSS measurement; 0 skips it (default 32)")
     p.add_argument("--sendfile-max-chunk", default="2m",
                    help="nginx sendfile_max_chunk (default 2m, nginx's own default since "
                         "1.21.4; 0 means no limit)")
-    p.add_argument("--proxy-src", type=Path, default=None,
-                   help="run dockerproxy from DIR/dockerproxy (put first on PYTHONPATH)")
-    p.add_argument("--proxy-arg", action="append", default=[],
-                   help="extra twistd dockerproxy argument (repeatable)")
-    p.add_argument("--proxy-env", action="append", default=[], metavar="KEY=VALUE",
-                   help="extra environment variable for dockerproxy (repeatable)")
-    p.add_argument("--quiet-wait", type=float, default=30.0, metavar="SECONDS",
-                   help="before each download wait up to this long for the machine to be "
-                        "idle (other jobs skew the numbers); 0 disables (default 30)")
-    p.add_argument("--label", default="", help="a label stored in the JSON (for experiments)")
-    p.add_argument("--json", type=Path, default=RESULTS / "cache_hit.json",
-                   help="where to write results (default bench/results/cache_hit.json)")
-    p.add_argument("--profile", action="store_true",
-                   help="after the runs, record one cache-hit download with py-spy "
-                        "(bench/results/cache_hit_profile.svg and .txt)")
-    p.add_argument("--profile-rate", type=int, default=200, help="py-spy samples/s (200)")
-    p.add_argument("--profile-native", action="store_true",
-                   help="include native (C) frames in the profile")
-    p.add_argument("--profile-prefix", default="cache_hit_profile",
-                   help="file name prefix in bench/results (default 'cache_hit_profile')")
-    p.add_argument("--timeout", type=float, default=600, help="per-download timeout (s)")
-    p.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (logs, blob)")
     args = p.parse_args(argv)
     if args.runs < 1:
         p.error("--runs must be at least 1")
@@ -251,186 +224,146 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, raise_interrupt)
-    signal.signal(signal.SIGHUP, raise_interrupt)
     if shutil.which("curl") is None or shutil.which("nginx") is None:
         print("needs curl and nginx: apt-get install -y curl nginx-light", file=sys.stderr)
         return 2
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    procs = Procs()
-    work = Path(tempfile.mkdtemp(prefix="dockerproxy-cachehit-"))
     try:
-        info = machine_info()
-        t0 = time.monotonic()
-        registry, registry_port, storage = start_registry(procs, work, access_log=True)
-        hexdigest = write_blob(storage, args.size)
-        print(f"blob sha256:{hexdigest} ({args.size} bytes) written in "
-              f"{time.monotonic() - t0:.1f}s to {storage}", flush=True)
-        path = f"/v2/{REPO}/blobs/sha256:{hexdigest}"
-
-        cache_dir = work / "cache"
-        cache_max = max(2 * args.size, 1024 * MiB) // MiB
-        proxy, proxy_port = start_proxy(
-            procs, work, registry_port, args.proxy_src,
-            ["--cache-dir", str(cache_dir), "--cache-max-size", f"{cache_max}MiB",
-             "--log-format", "json", *args.proxy_arg],
-            args.proxy_env, code_module="dockerproxy.cache.blobs")
-        proxy_url = f"http://127.0.0.1:{proxy_port}{path}"
-
-        # Warm the cache: one GET fills it (a miss), the next one must be a hit.
-        r = curl_download(proxy_url, args.size, args.timeout)
-        blob_file = cache_dir / "blobs" / "sha256" / hexdigest[:2] / hexdigest
-        wait_for_file(blob_file, args.size)
-        fills = registry_blob_gets(registry, path)
-        print(f"cache filled through the proxy at {float(r['mb_s']):.0f} MB/s "  # type: ignore[arg-type]
-              f"({fills} blob GET upstream): {blob_file}", flush=True)
-        curl_download(proxy_url, args.size, args.timeout)
-        events = access_events(proxy, path)
-        if [e.get("cache") for e in events] != ["miss", "hit"]:
-            raise RuntimeError(f"expected a miss then a hit in the proxy's access log, got "
-                               f"{[(e.get('cache'), e.get('status')) for e in events]}")
-        if registry_blob_gets(registry, path) != fills:
-            raise RuntimeError("the second GET through the proxy reached the registry")
-        print("second GET: \"cache\": \"hit\" in the proxy's access log, no blob GET upstream",
-              flush=True)
-
-        nginx, nginx_port = start_nginx(procs, work, path, blob_file, args.sendfile_max_chunk)
-        targets = [
-            Target("nginx", nginx_port, nginx.pid,
-                   f"sendfile, sendfile_max_chunk {args.sendfile_max_chunk}, 1 worker"),
-            Target("proxy", proxy_port, proxy.pid, "dockerproxy, cache hit"),
-        ]
-        rss_start_kb = proc_status_kb(proxy.pid, "VmRSS") or 0
-        sampler = RSSSampler(proxy.pid)
-        sampler.start()
-        try:
-            for i in range(args.warmup + args.runs):
-                warm = i < args.warmup
-                for target in targets:
-                    if args.quiet_wait > 0:
-                        wait_for_quiet(0.15, args.quiet_wait)
-                    r = measure(target, path, args.size, registry.pid, args.timeout)
-                    tag = "warm-up" if warm else f"run {i - args.warmup + 1}/{args.runs}"
-                    print(f"{tag:>9} {target.name:<6} {float(r['mb_s']):8.1f} MB/s  "  # type: ignore[arg-type]
-                          f"{float(r['seconds']):6.2f}s  server "  # type: ignore[arg-type]
-                          f"{float(r['server_cores']):.2f} cores (user/sys "  # type: ignore[arg-type]
-                          f"{r['server_user_s']}/{r['server_sys_s']}s)  curl "
-                          f"{float(r['curl_cpu_s']):.2f}s CPU  minflt {r['server_minflt']}  "  # type: ignore[arg-type]
-                          f"other {r['foreign_cores']} cores", flush=True)
-                    if not warm:
-                        target.results.append(r)
-        finally:
-            sampler.stop()
-        hwm_single_kb = proc_status_kb(proxy.pid, "VmHWM") or 0
-
-        nginx_median = statistics.median(float(r["mb_s"]) for r in targets[0].results)  # type: ignore[arg-type]
-        rows = [summarize(t, nginx_median) for t in targets]
-        result: dict[str, object] = {
-            "label": args.label, "size_bytes": args.size, "runs": args.runs,
-            "warmup": args.warmup, "digest": f"sha256:{hexdigest}",
-            "nginx_sendfile_max_chunk": args.sendfile_max_chunk, "machine": info,
-            "proxy_src": str(args.proxy_src) if args.proxy_src else None,
-            "proxy_args": args.proxy_arg, "proxy_env": args.proxy_env,
-            "targets": rows,
-            "proxy_rss_mb_single": {
-                "at_start": round(rss_start_kb / 1024, 1),
-                "peak_sampled": round(sampler.peak_kb / 1024, 1),
-                "vmhwm": round(hwm_single_kb / 1024, 1),
-            },
-        }
-
-        concurrent: list[dict[str, object]] = []
-        if args.concurrency:
-            for target in targets:
-                if args.quiet_wait > 0:
-                    wait_for_quiet(0.15, args.quiet_wait)
-                url = f"http://127.0.0.1:{target.port}{path}"
-                c = concurrent_pulls(target, url, args.concurrency, args.size, args.timeout,
-                                     proxy.pid if target.name == "proxy" else None)
-                print(f"{args.concurrency} concurrent pulls from {target.name}: "
-                      f"{c['aggregate_mb_s']} MB/s aggregate in {c['seconds']}s, server "
-                      f"{c['server_cpu_cores']} cores"
-                      + (f", proxy RSS {c['rss_mb']}" if "rss_mb" in c else ""), flush=True)
-                concurrent.append(c)
-        result["concurrent"] = concurrent
-
-        # Every GET through the proxy after the first was a hit; the registry saw one.
-        events = access_events(proxy, path)
-        statuses = dict(Counter(str(e.get("cache")) for e in events))
-        expected_gets = 2 + (args.warmup + args.runs) + args.concurrency
-        if (len(events) != expected_gets or events[0].get("cache") != "miss"
-                or any(e.get("cache") != "hit" for e in events[1:])
-                or any(e.get("bytes") != args.size for e in events)):
-            raise RuntimeError(f"proxy access log: {len(events)} GETs ({statuses}), "
-                               f"expected {expected_gets}: 1 miss then hits of "
-                               f"{args.size} bytes each")
-        upstream_gets = registry_blob_gets(registry, path)
-        if upstream_gets != fills:
-            raise RuntimeError(f"the registry saw {upstream_gets - fills} more blob GETs")
-        result["checks"] = {"proxy_gets": len(events), "proxy_cache": statuses,
-                            "proxy_logged_bytes_ok": True, "registry_blob_gets": upstream_gets}
-
-        if args.profile:
-            prof: dict[str, object] = {}
-            for fmt, suffix in (("raw", "txt"), ("flamegraph", "svg")):
-                out = RESULTS / f"{args.profile_prefix}.{suffix}"
-                r = py_spy_record(procs, work, proxy.pid, proxy_url, args.size, out, fmt,
-                                  args.profile_rate, args.profile_native, args.timeout)
-                prof[fmt] = {"file": str(out.relative_to(ROOT)), "mb_s": r["mb_s"]}
-                print(f"profiled download ({fmt}): {float(r['mb_s']):.1f} MB/s -> {out}",  # type: ignore[arg-type]
-                      flush=True)
-            prof["summary"] = summarize_raw(RESULTS / f"{args.profile_prefix}.txt")
-            result["profile"] = prof
-
-        print()
-        print(f"## Cache-hit download throughput ({args.size / MiB:.0f} MiB blob, "
-              f"{args.runs} interleaved runs after {args.warmup} warm-up, median; "
-              f"MB = 10^6 bytes)")
-        if args.label:
-            print(f"label: {args.label}")
-        print()
-        print_table(rows)
-        print()
-        print("Both serve the same file (the proxy's committed cache file, in the page cache); "
-              "nginx: worker_processes 1, sendfile on, tcp_nopush on, sendfile_max_chunk "
-              f"{args.sendfile_max_chunk}. registry CPU ~0: no request reached the upstream.")
-        print(f"**proxy / nginx = {rows[1]['ratio_to_nginx']:.2f}** (median MB/s)")
-        single = result["proxy_rss_mb_single"]
-        print(f"dockerproxy RSS, single downloads: {single['at_start']} MB at start, "  # type: ignore[index]
-              f"VmHWM {single['vmhwm']} MB")  # type: ignore[index]
-        if concurrent:
-            print()
-            print(f"### {args.concurrency} concurrent pulls of the cached blob "
-                  f"(separate curl processes, all complete with 200 and {args.size} bytes)")
-            print()
-            print("| target | aggregate MB/s | per pull MB/s (median / min) | seconds "
-                  "| server CPU (cores) | server CPU s/GB | proxy VmHWM before -> after "
-                  "| proxy VmRSS peak (sampled) |")
-            print("|---|---:|---:|---:|---:|---:|---:|---:|")
-            for c in concurrent:
-                rss = c.get("rss_mb")
-                hwm = (f"{rss['vmhwm_before']} -> {rss['vmhwm_after']} MB"  # type: ignore[index]
-                       if rss else "-")
-                peak = f"{rss['vmrss_peak_sampled']} MB" if rss else "-"  # type: ignore[index]
-                print(f"| {c['target']} | {c['aggregate_mb_s']:.0f} "
-                      f"| {c['per_pull_mb_s_median']:.0f} / {c['per_pull_mb_s_min']:.0f} "
-                      f"| {c['seconds']} | {c['server_cpu_cores']} | {c['server_cpu_s_per_gb']} "
-                      f"| {hwm} | {peak} |")
-        print()
-        print(f"checks: {len(events)} GETs through the proxy, cache {statuses}, each logged "
-              f"with {args.size} bytes; {upstream_gets} blob GET reached the registry (the fill)")
-        print()
-        finish_report(info, result, args.json, args.profile)
-        return 0
+        with session("dockerproxy-cachehit-", args.keep_tmp) as (procs, work):
+            return run(args, procs, work)
     except KeyboardInterrupt:
-        print("interrupted: stopping everything", file=sys.stderr)
+        print("interrupted: everything stopped", file=sys.stderr)
         return 130
+
+
+def run(args: argparse.Namespace, procs: Procs, work: Path) -> int:
+    info = machine_info()
+    t0 = time.monotonic()
+    registry, registry_port, storage = start_registry(procs, work, access_log=True)
+    hexdigest = write_blob(storage, args.size)
+    print(f"blob sha256:{hexdigest} ({args.size} bytes) written in "
+          f"{time.monotonic() - t0:.1f}s to {storage}", flush=True)
+    path = f"/v2/{REPO}/blobs/sha256:{hexdigest}"
+
+    cache_dir = work / "cache"
+    cache_max = max(2 * args.size, 1024 * MiB) // MiB
+    proxy, proxy_port = start_proxy(
+        procs, work, registry_port, args.proxy_src,
+        ["--cache-dir", str(cache_dir), "--cache-max-size", f"{cache_max}MiB",
+         "--log-format", "json", *args.proxy_arg],
+        args.proxy_env, code_module="dockerproxy.cache.blobs")
+    proxy_url = f"http://127.0.0.1:{proxy_port}{path}"
+
+    # Warm the cache: one GET fills it (a miss), the next one must be a hit.
+    r = curl_download(proxy_url, args.size, args.timeout)
+    blob_file = cache_dir / "blobs" / "sha256" / hexdigest[:2] / hexdigest
+    wait_for_file(blob_file, args.size)
+    fills = registry_blob_gets(registry, path)
+    print(f"cache filled through the proxy at {float(r['mb_s']):.0f} MB/s "  # type: ignore[arg-type]
+          f"({fills} blob GET upstream): {blob_file}", flush=True)
+    curl_download(proxy_url, args.size, args.timeout)
+    events = access_events(proxy, path)
+    if [e.get("cache") for e in events] != ["miss", "hit"]:
+        raise RuntimeError(f"expected a miss then a hit in the proxy's access log, got "
+                           f"{[(e.get('cache'), e.get('status')) for e in events]}")
+    if registry_blob_gets(registry, path) != fills:
+        raise RuntimeError("the second GET through the proxy reached the registry")
+    print("second GET: \"cache\": \"hit\" in the proxy's access log, no blob GET upstream",
+          flush=True)
+
+    nginx, nginx_port = start_nginx(procs, work, path, blob_file, args.sendfile_max_chunk)
+    targets = [
+        Target("nginx", nginx_port, nginx.pid,
+               f"sendfile, sendfile_max_chunk {args.sendfile_max_chunk}, 1 worker"),
+        Target("proxy", proxy_port, proxy.pid, "dockerproxy, cache hit"),
+    ]
+    rss_start_kb = proc_status_kb(proxy.pid, "VmRSS") or 0
+    sampler = RSSSampler(proxy.pid)
+    sampler.start()
+    try:
+        measure_rounds(targets, path, args, registry.pid, args.warmup + args.runs)
     finally:
-        procs.stop_all()
-        if args.keep_tmp:
-            print(f"kept {work}", file=sys.stderr)
-        else:
-            shutil.rmtree(work, ignore_errors=True)
+        sampler.stop()
+    hwm_single_kb = proc_status_kb(proxy.pid, "VmHWM") or 0
+
+    nginx_median = statistics.median(float(r["mb_s"]) for r in targets[0].results)  # type: ignore[arg-type]
+    rows = [summarize(t, nginx_median) for t in targets]
+    result = run_info(args, hexdigest, info)
+    result["nginx_sendfile_max_chunk"] = args.sendfile_max_chunk
+    result["targets"] = rows
+    result["proxy_rss_mb_single"] = {
+        "at_start": round(rss_start_kb / 1024, 1),
+        "peak_sampled": round(sampler.peak_kb / 1024, 1),
+        "vmhwm": round(hwm_single_kb / 1024, 1),
+    }
+
+    concurrent: list[dict[str, object]] = []
+    if args.concurrency:
+        for target in targets:
+            if args.quiet_wait > 0:
+                wait_for_quiet(0.15, args.quiet_wait)
+            url = f"http://127.0.0.1:{target.port}{path}"
+            c = concurrent_pulls(target, url, args.concurrency, args.size, args.timeout,
+                                 proxy.pid if target.name == "proxy" else None)
+            print(f"{args.concurrency} concurrent pulls from {target.name}: "
+                  f"{c['aggregate_mb_s']} MB/s aggregate in {c['seconds']}s, server "
+                  f"{c['server_cpu_cores']} cores"
+                  + (f", proxy RSS {c['rss_mb']}" if "rss_mb" in c else ""), flush=True)
+            concurrent.append(c)
+    result["concurrent"] = concurrent
+
+    # Every GET through the proxy after the first was a hit; the registry saw one.
+    events = access_events(proxy, path)
+    statuses = dict(Counter(str(e.get("cache")) for e in events))
+    expected_gets = 2 + (args.warmup + args.runs) + args.concurrency
+    if (len(events) != expected_gets or events[0].get("cache") != "miss"
+            or any(e.get("cache") != "hit" for e in events[1:])
+            or any(e.get("bytes") != args.size for e in events)):
+        raise RuntimeError(f"proxy access log: {len(events)} GETs ({statuses}), "
+                           f"expected {expected_gets}: 1 miss then hits of "
+                           f"{args.size} bytes each")
+    upstream_gets = registry_blob_gets(registry, path)
+    if upstream_gets != fills:
+        raise RuntimeError(f"the registry saw {upstream_gets - fills} more blob GETs")
+    result["checks"] = {"proxy_gets": len(events), "proxy_cache": statuses,
+                        "proxy_logged_bytes_ok": True, "registry_blob_gets": upstream_gets}
+
+    if args.profile:
+        result["profile"] = profile_downloads(procs, work, proxy.pid, proxy_url, args)
+
+    print_heading("Cache-hit download throughput", args)
+    print_table(rows)
+    print()
+    print("Both serve the same file (the proxy's committed cache file, in the page cache); "
+          "nginx: worker_processes 1, sendfile on, tcp_nopush on, sendfile_max_chunk "
+          f"{args.sendfile_max_chunk}. registry CPU ~0: no request reached the upstream.")
+    print(f"**proxy / nginx = {rows[1]['ratio_to_nginx']:.2f}** (median MB/s)")
+    single = result["proxy_rss_mb_single"]
+    print(f"dockerproxy RSS, single downloads: {single['at_start']} MB at start, "  # type: ignore[index]
+          f"VmHWM {single['vmhwm']} MB")  # type: ignore[index]
+    if concurrent:
+        print()
+        print(f"### {args.concurrency} concurrent pulls of the cached blob "
+              f"(separate curl processes, all complete with 200 and {args.size} bytes)")
+        print()
+        print("| target | aggregate MB/s | per pull MB/s (median / min) | seconds "
+              "| server CPU (cores) | server CPU s/GB | proxy VmHWM before -> after "
+              "| proxy VmRSS peak (sampled) |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|")
+        for c in concurrent:
+            rss = c.get("rss_mb")
+            hwm = (f"{rss['vmhwm_before']} -> {rss['vmhwm_after']} MB"  # type: ignore[index]
+                   if rss else "-")
+            peak = f"{rss['vmrss_peak_sampled']} MB" if rss else "-"  # type: ignore[index]
+            print(f"| {c['target']} | {c['aggregate_mb_s']:.0f} "
+                  f"| {c['per_pull_mb_s_median']:.0f} / {c['per_pull_mb_s_min']:.0f} "
+                  f"| {c['seconds']} | {c['server_cpu_cores']} | {c['server_cpu_s_per_gb']} "
+                  f"| {hwm} | {peak} |")
+    print()
+    print(f"checks: {len(events)} GETs through the proxy, cache {statuses}, each logged "
+          f"with {args.size} bytes; {upstream_gets} blob GET reached the registry (the fill)")
+    print()
+    finish_report(info, result, args.json, args.profile)
+    return 0
 
 
 if __name__ == "__main__":

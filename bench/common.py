@@ -19,15 +19,17 @@ import platform
 import random
 import re
 import resource
+import shutil
 import signal
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -652,3 +654,118 @@ def finish_report(info: dict[str, object], result: dict[str, Any], path: Path,
 def raise_interrupt(signum: int, frame: object) -> None:
     """A SIGTERM / SIGHUP handler: unwind like Ctrl-C, so every process is stopped."""
     raise KeyboardInterrupt(f"signal {signum}")
+
+
+@contextlib.contextmanager
+def session(prefix: str, keep_tmp: bool) -> Iterator[tuple[Procs, Path]]:
+    """The processes and temp dir of one benchmark: stopped and removed however it ends.
+
+    SIGTERM and SIGHUP unwind like Ctrl-C, so no registry, nginx or proxy outlives it.
+    """
+    signal.signal(signal.SIGTERM, raise_interrupt)
+    signal.signal(signal.SIGHUP, raise_interrupt)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    procs = Procs()
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield procs, work
+    finally:
+        procs.stop_all()
+        if keep_tmp:
+            print(f"kept {work}", file=sys.stderr)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+# -- what both benchmarks share: options, the measured rounds, profiling, the report head ------
+
+
+def add_common_args(p: argparse.ArgumentParser, *, json_name: str, profiled: str,
+                    profile_prefix: str) -> None:
+    """The options every benchmark takes: the blob, the rounds, the proxy under test, py-spy."""
+    p.add_argument("--size", type=parse_size, default=parse_size("1GiB"),
+                   help="blob size, e.g. 1GiB, 256MiB (default 1GiB)")
+    p.add_argument("--runs", type=int, default=5, help="measured runs per target (default 5)")
+    p.add_argument("--warmup", type=int, default=1, help="warm-up rounds (default 1)")
+    p.add_argument("--proxy-src", type=Path, default=None,
+                   help="run dockerproxy from DIR/dockerproxy (put first on PYTHONPATH)")
+    p.add_argument("--proxy-arg", action="append", default=[],
+                   help="extra twistd dockerproxy argument (repeatable)")
+    p.add_argument("--proxy-env", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra environment variable for dockerproxy (repeatable), e.g. "
+                        "MALLOC_MMAP_THRESHOLD_=8388608")
+    p.add_argument("--quiet-wait", type=float, default=30.0, metavar="SECONDS",
+                   help="before each download wait up to this long for the machine to be "
+                        "idle (other jobs skew the numbers); 0 disables (default 30)")
+    p.add_argument("--label", default="", help="a label stored in the JSON (for experiments)")
+    p.add_argument("--json", type=Path, default=RESULTS / json_name,
+                   help=f"where to write results (default bench/results/{json_name})")
+    p.add_argument("--profile", action="store_true",
+                   help=f"after the runs, record one {profiled} download with py-spy "
+                        f"(bench/results/{profile_prefix}.svg and .txt)")
+    p.add_argument("--profile-rate", type=int, default=200, help="py-spy samples/s (200)")
+    p.add_argument("--profile-native", action="store_true",
+                   help="include native (C) frames in the profile")
+    p.add_argument("--profile-prefix", default=profile_prefix,
+                   help=f"file name prefix in bench/results (default '{profile_prefix}')")
+    p.add_argument("--timeout", type=float, default=600, help="per-download timeout (s)")
+    p.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (logs, blob)")
+
+
+def run_info(args: argparse.Namespace, hexdigest: str,
+             info: dict[str, object]) -> dict[str, object]:
+    """The head of a results file: what was measured, how, and on which machine."""
+    return {
+        "label": args.label, "size_bytes": args.size, "runs": args.runs,
+        "warmup": args.warmup, "digest": f"sha256:{hexdigest}", "machine": info,
+        "proxy_src": str(args.proxy_src) if args.proxy_src else None,
+        "proxy_args": args.proxy_arg, "proxy_env": args.proxy_env,
+    }
+
+
+def measure_rounds(targets: Sequence[Target], path: str, args: argparse.Namespace,
+                   registry_pgid: int, rounds: int) -> None:
+    """C{rounds} interleaved downloads from every target, warm-ups first and not kept.
+
+    Interleaving spreads slow phases of the machine over all targets alike; each
+    download first waits (up to C{--quiet-wait}) for the machine to be idle.
+    """
+    width = max(len(t.name) for t in targets)
+    for i in range(rounds):
+        warm = i < args.warmup
+        for target in targets:
+            if args.quiet_wait > 0:
+                wait_for_quiet(0.15, args.quiet_wait)
+            r = measure(target, path, args.size, registry_pgid, args.timeout)
+            tag = "warm-up" if warm else f"run {i - args.warmup + 1}/{args.runs}"
+            print(f"{tag:>9} {target.name:<{width}} {float(r['mb_s']):8.1f} MB/s  "  # type: ignore[arg-type]
+                  f"{float(r['seconds']):6.2f}s  server {float(r['server_cores']):.2f} "  # type: ignore[arg-type]
+                  f"cores (user/sys {r['server_user_s']}/{r['server_sys_s']}s)  registry "
+                  f"{float(r['registry_cores']):.2f}  curl {float(r['curl_cpu_s']):.2f}s CPU  "  # type: ignore[arg-type]
+                  f"minflt {r['server_minflt']}  other {r['foreign_cores']} cores", flush=True)
+            if not warm:
+                target.results.append(r)
+
+
+def profile_downloads(procs: Procs, work: Path, pid: int, url: str,
+                      args: argparse.Namespace) -> dict[str, object]:
+    """One download per py-spy format (raw text, flamegraph), and the summary of the raw one."""
+    prof: dict[str, object] = {}
+    for fmt, suffix in (("raw", "txt"), ("flamegraph", "svg")):
+        out = RESULTS / f"{args.profile_prefix}.{suffix}"
+        r = py_spy_record(procs, work, pid, url, args.size, out, fmt,
+                          args.profile_rate, args.profile_native, args.timeout)
+        prof[fmt] = {"file": str(out.relative_to(ROOT)), "mb_s": r["mb_s"]}
+        print(f"profiled download ({fmt}): {float(r['mb_s']):.1f} MB/s -> {out}",  # type: ignore[arg-type]
+              flush=True)
+    prof["summary"] = summarize_raw(RESULTS / f"{args.profile_prefix}.txt")
+    return prof
+
+
+def print_heading(title: str, args: argparse.Namespace) -> None:
+    print()
+    print(f"## {title} ({args.size / MiB:.0f} MiB blob, {args.runs} interleaved runs after "
+          f"{args.warmup} warm-up, median; MB = 10^6 bytes)")
+    if args.label:
+        print(f"label: {args.label}")
+    print()
