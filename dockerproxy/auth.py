@@ -118,6 +118,11 @@ class Scope:
             return None
         return cls(kind, name, actions)
 
+    @property
+    def is_repository(self) -> bool:
+        """C{repository} or C{repository(plugin)}: a scope naming a repository."""
+        return self.type.split("(")[0] == "repository"
+
     def __str__(self) -> str:
         return f"{self.type}:{self.name}:{self.actions}"
 
@@ -132,7 +137,7 @@ def rewrite_scopes(scopes: Iterable[str], to_upstream: Callable[[str], str]) -> 
     rewritten = []
     for text in scopes:
         scope = Scope.parse(text)
-        if scope is not None and scope.type.split("(")[0] == "repository":
+        if scope is not None and scope.is_repository:
             text = str(Scope(scope.type, to_upstream(scope.name), scope.actions))
         rewritten.append(text)
     return rewritten

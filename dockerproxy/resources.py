@@ -74,10 +74,14 @@ def _fail_request(failure: Failure, request: Request) -> None:
     respond_error(request, error)
 
 
-def respond_error(request: Request, error: errors.RegistryError) -> None:
+def error_page(request: Request, error: errors.RegistryError) -> bytes:
+    """Set C{error}'s status and headers; return its body, empty for HEAD."""
     body = errors.write_error(request, error)
-    if request.method != b"HEAD":
-        request.write(body)
+    return b"" if request.method == b"HEAD" else body
+
+
+def respond_error(request: Request, error: errors.RegistryError) -> None:
+    request.write(error_page(request, error))
     request.finish()
 
 
@@ -91,11 +95,24 @@ class JSONErrorPage(Resource):
         self.error = error
 
     def render(self, request: Request) -> bytes:
-        body = errors.write_error(request, self.error)
-        return b"" if request.method == b"HEAD" else body
+        return error_page(request, self.error)
 
 
-class RootResource(Resource):
+class PullResource(Resource):
+    """A resource answering C{methods}; other methods get a registry JSON 405.
+
+    Twisted's own 405/501 pages are HTML, which registry clients cannot show.
+    """
+
+    methods: tuple[bytes, ...] = (b"GET", b"HEAD")
+
+    def render(self, request: Request) -> int | bytes:
+        if request.method not in self.methods:
+            return refuse_method(request)
+        return super().render(request)
+
+
+class RootResource(PullResource):
     """C{/}: the usage page; C{/v2}: the registry API; anything else: a JSON 404."""
 
     def __init__(self, proxy: Proxy) -> None:
@@ -107,12 +124,6 @@ class RootResource(Resource):
         if path == b"":
             return self
         return JSONErrorPage(errors.RegistryError(404, "NOT_FOUND", "no such page"))
-
-    def render(self, request: Request) -> int | bytes:
-        # Twisted's own 405/501 pages are HTML: answer other methods in registry JSON.
-        if request.method not in (b"GET", b"HEAD"):
-            return refuse_method(request)
-        return super().render(request)
 
     def render_GET(self, request: Request) -> bytes:
         router = self.proxy.router
@@ -136,7 +147,7 @@ class RootResource(Resource):
     render_HEAD = render_GET
 
 
-class V2Resource(Resource):
+class V2Resource(PullResource):
     """C{/v2/}: the API version check, relayed to the upstream with its challenge rewritten."""
 
     def __init__(self, proxy: Proxy) -> None:
@@ -153,21 +164,19 @@ class V2Resource(Resource):
                 return self.auth
         return self.registry
 
-    def render(self, request: Request) -> int | bytes:
-        if request.method not in (b"GET", b"HEAD"):
-            return refuse_method(request)
+    def render_GET(self, request: Request) -> int:
         return render_async(request, lambda: self.ping(request))
 
     async def ping(self, request: Request) -> None:
-        ns = request_ns(request)
+        host, ns = request_host(request), request_ns(request)
         router = self.proxy.router
-        if ns is None and router.host_route(request_host(request)) is None \
+        if ns is None and router.host_route(host) is None \
                 and router.default is None and router.registries:
             # Only prefixed names can be served here, so the challenge is the proxy's
             # own: clients then ask /v2/auth with scopes that name the registry.
             challenge_locally(request)
             return
-        upstream = router.upstream_for(request_host(request), ns)
+        upstream = router.upstream_for(host, ns)
         request.upstream = upstream.url  # type: ignore[attr-defined]
         try:
             fetched = await fetch_for_client(self.proxy, request, upstream,
@@ -190,24 +199,19 @@ class V2Resource(Resource):
 
 
 def challenge_locally(request: Request) -> None:
-    error = errors.RegistryError(401, "UNAUTHORIZED", "authentication required")
-    body = errors.write_error(request, error)
     value = format_bearer(f"{base_url(request)}/v2/auth", PROXY_SERVICE)
     request.setHeader(b"www-authenticate", value.encode("latin-1"))
-    if request.method != b"HEAD":
-        request.write(body)
-    request.finish()
+    respond_error(request, errors.RegistryError(401, "UNAUTHORIZED", "authentication required"))
 
 
 def refuse_method(request: Request) -> bytes:
     error = errors.unsupported("this proxy only serves pulls: "
                                f"{request.method.decode('ascii', 'replace')} is not supported")
     request.setHeader(b"allow", b"GET, HEAD")
-    body = errors.write_error(request, error)
-    return b"" if request.method == b"HEAD" else body
+    return error_page(request, error)
 
 
-class RegistryResource(Resource):
+class RegistryResource(PullResource):
     """C{/v2/<name>/manifests|blobs|tags/...}: validated, routed, and relayed."""
 
     isLeaf = True
@@ -216,9 +220,7 @@ class RegistryResource(Resource):
         super().__init__()
         self.proxy = proxy
 
-    def render(self, request: Request) -> int | bytes:
-        if request.method not in (b"GET", b"HEAD"):
-            return refuse_method(request)
+    def render_GET(self, request: Request) -> int:
         return render_async(request, lambda: self.serve(request))
 
     async def serve(self, request: Request) -> None:
@@ -267,28 +269,22 @@ def tags_query(request: Request) -> str:
     return "?" + urlencode(params) if params else ""
 
 
-class AuthResource(Resource):
+class AuthResource(PullResource):
     """C{/v2/auth}: the token endpoint clients are sent to by the rewritten challenge."""
 
     isLeaf = True
+    methods = (b"GET", b"HEAD", b"POST")
 
     def __init__(self, proxy: Proxy) -> None:
         super().__init__()
         self.proxy = proxy
-
-    def render(self, request: Request) -> int | bytes:
-        # Twisted's own 405/501 pages are HTML: answer other methods in registry JSON.
-        if request.method not in (b"GET", b"HEAD", b"POST"):
-            return refuse_method(request)
-        return super().render(request)
 
     def render_GET(self, request: Request) -> int:
         return render_async(request, lambda: self.token(request))
 
     def render_POST(self, request: Request) -> bytes:
         # OAuth2 password grants are not relayed: a 404 sends clients back to GET.
-        request.setResponseCode(404)
-        return errors.write_error(request, errors.RegistryError(
+        return error_page(request, errors.RegistryError(
             404, "UNSUPPORTED", "use GET for tokens from this proxy"))
 
     async def token(self, request: Request) -> None:
@@ -323,7 +319,8 @@ class AuthResource(Resource):
             raise errors.RegistryError(404, "UNSUPPORTED",
                                        f"upstream {upstream.url} does not use token auth")
         realm = challenge.realm
-        if urlsplit(realm).scheme not in ("http", "https"):
+        realm_parts = urlsplit(realm)
+        if realm_parts.scheme not in ("http", "https"):
             raise errors.bad_gateway(upstream.url, f"unusable token realm {realm!r}")
         query: list[tuple[str, str]] = []
         if challenge.service is not None:
@@ -333,7 +330,7 @@ class AuthResource(Resource):
         for name in _TOKEN_PASSTHROUGH:
             for value in request.args.get(name.encode(), []):
                 query.append((name, value.decode("utf-8", "replace")))
-        separator = "&" if urlsplit(realm).query else "?"
+        separator = "&" if realm_parts.query else "?"
         url = realm + (separator + urlencode(query) if query else "")
         headers = Headers({b"user-agent": [USER_AGENT], b"accept": [b"application/json"]})
         authorization = client_authorization(request.requestHeaders)
@@ -349,11 +346,7 @@ class AuthResource(Resource):
             self.note_anonymous_token(body)
         request.setResponseCode(response.code)
         content_type = response.headers.getRawHeaders(b"content-type", [b"application/json"])
-        request.setHeader(b"content-type", content_type[0])
-        request.setHeader(b"cache-control", b"no-store")
-        request.setHeader(b"content-length", b"%d" % len(body))
-        request.write(body)
-        request.finish()
+        respond_body(request, body, content_type[0])
 
     def note_anonymous_token(self, body: bytes) -> None:
         """A token the upstream issued with no credentials at all: the mirror's access rules
@@ -381,7 +374,7 @@ class AuthResource(Resource):
         host = request_host(request)
         ns = request_ns(request)
         repositories = [scope.name for scope in map(Scope.parse, scopes)
-                        if scope is not None and scope.type.split("(")[0] == "repository"]
+                        if scope is not None and scope.is_repository]
         for name in repositories:
             if not names.is_valid_name(name):
                 raise errors.name_invalid(name)
@@ -399,8 +392,12 @@ class AuthResource(Resource):
 
 
 def respond_json(request: Request, document: object) -> None:
-    body = json.dumps(document).encode()
-    request.setHeader(b"content-type", b"application/json")
+    respond_body(request, json.dumps(document).encode(), b"application/json")
+
+
+def respond_body(request: Request, body: bytes, content_type: bytes) -> None:
+    """A token response: never stored by a cache between client and proxy."""
+    request.setHeader(b"content-type", content_type)
     request.setHeader(b"cache-control", b"no-store")
     request.setHeader(b"content-length", b"%d" % len(body))
     request.write(body)
