@@ -14,15 +14,15 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from dockerproxy.presets import PRESETS
+from dockerproxy import names
+from dockerproxy.presets import ALIASES, PRESETS
 
 if TYPE_CHECKING:
     from dockerproxy.cache.s3 import S3Config
 
-DOCKER_HUB_URL = "https://registry-1.docker.io"
+DOCKER_HUB_URL = PRESETS["docker.io"].url
 DOCKER_HUB_HOSTS = frozenset(
-    {"registry-1.docker.io", "docker.io", "index.docker.io", "registry.hub.docker.com"}
-)
+    {"docker.io", *(alias for alias, name in ALIASES.items() if name == "docker.io")})
 DEFAULT_LISTEN = ("tcp:5000",)
 LOG_FORMATS = ("text", "json")
 
@@ -432,7 +432,7 @@ def _preset_prefix(name: str) -> bool | None:
 def check_registry_name(key: str, value: str) -> str:
     """A registry name as clients write it: a host name with an optional port."""
     name = check_host(key, value)
-    if not re.fullmatch(r"[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:\d{1,5})?", name):
+    if not names.REGISTRY_NAME_RE.fullmatch(name):
         raise ConfigError(key, f"must be a registry host name such as ghcr.io, got {value!r}")
     return name
 

@@ -19,7 +19,7 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import UNKNOWN_LENGTH, IRequest
 from twisted.web.server import Request
 
-from dockerproxy import errors
+from dockerproxy import errors, names
 from dockerproxy.auth import format_bearer
 from dockerproxy.challenges import ChallengeCache, pick_challenge
 from dockerproxy.config import Credentials, UpstreamConfig
@@ -37,10 +37,6 @@ from dockerproxy.upstream import (
 log = Logger()
 
 _HOST_RE = re.compile(r"[A-Za-z0-9.\-]+(?::\d{1,5})?|\[[0-9A-Fa-f:.]+\](?::\d{1,5})?")
-# The service named by challenges the proxy makes itself (no upstream in sight).
-
-
-_NS_RE = re.compile(r"[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:\d{1,5})?")
 
 
 @dataclass
@@ -80,7 +76,7 @@ def request_ns(request: IRequest) -> str | None:
     if not values or not values[0]:
         return None
     ns = values[0].decode("ascii", "replace").lower()
-    if not _NS_RE.fullmatch(ns):
+    if not names.REGISTRY_NAME_RE.fullmatch(ns):
         raise errors.RegistryError(400, "NAME_INVALID", "invalid ns parameter", {"ns": ns})
     return ns
 

@@ -45,6 +45,7 @@ from dockerproxy.upstream import discard
 
 log = Logger()
 
+# The service named by challenges the proxy makes itself (no upstream in sight).
 PROXY_SERVICE = "dockerproxy"
 ANONYMOUS_TOKEN_RESPONSE = {"token": ANONYMOUS_TOKEN, "access_token": ANONYMOUS_TOKEN,
                             "expires_in": 3600}

@@ -54,12 +54,17 @@ class Router:
 
     def registry(self, name: str) -> UpstreamConfig:
         """The configured registry C{name} (containerd's C{ns}), or a 404."""
-        key = normalize_host(name)
-        upstream = self.registries.get(ALIASES.get(key, key))
+        upstream = self._registry(normalize_host(name))
         if upstream is None:
-            raise errors.not_found(f"registry {name!r} is not configured on this proxy",
-                                   {"registries": sorted(self.registries)})
+            raise self._unconfigured(name)
         return upstream
+
+    def _registry(self, key: str) -> UpstreamConfig | None:
+        return self.registries.get(ALIASES.get(key, key))
+
+    def _unconfigured(self, name: str) -> errors.RegistryError:
+        return errors.not_found(f"registry {name!r} is not configured on this proxy",
+                                {"registries": sorted(self.registries)})
 
     def host_route(self, host: str | None) -> UpstreamConfig | None:
         """The route for C{host}: exact, or without its port."""
@@ -88,12 +93,11 @@ class Router:
             return Target(routed, upstream_repository(routed, name))
         prefix, _, rest = name.partition("/")
         if rest:
-            upstream = self.registries.get(ALIASES.get(prefix, prefix))
+            upstream = self._registry(prefix)
             if upstream is not None:
                 return Target(upstream, upstream_repository(upstream, rest))
             if _REGISTRY_LIKE.fullmatch(prefix) and self._prefix_is_a_registry():
-                raise errors.not_found(f"registry {prefix!r} is not configured on this proxy",
-                                       {"registries": sorted(self.registries)})
+                raise self._unconfigured(prefix)
         if self.default is None:
             raise self._unknown_host(host)
         return Target(self.default, upstream_repository(self.default, name))

@@ -103,9 +103,9 @@ def _hide_content_encoding(response: IResponse) -> IResponse:
 class _Unverified:
     """TLS without certificate or host name checks, for an upstream marked C{insecure}."""
 
-    def __init__(self, hostname: bytes) -> None:
+    def __init__(self, context: SSL.Context, hostname: bytes) -> None:
+        self._context = context
         self._hostname = hostname
-        self._context = CertificateOptions(verify=False).getContext()
 
     def clientConnectionForTLS(self, tlsProtocol: object) -> SSL.Connection:
         connection = SSL.Connection(self._context, None)
@@ -116,8 +116,11 @@ class _Unverified:
 
 @implementer(IPolicyForHTTPS)
 class InsecurePolicy:
+    def __init__(self) -> None:
+        self._context = CertificateOptions(verify=False).getContext()
+
     def creatorForNetloc(self, hostname: bytes, port: int) -> _Unverified:
-        return _Unverified(hostname)
+        return _Unverified(self._context, hostname)
 
 
 def make_pool(reactor: IReactorTime) -> HTTPConnectionPool:
@@ -141,10 +144,9 @@ def make_http_client(reactor: IReactorTime, pool: HTTPConnectionPool, timeouts: 
 
 @dataclass
 class Fetched:
-    """An upstream response and the URL that finally produced it."""
+    """An upstream response, after any redirects."""
 
     response: IResponse
-    url: str
 
 
 def origin(url: str) -> tuple[str, str, int | None]:
@@ -197,7 +199,7 @@ class UpstreamClient:
             response = await self.request(method, url, headers)
             location = response.headers.getRawHeaders(b"location")
             if response.code not in REDIRECT_CODES or not location:
-                return Fetched(response, url)
+                return Fetched(response)
             await discard(response)
             url = urljoin(url, location[0].decode("latin-1").strip())
             if urlsplit(url).scheme not in ("http", "https"):
