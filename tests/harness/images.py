@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.harness.registry import Registry, blob_storage_path
+from tests.harness.registry import Registry
 from tests.harness.skopeo import skopeo
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -506,7 +506,7 @@ def write_blob(registry: Registry, name: str, chunks: Iterable[bytes]) -> Blob:
             f.write(piece)
             size += len(piece)
     digest = "sha256:" + sha.hexdigest()
-    target = registry.storage / blob_storage_path(digest).lstrip("/")
+    target = registry.blob_path(digest)
     target.parent.mkdir(parents=True, exist_ok=True)
     os.replace(tmp, target)
     link = v2 / "repositories" / name / "_layers" / "sha256" / sha.hexdigest() / "link"

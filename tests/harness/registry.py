@@ -19,6 +19,7 @@ from typing import NamedTuple
 from tests.harness import web
 from tests.harness.ports import free_port, wait_for_port
 from tests.harness.procs import ManagedProcess
+from tests.harness.tls import TestCA
 from tests.harness.tokenserver import TokenServer
 
 # 127.0.0.1 - - [27/Nov/2026:19:42:57 +0000] "GET /v2/ HTTP/1.1" 200 2 "" "curl/7.88.1"
@@ -81,6 +82,7 @@ class Registry:
     process: ManagedProcess
     auth: TokenServer | None = None
     redirect_baseurl: str | None = None
+    tls: TestCA | None = None  # serves HTTPS with this CA's server certificate
 
     @property
     def host(self) -> str:
@@ -89,7 +91,7 @@ class Registry:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}"
+        return f"{'https' if self.tls else 'http'}://{self.host}"
 
     def blob_path(self, digest: str) -> Path:
         """The file that holds a blob's bytes in this registry's storage."""
@@ -182,6 +184,7 @@ def registry_config(
     port: int,
     auth: TokenServer | None = None,
     redirect_baseurl: str | None = None,
+    tls: TestCA | None = None,
 ) -> dict[str, object]:
     """The registry configuration (written as JSON, which YAML parsers accept)."""
     config: dict[str, object] = {
@@ -194,6 +197,9 @@ def registry_config(
         },
         "http": {"addr": f"127.0.0.1:{port}", "secret": "harness-http-secret"},
     }
+    if tls is not None:
+        config["http"]["tls"] = {  # type: ignore[index]
+            "certificate": str(tls.server_cert), "key": str(tls.server_key)}
     if auth is not None:
         config["auth"] = {
             "token": {
@@ -215,11 +221,13 @@ def start_registry(
     auth: TokenServer | None = None,
     redirect_baseurl: str | None = None,
     name: str = "registry",
+    tls: TestCA | None = None,
 ) -> Registry:
     """Start docker-registry with storage under ``workdir``; the caller must ``stop()`` it.
 
     ``auth=None`` gives a plain registry without authentication. ``redirect_baseurl`` (scheme
     and host only; distribution 2.8 ignores a path) turns on the ``redirect`` middleware.
+    ``tls`` serves HTTPS (the harness's own requests then cannot reach it: seed its storage).
     """
     workdir.mkdir(parents=True, exist_ok=True)
     storage = workdir / "storage"
@@ -227,10 +235,10 @@ def start_registry(
     port = free_port()
     config_path = workdir / "config.yml"
     config_path.write_text(
-        json.dumps(registry_config(storage, port, auth, redirect_baseurl), indent=2)
+        json.dumps(registry_config(storage, port, auth, redirect_baseurl, tls), indent=2)
     )
     proc = ManagedProcess(name, ["docker-registry", "serve", str(config_path)], workdir).start()
-    registry = Registry(port, storage, config_path, proc, auth, redirect_baseurl)
+    registry = Registry(port, storage, config_path, proc, auth, redirect_baseurl, tls)
     try:
         # A port probe, not a request: the access log then starts with the tests' own requests.
         wait_for_port(port, timeout=15, alive=proc.exit_problem)

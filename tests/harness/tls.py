@@ -15,6 +15,8 @@ from cryptography.x509.oid import NameOID
 
 @dataclass(frozen=True)
 class TestCA:
+    __test__ = False  # a data class, not a test class for pytest to collect
+
     ca_cert: Path
     server_cert: Path
     server_key: Path
