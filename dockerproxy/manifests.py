@@ -13,9 +13,8 @@ from dataclasses import dataclass
 
 from twisted.web.http_headers import Headers
 
-from dockerproxy import names
 from dockerproxy.access import RepoKey
-from dockerproxy.cache.store import FilesystemStore
+from dockerproxy.cache.store import FilesystemStore, parse_digest
 from dockerproxy.headers import merged_accept
 
 
@@ -40,9 +39,10 @@ class ManifestStore:
         self.store = store
 
     def get(self, digest: str) -> CachedManifest | None:
-        algorithm, _, hexdigest = digest.partition(":")
-        if not names.is_valid_digest(digest):
-            return None
+        try:
+            algorithm, hexdigest = parse_digest(digest)
+        except ValueError:
+            return None  # valid, but not a digest the store keys (e.g. foo+bar:...): a miss
         document = self.store.read_meta(f"manifests/{algorithm}/{hexdigest}")
         if not isinstance(document, dict):
             return None

@@ -151,6 +151,16 @@ class DigestTests(MirrorTestCase):
         self.pull(path=path)
         self.assertEqual(len(self.upstream_calls()), 2)
 
+    def test_a_digest_the_cache_cannot_key_goes_upstream(self) -> None:
+        """The grammar allows algorithms such as C{foo+bar}; the cache keys only sha256 and
+        sha512, so any other digest is a miss relayed from the upstream, not a 500."""
+        path = "/v2/library/busybox/manifests/foo+bar:abc="
+        unknown = b'{"errors":[{"code":"MANIFEST_UNKNOWN","message":"unknown"}]}'
+        self.upstream.on(HUB_HOST, path, reply(404, unknown))
+        response = self.pull(path=path)
+        self.assertEqual((response.status, response.body), (404, unknown))
+        self.assertEqual(self.upstream_calls(), [("GET", path)])
+
 
 class AccessTests(MirrorTestCase):
     def test_credentials_grants_are_not_shared(self) -> None:
