@@ -24,14 +24,13 @@ from dockerproxy.auth import format_bearer
 from dockerproxy.challenges import ChallengeCache, pick_challenge
 from dockerproxy.config import Credentials, UpstreamConfig
 from dockerproxy.headers import relayed_response_headers, upstream_request_headers
-from dockerproxy.relay import relay_body
+from dockerproxy.relay import discard, relay_body
 from dockerproxy.routing import Router
 from dockerproxy.upstream import (
     HIDDEN_ENCODING,
     Fetched,
     UpstreamClient,
     UpstreamClients,
-    discard,
 )
 
 log = Logger()

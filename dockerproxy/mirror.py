@@ -37,9 +37,8 @@ from dockerproxy.manifests import (
     accepted_types,
     digest_of,
 )
-from dockerproxy.relay import Collect
+from dockerproxy.relay import Collect, discard
 from dockerproxy.routing import Target
-from dockerproxy.upstream import discard
 
 if TYPE_CHECKING:
     from dockerproxy.cache.blobs import Fill
@@ -164,7 +163,7 @@ class Mirror:
             return
         if stray is not None:
             await discard(stray)
-        if digest not in self.blobs and self.blobs.fill_for(digest) is None:
+        if not self._have_blob(digest):
             # A small body can end (and fail verification) within start_fill.
             raise errors.bad_gateway(target.upstream.url, f"blob {digest} failed verification")
         await self._send_blob(request, digest, "miss")

@@ -172,6 +172,13 @@ class Discard(Protocol):
         self.done.callback(None)
 
 
+async def discard(response: IResponse) -> None:
+    """Read and drop a response's (small) body, so its connection can be reused."""
+    sink = Discard()
+    response.deliverBody(sink)
+    await sink.done
+
+
 class Collect(Protocol):
     """Buffers a small body (a token or challenge), failing past C{limit} bytes."""
 

@@ -40,8 +40,7 @@ from dockerproxy.headers import (
     USER_AGENT,
     client_authorization,
 )
-from dockerproxy.relay import abort_client
-from dockerproxy.upstream import discard
+from dockerproxy.relay import abort_client, discard
 
 log = Logger()
 

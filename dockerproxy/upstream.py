@@ -36,7 +36,7 @@ from zope.interface import implementer
 
 from dockerproxy import errors
 from dockerproxy.config import Timeouts, UpstreamConfig
-from dockerproxy.relay import Collect, Discard
+from dockerproxy.relay import Collect, discard
 
 REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})
 MAX_REDIRECTS = 5
@@ -237,12 +237,6 @@ class UpstreamClients:
         if client is None:
             client = self._clients[key] = self._make(upstream)
         return client
-
-
-async def discard(response: IResponse) -> None:
-    sink = Discard()
-    response.deliverBody(sink)
-    await sink.done
 
 
 def _site(url: str) -> str:

@@ -38,7 +38,7 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import IResponse
 
 from dockerproxy.cache.store import parse_digest
-from dockerproxy.relay import Collect, Discard
+from dockerproxy.relay import Collect, discard
 
 log = Logger()
 
@@ -206,7 +206,7 @@ class S3BlobStore:
         """Create the bucket if it is missing (in C{region} where that is not us-east-1)."""
         url = f"{self.endpoint}/{self.config.bucket}"
         response = await self._request("HeadBucket", "HEAD", url)
-        await _discard(response)
+        await discard(response)
         if response.code == 200:
             return
         if response.code != 404:
@@ -251,7 +251,7 @@ class S3BlobStore:
     async def head(self, digest: str) -> int | None:
         """The blob's size in S3, or None when it is not there."""
         response = await self._request("HeadObject", "HEAD", self.object_url(digest))
-        await _discard(response)
+        await discard(response)
         if response.code == 404:
             return None
         if response.code != 200:
@@ -373,7 +373,7 @@ class S3BlobStore:
         """
         if response.code in ok:
             if not keep_body:
-                await _discard(response)
+                await discard(response)
             return
         raise S3Error(operation, response.code, _error_code(await _read_small(response)))
 
@@ -398,12 +398,6 @@ async def _read_small(response: IResponse) -> bytes:
         return await collector.done
     except Exception:
         return b""
-
-
-async def _discard(response: IResponse) -> None:
-    sink = Discard()
-    response.deliverBody(sink)
-    await sink.done
 
 
 _CODE_RE = re.compile(rb"<Code>([^<]{1,100})</Code>")
