@@ -163,7 +163,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 @dataclass
 class Cdn:
-    """A running CDN process; ``baseurl`` is what the registry's redirect middleware needs."""
+    """A running CDN process; its ``url`` is the registry's redirect middleware baseurl."""
 
     port: int
     root: Path
@@ -172,10 +172,6 @@ class Cdn:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def baseurl(self) -> str:
-        return self.url + "/"
 
     def log_mark(self) -> int:
         """A log position for ``requests(since=...)``."""

@@ -38,7 +38,6 @@ class Gate:
         self._server = socket.create_server((HOST, 0))
         self._server.settimeout(0.2)
         self.port = int(self._server.getsockname()[1])
-        self.connections = 0
         self._spawn(self._accept_loop)
 
     @property
@@ -111,7 +110,6 @@ class Gate:
             client.settimeout(None)
             self._track(client)
             self._track(upstream)
-            self.connections += 1
             self._spawn(self._pump, client, upstream, False)
             self._spawn(self._pump, upstream, client, True)
 

@@ -86,28 +86,3 @@ def request(
         return result
     finally:
         conn.close()
-
-
-def parse_www_authenticate(value: str) -> tuple[str, dict[str, str]]:
-    """Split ``Bearer realm="...",service="...",scope="..."`` into scheme and parameters."""
-    scheme, _, rest = value.partition(" ")
-    params: dict[str, str] = {}
-    i = 0
-    while i < len(rest):
-        eq = rest.find("=", i)
-        if eq < 0:
-            break
-        key = rest[i:eq].strip().strip(",").strip()
-        if rest[eq + 1 : eq + 2] == '"':
-            end = rest.find('"', eq + 2)
-            end = len(rest) if end < 0 else end
-            params[key] = rest[eq + 2 : end]
-            i = end + 1
-        else:
-            end = rest.find(",", eq + 1)
-            end = len(rest) if end < 0 else end
-            params[key] = rest[eq + 1 : end].strip()
-            i = end
-        while i < len(rest) and rest[i] in ", ":
-            i += 1
-    return scheme, params

@@ -16,7 +16,6 @@ Fixtures (all session-scoped except ``tmp``; everything is stopped at session en
 - ``tmp``: a fresh per-test work directory.
 
 Session registries are shared: a test that adds content should use repository names of its own.
-``skopeo`` and ``oci_digests`` (from tests.harness.skopeo) are re-exported for convenience.
 """
 
 from __future__ import annotations
@@ -31,7 +30,6 @@ import pytest
 
 from tests.harness.proxy import ProxyProcess
 from tests.harness.proxy import start_proxy as proxy_process
-from tests.harness.skopeo import oci_digests, skopeo
 from tests.harness.tokenserver import TokenServer
 from tests.harness.upstream import (
     Creds,
@@ -44,8 +42,6 @@ from tests.harness.upstream import (
     start_default_tokenserver,
     start_upstream,
 )
-
-__all__ = ["oci_digests", "skopeo"]
 
 INTEGRATION_DIR = Path(__file__).parent
 
