@@ -32,8 +32,8 @@ from tests.harness import images, web
 from tests.harness.gate import Gate
 from tests.harness.images import ImageRecord, IndexRecord
 from tests.harness.proxy import ProxyProcess
+from tests.harness.pulls import assert_same_image, assert_same_index, copy
 from tests.harness.registry import Registry
-from tests.harness.skopeo import oci_digests, skopeo
 from tests.harness.upstream import Creds, Upstream, UpstreamFactory
 
 StartProxy = Callable[..., ProxyProcess]
@@ -55,27 +55,6 @@ def mirror_of(start_proxy: StartProxy, upstream_url: str, cache_dir: Path, *args
     """A caching proxy for ``upstream_url`` (short names completed with library/)."""
     return start_proxy("--upstream", upstream_url, "--library-prefix", "--log-format", "json",
                        "--cache-dir", str(cache_dir), *args, **kwargs)
-
-
-def copy(proxy: ProxyProcess, ref: str, dest: Path, *args: str, check: bool = True) -> Any:
-    return skopeo("copy", "--src-tls-verify=false", *args, f"docker://{proxy.host}/{ref}",
-                  f"oci:{dest}:x", check=check)
-
-
-def assert_same_image(layout_dir: Path, image: ImageRecord) -> None:
-    layout = oci_digests(layout_dir, verify=True)
-    assert layout.manifest_digests == [image.manifest_digest]
-    for digest, size in image.blobs.items():
-        assert layout.blobs.get(digest) == size, digest
-
-
-def assert_same_index(layout_dir: Path, index: IndexRecord) -> None:
-    layout = oci_digests(layout_dir, verify=True)
-    assert layout.manifest_digests == [index.index_digest]
-    for digest, size in index.blobs.items():
-        assert layout.blobs.get(digest) == size, digest
-    for image in index.manifests:
-        assert image.manifest_digest in layout.blobs
 
 
 def upstream_gets(upstream: Upstream, mark: Any, pattern: str = "") -> list[str]:

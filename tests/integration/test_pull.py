@@ -11,9 +11,10 @@ from typing import Any
 import pytest
 
 from tests.harness import web
-from tests.harness.images import ImageRecord, IndexRecord
+from tests.harness.images import IndexRecord
 from tests.harness.proxy import ProxyProcess
-from tests.harness.skopeo import oci_digests, skopeo
+from tests.harness.pulls import assert_same_image, assert_same_index, copy
+from tests.harness.skopeo import skopeo
 from tests.harness.tls import make_ca
 from tests.harness.upstream import Upstream
 
@@ -24,19 +25,6 @@ def mirror_of(start_proxy: StartProxy, upstream: Upstream, *args: str,
               **kwargs: Any) -> ProxyProcess:
     """A proxy whose default upstream is C{upstream}, with Docker Hub's short-name rule."""
     return start_proxy("--upstream", upstream.url, "--library-prefix", *args, **kwargs)
-
-
-def copy(proxy: ProxyProcess, ref: str, dest: Path, *args: str, check: bool = True):
-    return skopeo("copy", "--src-tls-verify=false", *args, f"docker://{proxy.host}/{ref}",
-                  f"oci:{dest}:x", check=check)
-
-
-def assert_same_image(layout_dir: Path, image: ImageRecord) -> None:
-    layout = oci_digests(layout_dir, verify=True)
-    assert layout.manifest_digests == [image.manifest_digest]
-    assert set(image.blobs) <= set(layout.blobs)
-    for digest, size in image.blobs.items():
-        assert layout.blobs[digest] == size
 
 
 def test_short_name_is_completed_with_library(start_proxy: StartProxy, upstream: Upstream,
@@ -65,12 +53,7 @@ def test_multi_arch_index_with_all(start_proxy: StartProxy, upstream: Upstream,
     index = upstream.images["multiarch"]
     assert isinstance(index, IndexRecord)
     copy(proxy, index.ref, tmp / "out", "--all")
-    layout = oci_digests(tmp / "out", verify=True)
-    assert layout.manifest_digests == [index.index_digest]
-    for digest, size in index.blobs.items():
-        assert layout.blobs[digest] == size
-    for image in index.manifests:
-        assert image.manifest_digest in layout.blobs
+    assert_same_index(tmp / "out", index)
 
 
 def test_private_image_needs_credentials(start_proxy: StartProxy, upstream: Upstream,
