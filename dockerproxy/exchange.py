@@ -8,7 +8,6 @@ with the upstream's challenge pointed at this proxy.
 from __future__ import annotations
 
 import base64
-import re
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
@@ -19,10 +18,10 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import UNKNOWN_LENGTH, IRequest
 from twisted.web.server import Request
 
-from dockerproxy import errors, names
 from dockerproxy.auth import format_bearer
 from dockerproxy.challenges import ChallengeCache, pick_challenge
 from dockerproxy.config import Credentials, UpstreamConfig
+from dockerproxy.edge import client_request
 from dockerproxy.headers import relayed_response_headers, upstream_request_headers
 from dockerproxy.relay import discard, relay_body
 from dockerproxy.routing import Router
@@ -34,8 +33,6 @@ from dockerproxy.upstream import (
 )
 
 log = Logger()
-
-_HOST_RE = re.compile(r"[A-Za-z0-9.\-]+(?::\d{1,5})?|\[[0-9A-Fa-f:.]+\](?::\d{1,5})?")
 
 
 @dataclass
@@ -55,11 +52,9 @@ class Proxy:
 
 def request_host(request: IRequest) -> str:
     """The Host the client used, if well formed; else the address it connected to."""
-    raw = request.getHeader(b"host")
-    if raw:
-        host = raw.decode("latin-1").strip()
-        if _HOST_RE.fullmatch(host):
-            return host.lower()
+    host = client_request(request).host
+    if host is not None:
+        return host
     address = request.getHost()
     return f"{getattr(address, 'host', 'localhost')}:{getattr(address, 'port', 80)}"
 
@@ -70,14 +65,8 @@ def base_url(request: IRequest) -> str:
 
 
 def request_ns(request: IRequest) -> str | None:
-    """containerd's C{?ns=<registry>} on mirror requests, checked before any use."""
-    values = request.args.get(b"ns")
-    if not values or not values[0]:
-        return None
-    ns = values[0].decode("ascii", "replace").lower()
-    if not names.REGISTRY_NAME_RE.fullmatch(ns):
-        raise errors.RegistryError(400, "NAME_INVALID", "invalid ns parameter", {"ns": ns})
-    return ns
+    """containerd's C{?ns=<registry>} on mirror requests, validated at the edge."""
+    return client_request(request).ns
 
 
 async def fetch_for_client(proxy: Proxy, request: Request, upstream: UpstreamConfig,
@@ -90,7 +79,7 @@ async def fetch_for_client(proxy: Proxy, request: Request, upstream: UpstreamCon
     An upstream with Basic auth (no token realm) and credentials configured for the
     proxy gets them, but only for a client that sent none.
     """
-    headers = upstream_request_headers(request.requestHeaders)
+    headers = upstream_request_headers(client_request(request))
     for name in drop:
         headers.removeHeader(name)
     method = method or request.method

@@ -10,12 +10,9 @@ from __future__ import annotations
 from twisted.web.http_headers import Headers
 
 from dockerproxy import __version__
-from dockerproxy.auth import is_anonymous
+from dockerproxy.edge import ClientRequest
 
 USER_AGENT = f"dockerproxy/{__version__}".encode()
-
-# Request headers forwarded to the upstream API host.
-FORWARD_REQUEST = (b"range", b"if-none-match", b"if-range", b"if-modified-since")
 
 # Response headers relayed to the client; Content-Length is set from the response object.
 RELAY_RESPONSE = (
@@ -39,34 +36,15 @@ HOP_BY_HOP = frozenset(
 )
 
 
-def merged_accept(headers: Headers) -> bytes | None:
-    """All Accept values joined into one: dockerd sends six separate Accept lines."""
-    values = [v.strip() for raw in headers.getRawHeaders(b"accept", []) for v in raw.split(b",")]
-    values = [v for v in values if v]
-    return b", ".join(values) if values else None
-
-
-def client_authorization(headers: Headers) -> bytes | None:
-    """The client's Authorization, or None when it is absent or anonymous (C{Basic Og==})."""
-    values = headers.getRawHeaders(b"authorization")
-    if not values or is_anonymous(values[0]):
-        return None
-    return values[0]
-
-
-def upstream_request_headers(client: Headers) -> Headers:
+def upstream_request_headers(client: ClientRequest) -> Headers:
     """Headers for the upstream request made on behalf of a client request."""
     out = Headers({b"user-agent": [USER_AGENT]})
-    accept = merged_accept(client)
-    if accept is not None:
-        out.setRawHeaders(b"accept", [accept])
-    authorization = client_authorization(client)
-    if authorization is not None:
-        out.setRawHeaders(b"authorization", [authorization])
-    for name in FORWARD_REQUEST:
-        values = client.getRawHeaders(name)
-        if values:
-            out.setRawHeaders(name, values)
+    if client.accept is not None:
+        out.setRawHeaders(b"accept", [client.accept])
+    if client.authorization is not None:
+        out.setRawHeaders(b"authorization", [client.authorization])
+    for name, value in client.forwarded():
+        out.setRawHeaders(name, [value])
     return out
 
 

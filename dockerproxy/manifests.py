@@ -11,11 +11,8 @@ import base64
 import hashlib
 from dataclasses import dataclass
 
-from twisted.web.http_headers import Headers
-
 from dockerproxy.access import RepoKey
 from dockerproxy.cache.store import FilesystemStore, parse_digest
-from dockerproxy.headers import merged_accept
 
 
 @dataclass(frozen=True)
@@ -95,9 +92,8 @@ def digest_of(data: bytes, algorithm: str = "sha256") -> str:
     return f"{algorithm}:{hashlib.new(algorithm, data).hexdigest()}"
 
 
-def accepted_types(headers: Headers) -> frozenset[str]:
-    """The media types a client accepts, parameters (q=) dropped."""
-    merged = merged_accept(headers)
+def accepted_types(merged: bytes | None) -> frozenset[str]:
+    """The media types of a (merged) Accept value, parameters (q=) dropped."""
     if merged is None:
         return frozenset()
     return frozenset(v.split(b";")[0].strip().decode("latin-1").lower()

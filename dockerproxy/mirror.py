@@ -28,6 +28,7 @@ from dockerproxy.access import AccessCache, RepoKey
 from dockerproxy.cache.admin import STATS_KEY
 from dockerproxy.cache.blobs import BlobCache
 from dockerproxy.cache.store import FilesystemStore
+from dockerproxy.edge import client_request
 from dockerproxy.exchange import Proxy, fetch_for_client, relay_response
 from dockerproxy.manifests import (
     CachedManifest,
@@ -113,7 +114,7 @@ class Mirror:
     async def blob(self, proxy: Proxy, request: Request, target: Target, digest: str,
                    url: str, scope: str, ns: str | None) -> None:
         repo = (target.upstream.name, target.repository)
-        authorization = request.getHeader(b"authorization")
+        authorization = client_request(request).authorization
         if self._have_blob(digest):
             if await self._readable(proxy, request, target, digest, url, scope, ns):
                 await self._send_blob(request, digest, "hit")
@@ -172,7 +173,7 @@ class Mirror:
                         url: str, scope: str, ns: str | None) -> bool:
         """Whether the client may get cached blob C{digest}; if not, the refusal was sent."""
         repo = (target.upstream.name, target.repository)
-        authorization = request.getHeader(b"authorization")
+        authorization = client_request(request).authorization
         if self.access.is_linked(repo, digest) and self.access.may_read(authorization, repo):
             return True
         # Cached, but not yet known to be readable here: a HEAD asks the upstream.
@@ -296,7 +297,7 @@ class Mirror:
             cached = self.blobs.get(digest)
         fill = self.blobs.fill_for(digest)
         size = cached.size if cached is not None else (fill.length if fill else None)
-        byte_range = parse_range(request.getHeader(b"range"), size)
+        byte_range = parse_range(client_request(request).range, size)
         await self.blobs.serve(request, digest, byte_range)
 
     # -------------------------------------------------------------- manifests
@@ -304,8 +305,8 @@ class Mirror:
     async def manifest(self, proxy: Proxy, request: Request, target: Target, reference: str,
                        url: str, scope: str, ns: str | None) -> None:
         repo = (target.upstream.name, target.repository)
-        authorization = request.getHeader(b"authorization")
-        accept = accepted_types(request.requestHeaders)
+        authorization = client_request(request).authorization
+        accept = accepted_types(client_request(request).accept)
         by_digest = ":" in reference
         entry: TagEntry | None = None
         if by_digest:
@@ -440,7 +441,7 @@ class Mirror:
         request.setHeader(b"docker-content-digest", manifest.digest.encode())
         request.setHeader(b"docker-distribution-api-version", b"registry/2.0")
         request.setHeader(b"etag", f'"{manifest.digest}"'.encode())
-        if etag_matches(request.getHeader(b"if-none-match"), manifest.digest):
+        if etag_matches(client_request(request).if_none_match, manifest.digest):
             request.setResponseCode(304)
             request.finish()
             return

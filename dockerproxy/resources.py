@@ -27,6 +27,7 @@ from dockerproxy.auth import (
     split_scopes,
 )
 from dockerproxy.config import UpstreamConfig
+from dockerproxy.edge import client_request
 from dockerproxy.exchange import (
     Proxy,
     base_url,
@@ -36,10 +37,7 @@ from dockerproxy.exchange import (
     request_host,
     request_ns,
 )
-from dockerproxy.headers import (
-    USER_AGENT,
-    client_authorization,
-)
+from dockerproxy.headers import USER_AGENT
 from dockerproxy.relay import abort_client, discard
 
 log = Logger()
@@ -138,7 +136,7 @@ class RootResource(PullResource):
         )
         lang_arg = request.args.get(b"lang", [b""])[0].decode("ascii", "replace")
         lang = usage.pick_language(
-            (request.getHeader(b"accept-language") or b"").decode("latin-1"), lang_arg or None)
+            client_request(request).accept_language, lang_arg or None)
         request.setHeader(b"content-type", b"text/html; charset=utf-8")
         request.setHeader(b"content-language", lang.encode())
         request.setHeader(b"vary", b"Accept-Language")
@@ -301,7 +299,7 @@ class AuthResource(PullResource):
         """The upstream's token service is unreachable: with a cache, a client that sent no
         credentials gets the proxy's anonymous token (never forwarded), which reads what the
         cache serves anyone, i.e. public repositories. True when answered so."""
-        if self.proxy.mirror is None or client_authorization(request.requestHeaders) is not None:
+        if self.proxy.mirror is None or client_request(request).authorization is not None:
             return False
         log.warn("token: upstream {upstream} unavailable ({why}); anonymous token from the proxy",
                  upstream=upstream.url, why=why)
@@ -333,7 +331,7 @@ class AuthResource(PullResource):
         separator = "&" if realm_parts.query else "?"
         url = realm + (separator + urlencode(query) if query else "")
         headers = Headers({b"user-agent": [USER_AGENT], b"accept": [b"application/json"]})
-        authorization = client_authorization(request.requestHeaders)
+        authorization = client_request(request).authorization
         if authorization is None and upstream.credentials is not None:
             authorization = basic_authorization(upstream.credentials)
         if authorization is not None:

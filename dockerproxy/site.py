@@ -8,12 +8,21 @@ from twisted.web.http import HTTPChannel
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
+from dockerproxy.edge import ClientRequest, read_client_request
+from dockerproxy.errors import RegistryError
+from dockerproxy.resources import JSONErrorPage
+
 access_log = Logger(namespace="dockerproxy.access")
 
 
 class ProxyRequest(Request):
-    """Remembers when it started and logs itself once, finished or cut short."""
+    """Reads itself once at the edge, remembers when it started, and logs itself once,
+    finished or cut short."""
 
+    # What the client sent, read once (see dockerproxy.edge); until then, or when it
+    # cannot be read, the error to answer instead of any resource.
+    client: ClientRequest | None = None
+    refused: RegistryError | None = None
     upstream: str | None = None
     cache: str | None = None  # how the mirror answered: hit, miss, revalidated, stale, s3, ...
     _clock: IReactorTime | None = None
@@ -23,6 +32,10 @@ class ProxyRequest(Request):
     def process(self) -> None:
         self._clock = self.channel.factory.reactor  # type: ignore[union-attr]
         self._started = self._clock.seconds()
+        try:
+            self.client = read_client_request(self.requestHeaders, self.args)
+        except RegistryError as e:
+            self.refused = e
         super().process()
 
     def finish(self) -> None:
@@ -88,6 +101,13 @@ class ProxySite(Site):
     def __init__(self, resource: Resource, reactor: IReactorTime) -> None:
         super().__init__(resource, reactor=reactor, parsePOSTFormSubmission=False)
         self.displayTracebacks = False
+
+    def getResourceFor(self, request: Request) -> Resource:
+        """A request that could not be read at the edge reaches no resource."""
+        refused = getattr(request, "refused", None)
+        if refused is not None:
+            return JSONErrorPage(refused)
+        return super().getResourceFor(request)
 
     def log(self, request: Request) -> None:
         """Replaced by L{ProxyRequest}'s own event, which also covers aborted requests."""

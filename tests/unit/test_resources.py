@@ -314,6 +314,33 @@ class PingTests(ProxyTestCase):
         self.assertIn('scope="repository:busybox:pull"', value or "")
 
 
+# --------------------------------------------------------------------------- the edge
+
+
+class EdgeTests(ProxyTestCase):
+    """A request the proxy cannot read unambiguously reaches no resource and no upstream."""
+
+    def test_two_authorization_headers_get_a_400_before_any_upstream_request(self) -> None:
+        for path in ("/v2/", "/v2/auth?scope=repository:library/alpine:pull",
+                     f"/v2/library/alpine/blobs/{DIGEST}", "/v2/library/alpine/manifests/3",
+                     "/v2/library/alpine/tags/list", "/"):
+            response = self.fetch("GET", path, [("Authorization", "Bearer valid"),
+                                                ("Authorization", "Basic Og==")])
+            entry = self.assertRegistryError(response, 400, "INVALID_REQUEST")
+            self.assertIn("authorization", entry["message"])
+        self.assertEqual(self.upstream.seen, [])
+
+    def test_two_host_headers_get_a_400(self) -> None:
+        response = self.fetch("GET", "/v2/", [("Host", "evil.test")])
+        self.assertRegistryError(response, 400, "INVALID_REQUEST")
+        self.assertEqual(self.upstream.seen, [])
+
+    def test_head_gets_the_status_without_a_body(self) -> None:
+        response = self.fetch("HEAD", "/v2/library/alpine/manifests/3",
+                              [("Range", "bytes=0-1"), ("Range", "bytes=5-6")])
+        self.assertEqual((response.status, response.body), (400, b""))
+
+
 # --------------------------------------------------------------------------- /v2/auth
 
 
