@@ -80,8 +80,8 @@ def parse_api_path(path: str) -> ApiPath:
     if kind == "blobs" and not is_valid_digest(reference):
         raise errors.digest_invalid(reference)
     if kind == "manifests" and not is_valid_reference(reference):
-        if ":" in reference:
-            raise errors.digest_invalid(reference)
-        raise errors.RegistryError(400, "MANIFEST_INVALID", "invalid tag",
-                                   {"reference": reference})
+        # Registries route only tags and digests, so anything else is a manifest they do
+        # not have: what the OCI conformance suite expects, and never asked upstream.
+        raise errors.RegistryError(404, "MANIFEST_UNKNOWN", "no such manifest: not a tag "
+                                   "or a digest", {"reference": reference})
     return ApiPath(name, kind, reference)

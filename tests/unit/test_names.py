@@ -228,11 +228,11 @@ def test_name_invalid_detail_names_the_name() -> None:
 
 @pytest.mark.parametrize(
     "reference",
-    ["-latest", ".latest", "A" * 129, "la%20test"],
+    ["-latest", ".latest", "A" * 129, "la%20test", ".INVALID_MANIFEST_NAME"],
 )
-def test_bad_tags_are_manifest_invalid(reference: str) -> None:
+def test_bad_tags_are_unknown_manifests(reference: str) -> None:
     error = api_error(f"/v2/alpine/manifests/{reference}")
-    assert (error.status, error.code) == (400, "MANIFEST_INVALID")
+    assert (error.status, error.code) == (404, "MANIFEST_UNKNOWN")
     assert error.detail == {"reference": reference}
 
 
@@ -240,10 +240,10 @@ def test_bad_tags_are_manifest_invalid(reference: str) -> None:
     "reference",
     ["sha256:" + "A" * 64, "sha256:abc", "sha512:" + "a" * 64, "sha256:" + "a" * 63 + "%"],
 )
-def test_bad_manifest_digests_are_digest_invalid(reference: str) -> None:
+def test_bad_manifest_digests_are_unknown_manifests(reference: str) -> None:
     error = api_error(f"/v2/alpine/manifests/{reference}")
-    assert (error.status, error.code) == (400, "DIGEST_INVALID")
-    assert error.detail == {"digest": reference}
+    assert (error.status, error.code) == (404, "MANIFEST_UNKNOWN")
+    assert error.detail == {"reference": reference}
 
 
 @pytest.mark.parametrize(

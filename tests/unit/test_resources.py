@@ -607,9 +607,13 @@ class RegistryTests(ProxyTestCase):
             self.assertRegistryError(self.fetch("GET", path), 400, "NAME_INVALID")
         self.assertEqual(self.upstream.seen, [])
 
-    def test_bad_tag(self) -> None:
-        self.assertRegistryError(self.fetch("GET", "/v2/busybox/manifests/-x"), 400,
-                                 "MANIFEST_INVALID")
+    def test_bad_tag_is_an_unknown_manifest_never_asked_upstream(self) -> None:
+        for method in ("GET", "HEAD"):
+            for reference in ("-x", ".INVALID_MANIFEST_NAME"):
+                response = self.fetch(method, f"/v2/busybox/manifests/{reference}")
+                self.assertEqual(response.status, 404)
+                if method == "GET":
+                    self.assertRegistryError(response, 404, "MANIFEST_UNKNOWN")
         self.assertEqual(self.upstream.seen, [])
 
     def test_unknown_api_path(self) -> None:
