@@ -35,6 +35,15 @@ class ManifestStore:
     def __init__(self, store: FilesystemStore) -> None:
         self.store = store
 
+    @staticmethod
+    def supports(digest: str) -> bool:
+        """Whether manifests of C{digest}'s algorithm can be kept (those the store keys)."""
+        try:
+            parse_digest(digest)
+        except ValueError:
+            return False
+        return True
+
     def get(self, digest: str) -> CachedManifest | None:
         try:
             algorithm, hexdigest = parse_digest(digest)

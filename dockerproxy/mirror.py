@@ -50,6 +50,8 @@ log = Logger()
 # The distribution spec lets registries refuse manifests over 4 MiB.
 MAX_MANIFEST = 4 * 1024 * 1024
 FILL_DROPS = (b"range", b"if-range", b"if-none-match", b"if-modified-since")
+# Digest algorithms a manifest is verified with (OCI names these; hashlib has them all).
+VERIFIABLE = frozenset({"sha256", "sha384", "sha512"})
 STALE_WARNING = b'110 dockerproxy "Response is Stale"'
 _RANGE_RE = re.compile(r"bytes=(\d*)-(\d*)")
 
@@ -63,7 +65,12 @@ def etag_matches(if_none_match: bytes | None, digest: str) -> bool:
 
 
 def parse_range(value: bytes | None, size: int | None) -> tuple[int, int | None] | None:
-    """One C{bytes=} range as (first, last inclusive or None); None serves the whole body."""
+    """One C{bytes=} range as (first, last inclusive or None); None serves the whole body.
+
+    As RFC 9110 says, a Range the proxy cannot use (malformed, several ranges, or a last
+    byte before the first) is ignored; one that starts past the end is left for the
+    sender to answer 416.
+    """
     if not value:
         return None
     match = _RANGE_RE.fullmatch(value.decode("latin-1").strip())
@@ -71,6 +78,8 @@ def parse_range(value: bytes | None, size: int | None) -> tuple[int, int | None]
         return None
     first, last = match.groups()
     if first:
+        if last and int(last) < int(first):
+            return None
         return int(first), int(last) if last else None
     if last and size is not None:
         count = int(last)
@@ -308,6 +317,11 @@ class Mirror:
         authorization = client_request(request).authorization
         accept = accepted_types(client_request(request).accept)
         by_digest = ":" in reference
+        if by_digest and reference.partition(":")[0] not in VERIFIABLE:
+            # Bytes the proxy cannot check against their digest are never cached.
+            fetched = await fetch_for_client(proxy, request, target.upstream, url)
+            await relay_response(proxy, request, target.upstream, fetched, scope, ns)
+            return
         entry: TagEntry | None = None
         if by_digest:
             cached = self.manifests.get(reference)
@@ -411,8 +425,6 @@ class Mirror:
         except Exception as e:
             raise errors.bad_gateway(target.upstream.url, f"manifest body: {e}") from None
         algorithm = reference.partition(":")[0] if ":" in reference else "sha256"
-        if algorithm not in ("sha256", "sha512"):
-            algorithm = "sha256"
         digest = digest_of(data, algorithm)
         if ":" in reference and digest != reference:
             raise errors.bad_gateway(target.upstream.url,
@@ -420,7 +432,8 @@ class Mirror:
         media_type = (response.headers.getRawHeaders(b"content-type") or [b""])[0]
         manifest = CachedManifest(digest, media_type.decode("latin-1").split(";")[0].strip(),
                                   data)
-        self.manifests.put(manifest)
+        if self.manifests.supports(digest):
+            self.manifests.put(manifest)  # else (sha384) verified and relayed, not kept
         if ":" not in reference:
             self.manifests.set_tag(repo, reference, TagEntry(
                 digest, manifest.media_type, self.clock.seconds()))

@@ -217,3 +217,56 @@ class BlobStatsTests(MirrorTestCase):
         blobs = self.proxy.mirror.blobs
         self.assertEqual((blobs.misses, blobs.hits), (1, 1))
         self.assertEqual(len(self.upstream_calls()), 1)
+
+
+class BlobRangeTests(MirrorTestCase):
+    """Ranges on cached blobs, as RFC 9110 says: unusable ones ignored, past the end 416."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.data = bytes(range(256)) * 4
+        self.digest = "sha256:" + hashlib.sha256(self.data).hexdigest()
+        self.upstream.on(HUB_HOST, f"/v2/library/busybox/blobs/{self.digest}",
+                         reply(200, self.data, content_type="application/octet-stream"))
+        self.assertEqual(self.get().status, 200)  # cached
+
+    def get(self, *headers: tuple[str, str]) -> Any:
+        return self.fetch("GET", f"/v2/busybox/blobs/{self.digest}", list(headers))
+
+    def test_a_last_byte_before_the_first_is_ignored(self) -> None:
+        for value in ("bytes=50-10", "bytes=0-1,5-6", "bytes=x-", "items=0-1"):
+            response = self.get(("Range", value))
+            self.assertEqual((response.status, response.body), (200, self.data), value)
+
+    def test_a_range_past_the_end_is_416_with_the_size(self) -> None:
+        for value in ("bytes=1024-", "bytes=5000-6000", "bytes=-0"):
+            response = self.get(("Range", value))
+            self.assertEqual(response.status, 416, value)
+            self.assertEqual(response.header("content-range"), "bytes */1024")
+
+    def test_a_satisfiable_range_is_206(self) -> None:
+        response = self.get(("Range", "bytes=10-19"))
+        self.assertEqual((response.status, response.body), (206, self.data[10:20]))
+        self.assertEqual(response.header("content-range"), "bytes 10-19/1024")
+        self.assertEqual(len(self.upstream_calls()), 1)
+
+
+class ManifestAlgorithmTests(MirrorTestCase):
+    """A manifest by digest is checked with that digest's own algorithm."""
+
+    def test_sha384_and_sha512_manifests_are_served_and_verified(self) -> None:
+        for algorithm in ("sha512", "sha384"):
+            digest = f"{algorithm}:{hashlib.new(algorithm, MANIFEST).hexdigest()}"
+            path = f"/v2/library/busybox/manifests/{digest}"
+            self.upstream.on(HUB_HOST, path, reply(200, MANIFEST, content_type=INDEX,
+                                                   docker_content_digest=digest))
+            for _ in range(2):
+                response = self.pull(path=path)
+                self.assertEqual((response.status, response.body), (200, MANIFEST), algorithm)
+                self.assertEqual(response.header("docker-content-digest"), digest)
+
+    def test_a_sha512_manifest_with_other_bytes_is_refused(self) -> None:
+        digest = f"sha512:{hashlib.sha512(OTHER).hexdigest()}"
+        path = f"/v2/library/busybox/manifests/{digest}"
+        self.upstream.on(HUB_HOST, path, reply(200, MANIFEST, content_type=INDEX))
+        self.assertRegistryError(self.pull(path=path), 502, "UNAVAILABLE")
