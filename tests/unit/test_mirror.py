@@ -6,12 +6,12 @@ import hashlib
 from dataclasses import replace
 from typing import Any
 
-from test_resources import HUB_HOST, MANIFEST, ProxyTestCase, reply
 from twisted.web.server import Request
 
 from dockerproxy.config import CacheConfig, Config, build_config
 from dockerproxy.tap import make_proxy, make_site
 from tests.unit.fakes import scratch_dir
+from tests.unit.proxysite import HUB_HOST, MANIFEST, ProxyTestCase, reply
 
 INDEX = "application/vnd.oci.image.index.v1+json"
 SINGLE = "application/vnd.oci.image.manifest.v1+json"
