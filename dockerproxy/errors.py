@@ -7,6 +7,7 @@ registry clients show a useful message instead of choking on HTML or a traceback
 from __future__ import annotations
 
 import json
+from http import HTTPStatus
 from typing import Any
 
 from twisted.web.iweb import IRequest
@@ -40,7 +41,7 @@ def write_error(request: IRequest, error: RegistryError) -> bytes:
     the error body is never described by, say, a blob's Content-Length.
     """
     body = error.body()
-    request.setResponseCode(error.status)
+    request.setResponseCode(error.status, reason_phrase(error.status))
     for name in (b"content-length", b"docker-content-digest", b"etag", b"content-range"):
         request.responseHeaders.removeHeader(name)
     request.setHeader(b"content-type", b"application/json; charset=utf-8")
@@ -73,3 +74,25 @@ def bad_gateway(upstream: str, reason: str) -> RegistryError:
 def gateway_timeout(upstream: str, what: str) -> RegistryError:
     return RegistryError(504, "UNAVAILABLE", f"upstream {upstream} timed out: {what}",
                          {"upstream": upstream})
+
+
+def reason_phrase(status: int) -> bytes | None:
+    """The standard reason phrase (Twisted has none for 429 or 431); None when unknown."""
+    try:
+        return HTTPStatus(status).phrase.encode("ascii")
+    except ValueError:
+        return None
+
+
+# Registry error codes for an upstream status whose body is not a registry error.
+_UPSTREAM_CODES = {400: "UNKNOWN", 401: "UNAUTHORIZED", 403: "DENIED", 404: "NAME_UNKNOWN",
+                   405: "UNSUPPORTED", 429: "TOOMANYREQUESTS"}
+
+
+def upstream_status(upstream: str, status: int) -> RegistryError:
+    """An upstream's 4xx/5xx whose body was not JSON (an HTML error page): its status kept,
+    the body replaced by a registry error naming the upstream."""
+    code = _UPSTREAM_CODES.get(status, "UNAVAILABLE" if status >= 500 else "UNKNOWN")
+    phrase = (reason_phrase(status) or b"error").decode()
+    return RegistryError(status, code, f"upstream {upstream} answered {status} {phrase}",
+                         {"upstream": upstream, "status": status})

@@ -8,6 +8,7 @@ with the upstream's challenge pointed at this proxy.
 from __future__ import annotations
 
 import base64
+import json
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
@@ -15,9 +16,10 @@ from urllib.parse import urlencode
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.web.http_headers import Headers
-from twisted.web.iweb import UNKNOWN_LENGTH, IRequest
+from twisted.web.iweb import UNKNOWN_LENGTH, IRequest, IResponse
 from twisted.web.server import Request
 
+from dockerproxy import errors
 from dockerproxy.auth import format_bearer
 from dockerproxy.challenges import ChallengeCache, pick_challenge
 from dockerproxy.config import Credentials, UpstreamConfig
@@ -33,6 +35,9 @@ from dockerproxy.upstream import (
 )
 
 log = Logger()
+
+# Upstream error bodies are small JSON documents; anything larger is not one.
+MAX_ERROR_BODY = 64 * 1024
 
 
 @dataclass
@@ -104,15 +109,18 @@ async def relay_response(proxy: Proxy, request: Request, upstream: UpstreamConfi
                          fetched: Fetched, scope: str | None, ns: str | None) -> None:
     """Copy status, allowed headers and body; point a 401's challenge at this proxy."""
     response = fetched.response
-    request.setResponseCode(response.code)
+    request.setResponseCode(response.code, errors.reason_phrase(response.code))
     request.defaultContentType = None
     for name, values in relayed_response_headers(response.headers):
         request.responseHeaders.setRawHeaders(name, values)
+    if response.code == 401:
+        rewrite_challenge(request, response.headers, scope, ns)
+    if response.code >= 400 and request.method != b"HEAD":
+        await relay_error(proxy, request, upstream, response)
+        return
     hidden = response.headers.getRawHeaders(HIDDEN_ENCODING)
     if hidden:
         request.responseHeaders.setRawHeaders(b"content-encoding", hidden)
-    if response.code == 401:
-        rewrite_challenge(request, response.headers, scope, ns)
     if request.method == b"HEAD" or response.length == 0:
         length = head_length(response.headers) if request.method == b"HEAD" else 0
         if length is not None and response.code not in (204, 304):
@@ -123,6 +131,36 @@ async def relay_response(proxy: Proxy, request: Request, upstream: UpstreamConfi
         request.setHeader(b"content-length", b"%d" % response.length)
     relay = relay_body(response, request, proxy.clock, proxy.client(upstream).timeouts.idle)
     await relay.done
+
+
+async def relay_error(proxy: Proxy, request: Request, upstream: UpstreamConfig,
+                      response: IResponse) -> None:
+    """An upstream 4xx/5xx: its registry error body as it came, or, for anything else (a
+    load balancer's HTML 502, a CDN's XML 403, an empty body), a registry error with the
+    same status naming the upstream, so registry clients always have a message to show."""
+    try:
+        body = await proxy.client(upstream).read_small(response, upstream.url, MAX_ERROR_BODY)
+    except errors.RegistryError as e:
+        if e.status == 504:
+            raise
+        body = b""
+    if not is_registry_error(body):
+        body = errors.write_error(request, errors.upstream_status(upstream.url, response.code))
+    else:
+        if b"json" not in (request.responseHeaders.getRawHeaders(b"content-type") or [b""])[0]:
+            request.setHeader(b"content-type", b"application/json; charset=utf-8")
+        request.setHeader(b"content-length", b"%d" % len(body))
+    request.write(body)
+    request.finish()
+
+
+def is_registry_error(body: bytes) -> bool:
+    """Whether C{body} is a registry error document: C{{"errors": [...]}}."""
+    try:
+        document = json.loads(body)
+    except ValueError:
+        return False
+    return isinstance(document, dict) and isinstance(document.get("errors"), list)
 
 
 def head_length(headers: Headers) -> int | None:

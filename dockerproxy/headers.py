@@ -28,6 +28,7 @@ RELAY_RESPONSE = (
     b"oci-subject",
     b"oci-filters-applied",
     b"warning",
+    b"retry-after",
 )
 RATELIMIT_PREFIX = b"ratelimit-"
 HOP_BY_HOP = frozenset(

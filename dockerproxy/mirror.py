@@ -38,7 +38,7 @@ from dockerproxy.manifests import (
     accepted_types,
     digest_of,
 )
-from dockerproxy.relay import Collect, discard
+from dockerproxy.relay import discard
 from dockerproxy.routing import Target
 
 if TYPE_CHECKING:
@@ -418,12 +418,7 @@ class Mirror:
             self._note_refusal(response.code, authorization, repo)
             await relay_response(proxy, request, target.upstream, fetched, scope, ns)
             return
-        collector = Collect(MAX_MANIFEST)
-        response.deliverBody(collector)
-        try:
-            data = await collector.done
-        except Exception as e:
-            raise errors.bad_gateway(target.upstream.url, f"manifest body: {e}") from None
+        data = await proxy.client(target.upstream).read_small(response, url, MAX_MANIFEST)
         algorithm = reference.partition(":")[0] if ":" in reference else "sha256"
         digest = digest_of(data, algorithm)
         if ":" in reference and digest != reference:

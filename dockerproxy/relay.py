@@ -179,29 +179,58 @@ async def discard(response: IResponse) -> None:
     await sink.done
 
 
-class Collect(Protocol):
-    """Buffers a small body (a token or challenge), failing past C{limit} bytes."""
+class BodyStalled(Exception):
+    """A small body sent nothing for longer than its idle timeout."""
 
-    def __init__(self, limit: int) -> None:
+
+class Collect(Protocol):
+    """Buffers a small body (a token, a manifest, a tag list), failing past C{limit} bytes
+    or, with a C{clock}, when it sends nothing for C{idle_timeout} seconds."""
+
+    def __init__(self, limit: int, clock: IReactorTime | None = None,
+                 idle_timeout: float = 60.0) -> None:
         self.limit = limit
         self.parts: list[bytes] = []
         self.size = 0
         self.done: Deferred[bytes] = Deferred()
         self._too_large = False
+        self._stalled = False
+        self._clock = clock
+        self._idle_timeout = idle_timeout
+        self._idle: IDelayedCall | None = None
+
+    def connectionMade(self) -> None:
+        if self._clock is not None:
+            self._idle = self._clock.callLater(self._idle_timeout, self._idle_expired)
 
     def dataReceived(self, data: bytes) -> None:
+        if self._idle is not None:
+            self._idle.reset(self._idle_timeout)
         self.size += len(data)
         if self.size > self.limit:
             self._too_large = True
-            if self.transport is not None:
-                self.transport.stopProducing()
+            self._stop()
             return
         self.parts.append(data)
 
     def connectionLost(self, reason: Failure = ResponseDone) -> None:  # type: ignore[assignment]
-        if self._too_large:
+        if self._idle is not None and self._idle.active():
+            self._idle.cancel()
+        self._idle = None
+        if self._stalled:
+            self.done.errback(BodyStalled(f"no body bytes for {self._idle_timeout:g} seconds"))
+        elif self._too_large:
             self.done.errback(ValueError(f"body larger than {self.limit} bytes"))
         elif reason.check(ResponseDone, PotentialDataLoss):
             self.done.callback(b"".join(self.parts))
         else:
             self.done.errback(reason)
+
+    def _idle_expired(self) -> None:
+        self._idle = None
+        self._stalled = True
+        self._stop()
+
+    def _stop(self) -> None:
+        if self.transport is not None:
+            self.transport.stopProducing()

@@ -342,7 +342,11 @@ class AuthResource(PullResource):
             return
         if response.code == 200 and authorization is None:
             self.note_anonymous_token(body)
-        request.setResponseCode(response.code)
+        if response.code != 200 and not is_json(body):
+            # A realm's HTML error page: the client gets a registry error, same status.
+            respond_error(request, errors.upstream_status(realm_parts.netloc, response.code))
+            return
+        request.setResponseCode(response.code, errors.reason_phrase(response.code))
         content_type = response.headers.getRawHeaders(b"content-type", [b"application/json"])
         respond_body(request, body, content_type[0])
 
@@ -387,6 +391,14 @@ class AuthResource(PullResource):
         else:
             upstream = router.upstream_for(host, ns)
         return upstream, lambda name: targets[name].repository
+
+
+def is_json(body: bytes) -> bool:
+    try:
+        json.loads(body)
+    except ValueError:
+        return False
+    return True
 
 
 def respond_json(request: Request, document: object) -> None:

@@ -36,7 +36,7 @@ from zope.interface import implementer
 
 from dockerproxy import errors
 from dockerproxy.config import Timeouts, UpstreamConfig
-from dockerproxy.relay import Collect, discard
+from dockerproxy.relay import BodyStalled, Collect, discard
 
 REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})
 MAX_REDIRECTS = 5
@@ -213,15 +213,22 @@ class UpstreamClient:
 
     async def get_small(self, url: str, headers: Headers,
                         limit: int = 1024 * 1024) -> tuple[IResponse, bytes]:
-        """GET a small document (a challenge or a token), bounded in size."""
-        response = await self.request(b"GET", url, headers)
-        collector = Collect(limit)
+        """GET a small document (a challenge or a token), following redirects as a
+        client would, bounded in size and in time."""
+        fetched = await self.fetch(b"GET", url, headers)
+        return fetched.response, await self.read_small(fetched.response, url, limit)
+
+    async def read_small(self, response: IResponse, url: str, limit: int) -> bytes:
+        """A small body, whole: a 502 past C{limit} bytes, a 504 once it stalls for the
+        idle timeout (a body that stops after its headers must not hold the client)."""
+        collector = Collect(limit, self.clock, self.timeouts.idle)
         response.deliverBody(collector)
         try:
-            body = await collector.done
+            return await collector.done
+        except BodyStalled as e:
+            raise errors.gateway_timeout(_site(url), str(e)) from None
         except Exception as e:
             raise errors.bad_gateway(_site(url), describe_failure(e)) from None
-        return response, body
 
 
 class UpstreamClients:
