@@ -18,7 +18,7 @@ from twisted.web.http_headers import Headers
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
-from dockerproxy import errors, names, usage
+from dockerproxy import errors, names, taglist, usage
 from dockerproxy.auth import (
     ANONYMOUS_TOKEN,
     Scope,
@@ -37,8 +37,10 @@ from dockerproxy.exchange import (
     request_host,
     request_ns,
 )
-from dockerproxy.headers import USER_AGENT
+from dockerproxy.headers import USER_AGENT, relayed_response_headers
 from dockerproxy.relay import abort_client, discard
+from dockerproxy.routing import Target
+from dockerproxy.upstream import Fetched
 
 log = Logger()
 
@@ -241,18 +243,32 @@ class RegistryResource(PullResource):
             return
         fetched = await fetch_for_client(self.proxy, request, target.upstream, url)
         if api.kind == "tags":
-            rename_links(fetched.response.headers, target.repository, api.name)
+            await self.tag_list(request, target, fetched, api.name, ns)
+            return
         await relay_response(self.proxy, request, target.upstream, fetched, scope=scope, ns=ns)
 
-
-def rename_links(headers: Headers, upstream_name: str, client_name: str) -> None:
-    """Tag-list paging Links name the upstream repository; the client knows another name
-    (C{ghcr.io/owner/image} for C{owner/image}, C{busybox} for C{library/busybox})."""
-    links = headers.getRawHeaders(b"link")
-    if not links or upstream_name == client_name:
-        return
-    old, new = f"/v2/{upstream_name}/".encode(), f"/v2/{client_name}/".encode()
-    headers.setRawHeaders(b"link", [link.replace(old, new) for link in links])
+    async def tag_list(self, request: Request, target: Target, fetched: Fetched,
+                       client_name: str, ns: str | None) -> None:
+        """A tag list (paging links included) naming the repository as the client does
+        (C{ghcr.io/owner/image} for C{owner/image}, C{busybox} for C{library/busybox})."""
+        response = fetched.response
+        links = response.headers.getRawHeaders(b"link")
+        if links:
+            response.headers.setRawHeaders(
+                b"link", taglist.rewrite_links(links, target.repository, client_name, ns))
+        if response.code != 200 or request.method != b"GET":
+            scope = f"repository:{client_name}:pull"
+            await relay_response(self.proxy, request, target.upstream, fetched, scope, ns)
+            return
+        body = await self.proxy.client(target.upstream).read_small(
+            response, target.upstream.url, taglist.MAX_TAG_LIST)
+        body = taglist.rename_body(body, client_name)
+        request.defaultContentType = None
+        for name, values in relayed_response_headers(response.headers):
+            request.responseHeaders.setRawHeaders(name, values)
+        request.setHeader(b"content-length", b"%d" % len(body))
+        request.write(body)
+        request.finish()
 
 
 def tags_query(request: Request) -> str:
