@@ -18,7 +18,7 @@ from twisted.python import usage
 from twisted.python.components import Componentized
 
 from dockerproxy import __version__
-from dockerproxy.access import AccessCache
+from dockerproxy.access import AccessCache, MetaRecords
 from dockerproxy.cache.blobs import BlobCache
 from dockerproxy.cache.store import FilesystemStore
 from dockerproxy.challenges import ChallengeCache
@@ -175,7 +175,6 @@ def check_endpoint(description: str) -> None:
         raise ConfigError("--listen", f"bad endpoint {description!r}: {e}") from None
 
 
-ACCESS_KEY = "access"
 STATS_INTERVAL = 60.0
 
 
@@ -254,8 +253,7 @@ def make_mirror(cache: CacheConfig, reactor: IReactorTime, s3: Any = None) -> Mi
     store = FilesystemStore(cache.directory)
     blobs = BlobCache(store, reactor, cache.max_size)
     blobs.start()
-    access = AccessCache(reactor, saved=store.read_meta(ACCESS_KEY),
-                         save=lambda snapshot: store.write_meta(ACCESS_KEY, snapshot))
+    access = AccessCache(reactor, records=MetaRecords(store))
     return Mirror(blobs, store, access, reactor, cache.tag_ttl, cache.stale_max_age, s3=s3)
 
 

@@ -264,6 +264,20 @@ class FilesystemStore:
                      path=str(path), error=str(e))
             return None
 
+    def list_meta(self, prefix: str) -> Iterator[tuple[str, Any]]:
+        """Every readable document directly under C{prefix}, as (key, document)."""
+        directory = self.meta_path(prefix + "/x").parent
+        for entry in _entries(directory):
+            name = entry.name
+            if name.endswith(".json") and entry.is_file(follow_symlinks=False):
+                key = f"{prefix}/{name.removesuffix('.json')}"
+                document = self.read_meta(key)
+                if document is not None:
+                    yield key, document
+
+    def remove_meta(self, key: str) -> None:
+        self.meta_path(key).unlink(missing_ok=True)
+
     def write_meta(self, key: str, value: Any) -> None:
         """Replace the document under C{key} atomically: readers see the old or the new one."""
         path = self.meta_path(key)
