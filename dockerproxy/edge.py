@@ -72,7 +72,7 @@ def read_client_request(headers: Headers, args: dict[bytes, list[bytes]]) -> Cli
         if_range=_single(headers, b"if-range"),
         if_modified_since=_single(headers, b"if-modified-since"),
         if_none_match=_merged(headers, b"if-none-match"),
-        ns=_ns(args.get(b"ns", [b""])[0]),
+        ns=_ns((args.get(b"ns") or [b""])[0]),
     )
 
 
