@@ -13,6 +13,7 @@ Fixtures (all session-scoped except ``tmp``; everything is stopped at session en
 - ``make_upstream``: per-test factory, ``make_upstream(auth=True, redirect=False, seed=None,
   **tokenserver_options)``, for tests that stop/restart/mutate an upstream or need other token
   settings (short ``expires_in``, ``header="x5c"``, ``key_kind="ec"``).
+- ``misbehaving``: a registry that misbehaves by repository name (tests.harness.misbehaving).
 - ``tmp``: a fresh per-test work directory.
 
 Session registries are shared: a test that adds content should use repository names of its own.
@@ -28,6 +29,7 @@ from typing import Any
 
 import pytest
 
+from tests.harness.misbehaving import Misbehaving
 from tests.harness.proxy import ProxyProcess
 from tests.harness.proxy import start_proxy as proxy_process
 from tests.harness.tokenserver import TokenServer
@@ -157,6 +159,16 @@ def start_proxy(tmp_path: Path) -> Iterator[Callable[..., ProxyProcess]]:
     finally:
         for proxy in started:
             proxy.stop()
+
+
+@pytest.fixture(scope="session")
+def misbehaving() -> Iterator[Misbehaving]:
+    """The misbehaving registry (tests.harness.misbehaving) on 127.0.0.1 and 127.0.0.2."""
+    server = Misbehaving()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture

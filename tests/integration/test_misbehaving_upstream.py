@@ -12,7 +12,7 @@ from __future__ import annotations
 import http.client
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,15 +90,6 @@ def outcome(behaviour: str, kind: str, mode: str) -> Outcome:
 
 
 CASES = sorted({(b, k) for b, k, _ in OUTCOMES})
-
-
-@pytest.fixture(scope="module")
-def misbehaving() -> Iterator[Misbehaving]:
-    server = Misbehaving()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def proxy_in(mode: str, start_proxy: StartProxy, misbehaving: Misbehaving,
