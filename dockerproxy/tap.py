@@ -55,6 +55,15 @@ class Options(usage.Options):
         ["connect-timeout", None, None, "Seconds to wait for an upstream connection."],
         ["headers-timeout", None, None, "Seconds to wait for upstream response headers."],
         ["idle-timeout", None, None, "Seconds a response body may stall before it is aborted."],
+        ["client-header-timeout", None, None, "Seconds a client has to send a whole request "
+                                              "(default 30); then 408."],
+        ["client-idle-timeout", None, None, "Seconds a keep-alive client connection may stay "
+                                            "idle (default 60)."],
+        ["max-connections", None, None, "Most client connections open at once (default "
+                                        "10000); more wait in the listen backlog."],
+        ["public-url", None, None, "scheme://host[:port] clients reach the proxy at, used in "
+                                   "challenges and the home page instead of each request's "
+                                   "Host."],
         ["log-format", None, None, "Log format: text or json (one JSON object a line)."],
         ["cache-dir", None, None, "Cache directory (default: systemd's CacheDirectory or "
                                   "~/.cache/dockerproxy)."],
@@ -162,6 +171,10 @@ class Options(usage.Options):
             "cache_s3_prefix": self["cache-s3-prefix"],
             "cache_s3_region": self["cache-s3-region"],
             "cache_s3_redirect": self["cache_s3_redirect"],
+            "client_header_timeout": self["client-header-timeout"],
+            "client_idle_timeout": self["client-idle-timeout"],
+            "max_connections": self["max-connections"],
+            "public_url": self["public-url"],
         }
 
 
