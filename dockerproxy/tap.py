@@ -253,7 +253,8 @@ def make_proxy(config: Config, reactor: IReactorTime, http: Any = None) -> tuple
         s3 = S3BlobStore(s3_http, reactor, config.cache.s3, timeout=config.timeouts.headers,
                          idle_timeout=config.timeouts.idle)
     proxy = Proxy(Router.from_config(config), clients, ChallengeCache(clients, reactor),
-                  reactor, mirror=make_mirror(config.cache, reactor, s3))
+                  reactor, mirror=make_mirror(config.cache, reactor, s3),
+                  public_url=config.public_url)
     return proxy, pool
 
 
