@@ -24,6 +24,7 @@ from dockerproxy.cache.store import FilesystemStore
 from dockerproxy.challenges import ChallengeCache
 from dockerproxy.config import (
     CacheConfig,
+    ClientLimits,
     Config,
     ConfigError,
     UpstreamConfig,
@@ -273,8 +274,9 @@ def make_mirror(cache: CacheConfig, reactor: IReactorTime, s3: Any = None) -> Mi
     return Mirror(blobs, store, access, reactor, cache.tag_ttl, cache.stale_max_age, s3=s3)
 
 
-def make_site(proxy: Proxy, reactor: IReactorTime) -> ProxySite:
-    return ProxySite(RootResource(proxy), reactor)
+def make_site(proxy: Proxy, reactor: IReactorTime,
+              limits: ClientLimits | None = None) -> ProxySite:
+    return ProxySite(RootResource(proxy), reactor, limits)
 
 
 def makeService(options: Mapping[str, Any] | Options) -> DockerProxyService:
@@ -287,7 +289,7 @@ def makeService(options: Mapping[str, Any] | Options) -> DockerProxyService:
 def service_for(config: Config, reactor: IReactorCore) -> DockerProxyService:
     proxy, pool = make_proxy(config, reactor)  # type: ignore[arg-type]
     top = DockerProxyService(config, pool, proxy.mirror)
-    site = make_site(proxy, reactor)  # type: ignore[arg-type]
+    site = make_site(proxy, reactor, config.limits)  # type: ignore[arg-type]
     for description in config.listen:
         strports.service(description, site).setServiceParent(top)
     if proxy.mirror is not None:
