@@ -24,8 +24,9 @@ class ProxyRequest(Request):
     finished or cut short."""
 
     # What the client sent, read once (see dockerproxy.edge); until then, or when it
-    # cannot be read, the error to answer instead of any resource.
-    client: ClientRequest | None = None
+    # cannot be read, the error to answer instead of any resource. (Not "client":
+    # twisted.web keeps the peer's address there, for getClientAddress.)
+    client_request: ClientRequest | None = None
     refused: RegistryError | None = None
     upstream: str | None = None
     cache: str | None = None  # how the mirror answered: hit, miss, revalidated, stale, s3, ...
@@ -37,7 +38,7 @@ class ProxyRequest(Request):
         self._clock = self.channel.factory.reactor  # type: ignore[union-attr]
         self._started = self._clock.seconds()
         try:
-            self.client = read_client_request(self.requestHeaders, self.args)
+            self.client_request = read_client_request(self.requestHeaders, self.args)
         except RegistryError as e:
             self.refused = e
         super().process()

@@ -892,6 +892,11 @@ class AccessLogTests(ProxyTestCase):
         self.assertEqual(event["upstream"], DOCKER_HUB_URL)
         self.assertTrue(event["complete"])
 
+    def test_the_client_is_the_peer_address_not_the_host_header(self) -> None:
+        self.fetch("GET", "/v2/", host="203.0.113.9")
+        [event] = self.access
+        self.assertEqual(event["client"], StringTransport().getPeer().host)
+
     def test_error_without_upstream(self) -> None:
         self.fetch("GET", "/v2/Bad/manifests/latest")
         [event] = self.access
