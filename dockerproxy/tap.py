@@ -10,7 +10,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
-from twisted.application import service, strports
+from twisted.application import service
 from twisted.application.internet import TimerService
 from twisted.internet.interfaces import IReactorCore, IReactorTime
 from twisted.logger import ILogObserver, jsonFileLogObserver
@@ -32,6 +32,7 @@ from dockerproxy.config import (
     load_toml,
 )
 from dockerproxy.exchange import Proxy
+from dockerproxy.listeners import ConnectionLimit, Listeners, raise_fd_limit
 from dockerproxy.mirror import Mirror
 from dockerproxy.resources import RootResource
 from dockerproxy.routing import Router
@@ -196,6 +197,8 @@ STATS_INTERVAL = 60.0
 class DockerProxyService(service.MultiService):
     """The listeners plus the upstream connection pool, closed on shutdown."""
 
+    listeners: Listeners | None = None
+
     def __init__(self, config: Config, pool: Any, mirror: Mirror | None = None) -> None:
         super().__init__()
         self.config = config
@@ -211,6 +214,10 @@ class DockerProxyService(service.MultiService):
         if self.config.log_format == "json" and isinstance(parent, Componentized):
             parent.setComponent(ILogObserver, json_observer())
         return super().setServiceParent(parent)
+
+    def privilegedStartService(self) -> None:
+        raise_fd_limit(self.config.limits.max_connections)
+        super().privilegedStartService()
 
     def stopService(self) -> Any:
         d = super().stopService()
@@ -290,8 +297,10 @@ def service_for(config: Config, reactor: IReactorCore) -> DockerProxyService:
     proxy, pool = make_proxy(config, reactor)  # type: ignore[arg-type]
     top = DockerProxyService(config, pool, proxy.mirror)
     site = make_site(proxy, reactor, config.limits)  # type: ignore[arg-type]
-    for description in config.listen:
-        strports.service(description, site).setServiceParent(top)
+    top.listeners = Listeners(reactor, config.listen, site)
+    top.listeners.setServiceParent(top)
+    site.connections = ConnectionLimit(config.limits.max_connections, top.listeners.pause,
+                                       top.listeners.resume, reactor)  # type: ignore[arg-type]
     if proxy.mirror is not None:
         # Counters for `python -m dockerproxy.cache stats`, which reads the directory.
         TimerService(STATS_INTERVAL, proxy.mirror.save_stats).setServiceParent(top)

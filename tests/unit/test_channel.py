@@ -17,6 +17,7 @@ from zope.interface import implementer
 
 from dockerproxy.channel import LINGER, MAX_BODY, MAX_HEAD, MAX_LINE, ProxyChannel
 from dockerproxy.config import ClientLimits
+from dockerproxy.listeners import ConnectionLimit
 from dockerproxy.site import ProxySite
 from tests.unit.fakes import Capture
 from tests.unit.test_resources import MIRROR, ProxyTestCase, Response, parse_response
@@ -321,6 +322,38 @@ class DeadlineTests(ChannelTestCase):
         channel.dataReceived(b"GET /nope HTTP/1.1\r\n")
         channel.connectionLost(Failure(ConnectionDone()))
         self.assertEqual(self.clock.getDelayedCalls(), [])
+
+
+# --------------------------------------------------------------------------- connection bound
+
+
+class ConnectionBoundTests(ChannelTestCase):
+    def setUp(self) -> None:
+        super().setUp()
+        self.events: list[str] = []
+        self.site.connections = ConnectionLimit(
+            2, lambda: self.events.append("pause"), lambda: self.events.append("resume"),
+            self.clock)
+
+    def test_accepting_pauses_at_the_bound_and_resumes_below_it(self) -> None:
+        first, _ = self.connect()
+        self.assertEqual(self.events, [])
+        self.connect()
+        self.assertEqual(self.events, ["pause"])
+        first.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(self.events, ["pause", "resume"])
+        self.connect()
+        self.assertEqual(self.events, ["pause", "resume", "pause"])
+
+    def test_a_connection_accepted_past_the_bound_is_closed_and_not_counted(self) -> None:
+        self.connect()
+        self.connect()
+        extra, transport = self.connect()
+        self.assertTrue(transport.disconnected)
+        extra.connectionLost(Failure(ConnectionDone()))
+        assert self.site.connections is not None
+        self.assertEqual(self.site.connections.open, 2)
+        self.assertEqual(self.events, ["pause"])
 
 
 def test_error_bodies_are_registry_json() -> None:
