@@ -13,6 +13,7 @@ import os
 import resource
 import select
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -23,8 +24,9 @@ from typing import Any
 import pytest
 
 from tests.harness import web
-from tests.harness.ports import HOST
+from tests.harness.ports import HOST, free_port
 from tests.harness.proxy import ProxyProcess
+from tests.harness.tls import make_ca
 from tests.harness.upstream import Upstream
 
 StartProxy = Callable[..., ProxyProcess]
@@ -45,10 +47,10 @@ class RawResponse:
 
 
 def hostile_proxy(start_proxy: StartProxy, upstream: Upstream, *args: str,
-                  env: dict[str, str] | None = None) -> ProxyProcess:
+                  **kwargs: Any) -> ProxyProcess:
     return start_proxy("--upstream", upstream.url, "--no-presets", "--no-cache",
                        "--client-header-timeout", str(HEADER_TIMEOUT),
-                       "--client-idle-timeout", str(IDLE_TIMEOUT), *args, env=env)
+                       "--client-idle-timeout", str(IDLE_TIMEOUT), *args, **kwargs)
 
 
 def connect(proxy: ProxyProcess) -> socket.socket:
@@ -170,6 +172,24 @@ def test_oversize_heads_get_a_json_error_then_close(
         assert_refused(response, status, "URI_TOO_LONG" if status == 414 else "HEADERS_TOO_LARGE")
         wait_closed(sock, timeout=2)
     assert upstream.requests(since=mark) == []
+
+
+def test_refusals_over_tls_are_answered_then_closed(start_proxy: StartProxy,
+                                                   upstream: Upstream, tmp: Path) -> None:
+    """No half-close under TLS: the client reads the answer and the proxy closes after it."""
+    ca = make_ca(tmp / "certs")
+    port = free_port()
+    proxy = hostile_proxy(start_proxy, upstream, port=port, scheme="https", listen=(
+        f"ssl:{port}:interface={HOST}:privateKey={ca.server_key}:certKey={ca.server_cert}"))
+    context = ssl.create_default_context(cafile=str(ca.ca_cert))
+    with context.wrap_socket(connect(proxy), server_hostname=HOST) as sock:
+        sock.sendall(b"GET /v2/ HTTP/1.1\r\nHost: m.test\r\nX-Big: " + b"a" * 17000
+                     + b"\r\n\r\n")
+        assert_refused(read_response(sock), 431, "HEADERS_TOO_LARGE")
+        wait_closed(sock, timeout=LINGER + 2)
+    with context.wrap_socket(connect(proxy), server_hostname=HOST) as sock:
+        sock.sendall(b"GET /v2/ HTTP/1.1\r\nHost: m.test\r\n")
+        assert_refused(read_response(sock, timeout=HEADER_TIMEOUT + 2), 408, "REQUEST_TIMEOUT")
 
 
 def test_unparseable_requests_get_a_json_400(start_proxy: StartProxy,
