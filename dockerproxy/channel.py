@@ -98,6 +98,8 @@ class BodyBuffer(BytesIO):
 
 
 class Phase(Enum):
+    """Where a connection is; each phase has at most one timer (see _timed_out)."""
+
     WAITING = "waiting for a request"
     RECEIVING = "receiving a request"
     RESPONDING = "responding"
