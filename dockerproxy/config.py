@@ -46,6 +46,17 @@ class Timeouts:
 
 
 @dataclass(frozen=True)
+class ClientLimits:
+    """What one client may hold: seconds to send a whole request (from its first byte, or from
+    the accept for a connection's first request), seconds a keep-alive connection may sit idle,
+    and how many client connections may be open at once (more wait in the listen backlog)."""
+
+    client_header_timeout: float = 30.0
+    client_idle_timeout: float = 60.0
+    max_connections: int = 10_000
+
+
+@dataclass(frozen=True)
 class Credentials:
     """The proxy's own account at an upstream: used only for clients that send none."""
 
@@ -241,7 +252,10 @@ class Config:
     timeouts: Timeouts = Timeouts()
     log_format: str = "text"
     cache: CacheConfig = CacheConfig(directory=None)
-
+    limits: ClientLimits = ClientLimits()
+    # scheme://host[:port] clients are told to use (challenge realms, the home page);
+    # None: the scheme and Host of each request.
+    public_url: str | None = None
 
 
 def check_url(key: str, value: Any) -> str:
@@ -325,7 +339,7 @@ def load_toml(path: str) -> dict[str, Any]:
 
 
 _TOP_KEYS = {"listen", "upstream", "upstream_ca", "library_prefix", "routes", "timeouts",
-             "log_format", "presets", "registries", "cache"}
+             "log_format", "presets", "registries", "cache", "limits", "public_url"}
 
 
 _UPSTREAM_KEYS = {"url", "library_prefix", "ca_file", "insecure", "timeouts", "username",
@@ -488,7 +502,9 @@ def build_config(toml: Mapping[str, Any], cli: Mapping[str, Any]) -> Config:
     C{timeouts} (name -> value), C{log_format}, and for the cache C{cache_enabled}
     (False for --no-cache), C{cache_dir}, C{cache_max_size}, C{tag_ttl},
     C{stale_max_age}, C{cache_s3_endpoint}, C{cache_s3_bucket}, C{cache_s3_prefix},
-    C{cache_s3_region} and C{cache_s3_redirect} (True for --cache-s3-redirect).
+    C{cache_s3_region} and C{cache_s3_redirect} (True for --cache-s3-redirect), and for
+    clients C{client_header_timeout}, C{client_idle_timeout}, C{max_connections} and
+    C{public_url}.
     """
     unknown = set(toml) - _TOP_KEYS
     if unknown:
@@ -533,9 +549,47 @@ def build_config(toml: Mapping[str, Any], cli: Mapping[str, Any]) -> Config:
         key = "--log-format" if cli.get("log_format") else "log_format"
         raise ConfigError(key, f"must be one of {', '.join(LOG_FORMATS)}, got {log_format!r}")
 
+    public_url = None
+    if cli.get("public_url") is not None:
+        public_url = check_url("--public-url", cli["public_url"])
+    elif "public_url" in toml:
+        public_url = check_url("public_url", toml["public_url"])
+
     return Config(listen=listen, default=default, routes=routes, registries=registries,
                   upstream_ca=upstream_ca, timeouts=timeouts, log_format=log_format,
-                  cache=_cache(toml, cli))
+                  cache=_cache(toml, cli), limits=_limits(toml.get("limits", {}), cli),
+                  public_url=public_url)
+
+
+def _limits(table: Any, cli: Mapping[str, Any]) -> ClientLimits:
+    """C{[limits]} and C{--client-header-timeout}, C{--client-idle-timeout},
+    C{--max-connections}; the key names are the options' without dashes."""
+    if not isinstance(table, dict):
+        raise ConfigError("limits", "must be a table")
+    unknown = set(table) - set(ClientLimits.__dataclass_fields__)
+    if unknown:
+        raise ConfigError(f"limits.{sorted(unknown)[0]}", "unknown setting")
+    values: dict[str, Any] = {}
+    for name in ClientLimits.__dataclass_fields__:
+        option = f"--{name.replace('_', '-')}"
+        key, value = (option, cli[name]) if cli.get(name) is not None else (
+            f"limits.{name}", table.get(name))
+        if value is None:
+            continue
+        if name == "max_connections":
+            values[name] = check_count(key, value, maximum=1_000_000)
+        else:
+            values[name] = check_seconds(key, value)
+    return ClientLimits(**values)
+
+
+def check_count(key: str, value: Any, maximum: int) -> int:
+    """A whole number from 1 to C{maximum}, from TOML (an int) or an option (a string)."""
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= maximum:
+        raise ConfigError(key, f"must be a whole number from 1 to {maximum}, got {value!r}")
+    return value
 
 
 def _timeouts_cli(values: Mapping[str, Any], base: Timeouts) -> Timeouts:

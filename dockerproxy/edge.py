@@ -82,7 +82,7 @@ def invalid_request(message: str) -> errors.RegistryError:
 
 def client_request(request: IRequest) -> ClientRequest:
     """The L{ClientRequest} the Site read for C{request} before any resource saw it."""
-    value = getattr(request, "client", None)
+    value = getattr(request, "client_request", None)
     if not isinstance(value, ClientRequest):
         raise TypeError(f"{request!r} was not read by the proxy's Site")
     return value

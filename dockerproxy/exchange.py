@@ -50,6 +50,8 @@ class Proxy:
     clock: IReactorTime
     # The pull-through cache (dockerproxy.mirror.Mirror), or None to relay only.
     mirror: Any = None
+    # scheme://host[:port] clients are sent to (--public-url), else each request's own.
+    public_url: str | None = None
 
     def client(self, upstream: UpstreamConfig) -> UpstreamClient:
         return self.clients.for_upstream(upstream)
@@ -64,7 +66,14 @@ def request_host(request: IRequest) -> str:
     return f"{getattr(address, 'host', 'localhost')}:{getattr(address, 'port', 80)}"
 
 
-def base_url(request: IRequest) -> str:
+def base_url(proxy: Proxy, request: IRequest) -> str:
+    """Where clients reach this proxy: C{--public-url}, else what this request used.
+
+    Without a public URL the client's Host is reflected, so a deployment that knows
+    its name should set one: then no Host header can point a challenge elsewhere.
+    """
+    if proxy.public_url is not None:
+        return proxy.public_url
     scheme = "https" if request.isSecure() else "http"
     return f"{scheme}://{request_host(request)}"
 
@@ -114,7 +123,7 @@ async def relay_response(proxy: Proxy, request: Request, upstream: UpstreamConfi
     for name, values in relayed_response_headers(response.headers):
         request.responseHeaders.setRawHeaders(name, values)
     if response.code == 401:
-        rewrite_challenge(request, response.headers, scope, ns)
+        rewrite_challenge(proxy, request, response.headers, scope, ns)
     if response.code >= 400 and request.method != b"HEAD":
         await relay_error(proxy, request, upstream, response)
         return
@@ -171,7 +180,7 @@ def head_length(headers: Headers) -> int | None:
     return None
 
 
-def rewrite_challenge(request: Request, headers: Headers, scope: str | None,
+def rewrite_challenge(proxy: Proxy, request: Request, headers: Headers, scope: str | None,
                       ns: str | None) -> None:
     """Replace a Bearer challenge's realm with this proxy's C{/v2/auth}.
 
@@ -186,7 +195,7 @@ def rewrite_challenge(request: Request, headers: Headers, scope: str | None,
         return
     # containerd keeps a realm's query when it adds its own parameters, so the
     # token request comes back with the ns that routed this one.
-    realm = f"{base_url(request)}/v2/auth" + (f"?{urlencode({'ns': ns})}" if ns else "")
+    realm = f"{base_url(proxy, request)}/v2/auth" + (f"?{urlencode({'ns': ns})}" if ns else "")
     value = format_bearer(realm, challenge.service, scope, challenge.params.get("error"))
     request.responseHeaders.setRawHeaders(b"www-authenticate", [value.encode("latin-1")])
 

@@ -128,9 +128,10 @@ class RootResource(PullResource):
     def render_GET(self, request: Request) -> bytes:
         router = self.proxy.router
         default = router.default
+        scheme, _, host = base_url(self.proxy, request).partition("://")
         info = usage.UsageInfo(
-            host=request_host(request),
-            scheme="https" if request.isSecure() else "http",
+            host=host,
+            scheme=scheme,
             default_upstream=default.url if default else None,
             default_registry=default.name if default else None,
             routes={host: u.url for host, u in router.routes.items()},
@@ -174,7 +175,7 @@ class V2Resource(PullResource):
                 and router.default is None and router.registries:
             # Only prefixed names can be served here, so the challenge is the proxy's
             # own: clients then ask /v2/auth with scopes that name the registry.
-            challenge_locally(request)
+            challenge_locally(self.proxy, request)
             return
         upstream = router.upstream_for(host, ns)
         request.upstream = upstream.url  # type: ignore[attr-defined]
@@ -195,11 +196,11 @@ class V2Resource(PullResource):
         # failed ping, so the proxy challenges them itself (see AuthResource.token).
         log.warn("ping: upstream {upstream} unavailable ({why}); challenging locally",
                  upstream=upstream.url, why=why)
-        challenge_locally(request)
+        challenge_locally(self.proxy, request)
 
 
-def challenge_locally(request: Request) -> None:
-    value = format_bearer(f"{base_url(request)}/v2/auth", PROXY_SERVICE)
+def challenge_locally(proxy: Proxy, request: Request) -> None:
+    value = format_bearer(f"{base_url(proxy, request)}/v2/auth", PROXY_SERVICE)
     request.setHeader(b"www-authenticate", value.encode("latin-1"))
     respond_error(request, errors.RegistryError(401, "UNAUTHORIZED", "authentication required"))
 

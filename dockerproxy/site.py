@@ -1,18 +1,22 @@
-"""The web Site: one access-log event per request through C{twisted.logger}."""
+"""The web Site: requests read once at the edge, logged once, over L{ProxyChannel}."""
 
 from __future__ import annotations
 
-from twisted.internet.interfaces import IReactorTime
-from twisted.logger import Logger
-from twisted.web.http import HTTPChannel
+from typing import TYPE_CHECKING
+
+from twisted.internet.interfaces import IAddress, IReactorTime
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
+from dockerproxy.accesslog import log_access
+from dockerproxy.channel import BodyBuffer, ProxyChannel
+from dockerproxy.config import ClientLimits
 from dockerproxy.edge import ClientRequest, read_client_request
 from dockerproxy.errors import RegistryError
 from dockerproxy.resources import JSONErrorPage
 
-access_log = Logger(namespace="dockerproxy.access")
+if TYPE_CHECKING:
+    from dockerproxy.listeners import ConnectionLimit
 
 
 class ProxyRequest(Request):
@@ -20,8 +24,9 @@ class ProxyRequest(Request):
     finished or cut short."""
 
     # What the client sent, read once (see dockerproxy.edge); until then, or when it
-    # cannot be read, the error to answer instead of any resource.
-    client: ClientRequest | None = None
+    # cannot be read, the error to answer instead of any resource. (Not "client":
+    # twisted.web keeps the peer's address there, for getClientAddress.)
+    client_request: ClientRequest | None = None
     refused: RegistryError | None = None
     upstream: str | None = None
     cache: str | None = None  # how the mirror answered: hit, miss, revalidated, stale, s3, ...
@@ -33,7 +38,7 @@ class ProxyRequest(Request):
         self._clock = self.channel.factory.reactor  # type: ignore[union-attr]
         self._started = self._clock.seconds()
         try:
-            self.client = read_client_request(self.requestHeaders, self.args)
+            self.client_request = read_client_request(self.requestHeaders, self.args)
         except RegistryError as e:
             self.refused = e
         super().process()
@@ -47,60 +52,45 @@ class ProxyRequest(Request):
         self._log_once(complete=False)
 
     def _log_once(self, complete: bool) -> None:
-        if self._logged:
+        # A request never processed (its client left, or the channel refused it and
+        # logged that) has nothing to log here.
+        if self._logged or self._clock is None:
             return
         self._logged = True
-        duration = self._clock.seconds() - self._started if self._clock else 0.0
-        access_log.info(
-            "{client} {method} {path} {status} {bytes} {duration:.3f}s {upstream}"
-            " cache={cache}{aborted}",
-            client=getattr(self.getClientAddress(), "host", "-"),
-            method=self.method.decode("ascii", "replace"),
-            path=self.uri.decode("ascii", "replace"),
-            status=self.code,
-            bytes=self.sentLength,
-            duration=duration,
-            upstream=self.upstream or "-",
-            cache=self.cache or "-",
-            aborted="" if complete else " aborted",
-            complete=complete,
-        )
-
-
-TLS_HANDSHAKE = 0x16
-NOT_TLS_RESPONSE = (b"HTTP/1.0 400 Bad Request\r\nContent-Type: text/plain\r\n"
-                    b"Connection: close\r\n\r\nThis port speaks plain HTTP, not TLS.\n")
-
-
-class ProxyChannel(HTTPChannel):
-    """HTTP/1.1 that answers a TLS ClientHello at once instead of waiting for a line.
-
-    Docker clients try HTTPS first even for an "insecure" registry and fall back
-    to HTTP when the answer is not TLS; without this they wait out a 10 s handshake
-    timeout on every pull.
-    """
-
-    _first = True
-
-    def dataReceived(self, data: bytes) -> None:
-        if self._first and data:
-            self._first = False
-            if data[0] == TLS_HANDSHAKE:
-                self.transport.write(NOT_TLS_RESPONSE)
-                self.transport.loseConnection()
-                return
-        super().dataReceived(data)
+        log_access(getattr(self.getClientAddress(), "host", "-"), self.method, self.uri,
+                   self.code, self.sentLength, self._clock.seconds() - self._started,
+                   self.upstream, self.cache, complete)
 
 
 class ProxySite(Site):
-    """A Site whose requests log themselves (twisted.web's own log line is off)."""
+    """A Site whose channels bound what clients send (L{ProxyChannel}) and whose
+    requests log themselves (twisted.web's own log line is off)."""
 
     protocol = ProxyChannel
     requestFactory = ProxyRequest
 
-    def __init__(self, resource: Resource, reactor: IReactorTime) -> None:
-        super().__init__(resource, reactor=reactor, parsePOSTFormSubmission=False)
+    def __init__(self, resource: Resource, reactor: IReactorTime,
+                 limits: ClientLimits | None = None) -> None:
+        # timeout=None: Twisted's idle timer, restarted by every byte, is replaced
+        # by the channel's deadlines.
+        super().__init__(resource, reactor=reactor, timeout=None,
+                         parsePOSTFormSubmission=False)
         self.displayTracebacks = False
+        self.limits = limits or ClientLimits()
+        # Set when the listening ports are known (tap.service_for); None: no bound.
+        self.connections: ConnectionLimit | None = None
+
+    def buildProtocol(self, addr: IAddress | None) -> ProxyChannel:
+        channel: ProxyChannel = super().buildProtocol(addr)
+        channel.clock = self.reactor
+        channel.limits = self.limits
+        channel.connections = self.connections
+        return channel
+
+    def getContentFile(self, length: int | None) -> BodyBuffer:
+        """Request bodies stay in memory, never over MAX_BODY (Request.gotLength asks
+        the site; Twisted's own choice is a temporary file past 100 kB or chunked)."""
+        return BodyBuffer()
 
     def getResourceFor(self, request: Request) -> Resource:
         """A request that could not be read at the edge reaches no resource."""

@@ -10,7 +10,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
-from twisted.application import service, strports
+from twisted.application import service
 from twisted.application.internet import TimerService
 from twisted.internet.interfaces import IReactorCore, IReactorTime
 from twisted.logger import ILogObserver, jsonFileLogObserver
@@ -24,6 +24,7 @@ from dockerproxy.cache.store import FilesystemStore
 from dockerproxy.challenges import ChallengeCache
 from dockerproxy.config import (
     CacheConfig,
+    ClientLimits,
     Config,
     ConfigError,
     UpstreamConfig,
@@ -31,6 +32,7 @@ from dockerproxy.config import (
     load_toml,
 )
 from dockerproxy.exchange import Proxy
+from dockerproxy.listeners import ConnectionLimit, Listeners, raise_fd_limit
 from dockerproxy.mirror import Mirror
 from dockerproxy.resources import RootResource
 from dockerproxy.routing import Router
@@ -55,6 +57,15 @@ class Options(usage.Options):
         ["connect-timeout", None, None, "Seconds to wait for an upstream connection."],
         ["headers-timeout", None, None, "Seconds to wait for upstream response headers."],
         ["idle-timeout", None, None, "Seconds a response body may stall before it is aborted."],
+        ["client-header-timeout", None, None, "Seconds a client has to send a whole request "
+                                              "(default 30); then 408."],
+        ["client-idle-timeout", None, None, "Seconds a keep-alive client connection may stay "
+                                            "idle (default 60)."],
+        ["max-connections", None, None, "Most client connections open at once (default "
+                                        "10000); more wait in the listen backlog."],
+        ["public-url", None, None, "scheme://host[:port] clients reach the proxy at, used in "
+                                   "challenges and the home page instead of each request's "
+                                   "Host."],
         ["log-format", None, None, "Log format: text or json (one JSON object a line)."],
         ["cache-dir", None, None, "Cache directory (default: systemd's CacheDirectory or "
                                   "~/.cache/dockerproxy)."],
@@ -162,6 +173,10 @@ class Options(usage.Options):
             "cache_s3_prefix": self["cache-s3-prefix"],
             "cache_s3_region": self["cache-s3-region"],
             "cache_s3_redirect": self["cache_s3_redirect"],
+            "client_header_timeout": self["client-header-timeout"],
+            "client_idle_timeout": self["client-idle-timeout"],
+            "max_connections": self["max-connections"],
+            "public_url": self["public-url"],
         }
 
 
@@ -181,6 +196,8 @@ STATS_INTERVAL = 60.0
 class DockerProxyService(service.MultiService):
     """The listeners plus the upstream connection pool, closed on shutdown."""
 
+    listeners: Listeners | None = None
+
     def __init__(self, config: Config, pool: Any, mirror: Mirror | None = None) -> None:
         super().__init__()
         self.config = config
@@ -196,6 +213,10 @@ class DockerProxyService(service.MultiService):
         if self.config.log_format == "json" and isinstance(parent, Componentized):
             parent.setComponent(ILogObserver, json_observer())
         return super().setServiceParent(parent)
+
+    def privilegedStartService(self) -> None:
+        raise_fd_limit(self.config.limits.max_connections)
+        super().privilegedStartService()
 
     def stopService(self) -> Any:
         d = super().stopService()
@@ -239,7 +260,8 @@ def make_proxy(config: Config, reactor: IReactorTime, http: Any = None) -> tuple
         s3 = S3BlobStore(s3_http, reactor, config.cache.s3, timeout=config.timeouts.headers,
                          idle_timeout=config.timeouts.idle)
     proxy = Proxy(Router.from_config(config), clients, ChallengeCache(clients, reactor),
-                  reactor, mirror=make_mirror(config.cache, reactor, s3))
+                  reactor, mirror=make_mirror(config.cache, reactor, s3),
+                  public_url=config.public_url)
     return proxy, pool
 
 
@@ -257,8 +279,9 @@ def make_mirror(cache: CacheConfig, reactor: IReactorTime, s3: Any = None) -> Mi
     return Mirror(blobs, store, access, reactor, cache.tag_ttl, cache.stale_max_age, s3=s3)
 
 
-def make_site(proxy: Proxy, reactor: IReactorTime) -> ProxySite:
-    return ProxySite(RootResource(proxy), reactor)
+def make_site(proxy: Proxy, reactor: IReactorTime,
+              limits: ClientLimits | None = None) -> ProxySite:
+    return ProxySite(RootResource(proxy), reactor, limits)
 
 
 def makeService(options: Mapping[str, Any] | Options) -> DockerProxyService:
@@ -271,9 +294,11 @@ def makeService(options: Mapping[str, Any] | Options) -> DockerProxyService:
 def service_for(config: Config, reactor: IReactorCore) -> DockerProxyService:
     proxy, pool = make_proxy(config, reactor)  # type: ignore[arg-type]
     top = DockerProxyService(config, pool, proxy.mirror)
-    site = make_site(proxy, reactor)  # type: ignore[arg-type]
-    for description in config.listen:
-        strports.service(description, site).setServiceParent(top)
+    site = make_site(proxy, reactor, config.limits)  # type: ignore[arg-type]
+    top.listeners = Listeners(reactor, config.listen, site)
+    top.listeners.setServiceParent(top)
+    site.connections = ConnectionLimit(config.limits.max_connections, top.listeners.pause,
+                                       top.listeners.resume, reactor)  # type: ignore[arg-type]
     if proxy.mirror is not None:
         # Counters for `python -m dockerproxy.cache stats`, which reads the directory.
         TimerService(STATS_INTERVAL, proxy.mirror.save_stats).setServiceParent(top)

@@ -91,6 +91,24 @@ def test_json_access_log(start_proxy: StartProxy, upstream: Upstream) -> None:
             assert line.startswith("{"), f"not JSON: {line!r}"
 
 
+def test_systemd_socket_activation(upstream: Upstream, tmp: Path) -> None:
+    """systemd passes the listening socket (LISTEN_FDS); the proxy accepts on it."""
+    activate = shutil.which("systemd-socket-activate")
+    assert activate, "scripts/test.sh installs systemd"
+    port = free_port()
+    twistd = str(Path(sys.executable).with_name("twistd"))
+    proc = ManagedProcess("activated", [
+        # --fdname: Twisted reads LISTEN_FDS only with LISTEN_FDNAMES, as systemd sets both.
+        activate, "--listen", f"{HOST}:{port}", "--fdname=http", twistd, "--nodaemon",
+        "--pidfile=", "dockerproxy", "--listen", "systemd:domain=INET:index=0",
+        "--upstream", upstream.url, "--no-presets", "--no-cache"], tmp, cwd=tmp)
+    with proc:
+        wait_http(f"http://{HOST}:{port}/", alive=proc.exit_problem)
+        ping = web.request("GET", f"http://{HOST}:{port}/v2/")
+        assert ping.status == 401
+        assert f'realm="http://{HOST}:{port}/v2/auth"' in (ping.header("www-authenticate") or "")
+
+
 def test_systemd_units_verify(tmp: Path) -> None:
     """systemd-analyze checks the units as shipped, with ExecStart pointed at this venv."""
     analyze = shutil.which("systemd-analyze")

@@ -11,6 +11,7 @@ from twisted.plugin import getPlugins
 
 from dockerproxy.config import (
     DOCKER_HUB_URL,
+    ClientLimits,
     Config,
     ConfigError,
     Timeouts,
@@ -448,3 +449,59 @@ def test_bad_upstream_credentials_files_name_the_option(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         build_config({}, {"upstream_credentials": str(creds)})
     assert "s3cret" not in str(caught.value) and "token" in caught.value.key
+
+
+# ------------------------------------------------------------------ client limits, public URL
+
+
+def test_client_limits_defaults() -> None:
+    assert build_config({}, {}).limits == ClientLimits(
+        client_header_timeout=30.0, client_idle_timeout=60.0, max_connections=10_000)
+    assert build_config({}, {}).public_url is None
+
+
+def test_client_limits_from_toml_and_options() -> None:
+    toml = {"limits": {"client_header_timeout": 5, "client_idle_timeout": 7.5,
+                       "max_connections": 50}}
+    assert build_config(toml, {}).limits == ClientLimits(5.0, 7.5, 50)
+    config = parse_options(["--client-header-timeout", "2", "--client-idle-timeout", "3",
+                            "--max-connections", "10"])
+    assert config.limits == ClientLimits(2.0, 3.0, 10)
+    assert build_config(toml, {"max_connections": "9"}).limits == ClientLimits(5.0, 7.5, 9)
+
+
+def test_public_url_from_toml_and_option() -> None:
+    assert build_config({"public_url": "https://Mirror.Example.test"}, {}).public_url \
+        == "https://mirror.example.test"
+    config = parse_options(["--public-url", "http://mirror.test:5000/"])
+    assert config.public_url == "http://mirror.test:5000"
+    assert build_config({"public_url": "https://a.test"},
+                        {"public_url": "https://b.test"}).public_url == "https://b.test"
+
+
+@pytest.mark.parametrize(
+    ("toml", "cli", "key"),
+    [
+        ({"limits": 5}, {}, "limits"),
+        ({"limits": {"header_timeout": 5}}, {}, "limits.header_timeout"),
+        ({"limits": {"client_header_timeout": 0}}, {}, "limits.client_header_timeout"),
+        ({"limits": {"client_idle_timeout": "soon"}}, {}, "limits.client_idle_timeout"),
+        ({"limits": {"max_connections": 0}}, {}, "limits.max_connections"),
+        ({"limits": {"max_connections": 1.5}}, {}, "limits.max_connections"),
+        ({"limits": {"max_connections": True}}, {}, "limits.max_connections"),
+        ({}, {"max_connections": "lots"}, "--max-connections"),
+        ({}, {"client_header_timeout": "-1"}, "--client-header-timeout"),
+        ({"public_url": "ftp://mirror.test"}, {}, "public_url"),
+        ({"public_url": "https://mirror.test/v2/"}, {}, "public_url"),
+        ({"public_url": "https://mirror.test?x=1"}, {}, "public_url"),
+        ({"public_url": "https://user:pw@mirror.test"}, {}, "public_url"),
+        ({"public_url": "https://mirror.test:99999"}, {}, "public_url"),
+        ({"public_url": "mirror.test"}, {}, "public_url"),
+        ({}, {"public_url": "https://"}, "--public-url"),
+    ],
+)
+def test_client_settings_errors_name_their_key(toml: dict[str, Any], cli: dict[str, Any],
+                                               key: str) -> None:
+    error = config_error(toml, cli)
+    assert error.key == key
+    assert "\n" not in str(error)

@@ -90,6 +90,39 @@ class PingTests(ProxyTestCase):
         self.assertIn('scope="repository:busybox:pull"', value or "")
 
 
+class PublicURLTests(ProxyTestCase):
+    """With --public-url, no Host header can point a client's credentials elsewhere."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.use(build_config({"public_url": "https://mirror.test"}, {}))
+
+    def test_ping_challenge_names_the_public_url(self) -> None:
+        response = self.fetch("GET", "/v2/", host="evil.test")
+        self.assertEqual(response.header("www-authenticate"),
+                         f'Bearer realm="https://mirror.test/v2/auth",service="{SERVICE}"')
+
+    def test_rewritten_challenges_name_the_public_url(self) -> None:
+        self.upstream.on(HUB_HOST, "/v2/library/busybox/manifests/latest", reply(
+            401, UNAUTHORIZED, www_authenticate=HUB_CHALLENGE))
+        value = self.fetch("HEAD", "/v2/busybox/manifests/latest?ns=docker.io",
+                           host="evil.test").header("www-authenticate")
+        self.assertIn('realm="https://mirror.test/v2/auth?ns=docker.io"', value or "")
+
+    def test_local_challenge_names_the_public_url(self) -> None:
+        self.use(build_config({"routes": {"hub.mirror.test": DOCKER_HUB_URL},
+                               "public_url": "http://mirror.test:5000"}, {}))
+        response = self.fetch("GET", "/v2/", host="evil.test")
+        self.assertEqual(response.header("www-authenticate"),
+                         'Bearer realm="http://mirror.test:5000/v2/auth",service="dockerproxy"')
+
+    def test_home_page_shows_the_public_url(self) -> None:
+        response = self.fetch("GET", "/", host="evil.test")
+        self.assertIn(b"mirror.test", response.body)
+        self.assertIn(b"https://mirror.test", response.body)
+        self.assertNotIn(b"evil.test", response.body)
+
+
 # --------------------------------------------------------------------------- the edge
 
 
@@ -638,6 +671,11 @@ class AccessLogTests(ProxyTestCase):
         self.assertEqual(event["duration"], 0.0)
         self.assertEqual(event["upstream"], DOCKER_HUB_URL)
         self.assertTrue(event["complete"])
+
+    def test_the_client_is_the_peer_address_not_the_host_header(self) -> None:
+        self.fetch("GET", "/v2/", host="203.0.113.9")
+        [event] = self.access
+        self.assertEqual(event["client"], StringTransport().getPeer().host)
 
     def test_error_without_upstream(self) -> None:
         self.fetch("GET", "/v2/Bad/manifests/latest")

@@ -1,0 +1,158 @@
+"""The listening ports, kept by one service, and the bound on open client connections.
+
+twistd's C{strports.service} makes one service per endpoint and keeps the port
+to itself; the proxy needs its ports to stop accepting on all of them at once
+when C{--max-connections} client connections are open. New connections then
+wait in the kernel's listen backlog instead of costing a file descriptor and
+memory each, and are accepted as soon as an open one closes.
+"""
+
+from __future__ import annotations
+
+import resource
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from twisted.application import service
+from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import IListeningPort, IPushProducer, IReactorCore, IReactorTime
+from twisted.internet.protocol import ServerFactory
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+log = Logger()
+
+WARN_EVERY = 60.0  # seconds between two "bound reached" warnings
+
+
+class Listeners(service.Service):
+    """Listens on endpoint descriptions (C{tcp:}, C{ssl:}, C{systemd:}, ...) with one
+    factory, keeps the ports, and can pause accepting on all of them."""
+
+    def __init__(self, reactor: IReactorCore, descriptions: Sequence[str],
+                 factory: ServerFactory) -> None:
+        self.reactor = reactor
+        self.descriptions = tuple(descriptions)
+        self.factory = factory
+        self.ports: list[IListeningPort] = []
+        self.paused = False
+        self._started = False
+
+    def privilegedStartService(self) -> None:
+        """Listen now, before twistd gives up privileges (ports under 1024); an endpoint
+        that fails at once stops the start, as C{strports.service} did."""
+        super().privilegedStartService()
+        self._started = True
+        for description in self.descriptions:
+            failure = self._listen(description)
+            if failure is not None:
+                failure.raiseException()
+
+    def _listen(self, description: str) -> Failure | None:
+        """Start listening; the failure if it failed at once, else later ones are logged."""
+        now: list[Failure] = []
+        waiting = [False]
+
+        def failed(failure: Failure) -> None:
+            if waiting[0]:
+                log.failure("cannot listen on {endpoint}", failure, endpoint=description)
+            else:
+                now.append(failure)
+
+        d = serverFromString(self.reactor, description).listen(self.factory)
+        d.addCallbacks(self._listening, failed)
+        waiting[0] = True
+        return now[0] if now else None
+
+    def startService(self) -> None:
+        super().startService()
+        if not self._started:
+            self.privilegedStartService()
+
+    def stopService(self) -> Deferred[Any]:
+        super().stopService()
+        ports, self.ports = self.ports, []
+        self._started = False
+        return DeferredList([maybeDeferred(port.stopListening) for port in ports],
+                            consumeErrors=True)
+
+    def pause(self) -> None:
+        """Stop accepting connections on every port (they wait in the backlog)."""
+        self.paused = True
+        for port in self.ports:
+            _producer(port).pauseProducing()
+
+    def resume(self) -> None:
+        self.paused = False
+        for port in self.ports:
+            _producer(port).resumeProducing()
+
+    def _listening(self, port: IListeningPort) -> IListeningPort:
+        self.ports.append(port)
+        if self.paused:
+            _producer(port).pauseProducing()
+        return port
+
+
+def _producer(port: IListeningPort) -> IPushProducer:
+    """A stream port is a file descriptor: pausing it stops calling accept()."""
+    producer = IPushProducer(port, None)
+    if producer is None:
+        raise TypeError(f"{port!r} cannot pause accepting connections")
+    return producer
+
+
+class ConnectionLimit:
+    """Counts open client connections; at C{maximum}, accepting stops until one closes.
+
+    Twisted accepts a batch of connections per readiness event, so a batch can
+    arrive past the bound before the pause takes effect: those connections are
+    not admitted, and their channels close them at once.
+    """
+
+    def __init__(self, maximum: int, pause: Callable[[], None], resume: Callable[[], None],
+                 clock: IReactorTime) -> None:
+        self.maximum = maximum
+        self.pause = pause
+        self.resume = resume
+        self.clock = clock
+        self.open = 0
+        self._warned = -WARN_EVERY
+
+    def admit(self) -> bool:
+        if self.open >= self.maximum:
+            return False
+        self.open += 1
+        if self.open == self.maximum:
+            self.pause()
+            now = self.clock.seconds()
+            if now - self._warned >= WARN_EVERY:
+                self._warned = now
+                log.warn("{open} client connections open (--max-connections): new ones wait "
+                         "until one closes", open=self.open)
+        return True
+
+    def release(self) -> None:
+        self.open -= 1
+        if self.open == self.maximum - 1:
+            self.resume()
+
+
+def raise_fd_limit(max_connections: int) -> None:
+    """Make room for C{max_connections} client sockets plus as many upstream ones.
+
+    The soft RLIMIT_NOFILE is often 1024: past it accept() fails and clients are
+    dropped long before the bound. Raise it toward the hard limit, or warn.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = 2 * max_connections + 1024
+    if hard != resource.RLIM_INFINITY:
+        wanted = min(wanted, hard)
+    if wanted > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+        soft = wanted
+    if soft < max_connections + 1024:
+        log.warn("only {soft} file descriptors for --max-connections {max}: raise the hard "
+                 "limit (systemd: LimitNOFILE=) or lower --max-connections",
+                 soft=soft, max=max_connections)
