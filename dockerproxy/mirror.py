@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
-from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.defer import ensureDeferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -28,6 +28,7 @@ from dockerproxy.access import AccessCache, RepoKey
 from dockerproxy.cache.admin import STATS_KEY
 from dockerproxy.cache.blobs import BlobCache
 from dockerproxy.cache.store import FilesystemStore
+from dockerproxy.coalesce import Coalescer
 from dockerproxy.edge import client_request
 from dockerproxy.exchange import Proxy, fetch_for_client, relay_response
 from dockerproxy.manifests import (
@@ -96,8 +97,8 @@ class Mirror:
         self.clock = clock
         self.tag_ttl = tag_ttl
         self.stale_max_age = stale_max_age
-        # Blob GETs on their way upstream: digest -> clients waiting for that answer.
-        self._fetching: dict[str, list[Deferred[None]]] = {}
+        # Blob GETs on their way upstream, and the clients waiting for their answers.
+        self._fetching = Coalescer()
 
     async def serve(self, proxy: Proxy, request: Request, target: Target, kind: str,
                     reference: str, url: str, scope: str, ns: str | None) -> None:
@@ -128,19 +129,14 @@ class Mirror:
         if self.s3 is not None and await self._from_s3(proxy, request, target, digest, url,
                                                        scope, ns):
             return
-        waiting = self._fetching.get(digest)
-        if waiting is not None:
-            # Another client's GET of this blob is on its way: wait for its answer, then
-            # look again (once its fill has started, it serves this client too).
-            turn: Deferred[None] = Deferred()
-            waiting.append(turn)
-            await turn
+        if digest in self._fetching:
+            # Another client's GET of this blob is on its way: wait for its answer (its
+            # upstream failure is ours too), then look again (its fill serves us too).
+            await self._fetching.follow(digest)
             await self.blob(proxy, request, target, digest, url, scope, ns)
             return
-        waiters: list[Deferred[None]] = []
-        self._fetching[digest] = waiters
         stray = None
-        try:
+        with self._fetching.lead(digest):
             fetched = await fetch_for_client(proxy, request, target.upstream, url,
                                              drop=FILL_DROPS)
             if fetched.response.code == 200:
@@ -152,12 +148,6 @@ class Mirror:
                     fill = self.blobs.start_fill(digest, fetched.response, idle_timeout=idle)
                     if self.s3 is not None:
                         fill.done.addCallback(self._upload_to_s3, fill)
-        finally:
-            if self._fetching.get(digest) is waiters:
-                del self._fetching[digest]
-            for turn in waiters:
-                if not turn.called:
-                    turn.callback(None)
         if fetched.response.code != 200:
             self._note_refusal(fetched.response.code, authorization, repo)
             await relay_response(proxy, request, target.upstream, fetched, scope, ns)

@@ -1,0 +1,103 @@
+"""The mirror's blob path when things go wrong: upstream failures shared by waiting
+clients, blob files that vanish under a running proxy, fills the cache gives up.
+
+Whole Site over raw HTTP bytes, as in test_resources, with the cache on a real
+temporary directory (test_mirror's L{MirrorTestCase}).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from test_mirror import MirrorTestCase
+from test_resources import HUB_HOST, ScriptedHTTP, parse_response, reply
+from twisted.internet import defer
+from twisted.internet.error import ConnectionRefusedError
+from twisted.internet.testing import StringTransport
+from twisted.web.server import NOT_DONE_YET, Request
+
+from dockerproxy.config import DOCKER_HUB_URL, build_config
+
+BLOB = bytes(range(256)) * 64  # 16 KiB
+BLOB_DIGEST = "sha256:" + hashlib.sha256(BLOB).hexdigest()
+CLIENT_PATH = f"/v2/busybox/blobs/{BLOB_DIGEST}"
+UPSTREAM_PATH = f"/v2/library/busybox/blobs/{BLOB_DIGEST}"
+
+
+class BlobTestCase(MirrorTestCase):
+    def serve_blob(self, body: bytes = BLOB, **headers: str) -> None:
+        self.upstream.on(HUB_HOST, UPSTREAM_PATH, reply(200, body, **headers))
+
+    def get(self, auth: str | None = None, method: str = "GET") -> StringTransport:
+        """Send a blob request without answering anything upstream yet."""
+        transport = StringTransport()
+        protocol = self.site.buildProtocol(None)
+        protocol.makeConnection(transport)
+        lines = [f"{method} {CLIENT_PATH} HTTP/1.1", "Host: mirror.test"]
+        if auth is not None:
+            lines.append(f"Authorization: {auth}")
+        protocol.dataReceived(("\r\n".join(lines) + "\r\n\r\n").encode())
+        return transport
+
+    def blob_requests(self) -> list[Any]:
+        return [s for s in self.upstream.requests_to(HUB_HOST) if s.path == UPSTREAM_PATH]
+
+
+class SharedFailureTests(BlobTestCase):
+    """Clients waiting on one uncached blob share the leader's upstream failure."""
+
+    def test_a_timeout_reaches_every_waiter_at_once_with_one_request(self) -> None:
+        http = ScriptedHTTP()
+        self.use(build_config({"timeouts": {"headers": 30}}, {}), http=http)
+        clients = [self.get() for _ in range(6)]
+        self.assertEqual(len(http.calls), 1)
+        self.clock.advance(30.1)
+        for transport in clients:
+            response = parse_response(transport.value(), "GET")
+            entry = self.assertRegistryError(response, 504, "UNAVAILABLE")
+            self.assertIn(DOCKER_HUB_URL, entry["message"])
+        self.assertEqual(len(http.calls), 1, "the waiters made requests of their own")
+
+    def test_a_refused_connection_reaches_every_waiter(self) -> None:
+        answers: list[defer.Deferred[Any]] = []
+
+        def later() -> defer.Deferred[Any]:
+            answers.append(defer.Deferred())
+            return answers[-1]
+
+        self.use(build_config({}, {}), http=ScriptedHTTP(later))
+        clients = [self.get(auth=f"Bearer user{n}") for n in range(3)]
+        answers[0].errback(ConnectionRefusedError("127.0.0.1"))
+        for transport in clients:
+            response = parse_response(transport.value(), "GET")
+            entry = self.assertRegistryError(response, 502, "UNAVAILABLE")
+            self.assertIn("connection refused", entry["message"])
+        self.assertEqual(len(answers), 1)
+
+    def test_an_answer_that_depends_on_credentials_is_not_shared(self) -> None:
+        held: list[Request] = []
+
+        def by_credentials(request: Request) -> Any:
+            if request.getHeader(b"authorization") == b"Bearer alice":
+                held.append(request)
+                return NOT_DONE_YET
+            request.setHeader(b"content-length", b"%d" % len(BLOB))
+            return BLOB
+
+        self.upstream.on(HUB_HOST, UPSTREAM_PATH, by_credentials)
+        alice = self.get(auth="Bearer alice")
+        self.pump()
+        bob = self.get(auth="Bearer bob")
+        self.pump()
+        self.assertEqual(len(self.blob_requests()), 1, "bob waits for alice's answer")
+        [request] = held
+        request.setResponseCode(401)
+        request.write(b'{"errors":[{"code":"UNAUTHORIZED","message":"no"}]}')
+        request.finish()
+        self.pump()
+        self.assertEqual(parse_response(alice.value(), "GET").status, 401)
+        answer = parse_response(bob.value(), "GET")
+        self.assertEqual((answer.status, answer.body), (200, BLOB))
+        self.assertEqual([s.header("authorization") for s in self.blob_requests()],
+                         ["Bearer alice", "Bearer bob"])
