@@ -79,6 +79,15 @@ def parse_range(value: bytes | None, size: int | None) -> tuple[int, int | None]
     return None
 
 
+def blob_headers(digest: str) -> list[tuple[bytes, bytes]]:
+    """What a blob answered from the cache says about itself, besides its length."""
+    return [(b"content-type", b"application/octet-stream"),
+            (b"docker-content-digest", digest.encode()),
+            (b"docker-distribution-api-version", b"registry/2.0"),
+            (b"accept-ranges", b"bytes"),
+            (b"etag", f'"{digest}"'.encode())]
+
+
 class Mirror:
     """Serves manifests and blobs from the cache when allowed, filling it on misses."""
 
@@ -117,9 +126,12 @@ class Mirror:
         repo = (target.upstream.name, target.repository)
         authorization = client_request(request).authorization
         if self._have_blob(digest):
-            if await self._readable(proxy, request, target, digest, url, scope, ns):
-                await self._send_blob(request, digest, "hit")
-            return
+            if not await self._readable(proxy, request, target, digest, url, scope, ns):
+                return
+            if await self._send_blob(request, digest, "hit"):
+                return
+            log.info("blob cache: {digest} is gone (removed beside the proxy, or evicted); "
+                     "a miss", digest=digest)
         if request.method == b"HEAD":
             fetched = await fetch_for_client(proxy, request, target.upstream, url)
             if fetched.response.code == 200:
@@ -157,7 +169,8 @@ class Mirror:
         if not self._have_blob(digest):
             # A small body can end (and fail verification) within start_fill.
             raise errors.bad_gateway(target.upstream.url, f"blob {digest} failed verification")
-        await self._send_blob(request, digest, "miss")
+        if not await self._send_blob(request, digest, "miss"):
+            raise errors.bad_gateway(target.upstream.url, f"blob {digest} vanished from the cache")
 
     async def _readable(self, proxy: Proxy, request: Request, target: Target, digest: str,
                         url: str, scope: str, ns: str | None) -> bool:
@@ -216,8 +229,7 @@ class Mirror:
                 fill.done.addCallback(self._s3_fill_ended, digest)
                 if not self._have_blob(digest):
                     return False  # a small body failed verification within start_fill
-        await self._send_blob(request, digest, "s3")
-        return True
+        return await self._send_blob(request, digest, "s3")
 
     def _redirect_to_s3(self, request: Request, digest: str) -> None:
         """A 307 to a presigned URL: the client fetches the bytes from S3 itself."""
@@ -270,25 +282,34 @@ class Mirror:
         """Committed or being filled; unlike C{lookup}, counts no hit or miss."""
         return digest in self.blobs or self.blobs.fill_for(digest) is not None
 
-    async def _send_blob(self, request: Request, digest: str, status: str) -> None:
-        request.cache = status  # type: ignore[attr-defined]
-        request.setResponseCode(200)
-        request.setHeader(b"content-type", b"application/octet-stream")
-        request.setHeader(b"docker-content-digest", digest.encode())
-        request.setHeader(b"docker-distribution-api-version", b"registry/2.0")
-        request.setHeader(b"accept-ranges", b"bytes")
-        request.setHeader(b"etag", f'"{digest}"'.encode())
-        # One hit or miss per request, whatever happened before: a fill from this very
-        # request may already be committed (a small blob), and it is still a miss.
-        if status == "hit":
-            cached = self.blobs.lookup(digest)
-        else:
-            self.blobs.misses += 1
-            cached = self.blobs.get(digest)
+    async def _send_blob(self, request: Request, digest: str, status: str) -> bool:
+        """Serve the blob committed or being filled; C{False}, with nothing sent, when it is
+        not there after all (its file was removed beside the proxy, or it was evicted
+        while an access check was on its way): the caller's miss."""
+        cached = self.blobs.get(digest)
         fill = self.blobs.fill_for(digest)
         size = cached.size if cached is not None else (fill.length if fill else None)
         byte_range = parse_range(client_request(request).range, size)
-        await self.blobs.serve(request, digest, byte_range)
+        request.cache = status  # type: ignore[attr-defined]
+        request.setResponseCode(200)
+        headers = blob_headers(digest)
+        for name, value in headers:
+            request.setHeader(name, value)
+        try:
+            done = self.blobs.serve(request, digest, byte_range)
+        except KeyError:
+            request.cache = None  # type: ignore[attr-defined]
+            for name, _ in headers:
+                request.responseHeaders.removeHeader(name)
+            return False
+        # One hit or miss per request, whatever happened before: a fill from this very
+        # request may already be committed (a small blob), and it is still a miss.
+        if status == "hit":
+            self.blobs.lookup(digest)
+        else:
+            self.blobs.misses += 1
+        await done
+        return True
 
     # -------------------------------------------------------------- manifests
 

@@ -8,16 +8,30 @@ directory on a small tmpfs.
 
 from __future__ import annotations
 
+import re
 import socket
+import subprocess
+import sys
 import threading
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.harness import web
+from tests.harness import images, web
 from tests.harness.ports import HOST
 from tests.harness.proxy import ProxyProcess
+from tests.harness.upstream import UpstreamFactory
+from tests.integration.test_cache import (
+    MiB,
+    anonymous_token,
+    committed_blobs,
+    fetch_blob,
+    mirror_of,
+    no_images,
+    upstream_gets,
+)
 
 StartProxy = Callable[..., ProxyProcess]
 
@@ -96,3 +110,35 @@ def test_clients_waiting_on_a_silent_upstream_share_one_request_and_its_504(
         error = result.json()["errors"][0]
         assert error["code"] == "UNAVAILABLE" and silent_upstream.url in error["message"], error
     assert silent_upstream.connections == 1, silent_upstream.connections
+
+
+# -- 2. a blob file removed under the running proxy ---------------------------------------------
+
+
+def test_a_blob_pruned_beside_the_running_proxy_is_fetched_again(
+        start_proxy: StartProxy, make_upstream: UpstreamFactory, tmp: Path) -> None:
+    """``python -m dockerproxy.cache prune`` deletes committed blobs beside a live proxy, whose
+    index still lists them: the next GET is a miss from the upstream (it was a 500)."""
+    up = make_upstream(seed=no_images)
+    name = f"public/pruned-{uuid.uuid4().hex[:8]}"
+    blob = images.put_large_blob(up.registry, name, 3 * MiB, seed="pruned")
+    cache = tmp / "cache"
+    proxy = mirror_of(start_proxy, up.url, cache)
+    token = anonymous_token(proxy, name)
+    first = fetch_blob(proxy, name, blob.digest, token)
+    assert (first.status, first.digest, first.error) == (200, blob.digest, None)
+    assert committed_blobs(cache) == {blob.digest: blob.size}
+
+    pruned = subprocess.run([sys.executable, "-m", "dockerproxy.cache", "prune", "--cache-dir",
+                             str(cache), "--max-size", "1"], capture_output=True, text=True,
+                            cwd=tmp, timeout=60, check=True)
+    assert "removed 1 blobs" in pruned.stdout, pruned
+    assert committed_blobs(cache) == {}
+
+    mark = up.log_mark()
+    again = fetch_blob(proxy, name, blob.digest, token)
+    assert (again.status, again.length, again.digest, again.error) == (
+        200, blob.size, blob.digest, None)
+    assert len(upstream_gets(up, mark, re.escape(blob.digest))) == 1
+    assert committed_blobs(cache) == {blob.digest: blob.size}
+    assert "Traceback" not in proxy.log_text()

@@ -101,3 +101,70 @@ class SharedFailureTests(BlobTestCase):
         self.assertEqual((answer.status, answer.body), (200, BLOB))
         self.assertEqual([s.header("authorization") for s in self.blob_requests()],
                          ["Bearer alice", "Bearer bob"])
+
+
+class VanishedBlobTests(BlobTestCase):
+    """A cached blob whose file is gone is an ordinary miss, never a 500."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.serve_blob()
+        self.blobs = self.proxy.mirror.blobs
+        self.path = self.proxy.mirror.store.blob_path(BLOB_DIGEST)
+
+    def cache_blob(self, auth: str | None = None) -> None:
+        headers = [] if auth is None else [("Authorization", auth)]
+        first = self.fetch("GET", CLIENT_PATH, headers)
+        self.assertEqual((first.status, first.body), (200, BLOB))
+        self.assertTrue(self.path.exists())
+
+    def test_a_file_removed_beside_the_proxy_is_fetched_again(self) -> None:
+        self.cache_blob()
+        self.path.unlink()  # what `python -m dockerproxy.cache prune` does
+        again = self.fetch("GET", CLIENT_PATH)
+        self.assertEqual((again.status, again.body), (200, BLOB))
+        self.assertEqual(again.header("docker-content-digest"), BLOB_DIGEST)
+        self.assertEqual(len(self.blob_requests()), 2)
+        self.assertEqual(self.access[-1]["cache"], "miss")
+        self.assertEqual(self.path.read_bytes(), BLOB, "the index and the file agree again")
+        self.assertEqual(self.fetch("GET", CLIENT_PATH).body, BLOB)
+        self.assertEqual(len(self.blob_requests()), 2)
+        self.assertEqual((self.blobs.hits, self.blobs.misses), (1, 2))
+
+    def test_a_removed_file_answers_head_from_the_upstream(self) -> None:
+        self.cache_blob()
+        self.path.unlink()
+        head = self.fetch("HEAD", CLIENT_PATH)
+        self.assertEqual(head.status, 200)
+        self.assertEqual([s.method for s in self.blob_requests()], ["GET", "HEAD"])
+
+    def test_a_blob_evicted_during_the_access_check_is_fetched_again(self) -> None:
+        held: list[Request] = []
+
+        def head_held(request: Request) -> Any:
+            if request.method == b"HEAD":
+                held.append(request)
+                return NOT_DONE_YET
+            request.setHeader(b"content-length", b"%d" % len(BLOB))
+            return BLOB
+
+        self.upstream.on(HUB_HOST, UPSTREAM_PATH, head_held)
+        self.cache_blob(auth="Bearer bob")  # a private repository
+        # Alice may read it too, but the proxy does not know yet: a HEAD asks the upstream.
+        client = self.get(auth="Bearer alice")
+        self.pump()
+        [head] = held
+        # Meanwhile another blob's fill evicts this one.
+        other = BLOB[::-1]
+        other_digest = "sha256:" + hashlib.sha256(other).hexdigest()
+        self.upstream.on(HUB_HOST, f"/v2/library/busybox/blobs/{other_digest}",
+                         reply(200, other))
+        self.blobs.max_size = len(BLOB)
+        self.assertEqual(self.fetch("GET", f"/v2/busybox/blobs/{other_digest}").body, other)
+        self.assertNotIn(BLOB_DIGEST, self.blobs)
+        head.setHeader(b"content-length", b"%d" % len(BLOB))
+        head.finish()
+        self.pump()
+        response = parse_response(client.value(), "GET")
+        self.assertEqual((response.status, response.body), (200, BLOB))
+        self.assertEqual([s.method for s in self.blob_requests()], ["GET", "HEAD", "GET"])
