@@ -100,6 +100,16 @@ class AccessCache:
     def is_linked(self, repo: RepoKey, digest: str) -> bool:
         return digest in self._links.get(_repo(repo), ())
 
+    def unlink(self, digest: str) -> None:
+        """C{digest} left the cache (evicted): forget which repositories it was seen in."""
+        changed = False
+        for linked in self._links.values():
+            if digest in linked:
+                linked.discard(digest)
+                changed = True
+        if changed:
+            self.save()
+
     def snapshot(self) -> dict[str, Any]:
         """What survives a restart: public repositories and links (never credentials)."""
         return {"public": dict(self._public),

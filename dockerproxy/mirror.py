@@ -103,6 +103,8 @@ class Mirror:
         self.store = store
         self.manifests = ManifestStore(store)
         self.access = access
+        # A blob that leaves the cache takes its content links with it.
+        blobs.on_removed = access.unlink
         self.clock = clock
         self.tag_ttl = tag_ttl
         self.stale_max_age = stale_max_age

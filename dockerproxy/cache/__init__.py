@@ -30,7 +30,10 @@ L{store} (no Twisted; blocking calls on a local disk)::
 
 L{blobs} (Twisted, reactor thread)::
 
-    BlobCache(store, clock: IReactorTime, max_size: int | None, *, idle_timeout=60.0)
+    BlobCache(store, clock: IReactorTime, max_size: int | None, *, idle_timeout=60.0,
+              on_removed: Callable[[str], object] | None = None)
+                                           on_removed(digest): a blob left the index
+                                           (evicted, or its file found gone); settable
       .start() -> None                     store.recover() into the index, evict to max_size
       .stop() -> None                      abandon every fill (shutdown)
       .supports(digest) -> bool            (static) whether the digest can be cached

@@ -17,6 +17,7 @@ import errno
 import hashlib
 import os
 from collections import Counter, OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -194,11 +195,16 @@ class BlobCache:
     A blob being served or filled is pinned and never evicted, so the bound
     (C{max_size} bytes, C{None} for none) holds except for pinned blobs. A fill
     with a known length counts against the bound from its start.
+
+    C{on_removed}, if set, is called with the digest of each blob that leaves the
+    index (evicted, or found gone from the disk), so records about it can go too.
     """
 
     def __init__(self, store: FilesystemStore, clock: IReactorTime, max_size: int | None,
-                 *, idle_timeout: float = DEFAULT_IDLE_TIMEOUT) -> None:
+                 *, idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+                 on_removed: Callable[[str], object] | None = None) -> None:
         self.store = store
+        self.on_removed = on_removed
         self.clock = clock
         self.max_size = max_size
         self.idle_timeout = idle_timeout
@@ -436,6 +442,8 @@ class BlobCache:
             self.store.remove(digest)
         except OSError as e:
             log.warn("blob cache: cannot remove {digest}: {error}", digest=digest, error=e)
+        if self.on_removed is not None:
+            self.on_removed(digest)
 
 
 @implementer(IPushProducer)

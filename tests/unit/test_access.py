@@ -97,3 +97,25 @@ def test_public_knowledge_ages_out() -> None:
     access.note_served(None, REPO)
     clock.advance(101)
     assert not access.may_read(None, REPO)
+
+
+def test_unlink_forgets_a_digest_in_every_repository_and_saves() -> None:
+    saved: list[dict[str, Any]] = []
+    access, clock = make(save=saved.append)
+    other = "sha256:" + "b" * 64
+    access.note_served(None, REPO, DIGEST)
+    access.note_served(ALICE, PRIVATE, DIGEST)
+    access.note_served(ALICE, PRIVATE, other)
+    clock.advance(1)
+    access.unlink(DIGEST)
+    assert not access.is_linked(REPO, DIGEST)
+    assert not access.is_linked(PRIVATE, DIGEST)
+    assert access.is_linked(PRIVATE, other)
+    assert access.may_read(None, REPO), "only the content link goes"
+    clock.advance(1)
+    assert saved[-1]["links"] == {"docker.io/library/alpine": [], "docker.io/private/secret":
+                                  [other]}
+    writes = len(saved)
+    access.unlink(DIGEST)
+    clock.advance(1)
+    assert len(saved) == writes, "nothing changed, nothing written"

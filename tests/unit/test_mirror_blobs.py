@@ -168,3 +168,21 @@ class VanishedBlobTests(BlobTestCase):
         response = parse_response(client.value(), "GET")
         self.assertEqual((response.status, response.body), (200, BLOB))
         self.assertEqual([s.method for s in self.blob_requests()], ["GET", "HEAD", "GET"])
+
+
+class EvictionTests(BlobTestCase):
+    def test_an_evicted_blob_loses_its_content_links(self) -> None:
+        self.serve_blob()
+        mirror = self.proxy.mirror
+        repo = ("docker.io", "library/busybox")
+        self.assertEqual(self.fetch("GET", CLIENT_PATH).body, BLOB)
+        self.assertTrue(mirror.access.is_linked(repo, BLOB_DIGEST))
+        other = BLOB[::-1]
+        other_digest = "sha256:" + hashlib.sha256(other).hexdigest()
+        self.upstream.on(HUB_HOST, f"/v2/library/busybox/blobs/{other_digest}",
+                         reply(200, other))
+        mirror.blobs.max_size = len(BLOB)
+        self.fetch("GET", f"/v2/busybox/blobs/{other_digest}")
+        self.assertNotIn(BLOB_DIGEST, mirror.blobs)
+        self.assertFalse(mirror.access.is_linked(repo, BLOB_DIGEST))
+        self.assertTrue(mirror.access.is_linked(repo, other_digest))

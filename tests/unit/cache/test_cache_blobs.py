@@ -1051,6 +1051,18 @@ class EvictionTests(CacheTestCase):
         self.assertEqual(self.cache.used_bytes, 3000)
         self.assertEqual(self.h.store.used_bytes(), 3000)
 
+    def test_removals_are_reported(self) -> None:
+        removed: list[str] = []
+        self.cache.on_removed = removed.append
+        a, b, c = (self.h.put(self.blob(n)) for n in (1, 2, 3))
+        self.h.put(self.blob(4))
+        self.assertEqual(removed, [a])
+        self.h.store.blob_path(c).unlink()  # gone from the disk: found out when served
+        with self.assertRaises(KeyError):
+            self.h.client().served(self.cache, c)
+        self.assertEqual(removed, [a, c])
+        self.assertEqual(self.cache.lru_order(), [b, sha256(self.blob(4))])
+
     def test_a_fill_of_known_length_makes_room_when_it_starts(self) -> None:
         a, b, c = (self.h.put(self.blob(n)) for n in (1, 2, 3))
         self.h.upstream(self.blob(4))
