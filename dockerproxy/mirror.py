@@ -25,8 +25,9 @@ from twisted.web.server import Request
 
 from dockerproxy import errors, names
 from dockerproxy.access import AccessCache, RepoKey
+from dockerproxy.bypass import relay_uncached
 from dockerproxy.cache.admin import STATS_KEY
-from dockerproxy.cache.blobs import BlobCache
+from dockerproxy.cache.blobs import BlobCache, TooLarge
 from dockerproxy.cache.store import FilesystemStore
 from dockerproxy.coalesce import Coalescer
 from dockerproxy.edge import client_request
@@ -149,7 +150,7 @@ class Mirror:
             await self._fetching.follow(digest)
             await self.blob(proxy, request, target, digest, url, scope, ns)
             return
-        stray = None
+        stray = too_large = None
         with self._fetching.lead(digest):
             fetched = await fetch_for_client(proxy, request, target.upstream, url,
                                              drop=FILL_DROPS)
@@ -159,12 +160,22 @@ class Mirror:
                     stray = fetched.response  # another client's fill got there first
                 else:
                     idle = proxy.client(target.upstream).timeouts.idle
-                    fill = self.blobs.start_fill(digest, fetched.response, idle_timeout=idle)
-                    if self.s3 is not None:
-                        fill.done.addCallback(self._upload_to_s3, fill)
+                    try:
+                        fill = self.blobs.start_fill(digest, fetched.response,
+                                                     idle_timeout=idle)
+                    except TooLarge as e:
+                        too_large = e
+                    else:
+                        if self.s3 is not None:
+                            fill.done.addCallback(self._upload_to_s3, fill)
         if fetched.response.code != 200:
             self._note_refusal(fetched.response.code, authorization, repo)
             await relay_response(proxy, request, target.upstream, fetched, scope, ns)
+            return
+        if too_large is not None:
+            log.info("blob cache: relaying, not caching: {why}", why=too_large)
+            self.blobs.misses += 1
+            await relay_uncached(proxy, request, target, url, fetched, scope, ns)
             return
         if stray is not None:
             await discard(stray)
@@ -210,7 +221,7 @@ class Mirror:
             log.warn("S3 cache: cannot look up {digest}, asking the upstream: {error}",
                      digest=digest, error=e)
             return False
-        if size is None:
+        if size is None or not self.blobs.fits(size):
             return False
         if not await self._readable(proxy, request, target, digest, url, scope, ns):
             return True

@@ -2,7 +2,7 @@
 
 Blobs are stored by digest, verified before they become visible, shared by every
 client that asks while one upstream download is in progress, and evicted least
-recently used first under a size bound. Two modules:
+recently used first under a size bound. Three modules:
 
 L{store} (no Twisted; blocking calls on a local disk)::
 
@@ -24,6 +24,7 @@ L{store} (no Twisted; blocking calls on a local disk)::
                                            "/"-separated [A-Za-z0-9][A-Za-z0-9._-]* parts
       .meta_path(key) -> Path              ValueError for an unsafe key
       .used_bytes() -> int
+      .free_bytes() -> int | None          statvfs: free for this process; None if unknown
     StoredBlob(digest: str, size: int, last_used: float)
     parse_digest(digest) -> tuple[str, str]      (algorithm, hex) or ValueError
     SUPPORTED_ALGORITHMS = {"sha256": 64, "sha512": 128}
@@ -31,6 +32,7 @@ L{store} (no Twisted; blocking calls on a local disk)::
 L{blobs} (Twisted, reactor thread)::
 
     BlobCache(store, clock: IReactorTime, max_size: int | None, *, idle_timeout=60.0,
+              max_blob_size: int | None = None,
               on_removed: Callable[[str], object] | None = None)
                                            on_removed(digest): a blob left the index
                                            (evicted, or its file found gone); settable
@@ -41,8 +43,15 @@ L{blobs} (Twisted, reactor thread)::
       .get(digest) -> CachedBlob | None    the same without counting or marking
       .fill_for(digest) -> Fill | None     the fill in progress, if any
       .start_fill(digest, response: IResponse, idle_timeout: float | None = None) -> Fill
-                                           FillInProgress if one is active; ValueError for
-                                           an unsupported digest or a status other than 200
+                                           FillInProgress if one is active; TooLarge (a
+                                           ValueError) for a length beyond room(), before
+                                           anything is read; ValueError for an unsupported
+                                           digest or a status other than 200
+      .room() -> int | None                the most a fill starting now may write: the
+                                           least of max_size, max_blob_size and the disk's
+                                           free space (less what fills under way still
+                                           need, plus what eviction could free)
+      .fits(length) -> bool                length <= room()
       .serve(request, digest, byte_range: tuple[int, int | None] | None = None)
           -> Deferred[bool]                KeyError if neither committed nor being filled
       .used_bytes, len(cache), digest in cache, .lru_order() -> list[str]
@@ -50,9 +59,13 @@ L{blobs} (Twisted, reactor thread)::
       .stats() -> dict[str, int | None]    the counters plus blobs, used_bytes, max_size,
                                            active_fills, pinned
     CachedBlob(digest: str, size: int, path: Path)
+    FillInProgress(RuntimeError), TooLarge(ValueError)
+
+L{fills}::
+
     Fill: .digest .length (int | None) .written .path (the partial) .committed
           .failure (str | None) .active .followers .done: Deferred[bool] .stop(why)
-    FillInProgress(RuntimeError)
+          .room (int | None: the most it writes) .max_blob_size (int | None)
 
 Typical use for a blob GET::
 
@@ -69,7 +82,8 @@ It is committed only if its size matches a known C{response.length} and its dige
 matches; a mismatch, a truncated body (C{ResponseFailed}, C{PotentialDataLoss} with
 a known length, more bytes than announced), an idle timeout or a write error
 deletes the partial, makes nothing visible and fires C{Fill.done} with C{False}.
-A verified blob larger than C{max_size} is served to its followers but not kept.
+So does a body of unknown length that passes the fill's C{room} or C{max_blob_size}:
+it is cut off there, followed or not.
 
 Serving: C{serve} sets Content-Length (for a range, 206 and Content-Range; an
 unsatisfiable range gets 416 with C{Content-Range: bytes */size}; C{byte_range} is
@@ -87,6 +101,8 @@ response headers are flushed; TLS connections, chunked responses and followers o
 a fill read the file and write copies.
 
 Eviction: least recently used first over committed blobs, never a pinned one (being
-served or filled); when a fill with a known length starts, to make room for it;
-after a commit; when a pin is released while over the bound.
+served or filled); when a fill with a known length starts, to make room for it
+within C{max_size} and on the disk (what fills of known length still have to write
+must fit in its free space); after a commit; when a pin is released while over the
+bound.
 """

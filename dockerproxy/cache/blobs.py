@@ -54,6 +54,10 @@ class FillInProgress(RuntimeError):
     """L{BlobCache.start_fill} for a digest that is already being filled."""
 
 
+class TooLarge(ValueError):
+    """L{BlobCache.start_fill} for a body longer than the cache can keep: relay it instead."""
+
+
 @dataclass(frozen=True)
 class CachedBlob:
     """A committed, verified blob."""
@@ -74,7 +78,13 @@ class BlobCache:
 
     A blob being served or filled is pinned and never evicted, so the bound
     (C{max_size} bytes, C{None} for none) holds except for pinned blobs. A fill
-    with a known length counts against the bound from its start.
+    with a known length counts against the bound from its start, and eviction
+    also makes room on the disk for what such fills still have to write.
+
+    No fill writes more than L{room} allowed when it started: the bound, the disk's
+    free space (plus what eviction can free) and C{max_blob_size}. A body of known
+    length beyond that is refused (L{TooLarge}); one of unknown length is abandoned
+    when it gets there.
 
     C{on_removed}, if set, is called with the digest of each blob that leaves the
     index (evicted, or found gone from the disk), so records about it can go too.
@@ -82,11 +92,13 @@ class BlobCache:
 
     def __init__(self, store: FilesystemStore, clock: IReactorTime, max_size: int | None,
                  *, idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+                 max_blob_size: int | None = None,
                  on_removed: Callable[[str], object] | None = None) -> None:
         self.store = store
         self.on_removed = on_removed
         self.clock = clock
         self.max_size = max_size
+        self.max_blob_size = max_blob_size
         self.idle_timeout = idle_timeout
         self.hits = 0
         self.misses = 0
@@ -186,8 +198,9 @@ class BlobCache:
                    idle_timeout: float | None = None) -> Fill:
         """Write C{response}'s body (a 200 from upstream) to the cache, verified by C{digest}.
 
-        Raises L{FillInProgress} if C{digest} is already being filled and
-        C{ValueError} for a digest the cache cannot verify or a status other than 200.
+        Raises L{FillInProgress} if C{digest} is already being filled, L{TooLarge}
+        for a length beyond L{room} (nothing is written; the response is untouched)
+        and C{ValueError} for a digest the cache cannot verify or a status other than 200.
         """
         parse_digest(digest)
         if response.code != 200:
@@ -195,12 +208,16 @@ class BlobCache:
         if digest in self._fills:
             raise FillInProgress(digest)
         length = None if response.length is UNKNOWN_LENGTH else int(response.length)
+        room = self.room()
+        if length is not None and room is not None and length > room:
+            raise TooLarge(f"{digest} has {length} bytes; the cache can keep {room}")
         fill = Fill(self, digest, self.store.open_partial(), length,
-                    self.idle_timeout if idle_timeout is None else idle_timeout)
+                    self.idle_timeout if idle_timeout is None else idle_timeout,
+                    room=room, max_blob_size=self.max_blob_size)
         self._fills[digest] = fill
         self._pin(digest)
         self.fills += 1
-        if length is not None and not self._too_large(length):
+        if length is not None:
             fill._reserved = length
             self._reserved += length
             self._evict()
@@ -211,31 +228,44 @@ class BlobCache:
             raise
         return fill
 
-    def _too_large(self, size: int) -> bool:
-        return self.max_size is not None and size > self.max_size
+    def room(self) -> int | None:
+        """The most bytes a fill starting now may write (C{None}: no bound).
+
+        The least of C{max_size}, C{max_blob_size} and the disk's free space, less
+        what fills under way still have to write, plus what eviction could free.
+        """
+        bounds = [b for b in (self.max_size, self.max_blob_size) if b is not None]
+        free = self.store.free_bytes()
+        if free is not None:
+            pinned = sum(self._index[d].size for d in self._pins if d in self._index)
+            bounds.append(max(free - self._unwritten(), 0) + self._bytes - pinned)
+        return min(bounds) if bounds else None
+
+    def fits(self, length: int) -> bool:
+        """Whether a fill of C{length} bytes starting now would be accepted."""
+        room = self.room()
+        return room is None or length <= room
+
+    def _unwritten(self) -> int:
+        """Bytes that fills of known length have yet to write."""
+        return sum(max(f.length - f.written, 0) for f in self._fills.values()
+                   if f.length is not None and f.active)
 
     def _fill_verified(self, fill: Fill, partial: Partial) -> None:
-        # A blob larger than the whole cache is verified for its followers, never kept:
-        # keeping it would evict everything else first.
-        if self._too_large(fill.written):
-            log.info("blob cache: {digest} ({size} bytes) is larger than the cache",
-                     digest=fill.digest, size=fill.written)
+        try:
+            path = self.store.commit(partial, fill.digest)
+        except OSError as e:
             partial.discard()
-        else:
-            try:
-                path = self.store.commit(partial, fill.digest)
-            except OSError as e:
-                partial.discard()
-                fill.failure = f"cannot commit: {e}"
-                self._fill_failed(fill, fill.failure)
-                return
-            previous = self._index.pop(fill.digest, None)
-            if previous is not None:
-                self._bytes -= previous.size
-            self._index[fill.digest] = _Entry(fill.written, path)
-            self._bytes += fill.written
-            fill.committed = True
-            self._mark_used(fill.digest)
+            fill.failure = f"cannot commit: {e}"
+            self._fill_failed(fill, fill.failure)
+            return
+        previous = self._index.pop(fill.digest, None)
+        if previous is not None:
+            self._bytes -= previous.size
+        self._index[fill.digest] = _Entry(fill.written, path)
+        self._bytes += fill.written
+        fill.committed = True
+        self._mark_used(fill.digest)
         self._end_fill(fill)
         fill.done.callback(True)
 
@@ -303,13 +333,17 @@ class BlobCache:
             self._evict()
 
     def _evict(self) -> None:
-        """Remove least recently used unpinned blobs until the cache is within C{max_size}."""
-        if self.max_size is None:
-            return
+        """Remove least recently used unpinned blobs until the cache is within C{max_size}
+        and the disk has room for what fills under way still have to write."""
+        unwritten = self._unwritten()
+        free = self.store.free_bytes() if unwritten else None
+        short = 0 if free is None else unwritten - free  # bytes the disk lacks
         for digest in list(self._index):
-            if self._bytes + self._reserved <= self.max_size:
+            over = self.max_size is not None and self._bytes + self._reserved > self.max_size
+            if not over and short <= 0:
                 return
             if not self._pins[digest]:
+                short -= self._index[digest].size
                 self._forget(digest)
                 self.evictions += 1
 

@@ -5,6 +5,10 @@ tells its followers (the L{blobs._Sender}s reading the partial file) when bytes
 land and when it ends. It ends verified (the cache commits it), or failed (the
 upstream's fault: a digest mismatch, a truncated body, an idle timeout), and the
 partial file is deleted.
+
+A fill never writes more than the cache could keep when it started (its C{room}),
+whether or not anyone still follows it: a body of unknown length that goes on
+past it (an endless chunked body, say) is cut off there.
 """
 
 from __future__ import annotations
@@ -33,15 +37,21 @@ class Fill(Protocol):
     """One upstream body becoming a blob: the protocol given to C{response.deliverBody}.
 
     Never paused: it reads as fast as the upstream sends, whatever its followers do.
-    C{done} fires C{True} once the blob is committed (or verified but too large to
-    keep), C{False} if it failed; the partial file is then gone.
+    C{done} fires C{True} once the blob is committed, C{False} if it failed; the
+    partial file is then gone.
+
+    C{room} bounds what it writes (C{None}: no bound); C{max_blob_size}, the
+    largest blob it accepts, is checked too.
     """
 
     def __init__(self, cache: BlobCache, digest: str, partial: Partial, length: int | None,
-                 idle_timeout: float) -> None:
+                 idle_timeout: float, room: int | None = None,
+                 max_blob_size: int | None = None) -> None:
         self.cache = cache
         self.digest = digest
         self.length = length
+        self.room = room
+        self.max_blob_size = max_blob_size
         self.path = partial.path
         self.written = 0
         self.committed = False
@@ -71,8 +81,15 @@ class Fill(Protocol):
     def dataReceived(self, data: bytes) -> None:
         if self._ended:
             return
-        if self.length is not None and self.written + len(data) > self.length:
+        total = self.written + len(data)
+        if self.length is not None and total > self.length:
             self._fail(f"more than the announced {self.length} bytes")
+            return
+        if self.max_blob_size is not None and total > self.max_blob_size:
+            self._fail(f"more than the largest blob allowed ({self.max_blob_size} bytes)")
+            return
+        if self.room is not None and total > self.room:
+            self._fail(f"more than the cache can keep ({self.room} bytes)")
             return
         try:
             self._partial.write(data)

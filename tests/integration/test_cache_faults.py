@@ -8,6 +8,7 @@ directory on a small tmpfs.
 
 from __future__ import annotations
 
+import http.client
 import re
 import socket
 import subprocess
@@ -30,7 +31,9 @@ from tests.integration.test_cache import (
     fetch_blob,
     mirror_of,
     no_images,
+    partials,
     upstream_gets,
+    wait_until,
 )
 
 StartProxy = Callable[..., ProxyProcess]
@@ -69,6 +72,70 @@ class SilentUpstream:
         self._thread.join(5)
         for conn in self._open:
             conn.close()
+
+
+class EndlessUpstream:
+    """Answers every request with a 200 whose chunked body never ends (capped at 2 GiB, so a
+    broken proxy cannot keep a test busy for good); ``sent`` counts each connection's bytes."""
+
+    CAP = 2 << 30
+
+    def __init__(self) -> None:
+        self.sent: list[int] = []
+        self.closed_by_peer: list[bool] = []
+        self._server = socket.create_server((HOST, 0))
+        self._server.settimeout(0.2)
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._accept, daemon=True)]
+        self._threads[0].start()
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self._server.getsockname()[1]}"
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._server.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            thread = threading.Thread(target=self._serve, args=(conn, len(self.sent)),
+                                      daemon=True)
+            self.sent.append(0)
+            self.closed_by_peer.append(False)
+            self._threads.append(thread)
+            thread.start()
+
+    def _serve(self, conn: socket.socket, index: int) -> None:
+        chunk = b"%x\r\n" % MiB + b"\xa5" * MiB + b"\r\n"
+        with conn:
+            conn.settimeout(30)
+            try:
+                conn.recv(65536)
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
+                             b"Transfer-Encoding: chunked\r\n\r\n")
+                while self.sent[index] < self.CAP and not self._stop.is_set():
+                    conn.sendall(chunk)
+                    self.sent[index] += MiB
+            except OSError:
+                self.closed_by_peer[index] = True
+
+    def close(self) -> None:
+        self._stop.set()
+        self._server.close()
+        for thread in self._threads:
+            thread.join(10)
+
+
+@pytest.fixture
+def endless_upstream() -> Iterator[EndlessUpstream]:
+    upstream = EndlessUpstream()
+    try:
+        yield upstream
+    finally:
+        upstream.close()
 
 
 @pytest.fixture
@@ -142,3 +209,40 @@ def test_a_blob_pruned_beside_the_running_proxy_is_fetched_again(
     assert len(upstream_gets(up, mark, re.escape(blob.digest))) == 1
     assert committed_blobs(cache) == {blob.digest: blob.size}
     assert "Traceback" not in proxy.log_text()
+
+
+# -- 3. a body of unknown length that never ends ------------------------------------------------
+
+
+@pytest.mark.parametrize("client", ["follows", "leaves"])
+def test_an_endless_chunked_body_stops_at_the_cache_bound(
+        start_proxy: StartProxy, endless_upstream: EndlessUpstream, tmp: Path,
+        client: str) -> None:
+    """A chunked blob body that never ends is cut off where the cache's bound is, whether its
+    client follows it or has left (it used to go on: 12 GB with ``--cache-max-size 50MB``),
+    and the client never sees a body that ends as if complete."""
+    bound = 20 * MiB
+    cache = tmp / "cache"
+    proxy = start_proxy("--upstream", endless_upstream.url, "--no-presets", "--cache-dir",
+                        str(cache), "--cache-max-size", str(bound))
+    conn = http.client.HTTPConnection(HOST, proxy.port, timeout=60)
+    conn.request("GET", f"/v2/library/endless/blobs/sha256:{'e' * 64}")
+    response = conn.getresponse()
+    assert response.status == 200
+    assert response.getheader("transfer-encoding") == "chunked"
+    received = len(response.read(MiB))
+    if client == "leaves":
+        conn.close()
+    else:
+        with pytest.raises((http.client.IncompleteRead, ConnectionResetError)):
+            while data := response.read(MiB):
+                received += len(data)
+        conn.close()
+        assert received < bound
+    assert wait_until(lambda: bool(endless_upstream.closed_by_peer)
+                      and endless_upstream.closed_by_peer[0], 60), endless_upstream.sent
+    # The proxy stopped reading at the bound; kernel buffers hold a few MiB more.
+    assert endless_upstream.sent[0] < 2 * bound, endless_upstream.sent
+    assert "more than the cache can keep" in proxy.log_text()
+    assert committed_blobs(cache) == {}
+    assert wait_until(lambda: partials(cache) == []), partials(cache)

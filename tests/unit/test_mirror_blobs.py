@@ -186,3 +186,54 @@ class EvictionTests(BlobTestCase):
         self.assertNotIn(BLOB_DIGEST, mirror.blobs)
         self.assertFalse(mirror.access.is_linked(repo, BLOB_DIGEST))
         self.assertTrue(mirror.access.is_linked(repo, other_digest))
+
+
+def ranged(body: bytes) -> Any:
+    """An upstream blob handler that honours one C{bytes=first-[last]} Range."""
+
+    def handle(request: Request) -> bytes:
+        value = request.getHeader(b"range")
+        if value is None:
+            request.setHeader(b"content-length", b"%d" % len(body))
+            return body
+        first_text, _, last_text = value.decode().removeprefix("bytes=").partition("-")
+        first = int(first_text)
+        last = int(last_text) if last_text else len(body) - 1
+        request.setResponseCode(206)
+        request.setHeader(b"content-range", b"bytes %d-%d/%d" % (first, last, len(body)))
+        return body[first:last + 1]
+
+    return handle
+
+
+class TooLargeTests(BlobTestCase):
+    """A blob announced larger than the cache can keep is relayed, never written."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.upstream.on(HUB_HOST, UPSTREAM_PATH, ranged(BLOB))
+        self.blobs = self.proxy.mirror.blobs
+        self.blobs.max_size = len(BLOB) - 1
+
+    def test_it_is_relayed_and_not_cached(self) -> None:
+        for _ in range(2):
+            response = self.fetch("GET", CLIENT_PATH)
+            self.assertEqual((response.status, response.body), (200, BLOB))
+            self.assertEqual(self.access[-1]["cache"], "uncached")
+        self.assertEqual(len(self.blob_requests()), 2)
+        self.assertNotIn(BLOB_DIGEST, self.blobs)
+        self.assertEqual(list((self.proxy.mirror.store.root / "tmp").iterdir()), [])
+        self.assertEqual((self.blobs.fills, self.blobs.misses), (0, 2))
+
+    def test_a_range_gets_the_answer_to_its_own_request(self) -> None:
+        response = self.fetch("GET", CLIENT_PATH, [("Range", "bytes=100-199")])
+        self.assertEqual((response.status, response.body), (206, BLOB[100:200]))
+        self.assertEqual(response.header("content-range"), f"bytes 100-199/{len(BLOB)}")
+        self.assertEqual([s.header("range") for s in self.blob_requests()],
+                         [None, "bytes=100-199"])
+
+    def test_the_max_blob_size_bounds_it_too(self) -> None:
+        self.blobs.max_size = None
+        self.blobs.max_blob_size = len(BLOB) - 1
+        self.assertEqual(self.fetch("GET", CLIENT_PATH).body, BLOB)
+        self.assertEqual(self.access[-1]["cache"], "uncached")
