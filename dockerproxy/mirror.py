@@ -21,11 +21,12 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.http_headers import Headers
+from twisted.web.iweb import IResponse
 from twisted.web.server import Request
 
 from dockerproxy import errors, names
 from dockerproxy.access import AccessCache, RepoKey
-from dockerproxy.bypass import relay_uncached
+from dockerproxy.bypass import UpstreamFallback, drop, relay_uncached
 from dockerproxy.cache.admin import STATS_KEY
 from dockerproxy.cache.blobs import BlobCache, TooLarge
 from dockerproxy.cache.store import FilesystemStore
@@ -128,10 +129,13 @@ class Mirror:
                    url: str, scope: str, ns: str | None) -> None:
         repo = (target.upstream.name, target.repository)
         authorization = client_request(request).authorization
+        # Where this client's answer goes on if the fill it follows is abandoned.
+        fallback = UpstreamFallback(proxy, request, target, url, scope, ns,
+                                    self.blobs.max_blob_size)
         if self._have_blob(digest):
             if not await self._readable(proxy, request, target, digest, url, scope, ns):
                 return
-            if await self._send_blob(request, digest, "hit"):
+            if await self._send_blob(request, digest, "hit", fallback):
                 return
             log.info("blob cache: {digest} is gone (removed beside the proxy, or evicted); "
                      "a miss", digest=digest)
@@ -150,7 +154,9 @@ class Mirror:
             await self._fetching.follow(digest)
             await self.blob(proxy, request, target, digest, url, scope, ns)
             return
-        stray = too_large = None
+        stray: IResponse | None = None
+        too_large: TooLarge | None = None
+        fill: Fill | None = None
         with self._fetching.lead(digest):
             fetched = await fetch_for_client(proxy, request, target.upstream, url,
                                              drop=FILL_DROPS)
@@ -180,9 +186,13 @@ class Mirror:
         if stray is not None:
             await discard(stray)
         if not self._have_blob(digest):
-            # A small body can end (and fail verification) within start_fill.
+            # A small body can end within start_fill: failed verification, or not kept for
+            # the cache's own reasons (the disk), when the client gets a fresh answer.
+            if fill is not None and (fill.abandoned or fill.failure is None):
+                await fallback.whole()
+                return
             raise errors.bad_gateway(target.upstream.url, f"blob {digest} failed verification")
-        if not await self._send_blob(request, digest, "miss"):
+        if not await self._send_blob(request, digest, "miss", fallback):
             raise errors.bad_gateway(target.upstream.url, f"blob {digest} vanished from the cache")
 
     async def _readable(self, proxy: Proxy, request: Request, target: Target, digest: str,
@@ -238,11 +248,18 @@ class Mirror:
             if self._have_blob(digest):
                 await discard(response)  # another client's fill got there first
             else:
-                fill = self.blobs.start_fill(digest, response, idle_timeout=self.s3.idle_timeout)
-                fill.done.addCallback(self._s3_fill_ended, digest)
+                try:
+                    fill = self.blobs.start_fill(digest, response,
+                                                 idle_timeout=self.s3.idle_timeout)
+                except TooLarge:  # other fills took the room since the check above
+                    await drop(response)
+                    return False
+                fill.done.addCallback(self._s3_fill_ended, fill)
                 if not self._have_blob(digest):
                     return False  # a small body failed verification within start_fill
-        return await self._send_blob(request, digest, "s3")
+        fallback = UpstreamFallback(proxy, request, target, url, scope, ns,
+                                    self.blobs.max_blob_size)
+        return await self._send_blob(request, digest, "s3", fallback)
 
     def _redirect_to_s3(self, request: Request, digest: str) -> None:
         """A 307 to a presigned URL: the client fetches the bytes from S3 itself."""
@@ -255,8 +272,9 @@ class Mirror:
         request.setHeader(b"content-length", b"0")
         request.finish()
 
-    def _s3_fill_ended(self, ok: bool, digest: str) -> bool:
-        if not ok:
+    def _s3_fill_ended(self, ok: bool, fill: Fill) -> bool:
+        digest = fill.digest
+        if not ok and not fill.abandoned:
             # Damaged in S3, or S3 broke off: the upstream serves it next, and replaces it.
             self._s3_suspect.add(digest)
             log.warn("S3 cache: filling {digest} from S3 failed; it comes from the upstream "
@@ -269,7 +287,7 @@ class Mirror:
         if not ok or self.s3 is None or digest in self._uploads:
             return ok
         if not fill.committed:
-            log.info("S3 cache: {digest} is larger than the local cache, not uploaded",
+            log.info("S3 cache: {digest} was not kept in the local cache, not uploaded",
                      digest=digest)
             return ok
         # Runs up to its first wait now, so it opens the committed file before any eviction.
@@ -295,10 +313,12 @@ class Mirror:
         """Committed or being filled; unlike C{lookup}, counts no hit or miss."""
         return digest in self.blobs or self.blobs.fill_for(digest) is not None
 
-    async def _send_blob(self, request: Request, digest: str, status: str) -> bool:
+    async def _send_blob(self, request: Request, digest: str, status: str,
+                         fallback: UpstreamFallback) -> bool:
         """Serve the blob committed or being filled; C{False}, with nothing sent, when it is
         not there after all (its file was removed beside the proxy, or it was evicted
-        while an access check was on its way): the caller's miss."""
+        while an access check was on its way): the caller's miss. If the fill it follows
+        is abandoned, C{fallback} takes over."""
         cached = self.blobs.get(digest)
         fill = self.blobs.fill_for(digest)
         size = cached.size if cached is not None else (fill.length if fill else None)
@@ -309,7 +329,7 @@ class Mirror:
         for name, value in headers:
             request.setHeader(name, value)
         try:
-            done = self.blobs.serve(request, digest, byte_range)
+            done = self.blobs.serve(request, digest, byte_range, fallback)
         except KeyError:
             request.cache = None  # type: ignore[attr-defined]
             for name, _ in headers:

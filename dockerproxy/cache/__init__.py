@@ -52,7 +52,8 @@ L{blobs} (Twisted, reactor thread)::
                                            free space (less what fills under way still
                                            need, plus what eviction could free)
       .fits(length) -> bool                length <= room()
-      .serve(request, digest, byte_range: tuple[int, int | None] | None = None)
+      .serve(request, digest, byte_range: tuple[int, int | None] | None = None,
+             fallback: Fallback | None = None)
           -> Deferred[bool]                KeyError if neither committed nor being filled
       .used_bytes, len(cache), digest in cache, .lru_order() -> list[str]
       counters: .hits .misses .fills .failed_fills .evictions .bytes_served .coalesced
@@ -66,6 +67,10 @@ L{fills}::
     Fill: .digest .length (int | None) .written .path (the partial) .committed
           .failure (str | None) .active .followers .done: Deferred[bool] .stop(why)
           .room (int | None: the most it writes) .max_blob_size (int | None)
+          .abandoned (failed for the cache's reasons: followers fall back)
+    Fallback (typing.Protocol; the caller's, per request):
+      .rest(first, last: int | None) -> Deferred[bool]   the rest of a response under way
+      .whole() -> Deferred[bool]                         a fresh answer: nothing was sent
 
 Typical use for a blob GET::
 
@@ -83,7 +88,11 @@ matches; a mismatch, a truncated body (C{ResponseFailed}, C{PotentialDataLoss} w
 a known length, more bytes than announced), an idle timeout or a write error
 deletes the partial, makes nothing visible and fires C{Fill.done} with C{False}.
 So does a body of unknown length that passes the fill's C{room} or C{max_blob_size}:
-it is cut off there, followed or not.
+it is cut off there, followed or not. A fill that fails for the cache's own reasons
+(a write error such as ENOSPC, passing its C{room}) is I{abandoned}: its followers
+are handed to their C{Fallback} instead of being aborted. A verified blob whose
+commit fails is sent whole to its followers (their descriptors keep the file) and
+not kept: C{done} fires C{True} with C{committed} false.
 
 Serving: C{serve} sets Content-Length (for a range, 206 and Content-Range; an
 unsatisfiable range gets 416 with C{Content-Range: bytes */size}; C{byte_range} is
@@ -92,13 +101,15 @@ suffix ranges are the caller's to convert). It streams with backpressure in chun
 of L{blobs.READ_CHUNK} read by offset, pinning the blob until done. A client
 following a fill gets bytes as they land, except the body's final byte, which is
 held back until the blob is verified and committed; if the fill fails, the client
-connection is aborted. With the length unknown, a plain GET streams chunked; a
-ranged or HEAD request waits for the fill to end. The Deferred fires C{True} when
-the request was finished, C{False} when it was aborted or the client went away (a
-client leaving stops only its own follower). A committed blob on a plain TCP
-connection is sent with C{os.sendfile} straight from the page cache once the
-response headers are flushed; TLS connections, chunked responses and followers of
-a fill read the file and write copies.
+connection is aborted (if it is abandoned, the fallback takes over from the offset
+the client got to, or answers afresh a client that had nothing decided yet). With
+the length unknown, a plain GET streams chunked; a ranged or HEAD request waits for
+the fill to end. The Deferred fires C{True} when the request was finished, C{False}
+when it was aborted or the client went away (a client leaving stops only its own
+follower). A committed blob on a plain TCP connection is sent with C{os.sendfile}
+straight from the page cache once the response headers are flushed; TLS
+connections, chunked responses and followers of a fill read the file and write
+copies.
 
 Eviction: least recently used first over committed blobs, never a pinned one (being
 served or filled); when a fill with a known length starts, to make room for it

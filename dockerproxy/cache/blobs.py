@@ -28,7 +28,7 @@ from twisted.web.iweb import UNKNOWN_LENGTH, IResponse
 from twisted.web.server import Request
 from zope.interface import implementer
 
-from dockerproxy.cache.fills import Fill
+from dockerproxy.cache.fills import Fallback, Fill
 from dockerproxy.cache.store import FilesystemStore, Partial, parse_digest
 from dockerproxy.relay import abort_client
 
@@ -255,9 +255,17 @@ class BlobCache:
         try:
             path = self.store.commit(partial, fill.digest)
         except OSError as e:
-            partial.discard()
-            fill.failure = f"cannot commit: {e}"
-            self._fill_failed(fill, fill.failure)
+            # Verified, but the disk would not take it: its followers still read it
+            # through their open descriptors; the cache does not keep it.
+            log.warn("blob cache: cannot commit {digest}: {error}; served, not kept",
+                     digest=fill.digest, error=e)
+            try:
+                partial.discard()
+            except OSError as discard_error:
+                log.warn("blob cache: cannot remove {path}: {error}", path=str(fill.path),
+                         error=discard_error)
+            self._end_fill(fill)
+            fill.done.callback(True)
             return
         previous = self._index.pop(fill.digest, None)
         if previous is not None:
@@ -287,11 +295,14 @@ class BlobCache:
     # ----------------------------------------------------------------- serving
 
     def serve(self, request: Request, digest: str,
-              byte_range: tuple[int, int | None] | None = None) -> Deferred[bool]:
+              byte_range: tuple[int, int | None] | None = None,
+              fallback: Fallback | None = None) -> Deferred[bool]:
         """Send blob C{digest} (committed, or followed while it fills) as C{request}'s body.
 
         See the package docstring. Raises C{KeyError} if C{digest} is neither
         committed nor being filled, C{ValueError} for a malformed C{byte_range}.
+        If the fill it follows is abandoned, the rest of the answer comes from
+        C{fallback}; without one the response is aborted.
         """
         if byte_range is not None:
             first, last = byte_range
@@ -316,7 +327,7 @@ class BlobCache:
             fd = os.open(fill.path, os.O_RDONLY | os.O_CLOEXEC)
             size = fill.length
             self.coalesced += 1
-        sender = _Sender(self, request, digest, fd, size, fill, byte_range)
+        sender = _Sender(self, request, digest, fd, size, fill, byte_range, fallback)
         self._pin(digest)
         sender.start()
         return sender.done
@@ -377,11 +388,13 @@ class _Sender:
 
     def __init__(self, cache: BlobCache, request: Request, digest: str, fd: int,
                  size: int | None, fill: Fill | None,
-                 byte_range: tuple[int, int | None] | None) -> None:
+                 byte_range: tuple[int, int | None] | None,
+                 fallback: Fallback | None = None) -> None:
         self.cache = cache
         self.request = request
         self.digest = digest
         self.fill = fill
+        self.fallback = fallback
         self.done: Deferred[bool] = Deferred()
         self.offset = 0
         self.end: int | None = None  # where the body ends (exclusive), once known
@@ -454,10 +467,13 @@ class _Sender:
         self._pump()
 
     def fill_ended(self, ok: bool) -> None:
-        if not ok:
-            self._abort("the blob failed verification")
-            return
         assert self.fill is not None
+        if not ok:
+            if self.fill.abandoned and self.fallback is not None:
+                self._hand_off(self.fallback)
+            else:
+                self._abort(f"the fill failed: {self.fill.failure}")
+            return
         if not self._begun:
             self._begin(self.fill.written)
         elif self.end is None:
@@ -557,6 +573,18 @@ class _Sender:
                 return True
         self._finish()
         return True
+
+    def _hand_off(self, fallback: Fallback) -> None:
+        """The fill was abandoned: the rest of the answer comes from C{fallback}, from
+        where this client is (or, before anything was decided, all of it)."""
+        begun, first = self._begun, self.offset
+        last = None if self.end is None else self.end - 1
+        if not self._close():
+            return
+        log.info("blob cache: the fill of {digest} was abandoned; the response goes on "
+                 "elsewhere after {offset} bytes", digest=self.digest, offset=first)
+        handed = fallback.rest(first, last) if begun else fallback.whole()
+        handed.addCallback(self.done.callback)
 
     def _wait_for(self, sendfile: _Sendfile) -> None:
         if not sendfile.wait_for_drain():

@@ -9,11 +9,18 @@ partial file is deleted.
 A fill never writes more than the cache could keep when it started (its C{room}),
 whether or not anyone still follows it: a body of unknown length that goes on
 past it (an endless chunked body, say) is cut off there.
+
+Such a fill, like one that cannot write its file (the disk is full) or commit
+it, is I{abandoned} for the cache's own reasons: nothing is wrong with the body,
+so its followers are not aborted. Each gets the rest of its answer from its
+L{Fallback} (the mirror's asks the upstream for the bytes it has not sent yet),
+and a fill that could not be committed is sent whole from the file still open.
 """
 
 from __future__ import annotations
 
 import hashlib
+import typing
 from typing import TYPE_CHECKING
 
 from twisted.internet.defer import Deferred
@@ -31,6 +38,21 @@ if TYPE_CHECKING:
     from dockerproxy.cache.blobs import BlobCache, _Sender
 
 log = Logger()
+
+
+class Fallback(typing.Protocol):
+    """Where a client of an abandoned fill gets the rest of its answer (see L{BlobCache.serve}).
+
+    Each returns a Deferred firing C{True} when the response was finished, C{False}
+    when it was aborted (the fallback aborts it) or the client left; it never fails.
+    """
+
+    def rest(self, first: int, last: int | None) -> Deferred[bool]:
+        """Send bytes C{first} to C{last} (inclusive; C{None}: to the end) of the blob as
+        the rest of the response, whose status, headers and earlier bytes are set."""
+
+    def whole(self) -> Deferred[bool]:
+        """Answer the request from the start: nothing of it is decided or sent yet."""
 
 
 class Fill(Protocol):
@@ -56,6 +78,8 @@ class Fill(Protocol):
         self.written = 0
         self.committed = False
         self.failure: str | None = None
+        # Given up for the cache's own reasons (room, disk): followers fall back.
+        self.abandoned = False
         self.done: Deferred[bool] = Deferred()
         algorithm, self._expected = parse_digest(digest)
         self._hash = hashlib.new(algorithm)
@@ -89,12 +113,12 @@ class Fill(Protocol):
             self._fail(f"more than the largest blob allowed ({self.max_blob_size} bytes)")
             return
         if self.room is not None and total > self.room:
-            self._fail(f"more than the cache can keep ({self.room} bytes)")
+            self._abandon(f"more than the cache can keep ({self.room} bytes)")
             return
         try:
             self._partial.write(data)
         except OSError as e:
-            self._fail(f"cannot write {self.path}: {e}")
+            self._abandon(f"cannot write {self.path}: {e}")
             return
         self._hash.update(data)
         self.written += len(data)
@@ -128,6 +152,11 @@ class Fill(Protocol):
         """Abandon the fill: the partial is deleted and its followers are aborted."""
         if not self._ended:
             self._fail(why)
+
+    def _abandon(self, why: str) -> None:
+        """Give up for the cache's own reasons: the followers get the rest elsewhere."""
+        self.abandoned = True
+        self._fail(why)
 
     def _fail(self, why: str, stop_upstream: bool = True) -> None:
         self._ended = True

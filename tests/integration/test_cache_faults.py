@@ -8,7 +8,9 @@ directory on a small tmpfs.
 
 from __future__ import annotations
 
+import errno
 import http.client
+import os
 import re
 import socket
 import subprocess
@@ -21,12 +23,16 @@ from pathlib import Path
 import pytest
 
 from tests.harness import images, web
+from tests.harness.gate import Gate
 from tests.harness.ports import HOST
 from tests.harness.proxy import ProxyProcess
+from tests.harness.pulls import assert_same_image, copy
 from tests.harness.upstream import UpstreamFactory
 from tests.integration.test_cache import (
+    Fetch,
     MiB,
     anonymous_token,
+    cache_events,
     committed_blobs,
     fetch_blob,
     mirror_of,
@@ -35,6 +41,8 @@ from tests.integration.test_cache import (
     upstream_gets,
     wait_until,
 )
+
+GiB = 1 << 30
 
 StartProxy = Callable[..., ProxyProcess]
 
@@ -136,6 +144,35 @@ def endless_upstream() -> Iterator[EndlessUpstream]:
         yield upstream
     finally:
         upstream.close()
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 30 MB tmpfs for the cache directory, unmounted at teardown."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root (CI runs the suite as root)")
+    mountpoint = tmp_path / "small-disk"
+    mountpoint.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=30m", "tmpfs", str(mountpoint)],
+                   check=True, capture_output=True)
+    try:
+        yield mountpoint
+    finally:
+        # A proxy still running (its fixture ends later) keeps the mount busy: detach it.
+        if subprocess.run(["umount", str(mountpoint)], capture_output=True).returncode:
+            subprocess.run(["umount", "--lazy", str(mountpoint)], check=True)
+
+
+def fill_up(directory: Path) -> Path:
+    """Write a file into ``directory`` until its filesystem is full."""
+    ballast = directory / "ballast"
+    with open(ballast, "wb", buffering=0) as f:
+        try:
+            while True:
+                f.write(b"\0" * MiB)
+        except OSError as e:
+            assert e.errno == errno.ENOSPC, e
+    return ballast
 
 
 @pytest.fixture
@@ -246,3 +283,93 @@ def test_an_endless_chunked_body_stops_at_the_cache_bound(
     assert "more than the cache can keep" in proxy.log_text()
     assert committed_blobs(cache) == {}
     assert wait_until(lambda: partials(cache) == []), partials(cache)
+
+
+# -- 4. the cache's disk is full ----------------------------------------------------------------
+
+
+def test_a_full_disk_mid_fill_hands_every_client_to_the_upstream(
+        small_disk: Path, start_proxy: StartProxy, make_upstream: UpstreamFactory,
+        gate_factory: Callable[[int, int], Gate], tmp: Path) -> None:
+    """The cache's disk fills up while two clients follow a fill, at different places: the
+    fill is abandoned, and each client gets the rest of the blob from the upstream with a
+    Range request of its own; both bodies arrive whole. Once there is room, the blob is
+    cached as usual."""
+    up = make_upstream(seed=no_images)
+    name = f"public/full-disk-{uuid.uuid4().hex[:8]}"
+    blob = images.put_large_blob(up.registry, name, 20 * MiB, seed="full-disk")
+    gate = gate_factory(up.port, 8 * MiB)
+    proxy = mirror_of(start_proxy, gate.url, small_disk)
+    token = anonymous_token(proxy, name)
+    mark = up.log_mark()
+
+    slow_started, slow_resume, fast_started = (threading.Event() for _ in range(3))
+    results: dict[str, Fetch] = {}
+    threads = [
+        threading.Thread(target=lambda: results.update(
+            slow=fetch_blob(proxy, name, blob.digest, token, slow_started, slow_resume))),
+        threading.Thread(target=lambda: results.update(
+            fast=fetch_blob(proxy, name, blob.digest, token, fast_started))),
+    ]
+    for thread in threads:
+        thread.start()
+    try:
+        assert gate.wait_holding(30), "the upstream body never reached the gate's hold point"
+        assert slow_started.wait(30) and fast_started.wait(30)
+        assert len(partials(small_disk)) == 1, "the fill should be in progress"
+        ballast = fill_up(small_disk)
+        gate.release()  # the fill's next write finds the disk full
+        assert wait_until(lambda: proxy.log_text().count("was abandoned") == 2, 30), \
+            proxy.log_text()[-3000:]
+    finally:
+        gate.release()
+        slow_resume.set()
+        for thread in threads:
+            thread.join(120)
+    for which in ("slow", "fast"):
+        result = results[which]
+        assert (result.status, result.length, result.digest, result.error) == (
+            200, blob.size, blob.digest, None), (which, result)
+    assert "No space left on device" in proxy.log_text()
+    served = [r for r in up.responses(mark) if r.method == "GET" and blob.digest in r.path]
+    assert sorted(r.status for r in served) == [200, 206, 206], served
+    assert committed_blobs(small_disk) == {}
+    assert partials(small_disk) == []
+
+    ballast.unlink()
+    again = fetch_blob(proxy, name, blob.digest, token)
+    assert (again.status, again.digest, again.error) == (200, blob.digest, None)
+    assert committed_blobs(small_disk) == {blob.digest: blob.size}
+
+
+@pytest.mark.slow
+def test_a_gib_blob_through_a_30_mb_cache_disk_arrives_intact(
+        small_disk: Path, start_proxy: StartProxy, make_upstream: UpstreamFactory) -> None:
+    """A 1 GiB blob cannot fit on the cache's 30 MB disk: it is relayed, never written."""
+    up = make_upstream(seed=no_images)
+    name = f"public/gib-{uuid.uuid4().hex[:8]}"
+    blob = images.put_large_blob(up.registry, name, GiB, seed="gib-small-disk")
+    proxy = mirror_of(start_proxy, up.url, small_disk)
+    token = anonymous_token(proxy, name)
+    result = fetch_blob(proxy, name, blob.digest, token, timeout=300)
+    assert (result.status, result.length, result.digest, result.error) == (
+        200, GiB, blob.digest, None)
+    assert cache_events(proxy)[-1] == (f"/v2/{name}/blobs/{blob.digest}", "uncached")
+    assert committed_blobs(small_disk) == {}
+    assert partials(small_disk) == []
+
+
+@pytest.mark.slow
+def test_skopeo_pulls_an_image_with_a_gib_layer_through_a_30_mb_cache_disk(
+        small_disk: Path, start_proxy: StartProxy, make_upstream: UpstreamFactory,
+        tmp: Path) -> None:
+    up = make_upstream(seed=no_images)
+    name = f"public/gib-image-{uuid.uuid4().hex[:8]}"
+    image = images.put_large_image(up.registry, name, "1", GiB, up.pusher, seed="gib-image")
+    proxy = mirror_of(start_proxy, up.url, small_disk)
+    copy(proxy, image.ref, tmp / "pulled", "--dest-oci-accept-uncompressed-layers")
+    assert_same_image(tmp / "pulled", image)
+    layer = image.layers[0].digest
+    assert (f"/v2/{name}/blobs/{layer}", "uncached") in cache_events(proxy)
+    assert image.config.digest in committed_blobs(small_disk), "small blobs are still cached"
+    assert partials(small_disk) == []

@@ -7,9 +7,20 @@ twisted.web requests over StringTransports); the disk's free space is a L{FakeDi
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 
-from test_cache_blobs import BODY, CacheTestCase, Harness, dechunk, sha256, temp_root
+from test_cache_blobs import (
+    BODY,
+    CacheTestCase,
+    Client,
+    Harness,
+    Upstream,
+    dechunk,
+    sha256,
+    temp_root,
+)
+from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.iweb import UNKNOWN_LENGTH
 
@@ -134,3 +145,168 @@ class FreeSpaceTests(CacheTestCase):
         self.assertEqual(up.transport.producerState, "stopped")
         self.assertEqual(up.fill.written, 4 * len(BODY))
         self.assertEqual(self.h.tmp_files(), [])
+
+
+# --------------------------------------------------------------------------- abandoned fills
+
+
+class Fallback:
+    """Records what the cache hands over; the test fires each answer itself."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[object, ...]] = []
+        self.answers: list[Deferred[bool]] = []
+
+    def rest(self, first: int, last: int | None) -> Deferred[bool]:
+        self.calls.append(("rest", first, last))
+        self.answers.append(Deferred())
+        return self.answers[-1]
+
+    def whole(self) -> Deferred[bool]:
+        self.calls.append(("whole",))
+        self.answers.append(Deferred())
+        return self.answers[-1]
+
+
+def disk_full_after(up: Upstream, allowed: int) -> None:
+    """The fill's partial takes C{allowed} bytes, then the disk is full."""
+    partial = up.fill._partial
+    write = partial.write
+
+    def limited(data: bytes) -> None:
+        if partial.size + len(data) > allowed:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        write(data)
+
+    partial.write = limited  # type: ignore[method-assign]
+
+
+class AbandonedFillTests(CacheTestCase):
+    """A fill given up for the cache's own reasons hands each client to its fallback."""
+
+    def follower(self, fallback: Fallback | None, data: bytes = BODY) -> Client:
+        client = self.h.client()
+        self.cache.serve(client.request, sha256(data), None, fallback).addBoth(
+            client.outcome.append)
+        return client
+
+    def test_a_full_disk_hands_each_follower_over_from_where_it_is(self) -> None:
+        up = self.h.upstream(BODY)
+        disk_full_after(up, 600)
+        fast, slow = Fallback(), Fallback()
+        first = self.follower(fast)
+        second = self.h.client()
+        second.channel.pauseProducing()  # its socket is full: it is still at byte 0
+        self.cache.serve(second.request, sha256(BODY), None, slow).addBoth(
+            second.outcome.append)
+        up.sends(BODY[:500])
+        up.sends(BODY[500:])
+        self.assertEqual(up.transport.producerState, "stopped")
+        self.assertTrue(up.fill.abandoned)
+        self.assertIn("No space left on device", up.fill.failure or "")
+        self.assertEqual(up.outcome, [False])
+        self.assertEqual(self.h.tmp_files(), [])
+        self.assertEqual((fast.calls, slow.calls), ([("rest", 500, 1023)], [("rest", 0, 1023)]))
+        for client in (first, second):
+            self.assertIsNone(client.request.producer, "the request is the fallback's now")
+            self.assertFalse(client.transport.aborted)
+            self.assertFalse(client.request.finished)
+        self.assertEqual(first.body(), BODY[:500])
+        self.assertEqual(first.header(b"content-length"), b"1024")
+        self.assertEqual(self.cache.stats()["pinned"], 0)
+        self.assertEqual((first.outcome, second.outcome), ([], []))
+        fast.answers[0].callback(True)
+        slow.answers[0].callback(False)
+        self.assertEqual((first.outcome, second.outcome), ([True], [False]))
+
+    def test_a_range_goes_on_to_its_own_last_byte(self) -> None:
+        up = self.h.upstream(BODY)
+        disk_full_after(up, 600)
+        fallback = Fallback()
+        client = self.h.client()
+        self.cache.serve(client.request, sha256(BODY), (100, 799), fallback)
+        up.sends(BODY[:500])
+        up.sends(BODY[500:])
+        self.assertEqual(fallback.calls, [("rest", 500, 799)])
+        self.assertEqual(client.body(), BODY[100:500])
+
+    def test_a_body_of_unknown_length_goes_on_to_the_end(self) -> None:
+        self.cache.max_size = 2000
+        up = self.h.upstream(BODY * 3, length=UNKNOWN_LENGTH)
+        fallback = Fallback()
+        get = self.follower(fallback, BODY * 3)
+        ranged, head = Fallback(), Fallback()
+        waiting = self.h.client()
+        self.cache.serve(waiting.request, sha256(BODY * 3), (10, 20), ranged)
+        asking = self.h.client(method=b"HEAD")
+        self.cache.serve(asking.request, sha256(BODY * 3), None, head)
+        up.sends(BODY)
+        up.sends(BODY)  # 2048: past the bound
+        self.assertTrue(up.fill.abandoned)
+        self.assertEqual(fallback.calls, [("rest", 1023, None)])
+        self.assertEqual(dechunk(get.body()), (BODY[:1023], False))
+        # Nothing was decided for these yet (they waited for the length): answered afresh.
+        self.assertEqual((ranged.calls, head.calls), ([("whole",)], [("whole",)]))
+        self.assertEqual((waiting.transport.value(), asking.transport.value()), (b"", b""))
+
+    def test_without_a_fallback_the_response_is_aborted(self) -> None:
+        up = self.h.upstream(BODY)
+        disk_full_after(up, 600)
+        client = self.h.client().served(self.cache, sha256(BODY))
+        up.sends(BODY[:500])
+        up.sends(BODY[500:])
+        self.assertTrue(client.transport.aborted)
+        self.assertEqual(client.outcome, [False])
+
+    def test_the_upstreams_faults_still_abort(self) -> None:
+        up = self.h.upstream(BODY)
+        fallback = Fallback()
+        client = self.follower(fallback)
+        up.sends(BODY[:-1] + b"X")
+        up.ends()
+        self.assertEqual(fallback.calls, [])
+        self.assertTrue(client.transport.aborted)
+        self.assertFalse(up.fill.abandoned)
+
+    def test_past_the_largest_blob_allowed_it_aborts(self) -> None:
+        self.cache.max_blob_size = 1500
+        up = self.h.upstream(BODY * 2, length=UNKNOWN_LENGTH)
+        fallback = Fallback()
+        client = self.follower(fallback, BODY * 2)
+        up.sends(BODY)
+        up.sends(BODY)
+        self.assertEqual(fallback.calls, [])
+        self.assertTrue(client.transport.aborted)
+
+    def test_a_fallback_for_a_client_already_gone_is_not_asked(self) -> None:
+        up = self.h.upstream(BODY)
+        disk_full_after(up, 600)
+        fallback = Fallback()
+        client = self.follower(fallback)
+        up.sends(BODY[:500])
+        client.goes_away()
+        up.sends(BODY[500:])
+        self.assertEqual(fallback.calls, [])
+        self.assertEqual(client.outcome, [False])
+
+
+class CommitFailureTests(CacheTestCase):
+    def test_a_verified_blob_the_disk_would_not_take_is_served_not_kept(self) -> None:
+        def full(partial: object, digest: str) -> None:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        self.h.store.commit = full  # type: ignore[assignment]
+        up = self.h.upstream(BODY)
+        fallback = Fallback()
+        client = self.h.client()
+        self.cache.serve(client.request, sha256(BODY), None, fallback).addBoth(
+            client.outcome.append)
+        up.sends(BODY)
+        up.ends()
+        self.assertEqual(up.outcome, [True])
+        self.assertFalse(up.fill.committed)
+        self.assertEqual(fallback.calls, [], "the open file has the whole verified body")
+        self.assertEqual((client.body(), client.outcome), (BODY, [True]))
+        self.assertNotIn(sha256(BODY), self.cache)
+        self.assertEqual(self.h.tmp_files(), [])
+        self.assertEqual(self.cache.stats()["pinned"], 0)
