@@ -87,6 +87,7 @@ class CacheConfig:
 
     directory: str | None
     max_size: int | None = 20 * 1024**3
+    max_blob_size: int = 32 * 1024**3  # the largest blob a fill may write
     tag_ttl: float = 300.0
     stale_max_age: float = 7 * 86400.0
     s3: S3Config | None = None  # the blob tier shared with other instances
@@ -124,7 +125,8 @@ def _cache(toml: Mapping[str, Any], cli: Mapping[str, Any]) -> CacheConfig:
     table = toml.get("cache", {})
     if not isinstance(table, dict):
         raise ConfigError("cache", "must be a table")
-    unknown = set(table) - {"enabled", "dir", "max_size", "tag_ttl", "stale_max_age", "s3"}
+    unknown = set(table) - {"enabled", "dir", "max_size", "max_blob_size", "tag_ttl",
+                            "stale_max_age", "s3"}
     if unknown:
         raise ConfigError(f"cache.{sorted(unknown)[0]}", "unknown setting")
     enabled = check_bool("cache.enabled", table.get("enabled", True))
@@ -140,6 +142,11 @@ def _cache(toml: Mapping[str, Any], cli: Mapping[str, Any]) -> CacheConfig:
         max_size = check_size("cache.max_size", table["max_size"])
     if cli.get("cache_max_size") is not None:
         max_size = check_size("--cache-max-size", cli["cache_max_size"])
+    max_blob_size = CacheConfig.max_blob_size
+    if "max_blob_size" in table:
+        max_blob_size = check_size("cache.max_blob_size", table["max_blob_size"])
+    if cli.get("max_blob_size") is not None:
+        max_blob_size = check_size("--max-blob-size", cli["max_blob_size"])
     tag_ttl = _seconds_setting(table, cli, "tag_ttl", CacheConfig.tag_ttl)
     stale = _seconds_setting(table, cli, "stale_max_age", CacheConfig.stale_max_age)
     s3 = _cache_s3(table.get("s3", {}), cli)
@@ -147,7 +154,8 @@ def _cache(toml: Mapping[str, Any], cli: Mapping[str, Any]) -> CacheConfig:
         raise ConfigError("--no-cache" if cli.get("cache_enabled") is False else "cache.enabled",
                           "the S3 cache needs the local cache, which stages its uploads")
     return CacheConfig(directory=(directory or default_cache_dir()) if enabled else None,
-                       max_size=max_size, tag_ttl=tag_ttl, stale_max_age=stale, s3=s3)
+                       max_size=max_size, max_blob_size=max_blob_size, tag_ttl=tag_ttl,
+                       stale_max_age=stale, s3=s3)
 
 
 _S3_KEYS = {"endpoint", "bucket", "prefix", "region", "access_key_id", "secret_access_key",

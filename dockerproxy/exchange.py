@@ -85,17 +85,21 @@ def request_ns(request: IRequest) -> str | None:
 
 async def fetch_for_client(proxy: Proxy, request: Request, upstream: UpstreamConfig,
                            url: str, method: bytes | None = None,
-                           drop: tuple[bytes, ...] = ()) -> Fetched:
+                           drop: tuple[bytes, ...] = (),
+                           extra: tuple[tuple[bytes, bytes], ...] = ()) -> Fetched:
     """Make the client's request upstream, remembering any challenge it meets.
 
     C{method} replaces the client's (a HEAD to revalidate); C{drop} names client
-    headers to leave out (a cache fill wants the whole body, not a Range).
+    headers to leave out (a cache fill wants the whole body, not a Range), and
+    C{extra} headers to set instead (the rest of a body: a Range of the proxy's).
     An upstream with Basic auth (no token realm) and credentials configured for the
     proxy gets them, but only for a client that sent none.
     """
     headers = upstream_request_headers(client_request(request))
     for name in drop:
         headers.removeHeader(name)
+    for name, value in extra:
+        headers.setRawHeaders(name, [value])
     method = method or request.method
     client = proxy.client(upstream)
     fetched = await client.fetch(method, url, headers)

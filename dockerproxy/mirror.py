@@ -16,18 +16,21 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
-from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.defer import ensureDeferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.http_headers import Headers
+from twisted.web.iweb import IResponse
 from twisted.web.server import Request
 
 from dockerproxy import errors, names
 from dockerproxy.access import AccessCache, RepoKey
+from dockerproxy.bypass import UpstreamFallback, drop, relay_uncached
 from dockerproxy.cache.admin import STATS_KEY
-from dockerproxy.cache.blobs import BlobCache
+from dockerproxy.cache.blobs import BlobCache, TooLarge
 from dockerproxy.cache.store import FilesystemStore
+from dockerproxy.coalesce import Coalescer
 from dockerproxy.edge import client_request
 from dockerproxy.exchange import Proxy, fetch_for_client, relay_response
 from dockerproxy.manifests import (
@@ -87,6 +90,15 @@ def parse_range(value: bytes | None, size: int | None) -> tuple[int, int | None]
     return None
 
 
+def blob_headers(digest: str) -> list[tuple[bytes, bytes]]:
+    """What a blob answered from the cache says about itself, besides its length."""
+    return [(b"content-type", b"application/octet-stream"),
+            (b"docker-content-digest", digest.encode()),
+            (b"docker-distribution-api-version", b"registry/2.0"),
+            (b"accept-ranges", b"bytes"),
+            (b"etag", f'"{digest}"'.encode())]
+
+
 class Mirror:
     """Serves manifests and blobs from the cache when allowed, filling it on misses."""
 
@@ -102,11 +114,13 @@ class Mirror:
         self.store = store
         self.manifests = ManifestStore(store)
         self.access = access
+        # A blob that leaves the cache takes its content links with it.
+        blobs.on_removed = access.forget_content
         self.clock = clock
         self.tag_ttl = tag_ttl
         self.stale_max_age = stale_max_age
-        # Blob GETs on their way upstream: digest -> clients waiting for that answer.
-        self._fetching: dict[str, list[Deferred[None]]] = {}
+        # Blob GETs on their way upstream, and the clients waiting for their answers.
+        self._fetching = Coalescer()
 
     async def serve(self, proxy: Proxy, request: Request, target: Target, kind: str,
                     reference: str, url: str, scope: str, ns: str | None) -> None:
@@ -124,10 +138,16 @@ class Mirror:
                    url: str, scope: str, ns: str | None) -> None:
         repo = (target.upstream.name, target.repository)
         authorization = client_request(request).authorization
+        # Where this client's answer goes on if the fill it follows is abandoned.
+        fallback = UpstreamFallback(proxy, request, target, url, scope, ns,
+                                    self.blobs.max_blob_size)
         if self._have_blob(digest):
-            if await self._readable(proxy, request, target, digest, url, scope, ns):
-                await self._send_blob(request, digest, "hit")
-            return
+            if not await self._readable(proxy, request, target, digest, url, scope, ns):
+                return
+            if await self._send_blob(request, digest, "hit", fallback):
+                return
+            log.info("blob cache: {digest} is gone (removed beside the proxy, or evicted); "
+                     "a miss", digest=digest)
         if request.method == b"HEAD":
             fetched = await fetch_for_client(proxy, request, target.upstream, url)
             if fetched.response.code == 200:
@@ -137,19 +157,16 @@ class Mirror:
         if self.s3 is not None and await self._from_s3(proxy, request, target, digest, url,
                                                        scope, ns):
             return
-        waiting = self._fetching.get(digest)
-        if waiting is not None:
-            # Another client's GET of this blob is on its way: wait for its answer, then
-            # look again (once its fill has started, it serves this client too).
-            turn: Deferred[None] = Deferred()
-            waiting.append(turn)
-            await turn
+        if digest in self._fetching:
+            # Another client's GET of this blob is on its way: wait for its answer (its
+            # upstream failure is ours too), then look again (its fill serves us too).
+            await self._fetching.follow(digest)
             await self.blob(proxy, request, target, digest, url, scope, ns)
             return
-        waiters: list[Deferred[None]] = []
-        self._fetching[digest] = waiters
-        stray = None
-        try:
+        stray: IResponse | None = None
+        too_large: TooLarge | None = None
+        fill: Fill | None = None
+        with self._fetching.lead(digest):
             fetched = await fetch_for_client(proxy, request, target.upstream, url,
                                              drop=FILL_DROPS)
             if fetched.response.code == 200:
@@ -158,25 +175,34 @@ class Mirror:
                     stray = fetched.response  # another client's fill got there first
                 else:
                     idle = proxy.client(target.upstream).timeouts.idle
-                    fill = self.blobs.start_fill(digest, fetched.response, idle_timeout=idle)
-                    if self.s3 is not None:
-                        fill.done.addCallback(self._upload_to_s3, fill)
-        finally:
-            if self._fetching.get(digest) is waiters:
-                del self._fetching[digest]
-            for turn in waiters:
-                if not turn.called:
-                    turn.callback(None)
+                    try:
+                        fill = self.blobs.start_fill(digest, fetched.response,
+                                                     idle_timeout=idle)
+                    except TooLarge as e:
+                        too_large = e
+                    else:
+                        if self.s3 is not None:
+                            fill.done.addCallback(self._upload_to_s3, fill)
         if fetched.response.code != 200:
             self._note_refusal(fetched.response.code, authorization, repo)
             await relay_response(proxy, request, target.upstream, fetched, scope, ns)
             return
+        if too_large is not None:
+            log.info("blob cache: relaying, not caching: {why}", why=too_large)
+            self.blobs.misses += 1
+            await relay_uncached(proxy, request, target, url, fetched, scope, ns)
+            return
         if stray is not None:
             await discard(stray)
         if not self._have_blob(digest):
-            # A small body can end (and fail verification) within start_fill.
+            # A small body can end within start_fill: failed verification, or not kept for
+            # the cache's own reasons (the disk), when the client gets a fresh answer.
+            if fill is not None and (fill.abandoned or fill.failure is None):
+                await fallback.whole()
+                return
             raise errors.bad_gateway(target.upstream.url, f"blob {digest} failed verification")
-        await self._send_blob(request, digest, "miss")
+        if not await self._send_blob(request, digest, "miss", fallback):
+            raise errors.bad_gateway(target.upstream.url, f"blob {digest} vanished from the cache")
 
     async def _readable(self, proxy: Proxy, request: Request, target: Target, digest: str,
                         url: str, scope: str, ns: str | None) -> bool:
@@ -214,7 +240,7 @@ class Mirror:
             log.warn("S3 cache: cannot look up {digest}, asking the upstream: {error}",
                      digest=digest, error=e)
             return False
-        if size is None:
+        if size is None or not self.blobs.fits(size):
             return False
         if not await self._readable(proxy, request, target, digest, url, scope, ns):
             return True
@@ -231,12 +257,18 @@ class Mirror:
             if self._have_blob(digest):
                 await discard(response)  # another client's fill got there first
             else:
-                fill = self.blobs.start_fill(digest, response, idle_timeout=self.s3.idle_timeout)
-                fill.done.addCallback(self._s3_fill_ended, digest)
+                try:
+                    fill = self.blobs.start_fill(digest, response,
+                                                 idle_timeout=self.s3.idle_timeout)
+                except TooLarge:  # other fills took the room since the check above
+                    await drop(response)
+                    return False
+                fill.done.addCallback(self._s3_fill_ended, fill)
                 if not self._have_blob(digest):
                     return False  # a small body failed verification within start_fill
-        await self._send_blob(request, digest, "s3")
-        return True
+        fallback = UpstreamFallback(proxy, request, target, url, scope, ns,
+                                    self.blobs.max_blob_size)
+        return await self._send_blob(request, digest, "s3", fallback)
 
     def _redirect_to_s3(self, request: Request, digest: str) -> None:
         """A 307 to a presigned URL: the client fetches the bytes from S3 itself."""
@@ -249,8 +281,9 @@ class Mirror:
         request.setHeader(b"content-length", b"0")
         request.finish()
 
-    def _s3_fill_ended(self, ok: bool, digest: str) -> bool:
-        if not ok:
+    def _s3_fill_ended(self, ok: bool, fill: Fill) -> bool:
+        digest = fill.digest
+        if not ok and not fill.abandoned:
             # Damaged in S3, or S3 broke off: the upstream serves it next, and replaces it.
             self._s3_suspect.add(digest)
             log.warn("S3 cache: filling {digest} from S3 failed; it comes from the upstream "
@@ -263,7 +296,7 @@ class Mirror:
         if not ok or self.s3 is None or digest in self._uploads:
             return ok
         if not fill.committed:
-            log.info("S3 cache: {digest} is larger than the local cache, not uploaded",
+            log.info("S3 cache: {digest} was not kept in the local cache, not uploaded",
                      digest=digest)
             return ok
         # Runs up to its first wait now, so it opens the committed file before any eviction.
@@ -289,25 +322,36 @@ class Mirror:
         """Committed or being filled; unlike C{lookup}, counts no hit or miss."""
         return digest in self.blobs or self.blobs.fill_for(digest) is not None
 
-    async def _send_blob(self, request: Request, digest: str, status: str) -> None:
-        request.cache = status  # type: ignore[attr-defined]
-        request.setResponseCode(200)
-        request.setHeader(b"content-type", b"application/octet-stream")
-        request.setHeader(b"docker-content-digest", digest.encode())
-        request.setHeader(b"docker-distribution-api-version", b"registry/2.0")
-        request.setHeader(b"accept-ranges", b"bytes")
-        request.setHeader(b"etag", f'"{digest}"'.encode())
-        # One hit or miss per request, whatever happened before: a fill from this very
-        # request may already be committed (a small blob), and it is still a miss.
-        if status == "hit":
-            cached = self.blobs.lookup(digest)
-        else:
-            self.blobs.misses += 1
-            cached = self.blobs.get(digest)
+    async def _send_blob(self, request: Request, digest: str, status: str,
+                         fallback: UpstreamFallback) -> bool:
+        """Serve the blob committed or being filled; C{False}, with nothing sent, when it is
+        not there after all (its file was removed beside the proxy, or it was evicted
+        while an access check was on its way): the caller's miss. If the fill it follows
+        is abandoned, C{fallback} takes over."""
+        cached = self.blobs.get(digest)
         fill = self.blobs.fill_for(digest)
         size = cached.size if cached is not None else (fill.length if fill else None)
         byte_range = parse_range(client_request(request).range, size)
-        await self.blobs.serve(request, digest, byte_range)
+        request.cache = status  # type: ignore[attr-defined]
+        request.setResponseCode(200)
+        headers = blob_headers(digest)
+        for name, value in headers:
+            request.setHeader(name, value)
+        try:
+            done = self.blobs.serve(request, digest, byte_range, fallback)
+        except KeyError:
+            request.cache = None  # type: ignore[attr-defined]
+            for name, _ in headers:
+                request.responseHeaders.removeHeader(name)
+            return False
+        # One hit or miss per request, whatever happened before: a fill from this very
+        # request may already be committed (a small blob), and it is still a miss.
+        if status == "hit":
+            self.blobs.lookup(digest)
+        else:
+            self.blobs.misses += 1
+        await done
+        return True
 
     # -------------------------------------------------------------- manifests
 

@@ -70,6 +70,8 @@ class Options(usage.Options):
         ["cache-dir", None, None, "Cache directory (default: systemd's CacheDirectory or "
                                   "~/.cache/dockerproxy)."],
         ["cache-max-size", None, None, "Cache size bound, e.g. 20GiB (default 20GiB)."],
+        ["max-blob-size", None, None, "Largest blob the cache writes, e.g. 32GiB (the "
+                                      "default); larger ones are relayed or cut off."],
         ["tag-ttl", None, None, "Seconds a cached tag is served before it is revalidated "
                                 "(default 300)."],
         ["stale-max-age", None, None, "Seconds a cached tag may be served while the upstream "
@@ -166,6 +168,7 @@ class Options(usage.Options):
             "cache_enabled": self["cache_enabled"],
             "cache_dir": self["cache-dir"],
             "cache_max_size": self["cache-max-size"],
+            "max_blob_size": self["max-blob-size"],
             "tag_ttl": self["tag-ttl"],
             "stale_max_age": self["stale-max-age"],
             "cache_s3_endpoint": self["cache-s3-endpoint"],
@@ -273,7 +276,7 @@ def make_mirror(cache: CacheConfig, reactor: IReactorTime, s3: Any = None) -> Mi
     if cache.directory is None:
         return None
     store = FilesystemStore(cache.directory)
-    blobs = BlobCache(store, reactor, cache.max_size)
+    blobs = BlobCache(store, reactor, cache.max_size, max_blob_size=cache.max_blob_size)
     blobs.start()
     access = AccessCache(reactor, records=MetaRecords(store))
     return Mirror(blobs, store, access, reactor, cache.tag_ttl, cache.stale_max_age, s3=s3)

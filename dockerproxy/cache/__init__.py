@@ -2,7 +2,7 @@
 
 Blobs are stored by digest, verified before they become visible, shared by every
 client that asks while one upstream download is in progress, and evicted least
-recently used first under a size bound. Two modules:
+recently used first under a size bound. Three modules:
 
 L{store} (no Twisted; blocking calls on a local disk)::
 
@@ -24,13 +24,18 @@ L{store} (no Twisted; blocking calls on a local disk)::
                                            "/"-separated [A-Za-z0-9][A-Za-z0-9._-]* parts
       .meta_path(key) -> Path              ValueError for an unsafe key
       .used_bytes() -> int
+      .free_bytes() -> int | None          statvfs: free for this process; None if unknown
     StoredBlob(digest: str, size: int, last_used: float)
     parse_digest(digest) -> tuple[str, str]      (algorithm, hex) or ValueError
     SUPPORTED_ALGORITHMS = {"sha256": 64, "sha512": 128}
 
 L{blobs} (Twisted, reactor thread)::
 
-    BlobCache(store, clock: IReactorTime, max_size: int | None, *, idle_timeout=60.0)
+    BlobCache(store, clock: IReactorTime, max_size: int | None, *, idle_timeout=60.0,
+              max_blob_size: int | None = None,
+              on_removed: Callable[[str], object] | None = None)
+                                           on_removed(digest): a blob left the index
+                                           (evicted, or its file found gone); settable
       .start() -> None                     store.recover() into the index, evict to max_size
       .stop() -> None                      abandon every fill (shutdown)
       .supports(digest) -> bool            (static) whether the digest can be cached
@@ -38,18 +43,34 @@ L{blobs} (Twisted, reactor thread)::
       .get(digest) -> CachedBlob | None    the same without counting or marking
       .fill_for(digest) -> Fill | None     the fill in progress, if any
       .start_fill(digest, response: IResponse, idle_timeout: float | None = None) -> Fill
-                                           FillInProgress if one is active; ValueError for
-                                           an unsupported digest or a status other than 200
-      .serve(request, digest, byte_range: tuple[int, int | None] | None = None)
+                                           FillInProgress if one is active; TooLarge (a
+                                           ValueError) for a length beyond room(), before
+                                           anything is read; ValueError for an unsupported
+                                           digest or a status other than 200
+      .room() -> int | None                the most a fill starting now may write: the
+                                           least of max_size, max_blob_size and the disk's
+                                           free space (less what fills under way still
+                                           need, plus what eviction could free)
+      .fits(length) -> bool                length <= room()
+      .serve(request, digest, byte_range: tuple[int, int | None] | None = None,
+             fallback: Fallback | None = None)
           -> Deferred[bool]                KeyError if neither committed nor being filled
       .used_bytes, len(cache), digest in cache, .lru_order() -> list[str]
       counters: .hits .misses .fills .failed_fills .evictions .bytes_served .coalesced
       .stats() -> dict[str, int | None]    the counters plus blobs, used_bytes, max_size,
                                            active_fills, pinned
     CachedBlob(digest: str, size: int, path: Path)
+    FillInProgress(RuntimeError), TooLarge(ValueError)
+
+L{fills}::
+
     Fill: .digest .length (int | None) .written .path (the partial) .committed
           .failure (str | None) .active .followers .done: Deferred[bool] .stop(why)
-    FillInProgress(RuntimeError)
+          .room (int | None: the most it writes) .max_blob_size (int | None)
+          .abandoned (failed for the cache's reasons: followers fall back)
+    Fallback (typing.Protocol; the caller's, per request):
+      .rest(first, last: int | None) -> Deferred[bool]   the rest of a response under way
+      .whole() -> Deferred[bool]                         a fresh answer: nothing was sent
 
 Typical use for a blob GET::
 
@@ -66,7 +87,12 @@ It is committed only if its size matches a known C{response.length} and its dige
 matches; a mismatch, a truncated body (C{ResponseFailed}, C{PotentialDataLoss} with
 a known length, more bytes than announced), an idle timeout or a write error
 deletes the partial, makes nothing visible and fires C{Fill.done} with C{False}.
-A verified blob larger than C{max_size} is served to its followers but not kept.
+So does a body of unknown length that passes the fill's C{room} or C{max_blob_size}:
+it is cut off there, followed or not. A fill that fails for the cache's own reasons
+(a write error such as ENOSPC, passing its C{room}) is I{abandoned}: its followers
+are handed to their C{Fallback} instead of being aborted. A verified blob whose
+commit fails is sent whole to its followers (their descriptors keep the file) and
+not kept: C{done} fires C{True} with C{committed} false.
 
 Serving: C{serve} sets Content-Length (for a range, 206 and Content-Range; an
 unsatisfiable range gets 416 with C{Content-Range: bytes */size}; C{byte_range} is
@@ -75,15 +101,19 @@ suffix ranges are the caller's to convert). It streams with backpressure in chun
 of L{blobs.READ_CHUNK} read by offset, pinning the blob until done. A client
 following a fill gets bytes as they land, except the body's final byte, which is
 held back until the blob is verified and committed; if the fill fails, the client
-connection is aborted. With the length unknown, a plain GET streams chunked; a
-ranged or HEAD request waits for the fill to end. The Deferred fires C{True} when
-the request was finished, C{False} when it was aborted or the client went away (a
-client leaving stops only its own follower). A committed blob on a plain TCP
-connection is sent with C{os.sendfile} straight from the page cache once the
-response headers are flushed; TLS connections, chunked responses and followers of
-a fill read the file and write copies.
+connection is aborted (if it is abandoned, the fallback takes over from the offset
+the client got to, or answers afresh a client that had nothing decided yet). With
+the length unknown, a plain GET streams chunked; a ranged or HEAD request waits for
+the fill to end. The Deferred fires C{True} when the request was finished, C{False}
+when it was aborted or the client went away (a client leaving stops only its own
+follower). A committed blob on a plain TCP connection is sent with C{os.sendfile}
+straight from the page cache once the response headers are flushed; TLS
+connections, chunked responses and followers of a fill read the file and write
+copies.
 
 Eviction: least recently used first over committed blobs, never a pinned one (being
-served or filled); when a fill with a known length starts, to make room for it;
-after a commit; when a pin is released while over the bound.
+served or filled); when a fill with a known length starts, to make room for it
+within C{max_size} and on the disk (what fills of known length still have to write
+must fit in its free space); after a commit; when a pin is released while over the
+bound.
 """

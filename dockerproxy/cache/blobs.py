@@ -1,8 +1,8 @@
 """The blob cache: verified fills from upstream, coalesced followers, LRU eviction.
 
-A fill writes an upstream body to a partial file at upstream speed, hashing as it
-goes, and commits it only if its size and digest check out. Clients never slow a
-fill down: each one follows the file (a L{_Sender} reading by offset), is told by
+A fill (L{fills.Fill}) writes an upstream body to a partial file at upstream speed,
+hashing as it goes, and is committed only if its size and digest check out. Clients
+never slow a fill down: each one follows the file (a L{_Sender} reading by offset), is told by
 the fill when more bytes land, and holds back the body's final byte until the
 blob is committed, so a body that then fails verification is aborted and can never
 look complete. Every file operation is a plain blocking call in the reactor thread:
@@ -14,26 +14,23 @@ with C{os.sendfile} (L{_Sendfile}), straight from the page cache to the socket.
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 from collections import Counter, OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime, ISSLTransport
-from twisted.internet.protocol import Protocol
 from twisted.internet.tcp import Connection
 from twisted.logger import Logger
-from twisted.python.failure import Failure
-from twisted.web.client import ResponseDone
-from twisted.web.http import PotentialDataLoss
 from twisted.web.iweb import UNKNOWN_LENGTH, IResponse
 from twisted.web.server import Request
 from zope.interface import implementer
 
+from dockerproxy.cache.fills import Fallback, Fill
 from dockerproxy.cache.store import FilesystemStore, Partial, parse_digest
-from dockerproxy.relay import abort_client, enlarge_socket_reads
+from dockerproxy.relay import abort_client
 
 log = Logger()
 
@@ -57,6 +54,10 @@ class FillInProgress(RuntimeError):
     """L{BlobCache.start_fill} for a digest that is already being filled."""
 
 
+class TooLarge(ValueError):
+    """L{BlobCache.start_fill} for a body longer than the cache can keep: relay it instead."""
+
+
 @dataclass(frozen=True)
 class CachedBlob:
     """A committed, verified blob."""
@@ -72,135 +73,32 @@ class _Entry:
     path: Path
 
 
-class Fill(Protocol):
-    """One upstream body becoming a blob: the protocol given to C{response.deliverBody}.
-
-    Never paused: it reads as fast as the upstream sends, whatever its followers do.
-    C{done} fires C{True} once the blob is committed (or verified but too large to
-    keep), C{False} if it failed; the partial file is then gone.
-    """
-
-    def __init__(self, cache: BlobCache, digest: str, partial: Partial, length: int | None,
-                 idle_timeout: float) -> None:
-        self.cache = cache
-        self.digest = digest
-        self.length = length
-        self.path = partial.path
-        self.written = 0
-        self.committed = False
-        self.failure: str | None = None
-        self.done: Deferred[bool] = Deferred()
-        algorithm, self._expected = parse_digest(digest)
-        self._hash = hashlib.new(algorithm)
-        self._partial = partial
-        self._idle_timeout = idle_timeout
-        self._idle: IDelayedCall | None = None
-        self._ended = False
-        self._followers: list[_Sender] = []
-        self._reserved = 0  # bytes counted against the cache's bound while filling
-
-    @property
-    def active(self) -> bool:
-        return not self._ended
-
-    @property
-    def followers(self) -> int:
-        return len(self._followers)
-
-    def connectionMade(self) -> None:
-        enlarge_socket_reads(getattr(self.transport, "_producer", None))
-        self._idle = self.cache.clock.callLater(self._idle_timeout, self._idle_expired)
-
-    def dataReceived(self, data: bytes) -> None:
-        if self._ended:
-            return
-        if self.length is not None and self.written + len(data) > self.length:
-            self._fail(f"more than the announced {self.length} bytes")
-            return
-        try:
-            self._partial.write(data)
-        except OSError as e:
-            self._fail(f"cannot write {self.path}: {e}")
-            return
-        self._hash.update(data)
-        self.written += len(data)
-        if self._idle is not None:
-            self._idle.reset(self._idle_timeout)
-        for follower in list(self._followers):
-            follower.fill_progressed()
-
-    def connectionLost(self, reason: Failure = ResponseDone) -> None:  # type: ignore[assignment]
-        self._cancel_idle()
-        if self._ended:
-            return
-        if reason.check(ResponseDone):
-            complete = self.length is None or self.written == self.length
-        else:
-            # A close-delimited body (no length, no chunking) ends with PotentialDataLoss.
-            complete = bool(reason.check(PotentialDataLoss)) and self.length is None
-        if not complete:
-            self._fail(f"body ended after {self.written} bytes: {reason.getErrorMessage()}",
-                       stop_upstream=False)
-            return
-        actual = self._hash.hexdigest()
-        if actual != self._expected:
-            self._fail(f"digest mismatch: the body is {self._hash.name}:{actual}",
-                       stop_upstream=False)
-            return
-        self._ended = True
-        self.cache._fill_verified(self, self._partial)
-
-    def stop(self, why: str) -> None:
-        """Abandon the fill: the partial is deleted and its followers are aborted."""
-        if not self._ended:
-            self._fail(why)
-
-    def _fail(self, why: str, stop_upstream: bool = True) -> None:
-        self._ended = True
-        self.failure = why
-        self._cancel_idle()
-        if stop_upstream and self.transport is not None:
-            self.transport.stopProducing()
-        try:
-            self._partial.discard()
-        except OSError as e:
-            log.warn("blob cache: cannot remove {path}: {error}", path=str(self.path), error=e)
-        self.cache._fill_failed(self, why)
-
-    def _idle_expired(self) -> None:
-        self._idle = None
-        self._fail(f"no body bytes for {self._idle_timeout:g} seconds")
-
-    def _cancel_idle(self) -> None:
-        if self._idle is not None and self._idle.active():
-            self._idle.cancel()
-        self._idle = None
-
-    def _follow(self, sender: _Sender) -> None:
-        self._followers.append(sender)
-
-    def _unfollow(self, sender: _Sender) -> None:
-        if sender in self._followers:
-            self._followers.remove(sender)
-
-    def _notify_end(self) -> None:
-        for follower in list(self._followers):
-            follower.fill_ended(self.committed or self.failure is None)
-
-
 class BlobCache:
     """Committed blobs in a size-bounded LRU index, plus the fills in progress.
 
     A blob being served or filled is pinned and never evicted, so the bound
     (C{max_size} bytes, C{None} for none) holds except for pinned blobs. A fill
-    with a known length counts against the bound from its start.
+    with a known length counts against the bound from its start, and eviction
+    also makes room on the disk for what such fills still have to write.
+
+    No fill writes more than L{room} allowed when it started: the bound, the disk's
+    free space (plus what eviction can free) and C{max_blob_size}. A body of known
+    length beyond that is refused (L{TooLarge}); one of unknown length is abandoned
+    when it gets there.
+
+    C{on_removed}, if set, is called with the digest of each blob that leaves the
+    index (evicted, or found gone from the disk), so records about it can go too.
     """
 
     def __init__(self, store: FilesystemStore, clock: IReactorTime, max_size: int | None,
-                 *, idle_timeout: float = DEFAULT_IDLE_TIMEOUT) -> None:
+                 *, idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+                 max_blob_size: int | None = None,
+                 on_removed: Callable[[str], object] | None = None) -> None:
         self.store = store
+        self.on_removed = on_removed
         self.clock = clock
         self.max_size = max_size
+        self.max_blob_size = max_blob_size
         self.idle_timeout = idle_timeout
         self.hits = 0
         self.misses = 0
@@ -300,8 +198,9 @@ class BlobCache:
                    idle_timeout: float | None = None) -> Fill:
         """Write C{response}'s body (a 200 from upstream) to the cache, verified by C{digest}.
 
-        Raises L{FillInProgress} if C{digest} is already being filled and
-        C{ValueError} for a digest the cache cannot verify or a status other than 200.
+        Raises L{FillInProgress} if C{digest} is already being filled, L{TooLarge}
+        for a length beyond L{room} (nothing is written; the response is untouched)
+        and C{ValueError} for a digest the cache cannot verify or a status other than 200.
         """
         parse_digest(digest)
         if response.code != 200:
@@ -309,12 +208,16 @@ class BlobCache:
         if digest in self._fills:
             raise FillInProgress(digest)
         length = None if response.length is UNKNOWN_LENGTH else int(response.length)
+        room = self.room()
+        if length is not None and room is not None and length > room:
+            raise TooLarge(f"{digest} has {length} bytes; the cache can keep {room}")
         fill = Fill(self, digest, self.store.open_partial(), length,
-                    self.idle_timeout if idle_timeout is None else idle_timeout)
+                    self.idle_timeout if idle_timeout is None else idle_timeout,
+                    room=room, max_blob_size=self.max_blob_size)
         self._fills[digest] = fill
         self._pin(digest)
         self.fills += 1
-        if length is not None and not self._too_large(length):
+        if length is not None:
             fill._reserved = length
             self._reserved += length
             self._evict()
@@ -325,31 +228,52 @@ class BlobCache:
             raise
         return fill
 
-    def _too_large(self, size: int) -> bool:
-        return self.max_size is not None and size > self.max_size
+    def room(self) -> int | None:
+        """The most bytes a fill starting now may write (C{None}: no bound).
+
+        The least of C{max_size}, C{max_blob_size} and the disk's free space, less
+        what fills under way still have to write, plus what eviction could free.
+        """
+        bounds = [b for b in (self.max_size, self.max_blob_size) if b is not None]
+        free = self.store.free_bytes()
+        if free is not None:
+            pinned = sum(self._index[d].size for d in self._pins if d in self._index)
+            bounds.append(max(free - self._unwritten(), 0) + self._bytes - pinned)
+        return min(bounds) if bounds else None
+
+    def fits(self, length: int) -> bool:
+        """Whether a fill of C{length} bytes starting now would be accepted."""
+        room = self.room()
+        return room is None or length <= room
+
+    def _unwritten(self) -> int:
+        """Bytes that fills of known length have yet to write."""
+        return sum(max(f.length - f.written, 0) for f in self._fills.values()
+                   if f.length is not None and f.active)
 
     def _fill_verified(self, fill: Fill, partial: Partial) -> None:
-        # A blob larger than the whole cache is verified for its followers, never kept:
-        # keeping it would evict everything else first.
-        if self._too_large(fill.written):
-            log.info("blob cache: {digest} ({size} bytes) is larger than the cache",
-                     digest=fill.digest, size=fill.written)
-            partial.discard()
-        else:
+        try:
+            path = self.store.commit(partial, fill.digest)
+        except OSError as e:
+            # Verified, but the disk would not take it: its followers still read it
+            # through their open descriptors; the cache does not keep it.
+            log.warn("blob cache: cannot commit {digest}: {error}; served, not kept",
+                     digest=fill.digest, error=e)
             try:
-                path = self.store.commit(partial, fill.digest)
-            except OSError as e:
                 partial.discard()
-                fill.failure = f"cannot commit: {e}"
-                self._fill_failed(fill, fill.failure)
-                return
-            previous = self._index.pop(fill.digest, None)
-            if previous is not None:
-                self._bytes -= previous.size
-            self._index[fill.digest] = _Entry(fill.written, path)
-            self._bytes += fill.written
-            fill.committed = True
-            self._mark_used(fill.digest)
+            except OSError as discard_error:
+                log.warn("blob cache: cannot remove {path}: {error}", path=str(fill.path),
+                         error=discard_error)
+            self._end_fill(fill)
+            fill.done.callback(True)
+            return
+        previous = self._index.pop(fill.digest, None)
+        if previous is not None:
+            self._bytes -= previous.size
+        self._index[fill.digest] = _Entry(fill.written, path)
+        self._bytes += fill.written
+        fill.committed = True
+        self._mark_used(fill.digest)
         self._end_fill(fill)
         fill.done.callback(True)
 
@@ -371,11 +295,14 @@ class BlobCache:
     # ----------------------------------------------------------------- serving
 
     def serve(self, request: Request, digest: str,
-              byte_range: tuple[int, int | None] | None = None) -> Deferred[bool]:
+              byte_range: tuple[int, int | None] | None = None,
+              fallback: Fallback | None = None) -> Deferred[bool]:
         """Send blob C{digest} (committed, or followed while it fills) as C{request}'s body.
 
         See the package docstring. Raises C{KeyError} if C{digest} is neither
         committed nor being filled, C{ValueError} for a malformed C{byte_range}.
+        If the fill it follows is abandoned, the rest of the answer comes from
+        C{fallback}; without one the response is aborted.
         """
         if byte_range is not None:
             first, last = byte_range
@@ -400,7 +327,7 @@ class BlobCache:
             fd = os.open(fill.path, os.O_RDONLY | os.O_CLOEXEC)
             size = fill.length
             self.coalesced += 1
-        sender = _Sender(self, request, digest, fd, size, fill, byte_range)
+        sender = _Sender(self, request, digest, fd, size, fill, byte_range, fallback)
         self._pin(digest)
         sender.start()
         return sender.done
@@ -417,13 +344,17 @@ class BlobCache:
             self._evict()
 
     def _evict(self) -> None:
-        """Remove least recently used unpinned blobs until the cache is within C{max_size}."""
-        if self.max_size is None:
-            return
+        """Remove least recently used unpinned blobs until the cache is within C{max_size}
+        and the disk has room for what fills under way still have to write."""
+        unwritten = self._unwritten()
+        free = self.store.free_bytes() if unwritten else None
+        short = 0 if free is None else unwritten - free  # bytes the disk lacks
         for digest in list(self._index):
-            if self._bytes + self._reserved <= self.max_size:
+            over = self.max_size is not None and self._bytes + self._reserved > self.max_size
+            if not over and short <= 0:
                 return
             if not self._pins[digest]:
+                short -= self._index[digest].size
                 self._forget(digest)
                 self.evictions += 1
 
@@ -436,6 +367,8 @@ class BlobCache:
             self.store.remove(digest)
         except OSError as e:
             log.warn("blob cache: cannot remove {digest}: {error}", digest=digest, error=e)
+        if self.on_removed is not None:
+            self.on_removed(digest)
 
 
 @implementer(IPushProducer)
@@ -455,11 +388,13 @@ class _Sender:
 
     def __init__(self, cache: BlobCache, request: Request, digest: str, fd: int,
                  size: int | None, fill: Fill | None,
-                 byte_range: tuple[int, int | None] | None) -> None:
+                 byte_range: tuple[int, int | None] | None,
+                 fallback: Fallback | None = None) -> None:
         self.cache = cache
         self.request = request
         self.digest = digest
         self.fill = fill
+        self.fallback = fallback
         self.done: Deferred[bool] = Deferred()
         self.offset = 0
         self.end: int | None = None  # where the body ends (exclusive), once known
@@ -532,10 +467,13 @@ class _Sender:
         self._pump()
 
     def fill_ended(self, ok: bool) -> None:
-        if not ok:
-            self._abort("the blob failed verification")
-            return
         assert self.fill is not None
+        if not ok:
+            if self.fill.abandoned and self.fallback is not None:
+                self._hand_off(self.fallback)
+            else:
+                self._abort(f"the fill failed: {self.fill.failure}")
+            return
         if not self._begun:
             self._begin(self.fill.written)
         elif self.end is None:
@@ -635,6 +573,18 @@ class _Sender:
                 return True
         self._finish()
         return True
+
+    def _hand_off(self, fallback: Fallback) -> None:
+        """The fill was abandoned: the rest of the answer comes from C{fallback}, from
+        where this client is (or, before anything was decided, all of it)."""
+        begun, first = self._begun, self.offset
+        last = None if self.end is None else self.end - 1
+        if not self._close():
+            return
+        log.info("blob cache: the fill of {digest} was abandoned; the response goes on "
+                 "elsewhere after {offset} bytes", digest=self.digest, offset=first)
+        handed = fallback.rest(first, last) if begun else fallback.whole()
+        handed.addCallback(self.done.callback)
 
     def _wait_for(self, sendfile: _Sendfile) -> None:
         if not sendfile.wait_for_drain():

@@ -237,6 +237,14 @@ class FilesystemStore:
         except FileNotFoundError:
             pass
 
+    def free_bytes(self) -> int | None:
+        """Bytes free for this process on the cache's filesystem; C{None} if unknown."""
+        try:
+            stat = os.statvfs(self.root)
+        except OSError:
+            return None
+        return stat.f_bavail * stat.f_frsize
+
     def used_bytes(self) -> int:
         """Bytes of committed blobs (counted once by a scan, then kept up to date)."""
         if self._used is None:

@@ -15,6 +15,8 @@ Fixtures (all session-scoped except ``tmp``; everything is stopped at session en
   settings (short ``expires_in``, ``header="x5c"``, ``key_kind="ec"``).
 - ``misbehaving``: a registry that misbehaves by repository name (tests.harness.misbehaving).
 - ``tmp``: a fresh per-test work directory.
+- ``gate_factory``: ``gate(target_port, hold_after)`` makes forwarders that hold upstream
+  responses mid-body (tests.harness.gate), closed at teardown.
 
 Session registries are shared: a test that adds content should use repository names of its own.
 """
@@ -29,6 +31,7 @@ from typing import Any
 
 import pytest
 
+from tests.harness.gate import Gate
 from tests.harness.misbehaving import Misbehaving
 from tests.harness.proxy import ProxyProcess
 from tests.harness.proxy import start_proxy as proxy_process
@@ -175,3 +178,20 @@ def misbehaving() -> Iterator[Misbehaving]:
 def tmp(tmp_path: Path) -> Path:
     """A fresh work directory for one test (skopeo outputs, configs, ...)."""
     return tmp_path
+
+
+@pytest.fixture
+def gate_factory() -> Iterator[Callable[[int, int], Gate]]:
+    """``gate(target_port, hold_after)``: forwarders closed (threads joined) at teardown."""
+    gates: list[Gate] = []
+
+    def make(target_port: int, hold_after: int) -> Gate:
+        gate = Gate(target_port, hold_after)
+        gates.append(gate)
+        return gate
+
+    try:
+        yield make
+    finally:
+        for gate in gates:
+            gate.close()

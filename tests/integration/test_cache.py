@@ -21,12 +21,10 @@ import signal
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from tests.harness import images, web
 from tests.harness.gate import Gate
@@ -156,23 +154,6 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
             return True
         time.sleep(0.05)
     return predicate()
-
-
-@pytest.fixture
-def gate_factory() -> Iterator[Callable[[int, int], Gate]]:
-    """``gate(target_port, hold_after)``: forwarders closed (threads joined) at teardown."""
-    gates: list[Gate] = []
-
-    def make(target_port: int, hold_after: int) -> Gate:
-        gate = Gate(target_port, hold_after)
-        gates.append(gate)
-        return gate
-
-    try:
-        yield make
-    finally:
-        for gate in gates:
-            gate.close()
 
 
 # -- 1. warm pulls stay local -------------------------------------------------------------------

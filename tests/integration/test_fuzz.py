@@ -84,7 +84,7 @@ def requests(rng: random.Random, targets: list[str]) -> Iterator[bytes]:
                "CONNECT", "get", "G\x00T", "BREW", "GET /x"]
     hosts = ["mirror.test", *targets, "evil.test", "a" * 300, "[::1]:1", "x y", ""]
     for _ in range(REQUESTS):
-        method = rng.choice(methods)
+        method = rng.choice(methods) if rng.random() < 0.4 else rng.choice(["GET", "HEAD"])
         shape = rng.random()
         if shape < 0.5:
             path = f"/v2/{rng.choice(names)}/{rng.choice(kinds)}/{rng.choice(refs)}"
@@ -99,8 +99,9 @@ def requests(rng: random.Random, targets: list[str]) -> Iterator[bytes]:
                                "http://" + rng.choice(targets) + "/v2/", "*", "/v2/?ns=" +
                                rng.choice(targets), "/v2/auth?ns=" + rng.choice(targets)])
         headers = [f"Host: {rng.choice(hosts)}"]
+        extra = ["Content-Length"] if rng.random() < 0.05 else []
         for name in rng.sample(["Authorization", "Range", "Accept", "If-None-Match",
-                                "X-Forwarded-Host", "Forwarded", "Content-Length"], 3):
+                                "X-Forwarded-Host", "Forwarded"], 2) + extra:
             value = rng.choice(["Bearer x", "Basic Og==", "bytes=5-1", "bytes=0-",
                                 "*/*", "\x7f", "a" * 2000, f"http://{rng.choice(targets)}/",
                                 "-1", "99999999999999999999", "for=127.0.0.7"])
@@ -150,4 +151,5 @@ def test_thousands_of_malformed_requests(start_proxy: StartProxy, misbehaving: M
     assert strays == [], strays[:10]
     log = proxy.log_text()
     assert "Traceback" not in log and "Unhandled" not in log, log[-3000:]
-    assert sum(1 for s in statuses if 400 <= s < 500) > REQUESTS // 2, "inputs were refused"
+    assert sum(1 for s in statuses if 400 <= s < 500) > REQUESTS // 3, "inputs were refused"
+    assert len(reached) > REQUESTS // 20, "and enough of them were valid to go upstream"

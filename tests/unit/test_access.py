@@ -205,3 +205,25 @@ def test_public_knowledge_ages_out() -> None:
     access.note_served(None, REPO)
     clock.advance(101)
     assert not access.may_read(None, REPO)
+
+
+def test_forgetting_content_unlinks_it_in_every_repository_and_saves() -> None:
+    records = MemoryRecords()
+    access, clock = make(records=records)
+    other = "sha256:" + "b" * 64
+    access.note_served(None, REPO, DIGEST)
+    access.note_served(ALICE, PRIVATE, DIGEST)
+    access.note_served(ALICE, PRIVATE, other)
+    clock.advance(1)
+    access.forget_content(DIGEST)
+    assert not access.is_linked(REPO, DIGEST)
+    assert not access.is_linked(PRIVATE, DIGEST)
+    assert access.is_linked(PRIVATE, other)
+    assert access.may_read(None, REPO), "only the content link goes"
+    clock.advance(1)
+    assert records.documents["docker.io/library/alpine"]["links"] == []
+    assert records.documents["docker.io/private/secret"]["links"] == [other]
+    writes = records.writes
+    access.forget_content(DIGEST)
+    clock.advance(1)
+    assert records.writes == writes, "nothing changed, nothing written"

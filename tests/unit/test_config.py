@@ -505,3 +505,39 @@ def test_client_settings_errors_name_their_key(toml: dict[str, Any], cli: dict[s
     error = config_error(toml, cli)
     assert error.key == key
     assert "\n" not in str(error)
+
+
+# --------------------------------------------------------------------------- the largest blob
+
+
+def test_max_blob_size_defaults_to_32_gib_and_reaches_the_cache(tmp_path: Path) -> None:
+    from twisted.internet.task import Clock
+
+    from dockerproxy.tap import make_mirror
+
+    config = parse_options(["--cache-dir", str(tmp_path)])
+    assert config.cache.max_blob_size == 32 * 1024**3
+    mirror = make_mirror(config.cache, Clock())
+    assert mirror is not None and mirror.blobs.max_blob_size == 32 * 1024**3
+
+
+def test_max_blob_size_from_toml_and_the_command_line(tmp_path: Path) -> None:
+    toml = {"cache": {"max_blob_size": "2GB"}}
+    assert build_config(toml, {}).cache.max_blob_size == 2 * 10**9
+    path = write(tmp_path, "proxy.toml", '[cache]\nmax_blob_size = "2GB"\n')
+    config = parse_options(["--config", path, "--max-blob-size", "1GiB"])
+    assert config.cache.max_blob_size == 1024**3
+
+
+@pytest.mark.parametrize(("toml", "cli", "key"), [
+    ({"cache": {"max_blob_size": "huge"}}, {}, "cache.max_blob_size"),
+    ({"cache": {"max_blob_size": 0}}, {}, "cache.max_blob_size"),
+    ({}, {"max_blob_size": "-1GiB"}, "--max-blob-size"),
+])
+def test_bad_max_blob_size_names_its_key(toml: dict[str, Any], cli: dict[str, Any],
+                                         key: str) -> None:
+    assert config_error(toml, cli).key == key
+
+
+def test_bad_max_blob_size_option(capsys: pytest.CaptureFixture[str]) -> None:
+    assert "--max-blob-size" in usage_failure(["--max-blob-size", "lots"], capsys)

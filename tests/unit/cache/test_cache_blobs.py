@@ -35,7 +35,14 @@ from twisted.web.server import Site
 from zope.interface import directlyProvides
 
 from dockerproxy.cache import blobs as blobs_module
-from dockerproxy.cache.blobs import READ_CHUNK, TURN_BUDGET, BlobCache, Fill, FillInProgress
+from dockerproxy.cache.blobs import (
+    READ_CHUNK,
+    TURN_BUDGET,
+    BlobCache,
+    Fill,
+    FillInProgress,
+    TooLarge,
+)
 from dockerproxy.cache.store import FilesystemStore
 from tests.unit.fakes import Capture, FakeResponse, lost
 
@@ -1051,6 +1058,18 @@ class EvictionTests(CacheTestCase):
         self.assertEqual(self.cache.used_bytes, 3000)
         self.assertEqual(self.h.store.used_bytes(), 3000)
 
+    def test_removals_are_reported(self) -> None:
+        removed: list[str] = []
+        self.cache.on_removed = removed.append
+        a, b, c = (self.h.put(self.blob(n)) for n in (1, 2, 3))
+        self.h.put(self.blob(4))
+        self.assertEqual(removed, [a])
+        self.h.store.blob_path(c).unlink()  # gone from the disk: found out when served
+        with self.assertRaises(KeyError):
+            self.h.client().served(self.cache, c)
+        self.assertEqual(removed, [a, c])
+        self.assertEqual(self.cache.lru_order(), [b, sha256(self.blob(4))])
+
     def test_a_fill_of_known_length_makes_room_when_it_starts(self) -> None:
         a, b, c = (self.h.put(self.blob(n)) for n in (1, 2, 3))
         self.h.upstream(self.blob(4))
@@ -1125,19 +1144,17 @@ class EvictionTests(CacheTestCase):
         self.assertEqual(self.cache.lru_order(), [a, b])
         self.assertFalse(self.h.store.blob_path(c).exists())
 
-    def test_a_blob_larger_than_the_cache_is_served_but_not_kept(self) -> None:
+    def test_a_blob_larger_than_the_cache_is_never_written(self) -> None:
         a = self.h.put(self.blob(1))
         big = self.blob(9) * 4
-        up = self.h.upstream(big)
-        client = self.h.client().served(self.cache, sha256(big))
-        up.sends(big)
-        up.ends()
-        self.assertEqual(up.outcome, [True])
-        self.assertEqual(client.body(), big)
-        self.assertEqual(client.outcome, [True])
-        self.assertIsNone(self.cache.lookup(sha256(big)))
-        self.assertIn(a, self.cache)
+        self.assertFalse(self.cache.fits(len(big)))
+        self.assertTrue(self.cache.fits(self.max_size))
+        with self.assertRaises(TooLarge):
+            self.h.upstream(big)
+        self.assertIsNone(self.cache.fill_for(sha256(big)))
         self.assertEqual(self.h.tmp_files(), [])
+        self.assertEqual((self.cache.fills, self.cache.stats()["pinned"]), (1, 0))  # a's
+        self.assertIn(a, self.cache)
 
     def test_the_cache_stays_under_the_bound(self) -> None:
         for n in range(20):

@@ -143,6 +143,18 @@ class CommitTests(SynchronousTestCase):
         self.assertEqual(self.store.blob_path(digest).stat().st_mtime, 1234567.0)
         self.store.touch(sha256(b"missing"), 1.0)  # no error for a blob that is gone
 
+    def test_free_bytes_is_what_statvfs_gives_this_process(self) -> None:
+        stat = os.statvfs(self.root)
+        free = self.store.free_bytes()
+        assert free is not None
+        self.assertAlmostEqual(free, stat.f_bavail * stat.f_frsize, delta=64 * 1024**2)
+
+        def failing(path: object) -> os.statvfs_result:
+            raise OSError(5, "Input/output error")
+
+        self.patch(store_module.os, "statvfs", failing)
+        self.assertIsNone(self.store.free_bytes())
+
     def test_commit_fsyncs_before_the_rename(self) -> None:
         events: list[str] = []
         real_fsync, real_replace = os.fsync, os.replace

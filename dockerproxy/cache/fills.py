@@ -1,0 +1,191 @@
+"""A fill: one upstream body written to a partial file, hashed, verified, committed.
+
+A fill reads as fast as the upstream sends (its clients never slow it down) and
+tells its followers (the L{blobs._Sender}s reading the partial file) when bytes
+land and when it ends. It ends verified (the cache commits it), or failed (the
+upstream's fault: a digest mismatch, a truncated body, an idle timeout), and the
+partial file is deleted.
+
+A fill never writes more than the cache could keep when it started (its C{room}),
+whether or not anyone still follows it: a body of unknown length that goes on
+past it (an endless chunked body, say) is cut off there.
+
+Such a fill, like one that cannot write its file (the disk is full) or commit
+it, is I{abandoned} for the cache's own reasons: nothing is wrong with the body,
+so its followers are not aborted. Each gets the rest of its answer from its
+L{Fallback} (the mirror's asks the upstream for the bytes it has not sent yet),
+and a fill that could not be committed is sent whole from the file still open.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import typing
+from typing import TYPE_CHECKING
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.client import ResponseDone
+from twisted.web.http import PotentialDataLoss
+
+from dockerproxy.cache.store import Partial, parse_digest
+from dockerproxy.relay import enlarge_socket_reads
+
+if TYPE_CHECKING:
+    from dockerproxy.cache.blobs import BlobCache, _Sender
+
+log = Logger()
+
+
+class Fallback(typing.Protocol):
+    """Where a client of an abandoned fill gets the rest of its answer (see L{BlobCache.serve}).
+
+    Each returns a Deferred firing C{True} when the response was finished, C{False}
+    when it was aborted (the fallback aborts it) or the client left; it never fails.
+    """
+
+    def rest(self, first: int, last: int | None) -> Deferred[bool]:
+        """Send bytes C{first} to C{last} (inclusive; C{None}: to the end) of the blob as
+        the rest of the response, whose status, headers and earlier bytes are set."""
+
+    def whole(self) -> Deferred[bool]:
+        """Answer the request from the start: nothing of it is decided or sent yet."""
+
+
+class Fill(Protocol):
+    """One upstream body becoming a blob: the protocol given to C{response.deliverBody}.
+
+    Never paused: it reads as fast as the upstream sends, whatever its followers do.
+    C{done} fires C{True} once the blob is committed, C{False} if it failed; the
+    partial file is then gone.
+
+    C{room} bounds what it writes (C{None}: no bound); C{max_blob_size}, the
+    largest blob it accepts, is checked too.
+    """
+
+    def __init__(self, cache: BlobCache, digest: str, partial: Partial, length: int | None,
+                 idle_timeout: float, room: int | None = None,
+                 max_blob_size: int | None = None) -> None:
+        self.cache = cache
+        self.digest = digest
+        self.length = length
+        self.room = room
+        self.max_blob_size = max_blob_size
+        self.path = partial.path
+        self.written = 0
+        self.committed = False
+        self.failure: str | None = None
+        # Given up for the cache's own reasons (room, disk): followers fall back.
+        self.abandoned = False
+        self.done: Deferred[bool] = Deferred()
+        algorithm, self._expected = parse_digest(digest)
+        self._hash = hashlib.new(algorithm)
+        self._partial = partial
+        self._idle_timeout = idle_timeout
+        self._idle: IDelayedCall | None = None
+        self._ended = False
+        self._followers: list[_Sender] = []
+        self._reserved = 0  # bytes counted against the cache's bound while filling
+
+    @property
+    def active(self) -> bool:
+        return not self._ended
+
+    @property
+    def followers(self) -> int:
+        return len(self._followers)
+
+    def connectionMade(self) -> None:
+        enlarge_socket_reads(getattr(self.transport, "_producer", None))
+        self._idle = self.cache.clock.callLater(self._idle_timeout, self._idle_expired)
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._ended:
+            return
+        total = self.written + len(data)
+        if self.length is not None and total > self.length:
+            self._fail(f"more than the announced {self.length} bytes")
+            return
+        if self.max_blob_size is not None and total > self.max_blob_size:
+            self._fail(f"more than the largest blob allowed ({self.max_blob_size} bytes)")
+            return
+        if self.room is not None and total > self.room:
+            self._abandon(f"more than the cache can keep ({self.room} bytes)")
+            return
+        try:
+            self._partial.write(data)
+        except OSError as e:
+            self._abandon(f"cannot write {self.path}: {e}")
+            return
+        self._hash.update(data)
+        self.written += len(data)
+        if self._idle is not None:
+            self._idle.reset(self._idle_timeout)
+        for follower in list(self._followers):
+            follower.fill_progressed()
+
+    def connectionLost(self, reason: Failure = ResponseDone) -> None:  # type: ignore[assignment]
+        self._cancel_idle()
+        if self._ended:
+            return
+        if reason.check(ResponseDone):
+            complete = self.length is None or self.written == self.length
+        else:
+            # A close-delimited body (no length, no chunking) ends with PotentialDataLoss.
+            complete = bool(reason.check(PotentialDataLoss)) and self.length is None
+        if not complete:
+            self._fail(f"body ended after {self.written} bytes: {reason.getErrorMessage()}",
+                       stop_upstream=False)
+            return
+        actual = self._hash.hexdigest()
+        if actual != self._expected:
+            self._fail(f"digest mismatch: the body is {self._hash.name}:{actual}",
+                       stop_upstream=False)
+            return
+        self._ended = True
+        self.cache._fill_verified(self, self._partial)
+
+    def stop(self, why: str) -> None:
+        """Abandon the fill: the partial is deleted and its followers are aborted."""
+        if not self._ended:
+            self._fail(why)
+
+    def _abandon(self, why: str) -> None:
+        """Give up for the cache's own reasons: the followers get the rest elsewhere."""
+        self.abandoned = True
+        self._fail(why)
+
+    def _fail(self, why: str, stop_upstream: bool = True) -> None:
+        self._ended = True
+        self.failure = why
+        self._cancel_idle()
+        if stop_upstream and self.transport is not None:
+            self.transport.stopProducing()
+        try:
+            self._partial.discard()
+        except OSError as e:
+            log.warn("blob cache: cannot remove {path}: {error}", path=str(self.path), error=e)
+        self.cache._fill_failed(self, why)
+
+    def _idle_expired(self) -> None:
+        self._idle = None
+        self._fail(f"no body bytes for {self._idle_timeout:g} seconds")
+
+    def _cancel_idle(self) -> None:
+        if self._idle is not None and self._idle.active():
+            self._idle.cancel()
+        self._idle = None
+
+    def _follow(self, sender: _Sender) -> None:
+        self._followers.append(sender)
+
+    def _unfollow(self, sender: _Sender) -> None:
+        if sender in self._followers:
+            self._followers.remove(sender)
+
+    def _notify_end(self) -> None:
+        for follower in list(self._followers):
+            follower.fill_ended(self.committed or self.failure is None)
