@@ -82,14 +82,17 @@ OUTCOMES: dict[tuple[str, str, str], Outcome] = {
     ("redirect-loop", "manifests", "either"): LOOP,
     ("redirect-away", "blobs", "either"): complete(BLOB),
     ("redirect-away", "manifests", "either"): complete(MANIFEST),
+    # The cache reads at most 4 MiB of a manifest (endless blobs: the tests below).
+    ("endless", "manifests", "cache"): Outcome(502, "UNAVAILABLE"),
 }
 
 
-def outcome(behaviour: str, kind: str, mode: str) -> Outcome:
-    return OUTCOMES.get((behaviour, kind, mode)) or OUTCOMES[(behaviour, kind, "either")]
+def outcome(behaviour: str, kind: str, mode: str) -> Outcome | None:
+    return OUTCOMES.get((behaviour, kind, mode)) or OUTCOMES.get((behaviour, kind, "either"))
 
 
-CASES = sorted({(b, k) for b, k, _ in OUTCOMES})
+CASES = sorted({(b, k, m) for b, k, mode in OUTCOMES
+                for m in (("relay", "cache") if mode == "either" else (mode,))})
 
 
 def proxy_in(mode: str, start_proxy: StartProxy, misbehaving: Misbehaving,
@@ -143,10 +146,13 @@ def path_for(behaviour: str, kind: str) -> str:
     return f"/v2/fault/{behaviour}/{kind}/{reference}"
 
 
-@pytest.mark.parametrize(("behaviour", "kind"), CASES)
-def test_each_fault_has_its_written_outcome(proxy: ProxyProcess, misbehaving: Misbehaving,
-                                            behaviour: str, kind: str) -> None:
-    expected = outcome(behaviour, kind, proxy.mode)  # type: ignore[attr-defined]
+@pytest.mark.parametrize(("behaviour", "kind", "mode"), CASES)
+def test_each_fault_has_its_written_outcome(start_proxy: StartProxy, misbehaving: Misbehaving,
+                                            tmp: Path, behaviour: str, kind: str,
+                                            mode: str) -> None:
+    proxy = proxy_in(mode, start_proxy, misbehaving, tmp)
+    expected = outcome(behaviour, kind, mode)
+    assert expected is not None
     started = time.monotonic()
     answer = get(proxy, path_for(behaviour, kind))
     if expected == CUT and answer.status == 0:
@@ -195,3 +201,20 @@ def test_an_endless_body_is_relayed_until_the_client_leaves(
     while misbehaving.state.endless_stopped == stopped and time.monotonic() < deadline:
         time.sleep(0.05)
     assert misbehaving.state.endless_stopped > stopped, "the upstream connection was closed"
+
+
+def test_an_endless_body_is_cut_at_the_bound_in_cache_mode(
+        start_proxy: StartProxy, misbehaving: Misbehaving, tmp: Path) -> None:
+    """Past --max-blob-size a fill is abandoned and its client cut: nothing grows on disk."""
+    proxy = start_proxy("--upstream", misbehaving.url, "--no-presets", "--cache-dir",
+                        str(tmp / "cache"), "--max-blob-size", "4MiB", "--idle-timeout",
+                        str(TIMEOUT))
+    stopped = misbehaving.state.endless_stopped
+    answer = get(proxy, path_for("endless", "blobs"))
+    assert not answer.complete and len(answer.body) <= 4 << 20
+    deadline = time.monotonic() + 10
+    while misbehaving.state.endless_stopped == stopped and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert misbehaving.state.endless_stopped > stopped, "the upstream connection was closed"
+    assert list((tmp / "cache" / "tmp").iterdir()) == []
+    assert list((tmp / "cache" / "blobs").rglob("*")) == []
