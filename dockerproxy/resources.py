@@ -18,7 +18,7 @@ from twisted.web.http_headers import Headers
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
-from dockerproxy import errors, names, taglist, usage
+from dockerproxy import errors, homepage, languages, names, taglist
 from dockerproxy.auth import (
     ANONYMOUS_TOKEN,
     Scope,
@@ -129,7 +129,7 @@ class RootResource(PullResource):
         router = self.proxy.router
         default = router.default
         scheme, _, host = base_url(self.proxy, request).partition("://")
-        info = usage.UsageInfo(
+        info = homepage.MirrorInfo(
             host=host,
             scheme=scheme,
             default_upstream=default.url if default else None,
@@ -138,12 +138,12 @@ class RootResource(PullResource):
             registries={name: u.url for name, u in router.registries.items()},
         )
         lang_arg = request.args.get(b"lang", [b""])[0].decode("ascii", "replace")
-        lang = usage.pick_language(
+        lang = languages.pick_language(
             client_request(request).accept_language, lang_arg or None)
         request.setHeader(b"content-type", b"text/html; charset=utf-8")
         request.setHeader(b"content-language", lang.encode())
         request.setHeader(b"vary", b"Accept-Language")
-        return usage.render_usage(info, lang)
+        return homepage.render(info, lang)
 
     render_HEAD = render_GET
 

@@ -1,4 +1,8 @@
-"""The usage home page: language negotiation, content, escaping, self-containedness."""
+"""The home page as rendered: content, structure, escaping, self-containedness, languages.
+
+The languages' own rules (negotiation, catalogs) are in test_languages.py, the text of each
+snippet in test_snippets.py; these tests look at the page a reader gets.
+"""
 
 from __future__ import annotations
 
@@ -8,14 +12,15 @@ from html.parser import HTMLParser
 from urllib.parse import urlsplit
 
 import pytest
+from twisted.web.template import flattenString
 
-from dockerproxy.usage import (
-    _STRINGS,
-    PLACEHOLDER_HOST,
-    UsageInfo,
-    pick_language,
-    render_usage,
-)
+from dockerproxy import homepage
+from dockerproxy.homepage import HomePage, MirrorInfo
+from dockerproxy.languages import CATALOGS, MESSAGES_DIR, load_catalogs
+from dockerproxy.snippets import PLACEHOLDER_HOST
+
+# The messages as written in each catalog (English where one lacks a message).
+_STRINGS = {code: catalog.texts for code, catalog in CATALOGS.items()}
 
 HUB = "https://registry-1.docker.io"
 REGISTRIES = {
@@ -27,7 +32,7 @@ REGISTRIES = {
 ROUTES = {"hub.mirror.test": HUB, "ghcr.mirror.test": "https://ghcr.io"}
 
 
-def make_info(host: str = "mirror.test:5000", scheme: str = "https", **overrides) -> UsageInfo:
+def make_info(host: str = "mirror.test:5000", scheme: str = "https", **overrides) -> MirrorInfo:
     fields = {
         "host": host,
         "scheme": scheme,
@@ -37,11 +42,11 @@ def make_info(host: str = "mirror.test:5000", scheme: str = "https", **overrides
         "registries": REGISTRIES,
     }
     fields.update(overrides)
-    return UsageInfo(**fields)
+    return MirrorInfo(**fields)
 
 
-def render(info: UsageInfo | None = None, lang: str = "en") -> str:
-    body = render_usage(info or make_info(), lang)
+def render(info: MirrorInfo | None = None, lang: str = "en") -> str:
+    body = homepage.render(info or make_info(), lang)
     assert isinstance(body, bytes)
     return body.decode("utf-8")
 
@@ -51,73 +56,16 @@ def text_of(page: str) -> str:
     return html.unescape(re.sub(r"<[^>]+>", "", page))
 
 
-# --------------------------------------------------------------------------- pick_language
-
-
-@pytest.mark.parametrize(
-    ("accept", "expected"),
-    [
-        (None, "en"),
-        ("", "en"),
-        ("*", "en"),
-        ("en", "en"),
-        ("zh", "zh"),
-        ("zh-CN", "zh"),
-        ("zh-Hans", "zh"),
-        ("zh-Hans-CN", "zh"),
-        ("zh-TW", "zh"),
-        ("ZH-cn", "zh"),
-        ("zh_CN", "zh"),
-        ("zh-CN,zh;q=0.9,en;q=0.8", "zh"),
-        ("en-US,en;q=0.9,zh-CN;q=0.8", "en"),
-        ("en;q=0.5, zh-Hans;q=0.8", "zh"),
-        ("en;q=0.5 , zh ; q=0.8", "zh"),
-        ("fr-FR, de;q=0.9", "en"),
-        ("fr, de;q=0.9, zh;q=0.3", "zh"),
-        ("zh;q=0", "en"),
-        ("zh;q=0, en;q=0.1", "en"),
-        ("zh;q=0.000, en;q=0.001", "en"),
-        ("zh;q=abc, en;q=0.5", "en"),
-        ("zh;q=2, en;q=0.5", "en"),
-        ("zh;q=nan", "en"),
-        ("zh, en", "zh"),
-        ("en, zh", "en"),
-        (";;,,;q=", "en"),
-    ],
-)
-def test_pick_language_from_accept_language(accept, expected):
-    assert pick_language(accept, None) == expected
-
-
-@pytest.mark.parametrize(
-    ("accept", "override", "expected"),
-    [
-        ("zh-CN,zh;q=0.9", "en", "en"),
-        ("en", "zh", "zh"),
-        (None, "zh", "zh"),
-        ("en", "ZH-cn", "zh"),
-        ("zh", "fr", "zh"),  # an unsupported override is ignored
-        ("zh", "", "zh"),
-        ("zh", "<script>", "zh"),
-        (None, "klingon", "en"),
-    ],
-)
-def test_pick_language_override(accept, override, expected):
-    assert pick_language(accept, override) == expected
-
-
 # --------------------------------------------------------------------------- content
-
-
-def test_translations_have_the_same_keys():
-    assert _STRINGS["en"].keys() == _STRINGS["zh"].keys()
 
 
 def test_page_is_a_complete_html_document():
     page = render()
     assert page.startswith("<!doctype html>")
-    assert '<meta charset="utf-8">' in page
-    assert '<meta name="viewport" content="width=device-width, initial-scale=1">' in page
+    # void elements are written <meta ... /> by twisted.web.template, which HTML allows
+    assert re.search(r'<meta charset="utf-8"\s*/?>', page)
+    assert re.search(
+        r'<meta name="viewport" content="width=device-width, initial-scale=1"\s*/?>', page)
     assert "prefers-color-scheme:dark" in page
     assert page.rstrip().endswith("</html>")
 
@@ -140,6 +88,13 @@ class _TagChecker(HTMLParser):
             self.hrefs.append(attrs["href"])
         if tag not in self.VOID:
             self.stack.append(tag)
+
+    def handle_startendtag(self, tag, attrs):
+        """``<br />``: the slash is allowed on void elements only (on any other element HTML
+        ignores it, and the element stays open)."""
+        if tag not in self.VOID:
+            self.errors.append(f"<{tag} /> is not a void element")
+        self.handle_starttag(tag, attrs)
 
     def handle_endtag(self, tag):
         if not self.stack or self.stack[-1] != tag:
@@ -438,3 +393,64 @@ def test_no_external_resources_or_links(lang, scheme):
     lowered = page.lower()
     for needle in ("<script", "<link", "<img", "<iframe", "<object", "@import", "url(", "src="):
         assert needle not in lowered, needle
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def test_the_template_renders_synchronously():
+    """render() relies on flattenString's Deferred having fired when it returns."""
+    rendered = []
+    flattenString(None, HomePage(make_info(), "zh")).addBoth(rendered.append)
+    assert len(rendered) == 1 and isinstance(rendered[0], bytes)
+    page = homepage.DOCTYPE + rendered[0].replace(b"<wbr></wbr>", b"<wbr>")
+    assert homepage.render(make_info(), "zh") == page
+
+
+def copy_catalogs(directory):
+    for path in MESSAGES_DIR.glob("*.toml"):
+        (directory / path.name).write_bytes(path.read_bytes())
+
+
+def test_a_failing_render_raises_rather_than_serving_half_a_page(tmp_path):
+    copy_catalogs(tmp_path)
+    with (tmp_path / "en.toml").open("a", encoding="utf-8") as en:
+        en.write('host = "a message named like one of the page\'s own slots"\n')
+    with pytest.raises(Exception, match="clash with the page's slots: \\['host'\\]"):
+        homepage.render(make_info(), "en", load_catalogs(tmp_path))
+
+
+def test_a_third_language_is_offered_and_falls_back_to_english(tmp_path):
+    copy_catalogs(tmp_path)
+    (tmp_path / "fr.toml").write_text(
+        '[language]\nname = "Français"\ntag = "fr"\n'
+        '[messages]\ntitle = "Miroir de registres"\n'
+        'intro = "<code>{host}</code> relaie les <em>pulls</em>."\n', encoding="utf-8")
+    page = render_with(load_catalogs(tmp_path), "fr")
+    assert '<html lang="fr">' in page
+    assert "<h1>Miroir de registres</h1>" in page
+    assert "<code>mirror.test:5000</code> relaie les <em>pulls</em>." in page
+    assert "Pull through the mirror" in page  # what fr.toml lacks is in English
+    links = re.findall(r'<a href="\?lang=(\w+)" hreflang="([\w-]+)" lang="[\w-]+"'
+                       r'( aria-current="true")?>([^<]*)</a>', page)
+    assert links == [("en", "en", "", "English"), ("fr", "fr", ' aria-current="true"', "Français"),
+                     ("zh", "zh-CN", "", "中文")]
+    assert '<html lang="en">' in render_with(load_catalogs(tmp_path), "de")
+
+
+def render_with(catalogs, lang: str) -> str:
+    return homepage.render(make_info(), lang, catalogs).decode("utf-8")
+
+
+def test_the_css_survives_the_flattener():
+    """Text is escaped, so a > in the CSS (a child combinator) would arrive as &gt;."""
+    [css] = re.findall(r"<style>(.*?)</style>", render(), re.S)
+    assert "&" not in css and "<" not in css
+    assert "pre code{background:none;" in css
+
+
+def test_paths_in_tables_may_wrap_after_their_slashes():
+    page = render()
+    assert "<code>https://registry-1.docker.io</code>" in page  # not inside ://
+    assert "<code>mirror.test:5000/<wbr>ghcr.io/<wbr>…</code>" in page
+    assert "</wbr>" not in page
