@@ -130,19 +130,54 @@ def test_systemd_units_verify(tmp: Path) -> None:
     assert "dockerproxy" not in result.stderr, result.stderr
 
 
-def test_wheel_ships_the_twistd_plugin(tmp: Path) -> None:
-    """A plain (non-editable) install must carry twisted/plugins/dockerproxy_plugin.py."""
-    # From a copy without build/ leftovers, as a fresh clone would be built.
+def build_wheel(tmp: Path) -> Path:
+    """The wheel of a copy without build/ leftovers, as a fresh clone would be built."""
     source = tmp / "source"
     shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(
         ".venv", ".git", "build", "*.egg-info", "__pycache__", "tests", "bench"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps",
                     "-q", "-w", str(tmp), str(source)], check=True, timeout=300,
                    capture_output=True)
-    wheel = next(tmp.glob("dockerproxy-*.whl"))
+    return next(tmp.glob("dockerproxy-*.whl"))
+
+
+def test_wheel_ships_the_twistd_plugin(tmp: Path) -> None:
+    """A plain (non-editable) install must carry twisted/plugins/dockerproxy_plugin.py."""
+    wheel = build_wheel(tmp)
     names = zipfile.ZipFile(wheel).namelist()
     assert "twisted/plugins/dockerproxy_plugin.py" in names
     sources = {str(p.relative_to(ROOT)) for p in (ROOT / "dockerproxy").rglob("*.py")}
     assert sources <= set(names), f"missing from the wheel: {sorted(sources - set(names))}"
     assert not any(n.startswith("twisted/__init__") or n.startswith("twisted/plugins/__init__")
                    for n in names), "must not shadow Twisted's own packages"
+
+
+def test_wheel_ships_the_home_page_template_and_catalogs(tmp: Path) -> None:
+    """The home page's data files are in the wheel, and the package installed from it alone
+    (not this checkout, not the venv's copy) renders the page in every language."""
+    wheel = build_wheel(tmp)
+    names = set(zipfile.ZipFile(wheel).namelist())
+    templates = ROOT / "dockerproxy" / "templates"
+    data = {str(p.relative_to(ROOT)) for p in templates.rglob("*") if p.is_file()}
+    assert {"dockerproxy/templates/home.xhtml", "dockerproxy/templates/messages/en.toml",
+            "dockerproxy/templates/messages/zh.toml"} <= data
+    assert data <= names, f"missing from the wheel: {sorted(data - names)}"
+
+    site = tmp / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target",
+                    str(site), str(wheel)], check=True, timeout=300, capture_output=True)
+    script = (
+        "import dockerproxy.homepage as h, dockerproxy.languages as l\n"
+        "print(h.__file__)\n"
+        "print(sorted(l.LANGUAGES))\n"
+        "for lang in l.LANGUAGES:\n"
+        "    info = h.MirrorInfo('wheel.test:5000', 'https', None, None)\n"
+        "    print(h.render(info, lang).count(b'wheel.test:5000'))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], cwd=tmp, capture_output=True,
+                            text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(site)})
+    assert result.returncode == 0, result.stderr
+    where, languages, *counts = result.stdout.splitlines()
+    assert Path(where).is_relative_to(site), where
+    assert languages == "['en', 'zh']"
+    assert all(int(count) > 0 for count in counts), counts
