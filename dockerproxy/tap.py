@@ -279,6 +279,7 @@ def make_mirror(cache: CacheConfig, reactor: IReactorTime, s3: Any = None) -> Mi
     blobs = BlobCache(store, reactor, cache.max_size, max_blob_size=cache.max_blob_size)
     blobs.start()
     access = AccessCache(reactor, records=MetaRecords(store))
+    access.load()
     return Mirror(blobs, store, access, reactor, cache.tag_ttl, cache.stale_max_age, s3=s3)
 
 

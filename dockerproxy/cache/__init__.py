@@ -10,8 +10,10 @@ L{store} (no Twisted; blocking calls on a local disk)::
         root/blobs/<alg>/<hex[:2]>/<hex>   committed, immutable
         root/tmp/                          partials (deleted at start)
         root/meta/<key>.json               small JSON documents
-      .recover() -> list[StoredBlob]       delete tmp/ contents and malformed files;
-                                           committed blobs, least recently used first
+      (construction touches no disk)
+      .create() -> None                    make the directories
+      .recover() -> list[StoredBlob]       create(), delete tmp/ contents and malformed
+                                           files; committed blobs, least recently used first
       .blob_path(digest) -> Path           ValueError unless sha256/sha512 lowercase hex
       .open_partial() -> Partial           new unique file in tmp/: .path, .size,
                                            .write(bytes) (unbuffered), .sync(), .close(),
