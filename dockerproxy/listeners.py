@@ -16,6 +16,7 @@ from typing import Any
 from twisted.application import service
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort, IPushProducer, IReactorCore, IReactorTime
 from twisted.internet.protocol import ServerFactory
 from twisted.logger import Logger
@@ -24,6 +25,27 @@ from twisted.python.failure import Failure
 log = Logger()
 
 WARN_EVERY = 60.0  # seconds between two "bound reached" warnings
+
+
+class ListenFailed(Exception):
+    """An endpoint the proxy cannot listen on (port in use, no permission, bad TLS files)."""
+
+    def __init__(self, description: str, reason: BaseException) -> None:
+        super().__init__(f"--listen: cannot listen on {description!r}: {describe(reason)}")
+        self.description = description
+
+
+def describe(error: BaseException) -> str:
+    """One line for why an endpoint failed: the OS's words, or OpenSSL's, not a repr."""
+    if isinstance(error, CannotListenError) and isinstance(error.socketError, BaseException):
+        return describe(error.socketError)
+    if isinstance(error, OSError) and error.strerror:
+        return f"{error.strerror}: {error.filename}" if error.filename else error.strerror
+    reasons = error.args[0] if error.args else None
+    if isinstance(reasons, list) and reasons and all(isinstance(r, tuple) for r in reasons):
+        # OpenSSL's error queue: (library, function, reason) triples.
+        return "TLS: " + "; ".join(": ".join(p for p in r if p) for r in reasons)
+    return str(error) or type(error).__name__
 
 
 class Listeners(service.Service):
@@ -41,13 +63,13 @@ class Listeners(service.Service):
 
     def privilegedStartService(self) -> None:
         """Listen now, before twistd gives up privileges (ports under 1024); an endpoint
-        that fails at once stops the start, as C{strports.service} did."""
+        that fails at once stops the start with L{ListenFailed}."""
         super().privilegedStartService()
         self._started = True
         for description in self.descriptions:
             failure = self._listen(description)
             if failure is not None:
-                failure.raiseException()
+                raise ListenFailed(description, failure.value)
 
     def _listen(self, description: str) -> Failure | None:
         """Start listening; the failure if it failed at once, else later ones are logged."""
@@ -60,7 +82,11 @@ class Listeners(service.Service):
             else:
                 now.append(failure)
 
-        d = serverFromString(self.reactor, description).listen(self.factory)
+        try:
+            endpoint = serverFromString(self.reactor, description)
+        except Exception:
+            return Failure()  # e.g. a TLS key or certificate file that cannot be read
+        d = endpoint.listen(self.factory)
         d.addCallbacks(self._listening, failed)
         waiting[0] = True
         return now[0] if now else None

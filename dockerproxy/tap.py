@@ -32,7 +32,13 @@ from dockerproxy.config import (
     load_toml,
 )
 from dockerproxy.exchange import Proxy
-from dockerproxy.listeners import ConnectionLimit, Listeners, raise_fd_limit
+from dockerproxy.listeners import (
+    ConnectionLimit,
+    Listeners,
+    ListenFailed,
+    describe,
+    raise_fd_limit,
+)
 from dockerproxy.mirror import Mirror
 from dockerproxy.resources import RootResource
 from dockerproxy.routing import Router
@@ -190,7 +196,7 @@ def check_endpoint(description: str) -> None:
     try:
         endpoints.serverFromString(reactor, description)
     except Exception as e:
-        raise ConfigError("--listen", f"bad endpoint {description!r}: {e}") from None
+        raise ConfigError("--listen", f"bad endpoint {description!r}: {describe(e)}") from None
 
 
 STATS_INTERVAL = 60.0
@@ -218,8 +224,15 @@ class DockerProxyService(service.MultiService):
         return super().setServiceParent(parent)
 
     def privilegedStartService(self) -> None:
+        """Listen (before twistd drops privileges); an endpoint that cannot be listened
+        on stops the proxy with one line on stderr and exit status 2, like a bad option."""
         raise_fd_limit(self.config.limits.max_connections)
-        super().privilegedStartService()
+        try:
+            super().privilegedStartService()
+        except ListenFailed as e:
+            # twistd has sent sys.stderr to the log by now: the line goes to the terminal.
+            (sys.__stderr__ or sys.stderr).write(f"dockerproxy: {e}\n")
+            raise SystemExit(2) from None
 
     def stopService(self) -> Any:
         d = super().stopService()
