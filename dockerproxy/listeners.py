@@ -52,6 +52,8 @@ class Listeners(service.Service):
     """Listens on endpoint descriptions (C{tcp:}, C{ssl:}, C{systemd:}, ...) with one
     factory, keeps the ports, and can pause accepting on all of them."""
 
+    name = "listeners"
+
     def __init__(self, reactor: IReactorCore, descriptions: Sequence[str],
                  factory: ServerFactory) -> None:
         self.reactor = reactor

@@ -10,12 +10,12 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
-from twisted.application import service
 from twisted.application.internet import TimerService
 from twisted.internet.interfaces import IReactorCore, IReactorTime
 from twisted.logger import ILogObserver, jsonFileLogObserver
 from twisted.python import usage
 from twisted.python.components import Componentized
+from twisted.python.threadpool import ThreadPool
 
 from dockerproxy import __version__
 from dockerproxy.access import AccessCache, MetaRecords
@@ -42,6 +42,7 @@ from dockerproxy.listeners import (
 from dockerproxy.mirror import Mirror
 from dockerproxy.resources import RootResource
 from dockerproxy.routing import Router
+from dockerproxy.services import CacheService, OrderedMultiService, S3Service, ThreadPoolService
 from dockerproxy.site import ProxySite
 from dockerproxy.upstream import UpstreamClient, UpstreamClients, make_http_client, make_pool
 
@@ -202,16 +203,17 @@ def check_endpoint(description: str) -> None:
 STATS_INTERVAL = 60.0
 
 
-class DockerProxyService(service.MultiService):
-    """The listeners plus the upstream connection pool, closed on shutdown."""
+class DockerProxyService(OrderedMultiService):
+    """The proxy's service tree; its children stop in turn, last started first
+    (listeners, S3, stats, cache, thread pool), then the upstream pool closes."""
 
     listeners: Listeners | None = None
+    threadpool: ThreadPool | None = None  # for disk work; a ThreadPoolService owns it
 
-    def __init__(self, config: Config, pool: Any, mirror: Mirror | None = None) -> None:
+    def __init__(self, config: Config, pool: Any) -> None:
         super().__init__()
         self.config = config
         self.pool = pool
-        self.mirror = mirror
 
     def setServiceParent(self, parent: Any) -> Any:
         """With C{log_format = "json"}, make twistd log JSON by giving the application an observer.
@@ -236,10 +238,6 @@ class DockerProxyService(service.MultiService):
 
     def stopService(self) -> Any:
         d = super().stopService()
-        if self.mirror is not None:
-            self.mirror.save_stats()
-            self.mirror.access.flush()
-            self.mirror.blobs.stop()
         if self.pool is not None:
             d.addCallback(lambda _: self.pool.closeCachedConnections())
         return d
@@ -282,7 +280,8 @@ def make_proxy(config: Config, reactor: IReactorTime, http: Any = None) -> tuple
 
 
 def make_mirror(cache: CacheConfig, reactor: IReactorTime, s3: Any = None) -> Mirror | None:
-    """The pull-through cache over C{cache.directory}; recovers what a crash left behind.
+    """The pull-through cache over C{cache.directory}, not started: a L{CacheService}
+    recovers what a crash left behind and loads the records.
 
     C{s3}, an L{S3BlobStore}, adds the blob tier shared with other instances.
     """
@@ -290,9 +289,7 @@ def make_mirror(cache: CacheConfig, reactor: IReactorTime, s3: Any = None) -> Mi
         return None
     store = FilesystemStore(cache.directory)
     blobs = BlobCache(store, reactor, cache.max_size, max_blob_size=cache.max_blob_size)
-    blobs.start()
     access = AccessCache(reactor, records=MetaRecords(store))
-    access.load()
     return Mirror(blobs, store, access, reactor, cache.tag_ttl, cache.stale_max_age, s3=s3)
 
 
@@ -309,18 +306,31 @@ def makeService(options: Mapping[str, Any] | Options) -> DockerProxyService:
 
 
 def service_for(config: Config, reactor: IReactorCore) -> DockerProxyService:
+    """Wire the service tree; nothing here touches the disk or the network.
+
+    Children in start order (they stop in reverse, each after the one before):
+    the thread pool, the cache, its stats timer, S3, the listeners.
+    """
     proxy, pool = make_proxy(config, reactor)  # type: ignore[arg-type]
-    top = DockerProxyService(config, pool, proxy.mirror)
-    site = make_site(proxy, reactor, config.limits)  # type: ignore[arg-type]
-    top.listeners = Listeners(reactor, config.listen, site)
-    top.listeners.setServiceParent(top)
-    site.connections = ConnectionLimit(config.limits.max_connections, top.listeners.pause,
-                                       top.listeners.resume, reactor)  # type: ignore[arg-type]
+    top = DockerProxyService(config, pool)
+    pool_service = ThreadPoolService()
+    pool_service.setServiceParent(top)
+    top.threadpool = pool_service.threadpool
     if proxy.mirror is not None:
+        CacheService(proxy.mirror).setServiceParent(top)
         # Counters for `python -m dockerproxy.cache stats`, which reads the directory.
-        TimerService(STATS_INTERVAL, proxy.mirror.save_stats).setServiceParent(top)
+        stats = TimerService(STATS_INTERVAL, proxy.mirror.save_stats)
+        stats.clock = reactor
+        stats.setName("stats")
+        stats.setServiceParent(top)
         if proxy.mirror.s3 is not None:
-            reactor.callWhenRunning(proxy.mirror.s3.start)
+            S3Service(proxy.mirror.s3).setServiceParent(top)
+    site = make_site(proxy, reactor, config.limits)  # type: ignore[arg-type]
+    listeners = Listeners(reactor, config.listen, site)
+    site.connections = ConnectionLimit(config.limits.max_connections, listeners.pause,
+                                       listeners.resume, reactor)  # type: ignore[arg-type]
+    listeners.setServiceParent(top)
+    top.listeners = listeners
     return top
 
 
