@@ -1,10 +1,11 @@
-"""The listening ports, kept by one service, and the bound on open client connections.
+"""The listening ports, kept by one service, and the open client connections.
 
 twistd's C{strports.service} makes one service per endpoint and keeps the port
 to itself; the proxy needs its ports to stop accepting on all of them at once
 when C{--max-connections} client connections are open. New connections then
 wait in the kernel's listen backlog instead of costing a file descriptor and
-memory each, and are accepted as soon as an open one closes.
+memory each, and are accepted as soon as an open one closes. The open
+connections are also what a graceful stop drains (L{dockerproxy.drain}).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from twisted.application import service
-from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
+from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort, IPushProducer, IReactorCore, IReactorTime
@@ -132,7 +133,7 @@ def _producer(port: IListeningPort) -> IPushProducer:
 
 
 class ConnectionLimit:
-    """Counts open client connections; at C{maximum}, accepting stops until one closes.
+    """Keeps the open client connections; at C{maximum}, accepting stops until one closes.
 
     Twisted accepts a batch of connections per readiness event, so a batch can
     arrive past the bound before the pause takes effect: those connections are
@@ -145,13 +146,18 @@ class ConnectionLimit:
         self.pause = pause
         self.resume = resume
         self.clock = clock
-        self.open = 0
+        self.channels: set[Any] = set()  # the admitted channels (ProxyChannel)
+        self._closed_waiters: list[Deferred[None]] = []
         self._warned = -WARN_EVERY
 
-    def admit(self) -> bool:
+    @property
+    def open(self) -> int:
+        return len(self.channels)
+
+    def admit(self, channel: Any) -> bool:
         if self.open >= self.maximum:
             return False
-        self.open += 1
+        self.channels.add(channel)
         if self.open == self.maximum:
             self.pause()
             now = self.clock.seconds()
@@ -161,10 +167,24 @@ class ConnectionLimit:
                          "until one closes", open=self.open)
         return True
 
-    def release(self) -> None:
-        self.open -= 1
+    def release(self, channel: Any) -> None:
+        if channel not in self.channels:
+            return
+        self.channels.discard(channel)
         if self.open == self.maximum - 1:
             self.resume()
+        if not self.channels:
+            waiters, self._closed_waiters = self._closed_waiters, []
+            for waiter in waiters:
+                waiter.callback(None)
+
+    def all_closed(self) -> Deferred[None]:
+        """Fires once no client connection is open (at once if none is); cancellable."""
+        if not self.channels:
+            return succeed(None)
+        waiter: Deferred[None] = Deferred(lambda d: self._closed_waiters.remove(d))
+        self._closed_waiters.append(waiter)
+        return waiter
 
 
 def raise_fd_limit(max_connections: int) -> None:

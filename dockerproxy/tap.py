@@ -6,6 +6,7 @@ C{twistd -n dockerproxy [options]} and C{proxy.tac} both end up in L{makeService
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
@@ -31,6 +32,7 @@ from dockerproxy.config import (
     build_config,
     load_toml,
 )
+from dockerproxy.drain import Drain
 from dockerproxy.exchange import Proxy
 from dockerproxy.listeners import (
     ConnectionLimit,
@@ -70,6 +72,8 @@ class Options(usage.Options):
                                             "idle (default 60)."],
         ["max-connections", None, None, "Most client connections open at once (default "
                                         "10000); more wait in the listen backlog."],
+        ["drain-timeout", None, None, "Seconds a stopping proxy lets responses under way "
+                                      "finish before it cuts them (default 30)."],
         ["public-url", None, None, "scheme://host[:port] clients reach the proxy at, used in "
                                    "challenges and the home page instead of each request's "
                                    "Host."],
@@ -186,6 +190,7 @@ class Options(usage.Options):
             "client_header_timeout": self["client-header-timeout"],
             "client_idle_timeout": self["client-idle-timeout"],
             "max_connections": self["max-connections"],
+            "drain_timeout": self["drain-timeout"],
             "public_url": self["public-url"],
         }
 
@@ -205,14 +210,15 @@ STATS_INTERVAL = 60.0
 
 class DockerProxyService(OrderedMultiService):
     """The proxy's service tree; its children stop in turn, last started first
-    (listeners, S3, stats, cache, thread pool), then the upstream pool closes."""
+    (listeners, drain, S3, stats, cache, thread pool), then the upstream pool closes."""
 
     listeners: Listeners | None = None
     threadpool: ThreadPool | None = None  # for disk work; a ThreadPoolService owns it
 
-    def __init__(self, config: Config, pool: Any) -> None:
+    def __init__(self, config: Config, reactor: Any, pool: Any) -> None:
         super().__init__()
         self.config = config
+        self.reactor = reactor
         self.pool = pool
 
     def setServiceParent(self, parent: Any) -> Any:
@@ -240,7 +246,19 @@ class DockerProxyService(OrderedMultiService):
         d = super().stopService()
         if self.pool is not None:
             d.addCallback(lambda _: self.pool.closeCachedConnections())
+        d.addCallback(lambda _: exit_cleanly(self.reactor))
         return d
+
+
+def exit_cleanly(reactor: Any) -> None:
+    """After a completed graceful stop on SIGTERM, let twistd exit with status 0.
+
+    twistd kills itself again with the signal that stopped the reactor (its
+    C{_exitSignal}, from Twisted's C{_ISupportsExitSignalCapturing}), so a stop that
+    drained every connection would look like a process killed mid-work.
+    """
+    if getattr(reactor, "_exitSignal", None) == signal.SIGTERM:
+        reactor._exitSignal = None
 
 
 def json_observer(stream: Any = None) -> ILogObserver:
@@ -309,10 +327,10 @@ def service_for(config: Config, reactor: IReactorCore) -> DockerProxyService:
     """Wire the service tree; nothing here touches the disk or the network.
 
     Children in start order (they stop in reverse, each after the one before):
-    the thread pool, the cache, its stats timer, S3, the listeners.
+    the thread pool, the cache, its stats timer, S3, the drain, the listeners.
     """
     proxy, pool = make_proxy(config, reactor)  # type: ignore[arg-type]
-    top = DockerProxyService(config, pool)
+    top = DockerProxyService(config, reactor, pool)
     pool_service = ThreadPoolService()
     pool_service.setServiceParent(top)
     top.threadpool = pool_service.threadpool
@@ -329,6 +347,8 @@ def service_for(config: Config, reactor: IReactorCore) -> DockerProxyService:
     listeners = Listeners(reactor, config.listen, site)
     site.connections = ConnectionLimit(config.limits.max_connections, listeners.pause,
                                        listeners.resume, reactor)  # type: ignore[arg-type]
+    drain = Drain(site.connections, reactor, config.drain_timeout)  # type: ignore[arg-type]
+    drain.setServiceParent(top)
     listeners.setServiceParent(top)
     top.listeners = listeners
     return top

@@ -39,7 +39,8 @@ L{blobs} (Twisted, reactor thread)::
                                            on_removed(digest): a blob left the index
                                            (evicted, or its file found gone); settable
       .start() -> None                     store.recover() into the index, evict to max_size
-      .stop() -> None                      abandon every fill, partials deleted (shutdown)
+      .stop() -> None                      abandon every fill, partials deleted (shutdown,
+                                           after the drain)
       .supports(digest) -> bool            (static) whether the digest can be cached
       .lookup(digest) -> CachedBlob | None counts a hit or a miss; marks the blob used
       .get(digest) -> CachedBlob | None    the same without counting or marking

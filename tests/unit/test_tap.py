@@ -1,23 +1,28 @@
 """The service tree on a MemoryReactorClock: building it touches nothing, starting it
-listens and starts each part, stopping it goes last started first."""
+listens and starts each part, stopping it goes listeners, drain, then the rest."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from twisted.application.service import IService
-from twisted.internet.error import CannotListenError
-from twisted.internet.testing import MemoryReactorClock
+from twisted.internet.address import IPv4Address
+from twisted.internet.error import CannotListenError, ConnectionDone
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from dockerproxy.config import build_config
+from dockerproxy.drain import ABORT_WAIT
 from dockerproxy.listeners import Listeners, ListenFailed
 from dockerproxy.site import ProxySite
 from dockerproxy.tap import DockerProxyService, service_for
 from tests.unit.fakes import scratch_dir
 
+DRAIN = 12.0
 LISTEN = ["tcp:5000:interface=127.0.0.1", "tcp:5001:interface=127.0.0.1"]
-START_ORDER = ["threadpool", "cache", "stats", "s3", "listeners"]
+START_ORDER = ["threadpool", "cache", "stats", "s3", "drain", "listeners"]
+PING = b"GET /v2/ HTTP/1.1\r\nHost: mirror.test\r\n\r\n"
 
 
 class TreeTestCase(SynchronousTestCase):
@@ -28,6 +33,7 @@ class TreeTestCase(SynchronousTestCase):
             "listen": LISTEN,
             "upstream": "http://127.0.0.1:9",
             "presets": False,
+            "drain_timeout": DRAIN,
             "cache": {"dir": str(self.cache),
                       "s3": {"endpoint": "http://127.0.0.1:8", "bucket": "blobs",
                              "access_key_id": "k", "secret_access_key": "s"}},
@@ -41,6 +47,16 @@ class TreeTestCase(SynchronousTestCase):
     def stop_if_running(self, top: DockerProxyService) -> None:
         if top.running:
             top.stopService()
+            self.reactor.advance(DRAIN + ABORT_WAIT)
+
+    def connect(self, top: DockerProxyService) -> tuple[Any, StringTransport]:
+        assert top.listeners is not None
+        site = top.listeners.factory
+        assert isinstance(site, ProxySite)
+        channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
+        transport = StringTransport()
+        channel.makeConnection(transport)
+        return channel, transport
 
 
 class BuildTests(TreeTestCase):
@@ -96,7 +112,7 @@ class StartTests(TreeTestCase):
 
 
 class StopTests(TreeTestCase):
-    def test_children_stop_last_started_first(self) -> None:
+    def start(self) -> tuple[DockerProxyService, list[str]]:
         top = self.build()
         top.startService()
         stopped: list[str] = []
@@ -108,8 +124,37 @@ class StopTests(TreeTestCase):
                 return original()
 
             child.stopService = stop  # type: ignore[method-assign]
+        return top, stopped
+
+    def test_with_nothing_in_flight_everything_stops_at_once_last_started_first(self) -> None:
+        top, stopped = self.start()
+        idle, idle_transport = self.connect(top)
+        idle.dataReceived(b"GET / HTTP/1.1\r\nHost: mirror.test\r\n\r\n")  # the home page
+        self.assertTrue(idle_transport.value().startswith(b"HTTP/1.1 200 "))
         done: list[Any] = []
         top.stopService().addBoth(done.append)
+        self.assertTrue(idle_transport.disconnecting, "an idle connection closes at once")
+        idle.connectionLost(Failure(ConnectionDone()))
         self.assertEqual(done, [None])
         self.assertEqual(stopped, list(reversed(START_ORDER)))
         self.assertTrue(top.threadpool.joined)
+
+    def test_listeners_stop_then_the_drain_waits_then_the_rest_stops(self) -> None:
+        top, stopped = self.start()
+        busy, transport = self.connect(top)
+        busy.dataReceived(PING)  # goes upstream, which never answers on this reactor
+        self.assertEqual(len(self.reactor.tcpClients), 2, "S3 and the upstream")
+        done: list[Any] = []
+        top.stopService().addBoth(done.append)
+        self.assertEqual(stopped, ["listeners", "drain"])
+        self.reactor.advance(DRAIN - 0.1)
+        self.assertEqual(stopped, ["listeners", "drain"], "fills, S3, pool wait for the drain")
+        self.assertTrue(top.threadpool.started)
+        self.reactor.advance(0.1)
+        self.assertTrue(transport.disconnected, "aborted at the deadline")
+        busy.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(stopped, list(reversed(START_ORDER)))
+        self.assertEqual(done, [None])
+        self.assertTrue(top.threadpool.joined)
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+
