@@ -97,7 +97,10 @@ class AccessCache:
         self._where: dict[str, set[str]] = {}  # digest -> repositories it is linked in
         self._dirty: set[str] = set()
         self._pending: IDelayedCall | None = None
-        for document in records.load() if records is not None else ():
+
+    def load(self) -> None:
+        """Read what an earlier run saved (at start: constructing reads no disk)."""
+        for document in self._records.load() if self._records is not None else ():
             self._restore(document)
 
     def note_anonymous_token(self, token: str, expires_in: float) -> None:

@@ -17,7 +17,8 @@ answers every refusal with a registry JSON error and C{Connection: close}:
 A connection waiting for its next request is closed silently after
 C{client_idle_timeout} (a fresh one that sends nothing, at its header deadline).
 No timer runs while a response is produced: a long download is the relay's
-business, with its own idle timeout.
+business, with its own idle timeout. When the proxy stops, L{ProxyChannel.drain}
+keeps a connection only for the response under way.
 
 After a refusal the channel parses nothing more, half-closes a plain TCP
 connection, and reads and drops what the client still sends for up to
@@ -134,9 +135,10 @@ class ProxyChannel(HTTPChannel):
     _head_lines = 0
     _admitted = False
     _first = True
+    _draining = False
 
     def connectionMade(self) -> None:
-        if self.connections is not None and not self.connections.admit():
+        if self.connections is not None and not self.connections.admit(self):
             # Accepted past the bound in one accept batch (see ConnectionLimit).
             self._phase = Phase.CLOSING
             self.transport.abortConnection()
@@ -151,7 +153,7 @@ class ProxyChannel(HTTPChannel):
         super().connectionLost(reason)
         if self._admitted and self.connections is not None:
             self._admitted = False
-            self.connections.release()
+            self.connections.release(self)
 
     # -- receiving
 
@@ -239,7 +241,33 @@ class ProxyChannel(HTTPChannel):
         content = getattr(self.requests[-1], "content", None) if self.requests else None
         return isinstance(content, BodyBuffer) and content.overflowed
 
+    def checkPersistence(self, request: Request, version: bytes) -> bool:
+        """No next request on a connection being drained: say so in the response."""
+        if self._draining:
+            request.responseHeaders.setRawHeaders(b"connection", [b"close"])
+            return False
+        return bool(super().checkPersistence(request, version))
+
     # -- closing
+
+    def drain(self, close_fresh: bool) -> None:
+        """The proxy is stopping: keep this connection only for the response under way.
+
+        A connection waiting for its next request closes now; one receiving or
+        answering a request closes after that response, which says
+        C{Connection: close} if its headers are not sent yet. A fresh connection
+        that has sent nothing closes only with C{close_fresh}: it may have been
+        accepted just before the listeners stopped, its request not read yet.
+        """
+        self._draining = True
+        if self._phase is Phase.WAITING:
+            if self._served or close_fresh:
+                self._close_idle()
+        elif self._phase is not Phase.CLOSING:
+            self.persistent = False
+            for request in self.requests:
+                if not request.startedWriting:
+                    request.responseHeaders.setRawHeaders(b"connection", [b"close"])
 
     def _refuse(self, error: RegistryError) -> None:
         """Answer C{error} for the request being received, then linger and close."""

@@ -264,6 +264,8 @@ class Config:
     # scheme://host[:port] clients are told to use (challenge realms, the home page);
     # None: the scheme and Host of each request.
     public_url: str | None = None
+    # Seconds a stopping proxy lets responses under way finish (dockerproxy.drain).
+    drain_timeout: float = 30.0
 
 
 def check_url(key: str, value: Any) -> str:
@@ -347,7 +349,8 @@ def load_toml(path: str) -> dict[str, Any]:
 
 
 _TOP_KEYS = {"listen", "upstream", "upstream_ca", "library_prefix", "routes", "timeouts",
-             "log_format", "presets", "registries", "cache", "limits", "public_url"}
+             "log_format", "presets", "registries", "cache", "limits", "public_url",
+             "drain_timeout"}
 
 
 _UPSTREAM_KEYS = {"url", "library_prefix", "ca_file", "insecure", "timeouts", "username",
@@ -512,7 +515,7 @@ def build_config(toml: Mapping[str, Any], cli: Mapping[str, Any]) -> Config:
     C{stale_max_age}, C{cache_s3_endpoint}, C{cache_s3_bucket}, C{cache_s3_prefix},
     C{cache_s3_region} and C{cache_s3_redirect} (True for --cache-s3-redirect), and for
     clients C{client_header_timeout}, C{client_idle_timeout}, C{max_connections} and
-    C{public_url}.
+    C{public_url}, and C{drain_timeout}.
     """
     unknown = set(toml) - _TOP_KEYS
     if unknown:
@@ -566,7 +569,15 @@ def build_config(toml: Mapping[str, Any], cli: Mapping[str, Any]) -> Config:
     return Config(listen=listen, default=default, routes=routes, registries=registries,
                   upstream_ca=upstream_ca, timeouts=timeouts, log_format=log_format,
                   cache=_cache(toml, cli), limits=_limits(toml.get("limits", {}), cli),
-                  public_url=public_url)
+                  public_url=public_url, drain_timeout=_drain_timeout(toml, cli))
+
+
+def _drain_timeout(toml: Mapping[str, Any], cli: Mapping[str, Any]) -> float:
+    if cli.get("drain_timeout") is not None:
+        return check_seconds("--drain-timeout", cli["drain_timeout"], maximum=3600)
+    if "drain_timeout" in toml:
+        return check_seconds("drain_timeout", toml["drain_timeout"], maximum=3600)
+    return Config.drain_timeout
 
 
 def _limits(table: Any, cli: Mapping[str, Any]) -> ClientLimits:

@@ -1,10 +1,11 @@
-"""The listening ports, kept by one service, and the bound on open client connections.
+"""The listening ports, kept by one service, and the open client connections.
 
 twistd's C{strports.service} makes one service per endpoint and keeps the port
 to itself; the proxy needs its ports to stop accepting on all of them at once
 when C{--max-connections} client connections are open. New connections then
 wait in the kernel's listen backlog instead of costing a file descriptor and
-memory each, and are accepted as soon as an open one closes.
+memory each, and are accepted as soon as an open one closes. The open
+connections are also what a graceful stop drains (L{dockerproxy.drain}).
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from twisted.application import service
-from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
+from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort, IPushProducer, IReactorCore, IReactorTime
 from twisted.internet.protocol import ServerFactory
 from twisted.logger import Logger
@@ -26,9 +28,32 @@ log = Logger()
 WARN_EVERY = 60.0  # seconds between two "bound reached" warnings
 
 
+class ListenFailed(Exception):
+    """An endpoint the proxy cannot listen on (port in use, no permission, bad TLS files)."""
+
+    def __init__(self, description: str, reason: BaseException) -> None:
+        super().__init__(f"--listen: cannot listen on {description!r}: {describe(reason)}")
+        self.description = description
+
+
+def describe(error: BaseException) -> str:
+    """One line for why an endpoint failed: the OS's words, or OpenSSL's, not a repr."""
+    if isinstance(error, CannotListenError) and isinstance(error.socketError, BaseException):
+        return describe(error.socketError)
+    if isinstance(error, OSError) and error.strerror:
+        return f"{error.strerror}: {error.filename}" if error.filename else error.strerror
+    reasons = error.args[0] if error.args else None
+    if isinstance(reasons, list) and reasons and all(isinstance(r, tuple) for r in reasons):
+        # OpenSSL's error queue: (library, function, reason) triples.
+        return "TLS: " + "; ".join(": ".join(p for p in r if p) for r in reasons)
+    return str(error) or type(error).__name__
+
+
 class Listeners(service.Service):
     """Listens on endpoint descriptions (C{tcp:}, C{ssl:}, C{systemd:}, ...) with one
     factory, keeps the ports, and can pause accepting on all of them."""
+
+    name = "listeners"
 
     def __init__(self, reactor: IReactorCore, descriptions: Sequence[str],
                  factory: ServerFactory) -> None:
@@ -41,13 +66,13 @@ class Listeners(service.Service):
 
     def privilegedStartService(self) -> None:
         """Listen now, before twistd gives up privileges (ports under 1024); an endpoint
-        that fails at once stops the start, as C{strports.service} did."""
+        that fails at once stops the start with L{ListenFailed}."""
         super().privilegedStartService()
         self._started = True
         for description in self.descriptions:
             failure = self._listen(description)
             if failure is not None:
-                failure.raiseException()
+                raise ListenFailed(description, failure.value)
 
     def _listen(self, description: str) -> Failure | None:
         """Start listening; the failure if it failed at once, else later ones are logged."""
@@ -60,7 +85,11 @@ class Listeners(service.Service):
             else:
                 now.append(failure)
 
-        d = serverFromString(self.reactor, description).listen(self.factory)
+        try:
+            endpoint = serverFromString(self.reactor, description)
+        except Exception:
+            return Failure()  # e.g. a TLS key or certificate file that cannot be read
+        d = endpoint.listen(self.factory)
         d.addCallbacks(self._listening, failed)
         waiting[0] = True
         return now[0] if now else None
@@ -104,7 +133,7 @@ def _producer(port: IListeningPort) -> IPushProducer:
 
 
 class ConnectionLimit:
-    """Counts open client connections; at C{maximum}, accepting stops until one closes.
+    """Keeps the open client connections; at C{maximum}, accepting stops until one closes.
 
     Twisted accepts a batch of connections per readiness event, so a batch can
     arrive past the bound before the pause takes effect: those connections are
@@ -117,13 +146,18 @@ class ConnectionLimit:
         self.pause = pause
         self.resume = resume
         self.clock = clock
-        self.open = 0
+        self.channels: set[Any] = set()  # the admitted channels (ProxyChannel)
+        self._closed_waiters: list[Deferred[None]] = []
         self._warned = -WARN_EVERY
 
-    def admit(self) -> bool:
+    @property
+    def open(self) -> int:
+        return len(self.channels)
+
+    def admit(self, channel: Any) -> bool:
         if self.open >= self.maximum:
             return False
-        self.open += 1
+        self.channels.add(channel)
         if self.open == self.maximum:
             self.pause()
             now = self.clock.seconds()
@@ -133,10 +167,24 @@ class ConnectionLimit:
                          "until one closes", open=self.open)
         return True
 
-    def release(self) -> None:
-        self.open -= 1
+    def release(self, channel: Any) -> None:
+        if channel not in self.channels:
+            return
+        self.channels.discard(channel)
         if self.open == self.maximum - 1:
             self.resume()
+        if not self.channels:
+            waiters, self._closed_waiters = self._closed_waiters, []
+            for waiter in waiters:
+                waiter.callback(None)
+
+    def all_closed(self) -> Deferred[None]:
+        """Fires once no client connection is open (at once if none is); cancellable."""
+        if not self.channels:
+            return succeed(None)
+        waiter: Deferred[None] = Deferred(lambda d: self._closed_waiters.remove(d))
+        self._closed_waiters.append(waiter)
+        return waiter
 
 
 def raise_fd_limit(max_connections: int) -> None:

@@ -6,16 +6,17 @@ C{twistd -n dockerproxy [options]} and C{proxy.tac} both end up in L{makeService
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
-from twisted.application import service
 from twisted.application.internet import TimerService
 from twisted.internet.interfaces import IReactorCore, IReactorTime
 from twisted.logger import ILogObserver, jsonFileLogObserver
 from twisted.python import usage
 from twisted.python.components import Componentized
+from twisted.python.threadpool import ThreadPool
 
 from dockerproxy import __version__
 from dockerproxy.access import AccessCache, MetaRecords
@@ -31,11 +32,19 @@ from dockerproxy.config import (
     build_config,
     load_toml,
 )
+from dockerproxy.drain import Drain
 from dockerproxy.exchange import Proxy
-from dockerproxy.listeners import ConnectionLimit, Listeners, raise_fd_limit
+from dockerproxy.listeners import (
+    ConnectionLimit,
+    Listeners,
+    ListenFailed,
+    describe,
+    raise_fd_limit,
+)
 from dockerproxy.mirror import Mirror
 from dockerproxy.resources import RootResource
 from dockerproxy.routing import Router
+from dockerproxy.services import CacheService, OrderedMultiService, S3Service, ThreadPoolService
 from dockerproxy.site import ProxySite
 from dockerproxy.upstream import UpstreamClient, UpstreamClients, make_http_client, make_pool
 
@@ -63,6 +72,8 @@ class Options(usage.Options):
                                             "idle (default 60)."],
         ["max-connections", None, None, "Most client connections open at once (default "
                                         "10000); more wait in the listen backlog."],
+        ["drain-timeout", None, None, "Seconds a stopping proxy lets responses under way "
+                                      "finish before it cuts them (default 30)."],
         ["public-url", None, None, "scheme://host[:port] clients reach the proxy at, used in "
                                    "challenges and the home page instead of each request's "
                                    "Host."],
@@ -179,6 +190,7 @@ class Options(usage.Options):
             "client_header_timeout": self["client-header-timeout"],
             "client_idle_timeout": self["client-idle-timeout"],
             "max_connections": self["max-connections"],
+            "drain_timeout": self["drain-timeout"],
             "public_url": self["public-url"],
         }
 
@@ -190,22 +202,24 @@ def check_endpoint(description: str) -> None:
     try:
         endpoints.serverFromString(reactor, description)
     except Exception as e:
-        raise ConfigError("--listen", f"bad endpoint {description!r}: {e}") from None
+        raise ConfigError("--listen", f"bad endpoint {description!r}: {describe(e)}") from None
 
 
 STATS_INTERVAL = 60.0
 
 
-class DockerProxyService(service.MultiService):
-    """The listeners plus the upstream connection pool, closed on shutdown."""
+class DockerProxyService(OrderedMultiService):
+    """The proxy's service tree; its children stop in turn, last started first
+    (listeners, drain, S3, stats, cache, thread pool), then the upstream pool closes."""
 
     listeners: Listeners | None = None
+    threadpool: ThreadPool | None = None  # for disk work; a ThreadPoolService owns it
 
-    def __init__(self, config: Config, pool: Any, mirror: Mirror | None = None) -> None:
+    def __init__(self, config: Config, reactor: Any, pool: Any) -> None:
         super().__init__()
         self.config = config
+        self.reactor = reactor
         self.pool = pool
-        self.mirror = mirror
 
     def setServiceParent(self, parent: Any) -> Any:
         """With C{log_format = "json"}, make twistd log JSON by giving the application an observer.
@@ -218,18 +232,33 @@ class DockerProxyService(service.MultiService):
         return super().setServiceParent(parent)
 
     def privilegedStartService(self) -> None:
+        """Listen (before twistd drops privileges); an endpoint that cannot be listened
+        on stops the proxy with one line on stderr and exit status 2, like a bad option."""
         raise_fd_limit(self.config.limits.max_connections)
-        super().privilegedStartService()
+        try:
+            super().privilegedStartService()
+        except ListenFailed as e:
+            # twistd has sent sys.stderr to the log by now: the line goes to the terminal.
+            (sys.__stderr__ or sys.stderr).write(f"dockerproxy: {e}\n")
+            raise SystemExit(2) from None
 
     def stopService(self) -> Any:
         d = super().stopService()
-        if self.mirror is not None:
-            self.mirror.save_stats()
-            self.mirror.access.flush()
-            self.mirror.blobs.stop()
         if self.pool is not None:
             d.addCallback(lambda _: self.pool.closeCachedConnections())
+        d.addCallback(lambda _: exit_cleanly(self.reactor))
         return d
+
+
+def exit_cleanly(reactor: Any) -> None:
+    """After a completed graceful stop on SIGTERM, let twistd exit with status 0.
+
+    twistd kills itself again with the signal that stopped the reactor (its
+    C{_exitSignal}, from Twisted's C{_ISupportsExitSignalCapturing}), so a stop that
+    drained every connection would look like a process killed mid-work.
+    """
+    if getattr(reactor, "_exitSignal", None) == signal.SIGTERM:
+        reactor._exitSignal = None
 
 
 def json_observer(stream: Any = None) -> ILogObserver:
@@ -269,7 +298,8 @@ def make_proxy(config: Config, reactor: IReactorTime, http: Any = None) -> tuple
 
 
 def make_mirror(cache: CacheConfig, reactor: IReactorTime, s3: Any = None) -> Mirror | None:
-    """The pull-through cache over C{cache.directory}; recovers what a crash left behind.
+    """The pull-through cache over C{cache.directory}, not started: a L{CacheService}
+    recovers what a crash left behind and loads the records.
 
     C{s3}, an L{S3BlobStore}, adds the blob tier shared with other instances.
     """
@@ -277,7 +307,6 @@ def make_mirror(cache: CacheConfig, reactor: IReactorTime, s3: Any = None) -> Mi
         return None
     store = FilesystemStore(cache.directory)
     blobs = BlobCache(store, reactor, cache.max_size, max_blob_size=cache.max_blob_size)
-    blobs.start()
     access = AccessCache(reactor, records=MetaRecords(store))
     return Mirror(blobs, store, access, reactor, cache.tag_ttl, cache.stale_max_age, s3=s3)
 
@@ -295,18 +324,33 @@ def makeService(options: Mapping[str, Any] | Options) -> DockerProxyService:
 
 
 def service_for(config: Config, reactor: IReactorCore) -> DockerProxyService:
+    """Wire the service tree; nothing here touches the disk or the network.
+
+    Children in start order (they stop in reverse, each after the one before):
+    the thread pool, the cache, its stats timer, S3, the drain, the listeners.
+    """
     proxy, pool = make_proxy(config, reactor)  # type: ignore[arg-type]
-    top = DockerProxyService(config, pool, proxy.mirror)
-    site = make_site(proxy, reactor, config.limits)  # type: ignore[arg-type]
-    top.listeners = Listeners(reactor, config.listen, site)
-    top.listeners.setServiceParent(top)
-    site.connections = ConnectionLimit(config.limits.max_connections, top.listeners.pause,
-                                       top.listeners.resume, reactor)  # type: ignore[arg-type]
+    top = DockerProxyService(config, reactor, pool)
+    pool_service = ThreadPoolService()
+    pool_service.setServiceParent(top)
+    top.threadpool = pool_service.threadpool
     if proxy.mirror is not None:
+        CacheService(proxy.mirror).setServiceParent(top)
         # Counters for `python -m dockerproxy.cache stats`, which reads the directory.
-        TimerService(STATS_INTERVAL, proxy.mirror.save_stats).setServiceParent(top)
+        stats = TimerService(STATS_INTERVAL, proxy.mirror.save_stats)
+        stats.clock = reactor
+        stats.setName("stats")
+        stats.setServiceParent(top)
         if proxy.mirror.s3 is not None:
-            reactor.callWhenRunning(proxy.mirror.s3.start)
+            S3Service(proxy.mirror.s3).setServiceParent(top)
+    site = make_site(proxy, reactor, config.limits)  # type: ignore[arg-type]
+    listeners = Listeners(reactor, config.listen, site)
+    site.connections = ConnectionLimit(config.limits.max_connections, listeners.pause,
+                                       listeners.resume, reactor)  # type: ignore[arg-type]
+    drain = Drain(site.connections, reactor, config.drain_timeout)  # type: ignore[arg-type]
+    drain.setServiceParent(top)
+    listeners.setServiceParent(top)
+    top.listeners = listeners
     return top
 
 

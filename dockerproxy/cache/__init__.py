@@ -10,8 +10,10 @@ L{store} (no Twisted; blocking calls on a local disk)::
         root/blobs/<alg>/<hex[:2]>/<hex>   committed, immutable
         root/tmp/                          partials (deleted at start)
         root/meta/<key>.json               small JSON documents
-      .recover() -> list[StoredBlob]       delete tmp/ contents and malformed files;
-                                           committed blobs, least recently used first
+      (construction touches no disk)
+      .create() -> None                    make the directories
+      .recover() -> list[StoredBlob]       create(), delete tmp/ contents and malformed
+                                           files; committed blobs, least recently used first
       .blob_path(digest) -> Path           ValueError unless sha256/sha512 lowercase hex
       .open_partial() -> Partial           new unique file in tmp/: .path, .size,
                                            .write(bytes) (unbuffered), .sync(), .close(),
@@ -37,7 +39,8 @@ L{blobs} (Twisted, reactor thread)::
                                            on_removed(digest): a blob left the index
                                            (evicted, or its file found gone); settable
       .start() -> None                     store.recover() into the index, evict to max_size
-      .stop() -> None                      abandon every fill (shutdown)
+      .stop() -> None                      abandon every fill, partials deleted (shutdown,
+                                           after the drain)
       .supports(digest) -> bool            (static) whether the digest can be cached
       .lookup(digest) -> CachedBlob | None counts a hit or a miss; marks the blob used
       .get(digest) -> CachedBlob | None    the same without counting or marking

@@ -29,10 +29,11 @@ from botocore.auth import UNSIGNED_PAYLOAD, S3SigV4Auth, S3SigV4QueryAuth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from treq.client import HTTPClient
-from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.defer import CancelledError, Deferred, ensureDeferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import Cooperator
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web.client import FileBodyProducer, ResponseFailed, ResponseNeverReceived
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IResponse
@@ -229,16 +230,21 @@ class S3BlobStore:
         """Check (or create) the bucket now, so a bad setting shows in the log at start.
 
         Never fatal: until S3 answers, blobs are served from the local cache and the
-        upstream, and the next upload tries again.
+        upstream, and the next upload tries again. Cancelling it (a stop before S3
+        answered) logs nothing.
         """
+        def failed(failure: Failure) -> None:
+            if not failure.check(CancelledError):
+                log.warn("S3 cache: cannot use bucket {bucket} at {endpoint}: {error}",
+                         bucket=self.config.bucket, endpoint=self.endpoint,
+                         error=failure.value)
+
         d = ensureDeferred(self._ensure_bucket_once())
         d.addCallbacks(
             lambda _: log.info("S3 cache: bucket {bucket} at {endpoint}, prefix {prefix!r}",
                                bucket=self.config.bucket, endpoint=self.endpoint,
                                prefix=self.config.prefix),
-            lambda failure: log.warn("S3 cache: cannot use bucket {bucket} at {endpoint}: "
-                                     "{error}", bucket=self.config.bucket,
-                                     endpoint=self.endpoint, error=failure.value))
+            failed)
         return d
 
     async def _ensure_bucket_once(self) -> None:

@@ -112,19 +112,25 @@ class FilesystemStore:
         self.blobs_dir = self.root / "blobs"
         self.tmp_dir = self.root / "tmp"
         self.meta_dir = self.root / "meta"
-        for directory in (self.blobs_dir, self.tmp_dir, self.meta_dir):
-            directory.mkdir(parents=True, exist_ok=True)
         self._used: int | None = None
 
     # ----------------------------------------------------------------- start-up
 
+    def create(self) -> None:
+        """Make the cache's directories. Not done on construction: building the
+        service tree touches no disk (the proxy's cache service calls L{recover})."""
+        for directory in (self.blobs_dir, self.tmp_dir, self.meta_dir):
+            directory.mkdir(parents=True, exist_ok=True)
+
     def recover(self) -> list[StoredBlob]:
-        """Delete leftovers in C{tmp/}, drop malformed files, list committed blobs.
+        """Make the directories, delete leftovers in C{tmp/}, drop malformed files,
+        list committed blobs.
 
         Called once at start, before any fill: anything in C{tmp/} is a fill or a
         metadata write that a crash or C{kill -9} cut short. The list is ordered
         least recently used first.
         """
+        self.create()
         self._clear_tmp()
         found = list(self._scan(clean=True))
         self._used = sum(blob.size for blob in found)

@@ -94,11 +94,25 @@ def start_proxy(
     return proxy
 
 
-def run_twistd(workdir: Path, args: Sequence[str], timeout: float = 20) -> tuple[int, str]:
-    """Run twistd to completion (for options that must fail): exit status and stderr."""
+def run_twistd(
+    workdir: Path,
+    args: Sequence[str],
+    timeout: float = 20,
+    prefix: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
+) -> tuple[int, str]:
+    """Run twistd to completion (for options that must fail): exit status and stderr.
+
+    ``prefix`` goes before the command (e.g. ``setpriv`` to run it as another user).
+    """
     import subprocess
 
     result = subprocess.run(
-        twistd_argv(*args), cwd=workdir, capture_output=True, text=True, timeout=timeout
+        [*prefix, *twistd_argv(*args)],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
     )
     return result.returncode, result.stderr

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import signal
 import subprocess
 import sys
 import zipfile
@@ -12,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from dockerproxy.config import Config
 from tests.harness import web
 from tests.harness.ports import HOST, free_port, wait_http
 from tests.harness.procs import ManagedProcess
@@ -107,6 +110,9 @@ def test_systemd_socket_activation(upstream: Upstream, tmp: Path) -> None:
         ping = web.request("GET", f"http://{HOST}:{port}/v2/")
         assert ping.status == 401
         assert f'realm="http://{HOST}:{port}/v2/auth"' in (ping.header("www-authenticate") or "")
+        # systemctl stop: SIGTERM, a drain with nothing in flight, a clean exit.
+        os.kill(proc.pid, signal.SIGTERM)
+        assert proc.proc is not None and proc.proc.wait(10) == 0, proc.log_tail()
 
 
 def test_systemd_units_verify(tmp: Path) -> None:
@@ -118,8 +124,10 @@ def test_systemd_units_verify(tmp: Path) -> None:
     assert "/opt/dockerproxy/venv/bin/twistd" in service
     assert "--listen systemd:domain=INET:index=0" in service
     for setting in ("DynamicUser=yes", "ProtectSystem=strict", "NoNewPrivileges=yes",
-                    "CacheDirectory=dockerproxy"):
+                    "CacheDirectory=dockerproxy", "KillSignal=SIGTERM", "KillMode=mixed"):
         assert setting in service
+    stop = re.search(r"^TimeoutStopSec=(\d+)s$", service, re.MULTILINE)
+    assert stop and int(stop[1]) > Config.drain_timeout, "systemd must outwait the drain"
     (tmp / "dockerproxy.service").write_text(
         service.replace("/opt/dockerproxy/venv/bin/twistd", str(twistd)))
     shutil.copy(ROOT / "systemd/dockerproxy.socket", tmp / "dockerproxy.socket")

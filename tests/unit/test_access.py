@@ -127,6 +127,8 @@ def test_public_repositories_and_links_survive_a_restart_but_grants_do_not() -> 
     assert records.writes == 2, "one record per repository"
     assert "alice" not in repr(records.documents)
     restarted, _ = make(records=records)
+    assert not restarted.may_read(None, REPO), "constructing reads nothing"
+    restarted.load()
     assert restarted.may_read(None, REPO)
     assert restarted.is_linked(PRIVATE, DIGEST)
     assert not restarted.may_read(ALICE, PRIVATE)
@@ -189,14 +191,17 @@ def test_expired_grants_are_dropped_as_new_ones_arrive() -> None:
 
 def test_records_of_older_versions_are_migrated() -> None:
     store = FilesystemStore(scratch_path())
+    store.create()
     store.write_meta("access", {"public": {"docker.io/library/alpine": 5.0},
                                 "links": {"docker.io/private/secret": [DIGEST]}})
     clock = Clock()
     clock.advance(10)
     access = AccessCache(clock, records=MetaRecords(store))
+    access.load()
     assert access.may_read(None, REPO) and access.is_linked(PRIVATE, DIGEST)
     assert store.read_meta("access") is None
     again = AccessCache(clock, records=MetaRecords(store))
+    again.load()
     assert again.may_read(None, REPO) and again.is_linked(PRIVATE, DIGEST)
 
 

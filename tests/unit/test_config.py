@@ -470,6 +470,13 @@ def test_client_limits_from_toml_and_options() -> None:
     assert build_config(toml, {"max_connections": "9"}).limits == ClientLimits(5.0, 7.5, 9)
 
 
+def test_drain_timeout_from_toml_and_option() -> None:
+    assert build_config({}, {}).drain_timeout == 30.0
+    assert build_config({"drain_timeout": 45}, {}).drain_timeout == 45.0
+    assert parse_options(["--drain-timeout", "2.5"]).drain_timeout == 2.5
+    assert build_config({"drain_timeout": 45}, {"drain_timeout": "5"}).drain_timeout == 5.0
+
+
 def test_public_url_from_toml_and_option() -> None:
     assert build_config({"public_url": "https://Mirror.Example.test"}, {}).public_url \
         == "https://mirror.example.test"
@@ -498,6 +505,10 @@ def test_public_url_from_toml_and_option() -> None:
         ({"public_url": "https://mirror.test:99999"}, {}, "public_url"),
         ({"public_url": "mirror.test"}, {}, "public_url"),
         ({}, {"public_url": "https://"}, "--public-url"),
+        ({"drain_timeout": 0}, {}, "drain_timeout"),
+        ({"drain_timeout": "a while"}, {}, "drain_timeout"),
+        ({"drain_timeout": 7200}, {}, "drain_timeout"),
+        ({}, {"drain_timeout": "-5"}, "--drain-timeout"),
     ],
 )
 def test_client_settings_errors_name_their_key(toml: dict[str, Any], cli: dict[str, Any],

@@ -9,6 +9,7 @@ from typing import Any
 from twisted.web.server import Request
 
 from dockerproxy.config import CacheConfig, Config, build_config
+from dockerproxy.services import CacheService
 from dockerproxy.tap import make_proxy, make_site
 from tests.unit.fakes import scratch_dir
 from tests.unit.proxysite import HUB_HOST, MANIFEST, ProxyTestCase, reply
@@ -29,6 +30,8 @@ class MirrorTestCase(ProxyTestCase):
                             stale_max_age=STALE)
         self.proxy, _ = make_proxy(replace(config, cache=cache), self.clock,
                                    http=http or self.stub)
+        assert self.proxy.mirror is not None
+        CacheService(self.proxy.mirror).startService()
         self.site = make_site(self.proxy, self.clock)
 
     def setUp(self) -> None:

@@ -11,6 +11,7 @@ from twisted.internet.testing import StringTransport
 from twisted.web.http_headers import Headers
 
 from dockerproxy.config import CacheConfig, Config, build_config
+from dockerproxy.services import CacheService
 from dockerproxy.tap import make_proxy, make_site
 from tests.unit.fakes import FakeResponse, lost, scratch_dir
 from tests.unit.proxysite import (
@@ -84,6 +85,8 @@ class RelayFaults(ProxyTestCase):
         cache = CacheConfig(directory=str(scratch_dir(self)) if self.cache else None)
         self.http = Stalling(http or self.stub)
         self.proxy, _ = make_proxy(replace(config, cache=cache), self.clock, http=self.http)
+        if self.proxy.mirror is not None:
+            CacheService(self.proxy.mirror).startService()
         self.site = make_site(self.proxy, self.clock)
 
     def test_an_html_error_page_becomes_a_registry_error_with_its_status(self) -> None:

@@ -32,6 +32,7 @@ def run(*argv: str) -> tuple[int, str]:
 @pytest.fixture
 def cache(tmp_path: Path) -> tuple[FilesystemStore, list[str]]:
     store = FilesystemStore(tmp_path, fsync=False)
+    store.create()
     digests = [put(store, bytes([n]) * 1000 * (n + 1), last_used=1000.0 + n) for n in range(3)]
     store.write_meta("stats", {"hits": 7, "misses": 3})
     return store, digests

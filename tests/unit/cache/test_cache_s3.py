@@ -48,6 +48,7 @@ from dockerproxy.cache.s3 import (
     sign,
 )
 from dockerproxy.config import ConfigError, build_config
+from dockerproxy.services import CacheService
 from dockerproxy.tap import make_proxy, make_site
 from tests.unit.fakes import scratch_dir
 
@@ -456,6 +457,8 @@ class MirrorTests(SynchronousTestCase):
                  "access_key_id": KEY_ID, "secret_access_key": SECRET, **s3}
         config = build_config({"cache": {"dir": str(scratch_dir(self)), "s3": table}}, {})
         self.proxy, _ = make_proxy(config, self.clock, http=self.stub)
+        assert self.proxy.mirror is not None
+        CacheService(self.proxy.mirror).startService()
         self.site = make_site(self.proxy, self.clock)
 
     def get(self, headers: tuple[tuple[str, str], ...] = ()) -> tuple[int, Headers, bytes, Any]:

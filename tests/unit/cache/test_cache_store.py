@@ -56,10 +56,15 @@ class LayoutTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.root = temp_root(self)
         self.store = FilesystemStore(self.root, fsync=False)
+        self.store.create()
 
-    def test_directories_are_created(self) -> None:
+    def test_directories_are_created_by_create_not_by_construction(self) -> None:
+        root = self.root / "fresh"
+        store = FilesystemStore(root)
+        self.assertFalse(root.exists())
+        store.create()
         for name in ("blobs", "tmp", "meta"):
-            self.assertTrue((self.root / name).is_dir())
+            self.assertTrue((root / name).is_dir())
 
     def test_blob_path(self) -> None:
         digest = "sha256:" + "ab" + "c" * 62
@@ -98,6 +103,7 @@ class CommitTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.root = temp_root(self)
         self.store = FilesystemStore(self.root, fsync=False)
+        self.store.create()
 
     def test_commit_moves_the_partial_into_place(self) -> None:
         data = b"hello blob"
@@ -175,6 +181,7 @@ class RecoverTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.root = temp_root(self)
         self.store = FilesystemStore(self.root, fsync=False)
+        self.store.create()
 
     def test_leftover_partials_are_removed(self) -> None:
         partial = self.store.open_partial()
@@ -238,6 +245,7 @@ class MetaTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.root = temp_root(self)
         self.store = FilesystemStore(self.root)
+        self.store.create()
 
     def test_round_trip(self) -> None:
         self.store.write_meta("manifests/docker.io/index", {"a": [1, 2], "b": None})

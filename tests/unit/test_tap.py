@@ -1,0 +1,160 @@
+"""The service tree on a MemoryReactorClock: building it touches nothing, starting it
+listens and starts each part, stopping it goes listeners, drain, then the rest."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.application.service import IService
+from twisted.internet.address import IPv4Address
+from twisted.internet.error import CannotListenError, ConnectionDone
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+
+from dockerproxy.config import build_config
+from dockerproxy.drain import ABORT_WAIT
+from dockerproxy.listeners import Listeners, ListenFailed
+from dockerproxy.site import ProxySite
+from dockerproxy.tap import DockerProxyService, service_for
+from tests.unit.fakes import scratch_dir
+
+DRAIN = 12.0
+LISTEN = ["tcp:5000:interface=127.0.0.1", "tcp:5001:interface=127.0.0.1"]
+START_ORDER = ["threadpool", "cache", "stats", "s3", "drain", "listeners"]
+PING = b"GET /v2/ HTTP/1.1\r\nHost: mirror.test\r\n\r\n"
+
+
+class TreeTestCase(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.reactor = MemoryReactorClock()
+        self.cache = scratch_dir(self) / "cache"
+        self.config = build_config({
+            "listen": LISTEN,
+            "upstream": "http://127.0.0.1:9",
+            "presets": False,
+            "drain_timeout": DRAIN,
+            "cache": {"dir": str(self.cache),
+                      "s3": {"endpoint": "http://127.0.0.1:8", "bucket": "blobs",
+                             "access_key_id": "k", "secret_access_key": "s"}},
+        }, {})
+
+    def build(self) -> DockerProxyService:
+        top = service_for(self.config, self.reactor)
+        self.addCleanup(self.stop_if_running, top)
+        return top
+
+    def stop_if_running(self, top: DockerProxyService) -> None:
+        if top.running:
+            top.stopService()
+            self.reactor.advance(DRAIN + ABORT_WAIT)
+
+    def connect(self, top: DockerProxyService) -> tuple[Any, StringTransport]:
+        assert top.listeners is not None
+        site = top.listeners.factory
+        assert isinstance(site, ProxySite)
+        channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
+        transport = StringTransport()
+        channel.makeConnection(transport)
+        return channel, transport
+
+
+class BuildTests(TreeTestCase):
+    def test_building_touches_no_disk_no_network_and_starts_nothing(self) -> None:
+        top = self.build()
+        self.assertEqual([IService(child).name for child in top], START_ORDER)
+        self.assertFalse(self.cache.exists(), "no directory made, no scan")
+        self.assertEqual(self.reactor.tcpServers, [])
+        self.assertEqual(self.reactor.tcpClients, [])
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+        self.assertEqual(self.reactor.whenRunningHooks, [])
+        self.assertFalse(top.threadpool.started)
+        self.assertFalse(any(IService(child).running for child in top))
+
+    def test_a_crashed_fill_is_cleared_at_start_not_at_build(self) -> None:
+        leftover = self.cache / "tmp" / "fill-crashed.partial"
+        leftover.parent.mkdir(parents=True)
+        leftover.write_bytes(b"half")
+        top = self.build()
+        self.assertTrue(leftover.exists())
+        top.startService()
+        self.assertFalse(leftover.exists())
+
+
+class StartTests(TreeTestCase):
+    def test_start_listens_on_each_endpoint_and_starts_each_part(self) -> None:
+        top = self.build()
+        top.startService()
+        self.assertEqual([(port, interface) for port, _f, _b, interface
+                          in self.reactor.tcpServers],
+                         [(5000, "127.0.0.1"), (5001, "127.0.0.1")])
+        assert top.listeners is not None
+        self.assertTrue(all(factory is top.listeners.factory
+                            for _p, factory, _b, _i in self.reactor.tcpServers))
+        self.assertTrue(all(IService(child).running for child in top))
+        self.assertTrue((self.cache / "blobs").is_dir())
+        self.assertTrue((self.cache / "meta" / "stats.json").is_file(), "saved by the timer")
+        self.assertTrue(top.threadpool.started)
+        self.assertEqual([(host, port) for host, port, *_ in self.reactor.tcpClients],
+                         [("127.0.0.1", 8)], "the S3 bucket check")
+
+    def test_a_port_that_cannot_be_listened_on_names_the_endpoint(self) -> None:
+        class Refusing(MemoryReactorClock):
+            def listenTCP(self, port: int, factory: Any, backlog: int = 50,
+                          interface: str = "") -> Any:
+                raise CannotListenError(interface, port, OSError(98, "Address already in use"))
+
+        listeners = Listeners(Refusing(), LISTEN[:1], ProxySite.__new__(ProxySite))
+        with self.assertRaises(ListenFailed) as caught:
+            listeners.privilegedStartService()
+        self.assertEqual(str(caught.exception), f"--listen: cannot listen on {LISTEN[0]!r}: "
+                                                "Address already in use")
+
+
+class StopTests(TreeTestCase):
+    def start(self) -> tuple[DockerProxyService, list[str]]:
+        top = self.build()
+        top.startService()
+        stopped: list[str] = []
+        for child in top:
+            original = child.stopService
+
+            def stop(child: Any = child, original: Any = original) -> Any:
+                stopped.append(child.name)
+                return original()
+
+            child.stopService = stop  # type: ignore[method-assign]
+        return top, stopped
+
+    def test_with_nothing_in_flight_everything_stops_at_once_last_started_first(self) -> None:
+        top, stopped = self.start()
+        idle, idle_transport = self.connect(top)
+        idle.dataReceived(b"GET / HTTP/1.1\r\nHost: mirror.test\r\n\r\n")  # the home page
+        self.assertTrue(idle_transport.value().startswith(b"HTTP/1.1 200 "))
+        done: list[Any] = []
+        top.stopService().addBoth(done.append)
+        self.assertTrue(idle_transport.disconnecting, "an idle connection closes at once")
+        idle.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(done, [None])
+        self.assertEqual(stopped, list(reversed(START_ORDER)))
+        self.assertTrue(top.threadpool.joined)
+
+    def test_listeners_stop_then_the_drain_waits_then_the_rest_stops(self) -> None:
+        top, stopped = self.start()
+        busy, transport = self.connect(top)
+        busy.dataReceived(PING)  # goes upstream, which never answers on this reactor
+        self.assertEqual(len(self.reactor.tcpClients), 2, "S3 and the upstream")
+        done: list[Any] = []
+        top.stopService().addBoth(done.append)
+        self.assertEqual(stopped, ["listeners", "drain"])
+        self.reactor.advance(DRAIN - 0.1)
+        self.assertEqual(stopped, ["listeners", "drain"], "fills, S3, pool wait for the drain")
+        self.assertTrue(top.threadpool.started)
+        self.reactor.advance(0.1)
+        self.assertTrue(transport.disconnected, "aborted at the deadline")
+        busy.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(stopped, list(reversed(START_ORDER)))
+        self.assertEqual(done, [None])
+        self.assertTrue(top.threadpool.joined)
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+
