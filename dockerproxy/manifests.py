@@ -12,19 +12,20 @@ import hashlib
 from dataclasses import dataclass
 
 from dockerproxy.access import RepoKey
-from dockerproxy.cache.store import FilesystemStore, parse_digest
+from dockerproxy.cache.store import FilesystemStore
+from dockerproxy.digests import Digest, parse_or_none
 
 
 @dataclass(frozen=True)
 class CachedManifest:
-    digest: str
+    digest: Digest
     media_type: str
     data: bytes
 
 
 @dataclass(frozen=True)
 class TagEntry:
-    digest: str
+    digest: Digest
     media_type: str
     checked: float
 
@@ -35,34 +36,21 @@ class ManifestStore:
     def __init__(self, store: FilesystemStore) -> None:
         self.store = store
 
-    @staticmethod
-    def supports(digest: str) -> bool:
-        """Whether manifests of C{digest}'s algorithm can be kept (those the store keys)."""
-        try:
-            parse_digest(digest)
-        except ValueError:
-            return False
-        return True
-
-    def get(self, digest: str) -> CachedManifest | None:
-        try:
-            algorithm, hexdigest = parse_digest(digest)
-        except ValueError:
-            return None  # valid, but not a digest the store keys (e.g. foo+bar:...): a miss
-        document = self.store.read_meta(f"manifests/{algorithm}/{hexdigest}")
+    def get(self, digest: Digest) -> CachedManifest | None:
+        document = self.store.read_meta(f"manifests/{digest.algorithm}/{digest.hex}")
         if not isinstance(document, dict):
             return None
         try:
             data = base64.b64decode(document["data"])
         except (KeyError, ValueError):
             return None
-        if digest_of(data, algorithm) != digest:
+        if not digest.matches(data):
             return None  # a damaged document is a miss, never served
         return CachedManifest(digest, str(document.get("media_type", "")), data)
 
     def put(self, manifest: CachedManifest) -> None:
-        algorithm, _, hexdigest = manifest.digest.partition(":")
-        self.store.write_meta(f"manifests/{algorithm}/{hexdigest}", {
+        digest = manifest.digest
+        self.store.write_meta(f"manifests/{digest.algorithm}/{digest.hex}", {
             "media_type": manifest.media_type,
             "data": base64.b64encode(manifest.data).decode("ascii")})
 
@@ -77,7 +65,8 @@ class ManifestStore:
         entries.append(entry)
         self.store.write_meta(_tag_key(repo, tag), {
             "upstream": repo[0], "repository": repo[1], "tag": tag,
-            "entries": [e.__dict__ for e in entries]})
+            "entries": [{"digest": str(e.digest), "media_type": e.media_type,
+                         "checked": e.checked} for e in entries]})
 
     def _tag_entries(self, repo: RepoKey, tag: str) -> list[TagEntry]:
         document = self.store.read_meta(_tag_key(repo, tag))
@@ -86,8 +75,10 @@ class ManifestStore:
         entries = []
         for raw in document.get("entries", []):
             try:
-                entries.append(TagEntry(str(raw["digest"]), str(raw["media_type"]),
-                                        float(raw["checked"])))
+                digest = parse_or_none(str(raw["digest"]))
+                if digest is not None:
+                    entries.append(TagEntry(digest, str(raw["media_type"]),
+                                            float(raw["checked"])))
             except (KeyError, TypeError, ValueError):
                 continue
         return entries
@@ -95,10 +86,6 @@ class ManifestStore:
 
 def _tag_key(repo: RepoKey, tag: str) -> str:
     return "tags/" + hashlib.sha256("\0".join((*repo, tag)).encode()).hexdigest()
-
-
-def digest_of(data: bytes, algorithm: str = "sha256") -> str:
-    return f"{algorithm}:{hashlib.new(algorithm, data).hexdigest()}"
 
 
 def accepted_types(merged: bytes | None) -> frozenset[str]:

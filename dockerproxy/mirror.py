@@ -24,13 +24,14 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import IResponse
 from twisted.web.server import Request
 
-from dockerproxy import errors, names
+from dockerproxy import digests, errors
 from dockerproxy.access import AccessCache, RepoKey
 from dockerproxy.bypass import UpstreamFallback, drop, relay_uncached
 from dockerproxy.cache.admin import STATS_KEY
 from dockerproxy.cache.blobs import BlobCache, TooLarge
 from dockerproxy.cache.store import FilesystemStore
 from dockerproxy.coalesce import Coalescer
+from dockerproxy.digests import Digest
 from dockerproxy.edge import client_request
 from dockerproxy.exchange import Proxy, fetch_for_client, relay_response
 from dockerproxy.manifests import (
@@ -39,7 +40,6 @@ from dockerproxy.manifests import (
     TagEntry,
     acceptable,
     accepted_types,
-    digest_of,
 )
 from dockerproxy.relay import discard
 from dockerproxy.routing import Target
@@ -53,18 +53,16 @@ log = Logger()
 # The distribution spec lets registries refuse manifests over 4 MiB.
 MAX_MANIFEST = 4 * 1024 * 1024
 FILL_DROPS = (b"range", b"if-range", b"if-none-match", b"if-modified-since")
-# Digest algorithms a manifest is verified with (OCI names these; hashlib has them all).
-VERIFIABLE = frozenset({"sha256", "sha384", "sha512"})
 STALE_WARNING = b'110 dockerproxy "Response is Stale"'
 _RANGE_RE = re.compile(r"bytes=(\d*)-(\d*)")
 
 
-def etag_matches(if_none_match: bytes | None, digest: str) -> bool:
+def etag_matches(if_none_match: bytes | None, digest: Digest) -> bool:
     """Whether a client's If-None-Match names this manifest (quoted or not, or C{*})."""
     if not if_none_match:
         return False
     tags = {t.strip().removeprefix(b"W/").strip(b'"') for t in if_none_match.split(b",")}
-    return b"*" in tags or digest.encode() in tags
+    return b"*" in tags or str(digest).encode() in tags
 
 
 def parse_range(value: bytes | None, size: int | None) -> tuple[int, int | None] | None:
@@ -90,10 +88,10 @@ def parse_range(value: bytes | None, size: int | None) -> tuple[int, int | None]
     return None
 
 
-def blob_headers(digest: str) -> list[tuple[bytes, bytes]]:
+def blob_headers(digest: Digest) -> list[tuple[bytes, bytes]]:
     """What a blob answered from the cache says about itself, besides its length."""
     return [(b"content-type", b"application/octet-stream"),
-            (b"docker-content-digest", digest.encode()),
+            (b"docker-content-digest", str(digest).encode()),
             (b"docker-distribution-api-version", b"registry/2.0"),
             (b"accept-ranges", b"bytes"),
             (b"etag", f'"{digest}"'.encode())]
@@ -109,13 +107,13 @@ class Mirror:
         # The tier shared with other instances (blobs only), and its bookkeeping:
         # digests being uploaded, and those whose S3 copy failed a fill.
         self.s3 = s3
-        self._uploads: set[str] = set()
-        self._s3_suspect: set[str] = set()
+        self._uploads: set[Digest] = set()
+        self._s3_suspect: set[Digest] = set()
         self.store = store
         self.manifests = ManifestStore(store)
         self.access = access
         # A blob that leaves the cache takes its content links with it.
-        blobs.on_removed = access.forget_content
+        blobs.on_removed = lambda digest: access.forget_content(str(digest))
         self.clock = clock
         self.tag_ttl = tag_ttl
         self.stale_max_age = stale_max_age
@@ -123,18 +121,19 @@ class Mirror:
         self._fetching = Coalescer()
 
     async def serve(self, proxy: Proxy, request: Request, target: Target, kind: str,
-                    reference: str, url: str, scope: str, ns: str | None) -> None:
-        if kind == "blobs" and self.blobs.supports(reference):
-            await self.blob(proxy, request, target, reference, url, scope, ns)
+                    reference: str, digest: Digest | None, url: str, scope: str,
+                    ns: str | None) -> None:
+        if kind == "blobs" and digest is not None:
+            await self.blob(proxy, request, target, digest, url, scope, ns)
         elif kind == "manifests":
-            await self.manifest(proxy, request, target, reference, url, scope, ns)
+            await self.manifest(proxy, request, target, reference, digest, url, scope, ns)
         else:
             fetched = await fetch_for_client(proxy, request, target.upstream, url)
             await relay_response(proxy, request, target.upstream, fetched, scope, ns)
 
     # ------------------------------------------------------------------ blobs
 
-    async def blob(self, proxy: Proxy, request: Request, target: Target, digest: str,
+    async def blob(self, proxy: Proxy, request: Request, target: Target, digest: Digest,
                    url: str, scope: str, ns: str | None) -> None:
         repo = (target.upstream.name, target.repository)
         authorization = client_request(request).authorization
@@ -151,7 +150,7 @@ class Mirror:
         if request.method == b"HEAD":
             fetched = await fetch_for_client(proxy, request, target.upstream, url)
             if fetched.response.code == 200:
-                self.access.note_served(authorization, repo, digest)
+                self.access.note_served(authorization, repo, str(digest))
             await relay_response(proxy, request, target.upstream, fetched, scope, ns)
             return
         if self.s3 is not None and await self._from_s3(proxy, request, target, digest, url,
@@ -170,7 +169,7 @@ class Mirror:
             fetched = await fetch_for_client(proxy, request, target.upstream, url,
                                              drop=FILL_DROPS)
             if fetched.response.code == 200:
-                self.access.note_served(authorization, repo, digest)
+                self.access.note_served(authorization, repo, str(digest))
                 if self._have_blob(digest):
                     stray = fetched.response  # another client's fill got there first
                 else:
@@ -204,25 +203,26 @@ class Mirror:
         if not await self._send_blob(request, digest, "miss", fallback):
             raise errors.bad_gateway(target.upstream.url, f"blob {digest} vanished from the cache")
 
-    async def _readable(self, proxy: Proxy, request: Request, target: Target, digest: str,
+    async def _readable(self, proxy: Proxy, request: Request, target: Target, digest: Digest,
                         url: str, scope: str, ns: str | None) -> bool:
         """Whether the client may get cached blob C{digest}; if not, the refusal was sent."""
         repo = (target.upstream.name, target.repository)
         authorization = client_request(request).authorization
-        if self.access.is_linked(repo, digest) and self.access.may_read(authorization, repo):
+        if self.access.is_linked(repo, str(digest)) and self.access.may_read(authorization,
+                                                                             repo):
             return True
         # Cached, but not yet known to be readable here: a HEAD asks the upstream.
         check = await fetch_for_client(proxy, request, target.upstream, url,
                                        method=b"HEAD", drop=FILL_DROPS)
         if check.response.code == 200:
             await discard(check.response)
-            self.access.note_served(authorization, repo, digest)
+            self.access.note_served(authorization, repo, str(digest))
             return True
         self._note_refusal(check.response.code, authorization, repo)
         await relay_response(proxy, request, target.upstream, check, scope, ns)
         return False
 
-    async def _from_s3(self, proxy: Proxy, request: Request, target: Target, digest: str,
+    async def _from_s3(self, proxy: Proxy, request: Request, target: Target, digest: Digest,
                        url: str, scope: str, ns: str | None) -> bool:
         """Answer a blob GET from the shared S3 tier; False (go upstream) when it cannot.
 
@@ -270,13 +270,13 @@ class Mirror:
                                     self.blobs.max_blob_size)
         return await self._send_blob(request, digest, "s3", fallback)
 
-    def _redirect_to_s3(self, request: Request, digest: str) -> None:
+    def _redirect_to_s3(self, request: Request, digest: Digest) -> None:
         """A 307 to a presigned URL: the client fetches the bytes from S3 itself."""
         assert self.s3 is not None
         request.cache = "s3-redirect"  # type: ignore[attr-defined]
         request.setResponseCode(307)
         request.setHeader(b"location", self.s3.presigned_get(digest).encode("ascii"))
-        request.setHeader(b"docker-content-digest", digest.encode())
+        request.setHeader(b"docker-content-digest", str(digest).encode())
         request.setHeader(b"docker-distribution-api-version", b"registry/2.0")
         request.setHeader(b"content-length", b"0")
         request.finish()
@@ -318,11 +318,11 @@ class Mirror:
         upload.addBoth(lambda _: self._uploads.discard(digest))
         return ok
 
-    def _have_blob(self, digest: str) -> bool:
+    def _have_blob(self, digest: Digest) -> bool:
         """Committed or being filled; unlike C{lookup}, counts no hit or miss."""
         return digest in self.blobs or self.blobs.fill_for(digest) is not None
 
-    async def _send_blob(self, request: Request, digest: str, status: str,
+    async def _send_blob(self, request: Request, digest: Digest, status: str,
                          fallback: UpstreamFallback) -> bool:
         """Serve the blob committed or being filled; C{False}, with nothing sent, when it is
         not there after all (its file was removed beside the proxy, or it was evicted
@@ -356,21 +356,20 @@ class Mirror:
     # -------------------------------------------------------------- manifests
 
     async def manifest(self, proxy: Proxy, request: Request, target: Target, reference: str,
-                       url: str, scope: str, ns: str | None) -> None:
+                       digest: Digest | None, url: str, scope: str, ns: str | None) -> None:
         repo = (target.upstream.name, target.repository)
         authorization = client_request(request).authorization
         accept = accepted_types(client_request(request).accept)
-        by_digest = ":" in reference
-        if by_digest and reference.partition(":")[0] not in VERIFIABLE:
+        if ":" in reference and digest is None:
             # Bytes the proxy cannot check against their digest are never cached.
             fetched = await fetch_for_client(proxy, request, target.upstream, url)
             await relay_response(proxy, request, target.upstream, fetched, scope, ns)
             return
         entry: TagEntry | None = None
-        if by_digest:
-            cached = self.manifests.get(reference)
+        if digest is not None:
+            cached = self.manifests.get(digest)
             usable = (cached is not None and acceptable(cached.media_type, accept)
-                      and self.access.is_linked(repo, reference))
+                      and self.access.is_linked(repo, str(digest)))
         else:
             entry = self.manifests.tag(repo, reference, accept)
             cached = self.manifests.get(entry.digest) if entry is not None else None
@@ -387,8 +386,8 @@ class Mirror:
             if await self._access_checked(proxy, request, target, url, scope, ns, repo,
                                           reference, cached, authorization):
                 return
-        await self._manifest_from_upstream(proxy, request, target, reference, url, scope, ns,
-                                           repo, authorization)
+        await self._manifest_from_upstream(proxy, request, target, reference, digest, url,
+                                           scope, ns, repo, authorization)
 
     async def _access_checked(self, proxy: Proxy, request: Request, target: Target, url: str,
                               scope: str, ns: str | None, repo: RepoKey, reference: str,
@@ -408,9 +407,9 @@ class Mirror:
             return True
         digest = (check.response.headers.getRawHeaders(b"docker-content-digest") or [b""])[0]
         await discard(check.response)
-        if code != 200 or digest.decode("latin-1") != cached.digest:
+        if code != 200 or digest.decode("latin-1") != str(cached.digest):
             return False
-        self.access.note_served(authorization, repo, cached.digest)
+        self.access.note_served(authorization, repo, str(cached.digest))
         if ":" not in reference:
             self.manifests.set_tag(repo, reference, TagEntry(cached.digest, cached.media_type,
                                                              self.clock.seconds()))
@@ -430,7 +429,7 @@ class Mirror:
         code = check.response.code
         digest = (check.response.headers.getRawHeaders(b"docker-content-digest") or [b""])[0]
         await discard(check.response)
-        if code == 200 and digest.decode("latin-1") == cached.digest:
+        if code == 200 and digest.decode("latin-1") == str(cached.digest):
             self.manifests.set_tag(repo, tag, TagEntry(cached.digest, cached.media_type,
                                                        self.clock.seconds()))
             self._send_manifest(request, cached, "revalidated")
@@ -451,8 +450,9 @@ class Mirror:
         return True
 
     async def _manifest_from_upstream(self, proxy: Proxy, request: Request, target: Target,
-                                      reference: str, url: str, scope: str, ns: str | None,
-                                      repo: RepoKey, authorization: bytes | None) -> None:
+                                      reference: str, expected: Digest | None, url: str,
+                                      scope: str, ns: str | None, repo: RepoKey,
+                                      authorization: bytes | None) -> None:
         fetched = await fetch_for_client(proxy, request, target.upstream, url, drop=FILL_DROPS)
         response = fetched.response
         if response.code != 200 or request.method != b"GET":
@@ -463,34 +463,33 @@ class Mirror:
             await relay_response(proxy, request, target.upstream, fetched, scope, ns)
             return
         data = await proxy.client(target.upstream).read_small(response, url, MAX_MANIFEST)
-        algorithm = reference.partition(":")[0] if ":" in reference else "sha256"
-        digest = digest_of(data, algorithm)
-        if ":" in reference and digest != reference:
+        digest = digests.of(data, expected.algorithm if expected is not None else "sha256")
+        if expected is not None and digest != expected:
             raise errors.bad_gateway(target.upstream.url,
                                      f"manifest {reference} arrived with digest {digest}")
         media_type = (response.headers.getRawHeaders(b"content-type") or [b""])[0]
         manifest = CachedManifest(digest, media_type.decode("latin-1").split(";")[0].strip(),
                                   data)
-        if self.manifests.supports(digest):
-            self.manifests.put(manifest)  # else (sha384) verified and relayed, not kept
+        self.manifests.put(manifest)
         if ":" not in reference:
             self.manifests.set_tag(repo, reference, TagEntry(
                 digest, manifest.media_type, self.clock.seconds()))
-        self.access.note_served(authorization, repo, digest)
+        self.access.note_served(authorization, repo, str(digest))
         self._send_manifest(request, manifest, "miss")
 
     def _remember_head(self, repo: RepoKey, reference: str, headers: Headers) -> None:
         """A HEAD by tag names its digest: containerd's next pull of the tag needs no upstream."""
-        digest = (headers.getRawHeaders(b"docker-content-digest") or [b""])[0].decode("latin-1")
+        value = (headers.getRawHeaders(b"docker-content-digest") or [b""])[0].decode("latin-1")
+        digest = digests.parse_or_none(value)
         media_type = (headers.getRawHeaders(b"content-type") or [b""])[0].decode("latin-1")
-        if ":" not in reference and names.is_valid_digest(digest) and media_type:
+        if ":" not in reference and digest is not None and media_type:
             self.manifests.set_tag(repo, reference, TagEntry(
                 digest, media_type.split(";")[0].strip(), self.clock.seconds()))
 
     def _send_manifest(self, request: Request, manifest: CachedManifest, status: str) -> None:
         request.cache = status  # type: ignore[attr-defined]
         request.setHeader(b"content-type", manifest.media_type.encode("latin-1"))
-        request.setHeader(b"docker-content-digest", manifest.digest.encode())
+        request.setHeader(b"docker-content-digest", str(manifest.digest).encode())
         request.setHeader(b"docker-distribution-api-version", b"registry/2.0")
         request.setHeader(b"etag", f'"{manifest.digest}"'.encode())
         if etag_matches(client_request(request).if_none_match, manifest.digest):

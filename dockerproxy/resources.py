@@ -240,7 +240,7 @@ class RegistryResource(PullResource):
         scope = f"repository:{api.name}:pull"
         if self.proxy.mirror is not None and api.reference is not None:
             await self.proxy.mirror.serve(self.proxy, request, target, api.kind, api.reference,
-                                          url, scope, ns)
+                                          api.digest, url, scope, ns)
             return
         fetched = await fetch_for_client(self.proxy, request, target.upstream, url)
         if api.kind == "tags":

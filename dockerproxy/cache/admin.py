@@ -8,13 +8,12 @@ treats as misses.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
-from dockerproxy.cache.store import FilesystemStore, parse_digest
+from dockerproxy.cache.store import FilesystemStore
 from dockerproxy.config import ConfigError, check_size, default_cache_dir
 
 STATS_KEY = "stats"
@@ -56,12 +55,11 @@ def verify(store: FilesystemStore, out: TextIO) -> int:
     bad = 0
     blobs = store.scan()
     for blob in blobs:
-        algorithm, expected = parse_digest(blob.digest)
-        digest = hashlib.new(algorithm)
+        digest = blob.digest.hasher()
         with open(store.blob_path(blob.digest), "rb") as f:
             while chunk := f.read(CHUNK):
                 digest.update(chunk)
-        if digest.hexdigest() != expected:
+        if digest.hexdigest() != blob.digest.hex:
             bad += 1
             store.remove(blob.digest)
             print(f"removed {blob.digest}: its content does not match its digest", file=out)

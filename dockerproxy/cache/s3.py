@@ -37,7 +37,7 @@ from twisted.web.client import FileBodyProducer, ResponseFailed, ResponseNeverRe
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IResponse
 
-from dockerproxy.cache.store import parse_digest
+from dockerproxy.digests import Digest
 from dockerproxy.relay import Collect, discard
 
 log = Logger()
@@ -80,10 +80,9 @@ class S3Error(Exception):
         self.why = why
 
 
-def object_key(prefix: str, digest: str) -> str:
-    """C{<prefix>blobs/<alg>/<hex>}; ValueError for a digest the cache cannot verify."""
-    algorithm, hexdigest = parse_digest(digest)
-    return f"{prefix}blobs/{algorithm}/{hexdigest}"
+def object_key(prefix: str, digest: Digest) -> str:
+    """C{<prefix>blobs/<alg>/<hex>}."""
+    return f"{prefix}blobs/{digest.algorithm}/{digest.hex}"
 
 
 def part_ranges(size: int, part_size: int) -> list[tuple[int, int, int]]:
@@ -190,13 +189,13 @@ class S3BlobStore:
 
     # ------------------------------------------------------------------ names
 
-    def key(self, digest: str) -> str:
+    def key(self, digest: Digest) -> str:
         return object_key(self.config.prefix, digest)
 
-    def object_url(self, digest: str) -> str:
+    def object_url(self, digest: Digest) -> str:
         return f"{self.endpoint}/{self.config.bucket}/{self.key(digest)}"
 
-    def presigned_get(self, digest: str, expires: int = 300) -> str:
+    def presigned_get(self, digest: Digest, expires: int = 300) -> str:
         """A URL a client can GET the blob from directly, for C{expires} seconds."""
         return presign(self._credentials, self.config.region, self.object_url(digest), expires)
 
@@ -248,7 +247,7 @@ class S3BlobStore:
 
     # ---------------------------------------------------------------- objects
 
-    async def head(self, digest: str) -> int | None:
+    async def head(self, digest: Digest) -> int | None:
         """The blob's size in S3, or None when it is not there."""
         response = await self._request("HeadObject", "HEAD", self.object_url(digest))
         await discard(response)
@@ -261,7 +260,7 @@ class S3BlobStore:
             raise S3Error("HeadObject", 200, "no Content-Length")
         return int(length)
 
-    async def get(self, digest: str,
+    async def get(self, digest: Digest,
                   byte_range: tuple[int, int | None] | None = None) -> IResponse:
         """The blob's 200 (or 206 for C{byte_range}, inclusive) response, body unread."""
         headers = {}
@@ -272,7 +271,7 @@ class S3BlobStore:
         await self._check("GetObject", response, (200, 206), keep_body=True)
         return response
 
-    async def upload(self, digest: str, path: Path, size: int, *,
+    async def upload(self, digest: Digest, path: Path, size: int, *,
                      replace: bool = False) -> bool:
         """Copy the committed local blob at C{path} to S3, streamed; True if uploaded.
 

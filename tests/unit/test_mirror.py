@@ -270,3 +270,19 @@ class ManifestAlgorithmTests(MirrorTestCase):
         path = f"/v2/library/busybox/manifests/{digest}"
         self.upstream.on(HUB_HOST, path, reply(200, MANIFEST, content_type=INDEX))
         self.assertRegistryError(self.pull(path=path), 502, "UNAVAILABLE")
+
+    def test_manifests_and_blobs_of_every_known_algorithm_are_kept(self) -> None:
+        """sha256, sha384 and sha512 alike: the second pull never reaches the upstream."""
+        for algorithm in ("sha384", "sha512"):
+            digest = f"{algorithm}:{hashlib.new(algorithm, MANIFEST).hexdigest()}"
+            blob_digest = f"{algorithm}:{hashlib.new(algorithm, OTHER).hexdigest()}"
+            manifest_path = f"/v2/library/busybox/manifests/{digest}"
+            blob_path = f"/v2/library/busybox/blobs/{blob_digest}"
+            self.upstream.on(HUB_HOST, manifest_path, reply(200, MANIFEST, content_type=INDEX))
+            self.upstream.on(HUB_HOST, blob_path, reply(200, OTHER))
+            for _ in range(2):
+                self.assertEqual(self.pull(path=manifest_path).body, MANIFEST, algorithm)
+                self.assertEqual(self.fetch("GET", blob_path).body, OTHER, algorithm)
+            self.assertEqual(self.access[-1]["cache"], "hit")
+            self.assertEqual([p for _, p in self.upstream_calls()][-2:],
+                             [manifest_path, blob_path], algorithm)

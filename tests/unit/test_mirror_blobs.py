@@ -19,6 +19,7 @@ from twisted.internet.testing import StringTransport
 from twisted.web.server import NOT_DONE_YET, Request
 
 from dockerproxy.config import DOCKER_HUB_URL, build_config
+from dockerproxy.digests import parse
 
 BLOB = bytes(range(256)) * 64  # 16 KiB
 BLOB_DIGEST = "sha256:" + hashlib.sha256(BLOB).hexdigest()
@@ -116,7 +117,7 @@ class VanishedBlobTests(BlobTestCase):
         super().setUp()
         self.serve_blob()
         self.blobs = self.proxy.mirror.blobs
-        self.path = self.proxy.mirror.store.blob_path(BLOB_DIGEST)
+        self.path = self.proxy.mirror.store.blob_path(parse(BLOB_DIGEST))
 
     def cache_blob(self, auth: str | None = None) -> None:
         headers = [] if auth is None else [("Authorization", auth)]

@@ -48,6 +48,8 @@ from dockerproxy.cache.s3 import (
     sign,
 )
 from dockerproxy.config import ConfigError, build_config
+from dockerproxy.digests import of
+from dockerproxy.digests import parse as parse_digest
 from dockerproxy.tap import make_proxy, make_site
 from tests.unit.fakes import scratch_dir
 
@@ -63,6 +65,7 @@ KEY_ID = "AKIDTEST"
 SECRET = "secret-for-tests"
 BLOB = bytes(range(256)) * 64  # 16 KiB
 DIGEST = "sha256:" + hashlib.sha256(BLOB).hexdigest()
+BLOB_DIGEST = parse_digest(DIGEST)
 BLOB_PATH = f"/v2/library/busybox/blobs/{DIGEST}"
 CLIENT_PATH = f"/v2/busybox/blobs/{DIGEST}"
 
@@ -131,14 +134,14 @@ def test_presigned_get_is_path_style_and_expires() -> None:
     store = S3BlobStore(StubHTTP(Resource()), Clock(), S3Config(
         "http://s3.test:9000", "cache", "team/", access_key_id=KEY_ID,
         secret_access_key=SECRET))
-    parts = urlsplit(store.presigned_get(DIGEST))
+    parts = urlsplit(store.presigned_get(BLOB_DIGEST))
     query = parse_qs(parts.query)
     assert (parts.scheme, parts.netloc) == ("http", "s3.test:9000")
     assert parts.path == f"/cache/team/blobs/sha256/{DIGEST[7:]}"
     assert query["X-Amz-Expires"] == ["300"]
     assert re.fullmatch(r"[0-9a-f]{64}", query["X-Amz-Signature"][0])
     assert query["X-Amz-Credential"][0].startswith(f"{KEY_ID}/")
-    assert "X-Amz-Expires=60&" in store.presigned_get(DIGEST, expires=60)
+    assert "X-Amz-Expires=60&" in store.presigned_get(BLOB_DIGEST, expires=60)
 
 
 # --------------------------------------------------------------------------- names and parts
@@ -146,13 +149,13 @@ def test_presigned_get_is_path_style_and_expires() -> None:
 
 def test_object_keys() -> None:
     hexdigest = "ab" * 32
-    assert object_key("", f"sha256:{hexdigest}") == f"blobs/sha256/{hexdigest}"
-    assert object_key("team/mirror/", f"sha256:{hexdigest}") == (
+    assert object_key("", parse_digest(f"sha256:{hexdigest}")) == f"blobs/sha256/{hexdigest}"
+    assert object_key("team/mirror/", parse_digest(f"sha256:{hexdigest}")) == (
         f"team/mirror/blobs/sha256/{hexdigest}")
-    assert object_key("", "sha512:" + "cd" * 64) == "blobs/sha512/" + "cd" * 64
+    assert object_key("", parse_digest("sha512:" + "cd" * 64)) == "blobs/sha512/" + "cd" * 64
     for bad in ("sha256:AB", "md5:" + "ab" * 16, "sha256:../../etc/passwd"):
         with pytest.raises(ValueError):
-            object_key("", bad)
+            object_key("", parse_digest(bad))
 
 
 def test_parts_cover_the_blob_in_order() -> None:
@@ -343,8 +346,8 @@ class StoreTests(SynchronousTestCase):
         self.path = scratch_dir(self) / "blob"
         self.data = os.urandom(2500)
         self.path.write_bytes(self.data)
-        self.digest = "sha256:" + hashlib.sha256(self.data).hexdigest()
-        self.key = f"team/blobs/sha256/{self.digest[7:]}"
+        self.digest = of(self.data)
+        self.key = f"team/blobs/sha256/{self.digest.hex}"
 
     def run_(self, coroutine: Any) -> Any:
         return run(self.stub, self.clock, coroutine)
@@ -368,7 +371,7 @@ class StoreTests(SynchronousTestCase):
         self.store = S3BlobStore(self.stub, self.clock, S3Config(
             f"http://{S3_HOST}", "cache", "", access_key_id=KEY_ID, secret_access_key=SECRET))
         self.assertTrue(self.run_(self.store.upload(self.digest, self.path, 2500)))
-        self.assertEqual(self.s3.objects, {f"blobs/sha256/{self.digest[7:]}": self.data})
+        self.assertEqual(self.s3.objects, {f"blobs/sha256/{self.digest.hex}": self.data})
         self.assertNotIn("POST", [m for m, _, _ in self.s3.seen])
 
     def test_an_object_already_there_is_kept_unless_replaced(self) -> None:
