@@ -27,9 +27,8 @@ from twisted.web.server import Request
 from dockerproxy import digests, errors
 from dockerproxy.access import AccessCache, RepoKey
 from dockerproxy.bypass import UpstreamFallback, drop, relay_uncached
-from dockerproxy.cache.admin import STATS_KEY
 from dockerproxy.cache.blobs import BlobCache, TooLarge
-from dockerproxy.cache.store import FilesystemStore
+from dockerproxy.cache.store import STATS_KEY, FilesystemStore
 from dockerproxy.coalesce import Coalescer
 from dockerproxy.digests import Digest
 from dockerproxy.edge import client_request

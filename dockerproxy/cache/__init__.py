@@ -29,6 +29,7 @@ L{store} (no Twisted; blocking calls on a local disk)::
       .used_bytes() -> int
       .free_bytes() -> int | None          statvfs: free for this process; None if unknown
     StoredBlob(digest: Digest, size: int, last_used: float)
+    STATS_KEY                              the meta document of the proxy's counters
 
 L{blobs} (Twisted, reactor thread)::
 

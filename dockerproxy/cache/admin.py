@@ -13,10 +13,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
-from dockerproxy.cache.store import FilesystemStore
-from dockerproxy.config import ConfigError, check_size, default_cache_dir
+from dockerproxy.cache.store import STATS_KEY, FilesystemStore
+from dockerproxy.cachedir import default_cache_dir
+from dockerproxy.sizes import parse_size
 
-STATS_KEY = "stats"
 CHUNK = 1024 * 1024
 
 
@@ -102,8 +102,8 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
         print("dockerproxy.cache: prune needs --max-size", file=sys.stderr)
         return 2
     try:
-        max_size = check_size("--max-size", args.max_size)
-    except ConfigError as e:
-        print(f"dockerproxy.cache: {e}", file=sys.stderr)
+        max_size = parse_size(args.max_size)
+    except ValueError as e:
+        print(f"dockerproxy.cache: --max-size: {e}", file=sys.stderr)
         return 2
     return prune(store, max_size, out)

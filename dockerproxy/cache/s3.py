@@ -19,8 +19,8 @@ import io
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 from urllib.parse import quote, urlsplit
 from xml.etree import ElementTree
 from xml.sax.saxutils import escape
@@ -33,20 +33,19 @@ from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import Cooperator
 from twisted.logger import Logger
-from twisted.web.client import FileBodyProducer, ResponseFailed, ResponseNeverReceived
+from twisted.web.client import FileBodyProducer
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IResponse
 
 from dockerproxy.digests import Digest
+from dockerproxy.failures import describe_failure
 from dockerproxy.relay import Collect, discard
 
 log = Logger()
 
-DEFAULT_REGION = "us-east-1"
-# Blobs up to one part go up in a single PUT, larger ones in parts of this size.
-DEFAULT_PART_SIZE = 64 * 1024 * 1024
-# S3's smallest part (all but the last) and most parts per upload.
-MIN_PART_SIZE = 5 * 1024 * 1024
+# S3's first region: buckets there are created without a LocationConstraint.
+US_EAST_1 = "us-east-1"
+# S3's most parts per upload.
 MAX_PARTS = 10_000
 # Bytes a part's producer reads from the file per step: the socket's pace decides how often.
 READ_SIZE = 256 * 1024
@@ -54,20 +53,26 @@ READ_SIZE = 256 * 1024
 MAX_DOCUMENT = 1024 * 1024
 
 
-@dataclass(frozen=True)
-class S3Config:
-    """Where the shared tier lives; C{prefix} is empty or ends with C{/}."""
+class S3Settings(Protocol):
+    """What the store needs to know (L{dockerproxy.config.S3Config} has it all); C{prefix}
+    is empty or ends with C{/}, C{part_size} is at least S3's smallest part."""
 
-    endpoint: str
-    bucket: str
-    prefix: str = ""
-    region: str = DEFAULT_REGION
-    access_key_id: str = ""
-    secret_access_key: str = field(default="", repr=False)
-    session_token: str | None = field(default=None, repr=False)
-    # Answer hits with a 307 to a presigned URL instead of relaying the bytes.
-    redirect: bool = False
-    part_size: int = DEFAULT_PART_SIZE
+    @property
+    def endpoint(self) -> str: ...
+    @property
+    def bucket(self) -> str: ...
+    @property
+    def prefix(self) -> str: ...
+    @property
+    def region(self) -> str: ...
+    @property
+    def access_key_id(self) -> str: ...
+    @property
+    def secret_access_key(self) -> str: ...
+    @property
+    def session_token(self) -> str | None: ...
+    @property
+    def part_size(self) -> int: ...
 
 
 class S3Error(Exception):
@@ -173,7 +178,7 @@ class S3BlobStore:
     failure; callers log and fall back, so S3 trouble never fails a pull.
     """
 
-    def __init__(self, http: HTTPClient, clock: IReactorTime, config: S3Config, *,
+    def __init__(self, http: HTTPClient, clock: IReactorTime, config: S3Settings, *,
                  timeout: float = 60.0, idle_timeout: float = 60.0) -> None:
         self.http = http
         self.clock = clock
@@ -211,7 +216,7 @@ class S3BlobStore:
         if response.code != 404:
             raise S3Error("HeadBucket", response.code, "cannot use the bucket")
         body = b""
-        if self.config.region != DEFAULT_REGION:
+        if self.config.region != US_EAST_1:
             body = ('<CreateBucketConfiguration xmlns="http://s3.amazonaws.com/doc/2006-03-01/">'
                     f"<LocationConstraint>{escape(self.config.region)}</LocationConstraint>"
                     "</CreateBucketConfiguration>").encode()
@@ -358,7 +363,8 @@ class S3BlobStore:
         try:
             return await d
         except Exception as e:
-            why = f"no response within {self.timeout:g} seconds" if timed_out else _describe(e)
+            why = (f"no response within {self.timeout:g} seconds" if timed_out
+                   else describe_failure(e))
             raise S3Error(operation, None, why) from None
         finally:
             if timer.active():
@@ -407,11 +413,3 @@ def _error_code(body: bytes) -> str:
     match = _CODE_RE.search(body)
     return match.group(1).decode("latin-1") if match else ""
 
-
-def _describe(exc: BaseException) -> str:
-    """A short reason for a connection-level failure (the upstream module has the
-    fuller one; importing it here would make config and this module a cycle)."""
-    if isinstance(exc, ResponseNeverReceived | ResponseFailed) and exc.reasons:
-        return _describe(exc.reasons[0].value)
-    text = str(exc) or type(exc).__name__
-    return text.splitlines()[0][:200]

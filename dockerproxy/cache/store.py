@@ -32,6 +32,8 @@ from dockerproxy.digests import ALGORITHMS, Digest
 
 log = Logger()
 
+# The meta document holding the proxy's counters (BlobCache.stats), for the admin command.
+STATS_KEY = "stats"
 _HEX_RE = re.compile(r"[0-9a-f]+")
 _META_COMPONENT_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
 _EMPTY_DIGESTS = {alg: hashlib.new(alg, b"").hexdigest() for alg in ALGORITHMS}

@@ -39,7 +39,6 @@ from twisted.web.server import Request
 from dockerproxy.cache.s3 import (
     MAX_PARTS,
     S3BlobStore,
-    S3Config,
     S3Error,
     _FileSlice,
     object_key,
@@ -47,7 +46,7 @@ from dockerproxy.cache.s3 import (
     presign,
     sign,
 )
-from dockerproxy.config import ConfigError, build_config
+from dockerproxy.config import ConfigError, S3Config, build_config
 from dockerproxy.digests import of
 from dockerproxy.digests import parse as parse_digest
 from dockerproxy.tap import make_proxy, make_site
