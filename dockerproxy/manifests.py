@@ -11,9 +11,9 @@ import base64
 import hashlib
 from dataclasses import dataclass
 
-from dockerproxy.access import RepoKey
 from dockerproxy.cache.store import FilesystemStore
 from dockerproxy.digests import Digest, parse_or_none
+from dockerproxy.names import RepoKey
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,6 @@ import re
 from typing import TYPE_CHECKING
 
 from twisted.internet.defer import ensureDeferred
-from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.http_headers import Headers
@@ -25,7 +24,7 @@ from twisted.web.iweb import IResponse
 from twisted.web.server import Request
 
 from dockerproxy import digests, errors
-from dockerproxy.access import AccessCache, RepoKey
+from dockerproxy.access import AccessCache
 from dockerproxy.bypass import UpstreamFallback, drop, relay_uncached
 from dockerproxy.cache.blobs import BlobCache, TooLarge
 from dockerproxy.cache.store import STATS_KEY, FilesystemStore
@@ -40,8 +39,10 @@ from dockerproxy.manifests import (
     acceptable,
     accepted_types,
 )
+from dockerproxy.names import RepoKey
+from dockerproxy.pull import Pull
 from dockerproxy.relay import discard
-from dockerproxy.routing import Target
+from dockerproxy.upstream import Fetched
 
 if TYPE_CHECKING:
     from dockerproxy.cache.blobs import Fill
@@ -97,12 +98,16 @@ def blob_headers(digest: Digest) -> list[tuple[bytes, bytes]]:
 
 
 class Mirror:
-    """Serves manifests and blobs from the cache when allowed, filling it on misses."""
+    """Serves manifests and blobs from the cache when allowed, filling it on misses.
+
+    C{exchange} is the upstream side: every miss and every check goes through it.
+    """
 
     def __init__(self, blobs: BlobCache, store: FilesystemStore, access: AccessCache,
-                 clock: IReactorTime, tag_ttl: float, stale_max_age: float,
+                 exchange: Proxy, tag_ttl: float, stale_max_age: float,
                  s3: S3BlobStore | None = None) -> None:
         self.blobs = blobs
+        self.exchange = exchange
         # The tier shared with other instances (blobs only), and its bookkeeping:
         # digests being uploaded, and those whose S3 copy failed a fill.
         self.s3 = s3
@@ -113,66 +118,70 @@ class Mirror:
         self.access = access
         # A blob that leaves the cache takes its content links with it.
         blobs.on_removed = lambda digest: access.forget_content(str(digest))
-        self.clock = clock
+        self.clock = exchange.clock
         self.tag_ttl = tag_ttl
         self.stale_max_age = stale_max_age
         # Blob GETs on their way upstream, and the clients waiting for their answers.
         self._fetching = Coalescer()
 
-    async def serve(self, proxy: Proxy, request: Request, target: Target, kind: str,
-                    reference: str, digest: Digest | None, url: str, scope: str,
-                    ns: str | None) -> None:
-        if kind == "blobs" and digest is not None:
-            await self.blob(proxy, request, target, digest, url, scope, ns)
-        elif kind == "manifests":
-            await self.manifest(proxy, request, target, reference, digest, url, scope, ns)
+    async def serve(self, pull: Pull) -> None:
+        if pull.kind == "blobs" and pull.digest is not None:
+            await self.blob(pull, pull.digest)
+        elif pull.kind == "manifests" and pull.reference is not None:
+            await self.manifest(pull, pull.reference)
         else:
-            fetched = await fetch_for_client(proxy, request, target.upstream, url)
-            await relay_response(proxy, request, target.upstream, fetched, scope, ns)
+            await self._relay(pull, await self._fetch(pull))
+
+    async def _fetch(self, pull: Pull, method: bytes | None = None,
+                     drop: tuple[bytes, ...] = ()) -> Fetched:
+        return await fetch_for_client(self.exchange, pull.request, pull.upstream, pull.url,
+                                      method=method, drop=drop)
+
+    async def _relay(self, pull: Pull, fetched: Fetched) -> None:
+        await relay_response(self.exchange, pull.request, pull.upstream, fetched, pull.scope,
+                             pull.ns)
+
+    def _fallback(self, pull: Pull) -> UpstreamFallback:
+        """Where a client's answer goes on if the fill it follows is abandoned."""
+        return UpstreamFallback(self.exchange, pull, self.blobs.max_blob_size)
 
     # ------------------------------------------------------------------ blobs
 
-    async def blob(self, proxy: Proxy, request: Request, target: Target, digest: Digest,
-                   url: str, scope: str, ns: str | None) -> None:
-        repo = (target.upstream.name, target.repository)
-        authorization = client_request(request).authorization
-        # Where this client's answer goes on if the fill it follows is abandoned.
-        fallback = UpstreamFallback(proxy, request, target, url, scope, ns,
-                                    self.blobs.max_blob_size)
+    async def blob(self, pull: Pull, digest: Digest) -> None:
+        request = pull.request
+        fallback = self._fallback(pull)
         if self._have_blob(digest):
-            if not await self._readable(proxy, request, target, digest, url, scope, ns):
+            if not await self._readable(pull, digest):
                 return
             if await self._send_blob(request, digest, "hit", fallback):
                 return
             log.info("blob cache: {digest} is gone (removed beside the proxy, or evicted); "
                      "a miss", digest=digest)
         if request.method == b"HEAD":
-            fetched = await fetch_for_client(proxy, request, target.upstream, url)
+            fetched = await self._fetch(pull)
             if fetched.response.code == 200:
-                self.access.note_served(authorization, repo, str(digest))
-            await relay_response(proxy, request, target.upstream, fetched, scope, ns)
+                self.access.note_served(pull.authorization, pull.repo, str(digest))
+            await self._relay(pull, fetched)
             return
-        if self.s3 is not None and await self._from_s3(proxy, request, target, digest, url,
-                                                       scope, ns):
+        if self.s3 is not None and await self._from_s3(pull, digest):
             return
         if digest in self._fetching:
             # Another client's GET of this blob is on its way: wait for its answer (its
             # upstream failure is ours too), then look again (its fill serves us too).
             await self._fetching.follow(digest)
-            await self.blob(proxy, request, target, digest, url, scope, ns)
+            await self.blob(pull, digest)
             return
         stray: IResponse | None = None
         too_large: TooLarge | None = None
         fill: Fill | None = None
         with self._fetching.lead(digest):
-            fetched = await fetch_for_client(proxy, request, target.upstream, url,
-                                             drop=FILL_DROPS)
+            fetched = await self._fetch(pull, drop=FILL_DROPS)
             if fetched.response.code == 200:
-                self.access.note_served(authorization, repo, str(digest))
+                self.access.note_served(pull.authorization, pull.repo, str(digest))
                 if self._have_blob(digest):
                     stray = fetched.response  # another client's fill got there first
                 else:
-                    idle = proxy.client(target.upstream).timeouts.idle
+                    idle = self.exchange.client(pull.upstream).timeouts.idle
                     try:
                         fill = self.blobs.start_fill(digest, fetched.response,
                                                      idle_timeout=idle)
@@ -182,13 +191,13 @@ class Mirror:
                         if self.s3 is not None:
                             fill.done.addCallback(self._upload_to_s3, fill)
         if fetched.response.code != 200:
-            self._note_refusal(fetched.response.code, authorization, repo)
-            await relay_response(proxy, request, target.upstream, fetched, scope, ns)
+            self._note_refusal(fetched.response.code, pull)
+            await self._relay(pull, fetched)
             return
         if too_large is not None:
             log.info("blob cache: relaying, not caching: {why}", why=too_large)
             self.blobs.misses += 1
-            await relay_uncached(proxy, request, target, url, fetched, scope, ns)
+            await relay_uncached(self.exchange, pull, fetched)
             return
         if stray is not None:
             await discard(stray)
@@ -198,31 +207,27 @@ class Mirror:
             if fill is not None and (fill.abandoned or fill.failure is None):
                 await fallback.whole()
                 return
-            raise errors.bad_gateway(target.upstream.url, f"blob {digest} failed verification")
+            raise errors.bad_gateway(pull.upstream.url, f"blob {digest} failed verification")
         if not await self._send_blob(request, digest, "miss", fallback):
-            raise errors.bad_gateway(target.upstream.url, f"blob {digest} vanished from the cache")
+            raise errors.bad_gateway(pull.upstream.url, f"blob {digest} vanished from the cache")
 
-    async def _readable(self, proxy: Proxy, request: Request, target: Target, digest: Digest,
-                        url: str, scope: str, ns: str | None) -> bool:
+    async def _readable(self, pull: Pull, digest: Digest) -> bool:
         """Whether the client may get cached blob C{digest}; if not, the refusal was sent."""
-        repo = (target.upstream.name, target.repository)
-        authorization = client_request(request).authorization
+        repo, authorization = pull.repo, pull.authorization
         if self.access.is_linked(repo, str(digest)) and self.access.may_read(authorization,
                                                                              repo):
             return True
         # Cached, but not yet known to be readable here: a HEAD asks the upstream.
-        check = await fetch_for_client(proxy, request, target.upstream, url,
-                                       method=b"HEAD", drop=FILL_DROPS)
+        check = await self._fetch(pull, method=b"HEAD", drop=FILL_DROPS)
         if check.response.code == 200:
             await discard(check.response)
             self.access.note_served(authorization, repo, str(digest))
             return True
-        self._note_refusal(check.response.code, authorization, repo)
-        await relay_response(proxy, request, target.upstream, check, scope, ns)
+        self._note_refusal(check.response.code, pull)
+        await self._relay(pull, check)
         return False
 
-    async def _from_s3(self, proxy: Proxy, request: Request, target: Target, digest: Digest,
-                       url: str, scope: str, ns: str | None) -> bool:
+    async def _from_s3(self, pull: Pull, digest: Digest) -> bool:
         """Answer a blob GET from the shared S3 tier; False (go upstream) when it cannot.
 
         The blob fills the local cache from S3 as it would from the upstream, so its
@@ -241,10 +246,10 @@ class Mirror:
             return False
         if size is None or not self.blobs.fits(size):
             return False
-        if not await self._readable(proxy, request, target, digest, url, scope, ns):
+        if not await self._readable(pull, digest):
             return True
         if self.s3.config.redirect and not self._have_blob(digest):
-            self._redirect_to_s3(request, digest)
+            self._redirect_to_s3(pull.request, digest)
             return True
         if not self._have_blob(digest):
             try:
@@ -265,9 +270,7 @@ class Mirror:
                 fill.done.addCallback(self._s3_fill_ended, fill)
                 if not self._have_blob(digest):
                     return False  # a small body failed verification within start_fill
-        fallback = UpstreamFallback(proxy, request, target, url, scope, ns,
-                                    self.blobs.max_blob_size)
-        return await self._send_blob(request, digest, "s3", fallback)
+        return await self._send_blob(pull.request, digest, "s3", self._fallback(pull))
 
     def _redirect_to_s3(self, request: Request, digest: Digest) -> None:
         """A 307 to a presigned URL: the client fetches the bytes from S3 itself."""
@@ -354,15 +357,13 @@ class Mirror:
 
     # -------------------------------------------------------------- manifests
 
-    async def manifest(self, proxy: Proxy, request: Request, target: Target, reference: str,
-                       digest: Digest | None, url: str, scope: str, ns: str | None) -> None:
-        repo = (target.upstream.name, target.repository)
-        authorization = client_request(request).authorization
+    async def manifest(self, pull: Pull, reference: str) -> None:
+        request, repo, authorization = pull.request, pull.repo, pull.authorization
         accept = accepted_types(client_request(request).accept)
+        digest = pull.digest
         if ":" in reference and digest is None:
             # Bytes the proxy cannot check against their digest are never cached.
-            fetched = await fetch_for_client(proxy, request, target.upstream, url)
-            await relay_response(proxy, request, target.upstream, fetched, scope, ns)
+            await self._relay(pull, await self._fetch(pull))
             return
         entry: TagEntry | None = None
         if digest is not None:
@@ -378,93 +379,85 @@ class Mirror:
             if age < self.tag_ttl:
                 self._send_manifest(request, cached, "hit")
                 return
-            if await self._revalidated(proxy, request, target, url, repo, reference,
-                                       cached, age):
+            if await self._revalidated(pull, reference, cached, age):
                 return
         elif cached is not None and usable:
-            if await self._access_checked(proxy, request, target, url, scope, ns, repo,
-                                          reference, cached, authorization):
+            if await self._access_checked(pull, reference, cached):
                 return
-        await self._manifest_from_upstream(proxy, request, target, reference, digest, url,
-                                           scope, ns, repo, authorization)
+        await self._manifest_from_upstream(pull, reference)
 
-    async def _access_checked(self, proxy: Proxy, request: Request, target: Target, url: str,
-                              scope: str, ns: str | None, repo: RepoKey, reference: str,
-                              cached: CachedManifest, authorization: bytes | None) -> bool:
+    async def _access_checked(self, pull: Pull, reference: str,
+                              cached: CachedManifest) -> bool:
         """Cached, but not yet known to be readable by this client: a HEAD asks the upstream
         (free on Docker Hub, where a GET counts against the rate limit), as for blobs.
 
         True when answered: from the cache if the upstream names the cached digest, or with
         the upstream's refusal. Anything else is left to a GET.
         """
-        check = await fetch_for_client(proxy, request, target.upstream, url, method=b"HEAD",
-                                       drop=FILL_DROPS)
+        check = await self._fetch(pull, method=b"HEAD", drop=FILL_DROPS)
         code = check.response.code
         if code in (401, 403):
-            self._note_refusal(code, authorization, repo)
-            await relay_response(proxy, request, target.upstream, check, scope, ns)
+            self._note_refusal(code, pull)
+            await self._relay(pull, check)
             return True
         digest = (check.response.headers.getRawHeaders(b"docker-content-digest") or [b""])[0]
         await discard(check.response)
         if code != 200 or digest.decode("latin-1") != str(cached.digest):
             return False
-        self.access.note_served(authorization, repo, str(cached.digest))
+        self.access.note_served(pull.authorization, pull.repo, str(cached.digest))
         if ":" not in reference:
-            self.manifests.set_tag(repo, reference, TagEntry(cached.digest, cached.media_type,
-                                                             self.clock.seconds()))
-        self._send_manifest(request, cached, "revalidated")
+            self.manifests.set_tag(pull.repo, reference, TagEntry(
+                cached.digest, cached.media_type, self.clock.seconds()))
+        self._send_manifest(pull.request, cached, "revalidated")
         return True
 
-    async def _revalidated(self, proxy: Proxy, request: Request, target: Target, url: str,
-                           repo: RepoKey, tag: str, cached: CachedManifest, age: float) -> bool:
+    async def _revalidated(self, pull: Pull, tag: str, cached: CachedManifest,
+                           age: float) -> bool:
         """HEAD the tag upstream: True when the cached manifest was answered (fresh or stale)."""
         try:
-            check = await fetch_for_client(proxy, request, target.upstream, url,
-                                           method=b"HEAD", drop=FILL_DROPS)
+            check = await self._fetch(pull, method=b"HEAD", drop=FILL_DROPS)
         except errors.RegistryError as e:
             if e.status in (502, 504):
-                return self._serve_stale(request, target, repo, tag, cached, age, e.message)
+                return self._serve_stale(pull, tag, cached, age, e.message)
             raise
         code = check.response.code
         digest = (check.response.headers.getRawHeaders(b"docker-content-digest") or [b""])[0]
         await discard(check.response)
         if code == 200 and digest.decode("latin-1") == str(cached.digest):
-            self.manifests.set_tag(repo, tag, TagEntry(cached.digest, cached.media_type,
-                                                       self.clock.seconds()))
-            self._send_manifest(request, cached, "revalidated")
+            self.manifests.set_tag(pull.repo, tag, TagEntry(cached.digest, cached.media_type,
+                                                            self.clock.seconds()))
+            self._send_manifest(pull.request, cached, "revalidated")
             return True
         if code == 429 or code >= 500:
-            return self._serve_stale(request, target, repo, tag, cached, age,
-                                     f"upstream answered {code}")
+            return self._serve_stale(pull, tag, cached, age, f"upstream answered {code}")
         return False
 
-    def _serve_stale(self, request: Request, target: Target, repo: RepoKey, tag: str,
-                     cached: CachedManifest, age: float, why: str) -> bool:
+    def _serve_stale(self, pull: Pull, tag: str, cached: CachedManifest, age: float,
+                     why: str) -> bool:
         if age >= self.stale_max_age:
             return False
         log.warn("serving {repository}:{tag} from cache, {age:.0f}s old: {why}",
-                 repository=f"{target.upstream.name}/{repo[1]}", tag=tag, age=age, why=why)
-        request.setHeader(b"warning", STALE_WARNING)
-        self._send_manifest(request, cached, "stale")
+                 repository="/".join(pull.repo), tag=tag, age=age, why=why)
+        pull.request.setHeader(b"warning", STALE_WARNING)
+        self._send_manifest(pull.request, cached, "stale")
         return True
 
-    async def _manifest_from_upstream(self, proxy: Proxy, request: Request, target: Target,
-                                      reference: str, expected: Digest | None, url: str,
-                                      scope: str, ns: str | None, repo: RepoKey,
-                                      authorization: bytes | None) -> None:
-        fetched = await fetch_for_client(proxy, request, target.upstream, url, drop=FILL_DROPS)
+    async def _manifest_from_upstream(self, pull: Pull, reference: str) -> None:
+        request, repo, expected = pull.request, pull.repo, pull.digest
+        fetched = await self._fetch(pull, drop=FILL_DROPS)
         response = fetched.response
         if response.code != 200 or request.method != b"GET":
             if response.code == 200:
-                self.access.note_served(authorization, repo)
+                self.access.note_served(pull.authorization, repo)
                 self._remember_head(repo, reference, response.headers)
-            self._note_refusal(response.code, authorization, repo)
-            await relay_response(proxy, request, target.upstream, fetched, scope, ns)
+            self._note_refusal(response.code, pull)
+            await self._relay(pull, fetched)
             return
-        data = await proxy.client(target.upstream).read_small(response, url, MAX_MANIFEST)
+        data = await self.exchange.client(pull.upstream).read_small(response, pull.url,
+                                                                    MAX_MANIFEST)
         digest = digests.of(data, expected.algorithm if expected is not None else "sha256")
         if expected is not None and digest != expected:
-            raise errors.bad_gateway(target.upstream.url,
+            raise errors.bad_gateway(pull.upstream.url,
                                      f"manifest {reference} arrived with digest {digest}")
         media_type = (response.headers.getRawHeaders(b"content-type") or [b""])[0]
         manifest = CachedManifest(digest, media_type.decode("latin-1").split(";")[0].strip(),
@@ -473,7 +466,7 @@ class Mirror:
         if ":" not in reference:
             self.manifests.set_tag(repo, reference, TagEntry(
                 digest, manifest.media_type, self.clock.seconds()))
-        self.access.note_served(authorization, repo, str(digest))
+        self.access.note_served(pull.authorization, repo, str(digest))
         self._send_manifest(request, manifest, "miss")
 
     def _remember_head(self, repo: RepoKey, reference: str, headers: Headers) -> None:
@@ -501,9 +494,9 @@ class Mirror:
             request.write(manifest.data)
         request.finish()
 
-    def _note_refusal(self, code: int, authorization: bytes | None, repo: RepoKey) -> None:
+    def _note_refusal(self, code: int, pull: Pull) -> None:
         if code in (401, 403):
-            self.access.note_refused(authorization, repo)
+            self.access.note_refused(pull.authorization, pull.repo)
 
     def save_stats(self) -> None:
         self.store.write_meta(STATS_KEY, self.blobs.stats())

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from twisted.application import service
 from twisted.application.internet import TimerService
@@ -38,6 +38,9 @@ from dockerproxy.resources import RootResource
 from dockerproxy.routing import Router
 from dockerproxy.site import ProxySite
 from dockerproxy.upstream import UpstreamClient, UpstreamClients, make_http_client, make_pool
+
+if TYPE_CHECKING:
+    from dockerproxy.cache.s3 import S3BlobStore
 
 
 class Options(usage.Options):
@@ -253,25 +256,34 @@ def make_proxy(config: Config, reactor: IReactorTime, http: Any = None) -> tuple
         return UpstreamClient(client, reactor, timeouts)
 
     clients = UpstreamClients(client_for)
-    s3 = None
-    if config.cache.s3 is not None and config.cache.directory is not None:
-        from dockerproxy.cache.s3 import S3BlobStore
-
-        # The S3 tier's own client over the same pool, trusting upstream_ca too.
-        s3_http = http if http is not None else make_http_client(
-            reactor, pool, config.timeouts, [config.upstream_ca] if config.upstream_ca else [])
-        s3 = S3BlobStore(s3_http, reactor, config.cache.s3, timeout=config.timeouts.headers,
-                         idle_timeout=config.timeouts.idle)
     proxy = Proxy(Router.from_config(config), clients, ChallengeCache(clients, reactor),
-                  reactor, mirror=make_mirror(config.cache, reactor, s3),
-                  public_url=config.public_url)
+                  reactor, public_url=config.public_url)
     return proxy, pool
 
 
-def make_mirror(cache: CacheConfig, reactor: IReactorTime, s3: Any = None) -> Mirror | None:
+def make_s3(config: Config, reactor: IReactorTime, pool: Any,
+            http: Any = None) -> S3BlobStore | None:
+    """The blob tier shared with other instances, if configured (it needs the local cache).
+
+    Its own client over the same C{pool}, trusting upstream_ca too; C{http} in tests.
+    """
+    if config.cache.s3 is None or config.cache.directory is None:
+        return None
+    # Imported here: botocore loads only for a proxy that uses S3.
+    from dockerproxy.cache.s3 import S3BlobStore
+
+    s3_http = http if http is not None else make_http_client(
+        reactor, pool, config.timeouts, [config.upstream_ca] if config.upstream_ca else [])
+    return S3BlobStore(s3_http, reactor, config.cache.s3, timeout=config.timeouts.headers,
+                       idle_timeout=config.timeouts.idle)
+
+
+def make_mirror(cache: CacheConfig, reactor: IReactorTime, exchange: Proxy,
+                s3: S3BlobStore | None = None) -> Mirror | None:
     """The pull-through cache over C{cache.directory}; recovers what a crash left behind.
 
-    C{s3}, an L{S3BlobStore}, adds the blob tier shared with other instances.
+    Misses go upstream through C{exchange}; C{s3} adds the blob tier shared with
+    other instances.
     """
     if cache.directory is None:
         return None
@@ -279,12 +291,12 @@ def make_mirror(cache: CacheConfig, reactor: IReactorTime, s3: Any = None) -> Mi
     blobs = BlobCache(store, reactor, cache.max_size, max_blob_size=cache.max_blob_size)
     blobs.start()
     access = AccessCache(reactor, records=MetaRecords(store))
-    return Mirror(blobs, store, access, reactor, cache.tag_ttl, cache.stale_max_age, s3=s3)
+    return Mirror(blobs, store, access, exchange, cache.tag_ttl, cache.stale_max_age, s3=s3)
 
 
-def make_site(proxy: Proxy, reactor: IReactorTime,
-              limits: ClientLimits | None = None) -> ProxySite:
-    return ProxySite(RootResource(proxy), reactor, limits)
+def make_site(proxy: Proxy, reactor: IReactorTime, limits: ClientLimits | None = None,
+              mirror: Mirror | None = None) -> ProxySite:
+    return ProxySite(RootResource(proxy, mirror), reactor, limits)
 
 
 def makeService(options: Mapping[str, Any] | Options) -> DockerProxyService:
@@ -296,17 +308,19 @@ def makeService(options: Mapping[str, Any] | Options) -> DockerProxyService:
 
 def service_for(config: Config, reactor: IReactorCore) -> DockerProxyService:
     proxy, pool = make_proxy(config, reactor)  # type: ignore[arg-type]
-    top = DockerProxyService(config, pool, proxy.mirror)
-    site = make_site(proxy, reactor, config.limits)  # type: ignore[arg-type]
+    s3 = make_s3(config, reactor, pool)  # type: ignore[arg-type]
+    mirror = make_mirror(config.cache, reactor, proxy, s3)  # type: ignore[arg-type]
+    top = DockerProxyService(config, pool, mirror)
+    site = make_site(proxy, reactor, config.limits, mirror)  # type: ignore[arg-type]
     top.listeners = Listeners(reactor, config.listen, site)
     top.listeners.setServiceParent(top)
     site.connections = ConnectionLimit(config.limits.max_connections, top.listeners.pause,
                                        top.listeners.resume, reactor)  # type: ignore[arg-type]
-    if proxy.mirror is not None:
+    if mirror is not None:
         # Counters for `python -m dockerproxy.cache stats`, which reads the directory.
-        TimerService(STATS_INTERVAL, proxy.mirror.save_stats).setServiceParent(top)
-        if proxy.mirror.s3 is not None:
-            reactor.callWhenRunning(proxy.mirror.s3.start)
+        TimerService(STATS_INTERVAL, mirror.save_stats).setServiceParent(top)
+    if s3 is not None:
+        reactor.callWhenRunning(s3.start)
     return top
 
 

@@ -513,11 +513,11 @@ def test_client_settings_errors_name_their_key(toml: dict[str, Any], cli: dict[s
 def test_max_blob_size_defaults_to_32_gib_and_reaches_the_cache(tmp_path: Path) -> None:
     from twisted.internet.task import Clock
 
-    from dockerproxy.tap import make_mirror
+    from dockerproxy.tap import make_mirror, make_proxy
 
     config = parse_options(["--cache-dir", str(tmp_path)])
     assert config.cache.max_blob_size == 32 * 1024**3
-    mirror = make_mirror(config.cache, Clock())
+    mirror = make_mirror(config.cache, Clock(), make_proxy(config, Clock(), http=object())[0])
     assert mirror is not None and mirror.blobs.max_blob_size == 32 * 1024**3
 
 

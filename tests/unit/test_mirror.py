@@ -9,9 +9,8 @@ from typing import Any
 from twisted.web.server import Request
 
 from dockerproxy.config import CacheConfig, Config, build_config
-from dockerproxy.tap import make_proxy, make_site
 from tests.unit.fakes import scratch_dir
-from tests.unit.proxysite import HUB_HOST, MANIFEST, ProxyTestCase, reply
+from tests.unit.proxysite import HUB_HOST, MANIFEST, ProxyTestCase, make_parts, reply
 
 INDEX = "application/vnd.oci.image.index.v1+json"
 SINGLE = "application/vnd.oci.image.manifest.v1+json"
@@ -27,9 +26,8 @@ class MirrorTestCase(ProxyTestCase):
     def use(self, config: Config, http: Any = None) -> None:
         cache = CacheConfig(directory=str(scratch_dir(self)), tag_ttl=TTL,
                             stale_max_age=STALE)
-        self.proxy, _ = make_proxy(replace(config, cache=cache), self.clock,
-                                   http=http or self.stub)
-        self.site = make_site(self.proxy, self.clock)
+        self.proxy, self.mirror, self.site = make_parts(replace(config, cache=cache),
+                                                        self.clock, http or self.stub)
 
     def setUp(self) -> None:
         super().setUp()
@@ -214,7 +212,7 @@ class BlobStatsTests(MirrorTestCase):
         for _ in range(2):
             response = self.fetch("GET", f"/v2/busybox/blobs/{digest}")
             self.assertEqual((response.status, response.body), (200, data))
-        blobs = self.proxy.mirror.blobs
+        blobs = self.mirror.blobs
         self.assertEqual((blobs.misses, blobs.hits), (1, 1))
         self.assertEqual(len(self.upstream_calls()), 1)
 

@@ -116,8 +116,8 @@ class VanishedBlobTests(BlobTestCase):
     def setUp(self) -> None:
         super().setUp()
         self.serve_blob()
-        self.blobs = self.proxy.mirror.blobs
-        self.path = self.proxy.mirror.store.blob_path(parse(BLOB_DIGEST))
+        self.blobs = self.mirror.blobs
+        self.path = self.mirror.store.blob_path(parse(BLOB_DIGEST))
 
     def cache_blob(self, auth: str | None = None) -> None:
         headers = [] if auth is None else [("Authorization", auth)]
@@ -180,7 +180,7 @@ class VanishedBlobTests(BlobTestCase):
 class EvictionTests(BlobTestCase):
     def test_an_evicted_blob_loses_its_content_links(self) -> None:
         self.serve_blob()
-        mirror = self.proxy.mirror
+        mirror = self.mirror
         repo = ("docker.io", "library/busybox")
         self.assertEqual(self.fetch("GET", CLIENT_PATH).body, BLOB)
         self.assertTrue(mirror.access.is_linked(repo, BLOB_DIGEST))
@@ -219,7 +219,7 @@ class TooLargeTests(BlobTestCase):
     def setUp(self) -> None:
         super().setUp()
         self.upstream.on(HUB_HOST, UPSTREAM_PATH, ranged(BLOB))
-        self.blobs = self.proxy.mirror.blobs
+        self.blobs = self.mirror.blobs
         self.blobs.max_size = len(BLOB) - 1
 
     def test_it_is_relayed_and_not_cached(self) -> None:
@@ -229,7 +229,7 @@ class TooLargeTests(BlobTestCase):
             self.assertEqual(self.access[-1]["cache"], "uncached")
         self.assertEqual(len(self.blob_requests()), 2)
         self.assertNotIn(BLOB_DIGEST, self.blobs)
-        self.assertEqual(list((self.proxy.mirror.store.root / "tmp").iterdir()), [])
+        self.assertEqual(list((self.mirror.store.root / "tmp").iterdir()), [])
         self.assertEqual((self.blobs.fills, self.blobs.misses), (0, 2))
 
     def test_a_range_gets_the_answer_to_its_own_request(self) -> None:
@@ -255,7 +255,7 @@ class FallbackTests(BlobTestCase):
         self.held: list[Request] = []
         self.range_handler = ranged(BLOB)
         self.upstream.on(HUB_HOST, UPSTREAM_PATH, self.handle)
-        self.mirror = self.proxy.mirror
+        self.mirror = self.mirror
 
     def handle(self, request: Request) -> Any:
         """A whole-body GET sends half the blob and waits; a Range is answered at once."""

@@ -20,8 +20,7 @@ from dockerproxy.config import build_config
 from dockerproxy.digests import ALGORITHMS, parse
 from dockerproxy.edge import read_client_request
 from dockerproxy.mirror import parse_range
-from dockerproxy.tap import make_proxy, make_site
-from tests.unit.proxysite import FakeUpstream, parse_response
+from tests.unit.proxysite import FakeUpstream, make_parts, parse_response
 
 EXAMPLES = settings(max_examples=300, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow])
@@ -147,8 +146,7 @@ def answer(method: str, target: str, headers: list[tuple[str, str]],
     clock = Clock()
     stub = StubTreq(FakeUpstream())
     settings = {"cache_dir": cache_dir} if cache_dir else {"cache_enabled": False}
-    proxy, _ = make_proxy(build_config({}, settings), clock, http=stub)
-    site = make_site(proxy, clock)
+    _, _, site = make_parts(build_config({}, settings), clock, stub)
     transport = StringTransport()
     protocol = site.buildProtocol(None)
     protocol.makeConnection(transport)

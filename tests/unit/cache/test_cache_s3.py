@@ -49,8 +49,8 @@ from dockerproxy.cache.s3 import (
 from dockerproxy.config import ConfigError, S3Config, build_config
 from dockerproxy.digests import of
 from dockerproxy.digests import parse as parse_digest
-from dockerproxy.tap import make_proxy, make_site
 from tests.unit.fakes import scratch_dir
+from tests.unit.proxysite import make_parts
 
 # The examples of AWS's "Signature Version 4 (AWS SigV4)" S3 documentation.
 AWS_KEY = Credentials("AKIAIOSFODNN7EXAMPLE", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY")
@@ -457,8 +457,7 @@ class MirrorTests(SynchronousTestCase):
         table = {"endpoint": f"http://{S3_HOST}", "bucket": "cache", "prefix": "team",
                  "access_key_id": KEY_ID, "secret_access_key": SECRET, **s3}
         config = build_config({"cache": {"dir": str(scratch_dir(self)), "s3": table}}, {})
-        self.proxy, _ = make_proxy(config, self.clock, http=self.stub)
-        self.site = make_site(self.proxy, self.clock)
+        self.proxy, self.mirror, self.site = make_parts(config, self.clock, self.stub)
 
     def get(self, headers: tuple[tuple[str, str], ...] = ()) -> tuple[int, Headers, bytes, Any]:
         transport = StringTransport()
@@ -549,7 +548,7 @@ class MirrorTests(SynchronousTestCase):
             async def upload(self, *args: Any, **kwargs: Any) -> bool:
                 raise OSError("no route to host")
 
-        self.proxy.mirror.s3 = Broken()
+        self.mirror.s3 = Broken()
         status, _, body, _ = self.get()
         self.assertEqual((status, body), (200, BLOB))
         self.assertIn("no route to host", self.warnings())
