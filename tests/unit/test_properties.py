@@ -19,7 +19,7 @@ from dockerproxy.auth import Scope, format_bearer, parse_www_authenticate
 from dockerproxy.config import build_config
 from dockerproxy.digests import ALGORITHMS, parse
 from dockerproxy.edge import read_client_request
-from dockerproxy.mirror import parse_range
+from dockerproxy.mirror.responses import parse_range
 from tests.unit.proxysite import FakeUpstream, make_parts, parse_response
 
 EXAMPLES = settings(max_examples=300, deadline=None,

@@ -13,7 +13,6 @@ upstream as usual, and the upstream decides.
 
 from __future__ import annotations
 
-import re
 from typing import TYPE_CHECKING
 
 from twisted.internet.defer import ensureDeferred
@@ -21,24 +20,18 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IResponse
-from twisted.web.server import Request
 
 from dockerproxy import digests, errors
 from dockerproxy.access import AccessCache
 from dockerproxy.bypass import UpstreamFallback, drop, relay_uncached
 from dockerproxy.cache.blobs import BlobCache, TooLarge
+from dockerproxy.cache.manifests import CachedManifest, ManifestStore, TagEntry
 from dockerproxy.cache.store import STATS_KEY, FilesystemStore
 from dockerproxy.coalesce import Coalescer
 from dockerproxy.digests import Digest
 from dockerproxy.edge import client_request
 from dockerproxy.exchange import Proxy, fetch_for_client, relay_response
-from dockerproxy.manifests import (
-    CachedManifest,
-    ManifestStore,
-    TagEntry,
-    acceptable,
-    accepted_types,
-)
+from dockerproxy.mirror.responses import redirect_blob, send_blob, send_manifest
 from dockerproxy.names import RepoKey
 from dockerproxy.pull import Pull
 from dockerproxy.relay import discard
@@ -53,48 +46,19 @@ log = Logger()
 # The distribution spec lets registries refuse manifests over 4 MiB.
 MAX_MANIFEST = 4 * 1024 * 1024
 FILL_DROPS = (b"range", b"if-range", b"if-none-match", b"if-modified-since")
-STALE_WARNING = b'110 dockerproxy "Response is Stale"'
-_RANGE_RE = re.compile(r"bytes=(\d*)-(\d*)")
 
 
-def etag_matches(if_none_match: bytes | None, digest: Digest) -> bool:
-    """Whether a client's If-None-Match names this manifest (quoted or not, or C{*})."""
-    if not if_none_match:
-        return False
-    tags = {t.strip().removeprefix(b"W/").strip(b'"') for t in if_none_match.split(b",")}
-    return b"*" in tags or str(digest).encode() in tags
+def accepted_types(merged: bytes | None) -> frozenset[str]:
+    """The media types of a (merged) Accept value, parameters (q=) dropped."""
+    if merged is None:
+        return frozenset()
+    return frozenset(v.split(b";")[0].strip().decode("latin-1").lower()
+                     for v in merged.split(b","))
 
 
-def parse_range(value: bytes | None, size: int | None) -> tuple[int, int | None] | None:
-    """One C{bytes=} range as (first, last inclusive or None); None serves the whole body.
-
-    As RFC 9110 says, a Range the proxy cannot use (malformed, several ranges, or a last
-    byte before the first) is ignored; one that starts past the end is left for the
-    sender to answer 416.
-    """
-    if not value:
-        return None
-    match = _RANGE_RE.fullmatch(value.decode("latin-1").strip())
-    if match is None:
-        return None
-    first, last = match.groups()
-    if first:
-        if last and int(last) < int(first):
-            return None
-        return int(first), int(last) if last else None
-    if last and size is not None:
-        count = int(last)
-        return max(size - count, 0), None
-    return None
-
-
-def blob_headers(digest: Digest) -> list[tuple[bytes, bytes]]:
-    """What a blob answered from the cache says about itself, besides its length."""
-    return [(b"content-type", b"application/octet-stream"),
-            (b"docker-content-digest", str(digest).encode()),
-            (b"docker-distribution-api-version", b"registry/2.0"),
-            (b"accept-ranges", b"bytes"),
-            (b"etag", f'"{digest}"'.encode())]
+def acceptable(media_type: str, accept: frozenset[str]) -> bool:
+    """A client that names no types gets nothing from the cache: the upstream decides."""
+    return media_type.lower() in accept or "*/*" in accept
 
 
 class Mirror:
@@ -153,7 +117,7 @@ class Mirror:
         if self._have_blob(digest):
             if not await self._readable(pull, digest):
                 return
-            if await self._send_blob(request, digest, "hit", fallback):
+            if await send_blob(request, self.blobs, digest, "hit", fallback):
                 return
             log.info("blob cache: {digest} is gone (removed beside the proxy, or evicted); "
                      "a miss", digest=digest)
@@ -208,7 +172,7 @@ class Mirror:
                 await fallback.whole()
                 return
             raise errors.bad_gateway(pull.upstream.url, f"blob {digest} failed verification")
-        if not await self._send_blob(request, digest, "miss", fallback):
+        if not await send_blob(request, self.blobs, digest, "miss", fallback):
             raise errors.bad_gateway(pull.upstream.url, f"blob {digest} vanished from the cache")
 
     async def _readable(self, pull: Pull, digest: Digest) -> bool:
@@ -249,7 +213,7 @@ class Mirror:
         if not await self._readable(pull, digest):
             return True
         if self.s3.config.redirect and not self._have_blob(digest):
-            self._redirect_to_s3(pull.request, digest)
+            redirect_blob(pull.request, digest, self.s3.presigned_get(digest))
             return True
         if not self._have_blob(digest):
             try:
@@ -270,18 +234,7 @@ class Mirror:
                 fill.done.addCallback(self._s3_fill_ended, fill)
                 if not self._have_blob(digest):
                     return False  # a small body failed verification within start_fill
-        return await self._send_blob(pull.request, digest, "s3", self._fallback(pull))
-
-    def _redirect_to_s3(self, request: Request, digest: Digest) -> None:
-        """A 307 to a presigned URL: the client fetches the bytes from S3 itself."""
-        assert self.s3 is not None
-        request.cache = "s3-redirect"  # type: ignore[attr-defined]
-        request.setResponseCode(307)
-        request.setHeader(b"location", self.s3.presigned_get(digest).encode("ascii"))
-        request.setHeader(b"docker-content-digest", str(digest).encode())
-        request.setHeader(b"docker-distribution-api-version", b"registry/2.0")
-        request.setHeader(b"content-length", b"0")
-        request.finish()
+        return await send_blob(pull.request, self.blobs, digest, "s3", self._fallback(pull))
 
     def _s3_fill_ended(self, ok: bool, fill: Fill) -> bool:
         digest = fill.digest
@@ -324,37 +277,6 @@ class Mirror:
         """Committed or being filled; unlike C{lookup}, counts no hit or miss."""
         return digest in self.blobs or self.blobs.fill_for(digest) is not None
 
-    async def _send_blob(self, request: Request, digest: Digest, status: str,
-                         fallback: UpstreamFallback) -> bool:
-        """Serve the blob committed or being filled; C{False}, with nothing sent, when it is
-        not there after all (its file was removed beside the proxy, or it was evicted
-        while an access check was on its way): the caller's miss. If the fill it follows
-        is abandoned, C{fallback} takes over."""
-        cached = self.blobs.get(digest)
-        fill = self.blobs.fill_for(digest)
-        size = cached.size if cached is not None else (fill.length if fill else None)
-        byte_range = parse_range(client_request(request).range, size)
-        request.cache = status  # type: ignore[attr-defined]
-        request.setResponseCode(200)
-        headers = blob_headers(digest)
-        for name, value in headers:
-            request.setHeader(name, value)
-        try:
-            done = self.blobs.serve(request, digest, byte_range, fallback)
-        except KeyError:
-            request.cache = None  # type: ignore[attr-defined]
-            for name, _ in headers:
-                request.responseHeaders.removeHeader(name)
-            return False
-        # One hit or miss per request, whatever happened before: a fill from this very
-        # request may already be committed (a small blob), and it is still a miss.
-        if status == "hit":
-            self.blobs.lookup(digest)
-        else:
-            self.blobs.misses += 1
-        await done
-        return True
-
     # -------------------------------------------------------------- manifests
 
     async def manifest(self, pull: Pull, reference: str) -> None:
@@ -371,13 +293,15 @@ class Mirror:
             usable = (cached is not None and acceptable(cached.media_type, accept)
                       and self.access.is_linked(repo, str(digest)))
         else:
-            entry = self.manifests.tag(repo, reference, accept)
+            entry = max((e for e in self.manifests.tag_entries(repo, reference)
+                         if acceptable(e.media_type, accept)),
+                        key=lambda e: e.checked, default=None)
             cached = self.manifests.get(entry.digest) if entry is not None else None
             usable = cached is not None
         if cached is not None and usable and self.access.may_read(authorization, repo):
             age = 0.0 if entry is None else self.clock.seconds() - entry.checked
             if age < self.tag_ttl:
-                self._send_manifest(request, cached, "hit")
+                send_manifest(request, cached, "hit")
                 return
             if await self._revalidated(pull, reference, cached, age):
                 return
@@ -408,7 +332,7 @@ class Mirror:
         if ":" not in reference:
             self.manifests.set_tag(pull.repo, reference, TagEntry(
                 cached.digest, cached.media_type, self.clock.seconds()))
-        self._send_manifest(pull.request, cached, "revalidated")
+        send_manifest(pull.request, cached, "revalidated")
         return True
 
     async def _revalidated(self, pull: Pull, tag: str, cached: CachedManifest,
@@ -426,7 +350,7 @@ class Mirror:
         if code == 200 and digest.decode("latin-1") == str(cached.digest):
             self.manifests.set_tag(pull.repo, tag, TagEntry(cached.digest, cached.media_type,
                                                             self.clock.seconds()))
-            self._send_manifest(pull.request, cached, "revalidated")
+            send_manifest(pull.request, cached, "revalidated")
             return True
         if code == 429 or code >= 500:
             return self._serve_stale(pull, tag, cached, age, f"upstream answered {code}")
@@ -438,8 +362,7 @@ class Mirror:
             return False
         log.warn("serving {repository}:{tag} from cache, {age:.0f}s old: {why}",
                  repository="/".join(pull.repo), tag=tag, age=age, why=why)
-        pull.request.setHeader(b"warning", STALE_WARNING)
-        self._send_manifest(pull.request, cached, "stale")
+        send_manifest(pull.request, cached, "stale")
         return True
 
     async def _manifest_from_upstream(self, pull: Pull, reference: str) -> None:
@@ -467,7 +390,7 @@ class Mirror:
             self.manifests.set_tag(repo, reference, TagEntry(
                 digest, manifest.media_type, self.clock.seconds()))
         self.access.note_served(pull.authorization, repo, str(digest))
-        self._send_manifest(request, manifest, "miss")
+        send_manifest(request, manifest, "miss")
 
     def _remember_head(self, repo: RepoKey, reference: str, headers: Headers) -> None:
         """A HEAD by tag names its digest: containerd's next pull of the tag needs no upstream."""
@@ -477,22 +400,6 @@ class Mirror:
         if ":" not in reference and digest is not None and media_type:
             self.manifests.set_tag(repo, reference, TagEntry(
                 digest, media_type.split(";")[0].strip(), self.clock.seconds()))
-
-    def _send_manifest(self, request: Request, manifest: CachedManifest, status: str) -> None:
-        request.cache = status  # type: ignore[attr-defined]
-        request.setHeader(b"content-type", manifest.media_type.encode("latin-1"))
-        request.setHeader(b"docker-content-digest", str(manifest.digest).encode())
-        request.setHeader(b"docker-distribution-api-version", b"registry/2.0")
-        request.setHeader(b"etag", f'"{manifest.digest}"'.encode())
-        if etag_matches(client_request(request).if_none_match, manifest.digest):
-            request.setResponseCode(304)
-            request.finish()
-            return
-        request.setResponseCode(200)
-        request.setHeader(b"content-length", b"%d" % len(manifest.data))
-        if request.method != b"HEAD":
-            request.write(manifest.data)
-        request.finish()
 
     def _note_refusal(self, code: int, pull: Pull) -> None:
         if code in (401, 403):

@@ -1,8 +1,10 @@
-"""Cached manifests and tags, and what a client's Accept allows.
+"""The local manifest and tag store: small documents in the cache store's meta area.
 
 Manifests are kept as their exact bytes (their digest is over them) with their
-media type; a tag maps to one manifest digest per media type, with the time it
-was last confirmed upstream. Both live as small documents in the cache store.
+media type, under C{meta/manifests/<alg>/<hex>}; a tag maps to one manifest
+digest per media type, with the time it was last confirmed upstream, under
+C{meta/tags/<sha256 of upstream, repository and tag>}. Which entry a client gets
+(its Accept) and when one is stale is the mirror's business.
 """
 
 from __future__ import annotations
@@ -54,21 +56,17 @@ class ManifestStore:
             "media_type": manifest.media_type,
             "data": base64.b64encode(manifest.data).decode("ascii")})
 
-    def tag(self, repo: RepoKey, tag: str, accept: frozenset[str]) -> TagEntry | None:
-        """The most recently checked entry for C{tag} whose media type the client accepts."""
-        usable = [e for e in self._tag_entries(repo, tag) if acceptable(e.media_type, accept)]
-        return max(usable, key=lambda e: e.checked, default=None)
-
     def set_tag(self, repo: RepoKey, tag: str, entry: TagEntry) -> None:
         """One entry per media type: an index and a single manifest may share a tag."""
-        entries = [e for e in self._tag_entries(repo, tag) if e.media_type != entry.media_type]
+        entries = [e for e in self.tag_entries(repo, tag) if e.media_type != entry.media_type]
         entries.append(entry)
         self.store.write_meta(_tag_key(repo, tag), {
             "upstream": repo[0], "repository": repo[1], "tag": tag,
             "entries": [{"digest": str(e.digest), "media_type": e.media_type,
                          "checked": e.checked} for e in entries]})
 
-    def _tag_entries(self, repo: RepoKey, tag: str) -> list[TagEntry]:
+    def tag_entries(self, repo: RepoKey, tag: str) -> list[TagEntry]:
+        """C{tag}'s entries, one per media type (readable ones: a damaged one is skipped)."""
         document = self.store.read_meta(_tag_key(repo, tag))
         if not isinstance(document, dict):
             return []
@@ -87,15 +85,3 @@ class ManifestStore:
 def _tag_key(repo: RepoKey, tag: str) -> str:
     return "tags/" + hashlib.sha256("\0".join((*repo, tag)).encode()).hexdigest()
 
-
-def accepted_types(merged: bytes | None) -> frozenset[str]:
-    """The media types of a (merged) Accept value, parameters (q=) dropped."""
-    if merged is None:
-        return frozenset()
-    return frozenset(v.split(b";")[0].strip().decode("latin-1").lower()
-                     for v in merged.split(b","))
-
-
-def acceptable(media_type: str, accept: frozenset[str]) -> bool:
-    """A client that names no types gets nothing from the cache: the upstream decides."""
-    return media_type.lower() in accept or "*/*" in accept
