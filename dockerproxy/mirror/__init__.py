@@ -15,37 +15,33 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from twisted.internet.defer import ensureDeferred
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 from twisted.web.http_headers import Headers
-from twisted.web.iweb import IResponse
 
 from dockerproxy import digests, errors
 from dockerproxy.access import AccessCache
-from dockerproxy.bypass import UpstreamFallback, drop, relay_uncached
-from dockerproxy.cache.blobs import BlobCache, TooLarge
+from dockerproxy.cache.blobs import BlobCache
 from dockerproxy.cache.manifests import CachedManifest, ManifestStore, TagEntry
 from dockerproxy.cache.store import STATS_KEY, FilesystemStore
-from dockerproxy.coalesce import Coalescer
-from dockerproxy.digests import Digest
 from dockerproxy.edge import client_request
-from dockerproxy.exchange import Proxy, fetch_for_client, relay_response
-from dockerproxy.mirror.responses import redirect_blob, send_blob, send_manifest
+from dockerproxy.exchange import Proxy
+from dockerproxy.mirror.blobs import BlobProxy
+from dockerproxy.mirror.remote import CONDITIONS as FILL_DROPS
+from dockerproxy.mirror.remote import Remote
+from dockerproxy.mirror.responses import send_manifest
+from dockerproxy.mirror.s3 import S3Blobs
 from dockerproxy.names import RepoKey
 from dockerproxy.pull import Pull
 from dockerproxy.relay import discard
 from dockerproxy.upstream import Fetched
 
 if TYPE_CHECKING:
-    from dockerproxy.cache.blobs import Fill
     from dockerproxy.cache.s3 import S3BlobStore
 
 log = Logger()
 
 # The distribution spec lets registries refuse manifests over 4 MiB.
 MAX_MANIFEST = 4 * 1024 * 1024
-FILL_DROPS = (b"range", b"if-range", b"if-none-match", b"if-modified-since")
 
 
 def accepted_types(merged: bytes | None) -> frozenset[str]:
@@ -64,218 +60,44 @@ def acceptable(media_type: str, accept: frozenset[str]) -> bool:
 class Mirror:
     """Serves manifests and blobs from the cache when allowed, filling it on misses.
 
-    C{exchange} is the upstream side: every miss and every check goes through it.
+    C{exchange} is the upstream side: every miss and every check goes through it;
+    C{s3} adds the blob tier shared with other instances.
     """
 
     def __init__(self, blobs: BlobCache, store: FilesystemStore, access: AccessCache,
                  exchange: Proxy, tag_ttl: float, stale_max_age: float,
                  s3: S3BlobStore | None = None) -> None:
         self.blobs = blobs
-        self.exchange = exchange
-        # The tier shared with other instances (blobs only), and its bookkeeping:
-        # digests being uploaded, and those whose S3 copy failed a fill.
-        self.s3 = s3
-        self._uploads: set[Digest] = set()
-        self._s3_suspect: set[Digest] = set()
         self.store = store
-        self.manifests = ManifestStore(store)
         self.access = access
+        self.exchange = exchange
+        self.remote = Remote(exchange, access)
         # A blob that leaves the cache takes its content links with it.
         blobs.on_removed = lambda digest: access.forget_content(str(digest))
+        self.s3 = None if s3 is None else S3Blobs(s3, blobs, store, self.remote,
+                                                  redirect=s3.config.redirect)
+        self.blob_proxy = BlobProxy(blobs, self.remote,
+                                    tiers=() if self.s3 is None else (self.s3,),
+                                    after_fill=None if self.s3 is None else self.s3.upload)
+        self.manifests = ManifestStore(store)
         self.clock = exchange.clock
         self.tag_ttl = tag_ttl
         self.stale_max_age = stale_max_age
-        # Blob GETs on their way upstream, and the clients waiting for their answers.
-        self._fetching = Coalescer()
 
     async def serve(self, pull: Pull) -> None:
         if pull.kind == "blobs" and pull.digest is not None:
-            await self.blob(pull, pull.digest)
+            await self.blob_proxy.serve(pull, pull.digest)
         elif pull.kind == "manifests" and pull.reference is not None:
             await self.manifest(pull, pull.reference)
         else:
-            await self._relay(pull, await self._fetch(pull))
+            await self.remote.relay_fresh(pull)
 
     async def _fetch(self, pull: Pull, method: bytes | None = None,
                      drop: tuple[bytes, ...] = ()) -> Fetched:
-        return await fetch_for_client(self.exchange, pull.request, pull.upstream, pull.url,
-                                      method=method, drop=drop)
+        return await self.remote.fetch(pull, method, drop)
 
     async def _relay(self, pull: Pull, fetched: Fetched) -> None:
-        await relay_response(self.exchange, pull.request, pull.upstream, fetched, pull.scope,
-                             pull.ns)
-
-    def _fallback(self, pull: Pull) -> UpstreamFallback:
-        """Where a client's answer goes on if the fill it follows is abandoned."""
-        return UpstreamFallback(self.exchange, pull, self.blobs.max_blob_size)
-
-    # ------------------------------------------------------------------ blobs
-
-    async def blob(self, pull: Pull, digest: Digest) -> None:
-        request = pull.request
-        fallback = self._fallback(pull)
-        if self._have_blob(digest):
-            if not await self._readable(pull, digest):
-                return
-            if await send_blob(request, self.blobs, digest, "hit", fallback):
-                return
-            log.info("blob cache: {digest} is gone (removed beside the proxy, or evicted); "
-                     "a miss", digest=digest)
-        if request.method == b"HEAD":
-            fetched = await self._fetch(pull)
-            if fetched.response.code == 200:
-                self.access.note_served(pull.authorization, pull.repo, str(digest))
-            await self._relay(pull, fetched)
-            return
-        if self.s3 is not None and await self._from_s3(pull, digest):
-            return
-        if digest in self._fetching:
-            # Another client's GET of this blob is on its way: wait for its answer (its
-            # upstream failure is ours too), then look again (its fill serves us too).
-            await self._fetching.follow(digest)
-            await self.blob(pull, digest)
-            return
-        stray: IResponse | None = None
-        too_large: TooLarge | None = None
-        fill: Fill | None = None
-        with self._fetching.lead(digest):
-            fetched = await self._fetch(pull, drop=FILL_DROPS)
-            if fetched.response.code == 200:
-                self.access.note_served(pull.authorization, pull.repo, str(digest))
-                if self._have_blob(digest):
-                    stray = fetched.response  # another client's fill got there first
-                else:
-                    idle = self.exchange.client(pull.upstream).timeouts.idle
-                    try:
-                        fill = self.blobs.start_fill(digest, fetched.response,
-                                                     idle_timeout=idle)
-                    except TooLarge as e:
-                        too_large = e
-                    else:
-                        if self.s3 is not None:
-                            fill.done.addCallback(self._upload_to_s3, fill)
-        if fetched.response.code != 200:
-            self._note_refusal(fetched.response.code, pull)
-            await self._relay(pull, fetched)
-            return
-        if too_large is not None:
-            log.info("blob cache: relaying, not caching: {why}", why=too_large)
-            self.blobs.misses += 1
-            await relay_uncached(self.exchange, pull, fetched)
-            return
-        if stray is not None:
-            await discard(stray)
-        if not self._have_blob(digest):
-            # A small body can end within start_fill: failed verification, or not kept for
-            # the cache's own reasons (the disk), when the client gets a fresh answer.
-            if fill is not None and (fill.abandoned or fill.failure is None):
-                await fallback.whole()
-                return
-            raise errors.bad_gateway(pull.upstream.url, f"blob {digest} failed verification")
-        if not await send_blob(request, self.blobs, digest, "miss", fallback):
-            raise errors.bad_gateway(pull.upstream.url, f"blob {digest} vanished from the cache")
-
-    async def _readable(self, pull: Pull, digest: Digest) -> bool:
-        """Whether the client may get cached blob C{digest}; if not, the refusal was sent."""
-        repo, authorization = pull.repo, pull.authorization
-        if self.access.is_linked(repo, str(digest)) and self.access.may_read(authorization,
-                                                                             repo):
-            return True
-        # Cached, but not yet known to be readable here: a HEAD asks the upstream.
-        check = await self._fetch(pull, method=b"HEAD", drop=FILL_DROPS)
-        if check.response.code == 200:
-            await discard(check.response)
-            self.access.note_served(authorization, repo, str(digest))
-            return True
-        self._note_refusal(check.response.code, pull)
-        await self._relay(pull, check)
-        return False
-
-    async def _from_s3(self, pull: Pull, digest: Digest) -> bool:
-        """Answer a blob GET from the shared S3 tier; False (go upstream) when it cannot.
-
-        The blob fills the local cache from S3 as it would from the upstream, so its
-        digest is verified before the client's last byte, ranges are served locally
-        and the next request is a local hit. Any S3 failure is logged and left to
-        the upstream; access is checked as for a local hit.
-        """
-        assert self.s3 is not None
-        if digest in self._s3_suspect:
-            return False
-        try:
-            size = await self.s3.head(digest)
-        except Exception as e:
-            log.warn("S3 cache: cannot look up {digest}, asking the upstream: {error}",
-                     digest=digest, error=e)
-            return False
-        if size is None or not self.blobs.fits(size):
-            return False
-        if not await self._readable(pull, digest):
-            return True
-        if self.s3.config.redirect and not self._have_blob(digest):
-            redirect_blob(pull.request, digest, self.s3.presigned_get(digest))
-            return True
-        if not self._have_blob(digest):
-            try:
-                response = await self.s3.get(digest)
-            except Exception as e:
-                log.warn("S3 cache: cannot get {digest}, asking the upstream: {error}",
-                         digest=digest, error=e)
-                return False
-            if self._have_blob(digest):
-                await discard(response)  # another client's fill got there first
-            else:
-                try:
-                    fill = self.blobs.start_fill(digest, response,
-                                                 idle_timeout=self.s3.idle_timeout)
-                except TooLarge:  # other fills took the room since the check above
-                    await drop(response)
-                    return False
-                fill.done.addCallback(self._s3_fill_ended, fill)
-                if not self._have_blob(digest):
-                    return False  # a small body failed verification within start_fill
-        return await send_blob(pull.request, self.blobs, digest, "s3", self._fallback(pull))
-
-    def _s3_fill_ended(self, ok: bool, fill: Fill) -> bool:
-        digest = fill.digest
-        if not ok and not fill.abandoned:
-            # Damaged in S3, or S3 broke off: the upstream serves it next, and replaces it.
-            self._s3_suspect.add(digest)
-            log.warn("S3 cache: filling {digest} from S3 failed; it comes from the upstream "
-                     "from now on", digest=digest)
-        return ok
-
-    def _upload_to_s3(self, ok: bool, fill: Fill) -> bool:
-        """Once an upstream fill is committed, copy the blob to S3 in the background."""
-        digest = fill.digest
-        if not ok or self.s3 is None or digest in self._uploads:
-            return ok
-        if not fill.committed:
-            log.info("S3 cache: {digest} was not kept in the local cache, not uploaded",
-                     digest=digest)
-            return ok
-        # Runs up to its first wait now, so it opens the committed file before any eviction.
-        upload = ensureDeferred(self.s3.upload(digest, self.store.blob_path(digest),
-                                               fill.written, replace=digest in self._s3_suspect))
-        self._uploads.add(digest)
-
-        def uploaded(done: bool) -> None:
-            self._s3_suspect.discard(digest)
-            if done:
-                log.info("S3 cache: uploaded {digest} ({size} bytes)", digest=digest,
-                         size=fill.written)
-
-        def failed(failure: Failure) -> None:
-            log.warn("S3 cache: cannot upload {digest}: {error}", digest=digest,
-                     error=failure.value)
-
-        upload.addCallbacks(uploaded, failed)
-        upload.addBoth(lambda _: self._uploads.discard(digest))
-        return ok
-
-    def _have_blob(self, digest: Digest) -> bool:
-        """Committed or being filled; unlike C{lookup}, counts no hit or miss."""
-        return digest in self.blobs or self.blobs.fill_for(digest) is not None
+        await self.remote.relay(pull, fetched)
 
     # -------------------------------------------------------------- manifests
 
@@ -402,8 +224,7 @@ class Mirror:
                 digest, media_type.split(";")[0].strip(), self.clock.seconds()))
 
     def _note_refusal(self, code: int, pull: Pull) -> None:
-        if code in (401, 403):
-            self.access.note_refused(pull.authorization, pull.repo)
+        self.remote.answered(pull, code)
 
     def save_stats(self) -> None:
         self.store.write_meta(STATS_KEY, self.blobs.stats())

@@ -53,8 +53,9 @@ def packages_of(module: str) -> list[str]:
     return [".".join(parts[:n]) for n in range(1, len(parts))]
 
 
-def imported(module: str, nodes: Iterable[ast.AST]) -> set[str]:
-    """The dockerproxy modules the import statements among C{nodes} load."""
+def imported(module: str, nodes: Iterable[ast.AST], parents: bool = True) -> set[str]:
+    """The dockerproxy modules the import statements among C{nodes} load (with C{parents},
+    the packages that run first too)."""
     found: set[str] = set()
     package = module if MODULES[module].name == "__init__.py" else module.rpartition(".")[0]
     for node in nodes:
@@ -70,7 +71,8 @@ def imported(module: str, nodes: Iterable[ast.AST]) -> set[str]:
         for name in names:
             if name in MODULES:
                 found.add(name)
-                found.update(p for p in packages_of(name) if p in MODULES)
+                if parents:
+                    found.update(p for p in packages_of(name) if p in MODULES)
     found.discard(module)
     return found
 
@@ -80,8 +82,9 @@ def all_imports(module: str) -> set[str]:
 
 
 def load_time_imports(module: str) -> set[str]:
-    """What importing C{module} runs: module-level imports, not those in functions or
-    under C{if TYPE_CHECKING:}."""
+    """What importing C{module} needs first: module-level imports, not those in functions or
+    under C{if TYPE_CHECKING:}; a package's own C{__init__} has started before any of its
+    modules loads, so that is no cycle."""
     nodes: list[ast.AST] = []
     pending = list(ast.parse(MODULES[module].read_text()).body)
     while pending:
@@ -92,7 +95,7 @@ def load_time_imports(module: str) -> set[str]:
             pending.extend(ast.iter_child_nodes(node))
         elif isinstance(node, ast.Import | ast.ImportFrom):
             nodes.append(node)
-    return imported(module, nodes)
+    return imported(module, nodes, parents=False)
 
 
 GRAPH = {module: all_imports(module) for module in MODULES}

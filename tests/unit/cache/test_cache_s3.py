@@ -548,7 +548,7 @@ class MirrorTests(SynchronousTestCase):
             async def upload(self, *args: Any, **kwargs: Any) -> bool:
                 raise OSError("no route to host")
 
-        self.mirror.s3 = Broken()
+        self.mirror.s3.bucket = Broken()
         status, _, body, _ = self.get()
         self.assertEqual((status, body), (200, BLOB))
         self.assertIn("no route to host", self.warnings())

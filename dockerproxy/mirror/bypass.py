@@ -35,6 +35,7 @@ from twisted.web.server import Request
 from dockerproxy import errors
 from dockerproxy.edge import client_request
 from dockerproxy.exchange import Proxy, fetch_for_client, relay_response
+from dockerproxy.mirror.remote import CONDITIONS
 from dockerproxy.pull import Pull
 from dockerproxy.relay import Discard, abort_client, relay_body
 from dockerproxy.upstream import Fetched
@@ -43,8 +44,6 @@ log = Logger()
 
 # The access log's cache= status of a blob relayed instead of cached.
 UNCACHED = "uncached"
-# The client's conditions, which the proxy's own Range replaces.
-CONDITIONS = (b"range", b"if-range", b"if-none-match", b"if-modified-since")
 # What the mirror says about a blob it serves from the cache, taken back for a fresh answer.
 CACHE_HEADERS = (b"content-type", b"content-length", b"content-range", b"accept-ranges",
                  b"docker-content-digest", b"etag")
