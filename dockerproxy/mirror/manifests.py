@@ -1,5 +1,11 @@
 """Manifests by digest through the mirror: immutable bytes, verified, kept for good.
 
+Registries return a manifest by digest whatever the client's Accept says (its
+bytes are what the digest names, so there is no other form to send), and so does
+the cache: an OCI-only client pulling a Docker image by digest gets the cached
+bytes, as it would from the upstream. Tags, which do honour Accept, are
+L{dockerproxy.mirror.tags}'.
+
 A manifest fetched from the upstream is checked against its digest (the one
 asked for, or sha256 for a tag) before it is kept or sent. A cached one is
 served to a client allowed to read its repository; for anyone else a HEAD
@@ -19,7 +25,6 @@ from twisted.web.http_headers import Headers
 from dockerproxy import digests, errors
 from dockerproxy.cache.manifests import CachedManifest, ManifestStore
 from dockerproxy.digests import Digest
-from dockerproxy.edge import client_request
 from dockerproxy.mirror.remote import CONDITIONS, Remote
 from dockerproxy.mirror.responses import HIT, MISS, REVALIDATED, send_manifest
 from dockerproxy.pull import Pull
@@ -37,19 +42,6 @@ class Check(Enum):
     UNKNOWN = "unknown"  # anything else: a GET decides
 
 
-def accepted_types(merged: bytes | None) -> frozenset[str]:
-    """The media types of a (merged) Accept value, parameters (q=) dropped."""
-    if merged is None:
-        return frozenset()
-    return frozenset(v.split(b";")[0].strip().decode("latin-1").lower()
-                     for v in merged.split(b","))
-
-
-def acceptable(media_type: str, accept: frozenset[str]) -> bool:
-    """A client that names no types gets nothing from the cache: the upstream decides."""
-    return media_type.lower() in accept or "*/*" in accept
-
-
 def named_digest(headers: Headers) -> str:
     """The C{Docker-Content-Digest} an upstream answer names, or empty."""
     return (headers.getRawHeaders(b"docker-content-digest") or [b""])[0].decode("latin-1")
@@ -64,9 +56,7 @@ class ManifestProxy:
 
     async def serve(self, pull: Pull, digest: Digest) -> None:
         cached = self.store.get(digest)
-        accept = accepted_types(client_request(pull.request).accept)
-        if (cached is not None and acceptable(cached.media_type, accept)
-                and self.remote.access.is_linked(pull.repo, str(digest))):
+        if cached is not None and self.remote.access.is_linked(pull.repo, str(digest)):
             if self.remote.access.may_read(pull.authorization, pull.repo):
                 send_manifest(pull.request, cached, HIT)
                 return

@@ -21,19 +21,26 @@ from dockerproxy import errors
 from dockerproxy.cache.manifests import CachedManifest, ManifestStore, TagEntry
 from dockerproxy.digests import parse_or_none
 from dockerproxy.edge import client_request
-from dockerproxy.mirror.manifests import (
-    Check,
-    ManifestProxy,
-    acceptable,
-    accepted_types,
-    named_digest,
-)
+from dockerproxy.mirror.manifests import Check, ManifestProxy, named_digest
 from dockerproxy.mirror.remote import CONDITIONS, Remote
 from dockerproxy.mirror.responses import HIT, MISS, REVALIDATED, STALE, send_manifest
 from dockerproxy.pull import Pull
 from dockerproxy.relay import discard
 
 log = Logger()
+
+
+def accepted_types(merged: bytes | None) -> frozenset[str]:
+    """The media types of a (merged) Accept value, parameters (q=) dropped."""
+    if merged is None:
+        return frozenset()
+    return frozenset(v.split(b";")[0].strip().decode("latin-1").lower()
+                     for v in merged.split(b","))
+
+
+def acceptable(media_type: str, accept: frozenset[str]) -> bool:
+    """A client that names no types gets nothing from the cache: the upstream decides."""
+    return media_type.lower() in accept or "*/*" in accept
 
 
 class TagProxy:

@@ -14,6 +14,7 @@ from tests.unit.proxysite import HUB_HOST, MANIFEST, ProxyTestCase, make_parts, 
 
 INDEX = "application/vnd.oci.image.index.v1+json"
 SINGLE = "application/vnd.oci.image.manifest.v1+json"
+DOCKER_SINGLE = "application/vnd.docker.distribution.manifest.v2+json"
 DIGEST = "sha256:" + hashlib.sha256(MANIFEST).hexdigest()
 OTHER = b'{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","x":1}'
 OTHER_DIGEST = "sha256:" + hashlib.sha256(OTHER).hexdigest()
@@ -158,6 +159,38 @@ class DigestTests(MirrorTestCase):
         response = self.pull(path=path)
         self.assertEqual((response.status, response.body), (404, unknown))
         self.assertEqual(self.upstream_calls(), [("GET", path)])
+
+
+class AcceptTests(MirrorTestCase):
+    """A manifest by digest is the same bytes whatever the Accept; a tag honours it."""
+
+    def test_a_manifest_by_digest_is_a_hit_whatever_the_clients_accept(self) -> None:
+        """A Docker image pulled by digest by an OCI-only client, as containerd configured
+        for OCI types only sends: the upstream returns it by digest anyway, so the cache
+        must too, rather than missing every time."""
+        manifest = b'{"schemaVersion":2,"mediaType":"' + DOCKER_SINGLE.encode() + b'"}'
+        digest = "sha256:" + hashlib.sha256(manifest).hexdigest()
+        path = f"/v2/library/busybox/manifests/{digest}"
+        self.upstream.on(HUB_HOST, path, reply(200, manifest, content_type=DOCKER_SINGLE,
+                                                docker_content_digest=digest))
+        self.assertEqual(self.pull(path=path, accept=DOCKER_SINGLE).body, manifest)
+        for accept in (f"{SINGLE}, {INDEX}", "", "text/html"):
+            response = self.pull(path=path, accept=accept)
+            self.assertEqual((response.status, response.body), (200, manifest), accept)
+            self.assertEqual(response.header("content-type"), DOCKER_SINGLE)
+            self.assertEqual(response.header("docker-content-digest"), digest)
+            self.assertEqual(self.access[-1]["cache"], "hit", accept)
+        self.assertEqual(self.upstream_calls(), [("GET", path)])
+
+    def test_a_tag_still_honours_accept_when_its_index_is_served_by_digest(self) -> None:
+        self.pull()  # the tag names an index: cached, and its digest linked
+        by_digest = self.pull(path=f"/v2/library/busybox/manifests/{DIGEST}", accept=SINGLE)
+        self.assertEqual((by_digest.status, by_digest.body), (200, MANIFEST))
+        self.assertEqual(by_digest.header("content-type"), INDEX)
+        self.assertEqual(self.access[-1]["cache"], "hit")
+        self.pull(accept=SINGLE)
+        self.assertEqual(self.upstream_calls(), [("GET", TAG_PATH), ("GET", TAG_PATH)],
+                         "the index is never served by tag to a client that does not accept it")
 
 
 class AccessTests(MirrorTestCase):
