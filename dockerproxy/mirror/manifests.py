@@ -3,8 +3,8 @@
 Registries return a manifest by digest whatever the client's Accept says (its
 bytes are what the digest names, so there is no other form to send), and so does
 the cache: an OCI-only client pulling a Docker image by digest gets the cached
-bytes, as it would from the upstream. Tags, which do honour Accept, are
-L{dockerproxy.mirror.tags}'.
+bytes, as it would from the upstream. Tags do honour Accept (see
+L{dockerproxy.mirror.tags}).
 
 A manifest fetched from the upstream is checked against its digest (the one
 asked for, or sha256 for a tag) before it is kept or sent. A cached one is

@@ -541,3 +541,11 @@ def test_bad_max_blob_size_names_its_key(toml: dict[str, Any], cli: dict[str, An
 
 def test_bad_max_blob_size_option(capsys: pytest.CaptureFixture[str]) -> None:
     assert "--max-blob-size" in usage_failure(["--max-blob-size", "lots"], capsys)
+
+
+def test_cache_config_defaults_and_errors() -> None:
+    config = build_config({}, {"cache_dir": "/tmp/x", "cache_max_size": "30MiB"})
+    assert config.cache.directory == "/tmp/x"
+    assert config.cache.max_size == 30 * 1024 * 1024
+    assert build_config({}, {"cache_enabled": False}).cache.directory is None
+    assert build_config({"cache": {"max_size": "2GB"}}, {}).cache.max_size == 2 * 10**9
