@@ -18,8 +18,10 @@ PACKAGE = Path(__file__).resolve().parents[2] / "dockerproxy"
 
 # Modules that know nothing of the rest of the proxy: they import only each other.
 LEAVES = frozenset({
-    "dockerproxy.cachedir", "dockerproxy.digests", "dockerproxy.errors", "dockerproxy.failures",
-    "dockerproxy.presets", "dockerproxy.relay", "dockerproxy.sizes",
+    "dockerproxy.accesslog", "dockerproxy.auth", "dockerproxy.cachedir", "dockerproxy.coalesce",
+    "dockerproxy.digests", "dockerproxy.edge", "dockerproxy.errors", "dockerproxy.failures",
+    "dockerproxy.headers", "dockerproxy.names", "dockerproxy.presets", "dockerproxy.relay",
+    "dockerproxy.sizes", "dockerproxy.taglist",
 })
 # (modules, what they must never reach)
 RULES = [
@@ -30,7 +32,11 @@ RULES = [
                             "dockerproxy.resources", "dockerproxy.tap", "dockerproxy.upstream",
                             "dockerproxy.routing")),
     ("dockerproxy.mirror", ("dockerproxy.resources", "dockerproxy.site", "dockerproxy.tap")),
+    ("dockerproxy.upstream", ("dockerproxy.cache", "dockerproxy.mirror", "dockerproxy.exchange",
+                              "dockerproxy.resources", "dockerproxy.tap")),
     ("dockerproxy.exchange", ("dockerproxy.mirror", "dockerproxy.resources", "dockerproxy.tap")),
+    ("dockerproxy.pull", ("dockerproxy.cache", "dockerproxy.mirror", "dockerproxy.resources",
+                          "dockerproxy.tap")),
     ("dockerproxy.resources", ("dockerproxy.site", "dockerproxy.tap")),
 ]
 
