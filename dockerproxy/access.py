@@ -28,8 +28,8 @@ from typing import Any, Protocol
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
 from dockerproxy.auth import is_anonymous
+from dockerproxy.names import RepoKey
 
-RepoKey = tuple[str, str]  # (upstream name, upstream repository)
 MAX_GRANTS = 10_000
 MAX_ANONYMOUS_TOKENS = 10_000
 

@@ -14,7 +14,7 @@ the sixth of six clients got its 504 after six timeouts.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Hashable, Iterator
 from contextlib import contextmanager
 
 from twisted.internet.defer import Deferred
@@ -29,12 +29,12 @@ class Coalescer:
     """Requests in flight by key, and the clients waiting for each one's answer."""
 
     def __init__(self) -> None:
-        self._waiting: dict[str, list[Deferred[RegistryError | None]]] = {}
+        self._waiting: dict[Hashable, list[Deferred[RegistryError | None]]] = {}
 
     def __contains__(self, key: object) -> bool:
         return key in self._waiting
 
-    async def follow(self, key: str) -> None:
+    async def follow(self, key: Hashable) -> None:
         """Wait for the answer to the request in flight for C{key}.
 
         Raises the leader's upstream failure (a copy: each client's error is its
@@ -47,7 +47,7 @@ class Coalescer:
             raise RegistryError(shared.status, shared.code, shared.message, shared.detail)
 
     @contextmanager
-    def lead(self, key: str) -> Iterator[None]:
+    def lead(self, key: Hashable) -> Iterator[None]:
         """Make the request for C{key} within this block; release the waiters when it ends."""
         waiters: list[Deferred[RegistryError | None]] = []
         self._waiting[key] = waiters

@@ -11,14 +11,13 @@ import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
 from dockerproxy import names
+from dockerproxy.cachedir import default_cache_dir
 from dockerproxy.presets import ALIASES, PRESETS
-
-if TYPE_CHECKING:
-    from dockerproxy.cache.s3 import S3Config
+from dockerproxy.sizes import parse_size
 
 DOCKER_HUB_URL = PRESETS["docker.io"].url
 DOCKER_HUB_HOSTS = frozenset(
@@ -81,6 +80,30 @@ class UpstreamConfig:
         return urlsplit(self.url).hostname in DOCKER_HUB_HOSTS
 
 
+DEFAULT_S3_REGION = "us-east-1"
+# Blobs up to one part go up in a single PUT, larger ones in parts of this size.
+DEFAULT_PART_SIZE = 64 * 1024 * 1024
+# S3's smallest part (all but the last).
+MIN_PART_SIZE = 5 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class S3Config:
+    """Where the blob tier shared with other instances lives (see L{dockerproxy.cache.s3});
+    C{prefix} is empty or ends with C{/}."""
+
+    endpoint: str
+    bucket: str
+    prefix: str = ""
+    region: str = DEFAULT_S3_REGION
+    access_key_id: str = ""
+    secret_access_key: str = field(default="", repr=False)
+    session_token: str | None = field(default=None, repr=False)
+    # Answer hits with a 307 to a presigned URL instead of relaying the bytes.
+    redirect: bool = False
+    part_size: int = DEFAULT_PART_SIZE
+
+
 @dataclass(frozen=True)
 class CacheConfig:
     """The pull-through cache; C{directory} None means caching is off."""
@@ -93,32 +116,12 @@ class CacheConfig:
     s3: S3Config | None = None  # the blob tier shared with other instances
 
 
-def default_cache_dir(environ: Mapping[str, str] = os.environ) -> str:
-    """systemd's CacheDirectory, else the user's cache directory."""
-    systemd = environ.get("CACHE_DIRECTORY")
-    if systemd:
-        return systemd.split(":")[0]
-    base = environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "dockerproxy")
-
-
-_SIZE_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2,
-               "g": 1000**3, "gb": 1000**3, "t": 1000**4, "tb": 1000**4, "kib": 1024,
-               "mib": 1024**2, "gib": 1024**3, "tib": 1024**4}
-
-
 def check_size(key: str, value: Any) -> int:
     """A byte count: 1048576, "512MiB", "20GiB", "1.5TB"."""
-    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-        return value
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", str(value))
-    unit = match and _SIZE_UNITS.get(match.group(2).lower())
-    if not match or unit is None or isinstance(value, bool):
-        raise ConfigError(key, f"must be a size such as 20GiB or 500MB, got {value!r}")
-    size = int(float(match.group(1)) * unit)
-    if size <= 0:
-        raise ConfigError(key, f"must be more than 0 bytes, got {value!r}")
-    return size
+    try:
+        return parse_size(value)
+    except ValueError as e:
+        raise ConfigError(key, str(e)) from None
 
 
 def _cache(toml: Mapping[str, Any], cli: Mapping[str, Any]) -> CacheConfig:
@@ -173,9 +176,6 @@ def _cache_s3(table: Any, cli: Mapping[str, Any],
     (and AWS_SESSION_TOKEN); the region from the file or option, else AWS_REGION or
     AWS_DEFAULT_REGION, else us-east-1.
     """
-    # Imported here: botocore loads only for a proxy that uses S3.
-    from dockerproxy.cache.s3 import DEFAULT_REGION, MIN_PART_SIZE, S3Config
-
     if not isinstance(table, dict):
         raise ConfigError("cache.s3", "must be a table")
     unknown = set(table) - _S3_KEYS
@@ -208,7 +208,7 @@ def _cache_s3(table: Any, cli: Mapping[str, Any],
                                       f"and '-', got {given['prefix'][1]!r}")
     region_key, region = given.get("region", ("AWS_REGION", environ.get("AWS_REGION")
                                               or environ.get("AWS_DEFAULT_REGION")
-                                              or DEFAULT_REGION))
+                                              or DEFAULT_S3_REGION))
     if not isinstance(region, str) or not _REGION_RE.fullmatch(region):
         raise ConfigError(region_key, f"must be a region name such as us-east-1, got {region!r}")
     key_id, secret, token = table.get("access_key_id"), table.get("secret_access_key"), None

@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import json
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import urlencode
 
 from twisted.internet.interfaces import IReactorTime
@@ -42,14 +41,13 @@ MAX_ERROR_BODY = 64 * 1024
 
 @dataclass
 class Proxy:
-    """What every resource needs: routing, the upstream clients, challenges and the clock."""
+    """What every resource and the mirror need to exchange with upstreams: routing, the
+    upstream clients, challenges and the clock."""
 
     router: Router
     clients: UpstreamClients
     challenges: ChallengeCache
     clock: IReactorTime
-    # The pull-through cache (dockerproxy.mirror.Mirror), or None to relay only.
-    mirror: Any = None
     # scheme://host[:port] clients are sent to (--public-url), else each request's own.
     public_url: str | None = None
 

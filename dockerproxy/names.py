@@ -11,7 +11,8 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-from dockerproxy import errors
+from dockerproxy import digests, errors
+from dockerproxy.digests import Digest
 
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 NAME_RE = re.compile(rf"{_COMPONENT}(?:/{_COMPONENT})*")
@@ -19,8 +20,8 @@ TAG_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
 DIGEST_RE = re.compile(r"[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[A-Za-z0-9=_-]+")
 # A registry as clients name it (config keys, containerd's ns): a host name, maybe a port.
 REGISTRY_NAME_RE = re.compile(r"[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:\d{1,5})?")
-_HEX_LENGTHS = {"sha256": 64, "sha512": 128}
 MAX_NAME_LENGTH = 255
+RepoKey = tuple[str, str]  # a repository as cached: (upstream name, repository there)
 
 _ROUTE_RE = re.compile(
     r"/v2/(?P<name>.+?)/(?:"
@@ -35,11 +36,13 @@ Kind = Literal["manifests", "blobs", "tags", "uploads"]
 
 @dataclass(frozen=True)
 class ApiPath:
-    """A parsed C{/v2/<name>/...} path."""
+    """A parsed C{/v2/<name>/...} path; C{digest} is the reference as a digest the proxy
+    can verify (C{None} for tags, tag lists and digests of other algorithms)."""
 
     name: str
     kind: Kind
     reference: str | None = None
+    digest: Digest | None = None
 
 
 def is_valid_name(name: str) -> bool:
@@ -47,14 +50,13 @@ def is_valid_name(name: str) -> bool:
 
 
 def is_valid_digest(digest: str) -> bool:
-    """True for a well-formed digest; sha256 and sha512 must also have the right length."""
+    """True for a well-formed digest; one of a known algorithm (L{digests.ALGORITHMS}) must
+    also be lowercase hex of the right length."""
     if DIGEST_RE.fullmatch(digest) is None:
         return False
-    algorithm, _, encoded = digest.partition(":")
-    length = _HEX_LENGTHS.get(algorithm)
-    if length is None:
+    if digest.partition(":")[0] not in digests.ALGORITHMS:
         return True
-    return len(encoded) == length and re.fullmatch(r"[a-f0-9]+", encoded) is not None
+    return digests.parse_or_none(digest) is not None
 
 
 def is_valid_reference(reference: str) -> bool:
@@ -84,4 +86,4 @@ def parse_api_path(path: str) -> ApiPath:
         # not have: what the OCI conformance suite expects, and never asked upstream.
         raise errors.RegistryError(404, "MANIFEST_UNKNOWN", "no such manifest: not a tag "
                                    "or a digest", {"reference": reference})
-    return ApiPath(name, kind, reference)
+    return ApiPath(name, kind, reference, digests.parse_or_none(reference))

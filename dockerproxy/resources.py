@@ -38,6 +38,8 @@ from dockerproxy.exchange import (
     request_ns,
 )
 from dockerproxy.headers import USER_AGENT, relayed_response_headers
+from dockerproxy.mirror import Mirror
+from dockerproxy.pull import Pull
 from dockerproxy.relay import abort_client, discard
 from dockerproxy.routing import Target
 from dockerproxy.upstream import Fetched
@@ -115,10 +117,10 @@ class PullResource(Resource):
 class RootResource(PullResource):
     """C{/}: the usage page; C{/v2}: the registry API; anything else: a JSON 404."""
 
-    def __init__(self, proxy: Proxy) -> None:
+    def __init__(self, proxy: Proxy, mirror: Mirror | None = None) -> None:
         super().__init__()
         self.proxy = proxy
-        self.putChild(b"v2", V2Resource(proxy))
+        self.putChild(b"v2", V2Resource(proxy, mirror))
 
     def getChild(self, path: bytes, request: Request) -> Resource:
         if path == b"":
@@ -149,13 +151,18 @@ class RootResource(PullResource):
 
 
 class V2Resource(PullResource):
-    """C{/v2/}: the API version check, relayed to the upstream with its challenge rewritten."""
+    """C{/v2/}: the API version check, relayed to the upstream with its challenge rewritten.
 
-    def __init__(self, proxy: Proxy) -> None:
+    With a C{mirror} (the pull-through cache), an upstream that is down gets the
+    proxy's own challenge instead, since the cache may still serve the pull.
+    """
+
+    def __init__(self, proxy: Proxy, mirror: Mirror | None = None) -> None:
         super().__init__()
         self.proxy = proxy
-        self.auth = AuthResource(proxy)
-        self.registry = RegistryResource(proxy)
+        self.mirror = mirror
+        self.auth = AuthResource(proxy, mirror)
+        self.registry = RegistryResource(proxy, mirror)
 
     def getChild(self, path: bytes, request: Request) -> Resource:
         if not request.postpath:
@@ -183,11 +190,11 @@ class V2Resource(PullResource):
             fetched = await fetch_for_client(self.proxy, request, upstream,
                                              f"{upstream.url}/v2/")
         except errors.RegistryError as e:
-            if self.proxy.mirror is None or e.status not in (502, 504):
+            if self.mirror is None or e.status not in (502, 504):
                 raise
             why = e.message
         else:
-            if self.proxy.mirror is None or fetched.response.code < 500:
+            if self.mirror is None or fetched.response.code < 500:
                 await relay_response(self.proxy, request, upstream, fetched, scope=None, ns=ns)
                 return
             await discard(fetched.response)
@@ -213,13 +220,15 @@ def refuse_method(request: Request) -> bytes:
 
 
 class RegistryResource(PullResource):
-    """C{/v2/<name>/manifests|blobs|tags/...}: validated, routed, and relayed."""
+    """C{/v2/<name>/manifests|blobs|tags/...}: validated, routed, and relayed, or served by
+    the C{mirror} (manifests and blobs) when there is one."""
 
     isLeaf = True
 
-    def __init__(self, proxy: Proxy) -> None:
+    def __init__(self, proxy: Proxy, mirror: Mirror | None = None) -> None:
         super().__init__()
         self.proxy = proxy
+        self.mirror = mirror
 
     def render_GET(self, request: Request) -> int:
         return render_async(request, lambda: self.serve(request))
@@ -237,16 +246,16 @@ class RegistryResource(PullResource):
         request.upstream = target.upstream.url  # type: ignore[attr-defined]
         url = f"{target.upstream.url}/v2/{target.repository}/{api.kind}/"
         url += f"{api.reference}" if api.reference else "list" + tags_query(request)
-        scope = f"repository:{api.name}:pull"
-        if self.proxy.mirror is not None and api.reference is not None:
-            await self.proxy.mirror.serve(self.proxy, request, target, api.kind, api.reference,
-                                          url, scope, ns)
+        pull = Pull.routed(request, api, target, url, ns)
+        if self.mirror is not None and pull.reference is not None:
+            await self.mirror.serve(pull)
             return
         fetched = await fetch_for_client(self.proxy, request, target.upstream, url)
         if api.kind == "tags":
             await self.tag_list(request, target, fetched, api.name, ns)
             return
-        await relay_response(self.proxy, request, target.upstream, fetched, scope=scope, ns=ns)
+        await relay_response(self.proxy, request, target.upstream, fetched, scope=pull.scope,
+                             ns=ns)
 
     async def tag_list(self, request: Request, target: Target, fetched: Fetched,
                        client_name: str, ns: str | None) -> None:
@@ -290,9 +299,10 @@ class AuthResource(PullResource):
     isLeaf = True
     methods = (b"GET", b"HEAD", b"POST")
 
-    def __init__(self, proxy: Proxy) -> None:
+    def __init__(self, proxy: Proxy, mirror: Mirror | None = None) -> None:
         super().__init__()
         self.proxy = proxy
+        self.mirror = mirror
 
     def render_GET(self, request: Request) -> int:
         return render_async(request, lambda: self.token(request))
@@ -316,7 +326,7 @@ class AuthResource(PullResource):
         """The upstream's token service is unreachable: with a cache, a client that sent no
         credentials gets the proxy's anonymous token (never forwarded), which reads what the
         cache serves anyone, i.e. public repositories. True when answered so."""
-        if self.proxy.mirror is None or client_request(request).authorization is not None:
+        if self.mirror is None or client_request(request).authorization is not None:
             return False
         log.warn("token: upstream {upstream} unavailable ({why}); anonymous token from the proxy",
                  upstream=upstream.url, why=why)
@@ -370,7 +380,7 @@ class AuthResource(PullResource):
     def note_anonymous_token(self, body: bytes) -> None:
         """A token the upstream issued with no credentials at all: the mirror's access rules
         count its bearer as anonymous (a repository it reads is public)."""
-        if self.proxy.mirror is None:
+        if self.mirror is None:
             return
         try:
             document = json.loads(body)
@@ -380,7 +390,7 @@ class AuthResource(PullResource):
             return
         for token in tokens:
             if isinstance(token, str) and token:
-                self.proxy.mirror.access.note_anonymous_token(token, expires_in)
+                self.mirror.access.note_anonymous_token(token, expires_in)
 
     def token_upstream(self, request: Request,
                        scopes: list[str]) -> tuple[UpstreamConfig, Callable[[str], str]]:

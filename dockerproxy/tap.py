@@ -9,7 +9,7 @@ import os
 import signal
 import sys
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from twisted.application.internet import TimerService
 from twisted.internet.interfaces import IReactorCore, IReactorTime
@@ -47,6 +47,9 @@ from dockerproxy.routing import Router
 from dockerproxy.services import CacheService, OrderedMultiService, S3Service, ThreadPoolService
 from dockerproxy.site import ProxySite
 from dockerproxy.upstream import UpstreamClient, UpstreamClients, make_http_client, make_pool
+
+if TYPE_CHECKING:
+    from dockerproxy.cache.s3 import S3BlobStore
 
 
 class Options(usage.Options):
@@ -282,38 +285,47 @@ def make_proxy(config: Config, reactor: IReactorTime, http: Any = None) -> tuple
         return UpstreamClient(client, reactor, timeouts)
 
     clients = UpstreamClients(client_for)
-    s3 = None
-    if config.cache.s3 is not None and config.cache.directory is not None:
-        from dockerproxy.cache.s3 import S3BlobStore
-
-        # The S3 tier's own client over the same pool, trusting upstream_ca too.
-        s3_http = http if http is not None else make_http_client(
-            reactor, pool, config.timeouts, [config.upstream_ca] if config.upstream_ca else [])
-        s3 = S3BlobStore(s3_http, reactor, config.cache.s3, timeout=config.timeouts.headers,
-                         idle_timeout=config.timeouts.idle)
     proxy = Proxy(Router.from_config(config), clients, ChallengeCache(clients, reactor),
-                  reactor, mirror=make_mirror(config.cache, reactor, s3),
-                  public_url=config.public_url)
+                  reactor, public_url=config.public_url)
     return proxy, pool
 
 
-def make_mirror(cache: CacheConfig, reactor: IReactorTime, s3: Any = None) -> Mirror | None:
+def make_s3(config: Config, reactor: IReactorTime, pool: Any,
+            http: Any = None) -> S3BlobStore | None:
+    """The blob tier shared with other instances, if configured (it needs the local cache).
+
+    Its own client over the same C{pool}, trusting upstream_ca too; C{http} in tests.
+    """
+    if config.cache.s3 is None or config.cache.directory is None:
+        return None
+    # Imported here: botocore loads only for a proxy that uses S3.
+    from dockerproxy.cache.s3 import S3BlobStore
+
+    s3_http = http if http is not None else make_http_client(
+        reactor, pool, config.timeouts, [config.upstream_ca] if config.upstream_ca else [])
+    return S3BlobStore(s3_http, reactor, config.cache.s3, timeout=config.timeouts.headers,
+                       idle_timeout=config.timeouts.idle)
+
+
+def make_mirror(cache: CacheConfig, reactor: IReactorTime, exchange: Proxy,
+                s3: S3BlobStore | None = None) -> Mirror | None:
     """The pull-through cache over C{cache.directory}, not started: a L{CacheService}
     recovers what a crash left behind and loads the records.
 
-    C{s3}, an L{S3BlobStore}, adds the blob tier shared with other instances.
+    Misses go upstream through C{exchange}; C{s3} adds the blob tier shared with
+    other instances.
     """
     if cache.directory is None:
         return None
     store = FilesystemStore(cache.directory)
     blobs = BlobCache(store, reactor, cache.max_size, max_blob_size=cache.max_blob_size)
     access = AccessCache(reactor, records=MetaRecords(store))
-    return Mirror(blobs, store, access, reactor, cache.tag_ttl, cache.stale_max_age, s3=s3)
+    return Mirror(blobs, store, access, exchange, cache.tag_ttl, cache.stale_max_age, s3=s3)
 
 
-def make_site(proxy: Proxy, reactor: IReactorTime,
-              limits: ClientLimits | None = None) -> ProxySite:
-    return ProxySite(RootResource(proxy), reactor, limits)
+def make_site(proxy: Proxy, reactor: IReactorTime, limits: ClientLimits | None = None,
+              mirror: Mirror | None = None) -> ProxySite:
+    return ProxySite(RootResource(proxy, mirror), reactor, limits)
 
 
 def makeService(options: Mapping[str, Any] | Options) -> DockerProxyService:
@@ -330,20 +342,22 @@ def service_for(config: Config, reactor: IReactorCore) -> DockerProxyService:
     the thread pool, the cache, its stats timer, S3, the drain, the listeners.
     """
     proxy, pool = make_proxy(config, reactor)  # type: ignore[arg-type]
+    s3 = make_s3(config, reactor, pool)  # type: ignore[arg-type]
+    mirror = make_mirror(config.cache, reactor, proxy, s3)  # type: ignore[arg-type]
     top = DockerProxyService(config, reactor, pool)
     pool_service = ThreadPoolService()
     pool_service.setServiceParent(top)
     top.threadpool = pool_service.threadpool
-    if proxy.mirror is not None:
-        CacheService(proxy.mirror).setServiceParent(top)
+    if mirror is not None:
+        CacheService(mirror).setServiceParent(top)
         # Counters for `python -m dockerproxy.cache stats`, which reads the directory.
-        stats = TimerService(STATS_INTERVAL, proxy.mirror.save_stats)
+        stats = TimerService(STATS_INTERVAL, mirror.save_stats)
         stats.clock = reactor
         stats.setName("stats")
         stats.setServiceParent(top)
-        if proxy.mirror.s3 is not None:
-            S3Service(proxy.mirror.s3).setServiceParent(top)
-    site = make_site(proxy, reactor, config.limits)  # type: ignore[arg-type]
+    if s3 is not None:
+        S3Service(s3).setServiceParent(top)
+    site = make_site(proxy, reactor, config.limits, mirror)  # type: ignore[arg-type]
     listeners = Listeners(reactor, config.listen, site)
     site.connections = ConnectionLimit(config.limits.max_connections, listeners.pause,
                                        listeners.resume, reactor)  # type: ignore[arg-type]

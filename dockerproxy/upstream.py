@@ -27,8 +27,6 @@ from twisted.web.client import (
     Agent,
     BrowserLikePolicyForHTTPS,
     HTTPConnectionPool,
-    ResponseFailed,
-    ResponseNeverReceived,
 )
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgent, IBodyProducer, IPolicyForHTTPS, IResponse
@@ -36,6 +34,7 @@ from zope.interface import implementer
 
 from dockerproxy import errors
 from dockerproxy.config import Timeouts, UpstreamConfig
+from dockerproxy.failures import describe_failure
 from dockerproxy.relay import BodyStalled, Collect, discard
 
 REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})
@@ -250,18 +249,3 @@ def _site(url: str) -> str:
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.netloc}"
 
-
-def describe_failure(exc: BaseException) -> str:
-    """A short human reason for a connection-level failure."""
-    if isinstance(exc, ResponseNeverReceived | ResponseFailed) and exc.reasons:
-        return describe_failure(exc.reasons[0].value)
-    if isinstance(exc, net_error.ConnectionRefusedError):
-        return "connection refused"
-    if isinstance(exc, net_error.DNSLookupError):
-        return "host name lookup failed"
-    if isinstance(exc, net_error.TimeoutError):
-        return "connection timed out"
-    if isinstance(exc, SSL.Error):
-        return f"TLS error: {exc}"
-    text = str(exc) or type(exc).__name__
-    return text.splitlines()[0][:200]

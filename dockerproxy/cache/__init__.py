@@ -4,6 +4,9 @@ Blobs are stored by digest, verified before they become visible, shared by every
 client that asks while one upstream download is in progress, and evicted least
 recently used first under a size bound. Three modules:
 
+Digests are L{dockerproxy.digests.Digest} values (sha256, sha384 or sha512, lowercase
+hex of the right length): the caller parsed them, so every one is a safe file name.
+
 L{store} (no Twisted; blocking calls on a local disk)::
 
     FilesystemStore(root: str | Path, *, fsync: bool = True)
@@ -14,7 +17,7 @@ L{store} (no Twisted; blocking calls on a local disk)::
       .create() -> None                    make the directories
       .recover() -> list[StoredBlob]       create(), delete tmp/ contents and malformed
                                            files; committed blobs, least recently used first
-      .blob_path(digest) -> Path           ValueError unless sha256/sha512 lowercase hex
+      .blob_path(digest) -> Path
       .open_partial() -> Partial           new unique file in tmp/: .path, .size,
                                            .write(bytes) (unbuffered), .sync(), .close(),
                                            .discard() (close and delete)
@@ -27,9 +30,8 @@ L{store} (no Twisted; blocking calls on a local disk)::
       .meta_path(key) -> Path              ValueError for an unsafe key
       .used_bytes() -> int
       .free_bytes() -> int | None          statvfs: free for this process; None if unknown
-    StoredBlob(digest: str, size: int, last_used: float)
-    parse_digest(digest) -> tuple[str, str]      (algorithm, hex) or ValueError
-    SUPPORTED_ALGORITHMS = {"sha256": 64, "sha512": 128}
+    StoredBlob(digest: Digest, size: int, last_used: float)
+    STATS_KEY                              the meta document of the proxy's counters
 
 L{blobs} (Twisted, reactor thread)::
 
@@ -41,15 +43,14 @@ L{blobs} (Twisted, reactor thread)::
       .start() -> None                     store.recover() into the index, evict to max_size
       .stop() -> None                      abandon every fill, partials deleted (shutdown,
                                            after the drain)
-      .supports(digest) -> bool            (static) whether the digest can be cached
       .lookup(digest) -> CachedBlob | None counts a hit or a miss; marks the blob used
       .get(digest) -> CachedBlob | None    the same without counting or marking
       .fill_for(digest) -> Fill | None     the fill in progress, if any
       .start_fill(digest, response: IResponse, idle_timeout: float | None = None) -> Fill
                                            FillInProgress if one is active; TooLarge (a
                                            ValueError) for a length beyond room(), before
-                                           anything is read; ValueError for an unsupported
-                                           digest or a status other than 200
+                                           anything is read; ValueError for a status
+                                           other than 200
       .room() -> int | None                the most a fill starting now may write: the
                                            least of max_size, max_blob_size and the disk's
                                            free space (less what fills under way still
@@ -62,7 +63,7 @@ L{blobs} (Twisted, reactor thread)::
       counters: .hits .misses .fills .failed_fills .evictions .bytes_served .coalesced
       .stats() -> dict[str, int | None]    the counters plus blobs, used_bytes, max_size,
                                            active_fills, pinned
-    CachedBlob(digest: str, size: int, path: Path)
+    CachedBlob(digest: Digest, size: int, path: Path)
     FillInProgress(RuntimeError), TooLarge(ValueError)
 
 L{fills}::

@@ -8,16 +8,15 @@ treats as misses.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
-from dockerproxy.cache.store import FilesystemStore, parse_digest
-from dockerproxy.config import ConfigError, check_size, default_cache_dir
+from dockerproxy.cache.store import STATS_KEY, FilesystemStore
+from dockerproxy.cachedir import default_cache_dir
+from dockerproxy.sizes import parse_size
 
-STATS_KEY = "stats"
 CHUNK = 1024 * 1024
 
 
@@ -56,12 +55,11 @@ def verify(store: FilesystemStore, out: TextIO) -> int:
     bad = 0
     blobs = store.scan()
     for blob in blobs:
-        algorithm, expected = parse_digest(blob.digest)
-        digest = hashlib.new(algorithm)
+        digest = blob.digest.hasher()
         with open(store.blob_path(blob.digest), "rb") as f:
             while chunk := f.read(CHUNK):
                 digest.update(chunk)
-        if digest.hexdigest() != expected:
+        if digest.hexdigest() != blob.digest.hex:
             bad += 1
             store.remove(blob.digest)
             print(f"removed {blob.digest}: its content does not match its digest", file=out)
@@ -104,8 +102,8 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
         print("dockerproxy.cache: prune needs --max-size", file=sys.stderr)
         return 2
     try:
-        max_size = check_size("--max-size", args.max_size)
-    except ConfigError as e:
-        print(f"dockerproxy.cache: {e}", file=sys.stderr)
+        max_size = parse_size(args.max_size)
+    except ValueError as e:
+        print(f"dockerproxy.cache: --max-size: {e}", file=sys.stderr)
         return 2
     return prune(store, max_size, out)

@@ -29,7 +29,8 @@ from twisted.web.server import Request
 from zope.interface import implementer
 
 from dockerproxy.cache.fills import Fallback, Fill
-from dockerproxy.cache.store import FilesystemStore, Partial, parse_digest
+from dockerproxy.cache.store import FilesystemStore, Partial
+from dockerproxy.digests import Digest
 from dockerproxy.relay import abort_client
 
 log = Logger()
@@ -62,7 +63,7 @@ class TooLarge(ValueError):
 class CachedBlob:
     """A committed, verified blob."""
 
-    digest: str
+    digest: Digest
     size: int
     path: Path
 
@@ -93,7 +94,7 @@ class BlobCache:
     def __init__(self, store: FilesystemStore, clock: IReactorTime, max_size: int | None,
                  *, idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
                  max_blob_size: int | None = None,
-                 on_removed: Callable[[str], object] | None = None) -> None:
+                 on_removed: Callable[[Digest], object] | None = None) -> None:
         self.store = store
         self.on_removed = on_removed
         self.clock = clock
@@ -107,12 +108,12 @@ class BlobCache:
         self.evictions = 0
         self.bytes_served = 0
         self.coalesced = 0
-        self._index: OrderedDict[str, _Entry] = OrderedDict()  # least recently used first
-        self._last_touched: str | None = None
+        self._index: OrderedDict[Digest, _Entry] = OrderedDict()  # least recently used first
+        self._last_touched: Digest | None = None
         self._bytes = 0
         self._reserved = 0
-        self._fills: dict[str, Fill] = {}
-        self._pins: Counter[str] = Counter()
+        self._fills: dict[Digest, Fill] = {}
+        self._pins: Counter[Digest] = Counter()
 
     # ----------------------------------------------------------------- index
 
@@ -130,16 +131,7 @@ class BlobCache:
         for fill in list(self._fills.values()):
             fill.stop("the cache is stopping")
 
-    @staticmethod
-    def supports(digest: str) -> bool:
-        """Whether blobs of C{digest} can be cached (a well-formed sha256 or sha512)."""
-        try:
-            parse_digest(digest)
-        except ValueError:
-            return False
-        return True
-
-    def lookup(self, digest: str) -> CachedBlob | None:
+    def lookup(self, digest: Digest) -> CachedBlob | None:
         """The committed blob C{digest}, marked recently used; C{None} (a miss) otherwise."""
         blob = self.get(digest)
         if blob is None:
@@ -149,7 +141,7 @@ class BlobCache:
         self._mark_used(digest)
         return blob
 
-    def get(self, digest: str) -> CachedBlob | None:
+    def get(self, digest: Digest) -> CachedBlob | None:
         """The committed blob C{digest}, without counting a hit or miss or marking it used."""
         entry = self._index.get(digest)
         return None if entry is None else CachedBlob(digest, entry.size, entry.path)
@@ -165,7 +157,7 @@ class BlobCache:
         """Bytes of committed blobs."""
         return self._bytes
 
-    def lru_order(self) -> list[str]:
+    def lru_order(self) -> list[Digest]:
         """Committed digests, least recently used (next to go) first."""
         return list(self._index)
 
@@ -178,7 +170,7 @@ class BlobCache:
                 "max_size": self.max_size, "active_fills": len(self._fills),
                 "pinned": len(self._pins)}
 
-    def _mark_used(self, digest: str) -> None:
+    def _mark_used(self, digest: Digest) -> None:
         """LRU order in memory, and on disk (mtime) for restarts.
 
         A blob used again right after its own last touch is already the newest on
@@ -191,18 +183,17 @@ class BlobCache:
 
     # ----------------------------------------------------------------- fills
 
-    def fill_for(self, digest: str) -> Fill | None:
+    def fill_for(self, digest: Digest) -> Fill | None:
         return self._fills.get(digest)
 
-    def start_fill(self, digest: str, response: IResponse,
+    def start_fill(self, digest: Digest, response: IResponse,
                    idle_timeout: float | None = None) -> Fill:
         """Write C{response}'s body (a 200 from upstream) to the cache, verified by C{digest}.
 
         Raises L{FillInProgress} if C{digest} is already being filled, L{TooLarge}
         for a length beyond L{room} (nothing is written; the response is untouched)
-        and C{ValueError} for a digest the cache cannot verify or a status other than 200.
+        and C{ValueError} for a status other than 200.
         """
-        parse_digest(digest)
         if response.code != 200:
             raise ValueError(f"only a 200 response can fill the cache, not {response.code}")
         if digest in self._fills:
@@ -294,7 +285,7 @@ class BlobCache:
 
     # ----------------------------------------------------------------- serving
 
-    def serve(self, request: Request, digest: str,
+    def serve(self, request: Request, digest: Digest,
               byte_range: tuple[int, int | None] | None = None,
               fallback: Fallback | None = None) -> Deferred[bool]:
         """Send blob C{digest} (committed, or followed while it fills) as C{request}'s body.
@@ -334,10 +325,10 @@ class BlobCache:
 
     # ----------------------------------------------------------------- eviction
 
-    def _pin(self, digest: str) -> None:
+    def _pin(self, digest: Digest) -> None:
         self._pins[digest] += 1
 
-    def _unpin(self, digest: str) -> None:
+    def _unpin(self, digest: Digest) -> None:
         self._pins[digest] -= 1
         if self._pins[digest] <= 0:
             del self._pins[digest]
@@ -358,7 +349,7 @@ class BlobCache:
                 self._forget(digest)
                 self.evictions += 1
 
-    def _forget(self, digest: str) -> None:
+    def _forget(self, digest: Digest) -> None:
         entry = self._index.pop(digest)
         self._bytes -= entry.size
         if self._last_touched == digest:
@@ -386,7 +377,7 @@ class _Sender:
     L{READ_CHUNK}s.
     """
 
-    def __init__(self, cache: BlobCache, request: Request, digest: str, fd: int,
+    def __init__(self, cache: BlobCache, request: Request, digest: Digest, fd: int,
                  size: int | None, fill: Fill | None,
                  byte_range: tuple[int, int | None] | None,
                  fallback: Fallback | None = None) -> None:

@@ -19,7 +19,6 @@ and a fill that could not be committed is sent whole from the file still open.
 
 from __future__ import annotations
 
-import hashlib
 import typing
 from typing import TYPE_CHECKING
 
@@ -31,7 +30,8 @@ from twisted.python.failure import Failure
 from twisted.web.client import ResponseDone
 from twisted.web.http import PotentialDataLoss
 
-from dockerproxy.cache.store import Partial, parse_digest
+from dockerproxy.cache.store import Partial
+from dockerproxy.digests import Digest
 from dockerproxy.relay import enlarge_socket_reads
 
 if TYPE_CHECKING:
@@ -66,7 +66,7 @@ class Fill(Protocol):
     largest blob it accepts, is checked too.
     """
 
-    def __init__(self, cache: BlobCache, digest: str, partial: Partial, length: int | None,
+    def __init__(self, cache: BlobCache, digest: Digest, partial: Partial, length: int | None,
                  idle_timeout: float, room: int | None = None,
                  max_blob_size: int | None = None) -> None:
         self.cache = cache
@@ -81,8 +81,7 @@ class Fill(Protocol):
         # Given up for the cache's own reasons (room, disk): followers fall back.
         self.abandoned = False
         self.done: Deferred[bool] = Deferred()
-        algorithm, self._expected = parse_digest(digest)
-        self._hash = hashlib.new(algorithm)
+        self._hash = digest.hasher()
         self._partial = partial
         self._idle_timeout = idle_timeout
         self._idle: IDelayedCall | None = None
@@ -141,7 +140,7 @@ class Fill(Protocol):
                        stop_upstream=False)
             return
         actual = self._hash.hexdigest()
-        if actual != self._expected:
+        if actual != self.digest.hex:
             self._fail(f"digest mismatch: the body is {self._hash.name}:{actual}",
                        stop_upstream=False)
             return

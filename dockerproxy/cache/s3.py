@@ -19,8 +19,8 @@ import io
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 from urllib.parse import quote, urlsplit
 from xml.etree import ElementTree
 from xml.sax.saxutils import escape
@@ -34,20 +34,19 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import Cooperator
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.client import FileBodyProducer, ResponseFailed, ResponseNeverReceived
+from twisted.web.client import FileBodyProducer
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IResponse
 
-from dockerproxy.cache.store import parse_digest
+from dockerproxy.digests import Digest
+from dockerproxy.failures import describe_failure
 from dockerproxy.relay import Collect, discard
 
 log = Logger()
 
-DEFAULT_REGION = "us-east-1"
-# Blobs up to one part go up in a single PUT, larger ones in parts of this size.
-DEFAULT_PART_SIZE = 64 * 1024 * 1024
-# S3's smallest part (all but the last) and most parts per upload.
-MIN_PART_SIZE = 5 * 1024 * 1024
+# S3's first region: buckets there are created without a LocationConstraint.
+US_EAST_1 = "us-east-1"
+# S3's most parts per upload.
 MAX_PARTS = 10_000
 # Bytes a part's producer reads from the file per step: the socket's pace decides how often.
 READ_SIZE = 256 * 1024
@@ -55,20 +54,26 @@ READ_SIZE = 256 * 1024
 MAX_DOCUMENT = 1024 * 1024
 
 
-@dataclass(frozen=True)
-class S3Config:
-    """Where the shared tier lives; C{prefix} is empty or ends with C{/}."""
+class S3Settings(Protocol):
+    """What the store needs to know (L{dockerproxy.config.S3Config} has it all); C{prefix}
+    is empty or ends with C{/}, C{part_size} is at least S3's smallest part."""
 
-    endpoint: str
-    bucket: str
-    prefix: str = ""
-    region: str = DEFAULT_REGION
-    access_key_id: str = ""
-    secret_access_key: str = field(default="", repr=False)
-    session_token: str | None = field(default=None, repr=False)
-    # Answer hits with a 307 to a presigned URL instead of relaying the bytes.
-    redirect: bool = False
-    part_size: int = DEFAULT_PART_SIZE
+    @property
+    def endpoint(self) -> str: ...
+    @property
+    def bucket(self) -> str: ...
+    @property
+    def prefix(self) -> str: ...
+    @property
+    def region(self) -> str: ...
+    @property
+    def access_key_id(self) -> str: ...
+    @property
+    def secret_access_key(self) -> str: ...
+    @property
+    def session_token(self) -> str | None: ...
+    @property
+    def part_size(self) -> int: ...
 
 
 class S3Error(Exception):
@@ -81,10 +86,9 @@ class S3Error(Exception):
         self.why = why
 
 
-def object_key(prefix: str, digest: str) -> str:
-    """C{<prefix>blobs/<alg>/<hex>}; ValueError for a digest the cache cannot verify."""
-    algorithm, hexdigest = parse_digest(digest)
-    return f"{prefix}blobs/{algorithm}/{hexdigest}"
+def object_key(prefix: str, digest: Digest) -> str:
+    """C{<prefix>blobs/<alg>/<hex>}."""
+    return f"{prefix}blobs/{digest.algorithm}/{digest.hex}"
 
 
 def part_ranges(size: int, part_size: int) -> list[tuple[int, int, int]]:
@@ -175,7 +179,7 @@ class S3BlobStore:
     failure; callers log and fall back, so S3 trouble never fails a pull.
     """
 
-    def __init__(self, http: HTTPClient, clock: IReactorTime, config: S3Config, *,
+    def __init__(self, http: HTTPClient, clock: IReactorTime, config: S3Settings, *,
                  timeout: float = 60.0, idle_timeout: float = 60.0) -> None:
         self.http = http
         self.clock = clock
@@ -191,13 +195,13 @@ class S3BlobStore:
 
     # ------------------------------------------------------------------ names
 
-    def key(self, digest: str) -> str:
+    def key(self, digest: Digest) -> str:
         return object_key(self.config.prefix, digest)
 
-    def object_url(self, digest: str) -> str:
+    def object_url(self, digest: Digest) -> str:
         return f"{self.endpoint}/{self.config.bucket}/{self.key(digest)}"
 
-    def presigned_get(self, digest: str, expires: int = 300) -> str:
+    def presigned_get(self, digest: Digest, expires: int = 300) -> str:
         """A URL a client can GET the blob from directly, for C{expires} seconds."""
         return presign(self._credentials, self.config.region, self.object_url(digest), expires)
 
@@ -213,7 +217,7 @@ class S3BlobStore:
         if response.code != 404:
             raise S3Error("HeadBucket", response.code, "cannot use the bucket")
         body = b""
-        if self.config.region != DEFAULT_REGION:
+        if self.config.region != US_EAST_1:
             body = ('<CreateBucketConfiguration xmlns="http://s3.amazonaws.com/doc/2006-03-01/">'
                     f"<LocationConstraint>{escape(self.config.region)}</LocationConstraint>"
                     "</CreateBucketConfiguration>").encode()
@@ -254,7 +258,7 @@ class S3BlobStore:
 
     # ---------------------------------------------------------------- objects
 
-    async def head(self, digest: str) -> int | None:
+    async def head(self, digest: Digest) -> int | None:
         """The blob's size in S3, or None when it is not there."""
         response = await self._request("HeadObject", "HEAD", self.object_url(digest))
         await discard(response)
@@ -267,7 +271,7 @@ class S3BlobStore:
             raise S3Error("HeadObject", 200, "no Content-Length")
         return int(length)
 
-    async def get(self, digest: str,
+    async def get(self, digest: Digest,
                   byte_range: tuple[int, int | None] | None = None) -> IResponse:
         """The blob's 200 (or 206 for C{byte_range}, inclusive) response, body unread."""
         headers = {}
@@ -278,7 +282,7 @@ class S3BlobStore:
         await self._check("GetObject", response, (200, 206), keep_body=True)
         return response
 
-    async def upload(self, digest: str, path: Path, size: int, *,
+    async def upload(self, digest: Digest, path: Path, size: int, *,
                      replace: bool = False) -> bool:
         """Copy the committed local blob at C{path} to S3, streamed; True if uploaded.
 
@@ -365,7 +369,8 @@ class S3BlobStore:
         try:
             return await d
         except Exception as e:
-            why = f"no response within {self.timeout:g} seconds" if timed_out else _describe(e)
+            why = (f"no response within {self.timeout:g} seconds" if timed_out
+                   else describe_failure(e))
             raise S3Error(operation, None, why) from None
         finally:
             if timer.active():
@@ -414,11 +419,3 @@ def _error_code(body: bytes) -> str:
     match = _CODE_RE.search(body)
     return match.group(1).decode("latin-1") if match else ""
 
-
-def _describe(exc: BaseException) -> str:
-    """A short reason for a connection-level failure (the upstream module has the
-    fuller one; importing it here would make config and this module a cycle)."""
-    if isinstance(exc, ResponseNeverReceived | ResponseFailed) and exc.reasons:
-        return _describe(exc.reasons[0].value)
-    text = str(exc) or type(exc).__name__
-    return text.splitlines()[0][:200]

@@ -28,33 +28,22 @@ from typing import Any
 
 from twisted.logger import Logger
 
+from dockerproxy.digests import ALGORITHMS, Digest
+
 log = Logger()
 
-# Digest algorithms the cache verifies, with their hex lengths.
-SUPPORTED_ALGORITHMS: dict[str, int] = {"sha256": 64, "sha512": 128}
+# The meta document holding the proxy's counters (BlobCache.stats), for the admin command.
+STATS_KEY = "stats"
 _HEX_RE = re.compile(r"[0-9a-f]+")
 _META_COMPONENT_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
-_EMPTY_DIGESTS = {alg: hashlib.new(alg, b"").hexdigest() for alg in SUPPORTED_ALGORITHMS}
-
-
-def parse_digest(digest: str) -> tuple[str, str]:
-    """C{(algorithm, hex)} of a supported digest; C{ValueError} for anything else.
-
-    Strict on purpose: the hex becomes a file name, so nothing but lowercase hex
-    of the algorithm's exact length may get through.
-    """
-    algorithm, sep, encoded = digest.partition(":")
-    length = SUPPORTED_ALGORITHMS.get(algorithm)
-    if not sep or length is None or len(encoded) != length or not _HEX_RE.fullmatch(encoded):
-        raise ValueError(f"unsupported or malformed digest {digest!r}")
-    return algorithm, encoded
+_EMPTY_DIGESTS = {alg: hashlib.new(alg, b"").hexdigest() for alg in ALGORITHMS}
 
 
 @dataclass(frozen=True)
 class StoredBlob:
     """A committed blob as found on disk: C{last_used} is its mtime."""
 
-    digest: str
+    digest: Digest
     size: int
     last_used: float
 
@@ -157,7 +146,7 @@ class FilesystemStore:
     def _scan(self, clean: bool) -> Iterator[StoredBlob]:
         """Committed blobs on disk; with C{clean}, malformed files are deleted."""
         for alg_entry in _entries(self.blobs_dir):
-            length = SUPPORTED_ALGORITHMS.get(alg_entry.name)
+            length = ALGORITHMS.get(alg_entry.name)
             if length is None or not alg_entry.is_dir(follow_symlinks=False):
                 self._malformed(alg_entry, clean)
                 continue
@@ -176,7 +165,7 @@ class FilesystemStore:
 
     def _blob_entry(self, algorithm: str, fan: str, entry: os.DirEntry[str]) -> StoredBlob | None:
         name = entry.name
-        if len(name) != SUPPORTED_ALGORITHMS[algorithm] or not _HEX_RE.fullmatch(name) \
+        if len(name) != ALGORITHMS[algorithm] or not _HEX_RE.fullmatch(name) \
                 or not name.startswith(fan) or not entry.is_file(follow_symlinks=False):
             return None
         stat = entry.stat(follow_symlinks=False)
@@ -184,7 +173,7 @@ class FilesystemStore:
         # never reached the disk (fsync off and a power cut).
         if stat.st_size == 0 and name != _EMPTY_DIGESTS[algorithm]:
             return None
-        return StoredBlob(f"{algorithm}:{name}", stat.st_size, stat.st_mtime)
+        return StoredBlob(Digest(algorithm, name), stat.st_size, stat.st_mtime)
 
     def _malformed(self, entry: os.DirEntry[str], clean: bool) -> None:
         if entry.is_dir(follow_symlinks=False):
@@ -196,16 +185,17 @@ class FilesystemStore:
 
     # ----------------------------------------------------------------- blobs
 
-    def blob_path(self, digest: str) -> Path:
-        algorithm, encoded = parse_digest(digest)
-        return self.blobs_dir / algorithm / encoded[:2] / encoded
+    def blob_path(self, digest: Digest) -> Path:
+        """Where blob C{digest} lives: a L{Digest} is only ever lowercase hex, so always
+        a file name under C{blobs/}."""
+        return self.blobs_dir / digest.algorithm / digest.hex[:2] / digest.hex
 
     def open_partial(self) -> Partial:
         """A new, uniquely named, empty file in C{tmp/}, open for writing."""
         fd, name = tempfile.mkstemp(prefix="fill-", suffix=".partial", dir=self.tmp_dir)
         return Partial(Path(name), fd)
 
-    def commit(self, partial: Partial, digest: str) -> Path:
+    def commit(self, partial: Partial, digest: Digest) -> Path:
         """Make C{partial} the blob C{digest}: flush (see C{fsync}), close, rename atomically.
 
         The caller has verified the content. Readers holding the partial open keep
@@ -226,7 +216,7 @@ class FilesystemStore:
             self._used += size - previous
         return target
 
-    def remove(self, digest: str) -> None:
+    def remove(self, digest: Digest) -> None:
         path = self.blob_path(digest)
         size = _size_or_zero(path)
         try:
@@ -236,7 +226,7 @@ class FilesystemStore:
         if self._used is not None:
             self._used -= size
 
-    def touch(self, digest: str, when: float) -> None:
+    def touch(self, digest: Digest, when: float) -> None:
         """Record a use: the mtime is the LRU order after a restart."""
         try:
             os.utime(self.blob_path(digest), (when, when))

@@ -23,7 +23,11 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request
 
 from dockerproxy.config import CacheConfig, Config, build_config
-from dockerproxy.tap import make_proxy, make_site
+from dockerproxy.exchange import Proxy
+from dockerproxy.mirror import Mirror
+from dockerproxy.services import CacheService
+from dockerproxy.site import ProxySite
+from dockerproxy.tap import make_mirror, make_proxy, make_s3, make_site
 
 HUB_HOST = "registry-1.docker.io"
 AUTH_HOST = "auth.test"
@@ -40,6 +44,17 @@ DOCKERD_ACCEPT = [
     "application/vnd.oci.image.index.v1+json",
     "application/vnd.oci.image.manifest.v1+json",
 ]
+
+
+def make_parts(config: Config, clock: Clock, http: Any) -> tuple[Proxy, Mirror | None, ProxySite]:
+    """What tap.service_for wires, over C{http}: the upstream exchange, the mirror (when the
+    config caches; with its S3 tier when it has one; its cache started as its CacheService
+    does) and the Site."""
+    proxy, _ = make_proxy(config, clock, http=http)
+    mirror = make_mirror(config.cache, clock, proxy, make_s3(config, clock, None, http=http))
+    if mirror is not None:
+        CacheService(mirror).startService()
+    return proxy, mirror, make_site(proxy, clock, mirror=mirror)
 
 
 # --------------------------------------------------------------------------- the upstream side
@@ -211,8 +226,7 @@ class ProxyTestCase(SynchronousTestCase):
     def use(self, config: Config, http: Any = None) -> None:
         # The relay without the cache: the mirror has tests of its own.
         config = replace(config, cache=CacheConfig(directory=None))
-        self.proxy, _ = make_proxy(config, self.clock, http=http or self.stub)
-        self.site = make_site(self.proxy, self.clock)
+        self.proxy, self.mirror, self.site = make_parts(config, self.clock, http or self.stub)
 
     def send(self, method: str, path: str, headers: list[tuple[str, str]] | None = None,
              host: str | None = MIRROR) -> StringTransport:

@@ -524,11 +524,11 @@ def test_client_settings_errors_name_their_key(toml: dict[str, Any], cli: dict[s
 def test_max_blob_size_defaults_to_32_gib_and_reaches_the_cache(tmp_path: Path) -> None:
     from twisted.internet.task import Clock
 
-    from dockerproxy.tap import make_mirror
+    from dockerproxy.tap import make_mirror, make_proxy
 
     config = parse_options(["--cache-dir", str(tmp_path)])
     assert config.cache.max_blob_size == 32 * 1024**3
-    mirror = make_mirror(config.cache, Clock())
+    mirror = make_mirror(config.cache, Clock(), make_proxy(config, Clock(), http=object())[0])
     assert mirror is not None and mirror.blobs.max_blob_size == 32 * 1024**3
 
 
@@ -552,3 +552,11 @@ def test_bad_max_blob_size_names_its_key(toml: dict[str, Any], cli: dict[str, An
 
 def test_bad_max_blob_size_option(capsys: pytest.CaptureFixture[str]) -> None:
     assert "--max-blob-size" in usage_failure(["--max-blob-size", "lots"], capsys)
+
+
+def test_cache_config_defaults_and_errors() -> None:
+    config = build_config({}, {"cache_dir": "/tmp/x", "cache_max_size": "30MiB"})
+    assert config.cache.directory == "/tmp/x"
+    assert config.cache.max_size == 30 * 1024 * 1024
+    assert build_config({}, {"cache_enabled": False}).cache.directory is None
+    assert build_config({"cache": {"max_size": "2GB"}}, {}).cache.max_size == 2 * 10**9

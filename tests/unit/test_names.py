@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from dockerproxy import errors
+from dockerproxy.digests import parse
 from dockerproxy.names import (
     MAX_NAME_LENGTH,
     ApiPath,
@@ -16,6 +17,7 @@ from dockerproxy.names import (
 
 SHA256 = "sha256:" + "0123456789abcdef" * 4
 SHA512 = "sha512:" + "0123456789abcdef" * 8
+SHA384 = "sha384:" + "0123456789abcdef" * 6
 
 
 def api_error(path: str) -> errors.RegistryError:
@@ -93,6 +95,7 @@ def test_over_long_single_component_is_invalid() -> None:
     "digest",
     [
         SHA256,
+        SHA384,
         SHA512,
         # Algorithms the proxy does not know: only the grammar is checked.
         "blake3:" + "A" * 10,
@@ -120,6 +123,8 @@ def test_valid_digests(digest: str) -> None:
         "sha512:" + "a" * 64,
         "sha512:" + "a" * 127,
         "sha512:" + "F" * 128,
+        "sha384:" + "a" * 64,
+        "sha384:" + "a" * 95,
         "SHA256:" + "a" * 64,
         "sha256:" + "a" * 63 + "/",
         "sha256:" + "a" * 63 + "%",
@@ -152,12 +157,22 @@ def test_manifest_by_tag() -> None:
 
 def test_manifest_by_digest() -> None:
     assert parse_api_path(f"/v2/alpine/manifests/{SHA256}") == ApiPath(
-        "alpine", "manifests", SHA256
+        "alpine", "manifests", SHA256, parse(SHA256)
     )
 
 
 def test_blob() -> None:
-    assert parse_api_path(f"/v2/a/b/c/blobs/{SHA512}") == ApiPath("a/b/c", "blobs", SHA512)
+    assert parse_api_path(f"/v2/a/b/c/blobs/{SHA512}") == ApiPath("a/b/c", "blobs", SHA512,
+                                                                   parse(SHA512))
+
+
+def test_a_digest_of_another_algorithm_is_a_reference_without_a_digest() -> None:
+    """The grammar accepts it (it is relayed); only known algorithms become a Digest."""
+    reference = "multihash+base58:QmRZxt2b1FVZPNqd8hsiykDL3TdBDeTSPX9Kv46"
+    api = parse_api_path(f"/v2/alpine/manifests/{reference}")
+    assert (api.reference, api.digest) == (reference, None)
+    assert parse_api_path("/v2/alpine/manifests/latest").digest is None
+    assert parse_api_path(f"/v2/alpine/blobs/{SHA384}").digest == parse(SHA384)
 
 
 def test_tags_list() -> None:
@@ -196,7 +211,7 @@ def test_catalog_is_unsupported(path: str) -> None:
         ("/v2/a/manifests/b/manifests/latest", ApiPath("a/manifests/b", "manifests", "latest")),
         ("/v2/blobs/tags/list", ApiPath("blobs", "tags")),
         ("/v2/tags/list/tags/list", ApiPath("tags/list", "tags")),
-        (f"/v2/x/blobs/y/blobs/{SHA256}", ApiPath("x/blobs/y", "blobs", SHA256)),
+        (f"/v2/x/blobs/y/blobs/{SHA256}", ApiPath("x/blobs/y", "blobs", SHA256, parse(SHA256))),
         ("/v2/org/manifests/manifests/v1", ApiPath("org/manifests", "manifests", "v1")),
     ],
 )

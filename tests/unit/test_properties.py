@@ -16,12 +16,11 @@ from twisted.web.http_headers import Headers
 
 from dockerproxy import errors, names
 from dockerproxy.auth import Scope, format_bearer, parse_www_authenticate
-from dockerproxy.cache.store import parse_digest
 from dockerproxy.config import build_config
+from dockerproxy.digests import ALGORITHMS, parse
 from dockerproxy.edge import read_client_request
-from dockerproxy.mirror import parse_range
-from dockerproxy.tap import make_proxy, make_site
-from tests.unit.proxysite import FakeUpstream, parse_response
+from dockerproxy.mirror.responses import parse_range
+from tests.unit.proxysite import FakeUpstream, make_parts, parse_response
 
 EXAMPLES = settings(max_examples=300, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow])
@@ -30,7 +29,7 @@ TEXT = st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=255), max_
 PATH_PART = st.text(alphabet=string.ascii_letters + string.digits + "._-:/%+=@~", max_size=40)
 NAMES = st.from_regex(names.NAME_RE, fullmatch=True)
 TAGS = st.from_regex(names.TAG_RE, fullmatch=True)
-DIGESTS = st.builds(lambda alg, hexa: f"{alg}:{hexa}", st.sampled_from(["sha256", "sha512"]),
+DIGESTS = st.builds(lambda alg, hexa: f"{alg}:{hexa}", st.sampled_from(sorted(ALGORITHMS)),
                     st.text(alphabet="0123456789abcdef", min_size=64, max_size=128))
 
 
@@ -62,12 +61,12 @@ def test_names_and_tags_of_the_grammar_route(name: str, tag: str) -> None:
 @given(DIGESTS)
 def test_a_digest_is_valid_for_names_exactly_when_the_store_keys_it(digest: str) -> None:
     try:
-        algorithm, hexa = parse_digest(digest)
+        parsed = parse(digest)
     except ValueError:
         keyed = False
     else:
         keyed = True
-        assert f"{algorithm}:{hexa}" == digest
+        assert str(parsed) == digest
     assert names.is_valid_digest(digest) == keyed
 
 
@@ -75,10 +74,10 @@ def test_a_digest_is_valid_for_names_exactly_when_the_store_keys_it(digest: str)
 @given(TEXT)
 def test_parse_digest_raises_only_value_error(text: str) -> None:
     try:
-        algorithm, hexa = parse_digest(text)
+        digest = parse(text)
     except ValueError:
         return
-    assert text == f"{algorithm}:{hexa}"
+    assert text == str(digest)
 
 
 @EXAMPLES
@@ -147,8 +146,7 @@ def answer(method: str, target: str, headers: list[tuple[str, str]],
     clock = Clock()
     stub = StubTreq(FakeUpstream())
     settings = {"cache_dir": cache_dir} if cache_dir else {"cache_enabled": False}
-    proxy, _ = make_proxy(build_config({}, settings), clock, http=stub)
-    site = make_site(proxy, clock)
+    _, _, site = make_parts(build_config({}, settings), clock, stub)
     transport = StringTransport()
     protocol = site.buildProtocol(None)
     protocol.makeConnection(transport)

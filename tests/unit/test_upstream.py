@@ -19,10 +19,10 @@ from twisted.web.client import ResponseFailed, ResponseNeverReceived
 from twisted.web.http_headers import Headers
 
 from dockerproxy.config import Timeouts
+from dockerproxy.failures import describe_failure
 from dockerproxy.relay import Collect
 from dockerproxy.upstream import (
     HIDDEN_ENCODING,
-    describe_failure,
     make_http_client,
     make_pool,
     origin,

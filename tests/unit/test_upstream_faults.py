@@ -11,8 +11,6 @@ from twisted.internet.testing import StringTransport
 from twisted.web.http_headers import Headers
 
 from dockerproxy.config import CacheConfig, Config, build_config
-from dockerproxy.services import CacheService
-from dockerproxy.tap import make_proxy, make_site
 from tests.unit.fakes import FakeResponse, lost, scratch_dir
 from tests.unit.proxysite import (
     AUTH_HOST,
@@ -20,6 +18,7 @@ from tests.unit.proxysite import (
     HUB_HOST,
     MANIFEST,
     ProxyTestCase,
+    make_parts,
     parse_response,
     redirect,
     reply,
@@ -84,10 +83,8 @@ class RelayFaults(ProxyTestCase):
         config = replace(config, timeouts=replace(config.timeouts, idle=IDLE))
         cache = CacheConfig(directory=str(scratch_dir(self)) if self.cache else None)
         self.http = Stalling(http or self.stub)
-        self.proxy, _ = make_proxy(replace(config, cache=cache), self.clock, http=self.http)
-        if self.proxy.mirror is not None:
-            CacheService(self.proxy.mirror).startService()
-        self.site = make_site(self.proxy, self.clock)
+        self.proxy, self.mirror, self.site = make_parts(replace(config, cache=cache),
+                                                        self.clock, self.http)
 
     def test_an_html_error_page_becomes_a_registry_error_with_its_status(self) -> None:
         self.upstream.on(HUB_HOST, TAG, reply(500, HTML_500, content_type="text/html"))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import subprocess
@@ -13,10 +12,11 @@ import pytest
 
 from dockerproxy.cache.admin import main
 from dockerproxy.cache.store import FilesystemStore
+from dockerproxy.digests import Digest, of
 
 
-def put(store: FilesystemStore, data: bytes, last_used: float) -> str:
-    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+def put(store: FilesystemStore, data: bytes, last_used: float) -> Digest:
+    digest = of(data)
     partial = store.open_partial()
     partial.write(data)
     store.commit(partial, digest)

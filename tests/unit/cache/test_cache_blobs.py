@@ -44,14 +44,15 @@ from dockerproxy.cache.blobs import (
     TooLarge,
 )
 from dockerproxy.cache.store import FilesystemStore
+from dockerproxy.digests import Digest, of, parse
 from tests.unit.fakes import Capture, FakeResponse, lost
 
 IDLE = 5.0
 BODY = bytes(range(256)) * 4  # 1 KiB
 
 
-def sha256(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
+def sha256(data: bytes) -> Digest:
+    return of(data)
 
 
 
@@ -77,7 +78,7 @@ def dechunk(body: bytes) -> tuple[bytes, bool]:
 class Upstream:
     """One fill in progress and the upstream connection feeding it."""
 
-    def __init__(self, cache: BlobCache, digest: str, length: int | object) -> None:
+    def __init__(self, cache: BlobCache, digest: Digest, length: int | object) -> None:
         self.transport = StringTransport()
         self.response = FakeResponse(length, self.transport)
         self.fill = cache.start_fill(digest, self.response)
@@ -145,7 +146,7 @@ class Client:
         self.channel = self.transport.producer
         self.outcome: list[object] = []
 
-    def served(self, cache: BlobCache, digest: str,
+    def served(self, cache: BlobCache, digest: Digest,
                byte_range: tuple[int, int | None] | None = None) -> Client:
         cache.serve(self.request, digest, byte_range).addBoth(self.outcome.append)
         return self
@@ -185,10 +186,10 @@ class Harness:
         self.cache.start()
 
     def upstream(self, data: bytes, length: int | object | None = None,
-                 digest: str | None = None) -> Upstream:
+                 digest: Digest | None = None) -> Upstream:
         return Upstream(self.cache, digest or sha256(data), len(data) if length is None else length)
 
-    def put(self, data: bytes) -> str:
+    def put(self, data: bytes) -> Digest:
         """A committed blob, filled the normal way."""
         upstream = self.upstream(data)
         upstream.sends(data)
@@ -252,7 +253,7 @@ class FillTests(CacheTestCase):
         self.assertEqual(up.outcome, [True])
 
     def test_sha512(self) -> None:
-        digest = "sha512:" + hashlib.sha512(BODY).hexdigest()
+        digest = of(BODY, "sha512")
         up = self.h.upstream(BODY, digest=digest)
         up.sends(BODY)
         up.ends()
@@ -280,7 +281,7 @@ class FillTests(CacheTestCase):
 
     def test_a_digest_the_cache_cannot_verify_is_refused(self) -> None:
         with self.assertRaises(ValueError):
-            self.h.upstream(BODY, digest="sha1:" + hashlib.sha1(BODY).hexdigest())
+            self.h.upstream(BODY, digest=parse("sha1:" + hashlib.sha1(BODY).hexdigest()))
         self.assertEqual(self.h.tmp_files(), [])
 
     def test_only_a_200_fills(self) -> None:
@@ -728,7 +729,7 @@ class SocketClient:
         self.reset = False
         case.addCleanup(self.close)
 
-    def served(self, cache: BlobCache, digest: str,
+    def served(self, cache: BlobCache, digest: Digest,
                byte_range: tuple[int, int | None] | None = None) -> SocketClient:
         cache.serve(self.request, digest, byte_range).addBoth(self.outcome.append)
         return self
@@ -1084,7 +1085,7 @@ class EvictionTests(CacheTestCase):
         up.ends()
         self.assertEqual(self.cache.lru_order(), [b, c, sha256(self.blob(4))])
 
-    def paused_client(self, digest: str) -> Client:
+    def paused_client(self, digest: Digest) -> Client:
         """A client whose socket is full: the blob stays pinned until it drains."""
         client = self.h.client()
         client.channel.pauseProducing()

@@ -292,7 +292,7 @@ class AbandonedFillTests(CacheTestCase):
 
 class CommitFailureTests(CacheTestCase):
     def test_a_verified_blob_the_disk_would_not_take_is_served_not_kept(self) -> None:
-        def full(partial: object, digest: str) -> None:
+        def full(partial: object, digest: object) -> None:
             raise OSError(errno.ENOSPC, "No space left on device")
 
         self.h.store.commit = full  # type: ignore[assignment]

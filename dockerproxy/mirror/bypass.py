@@ -35,34 +35,33 @@ from twisted.web.server import Request
 from dockerproxy import errors
 from dockerproxy.edge import client_request
 from dockerproxy.exchange import Proxy, fetch_for_client, relay_response
+from dockerproxy.mirror.remote import CONDITIONS
+from dockerproxy.pull import Pull
 from dockerproxy.relay import Discard, abort_client, relay_body
-from dockerproxy.routing import Target
 from dockerproxy.upstream import Fetched
 
 log = Logger()
 
 # The access log's cache= status of a blob relayed instead of cached.
 UNCACHED = "uncached"
-# The client's conditions, which the proxy's own Range replaces.
-CONDITIONS = (b"range", b"if-range", b"if-none-match", b"if-modified-since")
 # What the mirror says about a blob it serves from the cache, taken back for a fresh answer.
 CACHE_HEADERS = (b"content-type", b"content-length", b"content-range", b"accept-ranges",
                  b"docker-content-digest", b"etag")
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 
 
-async def relay_uncached(proxy: Proxy, request: Request, target: Target, url: str,
-                         fetched: Fetched, scope: str, ns: str | None) -> None:
+async def relay_uncached(proxy: Proxy, pull: Pull, fetched: Fetched) -> None:
     """Relay C{fetched}, a blob GET's answer the cache does not keep, to the client.
 
     It was asked for the whole body, without the client's Range and conditions:
     a client that sent any gets the answer to its own request instead.
     """
+    request = pull.request
     request.cache = UNCACHED  # type: ignore[attr-defined]
     if client_request(request).forwarded():
         await drop(fetched.response)
-        fetched = await fetch_for_client(proxy, request, target.upstream, url)
-    await relay_response(proxy, request, target.upstream, fetched, scope, ns)
+        fetched = await fetch_for_client(proxy, request, pull.upstream, pull.url)
+    await relay_response(proxy, request, pull.upstream, fetched, pull.scope, pull.ns)
 
 
 async def drop(response: IResponse) -> None:
@@ -98,12 +97,12 @@ class UpstreamFallback:
     """
 
     proxy: Proxy
-    request: Request
-    target: Target
-    url: str
-    scope: str
-    ns: str | None
+    pull: Pull
     max_blob_size: int | None = None
+
+    @property
+    def request(self) -> Request:
+        return self.pull.request
 
     def rest(self, first: int, last: int | None) -> Deferred[bool]:
         return self._run(self._rest(first, last))
@@ -120,9 +119,9 @@ class UpstreamFallback:
     async def _rest(self, first: int, last: int | None) -> bool:
         if self._gone():
             return False
-        upstream = self.target.upstream
+        upstream = self.pull.upstream
         wanted = b"bytes=%d-%s" % (first, b"" if last is None else b"%d" % last)
-        fetched = await fetch_for_client(self.proxy, self.request, upstream, self.url,
+        fetched = await fetch_for_client(self.proxy, self.request, upstream, self.pull.url,
                                          drop=CONDITIONS, extra=((b"range", wanted),))
         response = fetched.response
         length = range_length(response, first, last)
@@ -138,7 +137,7 @@ class UpstreamFallback:
             raise errors.bad_gateway(upstream.url, f"the blob is larger than "
                                      f"{self.max_blob_size} bytes")
         relay = relay_body(response, self.request, self.proxy.clock,
-                           self.proxy.client(self.target.upstream).timeouts.idle)
+                           self.proxy.client(upstream).timeouts.idle)
         if getattr(self.request.channel, "_waitingForTransport", False):
             relay.pauseProducing()  # the client's socket is full: the channel will resume it
         return await relay.done
@@ -149,9 +148,9 @@ class UpstreamFallback:
         request = self.request
         for name in CACHE_HEADERS:
             request.responseHeaders.removeHeader(name)
-        fetched = await fetch_for_client(self.proxy, request, self.target.upstream, self.url)
-        await relay_response(self.proxy, request, self.target.upstream, fetched, self.scope,
-                             self.ns)
+        pull = self.pull
+        fetched = await fetch_for_client(self.proxy, request, pull.upstream, pull.url)
+        await relay_response(self.proxy, request, pull.upstream, fetched, pull.scope, pull.ns)
         return True
 
     def _gone(self) -> bool:
