@@ -13,7 +13,7 @@ from dockerproxy.channel import BodyBuffer, ProxyChannel
 from dockerproxy.config import ClientLimits
 from dockerproxy.edge import ClientRequest, read_client_request
 from dockerproxy.errors import RegistryError
-from dockerproxy.resources import JSONErrorPage
+from dockerproxy.rendering import JSONErrorPage
 
 if TYPE_CHECKING:
     from dockerproxy.listeners import ConnectionLimit

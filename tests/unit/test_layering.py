@@ -38,6 +38,9 @@ RULES = [
     ("dockerproxy.pull", ("dockerproxy.cache", "dockerproxy.mirror", "dockerproxy.resources",
                           "dockerproxy.tap")),
     ("dockerproxy.resources", ("dockerproxy.site", "dockerproxy.tap")),
+    ("dockerproxy.tokens", ("dockerproxy.resources", "dockerproxy.site", "dockerproxy.tap")),
+    ("dockerproxy.rendering", ("dockerproxy.resources", "dockerproxy.tokens", "dockerproxy.mirror",
+                               "dockerproxy.exchange", "dockerproxy.site", "dockerproxy.tap")),
 ]
 
 
