@@ -20,7 +20,7 @@ from dockerproxy.config import ClientLimits
 from dockerproxy.listeners import ConnectionLimit
 from dockerproxy.site import ProxySite
 from tests.unit.fakes import Capture
-from tests.unit.test_resources import MIRROR, ProxyTestCase, Response, parse_response
+from tests.unit.proxysite import MIRROR, ProxyTestCase, Response, parse_response
 
 HEADER_TIMEOUT = 30.0
 IDLE_TIMEOUT = 60.0

@@ -2,7 +2,7 @@
 local cache and the upstream, and the upload after a verified upstream fill.
 
 The proxy's Site is driven with raw HTTP bytes over a StringTransport, as in
-test_resources, with the fake S3 and the fake registry of L{tests.unit.fakes3}.
+L{tests.unit.proxysite}, with the fake S3 and the fake registry of L{tests.unit.fakes3}.
 The real S3 server (SeaweedFS) is in tests/integration/test_cache_s3.py.
 """
 
