@@ -6,8 +6,6 @@ also push back like a TCP socket with a send buffer. The clock is a Clock.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from pathlib import Path
 
 from twisted.internet.error import ConnectionDone
@@ -21,7 +19,7 @@ from twisted.web.server import Site
 from dockerproxy.cache.blobs import BlobCache
 from dockerproxy.cache.store import FilesystemStore
 from dockerproxy.digests import Digest, of
-from tests.unit.fakes import Capture, FakeResponse
+from tests.unit.fakes import Capture, ClientTransport, FakeResponse, scratch_dir
 
 IDLE = 5.0
 BODY = bytes(range(256)) * 4  # 1 KiB
@@ -69,39 +67,6 @@ class Upstream:
 # --------------------------------------------------------------------------- the client side
 
 
-class ClientTransport(StringTransport):
-    """The client's socket; with C{buffer_size}, it pauses its producer as TCP would."""
-
-    aborted = False
-
-    def __init__(self, buffer_size: int | None = None) -> None:
-        super().__init__()
-        self.buffer_size = buffer_size
-        self.unsent = 0
-        self.paused_producer = False
-        self.writes: list[int] = []
-
-    def write(self, data: bytes) -> None:
-        super().write(data)
-        self.writes.append(len(data))
-        self.unsent += len(data)
-        if self.buffer_size is not None and self.producer is not None \
-                and not self.paused_producer and self.unsent > self.buffer_size:
-            self.paused_producer = True
-            self.producer.pauseProducing()
-
-    def drain(self) -> None:
-        """The kernel took everything: resume the producer, as a TCP transport does."""
-        self.unsent = 0
-        if self.paused_producer:
-            self.paused_producer = False
-            self.producer.resumeProducing()
-
-    def abortConnection(self) -> None:
-        self.aborted = True
-        super().abortConnection()
-
-
 class Client:
     """One client connection with one request for a blob, rendered by nobody yet."""
 
@@ -141,12 +106,6 @@ class Client:
         return self.transport.value().partition(b"\r\n\r\n")[2]
 
 
-def temp_root(case: SynchronousTestCase) -> Path:
-    root = Path(tempfile.mkdtemp(prefix="blobcache-"))
-    case.addCleanup(shutil.rmtree, root, True)
-    return root
-
-
 class Harness:
     """A started cache over a real directory, with a Clock."""
 
@@ -181,5 +140,5 @@ class CacheTestCase(SynchronousTestCase):
     max_size: int | None = None
 
     def setUp(self) -> None:
-        self.h = Harness(temp_root(self), self.max_size)
+        self.h = Harness(scratch_dir(self), self.max_size)
         self.cache = self.h.cache

@@ -23,8 +23,8 @@ from tests.unit.cache.blobharness import (
     Upstream,
     dechunk,
     sha256,
-    temp_root,
 )
+from tests.unit.fakes import scratch_dir
 
 
 class FakeDisk:
@@ -79,7 +79,7 @@ class SizeBoundTests(CacheTestCase):
 
 class MaxBlobSizeTests(SynchronousTestCase):
     def setUp(self) -> None:
-        self.h = Harness(temp_root(self))
+        self.h = Harness(scratch_dir(self))
         self.cache = self.h.cache
         self.cache.max_blob_size = 1500
 

@@ -17,8 +17,8 @@ from tests.unit.cache.blobharness import (
     Client,
     Harness,
     sha256,
-    temp_root,
 )
+from tests.unit.fakes import scratch_dir
 
 
 class EvictionTests(CacheTestCase):
@@ -157,7 +157,7 @@ class EvictionTests(CacheTestCase):
 
 class RestartTests(SynchronousTestCase):
     def test_a_new_cache_sees_committed_blobs_and_their_order(self) -> None:
-        root = temp_root(self)
+        root = scratch_dir(self)
         first = Harness(root)
         a, b, c = (first.put(bytes([n]) * 100) for n in (1, 2, 3))
         first.cache.lookup(a)
@@ -168,7 +168,7 @@ class RestartTests(SynchronousTestCase):
         self.assertEqual(client.body(), bytes([1]) * 100)
 
     def test_a_restart_with_a_smaller_bound_evicts_the_oldest(self) -> None:
-        root = temp_root(self)
+        root = scratch_dir(self)
         first = Harness(root)
         a, b, c = (first.put(bytes([n]) * 100) for n in (1, 2, 3))
         first.cache.lookup(a)
@@ -177,7 +177,7 @@ class RestartTests(SynchronousTestCase):
         self.assertFalse(second.store.blob_path(b).exists())
 
     def test_a_crashed_fill_never_appears(self) -> None:
-        root = temp_root(self)
+        root = scratch_dir(self)
         first = Harness(root)
         up = first.upstream(BODY)
         up.sends(BODY)  # then kill -9: no end, no commit
@@ -191,7 +191,7 @@ class RestartTests(SynchronousTestCase):
 
 class TouchTests(SynchronousTestCase):
     def test_a_burst_of_hits_on_one_blob_touches_its_file_once(self) -> None:
-        h = Harness(temp_root(self))
+        h = Harness(scratch_dir(self))
         a, b = h.put(b"a" * 10), h.put(b"b" * 10)
         touched: list[str] = []
         original = h.store.touch
