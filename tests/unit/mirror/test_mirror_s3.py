@@ -25,7 +25,6 @@ from tests.unit.fakes3 import (
     CLIENT_PATH,
     DIGEST,
     KEY_ID,
-    MIRROR,
     S3_HOST,
     SECRET,
     FakeS3,
@@ -33,7 +32,7 @@ from tests.unit.fakes3 import (
     StubHTTP,
     settle,
 )
-from tests.unit.proxysite import make_parts
+from tests.unit.proxysite import MIRROR, make_parts
 
 
 def parse(raw: bytes) -> tuple[int, Headers, bytes]:
