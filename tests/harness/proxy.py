@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from tests.harness.ports import HOST, free_port, wait_http
@@ -57,6 +57,11 @@ class ProxyProcess:
 
     def stop(self) -> None:
         self.proc.stop()
+
+
+# The type of the integration tests' ``start_proxy`` fixture, which calls start_proxy() with a
+# work directory of the test's own and stops every proxy it started at teardown.
+StartProxy = Callable[..., ProxyProcess]
 
 
 def start_proxy(

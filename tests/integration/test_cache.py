@@ -29,12 +29,11 @@ from typing import Any
 from tests.harness import images, web
 from tests.harness.gate import Gate
 from tests.harness.images import ImageRecord, IndexRecord
-from tests.harness.proxy import ProxyProcess
+from tests.harness.proxy import ProxyProcess, StartProxy
 from tests.harness.pulls import assert_same_image, assert_same_index, copy
 from tests.harness.registry import Registry
 from tests.harness.upstream import Creds, Upstream, UpstreamFactory
 
-StartProxy = Callable[..., ProxyProcess]
 MiB = 1 << 20
 CHUNK = MiB
 BLOB_OR_MANIFEST = re.compile(r"^/v2/.+/(blobs|manifests)/")

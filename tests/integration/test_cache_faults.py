@@ -25,7 +25,7 @@ import pytest
 from tests.harness import images, web
 from tests.harness.gate import Gate
 from tests.harness.ports import HOST
-from tests.harness.proxy import ProxyProcess
+from tests.harness.proxy import StartProxy
 from tests.harness.pulls import assert_same_image, copy
 from tests.harness.upstream import UpstreamFactory
 from tests.integration.test_cache import (
@@ -43,8 +43,6 @@ from tests.integration.test_cache import (
 )
 
 GiB = 1 << 30
-
-StartProxy = Callable[..., ProxyProcess]
 
 
 class SilentUpstream:

@@ -9,17 +9,16 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.harness import images, web
-from tests.harness.proxy import ProxyProcess
+from tests.harness.proxy import ProxyProcess, StartProxy
 from tests.harness.seaweed import Seaweed, start_seaweed
 from tests.harness.upstream import Upstream
 
-StartProxy = Callable[..., ProxyProcess]
 PREFIX = "mirror/"
 PART = 5 * 1024 * 1024  # S3's smallest part: a 20 MB blob goes up in 4
 

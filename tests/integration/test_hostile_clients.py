@@ -25,11 +25,9 @@ import pytest
 
 from tests.harness import web
 from tests.harness.ports import HOST, free_port
-from tests.harness.proxy import ProxyProcess
+from tests.harness.proxy import ProxyProcess, StartProxy
 from tests.harness.tls import make_ca
 from tests.harness.upstream import Upstream
-
-StartProxy = Callable[..., ProxyProcess]
 
 HEADER_TIMEOUT = 2.0
 IDLE_TIMEOUT = 3.0

@@ -12,7 +12,6 @@ from __future__ import annotations
 import http.client
 import json
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,9 +26,8 @@ from tests.harness.misbehaving import (
     OTHER,
     Misbehaving,
 )
-from tests.harness.proxy import ProxyProcess
+from tests.harness.proxy import ProxyProcess, StartProxy
 
-StartProxy = Callable[..., ProxyProcess]
 TIMEOUT = 2  # --headers-timeout and --idle-timeout, seconds
 
 
