@@ -33,6 +33,15 @@ def _die_with_parent() -> None:
             libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
+def pid_alive(pid: int) -> bool:
+    """True while ``pid`` exists and is neither a zombie nor dead (``/proc``, Linux)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] not in ("Z", "X")
+
+
 class ManagedProcess:
     """A command started in its own process group, logging to ``log_dir/NAME.log``.
 

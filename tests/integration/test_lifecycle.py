@@ -26,20 +26,20 @@ from pathlib import Path
 import pytest
 
 from tests.harness import images
-from tests.harness.gate import Gate
-from tests.harness.images import Blob
-from tests.harness.ports import HOST, free_port
-from tests.harness.proxy import ProxyProcess, StartProxy, run_twistd
-from tests.harness.upstream import Upstream
-from tests.integration.test_cache import (
+from tests.harness.caching import (
     MiB,
     anonymous_token,
     committed_blobs,
     committed_path,
     fetch_blob,
     partials,
-    wait_until,
 )
+from tests.harness.gate import Gate
+from tests.harness.images import Blob
+from tests.harness.polling import wait_until
+from tests.harness.ports import HOST, free_port
+from tests.harness.proxy import ProxyProcess, StartProxy, run_twistd
+from tests.harness.upstream import Upstream
 
 ROOT = Path(__file__).resolve().parents[2]
 GiB = 1 << 30
