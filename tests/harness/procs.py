@@ -16,9 +16,11 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
+
+from tests.harness.ports import wait_for_port, wait_http
 
 _PR_SET_PDEATHSIG = 1
 _LIVE: set[ManagedProcess] = set()
@@ -83,6 +85,25 @@ class ManagedProcess:
                 close_fds=True,
             )
         _LIVE.add(self)
+        return self
+
+    def start_listening(self, port: int, timeout: float = 15.0) -> ManagedProcess:
+        """Start the command and wait until something accepts connections on ``port``."""
+        return self._start_until(lambda: wait_for_port(port, timeout, alive=self.exit_problem))
+
+    def start_serving(self, url: str, timeout: float = 15.0) -> ManagedProcess:
+        """Start the command and wait until ``url`` answers HTTP (any status)."""
+        return self._start_until(lambda: wait_http(url, timeout, alive=self.exit_problem))
+
+    def _start_until(self, ready: Callable[[], object]) -> ManagedProcess:
+        """Start, then wait for ``ready``; a process that dies or is not ready in time is
+        stopped before the error (which quotes its log) goes up."""
+        self.start()
+        try:
+            ready()
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     @property

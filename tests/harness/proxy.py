@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from tests.harness.ports import HOST, free_port, wait_http
+from tests.harness.ports import HOST, free_port
 from tests.harness.procs import ManagedProcess
 
 
@@ -83,19 +83,14 @@ def start_proxy(
     full_env = {**os.environ, **(env or {})}
     proc = ManagedProcess(
         name, twistd_argv("--listen", listen, *args), workdir, env=full_env, cwd=workdir
-    ).start()
+    )
     proxy = ProxyProcess(proc, port, scheme)
-    if wait:
-        try:
-            if scheme == "http":
-                wait_http(f"{proxy.url}/", timeout=20, alive=proc.exit_problem)
-            else:
-                from tests.harness.ports import wait_for_port
-
-                wait_for_port(port, timeout=20, alive=proc.exit_problem)
-        except BaseException:
-            proc.stop()
-            raise
+    if not wait:
+        proc.start()
+    elif scheme == "http":
+        proc.start_serving(f"{proxy.url}/", timeout=20)
+    else:
+        proc.start_listening(port, timeout=20)
     return proxy
 
 
