@@ -201,19 +201,14 @@ def start_cdn(workdir: Path, root: Path, port: int | None = None) -> Cdn:
 
     Pass ``port`` when the registry's config must name the CDN before the CDN is started.
     """
-    from tests.harness.ports import free_port, wait_for_port
+    from tests.harness.ports import free_port
     from tests.harness.procs import ManagedProcess
 
     workdir.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
     argv = [sys.executable, "-m", "tests.harness.cdn", "--port", str(port), "--root", str(root)]
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "PYTHONUNBUFFERED": "1"}
-    proc = ManagedProcess("cdn", argv, workdir, env=env, cwd=REPO_ROOT).start()
-    try:
-        wait_for_port(port, timeout=15, alive=proc.exit_problem)
-    except BaseException:
-        proc.stop()
-        raise
+    proc = ManagedProcess("cdn", argv, workdir, env=env, cwd=REPO_ROOT).start_listening(port)
     return Cdn(port, root, proc)
 
 

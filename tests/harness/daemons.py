@@ -24,7 +24,6 @@ import contextlib
 import json
 import shutil
 import socket
-import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -40,6 +39,7 @@ from tests.harness.engines import (
     tool,
     unmount_below,
 )
+from tests.harness.polling import wait_until
 from tests.harness.procs import ManagedProcess
 
 DOCKERD_FOOTPRINT = (
@@ -95,19 +95,18 @@ class Engine:
             raise RuntimeError(f"{self.name} left processes behind: {left}")
 
 
-def wait_until(ready: Callable[[], bool], timeout: float, what: str,
+def wait_ready(ready: Callable[[], bool], timeout: float, what: str,
                alive: Callable[[], str | None] | None = None) -> None:
     """Poll ``ready`` until true; fail at once with the log if the process died."""
-    deadline = time.monotonic() + timeout
-    while True:
+
+    def ready_or_dead() -> bool:
         problem = alive() if alive else None
         if problem:
             raise RuntimeError(problem)
-        if ready():
-            return
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} not ready after {timeout}s")
-        time.sleep(0.1)
+        return ready()
+
+    if not wait_until(ready_or_dead, timeout, interval=0.1):
+        raise TimeoutError(f"{what} not ready after {timeout}s")
 
 
 def unix_http_ok(path: Path, request_path: str) -> bool:
@@ -175,7 +174,7 @@ def start_dockerd(logs: Path, *, mirrors: Sequence[str] = (), insecure: Sequence
             argv += ["--registry-mirror", mirror]
         engine.proc = ManagedProcess("dockerd", argv, logs, env=engine_env(state),
                                      cwd=state).start()
-        wait_until(lambda: unix_http_ok(engine.socket, "/_ping"), timeout, "dockerd",
+        wait_ready(lambda: unix_http_ok(engine.socket, "/_ping"), timeout, "dockerd",
                    alive=engine.proc.exit_problem)
     except BaseException:
         engine.stop()
@@ -271,7 +270,7 @@ def start_containerd(logs: Path, *, namespace: str = "dockerproxy-test",
                 return False
             return engine.ctr("version", timeout=10, check=False).returncode == 0
 
-        wait_until(ready, timeout, "containerd", alive=engine.proc.exit_problem)
+        wait_ready(ready, timeout, "containerd", alive=engine.proc.exit_problem)
     except BaseException:
         engine.stop()
         raise

@@ -30,7 +30,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.harness.procs import _die_with_parent
+from tests.harness.polling import wait_until
+from tests.harness.procs import _die_with_parent, pid_alive
 
 ENGINE_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 DEFAULT_TIMEOUT = 180.0
@@ -140,15 +141,6 @@ def _kill_group(pgid: int) -> None:
 # -- leftovers -------------------------------------------------------------------------------------
 
 
-def _is_live(pid: int) -> bool:
-    """True while ``pid`` exists and is not a zombie."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
-
-
 def processes_naming(text: str | Path) -> dict[int, str]:
     """Live processes (pid -> command line) with ``text`` in one of their arguments."""
     needle = str(text).encode()
@@ -160,7 +152,7 @@ def processes_naming(text: str | Path) -> dict[int, str]:
             argv = Path(f"/proc/{entry.name}/cmdline").read_bytes().rstrip(b"\0").split(b"\0")
         except OSError:
             continue
-        if any(needle in arg for arg in argv) and _is_live(int(entry.name)):
+        if any(needle in arg for arg in argv) and pid_alive(int(entry.name)):
             found[int(entry.name)] = b" ".join(argv).decode("utf-8", "replace")
     return found
 
@@ -174,12 +166,9 @@ def kill_processes_naming(text: str | Path, timeout: float = 10.0) -> dict[int, 
     for pid in killed:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + timeout
-    while any(_is_live(pid) for pid in killed):
-        if time.monotonic() > deadline:
-            alive = {pid: cmd for pid, cmd in killed.items() if _is_live(pid)}
-            raise RuntimeError(f"processes survived SIGKILL: {alive}")
-        time.sleep(0.05)
+    if not wait_until(lambda: not any(pid_alive(pid) for pid in killed), timeout):
+        alive = {pid: cmd for pid, cmd in killed.items() if pid_alive(pid)}
+        raise RuntimeError(f"processes survived SIGKILL: {alive}")
     return killed
 
 

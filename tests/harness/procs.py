@@ -16,9 +16,11 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
+
+from tests.harness.ports import wait_for_port, wait_http
 
 _PR_SET_PDEATHSIG = 1
 _LIVE: set[ManagedProcess] = set()
@@ -31,6 +33,15 @@ def _die_with_parent() -> None:
         with contextlib.suppress(OSError):
             libc = ctypes.CDLL(None, use_errno=True)
             libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def pid_alive(pid: int) -> bool:
+    """True while ``pid`` exists and is neither a zombie nor dead (``/proc``, Linux)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] not in ("Z", "X")
 
 
 class ManagedProcess:
@@ -74,6 +85,25 @@ class ManagedProcess:
                 close_fds=True,
             )
         _LIVE.add(self)
+        return self
+
+    def start_listening(self, port: int, timeout: float = 15.0) -> ManagedProcess:
+        """Start the command and wait until something accepts connections on ``port``."""
+        return self._start_until(lambda: wait_for_port(port, timeout, alive=self.exit_problem))
+
+    def start_serving(self, url: str, timeout: float = 15.0) -> ManagedProcess:
+        """Start the command and wait until ``url`` answers HTTP (any status)."""
+        return self._start_until(lambda: wait_http(url, timeout, alive=self.exit_problem))
+
+    def _start_until(self, ready: Callable[[], object]) -> ManagedProcess:
+        """Start, then wait for ``ready``; a process that dies or is not ready in time is
+        stopped before the error (which quotes its log) goes up."""
+        self.start()
+        try:
+            ready()
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     @property

@@ -9,10 +9,10 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from tests.harness.ports import HOST, free_port, wait_http
+from tests.harness.ports import HOST, free_port
 from tests.harness.procs import ManagedProcess
 
 
@@ -59,6 +59,11 @@ class ProxyProcess:
         self.proc.stop()
 
 
+# The type of the integration tests' ``start_proxy`` fixture, which calls start_proxy() with a
+# work directory of the test's own and stops every proxy it started at teardown.
+StartProxy = Callable[..., ProxyProcess]
+
+
 def start_proxy(
     workdir: Path,
     *args: str,
@@ -78,19 +83,14 @@ def start_proxy(
     full_env = {**os.environ, **(env or {})}
     proc = ManagedProcess(
         name, twistd_argv("--listen", listen, *args), workdir, env=full_env, cwd=workdir
-    ).start()
+    )
     proxy = ProxyProcess(proc, port, scheme)
-    if wait:
-        try:
-            if scheme == "http":
-                wait_http(f"{proxy.url}/", timeout=20, alive=proc.exit_problem)
-            else:
-                from tests.harness.ports import wait_for_port
-
-                wait_for_port(port, timeout=20, alive=proc.exit_problem)
-        except BaseException:
-            proc.stop()
-            raise
+    if not wait:
+        proc.start()
+    elif scheme == "http":
+        proc.start_serving(f"{proxy.url}/", timeout=20)
+    else:
+        proc.start_listening(port, timeout=20)
     return proxy
 
 

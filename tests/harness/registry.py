@@ -237,12 +237,7 @@ def start_registry(
     config_path.write_text(
         json.dumps(registry_config(storage, port, auth, redirect_baseurl, tls), indent=2)
     )
-    proc = ManagedProcess(name, ["docker-registry", "serve", str(config_path)], workdir).start()
-    registry = Registry(port, storage, config_path, proc, auth, redirect_baseurl, tls)
-    try:
-        # A port probe, not a request: the access log then starts with the tests' own requests.
-        wait_for_port(port, timeout=15, alive=proc.exit_problem)
-    except BaseException:
-        proc.stop()
-        raise
-    return registry
+    proc = ManagedProcess(name, ["docker-registry", "serve", str(config_path)], workdir)
+    # A port probe, not a request: the access log then starts with the tests' own requests.
+    proc.start_listening(port)
+    return Registry(port, storage, config_path, proc, auth, redirect_baseurl, tls)

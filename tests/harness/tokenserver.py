@@ -492,7 +492,7 @@ def start_tokenserver(
     expires_in: int = 300,
 ) -> TokenServer:
     """Generate keys, write the policy and start the server; the caller must ``stop()`` it."""
-    from tests.harness.ports import free_port, wait_for_port
+    from tests.harness.ports import free_port
     from tests.harness.procs import ManagedProcess
 
     workdir.mkdir(parents=True, exist_ok=True)
@@ -507,14 +507,9 @@ def start_tokenserver(
         "--expires-in", str(expires_in), "--header", header,
     ]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "PYTHONUNBUFFERED": "1"}
-    proc = ManagedProcess("tokenserver", argv, workdir, env=env, cwd=REPO_ROOT).start()
-    server = TokenServer(port, service, issuer, key_path, cert_path, policy_path, proc)
-    try:
-        wait_for_port(port, timeout=15, alive=proc.exit_problem)
-    except BaseException:
-        proc.stop()
-        raise
-    return server
+    proc = ManagedProcess("tokenserver", argv, workdir, env=env, cwd=REPO_ROOT)
+    proc.start_listening(port)
+    return TokenServer(port, service, issuer, key_path, cert_path, policy_path, proc)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ import pytest
 
 from tests.harness.gate import Gate
 from tests.harness.misbehaving import Misbehaving
-from tests.harness.proxy import ProxyProcess
+from tests.harness.proxy import ProxyProcess, StartProxy
 from tests.harness.proxy import start_proxy as proxy_process
 from tests.harness.tokenserver import TokenServer
 from tests.harness.upstream import (
@@ -147,7 +147,7 @@ def make_upstream(_require_tools: None, tmp_path: Path) -> Iterator[UpstreamFact
 
 
 @pytest.fixture
-def start_proxy(tmp_path: Path) -> Iterator[Callable[..., ProxyProcess]]:
+def start_proxy(tmp_path: Path) -> Iterator[StartProxy]:
     """Factory: ``start_proxy("--upstream", url, ...)`` runs dockerproxy; all stop at teardown."""
     started: list[ProxyProcess] = []
 

@@ -23,12 +23,7 @@ from pathlib import Path
 import pytest
 
 from tests.harness import images, web
-from tests.harness.gate import Gate
-from tests.harness.ports import HOST
-from tests.harness.proxy import ProxyProcess
-from tests.harness.pulls import assert_same_image, copy
-from tests.harness.upstream import UpstreamFactory
-from tests.integration.test_cache import (
+from tests.harness.caching import (
     Fetch,
     MiB,
     anonymous_token,
@@ -39,12 +34,15 @@ from tests.integration.test_cache import (
     no_images,
     partials,
     upstream_gets,
-    wait_until,
 )
+from tests.harness.gate import Gate
+from tests.harness.polling import wait_until
+from tests.harness.ports import HOST
+from tests.harness.proxy import StartProxy
+from tests.harness.pulls import assert_same_image, copy
+from tests.harness.upstream import UpstreamFactory
 
 GiB = 1 << 30
-
-StartProxy = Callable[..., ProxyProcess]
 
 
 class SilentUpstream:

@@ -7,19 +7,18 @@ presigned URL; large blobs go up as multipart uploads.
 
 from __future__ import annotations
 
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.harness import images, web
-from tests.harness.proxy import ProxyProcess
+from tests.harness.polling import wait_until
+from tests.harness.proxy import ProxyProcess, StartProxy
 from tests.harness.seaweed import Seaweed, start_seaweed
 from tests.harness.upstream import Upstream
 
-StartProxy = Callable[..., ProxyProcess]
 PREFIX = "mirror/"
 PART = 5 * 1024 * 1024  # S3's smallest part: a 20 MB blob goes up in 4
 
@@ -80,12 +79,9 @@ def object_path(bucket: str, digest: str) -> str:
 
 def wait_uploaded(seaweed: Seaweed, bucket: str, digest: str, proxy: ProxyProcess) -> None:
     """Uploads run after the client's response: wait for the object to appear."""
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if seaweed.request("HEAD", object_path(bucket, digest)).status == 200:
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"{digest} never reached S3:\n{proxy.log_text()[-3000:]}")
+    if not wait_until(lambda: seaweed.request("HEAD", object_path(bucket, digest)).status == 200,
+                      60, interval=0.1):
+        raise AssertionError(f"{digest} never reached S3:\n{proxy.log_text()[-3000:]}")
 
 
 def cache_statuses(proxy: ProxyProcess) -> list[object]:
@@ -176,9 +172,8 @@ def test_a_failing_s3_never_fails_a_pull(
     for _ in range(2):
         response = get_blob(proxy, repository, blob.digest)
         assert (response.status, response.digest) == (200, blob.digest), response
-    deadline = time.monotonic() + 10  # the upload fails after the client's response
-    while "S3 cache: cannot upload" not in proxy.log_text() and time.monotonic() < deadline:
-        time.sleep(0.1)
+    # The upload fails after the client's response.
+    wait_until(lambda: "S3 cache: cannot upload" in proxy.log_text(), 10, interval=0.1)
     log = proxy.log_text()
     assert "S3 cache: cannot look up" in log
     assert "S3 cache: cannot upload" in log

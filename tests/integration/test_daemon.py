@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import zipfile
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -18,11 +17,10 @@ from dockerproxy.config import Config
 from tests.harness import web
 from tests.harness.ports import HOST, free_port, wait_http
 from tests.harness.procs import ManagedProcess
-from tests.harness.proxy import ProxyProcess, run_twistd
+from tests.harness.proxy import StartProxy, run_twistd
 from tests.harness.upstream import Upstream
 
 ROOT = Path(__file__).resolve().parents[2]
-StartProxy = Callable[..., ProxyProcess]
 
 
 @pytest.mark.parametrize("args,named", [

@@ -14,7 +14,7 @@ and podman.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -33,12 +33,11 @@ from tests.harness.daemons import (
 from tests.harness.engines import Result, missing_tools
 from tests.harness.images import ImageRecord, IndexRecord
 from tests.harness.ports import free_port
-from tests.harness.proxy import ProxyProcess
+from tests.harness.proxy import ProxyProcess, StartProxy
 from tests.harness.upstream import LogMark, Upstream
 
 pytestmark = pytest.mark.daemons
 
-StartProxy = Callable[..., ProxyProcess]
 PROXY_AGENT = "dockerproxy/"
 
 

@@ -18,26 +18,16 @@ from tests.harness.engines import (
     run,
     unmount_below,
 )
+from tests.harness.polling import wait_until
+from tests.harness.procs import pid_alive
 
 pytestmark = pytest.mark.daemons
 
 
-def wait_gone(pid: int, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-        except OSError:
-            return True
-        if stat.rsplit(")", 1)[-1].split()[0] == "Z":
-            return True
-        time.sleep(0.05)
-    return False
-
-
 def test_run_kills_what_the_command_left_in_its_group(tmp: Path) -> None:
     result = run(["sh", "-c", "sleep 60 & echo $!"], env=engine_env(tmp), timeout=10)
-    assert wait_gone(int(result.stdout.strip()))
+    pid = int(result.stdout.strip())
+    assert wait_until(lambda: not pid_alive(pid), 5.0)
 
 
 def test_run_reports_failures_and_timeouts(tmp: Path) -> None:
@@ -55,9 +45,7 @@ def test_processes_in_their_own_session_are_found_by_their_directory(tmp: Path) 
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", str(marker)],
                             start_new_session=True)
     try:
-        deadline = time.monotonic() + 5
-        while proc.pid not in processes_naming(marker) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(lambda: proc.pid in processes_naming(marker), 5)
         assert proc.pid in processes_naming(marker)
         assert proc.pid in kill_processes_naming(marker)
         proc.wait(timeout=5)

@@ -14,16 +14,15 @@ import random
 import re
 import socket
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
 
 import pytest
 
 from tests.harness.misbehaving import BLOB_DIGEST, Misbehaving
-from tests.harness.proxy import ProxyProcess
+from tests.harness.proxy import StartProxy
 
-StartProxy = Callable[..., ProxyProcess]
 REQUESTS = 3000
 SEED = 20261128
 # What may reach the upstream: the ping, its token realm, and grammar-checked API paths.

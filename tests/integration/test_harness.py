@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import json
 import sys
-import time
 import urllib.parse
 import uuid
 from pathlib import Path
@@ -17,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from tests.harness import images, web
-from tests.harness.procs import ManagedProcess
+from tests.harness.polling import wait_until
+from tests.harness.procs import ManagedProcess, pid_alive
 from tests.harness.registry import blob_storage_path
 from tests.harness.skopeo import describe, oci_digests, skopeo
 from tests.harness.upstream import Upstream, UpstreamFactory
@@ -29,15 +29,6 @@ def _jwt_claims(token: str) -> dict[str, object]:
     """Decode a JWT payload without verification (the registry does the verifying)."""
     payload = token.split(".")[1]
     return dict(json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))))
-
-
-def _gone(pid: int) -> bool:
-    """True once ``pid`` no longer runs (a zombie awaiting its reaper counts as gone)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return True
-    return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
 
 
 def _basic(user: str, password: str) -> str:
@@ -264,18 +255,11 @@ def test_managed_process_kills_its_group(tmp: Path) -> None:
     script = "import os,subprocess,sys,time; p=subprocess.Popen(['sleep','300']); print(p.pid)"
     script += "; sys.stdout.flush(); time.sleep(300)"
     with ManagedProcess("sleeper", [sys.executable, "-c", script], tmp) as proc:
-        deadline = time.monotonic() + 10
-        while not proc.log_text().strip() and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(lambda: bool(proc.log_text().strip()), 10)
         grandchild = int(proc.log_text().split()[0])
-        assert not _gone(grandchild) and proc.alive()
+        assert pid_alive(grandchild) and proc.alive()
     assert not proc.alive()
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        if _gone(grandchild):
-            break
-        time.sleep(0.05)
-    else:
+    if not wait_until(lambda: not pid_alive(grandchild), 5):
         pytest.fail(f"grandchild {grandchild} survived stop()")
     assert str(grandchild) in proc.log_tail()
 

@@ -16,7 +16,7 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,12 +24,11 @@ from typing import Any
 import pytest
 
 from tests.harness import web
+from tests.harness.polling import wait_until
 from tests.harness.ports import HOST, free_port
-from tests.harness.proxy import ProxyProcess
+from tests.harness.proxy import ProxyProcess, StartProxy
 from tests.harness.tls import make_ca
 from tests.harness.upstream import Upstream
-
-StartProxy = Callable[..., ProxyProcess]
 
 HEADER_TIMEOUT = 2.0
 IDLE_TIMEOUT = 3.0
@@ -106,14 +105,6 @@ def assert_refused(response: RawResponse, status: int, code: str) -> None:
 
 def open_fds(proxy: ProxyProcess) -> int:
     return len(os.listdir(f"/proc/{proxy.pid}/fd"))
-
-
-def poll(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"not {what} after {timeout}s")
-        time.sleep(0.05)
 
 
 # --------------------------------------------------------------------------- slow clients
@@ -247,7 +238,8 @@ def test_a_large_chunked_body_gets_413_and_nothing_is_written_to_disk(
         sender = threading.Thread(target=send_body, args=(sock,), daemon=True)
         sender.start()
         try:
-            poll(lambda: sent[0] >= 4 << 20 or not sender.is_alive(), 10, "sending")
+            assert wait_until(lambda: sent[0] >= 4 << 20 or not sender.is_alive(), 10), \
+                "not sending after 10s"
             seen_on_disk.extend(spooled_files(proxy, tmpdir))
             response = read_response(sock, timeout=10)
         finally:
@@ -306,7 +298,8 @@ def test_two_thousand_idle_connections_are_closed_and_their_fds_come_back(
         finally:
             for sock in socks:
                 sock.close()
-    poll(lambda: open_fds(proxy) <= baseline + 5, 10, "back to its file descriptors")
+    assert wait_until(lambda: open_fds(proxy) <= baseline + 5, 10), \
+        "not back to its file descriptors after 10s"
 
 
 def test_max_connections_keeps_the_eleventh_waiting_until_one_closes(

@@ -26,26 +26,25 @@ from pathlib import Path
 import pytest
 
 from tests.harness import images
-from tests.harness.gate import Gate
-from tests.harness.images import Blob
-from tests.harness.ports import HOST, free_port
-from tests.harness.proxy import ProxyProcess, run_twistd
-from tests.harness.upstream import Upstream
-from tests.integration.test_cache import (
+from tests.harness.caching import (
     MiB,
     anonymous_token,
     committed_blobs,
     committed_path,
     fetch_blob,
     partials,
-    wait_until,
 )
+from tests.harness.gate import Gate
+from tests.harness.images import Blob
+from tests.harness.polling import wait_until
+from tests.harness.ports import HOST, free_port
+from tests.harness.proxy import ProxyProcess, StartProxy, run_twistd
+from tests.harness.upstream import Upstream
 
 ROOT = Path(__file__).resolve().parents[2]
 GiB = 1 << 30
 RATE = 200 * MiB  # bytes a second the slow client reads: a 1 GiB pull lasts about 5 s
 DEFAULT_DRAIN = 30.0  # --drain-timeout's default
-StartProxy = Callable[..., ProxyProcess]
 
 
 # -- a listener that cannot be opened ------------------------------------------------------------

@@ -12,7 +12,6 @@ from __future__ import annotations
 import http.client
 import json
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,9 +26,9 @@ from tests.harness.misbehaving import (
     OTHER,
     Misbehaving,
 )
-from tests.harness.proxy import ProxyProcess
+from tests.harness.polling import wait_until
+from tests.harness.proxy import ProxyProcess, StartProxy
 
-StartProxy = Callable[..., ProxyProcess]
 TIMEOUT = 2  # --headers-timeout and --idle-timeout, seconds
 
 
@@ -197,9 +196,7 @@ def test_an_endless_body_is_relayed_until_the_client_leaves(
     assert response.status == 200
     assert len(response.read(8 << 20)) == 8 << 20
     connection.close()
-    deadline = time.monotonic() + 10
-    while misbehaving.state.endless_stopped == stopped and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until(lambda: misbehaving.state.endless_stopped != stopped, 10)
     assert misbehaving.state.endless_stopped > stopped, "the upstream connection was closed"
 
 
@@ -212,9 +209,7 @@ def test_an_endless_body_is_cut_at_the_bound_in_cache_mode(
     stopped = misbehaving.state.endless_stopped
     answer = get(proxy, path_for("endless", "blobs"))
     assert not answer.complete and len(answer.body) <= 4 << 20
-    deadline = time.monotonic() + 10
-    while misbehaving.state.endless_stopped == stopped and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until(lambda: misbehaving.state.endless_stopped != stopped, 10)
     assert misbehaving.state.endless_stopped > stopped, "the upstream connection was closed"
     assert list((tmp / "cache" / "tmp").iterdir()) == []
     assert list((tmp / "cache" / "blobs").rglob("*")) == []

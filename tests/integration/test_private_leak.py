@@ -8,18 +8,15 @@ in the cache as upstream, and across a restart of the proxy.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from tests.harness import web
 from tests.harness.images import ImageRecord
-from tests.harness.proxy import ProxyProcess
+from tests.harness.proxy import ProxyProcess, StartProxy
 from tests.harness.pulls import assert_same_image, copy
 from tests.harness.upstream import Upstream
-
-StartProxy = Callable[..., ProxyProcess]
 
 
 def caching_proxy(start_proxy: StartProxy, upstream: Upstream, cache: Path) -> ProxyProcess:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,13 +11,11 @@ import pytest
 
 from tests.harness import web
 from tests.harness.images import IndexRecord
-from tests.harness.proxy import ProxyProcess
+from tests.harness.proxy import ProxyProcess, StartProxy
 from tests.harness.pulls import assert_same_image, assert_same_index, copy
 from tests.harness.skopeo import skopeo
 from tests.harness.tls import make_ca
 from tests.harness.upstream import Upstream
-
-StartProxy = Callable[..., ProxyProcess]
 
 
 def mirror_of(start_proxy: StartProxy, upstream: Upstream, *args: str,

@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import socket
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.harness import web
 from tests.harness.images import ImageRecord
-from tests.harness.proxy import ProxyProcess
+from tests.harness.proxy import ProxyProcess, StartProxy
 from tests.harness.skopeo import oci_digests, skopeo
 from tests.harness.upstream import Upstream
-
-StartProxy = Callable[..., ProxyProcess]
 
 
 @pytest.fixture

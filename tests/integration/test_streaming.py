@@ -6,16 +6,15 @@ import http.client
 import socket
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.harness import images, web
-from tests.harness.proxy import ProxyProcess
+from tests.harness.proxy import StartProxy
 from tests.harness.upstream import Upstream
 
-StartProxy = Callable[..., ProxyProcess]
 GIB = 1 << 30
 RSS_LIMIT_MB = 100
 

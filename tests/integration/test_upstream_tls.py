@@ -8,18 +8,17 @@ marked ``insecure = true``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.harness import images, web
 from tests.harness.images import Blob
-from tests.harness.proxy import ProxyProcess
+from tests.harness.proxy import ProxyProcess, StartProxy
 from tests.harness.registry import Registry, start_registry
 from tests.harness.tls import TestCA, make_ca
 
-StartProxy = Callable[..., ProxyProcess]
 REPOSITORY = "team/tls"
 
 

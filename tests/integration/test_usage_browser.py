@@ -8,7 +8,6 @@ installs chromium and fonts-wqy-microhei).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -16,11 +15,10 @@ import pytest
 from tests.harness.browser import Chromium, Page, png_size
 from tests.harness.engines import engine_env, missing_tools, run
 from tests.harness.ports import free_port
-from tests.harness.proxy import ProxyProcess
+from tests.harness.proxy import ProxyProcess, StartProxy
 
 pytestmark = pytest.mark.daemons
 
-StartProxy = Callable[..., ProxyProcess]
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 WINDOW = (412, 2000)  # a phone's width; tall enough for the pull and mirror sections
 CLIENT_SECTIONS = ("docker", "containerd", "podman", "k3s", "kind")

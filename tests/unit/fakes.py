@@ -43,6 +43,40 @@ class FakeResponse:
         self.previousResponse = response
 
 
+class ClientTransport(StringTransport):
+    """The client's socket: records abortConnection apart from loseConnection and the size of
+    each write; with C{buffer_size}, it pauses its producer as TCP would."""
+
+    aborted = False
+
+    def __init__(self, buffer_size: int | None = None) -> None:
+        super().__init__()
+        self.buffer_size = buffer_size
+        self.unsent = 0
+        self.paused_producer = False
+        self.writes: list[int] = []
+
+    def write(self, data: bytes) -> None:
+        super().write(data)
+        self.writes.append(len(data))
+        self.unsent += len(data)
+        if self.buffer_size is not None and self.producer is not None \
+                and not self.paused_producer and self.unsent > self.buffer_size:
+            self.paused_producer = True
+            self.producer.pauseProducing()
+
+    def drain(self) -> None:
+        """The kernel took everything: resume the producer, as a TCP transport does."""
+        self.unsent = 0
+        if self.paused_producer:
+            self.paused_producer = False
+            self.producer.resumeProducing()
+
+    def abortConnection(self) -> None:
+        self.aborted = True
+        super().abortConnection()
+
+
 class Capture(Resource):
     """Keeps every request it is asked to render, and answers none of them."""
 

@@ -24,8 +24,6 @@ from twisted.web.server import Request
 from dockerproxy.digests import parse as parse_digest
 
 S3_HOST = "s3.test:9000"
-HUB_HOST = "registry-1.docker.io"
-MIRROR = "mirror.test:5000"
 KEY_ID = "AKIDTEST"
 SECRET = "secret-for-tests"
 BLOB = bytes(range(256)) * 64  # 16 KiB

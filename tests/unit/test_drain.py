@@ -14,9 +14,8 @@ from twisted.web.server import NOT_DONE_YET, Request
 from dockerproxy.channel import ProxyChannel
 from dockerproxy.drain import FRESH_GRACE, Drain
 from dockerproxy.listeners import ConnectionLimit
-from tests.unit.proxysite import HUB_HOST
-from tests.unit.test_channel import ChannelTestCase, head
-from tests.unit.test_resources import parse_response
+from tests.unit.channelsite import ChannelTestCase, head
+from tests.unit.proxysite import HUB_HOST, parse_response
 
 DRAIN_TIMEOUT = 30.0
 

@@ -1,4 +1,5 @@
-"""The client's request, read once at the edge: one value per header, repeats refused."""
+"""The client's request, read once at the edge: one value per header, repeats refused; through
+the whole Site, a request the proxy cannot read unambiguously reaches no upstream."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from twisted.web.http_headers import Headers
 
 from dockerproxy.edge import SINGLETONS, read_client_request
 from dockerproxy.errors import RegistryError
+from tests.unit.proxysite import DIGEST, ProxyTestCase
 
 
 def headers(*pairs: tuple[bytes, bytes]) -> Headers:
@@ -61,3 +63,30 @@ def test_a_malformed_host_reads_as_none() -> None:
     assert read_client_request(headers((b"host", b"evil.test/x")), {}).host is None
     assert read_client_request(headers((b"host", b"Mirror.Test:5000")), {}).host \
         == "mirror.test:5000"
+
+
+# --------------------------------------------------------------------------- through the whole Site
+
+
+class EdgeTests(ProxyTestCase):
+    """A request the proxy cannot read unambiguously reaches no resource and no upstream."""
+
+    def test_two_authorization_headers_get_a_400_before_any_upstream_request(self) -> None:
+        for path in ("/v2/", "/v2/auth?scope=repository:library/alpine:pull",
+                     f"/v2/library/alpine/blobs/{DIGEST}", "/v2/library/alpine/manifests/3",
+                     "/v2/library/alpine/tags/list", "/"):
+            response = self.fetch("GET", path, [("Authorization", "Bearer valid"),
+                                                ("Authorization", "Basic Og==")])
+            entry = self.assertRegistryError(response, 400, "INVALID_REQUEST")
+            self.assertIn("authorization", entry["message"])
+        self.assertEqual(self.upstream.seen, [])
+
+    def test_two_host_headers_get_a_400(self) -> None:
+        response = self.fetch("GET", "/v2/", [("Host", "evil.test")])
+        self.assertRegistryError(response, 400, "INVALID_REQUEST")
+        self.assertEqual(self.upstream.seen, [])
+
+    def test_head_gets_the_status_without_a_body(self) -> None:
+        response = self.fetch("HEAD", "/v2/library/alpine/manifests/3",
+                              [("Range", "bytes=0-1"), ("Range", "bytes=5-6")])
+        self.assertEqual((response.status, response.body), (400, b""))

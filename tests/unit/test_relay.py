@@ -19,23 +19,9 @@ from twisted.web.iweb import UNKNOWN_LENGTH
 from twisted.web.server import Site
 
 from dockerproxy.relay import SOCKET_CHUNK, Collect, Discard, relay_body
-from tests.unit.fakes import Capture, FakeResponse, lost
+from tests.unit.fakes import Capture, ClientTransport, FakeResponse, lost
 
 IDLE = 5.0
-
-
-class ClientTransport(StringTransport):
-    """The client's socket: records abortConnection separately from loseConnection."""
-
-    aborted = False
-
-    def abortConnection(self) -> None:
-        self.aborted = True
-        super().abortConnection()
-
-
-
-
 
 
 class RelayHarness:

@@ -1,4 +1,4 @@
-"""Host routing and the upstream repository name."""
+"""Host routing and the upstream repository name; Host routes through the whole Site."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import pytest
 from dockerproxy import errors
 from dockerproxy.config import DOCKER_HUB_URL, UpstreamConfig, build_config
 from dockerproxy.routing import Router, Target, upstream_repository
+from tests.unit.proxysite import HUB_HOST, ProxyTestCase
 
 HUB = UpstreamConfig("registry-1.docker.io", DOCKER_HUB_URL, library_prefix=True)
 GHCR = UpstreamConfig("ghcr.mirror.test", "https://ghcr.io", library_prefix=False)
@@ -134,3 +135,51 @@ def test_from_config() -> None:
     assert r.upstream_for("other").url == DOCKER_HUB_URL
     assert r.resolve("other", "busybox").repository == "library/busybox"
     assert r.resolve("ghcr.mirror.test", "busybox").repository == "busybox"
+
+
+# --------------------------------------------------------------------------- through the whole Site
+
+
+class HostRoutingTests(ProxyTestCase):
+    def setUp(self) -> None:
+        super().setUp()
+        self.use(build_config({"presets": False, "routes": {
+            "hub.mirror.test": DOCKER_HUB_URL,
+            "ghcr.mirror.test": "https://ghcr.io",
+        }}, {}))
+
+    def test_route_by_host(self) -> None:
+        self.fetch("GET", "/v2/owner/image/manifests/1", host="ghcr.mirror.test:5000")
+        self.fetch("GET", "/v2/busybox/manifests/1", host="ghcr.mirror.test")
+        self.fetch("GET", "/v2/busybox/manifests/1", host="hub.mirror.test")
+        self.assertEqual([(s.host, s.path) for s in self.upstream.seen], [
+            ("ghcr.io", "/v2/owner/image/manifests/1"),
+            ("ghcr.io", "/v2/busybox/manifests/1"),
+            (HUB_HOST, "/v2/library/busybox/manifests/1"),
+        ])
+
+    def test_unknown_host_is_a_json_404_listing_routes(self) -> None:
+        response = self.fetch("GET", "/v2/busybox/manifests/latest", host="other.test")
+        entry = self.assertRegistryError(response, 404, "NAME_UNKNOWN")
+        self.assertEqual(entry["detail"]["routes"], {
+            "ghcr.mirror.test": "https://ghcr.io", "hub.mirror.test": DOCKER_HUB_URL})
+        self.assertEqual(self.upstream.seen, [])
+
+    def test_unknown_host_ping_and_token(self) -> None:
+        self.assertRegistryError(self.fetch("GET", "/v2/", host="other.test"), 404,
+                                 "NAME_UNKNOWN")
+        self.assertRegistryError(self.fetch("GET", "/v2/auth", host="other.test"), 404,
+                                 "NAME_UNKNOWN")
+        self.assertEqual(self.upstream.seen, [])
+
+    def test_missing_host_header(self) -> None:
+        self.assertRegistryError(self.fetch("GET", "/v2/", host=None), 404, "NAME_UNKNOWN")
+
+    def test_unknown_host_ping_is_answered_locally_when_registries_exist(self) -> None:
+        """Path-prefix pulls work on any Host: the proxy challenges on its own."""
+        self.use(build_config({"routes": {"hub.mirror.test": DOCKER_HUB_URL}}, {}))
+        response = self.fetch("GET", "/v2/", host="other.test")
+        self.assertEqual(response.status, 401)
+        self.assertEqual(response.header("www-authenticate"),
+                         'Bearer realm="http://other.test/v2/auth",service="dockerproxy"')
+        self.assertEqual(self.upstream.seen, [])

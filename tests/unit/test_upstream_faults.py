@@ -1,5 +1,7 @@
 """Upstream faults the client must see as registry JSON: stalls after the headers, HTML error
-pages, 429s, and token realms that redirect, in relay mode and in cache mode."""
+pages, 429s, and token realms that redirect, in relay mode and in cache mode; connections
+refused or unresolvable, response headers that never come, and a client leaving cancels the
+upstream request."""
 
 from __future__ import annotations
 
@@ -7,10 +9,12 @@ from dataclasses import replace
 from typing import Any
 
 from twisted.internet import defer
+from twisted.internet.error import ConnectionDone, ConnectionRefusedError, DNSLookupError
 from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
 from twisted.web.http_headers import Headers
 
-from dockerproxy.config import CacheConfig, Config, build_config
+from dockerproxy.config import DOCKER_HUB_URL, CacheConfig, Config, build_config
 from tests.unit.fakes import FakeResponse, lost, scratch_dir
 from tests.unit.proxysite import (
     AUTH_HOST,
@@ -18,6 +22,7 @@ from tests.unit.proxysite import (
     HUB_HOST,
     MANIFEST,
     ProxyTestCase,
+    ScriptedHTTP,
     make_parts,
     parse_response,
     redirect,
@@ -179,3 +184,61 @@ class CacheFaults(RelayFaults):
 
 def test_relay_faults_use_a_short_idle_timeout() -> None:
     assert build_config({"timeouts": {"idle": IDLE}}, {}).timeouts.idle == IDLE
+
+
+# --------------------------------------------------------------------------- no connection
+
+
+class UpstreamFailureTests(ProxyTestCase):
+    def test_connection_refused_is_a_bad_gateway(self) -> None:
+        self.use(build_config({}, {}),
+                 http=ScriptedHTTP(lambda: defer.fail(ConnectionRefusedError("127.0.0.1"))))
+        entry = self.assertRegistryError(self.fetch("GET", "/v2/busybox/manifests/latest"), 502,
+                                         "UNAVAILABLE")
+        self.assertIn(DOCKER_HUB_URL, entry["message"])
+        self.assertIn("connection refused", entry["message"])
+        self.assertEqual(entry["detail"], {"upstream": DOCKER_HUB_URL})
+
+    def test_dns_failure_is_a_bad_gateway(self) -> None:
+        self.use(build_config({}, {}), http=ScriptedHTTP(lambda: defer.fail(DNSLookupError())))
+        entry = self.assertRegistryError(self.fetch("GET", "/v2/"), 502, "UNAVAILABLE")
+        self.assertIn("host name lookup failed", entry["message"])
+
+    def test_unexpected_client_failure_is_a_bad_gateway(self) -> None:
+        self.use(build_config({}, {}),
+                 http=ScriptedHTTP(lambda: defer.fail(RuntimeError("boom\nsecond line"))))
+        entry = self.assertRegistryError(self.fetch("GET", "/v2/"), 502, "UNAVAILABLE")
+        self.assertNotIn("second line", entry["message"])
+
+    def test_requests_are_unbuffered_without_redirects(self) -> None:
+        http = ScriptedHTTP()
+        self.use(build_config({}, {}), http=http)
+        self.send("GET", "/v2/busybox/manifests/latest")
+        [call] = http.calls
+        self.assertEqual((call.method, call.url),
+                         ("GET", f"{DOCKER_HUB_URL}/v2/library/busybox/manifests/latest"))
+        self.assertEqual(call.kwargs, {"allow_redirects": False, "unbuffered": True})
+
+    def test_headers_timeout_is_a_gateway_timeout(self) -> None:
+        http = ScriptedHTTP()
+        self.use(build_config({"timeouts": {"headers": 30}}, {}), http=http)
+        transport = self.send("GET", "/v2/busybox/manifests/latest")
+        self.clock.advance(29.9)
+        self.assertEqual(transport.value(), b"")
+        self.clock.advance(0.2)
+        response = parse_response(transport.value(), "GET")
+        entry = self.assertRegistryError(response, 504, "UNAVAILABLE")
+        self.assertIn(DOCKER_HUB_URL, entry["message"])
+        self.assertIn("30", entry["message"])
+        self.assertEqual(http.cancelled, [http.calls[0].result])
+
+    def test_client_going_away_cancels_the_upstream_request(self) -> None:
+        http = ScriptedHTTP()
+        self.use(build_config({}, {}), http=http)
+        transport = StringTransport()
+        protocol = self.site.buildProtocol(None)
+        protocol.makeConnection(transport)
+        protocol.dataReceived(b"GET /v2/ HTTP/1.1\r\nHost: m\r\n\r\n")
+        protocol.connectionLost(Failure(ConnectionDone("gone")))
+        self.assertEqual(http.cancelled, [http.calls[0].result])
+        self.assertEqual(transport.value(), b"")

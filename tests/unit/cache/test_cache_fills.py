@@ -1,7 +1,7 @@
 """Fills the cache cannot keep: bounded by the cache's size, the disk's free space and the
 largest blob allowed, and what their clients get when a fill is given up.
 
-The same harness as test_cache_blobs (a real directory, fake upstream responses, real
+The harness of blobharness.py (a real directory, fake upstream responses, real
 twisted.web requests over StringTransports); the disk's free space is a L{FakeDisk}.
 """
 
@@ -10,7 +10,12 @@ from __future__ import annotations
 import errno
 from pathlib import Path
 
-from test_cache_blobs import (
+from twisted.internet.defer import Deferred
+from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.iweb import UNKNOWN_LENGTH
+
+from dockerproxy.cache.blobs import TooLarge
+from tests.unit.cache.blobharness import (
     BODY,
     CacheTestCase,
     Client,
@@ -18,13 +23,8 @@ from test_cache_blobs import (
     Upstream,
     dechunk,
     sha256,
-    temp_root,
 )
-from twisted.internet.defer import Deferred
-from twisted.trial.unittest import SynchronousTestCase
-from twisted.web.iweb import UNKNOWN_LENGTH
-
-from dockerproxy.cache.blobs import TooLarge
+from tests.unit.fakes import scratch_dir
 
 
 class FakeDisk:
@@ -79,7 +79,7 @@ class SizeBoundTests(CacheTestCase):
 
 class MaxBlobSizeTests(SynchronousTestCase):
     def setUp(self) -> None:
-        self.h = Harness(temp_root(self))
+        self.h = Harness(scratch_dir(self))
         self.cache = self.h.cache
         self.cache.max_blob_size = 1500
 

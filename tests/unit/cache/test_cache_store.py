@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 from twisted.trial.unittest import SynchronousTestCase
@@ -12,16 +10,11 @@ from twisted.trial.unittest import SynchronousTestCase
 from dockerproxy.cache import store as store_module
 from dockerproxy.cache.store import FilesystemStore, StoredBlob
 from dockerproxy.digests import Digest, of, parse
+from tests.unit.fakes import scratch_dir
 
 
 def sha256(data: bytes) -> Digest:
     return of(data)
-
-
-def temp_root(case: SynchronousTestCase) -> Path:
-    root = Path(tempfile.mkdtemp(prefix="blobstore-"))
-    case.addCleanup(shutil.rmtree, root, True)
-    return root
 
 
 def put(store: FilesystemStore, data: bytes, mtime: float | None = None) -> Digest:
@@ -41,7 +34,7 @@ def files_under(path: Path) -> list[Path]:
 
 class LayoutTests(SynchronousTestCase):
     def setUp(self) -> None:
-        self.root = temp_root(self)
+        self.root = scratch_dir(self)
         self.store = FilesystemStore(self.root, fsync=False)
         self.store.create()
 
@@ -90,7 +83,7 @@ class LayoutTests(SynchronousTestCase):
 
 class CommitTests(SynchronousTestCase):
     def setUp(self) -> None:
-        self.root = temp_root(self)
+        self.root = scratch_dir(self)
         self.store = FilesystemStore(self.root, fsync=False)
         self.store.create()
 
@@ -168,7 +161,7 @@ class CommitTests(SynchronousTestCase):
 
 class RecoverTests(SynchronousTestCase):
     def setUp(self) -> None:
-        self.root = temp_root(self)
+        self.root = scratch_dir(self)
         self.store = FilesystemStore(self.root, fsync=False)
         self.store.create()
 
@@ -232,7 +225,7 @@ class RecoverTests(SynchronousTestCase):
 
 class MetaTests(SynchronousTestCase):
     def setUp(self) -> None:
-        self.root = temp_root(self)
+        self.root = scratch_dir(self)
         self.store = FilesystemStore(self.root)
         self.store.create()
 

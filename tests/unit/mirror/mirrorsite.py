@@ -1,5 +1,5 @@
-"""The mirror over a whole Site, driven with raw HTTP bytes as in test_resources, with the
-cache on a real temporary directory and the fake upstream of L{tests.unit.proxysite}."""
+"""The mirror over a whole Site, driven with raw HTTP bytes (L{tests.unit.proxysite}), with the
+cache on a real temporary directory and the fake upstream of proxysite."""
 
 from __future__ import annotations
 

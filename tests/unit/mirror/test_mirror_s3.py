@@ -2,7 +2,7 @@
 local cache and the upstream, and the upload after a verified upstream fill.
 
 The proxy's Site is driven with raw HTTP bytes over a StringTransport, as in
-test_resources, with the fake S3 and the fake registry of L{tests.unit.fakes3}.
+L{tests.unit.proxysite}, with the fake S3 and the fake registry of L{tests.unit.fakes3}.
 The real S3 server (SeaweedFS) is in tests/integration/test_cache_s3.py.
 """
 
@@ -25,7 +25,6 @@ from tests.unit.fakes3 import (
     CLIENT_PATH,
     DIGEST,
     KEY_ID,
-    MIRROR,
     S3_HOST,
     SECRET,
     FakeS3,
@@ -33,7 +32,7 @@ from tests.unit.fakes3 import (
     StubHTTP,
     settle,
 )
-from tests.unit.proxysite import make_parts
+from tests.unit.proxysite import MIRROR, make_parts
 
 
 def parse(raw: bytes) -> tuple[int, Headers, bytes]:

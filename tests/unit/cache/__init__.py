@@ -1,0 +1,1 @@
+"""The blob cache's unit tests."""
