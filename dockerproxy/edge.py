@@ -63,8 +63,10 @@ def read_client_request(headers: Headers, args: dict[bytes, list[bytes]]) -> Cli
         if len(args.get(name, ())) > 1:
             raise invalid_request(f"more than one {name.decode()} parameter")
     authorization = _single(headers, b"authorization")
+    if authorization is not None and is_anonymous(authorization):
+        authorization = None
     return ClientRequest(
-        authorization=None if is_anonymous(authorization) else authorization.strip(),
+        authorization=authorization.strip() if authorization is not None else None,
         host=_host(_single(headers, b"host")),
         accept=_merged(headers, b"accept"),
         accept_language=(_merged(headers, b"accept-language") or b"").decode("latin-1"),

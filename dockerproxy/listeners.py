@@ -72,7 +72,7 @@ class Listeners(service.Service):
         for description in self.descriptions:
             failure = self._listen(description)
             if failure is not None:
-                raise ListenFailed(description, failure.value)
+                raise ListenFailed(description, failure.value or RuntimeError("unknown"))
 
     def _listen(self, description: str) -> Failure | None:
         """Start listening; the failure if it failed at once, else later ones are logged."""

@@ -8,9 +8,10 @@ or meets becomes a registry JSON error, never a traceback or an HTML page.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
-from twisted.internet.defer import CancelledError, ensureDeferred
+from twisted.internet.defer import CancelledError, Deferred, ensureDeferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
@@ -22,9 +23,9 @@ from dockerproxy.relay import abort_client
 log = Logger()
 
 
-def render_async(request: Request, handler: Callable[[], Awaitable[None]]) -> int:
+def render_async(request: Request, handler: Callable[[], Coroutine[Any, Any, None]]) -> int:
     """Run C{handler} for C{request}; turn its errors into registry JSON errors."""
-    d = ensureDeferred(handler())
+    d: Deferred[None] = ensureDeferred(handler())
     request.notifyFinish().addErrback(lambda _: d.cancel())
     d.addErrback(_fail_request, request)
     return NOT_DONE_YET
@@ -33,7 +34,7 @@ def render_async(request: Request, handler: Callable[[], Awaitable[None]]) -> in
 def _fail_request(failure: Failure, request: Request) -> None:
     if failure.check(CancelledError) or request._disconnected:
         return
-    if failure.check(errors.RegistryError):
+    if isinstance(failure.value, errors.RegistryError):
         error = failure.value
     else:
         log.failure("unexpected error handling {method} {path}", failure,

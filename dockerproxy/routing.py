@@ -93,9 +93,9 @@ class Router:
             return Target(routed, upstream_repository(routed, name))
         prefix, _, rest = name.partition("/")
         if rest:
-            upstream = self._registry(prefix)
-            if upstream is not None:
-                return Target(upstream, upstream_repository(upstream, rest))
+            prefixed = self._registry(prefix)
+            if prefixed is not None:
+                return Target(prefixed, upstream_repository(prefixed, rest))
             if _REGISTRY_LIKE.fullmatch(prefix) and self._prefix_is_a_registry():
                 raise self._unconfigured(prefix)
         if self.default is None:

@@ -63,7 +63,7 @@ class UpstreamTLSPolicy:
     def __init__(self, ca_files: Sequence[str]) -> None:
         self._trust = PlatformAndFiles(ca_files)
 
-    def creatorForNetloc(self, hostname: bytes, port: int):
+    def creatorForNetloc(self, hostname: bytes, port: int) -> IOpenSSLClientConnectionCreator:
         return optionsForClientTLS(hostname.decode("ascii"), trustRoot=self._trust)
 
 
@@ -169,8 +169,12 @@ class UpstreamClient:
         # Cancelling an Agent request fails it with ResponseNeverReceived, not
         # CancelledError, so a flag (not Deferred.addTimeout) tells a timeout apart.
         timed_out: list[bool] = []
-        timer = self.clock.callLater(self.timeouts.headers,
-                                     lambda: (timed_out.append(True), d.cancel()))
+
+        def expire() -> None:
+            timed_out.append(True)
+            d.cancel()
+
+        timer = self.clock.callLater(self.timeouts.headers, expire)
         try:
             return await d
         except Exception as e:

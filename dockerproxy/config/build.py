@@ -56,7 +56,7 @@ def build_config(toml: Mapping[str, Any], cli: Mapping[str, Any]) -> Config:
     if unknown:
         raise ConfigError(sorted(unknown)[0], "unknown setting")
 
-    listen = DEFAULT_LISTEN
+    listen: tuple[str, ...] = DEFAULT_LISTEN
     if "listen" in toml:
         listen = _listen("listen", toml["listen"])
     if cli.get("listen"):

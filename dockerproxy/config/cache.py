@@ -130,7 +130,7 @@ def _cache_s3(table: Any, cli: Mapping[str, Any],
             raise ConfigError("cache.s3.part_size", "must be at least 5MiB (S3's smallest "
                               f"part), got {table['part_size']!r}")
     return S3Config(endpoint=endpoint, bucket=bucket, prefix=f"{prefix}/" if prefix else "",
-                    region=region, access_key_id=key_id, secret_access_key=secret,
+                    region=region, access_key_id=key_id, secret_access_key=secret or "",
                     session_token=token, redirect=redirect, part_size=part_size)
 
 

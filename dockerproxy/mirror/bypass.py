@@ -163,7 +163,7 @@ class UpstreamFallback:
             return False
         log.warn("blob {path}: the upstream could not take over from the cache: {error}",
                  path=request.path.decode("latin-1"), error=failure.value)
-        if failure.check(errors.RegistryError) and not request.startedWriting:
+        if isinstance(failure.value, errors.RegistryError) and not request.startedWriting:
             body = errors.write_error(request, failure.value)
             request.write(b"" if request.method == b"HEAD" else body)
             request.finish()
