@@ -8,7 +8,7 @@ blob is committed, so a body that then fails verification is aborted and can nev
 look complete. Every file operation is a plain blocking call in the reactor thread:
 acceptable for a local disk, where writes land in the page cache and reads of
 recent data come from it. A committed blob going to a plain TCP client is sent
-with C{os.sendfile} (L{_Sendfile}), straight from the page cache to the socket.
+with C{os.sendfile} (L{sendfile.Sendfile}), straight from the page cache to the socket.
 """
 
 from __future__ import annotations
@@ -21,14 +21,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime, ISSLTransport
-from twisted.internet.tcp import Connection
+from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
 from twisted.logger import Logger
 from twisted.web.iweb import UNKNOWN_LENGTH, IResponse
 from twisted.web.server import Request
 from zope.interface import implementer
 
 from dockerproxy.cache.fills import Fallback, Fill
+from dockerproxy.cache.sendfile import Sendfile as _Sendfile
 from dockerproxy.cache.store import FilesystemStore, Partial
 from dockerproxy.digests import Digest
 from dockerproxy.relay import abort_client
@@ -639,70 +639,3 @@ class _Sender:
     def _client_gone(self) -> None:
         if self._close():
             self.done.callback(False)
-
-
-class _Sendfile:
-    """Zero-copy sends from a file to a plain TCP client's socket, under Twisted's transport.
-
-    C{os.sendfile()} moves file bytes from the page cache to the socket in the
-    kernel: no read into a Python buffer, no copy back out, no buffer held while
-    the client is slow. L{for_request} only offers it for a L{Connection} (TCP
-    or UNIX socket) that is not TLS: a TLS transport has no socket to write
-    plaintext to.
-
-    The transport stays the socket's owner, so nothing is ever written past or
-    under it:
-
-      - bytes may only be sent with the transport's own write buffer empty
-        (L{buffered}), so they never overtake the status line and headers,
-        which C{request.write} puts into that buffer;
-      - to wait for the socket (the headers still buffered, the socket full
-        after a short sendfile(), or a turn's budget used), L{wait_for_drain}
-        does what the transport does when its own buffer fills: it marks its
-        producer, the HTTPChannel, paused (which pauses the request's producer)
-        and asks the reactor for a writable event. There the transport's
-        C{doWrite} flushes whatever is buffered and, once empty, resumes the
-        channel, which resumes the request's producer: the same path as any
-        push producer's. No second reader or writer is registered for the
-        socket (the epoll reactor keeps a single object per descriptor).
-    """
-
-    def __init__(self, transport: Connection) -> None:
-        self.transport = transport
-
-    @classmethod
-    def for_request(cls, request: Request) -> _Sendfile | None:
-        """A sender for C{request}'s connection, or C{None} if bytes must be copied."""
-        transport = getattr(request.channel, "transport", None)
-        if (not hasattr(os, "sendfile") or not isinstance(transport, Connection)
-                or ISSLTransport.providedBy(transport) or getattr(transport, "TLS", False)):
-            return None
-        return cls(transport)
-
-    def buffered(self) -> int:
-        """Bytes waiting in the transport's write buffer (its two buffers, as doWrite sees them)."""
-        t = self.transport
-        return len(t.dataBuffer) - t.offset + t._tempDataLen
-
-    def send(self, fd: int, offset: int, count: int) -> int | None:
-        """sendfile() up to C{count} bytes of C{fd} from C{offset}: the bytes sent (0 at
-        the end of the file), C{None} if the socket is full. Raises C{OSError}."""
-        t = self.transport
-        if not t.connected or t.disconnecting:
-            raise BrokenPipeError(errno.EPIPE, "the connection is closing")
-        try:
-            return os.sendfile(t.fileno(), fd, offset, count)
-        except BlockingIOError:
-            return None
-
-    def wait_for_drain(self) -> bool:
-        """Resume the request's producer once the socket is writable and the transport's
-        buffer is empty; C{False} if the transport can no longer tell it."""
-        t = self.transport
-        channel = t.producer
-        if channel is None or not t.connected or t.disconnecting:
-            return False
-        t.producerPaused = True
-        channel.pauseProducing()
-        t.startWriting()
-        return True
