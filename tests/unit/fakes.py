@@ -116,8 +116,18 @@ class ManualPool:
 
     def complete(self, index: int = 0) -> None:
         """Run the pending call at C{index} now and fire its Deferred."""
+        self.run_now(index)()
+
+    def run_now(self, index: int = 0) -> Callable[[], None]:
+        """Run the pending call at C{index} now, as its thread would, and return what hands
+        its outcome back, as the reactor would a moment later."""
         f, args, d = self._pending.pop(index)
-        maybeDeferred(f, *args).chainDeferred(d)
+        outcome = maybeDeferred(f, *args)
+
+        def hand_back() -> None:
+            outcome.chainDeferred(d)
+
+        return hand_back
 
     def complete_all(self) -> None:
         """Run the pending calls, and the ones they lead to, until none is left."""

@@ -45,7 +45,7 @@ from dockerproxy.cache.blobs import (
 )
 from dockerproxy.cache.store import FilesystemStore
 from dockerproxy.digests import Digest, of, parse
-from tests.unit.fakes import Capture, FakeResponse, lost
+from tests.unit.fakes import Capture, FakeResponse, lost, sync_disk
 
 IDLE = 5.0
 BODY = bytes(range(256)) * 4  # 1 KiB
@@ -182,7 +182,8 @@ class Harness:
         self.root = root
         self.clock = clock or Clock()
         self.store = FilesystemStore(root, fsync=False)
-        self.cache = BlobCache(self.store, self.clock, max_size, idle_timeout=IDLE)
+        self.cache = BlobCache(self.store, self.clock, max_size, disk=sync_disk(),
+                               idle_timeout=IDLE)
         self.cache.start()
 
     def upstream(self, data: bytes, length: int | object | None = None,
