@@ -50,8 +50,10 @@ class ThreadPoolService(service.Service):
     name = "threadpool"
 
     def __init__(self, threadpool: ThreadPool | None = None) -> None:
-        self.threadpool = threadpool or ThreadPool(minthreads=0, maxthreads=DISK_THREADS,
-                                                   name="dockerproxy-disk")
+        if threadpool is None:
+            threadpool = ThreadPool(minthreads=0, maxthreads=DISK_THREADS,
+                                    name="dockerproxy-disk")
+        self.threadpool = threadpool
 
     def startService(self) -> None:
         super().startService()
