@@ -5,37 +5,30 @@ Run from the project root with the project's venv:
     .venv/bin/python bench/commit_latency.py [--size 1GiB] [--runs 3] [--rate 200]
     .venv/bin/python bench/commit_latency.py --proxy-src /tmp/old-tree   # another version
 
-What it does (everything on 127.0.0.1, every process in its own process group and
-stopped in a ``finally``, also on Ctrl-C / SIGTERM; the machinery is bench/common.py):
+Everything on 127.0.0.1, every process in its own process group and stopped in a
+``finally`` (the machinery is bench/common.py):
 
-1. starts docker-registry with ``--runs`` large pseudo-random blobs and one small
-   manifest in the repository ``bench/blob`` (pushed over its API), then ``sync``s, so
-   the only dirty pages later are the ones the proxy writes;
-2. starts nginx in front of the registry sending at most ``--upstream-rate`` per
-   connection (``limit_rate``; default 100m, i.e. 100 MiB/s, a fast real upstream;
-   0 for the registry itself). A fill at loopback speed keeps the proxy's one
-   thread busy copying and hashing for its whole length, and the requests queued
-   behind that would spill into the commit; at a realistic rate the stream keeps
-   up during the fill, and what the commit does shows alone. The blob's pages stay
-   dirty until the commit either way (the kernel writes back after 30 s, or past
-   10% of memory);
-3. starts dockerproxy with its cache (``--cache-dir`` in the temp dir, fsync on, as by
-   default, ``--log-format json``) and GETs the manifest by digest twice: a miss, then
-   a hit;
-4. for each run: a client sends GETs of that manifest by digest on one keep-alive
-   connection, scheduled at ``--rate`` per second, while curl pulls one of the blobs
-   through the proxy (a cold fill). A watcher polls the cache directory every
-   millisecond: the fill has written everything once its partial file in ``tmp/``
-   reaches the blob's size, and is committed once the blob appears under ``blobs/``.
-   Between the two the proxy flushes the blob to the disk (fsync) and renames it;
-5. each request's latency is counted from the time it was scheduled, not sent, so
-   requests stuck behind a stalled one count too (no coordinated omission); its
-   service time from its send shows what the proxy took, without the client's own
-   lateness (a thread of this process, on a shared machine). The p50 / p99 / max of
-   both are printed for the requests scheduled before the fill, during the fill and
-   during the commit, over all runs;
-6. checks, in the proxy's access log, that every manifest GET of the stream was a
-   cache hit answered 200, and writes bench/results/commit_latency.json.
+1. docker-registry with ``--runs`` pseudo-random blobs and one small manifest (pushed
+   over its API), then ``sync``: the only dirty pages later are the proxy's;
+2. nginx in front of it sending at most ``--upstream-rate`` per connection
+   (``limit_rate``; default 100m, a fast real upstream; 0 for none). A fill at
+   loopback speed keeps the proxy's one thread busy copying for its whole length and
+   the requests queued behind that spill into the commit; at a real upstream's rate
+   the commit shows alone. The blob's pages stay dirty until the commit either way
+   (the kernel writes back after 30 s, or past 10% of memory);
+3. dockerproxy with its cache (fsync on, as by default), and the manifest by digest
+   GET twice through it: a miss, then a hit;
+4. per run: a client process sends GETs of that manifest on one keep-alive connection,
+   due ``--rate`` times a second, while curl pulls one blob through the proxy (a cold
+   fill). A watcher polls the cache directory every millisecond: the fill's partial
+   file complete, then the blob renamed under ``blobs/``; between the two the proxy
+   flushes it to the disk and renames it (the commit);
+5. latency is counted from each request's due time, so requests stuck behind a
+   stalled one count too (no coordinated omission); service time from its send, what
+   the proxy took without the client's own lateness. Their p50 / p99 / max are
+   printed for the requests due before the fill, during it and during the commit;
+6. every manifest GET of the stream must be logged as a cache hit answered 200;
+   the results go to bench/results/commit_latency.json.
 
 ``--proxy-src DIR`` runs dockerproxy from another source tree (DIR/dockerproxy first on
 PYTHONPATH), e.g. the code before a change: ``git archive <commit> dockerproxy | tar -x
@@ -48,16 +41,12 @@ import argparse
 import hashlib
 import http.client
 import json
-import multiprocessing
 import os
-import statistics
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
-from multiprocessing.connection import Connection
 from pathlib import Path
 
 from common import (
@@ -76,6 +65,7 @@ from common import (
     wait_for_quiet,
     write_blob,
 )
+from latency import RequestStream, Sample, brief, cells, summary
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
@@ -136,70 +126,7 @@ def push_manifest(port: int, layer_hex: str, layer_size: int) -> str:
         conn.close()
 
 
-# -- the measured stream --------------------------------------------------------------------
-
-
-@dataclass
-class Sample:
-    scheduled: float  # time.monotonic() the request was due
-    latency: float  # from scheduled to the end of the response
-    service: float  # from sent to the end of the response
-    status: int
-
-
-class ManifestStream:
-    """GETs of one path on one keep-alive connection, due every 1/rate seconds.
-
-    In a process of its own: no thread of the bench (the commit watcher) can hold
-    its interpreter's lock while a request is due.
-    """
-
-    def __init__(self, port: int, path: str, rate: float) -> None:
-        self.port = port
-        self.path = path
-        self.interval = 1.0 / rate
-        self.samples: list[Sample] = []
-        self.error: str | None = None
-        self._halt = multiprocessing.Event()
-        self._results, child_end = multiprocessing.Pipe(duplex=False)
-        self._process = multiprocessing.Process(target=self._run, args=(child_end,),
-                                                daemon=True)
-
-    def start(self) -> None:
-        self._process.start()
-
-    def stop(self) -> None:
-        self._halt.set()
-        if self._results.poll(120):
-            self.samples, self.error = self._results.recv()
-        else:
-            self.error = "the stream process sent nothing"
-        self._process.join(10)
-        if self._process.is_alive():
-            self._process.kill()
-
-    def _run(self, results: Connection) -> None:
-        samples: list[Sample] = []
-        error = None
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
-        due = time.monotonic()  # CLOCK_MONOTONIC: the same clock in every process
-        try:
-            while not self._halt.is_set():
-                wait = due - time.monotonic()
-                if wait > 0:
-                    time.sleep(wait)
-                sent = time.monotonic()
-                conn.request("GET", self.path, headers={"accept": OCI_MANIFEST})
-                response = conn.getresponse()
-                response.read()
-                end = time.monotonic()
-                samples.append(Sample(due, end - due, end - sent, response.status))
-                due += self.interval
-        except Exception as e:  # reported by the bench
-            error = repr(e)
-        finally:
-            conn.close()
-        results.send((samples, error))
+# -- the commit window ----------------------------------------------------------------------
 
 
 class CommitWatcher(threading.Thread):
@@ -241,7 +168,7 @@ class CommitWatcher(threading.Thread):
 def one_run(port: int, manifest_path: str, blob_path: str, cache_dir: Path, hexdigest: str,
             args: argparse.Namespace) -> dict[str, object]:
     """A cold fill of one blob under a stream of manifest requests; the samples by phase."""
-    stream = ManifestStream(port, manifest_path, args.rate)
+    stream = RequestStream(port, manifest_path, args.rate, {"accept": OCI_MANIFEST})
     watcher = CommitWatcher(cache_dir, hexdigest, args.size)
     stream.start()
     time.sleep(args.lead)
@@ -280,40 +207,6 @@ def one_run(port: int, manifest_path: str, blob_path: str, cache_dir: Path, hexd
 
 
 # -- reporting ------------------------------------------------------------------------------
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-def summary(samples: Sequence[Sample]) -> dict[str, object]:
-    """p50 / p99 / max of the latency (from the scheduled time) and of the service time
-    (from the send: what the proxy took, without the client's own lateness)."""
-    if not samples:
-        return {"n": 0}
-    result: dict[str, object] = {"n": len(samples)}
-    for name, values in (("latency", [s.latency for s in samples]),
-                         ("service", [s.service for s in samples])):
-        ms = [v * 1000 for v in values]
-        result[name] = {"p50_ms": round(statistics.median(ms), 2),
-                        "p99_ms": round(percentile(ms, 0.99), 2), "max_ms": round(max(ms), 2)}
-    return result
-
-
-def brief(row: dict[str, object]) -> str:
-    """C{n=.. p50/p99/max ms (service p99 ms)}, for the line printed after each run."""
-    if not row["n"]:
-        return "n=0"
-    latency, service = row["latency"], row["service"]
-    assert isinstance(latency, dict) and isinstance(service, dict)
-    return (f"n={row['n']} {latency['p50_ms']}/{latency['p99_ms']}/{latency['max_ms']} ms "
-            f"(service p99 {service['p99_ms']})")
-
-
-def cells(stats: object) -> str:
-    assert isinstance(stats, dict)
-    return f"{stats['p50_ms']} | {stats['p99_ms']} | {stats['max_ms']}"
 
 
 def access_hits(proxy: Proc, path: str) -> tuple[int, int]:
@@ -445,11 +338,9 @@ def run(args: argparse.Namespace, procs: Procs, work: Path) -> int:
     print("| requests scheduled | n | latency p50 ms | p99 | max | service p50 ms | p99 | max |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for phase in PHASES:
-        row = rows[phase]
-        if row["n"]:
-            print(f"| {phase} | {row['n']} | {cells(row['latency'])} | {cells(row['service'])} |")
-        else:
-            print(f"| {phase} | 0 | - | - | - | - | - | - |")
+        row, lat, svc = rows[phase], rows[phase].get("latency", {}), rows[phase].get("service", {})
+        assert isinstance(lat, dict) and isinstance(svc, dict)
+        print(f"| {phase} | {row['n']} | {cells(lat)} | {cells(svc)} |")
     print()
     print_machine(info)
     result = {"label": args.label, "size_bytes": args.size, "runs": args.runs,
