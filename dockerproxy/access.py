@@ -213,31 +213,41 @@ def _repo(repo: RepoKey) -> str:
 
 class MetaRecords:
     """Per-repository records as small documents in the cache store's meta area
-    (C{meta/access/<sha256 of the repository>.json}); C{store} is a FilesystemStore."""
+    (C{meta/access/<sha256 of the repository>.json}); C{documents} is a
+    L{dockerproxy.cache.documents.Documents}, which writes them off the reactor."""
 
     PREFIX = "access"
     LEGACY = "access"  # the single snapshot older versions wrote (meta/access.json)
 
-    def __init__(self, store: Any) -> None:
-        self.store = store
+    def __init__(self, documents: Any) -> None:
+        self.documents = documents
 
     def load(self) -> list[dict[str, Any]]:
-        documents = [doc for _, doc in self.store.list_meta(self.PREFIX)
+        """The saved records; at start, like the cache's scan, so in the reactor thread.
+
+        A snapshot of an older version is split into per-repository documents
+        written right here, synchronously, and only then removed: a crash in
+        between leaves both, never neither.
+        """
+        documents = [doc for _, doc in self.documents.list_meta(self.PREFIX)
                      if isinstance(doc, dict)]
-        legacy = self.store.read_meta(self.LEGACY)
+        legacy = self.documents.read_meta(self.LEGACY)
         if isinstance(legacy, dict):
+            store = self.documents.store
             documents += self._from_legacy(legacy)
             for document in documents:
-                self.save(document["repository"], document)
-            self.store.remove_meta(self.LEGACY)
+                store.write_meta(self._key(document["repository"]), document)
+            store.remove_meta(self.LEGACY)
         return documents
 
     def save(self, repository: str, document: dict[str, Any] | None) -> None:
-        key = f"{self.PREFIX}/{hashlib.sha256(repository.encode()).hexdigest()}"
         if document is None:
-            self.store.remove_meta(key)
+            self.documents.remove_meta(self._key(repository))
         else:
-            self.store.write_meta(key, document)
+            self.documents.write_meta(self._key(repository), document)
+
+    def _key(self, repository: str) -> str:
+        return f"{self.PREFIX}/{hashlib.sha256(repository.encode()).hexdigest()}"
 
     @staticmethod
     def _from_legacy(snapshot: dict[str, Any]) -> list[dict[str, Any]]:

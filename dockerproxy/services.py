@@ -49,8 +49,11 @@ class ThreadPoolService(service.Service):
 
     name = "threadpool"
 
-    def __init__(self, size: int = DISK_THREADS) -> None:
-        self.threadpool = ThreadPool(minthreads=0, maxthreads=size, name="dockerproxy-disk")
+    def __init__(self, threadpool: ThreadPool | None = None) -> None:
+        if threadpool is None:
+            threadpool = ThreadPool(minthreads=0, maxthreads=DISK_THREADS,
+                                    name="dockerproxy-disk")
+        self.threadpool = threadpool
 
     def startService(self) -> None:
         super().startService()
@@ -64,7 +67,12 @@ class ThreadPoolService(service.Service):
 class CacheService(service.Service):
     """The mirror's disk state: recovered at start (C{tmp/} cleared, blobs scanned,
     access records read), and at stop the fills still running abandoned (their
-    partial files deleted) and what is kept in memory written out."""
+    partial files deleted) and what is kept in memory written out.
+
+    The stop fires once the disk pool has nothing left to do: commits under way
+    have landed (their blobs are kept), then the access records and counters are
+    on the disk. Only then may the thread pool stop.
+    """
 
     name = "cache"
 
@@ -76,11 +84,16 @@ class CacheService(service.Service):
         self.mirror.blobs.start()
         self.mirror.access.load()
 
-    def stopService(self) -> None:
+    def stopService(self) -> Deferred[None]:
         super().stopService()
+        return Deferred.fromCoroutine(self._stop())
+
+    async def _stop(self) -> None:
         self.mirror.blobs.stop()
+        await self.mirror.disk.idle()  # commits land: their evictions, links change
         self.mirror.access.flush()
         self.mirror.save_stats()
+        await self.mirror.disk.idle()
 
 
 class S3Service(service.Service):

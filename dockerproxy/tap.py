@@ -21,6 +21,8 @@ from twisted.python.threadpool import ThreadPool
 from dockerproxy import __version__
 from dockerproxy.access import AccessCache, MetaRecords
 from dockerproxy.cache.blobs import BlobCache
+from dockerproxy.cache.diskio import DiskWork, Pool, ThreadedPool
+from dockerproxy.cache.documents import Documents
 from dockerproxy.cache.store import FilesystemStore
 from dockerproxy.challenges import ChallengeCache
 from dockerproxy.config import (
@@ -307,20 +309,25 @@ def make_s3(config: Config, reactor: IReactorTime, pool: Any,
                        idle_timeout=config.timeouts.idle)
 
 
-def make_mirror(cache: CacheConfig, reactor: IReactorTime, exchange: Proxy,
+def make_mirror(cache: CacheConfig, reactor: IReactorTime, exchange: Proxy, disk_pool: Pool,
                 s3: S3BlobStore | None = None) -> Mirror | None:
     """The pull-through cache over C{cache.directory}, not started: a L{CacheService}
     recovers what a crash left behind and loads the records.
 
     Misses go upstream through C{exchange}; C{s3} adds the blob tier shared with
-    other instances.
+    other instances. Blocking disk work (commits, metadata writes, touches,
+    unlinks) runs on C{disk_pool}: the proxy's thread pool (L{ThreadedPool}).
     """
     if cache.directory is None:
         return None
     store = FilesystemStore(cache.directory)
-    blobs = BlobCache(store, reactor, cache.max_size, max_blob_size=cache.max_blob_size)
-    access = AccessCache(reactor, records=MetaRecords(store))
-    return Mirror(blobs, store, access, exchange, cache.tag_ttl, cache.stale_max_age, s3=s3)
+    disk = DiskWork(disk_pool)
+    documents = Documents(store, disk)
+    blobs = BlobCache(store, reactor, cache.max_size, disk=disk,
+                      max_blob_size=cache.max_blob_size)
+    access = AccessCache(reactor, records=MetaRecords(documents))
+    return Mirror(blobs, documents, access, exchange, cache.tag_ttl, cache.stale_max_age,
+                  s3=s3)
 
 
 def make_site(proxy: Proxy, reactor: IReactorTime, limits: ClientLimits | None = None,
@@ -335,19 +342,23 @@ def makeService(options: Mapping[str, Any] | Options) -> DockerProxyService:
     return service_for(config, reactor)
 
 
-def service_for(config: Config, reactor: IReactorCore) -> DockerProxyService:
+def service_for(config: Config, reactor: IReactorCore,
+                threadpool: ThreadPool | None = None) -> DockerProxyService:
     """Wire the service tree; nothing here touches the disk or the network.
 
     Children in start order (they stop in reverse, each after the one before):
     the thread pool, the cache, its stats timer, S3, the drain, the listeners.
+    The cache's disk work runs on C{threadpool} (by default a new one, of
+    L{dockerproxy.services.DISK_THREADS} threads), which the tree starts and stops.
     """
     proxy, pool = make_proxy(config, reactor)  # type: ignore[arg-type]
     s3 = make_s3(config, reactor, pool)  # type: ignore[arg-type]
-    mirror = make_mirror(config.cache, reactor, proxy, s3)  # type: ignore[arg-type]
     top = DockerProxyService(config, reactor, pool)
-    pool_service = ThreadPoolService()
+    pool_service = ThreadPoolService(threadpool)
     pool_service.setServiceParent(top)
     top.threadpool = pool_service.threadpool
+    mirror = make_mirror(config.cache, reactor, proxy,  # type: ignore[arg-type]
+                         ThreadedPool(reactor, pool_service.threadpool), s3)  # type: ignore[arg-type]
     if mirror is not None:
         CacheService(mirror).setServiceParent(top)
         # Counters for `python -m dockerproxy.cache stats`, which reads the directory.

@@ -2,12 +2,13 @@
 
 Blobs are stored by digest, verified before they become visible, shared by every
 client that asks while one upstream download is in progress, and evicted least
-recently used first under a size bound. Three modules:
+recently used first under a size bound.
 
 Digests are L{dockerproxy.digests.Digest} values (sha256, sha384 or sha512, lowercase
 hex of the right length): the caller parsed them, so every one is a safe file name.
 
-L{store} (no Twisted; blocking calls on a local disk)::
+L{store} (no Twisted; blocking calls on a local disk, the slow ones made from the
+threads of the disk pool)::
 
     FilesystemStore(root: str | Path, *, fsync: bool = True)
         root/blobs/<alg>/<hex[:2]>/<hex>   committed, immutable
@@ -33,16 +34,33 @@ L{store} (no Twisted; blocking calls on a local disk)::
     StoredBlob(digest: Digest, size: int, last_used: float)
     STATS_KEY                              the meta document of the proxy's counters
 
+L{diskio} (blocking calls off the reactor)::
+
+    ThreadedPool(reactor, threadpool)      a Pool: .run(f, *args) -> Deferred, f on a
+                                           thread of the given ThreadPool
+    DiskWork(pool)
+      .run(f, *args, key=None) -> Deferred calls of one key run in order; fires in the
+                                           reactor thread, failures (OSError) included
+      .background(what, f, *args, key=None)  the same, a failure logged
+      .idle() -> Deferred[None]            nothing queued or running any more
+
+L{documents}::
+
+    Documents(store, disk: DiskWork)       the store's .read_meta, .write_meta,
+                                           .remove_meta, .list_meta; writes on the pool,
+                                           coalesced per key, read back until written
+
 L{blobs} (Twisted, reactor thread)::
 
-    BlobCache(store, clock: IReactorTime, max_size: int | None, *, idle_timeout=60.0,
-              max_blob_size: int | None = None,
+    BlobCache(store, clock: IReactorTime, max_size: int | None, *, disk: DiskWork,
+              idle_timeout=60.0, max_blob_size: int | None = None,
               on_removed: Callable[[str], object] | None = None)
                                            on_removed(digest): a blob left the index
                                            (evicted, or its file found gone); settable
       .start() -> None                     store.recover() into the index, evict to max_size
       .stop() -> None                      abandon every fill, partials deleted (shutdown,
-                                           after the drain)
+                                           after the drain); commits under way go on:
+                                           wait for disk.idle()
       .lookup(digest) -> CachedBlob | None counts a hit or a miss; marks the blob used
       .get(digest) -> CachedBlob | None    the same without counting or marking
       .fill_for(digest) -> Fill | None     the fill in progress, if any
@@ -86,17 +104,18 @@ Typical use for a blob GET::
     await cache.serve(request, digest, byte_range)
 
 Fills: the body goes to a partial file as fast as the upstream sends it (no client
-backpressure; the fill continues when every client has gone), hashed as it goes.
-It is committed only if its size matches a known C{response.length} and its digest
-matches; a mismatch, a truncated body (C{ResponseFailed}, C{PotentialDataLoss} with
-a known length, more bytes than announced), an idle timeout or a write error
-deletes the partial, makes nothing visible and fires C{Fill.done} with C{False}.
-So does a body of unknown length that passes the fill's C{room} or C{max_blob_size}:
-it is cut off there, followed or not. A fill that fails for the cache's own reasons
-(a write error such as ENOSPC, passing its C{room}) is I{abandoned}: its followers
-are handed to their C{Fallback} instead of being aborted. A verified blob whose
-commit fails is sent whole to its followers (their descriptors keep the file) and
-not kept: C{done} fires C{True} with C{committed} false.
+backpressure; the fill continues when every client has gone), hashed as it goes. It
+is committed (on the disk pool; C{done} fires after) only if its size matches a
+known C{response.length} and its digest matches; a mismatch, a truncated body
+(C{ResponseFailed}, C{PotentialDataLoss} with a known length, more bytes than
+announced), an idle timeout or a write error deletes the partial, makes nothing
+visible and fires C{Fill.done} with C{False}. So does a body of unknown length that
+passes the fill's C{room} or C{max_blob_size}: it is cut off there, followed or not.
+A fill that fails for the cache's own reasons (a write error such as ENOSPC, passing
+its C{room}) is I{abandoned}: its followers are handed to their C{Fallback} instead
+of being aborted. A verified blob whose commit fails is sent whole to its followers
+(their descriptors keep the file) and not kept: C{done} fires C{True} with
+C{committed} false.
 
 Serving: C{serve} sets Content-Length (for a range, 206 and Content-Range; an
 unsatisfiable range gets 416 with C{Content-Range: bytes */size}; C{byte_range} is
@@ -119,5 +138,6 @@ Eviction: least recently used first over committed blobs, never a pinned one (be
 served or filled); when a fill with a known length starts, to make room for it
 within C{max_size} and on the disk (what fills of known length still have to write
 must fit in its free space); after a commit; when a pin is released while over the
-bound.
+bound. An evicted blob leaves the index at once and its file on the disk pool (its
+bytes count as free space meanwhile).
 """

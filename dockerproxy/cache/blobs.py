@@ -5,10 +5,17 @@ hashing as it goes, and is committed only if its size and digest check out. Clie
 never slow a fill down: each one follows the file (a L{_Sender} reading by offset), is told by
 the fill when more bytes land, and holds back the body's final byte until the
 blob is committed, so a body that then fails verification is aborted and can never
-look complete. Every file operation is a plain blocking call in the reactor thread:
-acceptable for a local disk, where writes land in the page cache and reads of
-recent data come from it. A committed blob going to a plain TCP client is sent
-with C{os.sendfile} (L{_Sendfile}), straight from the page cache to the socket.
+look complete. A committed blob going to a plain TCP client is sent with
+C{os.sendfile} (L{sendfile.Sendfile}), straight from the page cache to the socket.
+
+What can block for long runs on the disk pool (L{DiskWork}), never in the reactor
+thread: a commit (an fsync of up to the whole blob, then a rename), the touch of
+a used blob, the unlink of an evicted blob or of a failed fill's partial file.
+Their results are applied back in the reactor thread: a blob enters the index
+(and its fill's followers get their last byte) only once its commit is done; an
+evicted blob leaves the index at once, and its file later. Reads and writes of
+the bytes themselves (writes land in the page cache, reads of recent data come
+from it), opening files and C{statvfs} stay in the reactor thread.
 """
 
 from __future__ import annotations
@@ -21,14 +28,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime, ISSLTransport
-from twisted.internet.tcp import Connection
+from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web.iweb import UNKNOWN_LENGTH, IResponse
 from twisted.web.server import Request
 from zope.interface import implementer
 
+from dockerproxy.cache.diskio import DiskWork
 from dockerproxy.cache.fills import Fallback, Fill
+from dockerproxy.cache.sendfile import Sendfile as _Sendfile
 from dockerproxy.cache.store import FilesystemStore, Partial
 from dockerproxy.digests import Digest
 from dockerproxy.relay import abort_client
@@ -89,13 +98,17 @@ class BlobCache:
 
     C{on_removed}, if set, is called with the digest of each blob that leaves the
     index (evicted, or found gone from the disk), so records about it can go too.
+
+    C{disk} runs the store's blocking calls (see the module docstring); each
+    blob's calls are keyed by its digest, so they reach the disk in order.
     """
 
     def __init__(self, store: FilesystemStore, clock: IReactorTime, max_size: int | None,
-                 *, idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+                 *, disk: DiskWork, idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
                  max_blob_size: int | None = None,
                  on_removed: Callable[[Digest], object] | None = None) -> None:
         self.store = store
+        self.disk = disk
         self.on_removed = on_removed
         self.clock = clock
         self.max_size = max_size
@@ -112,13 +125,19 @@ class BlobCache:
         self._last_touched: Digest | None = None
         self._bytes = 0
         self._reserved = 0
+        self._freeing = 0  # bytes of evicted blobs whose files are not unlinked yet
         self._fills: dict[Digest, Fill] = {}
         self._pins: Counter[Digest] = Counter()
 
     # ----------------------------------------------------------------- index
 
     def start(self) -> None:
-        """Load the committed blobs in LRU order (partials of a crash are deleted)."""
+        """Load the committed blobs in LRU order (partials of a crash are deleted).
+
+        In the reactor thread, at the service's start: the listeners start after
+        it, so no request is answered before the index is whole, and a scan of
+        the cache's directories blocks nothing that is running yet.
+        """
         self._index.clear()
         self._bytes = 0
         for blob in self.store.recover():
@@ -127,7 +146,10 @@ class BlobCache:
         self._evict()
 
     def stop(self) -> None:
-        """Abandon every fill in progress, e.g. at shutdown: no partial outlives the process."""
+        """Abandon every fill in progress, e.g. at shutdown: no partial outlives the process.
+
+        A verified fill whose commit is under way is kept: wait for C{disk.idle()}.
+        """
         for fill in list(self._fills.values()):
             fill.stop("the cache is stopping")
 
@@ -174,12 +196,14 @@ class BlobCache:
         """LRU order in memory, and on disk (mtime) for restarts.
 
         A blob used again right after its own last touch is already the newest on
-        disk, so the usual burst of hits on one blob costs one syscall.
+        disk, so the usual burst of hits on one blob costs one syscall, on the
+        disk pool; nobody waits for it (a failure is logged).
         """
         self._index.move_to_end(digest)
         if digest != self._last_touched:
             self._last_touched = digest
-            self.store.touch(digest, self.clock.seconds())
+            self.disk.background(f"touch {digest}", self.store.touch, digest,
+                                 self.clock.seconds(), key=digest)
 
     # ----------------------------------------------------------------- fills
 
@@ -226,7 +250,7 @@ class BlobCache:
         what fills under way still have to write, plus what eviction could free.
         """
         bounds = [b for b in (self.max_size, self.max_blob_size) if b is not None]
-        free = self.store.free_bytes()
+        free = self._free_bytes()
         if free is not None:
             pinned = sum(self._index[d].size for d in self._pins if d in self._index)
             bounds.append(max(free - self._unwritten(), 0) + self._bytes - pinned)
@@ -237,27 +261,37 @@ class BlobCache:
         room = self.room()
         return room is None or length <= room
 
+    def _free_bytes(self) -> int | None:
+        """The disk's free space, counting evicted blobs whose unlink is still queued."""
+        free = self.store.free_bytes()
+        return None if free is None else free + self._freeing
+
     def _unwritten(self) -> int:
         """Bytes that fills of known length have yet to write."""
         return sum(max(f.length - f.written, 0) for f in self._fills.values()
                    if f.length is not None and f.active)
 
     def _fill_verified(self, fill: Fill, partial: Partial) -> None:
-        try:
-            path = self.store.commit(partial, fill.digest)
-        except OSError as e:
-            # Verified, but the disk would not take it: its followers still read it
-            # through their open descriptors; the cache does not keep it.
-            log.warn("blob cache: cannot commit {digest}: {error}; served, not kept",
-                     digest=fill.digest, error=e)
-            try:
-                partial.discard()
-            except OSError as discard_error:
-                log.warn("blob cache: cannot remove {path}: {error}", path=str(fill.path),
-                         error=discard_error)
-            self._end_fill(fill)
-            fill.done.callback(True)
-            return
+        """Commit on the disk pool; until it is done the fill stays active, its
+        followers hold back the last byte and the blob is not in the index."""
+        committed = self.disk.run(self.store.commit, partial, fill.digest, key=fill.digest)
+        committed.addCallbacks(lambda path: self._fill_committed(fill, path),
+                               lambda failure: self._fill_not_kept(fill, partial, failure))
+
+    def _fill_not_kept(self, fill: Fill, partial: Partial, failure: Failure) -> None:
+        """Verified, but the disk would not take it: its followers still read it
+        through their open descriptors; the cache does not keep it."""
+        log.warn("blob cache: cannot commit {digest}: {error}; served, not kept",
+                 digest=fill.digest, error=failure.value)
+        self.discard(partial)
+        self._end_fill(fill)
+        fill.done.callback(True)
+
+    def discard(self, partial: Partial) -> None:
+        """Close and delete a partial file the cache will not keep, on the disk pool."""
+        self.disk.background(f"remove {partial.path}", partial.discard)
+
+    def _fill_committed(self, fill: Fill, path: Path) -> None:
         previous = self._index.pop(fill.digest, None)
         if previous is not None:
             self._bytes -= previous.size
@@ -315,13 +349,21 @@ class BlobCache:
             fill = self._fills.get(digest)
             if fill is None:
                 raise KeyError(digest)
-            fd = os.open(fill.path, os.O_RDONLY | os.O_CLOEXEC)
+            fd = self._open_fill(fill)
             size = fill.length
             self.coalesced += 1
         sender = _Sender(self, request, digest, fd, size, fill, byte_range, fallback)
         self._pin(digest)
         sender.start()
         return sender.done
+
+    def _open_fill(self, fill: Fill) -> int:
+        """The fill's file: the partial, or, once its commit renamed it on the disk
+        pool (the index learns of it a moment later), the committed blob."""
+        try:
+            return os.open(fill.path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return os.open(self.store.blob_path(fill.digest), os.O_RDONLY | os.O_CLOEXEC)
 
     # ----------------------------------------------------------------- eviction
 
@@ -338,7 +380,7 @@ class BlobCache:
         """Remove least recently used unpinned blobs until the cache is within C{max_size}
         and the disk has room for what fills under way still have to write."""
         unwritten = self._unwritten()
-        free = self.store.free_bytes() if unwritten else None
+        free = self._free_bytes() if unwritten else None
         short = 0 if free is None else unwritten - free  # bytes the disk lacks
         for digest in list(self._index):
             over = self.max_size is not None and self._bytes + self._reserved > self.max_size
@@ -350,16 +392,22 @@ class BlobCache:
                 self.evictions += 1
 
     def _forget(self, digest: Digest) -> None:
+        """Out of the index now (nothing new is served from it), off the disk soon."""
         entry = self._index.pop(digest)
         self._bytes -= entry.size
         if self._last_touched == digest:
             self._last_touched = None
-        try:
-            self.store.remove(digest)
-        except OSError as e:
-            log.warn("blob cache: cannot remove {digest}: {error}", digest=digest, error=e)
+        self._freeing += entry.size
+        removed = self.disk.run(self.store.remove, digest, key=digest)
+        removed.addErrback(lambda failure: log.warn("blob cache: cannot remove {digest}: "
+                                                    "{error}", digest=digest,
+                                                    error=failure.value))
+        removed.addBoth(self._freed, entry.size)
         if self.on_removed is not None:
             self.on_removed(digest)
+
+    def _freed(self, _: object, size: int) -> None:
+        self._freeing -= size
 
 
 @implementer(IPushProducer)
@@ -639,70 +687,3 @@ class _Sender:
     def _client_gone(self) -> None:
         if self._close():
             self.done.callback(False)
-
-
-class _Sendfile:
-    """Zero-copy sends from a file to a plain TCP client's socket, under Twisted's transport.
-
-    C{os.sendfile()} moves file bytes from the page cache to the socket in the
-    kernel: no read into a Python buffer, no copy back out, no buffer held while
-    the client is slow. L{for_request} only offers it for a L{Connection} (TCP
-    or UNIX socket) that is not TLS: a TLS transport has no socket to write
-    plaintext to.
-
-    The transport stays the socket's owner, so nothing is ever written past or
-    under it:
-
-      - bytes may only be sent with the transport's own write buffer empty
-        (L{buffered}), so they never overtake the status line and headers,
-        which C{request.write} puts into that buffer;
-      - to wait for the socket (the headers still buffered, the socket full
-        after a short sendfile(), or a turn's budget used), L{wait_for_drain}
-        does what the transport does when its own buffer fills: it marks its
-        producer, the HTTPChannel, paused (which pauses the request's producer)
-        and asks the reactor for a writable event. There the transport's
-        C{doWrite} flushes whatever is buffered and, once empty, resumes the
-        channel, which resumes the request's producer: the same path as any
-        push producer's. No second reader or writer is registered for the
-        socket (the epoll reactor keeps a single object per descriptor).
-    """
-
-    def __init__(self, transport: Connection) -> None:
-        self.transport = transport
-
-    @classmethod
-    def for_request(cls, request: Request) -> _Sendfile | None:
-        """A sender for C{request}'s connection, or C{None} if bytes must be copied."""
-        transport = getattr(request.channel, "transport", None)
-        if (not hasattr(os, "sendfile") or not isinstance(transport, Connection)
-                or ISSLTransport.providedBy(transport) or getattr(transport, "TLS", False)):
-            return None
-        return cls(transport)
-
-    def buffered(self) -> int:
-        """Bytes waiting in the transport's write buffer (its two buffers, as doWrite sees them)."""
-        t = self.transport
-        return len(t.dataBuffer) - t.offset + t._tempDataLen
-
-    def send(self, fd: int, offset: int, count: int) -> int | None:
-        """sendfile() up to C{count} bytes of C{fd} from C{offset}: the bytes sent (0 at
-        the end of the file), C{None} if the socket is full. Raises C{OSError}."""
-        t = self.transport
-        if not t.connected or t.disconnecting:
-            raise BrokenPipeError(errno.EPIPE, "the connection is closing")
-        try:
-            return os.sendfile(t.fileno(), fd, offset, count)
-        except BlockingIOError:
-            return None
-
-    def wait_for_drain(self) -> bool:
-        """Resume the request's producer once the socket is writable and the transport's
-        buffer is empty; C{False} if the transport can no longer tell it."""
-        t = self.transport
-        channel = t.producer
-        if channel is None or not t.connected or t.disconnecting:
-            return False
-        t.producerPaused = True
-        channel.pauseProducing()
-        t.startWriting()
-        return True

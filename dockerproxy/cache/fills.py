@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.protocol import Protocol
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.client import ResponseDone
 from twisted.web.http import PotentialDataLoss
@@ -36,8 +35,6 @@ from dockerproxy.relay import enlarge_socket_reads
 
 if TYPE_CHECKING:
     from dockerproxy.cache.blobs import BlobCache, _Sender
-
-log = Logger()
 
 
 class Fallback(typing.Protocol):
@@ -60,7 +57,11 @@ class Fill(Protocol):
 
     Never paused: it reads as fast as the upstream sends, whatever its followers do.
     C{done} fires C{True} once the blob is committed, C{False} if it failed; the
-    partial file is then gone.
+    partial file is then gone (or its removal queued on the cache's disk pool).
+
+    It stays L{active} until the cache has settled it: a verified body is still
+    active while its commit runs on the disk pool, so its followers hold back
+    the last byte until the blob is committed (or known not to be kept).
 
     C{room} bounds what it writes (C{None}: no bound); C{max_blob_size}, the
     largest blob it accepts, is checked too.
@@ -85,13 +86,15 @@ class Fill(Protocol):
         self._partial = partial
         self._idle_timeout = idle_timeout
         self._idle: IDelayedCall | None = None
-        self._ended = False
+        self._ended = False  # no more body: verified, or failed
+        self._settled = False  # and the cache is done with it: committed, not kept, failed
         self._followers: list[_Sender] = []
         self._reserved = 0  # bytes counted against the cache's bound while filling
 
     @property
     def active(self) -> bool:
-        return not self._ended
+        """Receiving, or verified and being committed: not settled yet."""
+        return not self._settled
 
     @property
     def followers(self) -> int:
@@ -148,7 +151,10 @@ class Fill(Protocol):
         self.cache._fill_verified(self, self._partial)
 
     def stop(self, why: str) -> None:
-        """Abandon the fill: the partial is deleted and its followers are aborted."""
+        """Abandon the fill: the partial is deleted and its followers are aborted.
+
+        A verified fill is not stopped: its commit goes on.
+        """
         if not self._ended:
             self._fail(why)
 
@@ -163,10 +169,7 @@ class Fill(Protocol):
         self._cancel_idle()
         if stop_upstream and self.transport is not None:
             self.transport.stopProducing()
-        try:
-            self._partial.discard()
-        except OSError as e:
-            log.warn("blob cache: cannot remove {path}: {error}", path=str(self.path), error=e)
+        self.cache.discard(self._partial)
         self.cache._fill_failed(self, why)
 
     def _idle_expired(self) -> None:
@@ -186,5 +189,6 @@ class Fill(Protocol):
             self._followers.remove(sender)
 
     def _notify_end(self) -> None:
+        self._settled = True
         for follower in list(self._followers):
             follower.fill_ended(self.committed or self.failure is None)

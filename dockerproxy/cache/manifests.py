@@ -13,7 +13,7 @@ import base64
 import hashlib
 from dataclasses import dataclass
 
-from dockerproxy.cache.store import FilesystemStore
+from dockerproxy.cache.documents import Documents
 from dockerproxy.digests import Digest, parse_or_none
 from dockerproxy.names import RepoKey
 
@@ -33,9 +33,10 @@ class TagEntry:
 
 
 class ManifestStore:
-    """Manifests by digest and tag entries, as small documents in the store's meta area."""
+    """Manifests by digest and tag entries, as small documents in the store's meta area
+    (written off the reactor, read back at once: see L{Documents})."""
 
-    def __init__(self, store: FilesystemStore) -> None:
+    def __init__(self, store: Documents) -> None:
         self.store = store
 
     def get(self, digest: Digest) -> CachedManifest | None:

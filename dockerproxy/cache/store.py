@@ -10,7 +10,10 @@ A blob appears under C{blobs/} only through L{FilesystemStore.commit}, an atomic
 of a complete file, so a crash or C{kill -9} mid-fill leaves only a file in C{tmp/},
 which L{FilesystemStore.recover} deletes. A blob's mtime is its last use, so the
 least-recently-used order survives restarts. Nothing here uses Twisted: every call
-is a plain, blocking system call on a local disk.
+is a plain, blocking system call on a local disk, and the proxy makes the slow ones
+(L{FilesystemStore.commit}, L{FilesystemStore.write_meta}, L{FilesystemStore.remove},
+L{FilesystemStore.touch}) from the threads of its disk pool, several at once: each
+is safe to call from any thread, on different files.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import os
 import re
 import shutil
 import tempfile
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,6 +106,7 @@ class FilesystemStore:
         self.tmp_dir = self.root / "tmp"
         self.meta_dir = self.root / "meta"
         self._used: int | None = None
+        self._used_lock = threading.Lock()  # commits and removals run on several threads
 
     # ----------------------------------------------------------------- start-up
 
@@ -212,8 +217,7 @@ class FilesystemStore:
         target.parent.mkdir(parents=True, exist_ok=True)
         previous = _size_or_zero(target)
         os.replace(partial.path, target)
-        if self._used is not None:
-            self._used += size - previous
+        self._count(size - previous)
         return target
 
     def remove(self, digest: Digest) -> None:
@@ -223,8 +227,12 @@ class FilesystemStore:
             path.unlink()
         except FileNotFoundError:
             return
-        if self._used is not None:
-            self._used -= size
+        self._count(-size)
+
+    def _count(self, change: int) -> None:
+        with self._used_lock:
+            if self._used is not None:
+                self._used += change
 
     def touch(self, digest: Digest, when: float) -> None:
         """Record a use: the mtime is the LRU order after a restart."""

@@ -21,8 +21,9 @@ from typing import TYPE_CHECKING
 
 from dockerproxy.access import AccessCache
 from dockerproxy.cache.blobs import BlobCache
+from dockerproxy.cache.documents import Documents
 from dockerproxy.cache.manifests import ManifestStore
-from dockerproxy.cache.store import STATS_KEY, FilesystemStore
+from dockerproxy.cache.store import STATS_KEY
 from dockerproxy.exchange import Proxy
 from dockerproxy.mirror.blobs import BlobProxy
 from dockerproxy.mirror.manifests import ManifestProxy
@@ -39,14 +40,17 @@ class Mirror:
     """Serves manifests and blobs from the cache when allowed, filling it on misses.
 
     C{exchange} is the upstream side: every miss and every check goes through it;
-    C{s3} adds the blob tier shared with other instances.
+    C{s3} adds the blob tier shared with other instances. C{documents} (the
+    manifests, tags and counters) share the blobs' store and their disk pool.
     """
 
-    def __init__(self, blobs: BlobCache, store: FilesystemStore, access: AccessCache,
+    def __init__(self, blobs: BlobCache, documents: Documents, access: AccessCache,
                  exchange: Proxy, tag_ttl: float, stale_max_age: float,
                  s3: S3BlobStore | None = None) -> None:
         self.blobs = blobs
-        self.store = store
+        self.store = store = blobs.store
+        self.documents = documents
+        self.disk = blobs.disk
         self.access = access
         # A blob that leaves the cache takes its content links with it.
         blobs.on_removed = lambda digest: access.forget_content(str(digest))
@@ -56,7 +60,7 @@ class Mirror:
         self.blob_proxy = BlobProxy(blobs, self.remote,
                                     tiers=() if self.s3 is None else (self.s3,),
                                     after_fill=None if self.s3 is None else self.s3.upload)
-        manifests = ManifestStore(store)
+        manifests = ManifestStore(documents)
         self.manifest_proxy = ManifestProxy(manifests, self.remote)
         self.tag_proxy = TagProxy(manifests, self.manifest_proxy, self.remote, exchange.clock,
                                   tag_ttl, stale_max_age)
@@ -74,4 +78,4 @@ class Mirror:
             await self.remote.relay_fresh(pull)
 
     def save_stats(self) -> None:
-        self.store.write_meta(STATS_KEY, self.blobs.stats())
+        self.documents.write_meta(STATS_KEY, self.blobs.stats())

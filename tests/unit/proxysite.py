@@ -22,12 +22,14 @@ from twisted.web.http_headers import Headers
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
+from dockerproxy.cache.diskio import Pool
 from dockerproxy.config import CacheConfig, Config, build_config
 from dockerproxy.exchange import Proxy
 from dockerproxy.mirror import Mirror
 from dockerproxy.services import CacheService
 from dockerproxy.site import ProxySite
 from dockerproxy.tap import make_mirror, make_proxy, make_s3, make_site
+from tests.unit.fakes import SyncPool
 
 HUB_HOST = "registry-1.docker.io"
 AUTH_HOST = "auth.test"
@@ -46,12 +48,14 @@ DOCKERD_ACCEPT = [
 ]
 
 
-def make_parts(config: Config, clock: Clock, http: Any) -> tuple[Proxy, Mirror | None, ProxySite]:
+def make_parts(config: Config, clock: Clock, http: Any, pool: Pool | None = None,
+               ) -> tuple[Proxy, Mirror | None, ProxySite]:
     """What tap.service_for wires, over C{http}: the upstream exchange, the mirror (when the
-    config caches; with its S3 tier when it has one; its cache started as its CacheService
-    does) and the Site."""
+    config caches; with its S3 tier when it has one; its disk work on C{pool}, by default
+    done at once; its cache started as its CacheService does) and the Site."""
     proxy, _ = make_proxy(config, clock, http=http)
-    mirror = make_mirror(config.cache, clock, proxy, make_s3(config, clock, None, http=http))
+    mirror = make_mirror(config.cache, clock, proxy, pool or SyncPool(),
+                         make_s3(config, clock, None, http=http))
     if mirror is not None:
         CacheService(mirror).startService()
     return proxy, mirror, make_site(proxy, clock, mirror=mirror)

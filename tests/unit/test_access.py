@@ -12,7 +12,9 @@ import pytest
 from twisted.internet.task import Clock
 
 from dockerproxy.access import AccessCache, MetaRecords
+from dockerproxy.cache.documents import Documents
 from dockerproxy.cache.store import FilesystemStore
+from tests.unit.fakes import sync_disk
 
 REPO = ("docker.io", "library/alpine")
 PRIVATE = ("docker.io", "private/secret")
@@ -196,11 +198,11 @@ def test_records_of_older_versions_are_migrated() -> None:
                                 "links": {"docker.io/private/secret": [DIGEST]}})
     clock = Clock()
     clock.advance(10)
-    access = AccessCache(clock, records=MetaRecords(store))
+    access = AccessCache(clock, records=MetaRecords(Documents(store, sync_disk())))
     access.load()
     assert access.may_read(None, REPO) and access.is_linked(PRIVATE, DIGEST)
     assert store.read_meta("access") is None
-    again = AccessCache(clock, records=MetaRecords(store))
+    again = AccessCache(clock, records=MetaRecords(Documents(store, sync_disk())))
     again.load()
     assert again.may_read(None, REPO) and again.is_linked(PRIVATE, DIGEST)
 

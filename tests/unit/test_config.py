@@ -19,6 +19,7 @@ from dockerproxy.config import (
     load_toml,
 )
 from dockerproxy.tap import Options, config_from_environment
+from tests.unit.fakes import SyncPool
 
 
 def config_error(toml: dict[str, Any] | None = None,
@@ -528,7 +529,8 @@ def test_max_blob_size_defaults_to_32_gib_and_reaches_the_cache(tmp_path: Path) 
 
     config = parse_options(["--cache-dir", str(tmp_path)])
     assert config.cache.max_blob_size == 32 * 1024**3
-    mirror = make_mirror(config.cache, Clock(), make_proxy(config, Clock(), http=object())[0])
+    mirror = make_mirror(config.cache, Clock(), make_proxy(config, Clock(), http=object())[0],
+                         SyncPool())
     assert mirror is not None and mirror.blobs.max_blob_size == 32 * 1024**3
 
 

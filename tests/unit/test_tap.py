@@ -17,7 +17,7 @@ from dockerproxy.drain import ABORT_WAIT
 from dockerproxy.listeners import Listeners, ListenFailed
 from dockerproxy.site import ProxySite
 from dockerproxy.tap import DockerProxyService, service_for
-from tests.unit.fakes import scratch_dir
+from tests.unit.fakes import InlineThreadPool, InlineThreadsReactor, scratch_dir
 
 DRAIN = 12.0
 LISTEN = ["tcp:5000:interface=127.0.0.1", "tcp:5001:interface=127.0.0.1"]
@@ -27,7 +27,8 @@ PING = b"GET /v2/ HTTP/1.1\r\nHost: mirror.test\r\n\r\n"
 
 class TreeTestCase(SynchronousTestCase):
     def setUp(self) -> None:
-        self.reactor = MemoryReactorClock()
+        self.reactor = InlineThreadsReactor()
+        self.threadpool = InlineThreadPool()
         self.cache = scratch_dir(self) / "cache"
         self.config = build_config({
             "listen": LISTEN,
@@ -40,7 +41,7 @@ class TreeTestCase(SynchronousTestCase):
         }, {})
 
     def build(self) -> DockerProxyService:
-        top = service_for(self.config, self.reactor)
+        top = service_for(self.config, self.reactor, self.threadpool)
         self.addCleanup(self.stop_if_running, top)
         return top
 
@@ -97,6 +98,14 @@ class StartTests(TreeTestCase):
         self.assertTrue(top.threadpool.started)
         self.assertEqual([(host, port) for host, port, *_ in self.reactor.tcpClients],
                          [("127.0.0.1", 8)], "the S3 bucket check")
+
+    def test_the_caches_disk_work_runs_on_the_trees_thread_pool(self) -> None:
+        """The scan at start is inline (nothing is served yet); the counters the stats
+        timer saves at once are written by the tree's own pool."""
+        top = self.build()
+        self.assertIs(top.threadpool, self.threadpool)
+        top.startService()
+        self.assertEqual(self.threadpool.called, ["write_meta"])
 
     def test_a_port_that_cannot_be_listened_on_names_the_endpoint(self) -> None:
         class Refusing(MemoryReactorClock):

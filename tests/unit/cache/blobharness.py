@@ -19,7 +19,7 @@ from twisted.web.server import Site
 from dockerproxy.cache.blobs import BlobCache
 from dockerproxy.cache.store import FilesystemStore
 from dockerproxy.digests import Digest, of
-from tests.unit.fakes import Capture, ClientTransport, FakeResponse, scratch_dir
+from tests.unit.fakes import Capture, ClientTransport, FakeResponse, scratch_dir, sync_disk
 
 IDLE = 5.0
 BODY = bytes(range(256)) * 4  # 1 KiB
@@ -113,7 +113,8 @@ class Harness:
         self.root = root
         self.clock = clock or Clock()
         self.store = FilesystemStore(root, fsync=False)
-        self.cache = BlobCache(self.store, self.clock, max_size, idle_timeout=IDLE)
+        self.cache = BlobCache(self.store, self.clock, max_size, disk=sync_disk(),
+                               idle_timeout=IDLE)
         self.cache.start()
 
     def upstream(self, data: bytes, length: int | object | None = None,
