@@ -9,6 +9,9 @@ truncated blob was complete.
 
 from __future__ import annotations
 
+import socket
+import struct
+import sys
 from collections.abc import Callable
 
 from twisted.internet.defer import Deferred
@@ -24,13 +27,25 @@ from zope.interface import implementer
 
 log = Logger()
 
-# Bytes read from the upstream socket per call, and the most sent to the client in
-# one send(): one 1 MiB buffer per step instead of Twisted's 64 KiB reads and
-# 128 KiB sends. The client's 64 KiB pause threshold is kept on purpose: the
-# upstream pauses as soon as a chunk is queued, so buffers are never joined
-# (an extra copy) and one live buffer is reused (no page-fault churn).
-# bench/throughput.py measured this at 0.92-0.95 of a tuned nginx.
-SOCKET_CHUNK = 1024 * 1024
+# Bytes read from the upstream socket per recv(), chosen before each read from the
+# room in the client's kernel send buffer, so what is read goes out at the next
+# send(). A client that keeps up gets READ_MAX reads, each sent in one send() from
+# one reused buffer instead of Twisted's 64 KiB reads and 128 KiB sends
+# (bench/throughput.py: from 0.53 to 0.92-0.95 of a tuned nginx; fixed 256 KiB
+# reads cost 1.5 times the CPU). A client that stalls gets READ_MIN reads: it
+# holds about one READ_MIN chunk in the proxy instead of a megabyte, and what it
+# has not taken waits in the upstream socket. The client's 64 KiB pause threshold
+# is kept on purpose: the upstream pauses as soon as a chunk is queued, so buffers
+# are never joined (an extra copy).
+READ_MAX = 1024 * 1024
+READ_MIN = 128 * 1024
+# The read size where the client's room cannot be read (not Linux, not a socket).
+READ_BLIND = 256 * 1024
+# Linux's getsockopt(SOL_SOCKET, SO_MEMINFO): u32 counters, sndbuf and wmem_queued
+# among them (not in Python's socket module).
+SO_MEMINFO = 55
+MEMINFO_SNDBUF = 3
+MEMINFO_WMEM_QUEUED = 5
 
 
 @implementer(IPushProducer)
@@ -52,12 +67,14 @@ class BodyRelay(Protocol):
         self._idle: IDelayedCall | None = None
         self._failed_reason: str | None = None
         self._client_paused = False
+        self._upstream_reads: object | None = None
+        self._client_socket: socket.socket | None = None
 
     def connectionMade(self) -> None:
-        enlarge_socket_reads(getattr(self.transport, "_producer", None))
-        client = self.request.transport
-        if client is not None and hasattr(client, "SEND_LIMIT"):
-            client.SEND_LIMIT = max(client.SEND_LIMIT, SOCKET_CHUNK)
+        self._upstream_reads = upstream_reads(self.transport)
+        self._client_socket = client_socket(self.request.transport)
+        enlarge_client_sends(self.request.transport)
+        self._size_next_read()
         self.request.registerProducer(self, True)
         self._arm_idle_timer()
 
@@ -69,6 +86,7 @@ class BodyRelay(Protocol):
         self._client_paused = False
         if self._idle is not None:
             self._idle.reset(self.idle_timeout)
+        self._size_next_read()
         self.transport.resumeProducing()
 
     def stopProducing(self) -> None:
@@ -80,10 +98,17 @@ class BodyRelay(Protocol):
             self._idle.reset(self.idle_timeout)
         self.request.write(data)
 
+    def _size_next_read(self) -> None:
+        """Read no more than the client can take now: the rest waits in the kernel."""
+        if self._upstream_reads is not None:
+            room = None if self._client_socket is None else send_room(self._client_socket)
+            set_read_size(self._upstream_reads, read_size(room))
+
     def connectionLost(self, reason: Failure = ResponseDone) -> None:  # type: ignore[assignment]
         if self._idle is not None and self._idle.active():
             self._idle.cancel()
         self._idle = None
+        self._upstream_reads = self._client_socket = None
         if self.request.producer is self:
             if self.request.channel is not None:
                 self.request.unregisterProducer()
@@ -146,14 +171,78 @@ def abort_client(request: Request) -> None:
         transport.loseConnection()
 
 
-def enlarge_socket_reads(transport: object) -> None:
-    """Read up to L{SOCKET_CHUNK} per recv() from an upstream socket.
+def read_size(room: int | None) -> int:
+    """Bytes to read from upstream for a client whose send buffer has C{room} free.
 
-    bufferSize is also the transport's pause threshold for writes: raise it only
-    on the upstream side, never on a client's.
+    The kernel counts what packets cost, not just their payload: a stalled client's
+    small window makes small packets, 1.4 times their payload on Linux 6.18's
+    loopback. Half the room is what surely fits.
     """
+    if room is None:
+        return READ_BLIND
+    return max(READ_MIN, min(READ_MAX, room // 2))
+
+
+def send_room(sock: socket.socket) -> int | None:
+    """Bytes C{sock}'s kernel send buffer would take now, in the kernel's accounting
+    (which counts what packets cost, not just their payload); C{None} where Linux
+    cannot say.
+
+    The kernel reports a socket writable only once its free space is half of what
+    is queued, and Twisted sends only then: below that, nothing would go out.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        info = sock.getsockopt(socket.SOL_SOCKET, SO_MEMINFO, 4 * (MEMINFO_WMEM_QUEUED + 1))
+    except OSError:
+        return None
+    if len(info) < 4 * (MEMINFO_WMEM_QUEUED + 1):
+        return None
+    counters = struct.unpack_from(f"{MEMINFO_WMEM_QUEUED + 1}I", info)
+    queued = counters[MEMINFO_WMEM_QUEUED]
+    free = counters[MEMINFO_SNDBUF] - queued
+    return free if free >= queued // 2 else 0
+
+
+def client_socket(transport: object) -> socket.socket | None:
+    """The socket beneath a client's transport: TCP's own, or the one under TLS."""
+    for _ in range(3):
+        get_handle = getattr(transport, "getHandle", None)
+        handle = get_handle() if get_handle is not None else None
+        if isinstance(handle, socket.socket):
+            return handle
+        transport = getattr(transport, "transport", None)
+    return None
+
+
+# Twisted's transports have no public knob for these; every touch of their
+# internals is here. A TCP transport's bufferSize is both its recv() size and
+# its pause threshold for writes: it is changed only on upstream connections,
+# never on a client's.
+
+
+def upstream_reads(transport: object) -> object | None:
+    """The TCP transport doing the recv()s under an upstream body's transport, if any."""
+    tcp = getattr(transport, "_producer", None)
+    return tcp if hasattr(tcp, "bufferSize") else None
+
+
+def set_read_size(tcp: object, size: int) -> None:
+    tcp.bufferSize = size  # type: ignore[attr-defined]
+
+
+def enlarge_socket_reads(transport: object) -> None:
+    """Read up to L{READ_MAX} per recv() from an upstream TCP transport (a cache
+    fill, which never waits for a client)."""
     if transport is not None and hasattr(transport, "bufferSize"):
-        transport.bufferSize = max(transport.bufferSize, SOCKET_CHUNK)  # type: ignore[attr-defined]
+        set_read_size(transport, max(transport.bufferSize, READ_MAX))  # type: ignore[attr-defined]
+
+
+def enlarge_client_sends(transport: object) -> None:
+    """Let a client's TCP transport send a whole L{READ_MAX} chunk in one send()."""
+    if transport is not None and hasattr(transport, "SEND_LIMIT"):
+        transport.SEND_LIMIT = max(transport.SEND_LIMIT, READ_MAX)  # type: ignore[attr-defined]
 
 
 class Discard(Protocol):

@@ -7,6 +7,9 @@ the relay to another StringTransport (the upstream socket, seen as a push produc
 
 from __future__ import annotations
 
+import socket
+import struct
+
 from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
@@ -18,10 +21,22 @@ from twisted.web.http import PotentialDataLoss
 from twisted.web.iweb import UNKNOWN_LENGTH
 from twisted.web.server import Site
 
-from dockerproxy.relay import SOCKET_CHUNK, Collect, Discard, relay_body
+from dockerproxy.relay import (
+    READ_BLIND,
+    READ_MAX,
+    READ_MIN,
+    SO_MEMINFO,
+    Collect,
+    Discard,
+    client_socket,
+    read_size,
+    relay_body,
+    send_room,
+)
 from tests.unit.fakes import Capture, FakeResponse, lost
 
 IDLE = 5.0
+MiB = 1024 * 1024
 
 
 class ClientTransport(StringTransport):
@@ -34,14 +49,49 @@ class ClientTransport(StringTransport):
         super().abortConnection()
 
 
+class MemInfoSocket(socket.socket):
+    """A socket whose kernel send buffer the test describes: SO_MEMINFO's sndbuf and
+    wmem_queued."""
+
+    def __init__(self, sndbuf: int = 4 * MiB, queued: int = 0) -> None:
+        super().__init__(socket.AF_INET, socket.SOCK_STREAM)
+        self.sndbuf = sndbuf
+        self.queued = queued
+
+    def getsockopt(self, level: int, option: int, buflen: int = 0) -> bytes:  # type: ignore[override]
+        assert (level, option) == (socket.SOL_SOCKET, SO_MEMINFO)
+        return struct.pack("6I", 0, 0, 0, self.sndbuf, 0, self.queued)[:buflen]
 
 
+class SocketClientTransport(ClientTransport):
+    """A client's TCP transport, with the socket beneath it."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        super().__init__()
+        self.sock = sock
+
+    def getHandle(self) -> socket.socket:
+        return self.sock
+
+
+class TCPReads:
+    bufferSize = 65536  # Twisted's default recv() size
+
+
+class UpstreamTransport(StringTransport):
+    """The upstream body's transport as the relay sees it (twisted.web's
+    TransportProxyProducer): the TCP transport doing the recv()s is its _producer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._producer = TCPReads()
 
 
 class RelayHarness:
     """One client request with an upstream body relayed into it."""
 
-    def __init__(self, length: int | object = 10, client: ClientTransport | None = None) -> None:
+    def __init__(self, length: int | object = 10, client: ClientTransport | None = None,
+                 upstream: StringTransport | None = None) -> None:
         self.clock = Clock()
         self.resource = Capture()
         site = Site(self.resource, reactor=self.clock)
@@ -52,7 +102,7 @@ class RelayHarness:
         self.request = self.resource.requests[0]
         # The TCP transport's registered producer: what it pauses when its buffer fills.
         self.channel = self.client.producer
-        self.upstream = StringTransport()
+        self.upstream = upstream or StringTransport()
         self.response = FakeResponse(length, self.upstream)
         if length is not UNKNOWN_LENGTH:
             self.request.setHeader(b"content-length", b"%d" % length)
@@ -122,8 +172,92 @@ class BackpressureTests(SynchronousTestCase):
         client.bufferSize = 65536  # type: ignore[attr-defined]
         client.SEND_LIMIT = 131072  # type: ignore[attr-defined]
         RelayHarness(client=client)
-        self.assertEqual(client.SEND_LIMIT, SOCKET_CHUNK)  # type: ignore[attr-defined]
+        self.assertEqual(client.SEND_LIMIT, READ_MAX)  # type: ignore[attr-defined]
         self.assertEqual(client.bufferSize, 65536)  # type: ignore[attr-defined]
+
+
+class ReadSizeTests(SynchronousTestCase):
+    """Upstream reads sized to what the client's socket takes now: a stalled client
+    leaves the bytes it has not taken in the upstream socket, not in the proxy."""
+
+    def sock(self, sndbuf: int = 4 * MiB, queued: int = 0) -> MemInfoSocket:
+        sock = MemInfoSocket(sndbuf, queued)
+        self.addCleanup(sock.close)
+        return sock
+
+    def harness(self, sock: socket.socket) -> tuple[RelayHarness, TCPReads]:
+        upstream = UpstreamTransport()
+        h = RelayHarness(client=SocketClientTransport(sock), upstream=upstream)
+        return h, upstream._producer
+
+    def test_a_client_with_room_gets_the_largest_reads(self) -> None:
+        _, reads = self.harness(self.sock(queued=0))
+        self.assertEqual(reads.bufferSize, READ_MAX)
+
+    def test_each_resume_sizes_the_next_read(self) -> None:
+        sock = self.sock()
+        h, reads = self.harness(sock)
+        for queued, expected in ((3 * MiB, READ_MIN), (5 * MiB // 2, 3 * MiB // 4),
+                                 (MiB // 2, READ_MAX)):
+            h.channel.pauseProducing()
+            sock.queued = queued
+            h.channel.resumeProducing()
+            self.assertEqual(reads.bufferSize, expected, queued)
+
+    def test_no_socket_gets_middle_sized_reads(self) -> None:
+        upstream = UpstreamTransport()
+        RelayHarness(upstream=upstream)
+        self.assertEqual(upstream._producer.bufferSize, READ_BLIND)
+
+    def test_read_size_is_half_the_room_within_bounds(self) -> None:
+        self.assertEqual(read_size(None), READ_BLIND)
+        self.assertEqual(read_size(0), READ_MIN)
+        self.assertEqual(read_size(READ_MIN), READ_MIN)
+        self.assertEqual(read_size(3 * READ_MIN), 3 * READ_MIN // 2)
+        self.assertEqual(read_size(64 * MiB), READ_MAX)
+
+    def test_send_room_counts_what_is_queued(self) -> None:
+        self.assertEqual(send_room(self.sock(sndbuf=4 * MiB, queued=MiB)), 3 * MiB)
+
+    def test_send_room_is_zero_until_the_socket_would_be_writable(self) -> None:
+        """The kernel wakes a writer once its free space is half what is queued."""
+        self.assertEqual(send_room(self.sock(sndbuf=4 * MiB, queued=3 * MiB)), 0)
+
+    def test_send_room_of_a_real_socket(self) -> None:
+        """An accepted loopback connection whose peer reads nothing fills up to no room."""
+        server = socket.create_server(("127.0.0.1", 0))
+        self.addCleanup(server.close)
+        peer = socket.socket()
+        self.addCleanup(peer.close)
+        peer.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        peer.connect(server.getsockname())
+        sock, _ = server.accept()
+        self.addCleanup(sock.close)
+        room = send_room(sock)
+        assert room is not None
+        self.assertGreater(room, 0)
+        sock.setblocking(False)
+        while True:
+            try:
+                sock.send(b"x" * 65536)
+            except BlockingIOError:
+                break
+        self.assertEqual(send_room(sock), 0)
+        sock.close()
+        self.assertIsNone(send_room(sock))
+
+    def test_the_socket_is_found_under_tls(self) -> None:
+        """TLS wraps the TCP transport; its getHandle() is the TLS connection."""
+        sock = self.sock()
+
+        class TLS:
+            transport = SocketClientTransport(sock)
+
+            def getHandle(self) -> object:
+                return object()
+
+        self.assertIs(client_socket(TLS()), sock)
+        self.assertIsNone(client_socket(StringTransport()))
 
 
 class ClientAbortTests(SynchronousTestCase):
