@@ -10,6 +10,7 @@ from twisted.web.server import Request, Site
 
 from dockerproxy.edge import ClientRequest, read_client_request
 from dockerproxy.errors import RegistryError
+from dockerproxy.heap import HeapTrimmer
 from dockerproxy.resources import JSONErrorPage
 
 access_log = Logger(namespace="dockerproxy.access")
@@ -17,7 +18,7 @@ access_log = Logger(namespace="dockerproxy.access")
 
 class ProxyRequest(Request):
     """Reads itself once at the edge, remembers when it started, and logs itself once,
-    finished or cut short."""
+    finished or cut short (then the memory its body used may go back to the system)."""
 
     # What the client sent, read once (see dockerproxy.edge); until then, or when it
     # cannot be read, the error to answer instead of any resource.
@@ -26,11 +27,14 @@ class ProxyRequest(Request):
     upstream: str | None = None
     cache: str | None = None  # how the mirror answered: hit, miss, revalidated, stale, s3, ...
     _clock: IReactorTime | None = None
+    _heap: HeapTrimmer | None = None
     _started: float = 0.0
     _logged = False
 
     def process(self) -> None:
-        self._clock = self.channel.factory.reactor  # type: ignore[union-attr]
+        site = self.channel.factory  # type: ignore[union-attr]
+        self._clock = site.reactor
+        self._heap = site.heap
         self._started = self._clock.seconds()
         try:
             self.client = read_client_request(self.requestHeaders, self.args)
@@ -65,6 +69,8 @@ class ProxyRequest(Request):
             aborted="" if complete else " aborted",
             complete=complete,
         )
+        if self._heap is not None:
+            self._heap.response_ended()
 
 
 TLS_HANDSHAKE = 0x16
@@ -93,14 +99,17 @@ class ProxyChannel(HTTPChannel):
 
 
 class ProxySite(Site):
-    """A Site whose requests log themselves (twisted.web's own log line is off)."""
+    """A Site whose requests log themselves (twisted.web's own log line is off) and,
+    with a L{HeapTrimmer}, have the heap trimmed after they end."""
 
     protocol = ProxyChannel
     requestFactory = ProxyRequest
 
-    def __init__(self, resource: Resource, reactor: IReactorTime) -> None:
+    def __init__(self, resource: Resource, reactor: IReactorTime,
+                 heap: HeapTrimmer | None = None) -> None:
         super().__init__(resource, reactor=reactor, parsePOSTFormSubmission=False)
         self.displayTracebacks = False
+        self.heap = heap
 
     def getResourceFor(self, request: Request) -> Resource:
         """A request that could not be read at the edge reaches no resource."""

@@ -31,6 +31,7 @@ from dockerproxy.config import (
     load_toml,
 )
 from dockerproxy.exchange import Proxy
+from dockerproxy.heap import HeapTrimmer
 from dockerproxy.mirror import Mirror
 from dockerproxy.resources import RootResource
 from dockerproxy.routing import Router
@@ -259,8 +260,8 @@ def make_mirror(cache: CacheConfig, reactor: IReactorTime, s3: Any = None) -> Mi
     return Mirror(blobs, store, access, reactor, cache.tag_ttl, cache.stale_max_age, s3=s3)
 
 
-def make_site(proxy: Proxy, reactor: IReactorTime) -> ProxySite:
-    return ProxySite(RootResource(proxy), reactor)
+def make_site(proxy: Proxy, reactor: IReactorTime, heap: HeapTrimmer | None = None) -> ProxySite:
+    return ProxySite(RootResource(proxy), reactor, heap)
 
 
 def makeService(options: Mapping[str, Any] | Options) -> DockerProxyService:
@@ -273,7 +274,7 @@ def makeService(options: Mapping[str, Any] | Options) -> DockerProxyService:
 def service_for(config: Config, reactor: IReactorCore) -> DockerProxyService:
     proxy, pool = make_proxy(config, reactor)  # type: ignore[arg-type]
     top = DockerProxyService(config, pool, proxy.mirror)
-    site = make_site(proxy, reactor)  # type: ignore[arg-type]
+    site = make_site(proxy, reactor, HeapTrimmer.for_this_process(reactor))  # type: ignore[arg-type]
     for description in config.listen:
         strports.service(description, site).setServiceParent(top)
     if proxy.mirror is not None:

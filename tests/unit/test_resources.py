@@ -25,6 +25,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from dockerproxy.config import DOCKER_HUB_URL, CacheConfig, Config, build_config
+from dockerproxy.heap import TRIM_DELAY, HeapTrimmer
 from dockerproxy.tap import make_proxy, make_site
 
 HUB_HOST = "registry-1.docker.io"
@@ -901,6 +902,32 @@ class AccessLogTests(ProxyTestCase):
         self.fetch("PUT", "/v2/x/manifests/y")
         self.assertEqual([(e["method"], e["status"]) for e in self.access],
                          [("GET", 401), ("HEAD", 401), ("PUT", 405)])
+
+
+class HeapTrimTests(ProxyTestCase):
+    """Each response's end, complete or cut short, asks for the heap to be trimmed."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.trims: list[None] = []
+        self.use(build_config({}, {}), http=ScriptedHTTP())
+        self.site = make_site(self.proxy, self.clock,
+                              HeapTrimmer(self.clock, lambda: self.trims.append(None)))
+
+    def test_a_finished_response_is_followed_by_a_trim(self) -> None:
+        self.fetch("GET", "/")
+        self.clock.advance(TRIM_DELAY)
+        self.assertEqual(len(self.trims), 1)
+
+    def test_an_aborted_request_is_followed_by_a_trim(self) -> None:
+        protocol = self.site.buildProtocol(None)
+        protocol.makeConnection(StringTransport())
+        protocol.dataReceived(b"GET /v2/ HTTP/1.1\r\nHost: m\r\n\r\n")
+        self.clock.advance(TRIM_DELAY)
+        self.assertEqual(self.trims, [], "the response has not ended yet")
+        protocol.connectionLost(Failure(ConnectionDone("gone")))
+        self.clock.advance(TRIM_DELAY)
+        self.assertEqual(len(self.trims), 1)
 
 
 # --------------------------------------------------------------------------- every error is JSON

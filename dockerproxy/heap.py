@@ -1,0 +1,64 @@
+"""Give the heap's free memory back to the system after responses end.
+
+glibc's malloc keeps what a process frees: body buffers of up to 1 MiB come
+from its heap, and once small long-lived objects sit above them the heap cannot
+shrink, so the process stays at its peak after the clients that caused it have
+gone (tests/integration/test_relay_memory.py). C{malloc_trim(0)} hands every
+free page back (madvise), wherever it lies in the heap. It walks the free lists,
+and the next allocations fault pages in again, so it runs at most once per
+L{TRIM_DELAY}, that long after a response ended. Without glibc (musl, macOS)
+L{HeapTrimmer} does nothing.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from collections.abc import Callable
+
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+
+# Seconds from the end of a response to the trim: the buffers of connections
+# closing at the same time are freed by then, and a busy proxy trims at most
+# once per this long.
+TRIM_DELAY = 2.0
+
+
+def malloc_trim(library: object) -> Callable[[], object] | None:
+    """C{malloc_trim(0)} from a loaded C library, if it has one (glibc does)."""
+    trim = getattr(library, "malloc_trim", None)
+    if trim is None:
+        return None
+    trim.argtypes = [ctypes.c_size_t]
+    trim.restype = ctypes.c_int
+    return lambda: trim(0)
+
+
+class HeapTrimmer:
+    """Trims the heap once, L{TRIM_DELAY} after the first of any burst of response ends."""
+
+    def __init__(self, clock: IReactorTime, trim: Callable[[], object] | None = None,
+                 delay: float = TRIM_DELAY) -> None:
+        self.clock = clock
+        self.delay = delay
+        self._trim = trim
+        self._pending: IDelayedCall | None = None
+
+    @classmethod
+    def for_this_process(cls, clock: IReactorTime) -> HeapTrimmer:
+        """A trimmer of this process's heap: the symbols it was linked with (its libc)."""
+        try:
+            library: object = ctypes.CDLL(None)
+        except OSError:
+            library = None
+        return cls(clock, malloc_trim(library))
+
+    def response_ended(self) -> None:
+        """Memory may have been freed: trim soon, unless a trim is already due."""
+        if self._trim is None or self._pending is not None:
+            return
+        self._pending = self.clock.callLater(self.delay, self._run)
+
+    def _run(self) -> None:
+        self._pending = None
+        assert self._trim is not None
+        self._trim()
