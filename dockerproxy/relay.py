@@ -42,7 +42,7 @@ READ_MIN = 128 * 1024
 # The read size where the client's room cannot be read (not Linux, not a socket).
 READ_BLIND = 256 * 1024
 # Linux's getsockopt(SOL_SOCKET, SO_MEMINFO): u32 counters, sndbuf and wmem_queued
-# among them (not in Python's socket module).
+# (what the queued packets cost) among them; not in Python's socket module.
 SO_MEMINFO = 55
 MEMINFO_SNDBUF = 3
 MEMINFO_WMEM_QUEUED = 5
@@ -172,37 +172,36 @@ def abort_client(request: Request) -> None:
 
 
 def read_size(room: int | None) -> int:
-    """Bytes to read from upstream for a client whose send buffer has C{room} free.
-
-    The kernel counts what packets cost, not just their payload: a stalled client's
-    small window makes small packets, 1.4 times their payload on Linux 6.18's
-    loopback. Half the room is what surely fits.
-    """
+    """Bytes to read from upstream for a client whose socket would take C{room} now."""
     if room is None:
         return READ_BLIND
-    return max(READ_MIN, min(READ_MAX, room // 2))
+    return max(READ_MIN, min(READ_MAX, room))
 
 
 def send_room(sock: socket.socket) -> int | None:
-    """Bytes C{sock}'s kernel send buffer would take now, in the kernel's accounting
-    (which counts what packets cost, not just their payload); C{None} where Linux
-    cannot say.
-
-    The kernel reports a socket writable only once its free space is half of what
-    is queued, and Twisted sends only then: below that, nothing would go out.
-    """
+    """Bytes of payload C{sock}'s kernel send buffer surely takes now (L{payload_room});
+    C{None} where Linux cannot say."""
     if not sys.platform.startswith("linux"):
         return None
     try:
         info = sock.getsockopt(socket.SOL_SOCKET, SO_MEMINFO, 4 * (MEMINFO_WMEM_QUEUED + 1))
-    except OSError:
+        counters = struct.unpack_from(f"{MEMINFO_WMEM_QUEUED + 1}I", info)
+    except (OSError, struct.error):
         return None
-    if len(info) < 4 * (MEMINFO_WMEM_QUEUED + 1):
-        return None
-    counters = struct.unpack_from(f"{MEMINFO_WMEM_QUEUED + 1}I", info)
-    queued = counters[MEMINFO_WMEM_QUEUED]
-    free = counters[MEMINFO_SNDBUF] - queued
-    return free if free >= queued // 2 else 0
+    return payload_room(counters[MEMINFO_SNDBUF], counters[MEMINFO_WMEM_QUEUED])
+
+
+def payload_room(sndbuf: int, queued: int) -> int:
+    """Payload bytes a send buffer of C{sndbuf} surely takes now with C{queued} in it,
+    both as the kernel counts them (what packets cost, not their payload).
+
+    The kernel reports a socket writable only once its free space is half of what is
+    queued, and Twisted sends only then: below that, nothing would go out. Packets
+    cost more than their payload, most for a stalled client whose small window makes
+    small packets (1.4 times on loopback): half the free space surely fits.
+    """
+    free = sndbuf - queued
+    return 0 if free < queued // 2 else free // 2
 
 
 def client_socket(transport: object) -> socket.socket | None:

@@ -29,6 +29,7 @@ from dockerproxy.relay import (
     Collect,
     Discard,
     client_socket,
+    payload_room,
     read_size,
     relay_body,
     send_room,
@@ -198,7 +199,7 @@ class ReadSizeTests(SynchronousTestCase):
         sock = self.sock()
         h, reads = self.harness(sock)
         for queued, expected in ((3 * MiB, READ_MIN), (5 * MiB // 2, 3 * MiB // 4),
-                                 (MiB // 2, READ_MAX)):
+                                 (0, READ_MAX), (7 * MiB // 2, READ_MIN)):
             h.channel.pauseProducing()
             sock.queued = queued
             h.channel.resumeProducing()
@@ -209,40 +210,51 @@ class ReadSizeTests(SynchronousTestCase):
         RelayHarness(upstream=upstream)
         self.assertEqual(upstream._producer.bufferSize, READ_BLIND)
 
-    def test_read_size_is_half_the_room_within_bounds(self) -> None:
+    def test_read_size_is_the_room_within_bounds(self) -> None:
         self.assertEqual(read_size(None), READ_BLIND)
         self.assertEqual(read_size(0), READ_MIN)
-        self.assertEqual(read_size(READ_MIN), READ_MIN)
-        self.assertEqual(read_size(3 * READ_MIN), 3 * READ_MIN // 2)
+        self.assertEqual(read_size(3 * READ_MIN), 3 * READ_MIN)
         self.assertEqual(read_size(64 * MiB), READ_MAX)
 
-    def test_send_room_counts_what_is_queued(self) -> None:
-        self.assertEqual(send_room(self.sock(sndbuf=4 * MiB, queued=MiB)), 3 * MiB)
+    def test_payload_room_is_half_the_free_space(self) -> None:
+        """Packets cost more than their payload: a stalled client's 1.4 times."""
+        self.assertEqual(payload_room(4 * MiB, 0), 2 * MiB)
+        self.assertEqual(payload_room(4 * MiB, MiB), 3 * MiB // 2)
 
-    def test_send_room_is_zero_until_the_socket_would_be_writable(self) -> None:
+    def test_payload_room_is_zero_until_the_socket_would_be_writable(self) -> None:
         """The kernel wakes a writer once its free space is half what is queued."""
-        self.assertEqual(send_room(self.sock(sndbuf=4 * MiB, queued=3 * MiB)), 0)
+        self.assertEqual(payload_room(4 * MiB, 3 * MiB), 0)
+        self.assertEqual(payload_room(3 * MiB, 2 * MiB), MiB // 2)
 
-    def test_send_room_of_a_real_socket(self) -> None:
-        """An accepted loopback connection whose peer reads nothing fills up to no room."""
+    def test_what_send_room_promises_a_real_socket_takes(self) -> None:
+        """A slow client with a small window (small packets) behind a send buffer
+        smaller than READ_MAX: each send of the promised room is taken whole, and the
+        room is 0 while the socket is too full to be written to."""
         server = socket.create_server(("127.0.0.1", 0))
         self.addCleanup(server.close)
         peer = socket.socket()
         self.addCleanup(peer.close)
         peer.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         peer.connect(server.getsockname())
+        peer.settimeout(10)
         sock, _ = server.accept()
         self.addCleanup(sock.close)
-        room = send_room(sock)
-        assert room is not None
-        self.assertGreater(room, 0)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 256 * 1024)
         sock.setblocking(False)
-        while True:
-            try:
-                sock.send(b"x" * 65536)
-            except BlockingIOError:
-                break
-        self.assertEqual(send_room(sock), 0)
+        sends = full = 0
+        for _ in range(20):
+            room = send_room(sock)
+            if room:
+                size = min(room, READ_MAX)
+                self.assertEqual(sock.send(b"x" * size), size)
+                sends += 1
+            else:  # the client reads a little, as a slow one does
+                full += 1
+                read = 0
+                while read < 200 * 1024:
+                    read += len(peer.recv(65536))
+        self.assertGreater(sends, 3)
+        self.assertGreater(full, 3)
         sock.close()
         self.assertIsNone(send_room(sock))
 
