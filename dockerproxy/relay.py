@@ -72,8 +72,9 @@ class BodyRelay(Protocol):
 
     def connectionMade(self) -> None:
         self._upstream_reads = upstream_reads(self.transport)
-        self._client_socket = client_socket(self.request.transport)
-        enlarge_client_sends(self.request.transport)
+        client = client_connection(self.request.transport)
+        self._client_socket = None if client is None else client.getHandle()  # type: ignore[attr-defined]
+        enlarge_client_sends(client)
         self._size_next_read()
         self.request.registerProducer(self, True)
         self._arm_idle_timer()
@@ -204,13 +205,13 @@ def payload_room(sndbuf: int, queued: int) -> int:
     return 0 if free < queued // 2 else free // 2
 
 
-def client_socket(transport: object) -> socket.socket | None:
-    """The socket beneath a client's transport: TCP's own, or the one under TLS."""
+def client_connection(transport: object) -> object | None:
+    """The TCP transport beneath a client's transport, whose socket sends: the
+    transport itself, or the one under TLS (whose getHandle() is the TLS connection)."""
     for _ in range(3):
         get_handle = getattr(transport, "getHandle", None)
-        handle = get_handle() if get_handle is not None else None
-        if isinstance(handle, socket.socket):
-            return handle
+        if get_handle is not None and isinstance(get_handle(), socket.socket):
+            return transport
         transport = getattr(transport, "transport", None)
     return None
 
@@ -239,7 +240,13 @@ def enlarge_socket_reads(transport: object) -> None:
 
 
 def enlarge_client_sends(transport: object) -> None:
-    """Let a client's TCP transport send a whole L{READ_MAX} chunk in one send()."""
+    """Let a client's TCP transport send a whole L{READ_MAX} chunk in one send().
+
+    One send() takes all the room the kernel has; sent in Twisted's 128 KiB
+    pieces, each piece waits for the socket to be reported writable, which it is
+    not while less than a third of its buffer is free, so a chunk sized to the
+    room would be left half sent (under TLS: 915 KiB held per stalled client).
+    """
     if transport is not None and hasattr(transport, "SEND_LIMIT"):
         transport.SEND_LIMIT = max(transport.SEND_LIMIT, READ_MAX)  # type: ignore[attr-defined]
 

@@ -28,7 +28,7 @@ from dockerproxy.relay import (
     SO_MEMINFO,
     Collect,
     Discard,
-    client_socket,
+    client_connection,
     payload_room,
     read_size,
     relay_body,
@@ -73,6 +73,18 @@ class SocketClientTransport(ClientTransport):
 
     def getHandle(self) -> socket.socket:
         return self.sock
+
+
+class TLSClientTransport(ClientTransport):
+    """A client's TLS transport: its getHandle() is the TLS connection, and the TCP
+    transport beneath it owns the socket."""
+
+    def __init__(self, tcp: SocketClientTransport) -> None:
+        super().__init__()
+        self.transport = tcp
+
+    def getHandle(self) -> object:
+        return object()
 
 
 class TCPReads:
@@ -169,7 +181,9 @@ class BackpressureTests(SynchronousTestCase):
 
     def test_client_sends_are_enlarged_but_its_pause_threshold_is_kept(self) -> None:
         """Large sends, but the upstream pauses as soon as one chunk is queued."""
-        client = ClientTransport()
+        sock = socket.socket()
+        self.addCleanup(sock.close)
+        client = SocketClientTransport(sock)
         client.bufferSize = 65536  # type: ignore[attr-defined]
         client.SEND_LIMIT = 131072  # type: ignore[attr-defined]
         RelayHarness(client=client)
@@ -258,18 +272,30 @@ class ReadSizeTests(SynchronousTestCase):
         sock.close()
         self.assertIsNone(send_room(sock))
 
-    def test_the_socket_is_found_under_tls(self) -> None:
+    def test_the_tcp_transport_is_found_under_tls(self) -> None:
         """TLS wraps the TCP transport; its getHandle() is the TLS connection."""
-        sock = self.sock()
+        tcp = SocketClientTransport(self.sock())
 
         class TLS:
-            transport = SocketClientTransport(sock)
+            transport = tcp
 
             def getHandle(self) -> object:
                 return object()
 
-        self.assertIs(client_socket(TLS()), sock)
-        self.assertIsNone(client_socket(StringTransport()))
+        self.assertIs(client_connection(TLS()), tcp)
+        self.assertIs(client_connection(tcp), tcp)
+        self.assertIsNone(client_connection(StringTransport()))
+
+
+    def test_under_tls_the_tcp_transport_sends_whole_chunks(self) -> None:
+        """TLS writes its records to the TCP transport, which must send a chunk the
+        room was measured for in one send()."""
+        tcp = SocketClientTransport(self.sock(queued=0))
+        tcp.SEND_LIMIT = 131072  # type: ignore[attr-defined]
+        upstream = UpstreamTransport()
+        RelayHarness(client=TLSClientTransport(tcp), upstream=upstream)
+        self.assertEqual(tcp.SEND_LIMIT, READ_MAX)  # type: ignore[attr-defined]
+        self.assertEqual(upstream._producer.bufferSize, READ_MAX)
 
 
 class ClientAbortTests(SynchronousTestCase):
