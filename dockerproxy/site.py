@@ -70,7 +70,7 @@ class ProxyRequest(Request):
             complete=complete,
         )
         if self._heap is not None:
-            self._heap.response_ended()
+            self._heap.response_ended(aborted=not complete)
 
 
 TLS_HANDSHAKE = 0x16

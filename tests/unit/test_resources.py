@@ -905,29 +905,31 @@ class AccessLogTests(ProxyTestCase):
 
 
 class HeapTrimTests(ProxyTestCase):
-    """Each response's end, complete or cut short, asks for the heap to be trimmed."""
+    """Each response's end, complete or cut short, asks for the heap to be trimmed;
+    one cut short, for a garbage collection first."""
 
     def setUp(self) -> None:
         super().setUp()
-        self.trims: list[None] = []
+        self.calls: list[str] = []
         self.use(build_config({}, {}), http=ScriptedHTTP())
-        self.site = make_site(self.proxy, self.clock,
-                              HeapTrimmer(self.clock, lambda: self.trims.append(None)))
+        heap = HeapTrimmer(self.clock, lambda: self.calls.append("trim"),
+                           collect=lambda: self.calls.append("collect"))
+        self.site = make_site(self.proxy, self.clock, heap)
 
     def test_a_finished_response_is_followed_by_a_trim(self) -> None:
         self.fetch("GET", "/")
         self.clock.advance(TRIM_DELAY)
-        self.assertEqual(len(self.trims), 1)
+        self.assertEqual(self.calls, ["trim"])
 
-    def test_an_aborted_request_is_followed_by_a_trim(self) -> None:
+    def test_an_aborted_request_is_followed_by_a_collection_and_a_trim(self) -> None:
         protocol = self.site.buildProtocol(None)
         protocol.makeConnection(StringTransport())
         protocol.dataReceived(b"GET /v2/ HTTP/1.1\r\nHost: m\r\n\r\n")
         self.clock.advance(TRIM_DELAY)
-        self.assertEqual(self.trims, [], "the response has not ended yet")
+        self.assertEqual(self.calls, [], "the response has not ended yet")
         protocol.connectionLost(Failure(ConnectionDone("gone")))
         self.clock.advance(TRIM_DELAY)
-        self.assertEqual(len(self.trims), 1)
+        self.assertEqual(self.calls, ["collect", "trim"])
 
 
 # --------------------------------------------------------------------------- every error is JSON
