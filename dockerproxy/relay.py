@@ -32,10 +32,11 @@ log = Logger()
 # send(). A client that keeps up gets READ_MAX reads, each sent in one send() from
 # one reused buffer instead of Twisted's 64 KiB reads and 128 KiB sends
 # (bench/throughput.py: from 0.53 to 0.92-0.95 of a tuned nginx; fixed 256 KiB
-# reads cost 1.5 times the CPU). A client that stalls gets READ_MIN reads: it
-# holds about one READ_MIN chunk in the proxy instead of a megabyte, and what it
-# has not taken waits in the upstream socket. The client's 64 KiB pause threshold
-# is kept on purpose: the upstream pauses as soon as a chunk is queued, so buffers
+# reads cost 1.5 times the CPU). While the client's socket takes nothing, nothing
+# is read: a client that stops reading holds no body in the proxy instead of a
+# megabyte, and what it has not taken waits in the upstream socket. READ_MIN is
+# the least read when the room is small. The client's 64 KiB pause threshold is
+# kept on purpose: the upstream pauses as soon as a chunk is queued, so buffers
 # are never joined (an extra copy).
 READ_MAX = 1024 * 1024
 READ_MIN = 128 * 1024
@@ -68,14 +69,16 @@ class BodyRelay(Protocol):
         self._failed_reason: str | None = None
         self._client_paused = False
         self._upstream_reads: object | None = None
+        self._client: object | None = None
         self._client_socket: socket.socket | None = None
 
     def connectionMade(self) -> None:
         self._upstream_reads = upstream_reads(self.transport)
-        client = client_connection(self.request.transport)
-        self._client_socket = None if client is None else client.getHandle()  # type: ignore[attr-defined]
-        enlarge_client_sends(client)
-        self._size_next_read()
+        self._client = client_connection(self.request.transport)
+        if self._client is not None:
+            self._client_socket = self._client.getHandle()  # type: ignore[attr-defined]
+        enlarge_client_sends(self._client)
+        self._size_next_read(self._client_room())
         self.request.registerProducer(self, True)
         self._arm_idle_timer()
 
@@ -84,10 +87,15 @@ class BodyRelay(Protocol):
         self.transport.pauseProducing()
 
     def resumeProducing(self) -> None:
+        """The client took everything queued: read as much as its socket takes now,
+        or, if it takes nothing until the kernel reports it writable, read then."""
         self._client_paused = False
         if self._idle is not None:
             self._idle.reset(self.idle_timeout)
-        self._size_next_read()
+        room = self._client_room()
+        if room == 0 and wait_until_writable(self._client):
+            return  # paused again; the client's transport resumes this relay when writable
+        self._size_next_read(room)
         self.transport.resumeProducing()
 
     def stopProducing(self) -> None:
@@ -99,17 +107,19 @@ class BodyRelay(Protocol):
             self._idle.reset(self.idle_timeout)
         self.request.write(data)
 
-    def _size_next_read(self) -> None:
+    def _client_room(self) -> int | None:
+        return None if self._client_socket is None else send_room(self._client_socket)
+
+    def _size_next_read(self, room: int | None) -> None:
         """Read no more than the client can take now: the rest waits in the kernel."""
         if self._upstream_reads is not None:
-            room = None if self._client_socket is None else send_room(self._client_socket)
             set_read_size(self._upstream_reads, read_size(room))
 
     def connectionLost(self, reason: Failure = ResponseDone) -> None:  # type: ignore[assignment]
         if self._idle is not None and self._idle.active():
             self._idle.cancel()
         self._idle = None
-        self._upstream_reads = self._client_socket = None
+        self._upstream_reads = self._client = self._client_socket = None
         if self.request.producer is self:
             if self.request.channel is not None:
                 self.request.unregisterProducer()
@@ -237,6 +247,24 @@ def enlarge_socket_reads(transport: object) -> None:
     fill, which never waits for a client)."""
     if transport is not None and hasattr(transport, "bufferSize"):
         set_read_size(transport, max(transport.bufferSize, READ_MAX))  # type: ignore[attr-defined]
+
+
+def wait_until_writable(tcp: object | None) -> bool:
+    """Keep a client's producers paused until its socket is reported writable;
+    C{False} if its transport cannot tell them then.
+
+    What a transport does when its buffer fills (as the cache's sendfile path
+    does too): marked paused and registered for writing, its doWrite() finds
+    nothing to send once the socket is writable and resumes its producer.
+    """
+    producer = getattr(tcp, "producer", None)
+    if (producer is None or not hasattr(tcp, "startWriting")
+            or not getattr(tcp, "connected", False) or getattr(tcp, "disconnecting", True)):
+        return False
+    tcp.producerPaused = True  # type: ignore[union-attr]
+    producer.pauseProducing()
+    tcp.startWriting()  # type: ignore[union-attr]
+    return True
 
 
 def enlarge_client_sends(transport: object) -> None:

@@ -75,6 +75,24 @@ class SocketClientTransport(ClientTransport):
         return self.sock
 
 
+class TCPClientTransport(SocketClientTransport):
+    """A client's TCP transport as Twisted's: registered for writing (doWrite() is called
+    once the socket is writable) and marking its producer paused."""
+
+    producerPaused = False
+    writing = False
+
+    def startWriting(self) -> None:
+        self.writing = True
+
+    def socket_writable(self) -> None:
+        """What doWrite() does with nothing left to send: resume a paused producer."""
+        self.writing = False
+        if self.producerPaused and self.producer is not None:
+            self.producerPaused = False
+            self.producer.resumeProducing()
+
+
 class TLSClientTransport(ClientTransport):
     """A client's TLS transport: its getHandle() is the TLS connection, and the TCP
     transport beneath it owns the socket."""
@@ -212,12 +230,43 @@ class ReadSizeTests(SynchronousTestCase):
     def test_each_resume_sizes_the_next_read(self) -> None:
         sock = self.sock()
         h, reads = self.harness(sock)
-        for queued, expected in ((3 * MiB, READ_MIN), (5 * MiB // 2, 3 * MiB // 4),
-                                 (0, READ_MAX), (7 * MiB // 2, READ_MIN)):
+        for queued, expected in ((5 * MiB // 2, 3 * MiB // 4), (0, READ_MAX),
+                                 (3 * MiB, READ_MIN)):
             h.channel.pauseProducing()
             sock.queued = queued
             h.channel.resumeProducing()
             self.assertEqual(reads.bufferSize, expected, queued)
+
+    def test_a_client_taking_nothing_now_is_read_for_once_its_socket_is_writable(self) -> None:
+        """Nothing is read while the kernel would not report the socket writable, so a
+        stalled client holds no body in the proxy; then the read is sized to the room."""
+        sock = self.sock()
+        client = TCPClientTransport(sock)
+        upstream = UpstreamTransport()
+        h = RelayHarness(client=client, upstream=upstream)
+        h.channel.pauseProducing()
+        sock.queued = 3 * MiB
+        h.channel.resumeProducing()
+        self.assertEqual(upstream.producerState, "paused")
+        self.assertTrue(client.producerPaused)
+        self.assertTrue(client.writing)
+        sock.queued = 2 * MiB
+        client.socket_writable()
+        self.assertEqual(upstream.producerState, "producing")
+        self.assertEqual(upstream._producer.bufferSize, READ_MAX)
+
+    def test_a_closing_client_is_not_waited_for(self) -> None:
+        sock = self.sock()
+        client = TCPClientTransport(sock)
+        upstream = UpstreamTransport()
+        h = RelayHarness(client=client, upstream=upstream)
+        h.channel.pauseProducing()
+        sock.queued = 3 * MiB
+        client.disconnecting = True
+        h.channel.resumeProducing()
+        self.assertFalse(client.writing)
+        self.assertEqual(upstream.producerState, "producing")
+        self.assertEqual(upstream._producer.bufferSize, READ_MIN)
 
     def test_no_socket_gets_middle_sized_reads(self) -> None:
         upstream = UpstreamTransport()
