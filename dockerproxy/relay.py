@@ -9,6 +9,9 @@ truncated blob was complete.
 
 from __future__ import annotations
 
+import socket
+import struct
+import sys
 from collections.abc import Callable
 
 from twisted.internet.defer import Deferred
@@ -24,13 +27,26 @@ from zope.interface import implementer
 
 log = Logger()
 
-# Bytes read from the upstream socket per call, and the most sent to the client in
-# one send(): one 1 MiB buffer per step instead of Twisted's 64 KiB reads and
-# 128 KiB sends. The client's 64 KiB pause threshold is kept on purpose: the
-# upstream pauses as soon as a chunk is queued, so buffers are never joined
-# (an extra copy) and one live buffer is reused (no page-fault churn).
-# bench/throughput.py measured this at 0.92-0.95 of a tuned nginx.
-SOCKET_CHUNK = 1024 * 1024
+# Bytes read from the upstream socket per recv(), chosen before each read from the
+# room in the client's kernel send buffer, so what is read goes out at the next
+# send(). A client that keeps up gets READ_MAX reads, each sent in one send() from
+# one reused buffer instead of Twisted's 64 KiB reads and 128 KiB sends
+# (bench/throughput.py: from 0.53 to 0.92-0.95 of a tuned nginx; fixed 256 KiB
+# reads cost 1.5 times the CPU). While the client's socket takes nothing, nothing
+# is read: a client that stops reading holds no body in the proxy instead of a
+# megabyte, and what it has not taken waits in the upstream socket. READ_MIN is
+# the least read when the room is small. The client's 64 KiB pause threshold is
+# kept on purpose: the upstream pauses as soon as a chunk is queued, so buffers
+# are never joined (an extra copy).
+READ_MAX = 1024 * 1024
+READ_MIN = 128 * 1024
+# The read size where the client's room cannot be read (not Linux, not a socket).
+READ_BLIND = 256 * 1024
+# Linux's getsockopt(SOL_SOCKET, SO_MEMINFO): u32 counters, sndbuf and wmem_queued
+# (what the queued packets cost) among them; not in Python's socket module.
+SO_MEMINFO = 55
+MEMINFO_SNDBUF = 3
+MEMINFO_WMEM_QUEUED = 5
 
 
 @implementer(IPushProducer)
@@ -52,12 +68,17 @@ class BodyRelay(Protocol):
         self._idle: IDelayedCall | None = None
         self._failed_reason: str | None = None
         self._client_paused = False
+        self._upstream_reads: object | None = None
+        self._client: object | None = None
+        self._client_socket: socket.socket | None = None
 
     def connectionMade(self) -> None:
-        enlarge_socket_reads(getattr(self.transport, "_producer", None))
-        client = self.request.transport
-        if client is not None and hasattr(client, "SEND_LIMIT"):
-            client.SEND_LIMIT = max(client.SEND_LIMIT, SOCKET_CHUNK)
+        self._upstream_reads = upstream_reads(self.transport)
+        self._client = client_connection(self.request.transport)
+        if self._client is not None:
+            self._client_socket = self._client.getHandle()  # type: ignore[attr-defined]
+        enlarge_client_sends(self._client)
+        self._size_next_read(self._client_room())
         self.request.registerProducer(self, True)
         self._arm_idle_timer()
 
@@ -66,9 +87,15 @@ class BodyRelay(Protocol):
         self.transport.pauseProducing()
 
     def resumeProducing(self) -> None:
+        """The client took everything queued: read as much as its socket takes now,
+        or, if it takes nothing until the kernel reports it writable, read then."""
         self._client_paused = False
         if self._idle is not None:
             self._idle.reset(self.idle_timeout)
+        room = self._client_room()
+        if room == 0 and wait_until_writable(self._client):
+            return  # paused again; the client's transport resumes this relay when writable
+        self._size_next_read(room)
         self.transport.resumeProducing()
 
     def stopProducing(self) -> None:
@@ -80,10 +107,19 @@ class BodyRelay(Protocol):
             self._idle.reset(self.idle_timeout)
         self.request.write(data)
 
+    def _client_room(self) -> int | None:
+        return None if self._client_socket is None else send_room(self._client_socket)
+
+    def _size_next_read(self, room: int | None) -> None:
+        """Read no more than the client can take now: the rest waits in the kernel."""
+        if self._upstream_reads is not None:
+            set_read_size(self._upstream_reads, read_size(room))
+
     def connectionLost(self, reason: Failure = ResponseDone) -> None:  # type: ignore[assignment]
         if self._idle is not None and self._idle.active():
             self._idle.cancel()
         self._idle = None
+        self._upstream_reads = self._client = self._client_socket = None
         if self.request.producer is self:
             if self.request.channel is not None:
                 self.request.unregisterProducer()
@@ -146,14 +182,101 @@ def abort_client(request: Request) -> None:
         transport.loseConnection()
 
 
-def enlarge_socket_reads(transport: object) -> None:
-    """Read up to L{SOCKET_CHUNK} per recv() from an upstream socket.
+def read_size(room: int | None) -> int:
+    """Bytes to read from upstream for a client whose socket would take C{room} now."""
+    if room is None:
+        return READ_BLIND
+    return max(READ_MIN, min(READ_MAX, room))
 
-    bufferSize is also the transport's pause threshold for writes: raise it only
-    on the upstream side, never on a client's.
+
+def send_room(sock: socket.socket) -> int | None:
+    """Bytes of payload C{sock}'s kernel send buffer surely takes now (L{payload_room});
+    C{None} where Linux cannot say."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        info = sock.getsockopt(socket.SOL_SOCKET, SO_MEMINFO, 4 * (MEMINFO_WMEM_QUEUED + 1))
+        counters = struct.unpack_from(f"{MEMINFO_WMEM_QUEUED + 1}I", info)
+    except (OSError, struct.error):
+        return None
+    return payload_room(counters[MEMINFO_SNDBUF], counters[MEMINFO_WMEM_QUEUED])
+
+
+def payload_room(sndbuf: int, queued: int) -> int:
+    """Payload bytes a send buffer of C{sndbuf} surely takes now with C{queued} in it,
+    both as the kernel counts them (what packets cost, not their payload).
+
+    The kernel reports a socket writable only once its free space is half of what is
+    queued, and Twisted sends only then: below that, nothing would go out. Packets
+    cost more than their payload, most for a stalled client whose small window makes
+    small packets (1.4 times on loopback): half the free space surely fits.
     """
+    free = sndbuf - queued
+    return 0 if free < queued // 2 else free // 2
+
+
+def client_connection(transport: object) -> object | None:
+    """The TCP transport beneath a client's transport, whose socket sends: the
+    transport itself, or the one under TLS (whose getHandle() is the TLS connection)."""
+    for _ in range(3):
+        get_handle = getattr(transport, "getHandle", None)
+        if get_handle is not None and isinstance(get_handle(), socket.socket):
+            return transport
+        transport = getattr(transport, "transport", None)
+    return None
+
+
+# Twisted's transports have no public knob for these; every touch of their
+# internals is here. A TCP transport's bufferSize is both its recv() size and
+# its pause threshold for writes: it is changed only on upstream connections,
+# never on a client's.
+
+
+def upstream_reads(transport: object) -> object | None:
+    """The TCP transport doing the recv()s under an upstream body's transport, if any."""
+    tcp = getattr(transport, "_producer", None)
+    return tcp if hasattr(tcp, "bufferSize") else None
+
+
+def set_read_size(tcp: object, size: int) -> None:
+    tcp.bufferSize = size  # type: ignore[attr-defined]
+
+
+def enlarge_socket_reads(transport: object) -> None:
+    """Read up to L{READ_MAX} per recv() from an upstream TCP transport (a cache
+    fill, which never waits for a client)."""
     if transport is not None and hasattr(transport, "bufferSize"):
-        transport.bufferSize = max(transport.bufferSize, SOCKET_CHUNK)  # type: ignore[attr-defined]
+        set_read_size(transport, max(transport.bufferSize, READ_MAX))  # type: ignore[attr-defined]
+
+
+def wait_until_writable(tcp: object | None) -> bool:
+    """Keep a client's producers paused until its socket is reported writable;
+    C{False} if its transport cannot tell them then.
+
+    What a transport does when its buffer fills (as the cache's sendfile path
+    does too): marked paused and registered for writing, its doWrite() finds
+    nothing to send once the socket is writable and resumes its producer.
+    """
+    producer = getattr(tcp, "producer", None)
+    if (producer is None or not hasattr(tcp, "startWriting")
+            or not getattr(tcp, "connected", False) or getattr(tcp, "disconnecting", True)):
+        return False
+    tcp.producerPaused = True  # type: ignore[union-attr]
+    producer.pauseProducing()
+    tcp.startWriting()  # type: ignore[union-attr]
+    return True
+
+
+def enlarge_client_sends(transport: object) -> None:
+    """Let a client's TCP transport send a whole L{READ_MAX} chunk in one send().
+
+    One send() takes all the room the kernel has; sent in Twisted's 128 KiB
+    pieces, each piece waits for the socket to be reported writable, which it is
+    not while less than a third of its buffer is free, so a chunk sized to the
+    room would be left half sent (under TLS: 915 KiB held per stalled client).
+    """
+    if transport is not None and hasattr(transport, "SEND_LIMIT"):
+        transport.SEND_LIMIT = max(transport.SEND_LIMIT, READ_MAX)  # type: ignore[attr-defined]
 
 
 class Discard(Protocol):

@@ -13,6 +13,7 @@ from dockerproxy.channel import BodyBuffer, ProxyChannel
 from dockerproxy.config import ClientLimits
 from dockerproxy.edge import ClientRequest, read_client_request
 from dockerproxy.errors import RegistryError
+from dockerproxy.heap import HeapTrimmer
 from dockerproxy.rendering import JSONErrorPage
 
 if TYPE_CHECKING:
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
 
 class ProxyRequest(Request):
     """Reads itself once at the edge, remembers when it started, and logs itself once,
-    finished or cut short."""
+    finished or cut short (then the memory its body used may go back to the system)."""
 
     # What the client sent, read once (see dockerproxy.edge); until then, or when it
     # cannot be read, the error to answer instead of any resource. (Not "client":
@@ -31,11 +32,14 @@ class ProxyRequest(Request):
     upstream: str | None = None
     cache: str | None = None  # how the mirror answered: hit, miss, revalidated, stale, s3, ...
     _clock: IReactorTime | None = None
+    _heap: HeapTrimmer | None = None
     _started: float = 0.0
     _logged = False
 
     def process(self) -> None:
-        self._clock = self.channel.factory.reactor  # type: ignore[union-attr]
+        site = self.channel.factory  # type: ignore[union-attr]
+        self._clock = site.reactor
+        self._heap = site.heap
         self._started = self._clock.seconds()
         try:
             self.client_request = read_client_request(self.requestHeaders, self.args)
@@ -60,23 +64,27 @@ class ProxyRequest(Request):
         log_access(getattr(self.getClientAddress(), "host", "-"), self.method, self.uri,
                    self.code, self.sentLength, self._clock.seconds() - self._started,
                    self.upstream, self.cache, complete)
+        if self._heap is not None:
+            self._heap.response_ended(aborted=not complete)
 
 
 class ProxySite(Site):
-    """A Site whose channels bound what clients send (L{ProxyChannel}) and whose
-    requests log themselves (twisted.web's own log line is off)."""
+    """A Site whose channels bound what clients send (L{ProxyChannel}), whose requests log
+    themselves (twisted.web's own log line is off) and, with a L{HeapTrimmer}, have the
+    heap trimmed after they end."""
 
     protocol = ProxyChannel
     requestFactory = ProxyRequest
 
     def __init__(self, resource: Resource, reactor: IReactorTime,
-                 limits: ClientLimits | None = None) -> None:
+                 limits: ClientLimits | None = None, heap: HeapTrimmer | None = None) -> None:
         # timeout=None: Twisted's idle timer, restarted by every byte, is replaced
         # by the channel's deadlines.
         super().__init__(resource, reactor=reactor, timeout=None,
                          parsePOSTFormSubmission=False)
         self.displayTracebacks = False
         self.limits = limits or ClientLimits()
+        self.heap = heap
         # Set when the listening ports are known (tap.service_for); None: no bound.
         self.connections: ConnectionLimit | None = None
 

@@ -36,6 +36,7 @@ from dockerproxy.config import (
 )
 from dockerproxy.drain import Drain
 from dockerproxy.exchange import Proxy
+from dockerproxy.heap import HeapTrimmer
 from dockerproxy.listeners import (
     ConnectionLimit,
     Listeners,
@@ -219,6 +220,7 @@ class DockerProxyService(OrderedMultiService):
 
     listeners: Listeners | None = None
     threadpool: ThreadPool | None = None  # for disk work; a ThreadPoolService owns it
+    heap: HeapTrimmer | None = None
 
     def __init__(self, config: Config, reactor: Any, pool: Any) -> None:
         super().__init__()
@@ -251,6 +253,8 @@ class DockerProxyService(OrderedMultiService):
         d = super().stopService()
         if self.pool is not None:
             d.addCallback(lambda _: self.pool.closeCachedConnections())
+        if self.heap is not None:
+            d.addCallback(lambda _: self.heap.stop())  # type: ignore[union-attr]
         d.addCallback(lambda _: exit_cleanly(self.reactor))
         return d
 
@@ -331,8 +335,8 @@ def make_mirror(cache: CacheConfig, reactor: IReactorTime, exchange: Proxy, disk
 
 
 def make_site(proxy: Proxy, reactor: IReactorTime, limits: ClientLimits | None = None,
-              mirror: Mirror | None = None) -> ProxySite:
-    return ProxySite(RootResource(proxy, mirror), reactor, limits)
+              mirror: Mirror | None = None, heap: HeapTrimmer | None = None) -> ProxySite:
+    return ProxySite(RootResource(proxy, mirror), reactor, limits, heap)
 
 
 def makeService(options: Mapping[str, Any] | Options) -> DockerProxyService:
@@ -368,7 +372,8 @@ def service_for(config: Config, reactor: IReactorCore,
         stats.setServiceParent(top)
     if s3 is not None:
         S3Service(s3).setServiceParent(top)
-    site = make_site(proxy, reactor, config.limits, mirror)  # type: ignore[arg-type]
+    top.heap = HeapTrimmer.for_this_process(reactor)  # type: ignore[arg-type]
+    site = make_site(proxy, reactor, config.limits, mirror, top.heap)  # type: ignore[arg-type]
     listeners = Listeners(reactor, config.listen, site)
     site.connections = ConnectionLimit(config.limits.max_connections, listeners.pause,
                                        listeners.resume, reactor)  # type: ignore[arg-type]

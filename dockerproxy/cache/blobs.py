@@ -44,9 +44,11 @@ from dockerproxy.relay import abort_client
 
 log = Logger()
 
-# Bytes read from a blob file per write to a client: large enough that the
-# per-chunk Python work is noise, small enough to stay far from "the whole blob".
-READ_CHUNK = 512 * 1024
+# Bytes read from a blob file per write to a client (TLS clients, clients following
+# a fill): large enough that the per-chunk Python work is noise, and what a client
+# that stops reading holds queued in the proxy (the sender pauses once a chunk is
+# written), so far below "a megabyte per stalled client".
+READ_CHUNK = 256 * 1024
 # Bytes one sender writes before yielding to the reactor, for transports that never
 # push back; a real TCP or TLS transport pauses the sender after the first chunk.
 TURN_BUDGET = 4 * 1024 * 1024

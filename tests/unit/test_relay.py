@@ -7,6 +7,9 @@ the relay to another StringTransport (the upstream socket, seen as a push produc
 
 from __future__ import annotations
 
+import socket
+import struct
+
 from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
@@ -18,16 +21,98 @@ from twisted.web.http import PotentialDataLoss
 from twisted.web.iweb import UNKNOWN_LENGTH
 from twisted.web.server import Site
 
-from dockerproxy.relay import SOCKET_CHUNK, Collect, Discard, relay_body
+from dockerproxy.relay import (
+    READ_BLIND,
+    READ_MAX,
+    READ_MIN,
+    SO_MEMINFO,
+    Collect,
+    Discard,
+    client_connection,
+    payload_room,
+    read_size,
+    relay_body,
+    send_room,
+)
 from tests.unit.fakes import Capture, ClientTransport, FakeResponse, lost
 
 IDLE = 5.0
+MiB = 1024 * 1024
+
+
+class MemInfoSocket(socket.socket):
+    """A socket whose kernel send buffer the test describes: SO_MEMINFO's sndbuf and
+    wmem_queued."""
+
+    def __init__(self, sndbuf: int = 4 * MiB, queued: int = 0) -> None:
+        super().__init__(socket.AF_INET, socket.SOCK_STREAM)
+        self.sndbuf = sndbuf
+        self.queued = queued
+
+    def getsockopt(self, level: int, option: int, buflen: int = 0) -> bytes:  # type: ignore[override]
+        assert (level, option) == (socket.SOL_SOCKET, SO_MEMINFO)
+        return struct.pack("6I", 0, 0, 0, self.sndbuf, 0, self.queued)[:buflen]
+
+
+class SocketClientTransport(ClientTransport):
+    """A client's TCP transport, with the socket beneath it."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        super().__init__()
+        self.sock = sock
+
+    def getHandle(self) -> socket.socket:
+        return self.sock
+
+
+class TCPClientTransport(SocketClientTransport):
+    """A client's TCP transport as Twisted's: registered for writing (doWrite() is called
+    once the socket is writable) and marking its producer paused."""
+
+    producerPaused = False
+    writing = False
+
+    def startWriting(self) -> None:
+        self.writing = True
+
+    def socket_writable(self) -> None:
+        """What doWrite() does with nothing left to send: resume a paused producer."""
+        self.writing = False
+        if self.producerPaused and self.producer is not None:
+            self.producerPaused = False
+            self.producer.resumeProducing()
+
+
+class TLSClientTransport(ClientTransport):
+    """A client's TLS transport: its getHandle() is the TLS connection, and the TCP
+    transport beneath it owns the socket."""
+
+    def __init__(self, tcp: SocketClientTransport) -> None:
+        super().__init__()
+        self.transport = tcp
+
+    def getHandle(self) -> object:
+        return object()
+
+
+class TCPReads:
+    bufferSize = 65536  # Twisted's default recv() size
+
+
+class UpstreamTransport(StringTransport):
+    """The upstream body's transport as the relay sees it (twisted.web's
+    TransportProxyProducer): the TCP transport doing the recv()s is its _producer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._producer = TCPReads()
 
 
 class RelayHarness:
     """One client request with an upstream body relayed into it."""
 
-    def __init__(self, length: int | object = 10, client: ClientTransport | None = None) -> None:
+    def __init__(self, length: int | object = 10, client: ClientTransport | None = None,
+                 upstream: StringTransport | None = None) -> None:
         self.clock = Clock()
         self.resource = Capture()
         site = Site(self.resource, reactor=self.clock)
@@ -38,7 +123,7 @@ class RelayHarness:
         self.request = self.resource.requests[0]
         # The TCP transport's registered producer: what it pauses when its buffer fills.
         self.channel = self.client.producer
-        self.upstream = StringTransport()
+        self.upstream = upstream or StringTransport()
         self.response = FakeResponse(length, self.upstream)
         if length is not UNKNOWN_LENGTH:
             self.request.setHeader(b"content-length", b"%d" % length)
@@ -104,12 +189,152 @@ class BackpressureTests(SynchronousTestCase):
 
     def test_client_sends_are_enlarged_but_its_pause_threshold_is_kept(self) -> None:
         """Large sends, but the upstream pauses as soon as one chunk is queued."""
-        client = ClientTransport()
+        sock = socket.socket()
+        self.addCleanup(sock.close)
+        client = SocketClientTransport(sock)
         client.bufferSize = 65536  # type: ignore[attr-defined]
         client.SEND_LIMIT = 131072  # type: ignore[attr-defined]
         RelayHarness(client=client)
-        self.assertEqual(client.SEND_LIMIT, SOCKET_CHUNK)  # type: ignore[attr-defined]
+        self.assertEqual(client.SEND_LIMIT, READ_MAX)  # type: ignore[attr-defined]
         self.assertEqual(client.bufferSize, 65536)  # type: ignore[attr-defined]
+
+
+class ReadSizeTests(SynchronousTestCase):
+    """Upstream reads sized to what the client's socket takes now: a stalled client
+    leaves the bytes it has not taken in the upstream socket, not in the proxy."""
+
+    def sock(self, sndbuf: int = 4 * MiB, queued: int = 0) -> MemInfoSocket:
+        sock = MemInfoSocket(sndbuf, queued)
+        self.addCleanup(sock.close)
+        return sock
+
+    def harness(self, sock: socket.socket) -> tuple[RelayHarness, TCPReads]:
+        upstream = UpstreamTransport()
+        h = RelayHarness(client=SocketClientTransport(sock), upstream=upstream)
+        return h, upstream._producer
+
+    def test_a_client_with_room_gets_the_largest_reads(self) -> None:
+        _, reads = self.harness(self.sock(queued=0))
+        self.assertEqual(reads.bufferSize, READ_MAX)
+
+    def test_each_resume_sizes_the_next_read(self) -> None:
+        sock = self.sock()
+        h, reads = self.harness(sock)
+        for queued, expected in ((5 * MiB // 2, 3 * MiB // 4), (0, READ_MAX),
+                                 (3 * MiB, READ_MIN)):
+            h.channel.pauseProducing()
+            sock.queued = queued
+            h.channel.resumeProducing()
+            self.assertEqual(reads.bufferSize, expected, queued)
+
+    def test_a_client_taking_nothing_now_is_read_for_once_its_socket_is_writable(self) -> None:
+        """Nothing is read while the kernel would not report the socket writable, so a
+        stalled client holds no body in the proxy; then the read is sized to the room."""
+        sock = self.sock()
+        client = TCPClientTransport(sock)
+        upstream = UpstreamTransport()
+        h = RelayHarness(client=client, upstream=upstream)
+        h.channel.pauseProducing()
+        sock.queued = 3 * MiB
+        h.channel.resumeProducing()
+        self.assertEqual(upstream.producerState, "paused")
+        self.assertTrue(client.producerPaused)
+        self.assertTrue(client.writing)
+        sock.queued = 2 * MiB
+        client.socket_writable()
+        self.assertEqual(upstream.producerState, "producing")
+        self.assertEqual(upstream._producer.bufferSize, READ_MAX)
+
+    def test_a_closing_client_is_not_waited_for(self) -> None:
+        sock = self.sock()
+        client = TCPClientTransport(sock)
+        upstream = UpstreamTransport()
+        h = RelayHarness(client=client, upstream=upstream)
+        h.channel.pauseProducing()
+        sock.queued = 3 * MiB
+        client.disconnecting = True
+        h.channel.resumeProducing()
+        self.assertFalse(client.writing)
+        self.assertEqual(upstream.producerState, "producing")
+        self.assertEqual(upstream._producer.bufferSize, READ_MIN)
+
+    def test_no_socket_gets_middle_sized_reads(self) -> None:
+        upstream = UpstreamTransport()
+        RelayHarness(upstream=upstream)
+        self.assertEqual(upstream._producer.bufferSize, READ_BLIND)
+
+    def test_read_size_is_the_room_within_bounds(self) -> None:
+        self.assertEqual(read_size(None), READ_BLIND)
+        self.assertEqual(read_size(0), READ_MIN)
+        self.assertEqual(read_size(3 * READ_MIN), 3 * READ_MIN)
+        self.assertEqual(read_size(64 * MiB), READ_MAX)
+
+    def test_payload_room_is_half_the_free_space(self) -> None:
+        """Packets cost more than their payload: a stalled client's 1.4 times."""
+        self.assertEqual(payload_room(4 * MiB, 0), 2 * MiB)
+        self.assertEqual(payload_room(4 * MiB, MiB), 3 * MiB // 2)
+
+    def test_payload_room_is_zero_until_the_socket_would_be_writable(self) -> None:
+        """The kernel wakes a writer once its free space is half what is queued."""
+        self.assertEqual(payload_room(4 * MiB, 3 * MiB), 0)
+        self.assertEqual(payload_room(3 * MiB, 2 * MiB), MiB // 2)
+
+    def test_what_send_room_promises_a_real_socket_takes(self) -> None:
+        """A slow client with a small window (small packets) behind a send buffer
+        smaller than READ_MAX: each send of the promised room is taken whole, and the
+        room is 0 while the socket is too full to be written to."""
+        server = socket.create_server(("127.0.0.1", 0))
+        self.addCleanup(server.close)
+        peer = socket.socket()
+        self.addCleanup(peer.close)
+        peer.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        peer.connect(server.getsockname())
+        peer.settimeout(10)
+        sock, _ = server.accept()
+        self.addCleanup(sock.close)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 256 * 1024)
+        sock.setblocking(False)
+        sends = full = 0
+        for _ in range(20):
+            room = send_room(sock)
+            if room:
+                size = min(room, READ_MAX)
+                self.assertEqual(sock.send(b"x" * size), size)
+                sends += 1
+            else:  # the client reads a little, as a slow one does
+                full += 1
+                read = 0
+                while read < 200 * 1024:
+                    read += len(peer.recv(65536))
+        self.assertGreater(sends, 3)
+        self.assertGreater(full, 3)
+        sock.close()
+        self.assertIsNone(send_room(sock))
+
+    def test_the_tcp_transport_is_found_under_tls(self) -> None:
+        """TLS wraps the TCP transport; its getHandle() is the TLS connection."""
+        tcp = SocketClientTransport(self.sock())
+
+        class TLS:
+            transport = tcp
+
+            def getHandle(self) -> object:
+                return object()
+
+        self.assertIs(client_connection(TLS()), tcp)
+        self.assertIs(client_connection(tcp), tcp)
+        self.assertIsNone(client_connection(StringTransport()))
+
+
+    def test_under_tls_the_tcp_transport_sends_whole_chunks(self) -> None:
+        """TLS writes its records to the TCP transport, which must send a chunk the
+        room was measured for in one send()."""
+        tcp = SocketClientTransport(self.sock(queued=0))
+        tcp.SEND_LIMIT = 131072  # type: ignore[attr-defined]
+        upstream = UpstreamTransport()
+        RelayHarness(client=TLSClientTransport(tcp), upstream=upstream)
+        self.assertEqual(tcp.SEND_LIMIT, READ_MAX)  # type: ignore[attr-defined]
+        self.assertEqual(upstream._producer.bufferSize, READ_MAX)
 
 
 class ClientAbortTests(SynchronousTestCase):
