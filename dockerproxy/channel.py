@@ -25,10 +25,10 @@ connection, and reads and drops what the client still sends for up to
 L{LINGER} seconds: closing a socket with unread input sends a reset, which can
 destroy the answer before the client reads it.
 
-Every use of Twisted's private HTTPChannel and LineReceiver attributes is in this
-module: C{_buffer}, C{_command}, C{_path}, C{_networkProducer} and
-C{_respondToBadRequestAndDisconnect}, read from Twisted 26.10
-(twisted/web/http.py, twisted/protocols/basic.py). Re-read them on an upgrade.
+Twisted's private HTTPChannel attributes are read through L{dockerproxy.internals},
+which checks them at import; this module only overrides
+C{_respondToBadRequestAndDisconnect}, Twisted's hook for what it cannot parse
+(L{internals.JSON_BAD_REQUEST} says whether Twisted still calls it).
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime, ISSLTranspor
 from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel, Request
 
+from dockerproxy import internals
 from dockerproxy.accesslog import log_access
 from dockerproxy.config import ClientLimits
 from dockerproxy.errors import RegistryError
@@ -170,7 +171,7 @@ class ProxyChannel(HTTPChannel):
         if data and self._phase is Phase.WAITING:
             self._begin_request()
         super().dataReceived(data)
-        if self._phase is Phase.WAITING and self._buffer:
+        if self._phase is Phase.WAITING and internals.has_buffered_input(self):
             # A response given at once left the next pipelined request's first
             # bytes, not yet a line, in LineReceiver's buffer.
             self._begin_request()
@@ -274,14 +275,14 @@ class ProxyChannel(HTTPChannel):
         if self._phase is Phase.CLOSING:
             return
         self._phase = Phase.CLOSING
-        method: bytes = getattr(self, "_command", b"-")  # Twisted's parsed request line
+        method, path = internals.request_line(self)
         head_only = method.upper() == b"HEAD"
         self.transport.write(error_response(error, head_only))
         self.clearLineBuffer()
         log_access(getattr(self.transport.getPeer(), "host", "-"), method,
-                   getattr(self, "_path", b"-"), error.status,
+                   path, error.status,
                    0 if head_only else len(error.body()), self.clock.seconds() - self._started)
-        self._networkProducer.unregisterProducer()
+        internals.stop_reading_requests(self)
         transport = self.transport
         if ITCPTransport.providedBy(transport) and not ISSLTransport.providedBy(transport):
             transport.loseWriteConnection()  # a FIN after the answer; reading goes on

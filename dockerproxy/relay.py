@@ -25,6 +25,8 @@ from twisted.web.iweb import UNKNOWN_LENGTH, IResponse
 from twisted.web.server import Request
 from zope.interface import implementer
 
+from dockerproxy import internals
+
 log = Logger()
 
 # Bytes read from the upstream socket per recv(), chosen before each read from the
@@ -73,11 +75,11 @@ class BodyRelay(Protocol):
         self._client_socket: socket.socket | None = None
 
     def connectionMade(self) -> None:
-        self._upstream_reads = upstream_reads(self.transport)
+        self._upstream_reads = internals.upstream_tcp(self.transport)
         self._client = client_connection(self.request.transport)
         if self._client is not None:
             self._client_socket = self._client.getHandle()  # type: ignore[attr-defined]
-        enlarge_client_sends(self._client)
+        internals.enlarge_sends(self._client, READ_MAX)
         self._size_next_read(self._client_room())
         self.request.registerProducer(self, True)
         self._arm_idle_timer()
@@ -93,7 +95,7 @@ class BodyRelay(Protocol):
         if self._idle is not None:
             self._idle.reset(self.idle_timeout)
         room = self._client_room()
-        if room == 0 and wait_until_writable(self._client):
+        if room == 0 and internals.pause_until_writable(self._client):
             return  # paused again; the client's transport resumes this relay when writable
         self._size_next_read(room)
         self.transport.resumeProducing()
@@ -113,7 +115,7 @@ class BodyRelay(Protocol):
     def _size_next_read(self, room: int | None) -> None:
         """Read no more than the client can take now: the rest waits in the kernel."""
         if self._upstream_reads is not None:
-            set_read_size(self._upstream_reads, read_size(room))
+            internals.set_read_size(self._upstream_reads, read_size(room))
 
     def connectionLost(self, reason: Failure = ResponseDone) -> None:  # type: ignore[assignment]
         if self._idle is not None and self._idle.active():
@@ -127,7 +129,7 @@ class BodyRelay(Protocol):
                 self.request.producer = None
         complete = self._is_complete(reason)
         if complete:
-            if not self.request.finished and not getattr(self.request, "_disconnected", False):
+            if not self.request.finished and not client_gone(self.request):
                 self.request.finish()
         else:
             log.warn("upstream body ended early after {received} bytes: {why}",
@@ -173,7 +175,7 @@ def relay_body(response: IResponse, request: Request, clock: IReactorTime,
 def abort_client(request: Request) -> None:
     """Drop the client connection so a partial body can never look complete."""
     transport = request.transport
-    if transport is None or getattr(request, "_disconnected", False):
+    if transport is None or client_gone(request):
         return
     abort: Callable[[], object] | None = getattr(transport, "abortConnection", None)
     if abort is not None:
@@ -226,57 +228,23 @@ def client_connection(transport: object) -> object | None:
     return None
 
 
-# Twisted's transports have no public knob for these; every touch of their
-# internals is here. A TCP transport's bufferSize is both its recv() size and
-# its pause threshold for writes: it is changed only on upstream connections,
-# never on a client's.
+def enlarge_socket_reads(body_transport: object) -> None:
+    """Read up to L{READ_MAX} per recv() from the TCP connection under an upstream
+    body (a cache fill, which never waits for a client)."""
+    tcp = internals.upstream_tcp(body_transport)
+    if tcp is not None:
+        internals.set_read_size(tcp, max(internals.read_size(tcp), READ_MAX))
 
 
-def upstream_reads(transport: object) -> object | None:
-    """The TCP transport doing the recv()s under an upstream body's transport, if any."""
-    tcp = getattr(transport, "_producer", None)
-    return tcp if hasattr(tcp, "bufferSize") else None
+def client_gone(request: Request) -> bool:
+    """Whether C{request} can no longer be answered: its connection was lost (or it
+    was finished and cleaned up).
 
-
-def set_read_size(tcp: object, size: int) -> None:
-    tcp.bufferSize = size  # type: ignore[attr-defined]
-
-
-def enlarge_socket_reads(transport: object) -> None:
-    """Read up to L{READ_MAX} per recv() from an upstream TCP transport (a cache
-    fill, which never waits for a client)."""
-    if transport is not None and hasattr(transport, "bufferSize"):
-        set_read_size(transport, max(transport.bufferSize, READ_MAX))  # type: ignore[attr-defined]
-
-
-def wait_until_writable(tcp: object | None) -> bool:
-    """Keep a client's producers paused until its socket is reported writable;
-    C{False} if its transport cannot tell them then.
-
-    What a transport does when its buffer fills (as the cache's sendfile path
-    does too): marked paused and registered for writing, its doWrite() finds
-    nothing to send once the socket is writable and resumes its producer.
+    Twisted drops a request's (documented) C{channel} when its connection is lost
+    and deletes it once a finished request is done with; C{notifyFinish} tells of a
+    loss to come, never of one that already happened.
     """
-    producer = getattr(tcp, "producer", None)
-    if (producer is None or not hasattr(tcp, "startWriting")
-            or not getattr(tcp, "connected", False) or getattr(tcp, "disconnecting", True)):
-        return False
-    tcp.producerPaused = True  # type: ignore[union-attr]
-    producer.pauseProducing()
-    tcp.startWriting()  # type: ignore[union-attr]
-    return True
-
-
-def enlarge_client_sends(transport: object) -> None:
-    """Let a client's TCP transport send a whole L{READ_MAX} chunk in one send().
-
-    One send() takes all the room the kernel has; sent in Twisted's 128 KiB
-    pieces, each piece waits for the socket to be reported writable, which it is
-    not while less than a third of its buffer is free, so a chunk sized to the
-    room would be left half sent (under TLS: 915 KiB held per stalled client).
-    """
-    if transport is not None and hasattr(transport, "SEND_LIMIT"):
-        transport.SEND_LIMIT = max(transport.SEND_LIMIT, READ_MAX)  # type: ignore[attr-defined]
+    return getattr(request, "channel", None) is None
 
 
 class Discard(Protocol):

@@ -18,7 +18,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from dockerproxy import errors
-from dockerproxy.relay import abort_client
+from dockerproxy.relay import abort_client, client_gone
 
 log = Logger()
 
@@ -32,7 +32,7 @@ def render_async(request: Request, handler: Callable[[], Coroutine[Any, Any, Non
 
 
 def _fail_request(failure: Failure, request: Request) -> None:
-    if failure.check(CancelledError) or request._disconnected:
+    if failure.check(CancelledError) or client_gone(request):
         return
     if isinstance(failure.value, errors.RegistryError):
         error = failure.value

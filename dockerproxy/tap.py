@@ -18,7 +18,7 @@ from twisted.python import usage
 from twisted.python.components import Componentized
 from twisted.python.threadpool import ThreadPool
 
-from dockerproxy import __version__
+from dockerproxy import __version__, internals
 from dockerproxy.access import AccessCache, MetaRecords
 from dockerproxy.cache.blobs import BlobCache
 from dockerproxy.cache.diskio import DiskWork, Pool, ThreadedPool
@@ -260,14 +260,9 @@ class DockerProxyService(OrderedMultiService):
 
 
 def exit_cleanly(reactor: Any) -> None:
-    """After a completed graceful stop on SIGTERM, let twistd exit with status 0.
-
-    twistd kills itself again with the signal that stopped the reactor (its
-    C{_exitSignal}, from Twisted's C{_ISupportsExitSignalCapturing}), so a stop that
-    drained every connection would look like a process killed mid-work.
-    """
-    if getattr(reactor, "_exitSignal", None) == signal.SIGTERM:
-        reactor._exitSignal = None
+    """After a completed graceful stop on SIGTERM, let twistd exit with status 0
+    (it would kill itself again with the signal, as if killed mid-work)."""
+    internals.forget_exit_signal(reactor, signal.SIGTERM)
 
 
 def json_observer(stream: Any = None) -> ILogObserver:

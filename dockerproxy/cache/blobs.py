@@ -35,12 +35,13 @@ from twisted.web.iweb import UNKNOWN_LENGTH, IResponse
 from twisted.web.server import Request
 from zope.interface import implementer
 
+from dockerproxy import internals
 from dockerproxy.cache.diskio import DiskWork
 from dockerproxy.cache.fills import Fallback, Fill
 from dockerproxy.cache.sendfile import Sendfile as _Sendfile
 from dockerproxy.cache.store import FilesystemStore, Partial
 from dockerproxy.digests import Digest
-from dockerproxy.relay import abort_client
+from dockerproxy.relay import abort_client, client_gone
 
 log = Logger()
 
@@ -335,7 +336,7 @@ class BlobCache:
             first, last = byte_range
             if first < 0 or (last is not None and last < first):
                 raise ValueError(f"bad byte range {byte_range!r}")
-        if getattr(request, "_disconnected", False):
+        if client_gone(request):
             return succeed(False)  # gone already: a producer could never be told
         entry = self._index.get(digest)
         fill = None
@@ -455,7 +456,7 @@ class _Sender:
         self.request.registerProducer(self, True)
         # A pipelined request may start while the client's socket buffer is still full:
         # the channel would not tell a producer registered now to pause.
-        if getattr(self.request.channel, "_waitingForTransport", False):
+        if internals.channel_waiting(self.request.channel):
             self._paused = True
         self.request.notifyFinish().addErrback(lambda _: self._client_gone())
         if self._size is not None:
@@ -668,7 +669,7 @@ class _Sender:
     def _finish(self) -> None:
         if not self._close():
             return
-        if not self.request.finished and not getattr(self.request, "_disconnected", False):
+        if not self.request.finished and not client_gone(self.request):
             self.request.finish()
         self.done.callback(True)
 

@@ -101,7 +101,7 @@ class Fill(Protocol):
         return len(self._followers)
 
     def connectionMade(self) -> None:
-        enlarge_socket_reads(getattr(self.transport, "_producer", None))
+        enlarge_socket_reads(self.transport)
         self._idle = self.cache.clock.callLater(self._idle_timeout, self._idle_expired)
 
     def dataReceived(self, data: bytes) -> None:

@@ -10,6 +10,8 @@ from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.tcp import Connection
 from twisted.web.server import Request
 
+from dockerproxy import internals
+
 
 class Sendfile:
     """Zero-copy sends from a file to a plain TCP client's socket, under Twisted's transport.
@@ -44,15 +46,15 @@ class Sendfile:
     def for_request(cls, request: Request) -> Sendfile | None:
         """A sender for C{request}'s connection, or C{None} if bytes must be copied."""
         transport = getattr(request.channel, "transport", None)
-        if (not hasattr(os, "sendfile") or not isinstance(transport, Connection)
+        if (not internals.SENDFILE or not hasattr(os, "sendfile")
+                or not isinstance(transport, Connection)
                 or ISSLTransport.providedBy(transport) or getattr(transport, "TLS", False)):
             return None
         return cls(transport)
 
     def buffered(self) -> int:
         """Bytes waiting in the transport's write buffer (its two buffers, as doWrite sees them)."""
-        t = self.transport
-        return len(t.dataBuffer) - t.offset + t._tempDataLen
+        return internals.buffered(self.transport)
 
     def send(self, fd: int, offset: int, count: int) -> int | None:
         """sendfile() up to C{count} bytes of C{fd} from C{offset}: the bytes sent (0 at
@@ -68,11 +70,4 @@ class Sendfile:
     def wait_for_drain(self) -> bool:
         """Resume the request's producer once the socket is writable and the transport's
         buffer is empty; C{False} if the transport can no longer tell it."""
-        t = self.transport
-        channel = t.producer
-        if channel is None or not t.connected or t.disconnecting:
-            return False
-        t.producerPaused = True
-        channel.pauseProducing()
-        t.startWriting()
-        return True
+        return internals.pause_until_writable(self.transport)

@@ -32,12 +32,12 @@ from twisted.python.failure import Failure
 from twisted.web.iweb import IResponse
 from twisted.web.server import Request
 
-from dockerproxy import errors
+from dockerproxy import errors, internals
 from dockerproxy.edge import client_request
 from dockerproxy.exchange import Proxy, fetch_for_client, relay_response
 from dockerproxy.mirror.remote import CONDITIONS
 from dockerproxy.pull import Pull
-from dockerproxy.relay import Discard, abort_client, relay_body
+from dockerproxy.relay import Discard, abort_client, client_gone, relay_body
 from dockerproxy.upstream import Fetched
 
 log = Logger()
@@ -138,7 +138,7 @@ class UpstreamFallback:
                                      f"{self.max_blob_size} bytes")
         relay = relay_body(response, self.request, self.proxy.clock,
                            self.proxy.client(upstream).timeouts.idle)
-        if getattr(self.request.channel, "_waitingForTransport", False):
+        if internals.channel_waiting(self.request.channel):
             relay.pauseProducing()  # the client's socket is full: the channel will resume it
         return await relay.done
 
@@ -154,7 +154,7 @@ class UpstreamFallback:
         return True
 
     def _gone(self) -> bool:
-        return bool(getattr(self.request, "_disconnected", False) or self.request.finished)
+        return client_gone(self.request) or bool(self.request.finished)
 
     def _failed(self, failure: Failure) -> bool:
         """Nothing sent yet: a registry error; else the connection is aborted."""

@@ -20,7 +20,8 @@ PACKAGE = Path(__file__).resolve().parents[2] / "dockerproxy"
 LEAVES = frozenset({
     "dockerproxy.accesslog", "dockerproxy.auth", "dockerproxy.cachedir", "dockerproxy.coalesce",
     "dockerproxy.digests", "dockerproxy.edge", "dockerproxy.errors", "dockerproxy.failures",
-    "dockerproxy.headers", "dockerproxy.names", "dockerproxy.presets", "dockerproxy.relay",
+    "dockerproxy.headers", "dockerproxy.internals", "dockerproxy.names", "dockerproxy.presets",
+    "dockerproxy.relay",
     "dockerproxy.sizes", "dockerproxy.taglist",
 })
 # (modules, what they must never reach)
