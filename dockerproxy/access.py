@@ -132,7 +132,8 @@ class AccessCache:
     def note_refused(self, authorization: bytes | None, repo: RepoKey) -> None:
         """The upstream refused C{repo} to this credential: forget what allowed it."""
         self._grants.pop((credential_key(authorization), *repo))
-        if self.is_anonymous(authorization) and self._public.pop(_repo(repo), None):
+        if self.is_anonymous(authorization) and _repo(repo) in self._public:
+            del self._public[_repo(repo)]
             self._changed(_repo(repo))
 
     def may_read(self, authorization: bytes | None, repo: RepoKey) -> bool:

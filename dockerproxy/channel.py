@@ -36,7 +36,7 @@ from __future__ import annotations
 from enum import Enum
 from http import HTTPStatus
 from io import BytesIO
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime, ISSLTransport, ITCPTransport
 from twisted.python.failure import Failure
@@ -138,11 +138,16 @@ class ProxyChannel(HTTPChannel):
     _first = True
     _draining = False
 
+    @property
+    def connection(self) -> ITCPTransport:
+        """The client connection (TCP, or TLS over it): set before any data arrives."""
+        return cast(ITCPTransport, self.transport)
+
     def connectionMade(self) -> None:
         if self.connections is not None and not self.connections.admit(self):
             # Accepted past the bound in one accept batch (see ConnectionLimit).
             self._phase = Phase.CLOSING
-            self.transport.abortConnection()
+            self.connection.abortConnection()
             return
         self._admitted = True
         super().connectionMade()
@@ -165,8 +170,8 @@ class ProxyChannel(HTTPChannel):
             self._first = False
             if data[0] == TLS_HANDSHAKE:
                 self._phase = Phase.CLOSING
-                self.transport.write(NOT_TLS_RESPONSE)
-                self.transport.loseConnection()
+                self.connection.write(NOT_TLS_RESPONSE)
+                self.connection.loseConnection()
                 return
         if data and self._phase is Phase.WAITING:
             self._begin_request()
@@ -277,9 +282,9 @@ class ProxyChannel(HTTPChannel):
         self._phase = Phase.CLOSING
         method, path = internals.request_line(self)
         head_only = method.upper() == b"HEAD"
-        self.transport.write(error_response(error, head_only))
+        self.connection.write(error_response(error, head_only))
         self.clearLineBuffer()
-        log_access(getattr(self.transport.getPeer(), "host", "-"), method,
+        log_access(getattr(self.connection.getPeer(), "host", "-"), method,
                    path, error.status,
                    0 if head_only else len(error.body()), self.clock.seconds() - self._started)
         internals.stop_reading_requests(self)
@@ -293,7 +298,7 @@ class ProxyChannel(HTTPChannel):
         if its client has not taken the end of a response one more idle timeout later."""
         self._phase = Phase.CLOSING
         self._set_timer(self.limits.client_idle_timeout)
-        if not self.transport.disconnecting:
+        if not getattr(self.transport, "disconnecting", True):
             self.loseConnection()
 
     def _timed_out(self) -> None:
@@ -303,7 +308,7 @@ class ProxyChannel(HTTPChannel):
         elif self._phase is Phase.WAITING:
             self._close_idle()
         elif self._phase is Phase.CLOSING:
-            self.transport.abortConnection()
+            self.connection.abortConnection()
 
     def _set_timer(self, seconds: float | None) -> None:
         """Replace this connection's one timer (None: no timer)."""

@@ -18,8 +18,13 @@ from twisted.application import service
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
-from twisted.internet.interfaces import IListeningPort, IPushProducer, IReactorCore, IReactorTime
-from twisted.internet.protocol import ServerFactory
+from twisted.internet.interfaces import (
+    IListeningPort,
+    IProtocolFactory,
+    IPushProducer,
+    IReactorCore,
+    IReactorTime,
+)
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -56,7 +61,7 @@ class Listeners(service.Service):
     name = "listeners"
 
     def __init__(self, reactor: IReactorCore, descriptions: Sequence[str],
-                 factory: ServerFactory) -> None:
+                 factory: IProtocolFactory) -> None:
         self.reactor = reactor
         self.descriptions = tuple(descriptions)
         self.factory = factory

@@ -13,6 +13,7 @@ import socket
 import struct
 import sys
 from collections.abc import Callable
+from typing import cast
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
@@ -86,7 +87,7 @@ class BodyRelay(Protocol):
 
     def pauseProducing(self) -> None:
         self._client_paused = True
-        self.transport.pauseProducing()
+        body_transport(self).pauseProducing()
 
     def resumeProducing(self) -> None:
         """The client took everything queued: read as much as its socket takes now,
@@ -98,7 +99,7 @@ class BodyRelay(Protocol):
         if room == 0 and internals.pause_until_writable(self._client):
             return  # paused again; the client's transport resumes this relay when writable
         self._size_next_read(room)
-        self.transport.resumeProducing()
+        body_transport(self).resumeProducing()
 
     def stopProducing(self) -> None:
         self.stop("client connection closed")
@@ -150,7 +151,7 @@ class BodyRelay(Protocol):
         if self._failed_reason is None:
             self._failed_reason = why
         if self.transport is not None:
-            self.transport.stopProducing()
+            body_transport(self).stopProducing()
 
     def _arm_idle_timer(self) -> None:
         self._idle = self.clock.callLater(self.idle_timeout, self._idle_expired)
@@ -161,6 +162,12 @@ class BodyRelay(Protocol):
             self.stop(f"the client read nothing for {self.idle_timeout:g} seconds")
         else:
             self.stop(f"the upstream sent nothing for {self.idle_timeout:g} seconds")
+
+
+def body_transport(protocol: Protocol) -> IPushProducer:
+    """The transport a response body is delivered over: twisted.web.client pauses,
+    resumes and stops the connection through it (an L{IPushProducer})."""
+    return cast(IPushProducer, protocol.transport)
 
 
 def relay_body(response: IResponse, request: Request, clock: IReactorTime,
@@ -257,7 +264,7 @@ class Discard(Protocol):
     def dataReceived(self, data: bytes) -> None:
         self.limit -= len(data)
         if self.limit < 0 and self.transport is not None:
-            self.transport.stopProducing()
+            body_transport(self).stopProducing()
 
     def connectionLost(self, reason: Failure = ResponseDone) -> None:  # type: ignore[assignment]
         self.done.callback(None)
@@ -324,4 +331,4 @@ class Collect(Protocol):
 
     def _stop(self) -> None:
         if self.transport is not None:
-            self.transport.stopProducing()
+            body_transport(self).stopProducing()

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from twisted.internet.interfaces import IAddress, IReactorTime
+from twisted.web import http
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
@@ -37,7 +38,7 @@ class ProxyRequest(Request):
     _logged = False
 
     def process(self) -> None:
-        site = self.channel.factory  # type: ignore[union-attr]
+        site = self.channel.factory
         self._clock = site.reactor
         self._heap = site.heap
         self._started = self._clock.seconds()
@@ -52,7 +53,7 @@ class ProxyRequest(Request):
         self._log_once(complete=True)
 
     def connectionLost(self, reason: object) -> None:
-        super().connectionLost(reason)  # type: ignore[arg-type]
+        super().connectionLost(reason)
         self._log_once(complete=False)
 
     def _log_once(self, complete: bool) -> None:
@@ -73,7 +74,9 @@ class ProxySite(Site):
     themselves (twisted.web's own log line is off) and, with a L{HeapTrimmer}, have the
     heap trimmed after they end."""
 
-    protocol = ProxyChannel
+    # Plain HTTP/1.1 channels: Twisted's default wraps each in a protocol that may
+    # switch to HTTP/2 by ALPN, which the channel's limits do not cover.
+    protocol = ProxyChannel  # type: ignore[assignment]
     requestFactory = ProxyRequest
 
     def __init__(self, resource: Resource, reactor: IReactorTime,
@@ -88,8 +91,8 @@ class ProxySite(Site):
         # Set when the listening ports are known (tap.service_for); None: no bound.
         self.connections: ConnectionLimit | None = None
 
-    def buildProtocol(self, addr: IAddress | None) -> ProxyChannel:
-        channel: ProxyChannel = super().buildProtocol(addr)
+    def buildProtocol(self, addr: IAddress | None) -> ProxyChannel:  # type: ignore[override]
+        channel = cast(ProxyChannel, super().buildProtocol(addr))
         channel.clock = self.reactor
         channel.limits = self.limits
         channel.connections = self.connections
@@ -107,5 +110,5 @@ class ProxySite(Site):
             return JSONErrorPage(refused)
         return super().getResourceFor(request)
 
-    def log(self, request: Request) -> None:
+    def log(self, request: http.Request) -> None:
         """Replaced by L{ProxyRequest}'s own event, which also covers aborted requests."""

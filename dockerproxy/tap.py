@@ -251,10 +251,11 @@ class DockerProxyService(OrderedMultiService):
 
     def stopService(self) -> Any:
         d = super().stopService()
-        if self.pool is not None:
-            d.addCallback(lambda _: self.pool.closeCachedConnections())
-        if self.heap is not None:
-            d.addCallback(lambda _: self.heap.stop())  # type: ignore[union-attr]
+        pool, heap = self.pool, self.heap
+        if pool is not None:
+            d.addCallback(lambda _: pool.closeCachedConnections())
+        if heap is not None:
+            d.addCallback(lambda _: heap.stop())
         d.addCallback(lambda _: exit_cleanly(self.reactor))
         return d
 
@@ -279,7 +280,7 @@ def make_proxy(config: Config, reactor: IReactorTime, http: Any = None) -> tuple
 
     def client_for(upstream: UpstreamConfig) -> UpstreamClient:
         timeouts = upstream.timeouts or config.timeouts
-        if http is not None:
+        if http is not None or pool is None:
             return UpstreamClient(http, reactor, timeouts)
         ca_files = [f for f in (config.upstream_ca, upstream.ca_file) if f]
         client = make_http_client(reactor, pool, timeouts, ca_files, upstream.insecure)

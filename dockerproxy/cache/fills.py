@@ -31,7 +31,7 @@ from twisted.web.http import PotentialDataLoss
 
 from dockerproxy.cache.store import Partial
 from dockerproxy.digests import Digest
-from dockerproxy.relay import enlarge_socket_reads
+from dockerproxy.relay import body_transport, enlarge_socket_reads
 
 if TYPE_CHECKING:
     from dockerproxy.cache.blobs import BlobCache, _Sender
@@ -168,7 +168,7 @@ class Fill(Protocol):
         self.failure = why
         self._cancel_idle()
         if stop_upstream and self.transport is not None:
-            self.transport.stopProducing()
+            body_transport(self).stopProducing()
         self.cache.discard(self._partial)
         self.cache._fill_failed(self, why)
 

@@ -74,6 +74,8 @@ class S3Settings(Protocol):
     def session_token(self) -> str | None: ...
     @property
     def part_size(self) -> int: ...
+    @property
+    def redirect(self) -> bool: ...
 
 
 class S3Error(Exception):
@@ -363,7 +365,12 @@ class S3BlobStore:
             data=producer, allow_redirects=False, unbuffered=True)
         # Cancelling an Agent request fails it with ResponseNeverReceived: a flag tells.
         timed_out: list[bool] = []
-        timer = self.clock.callLater(self.timeout, lambda: (timed_out.append(True), d.cancel()))
+
+        def expire() -> None:
+            timed_out.append(True)
+            d.cancel()
+
+        timer = self.clock.callLater(self.timeout, expire)
         if isinstance(body, _FileSlice):
             body.progress = lambda: timer.reset(self.timeout) if timer.active() else None
         try:
