@@ -95,16 +95,24 @@ NGINX_HTTP = """\
     }}"""
 
 
-def start_nginx(procs: Procs, work: Path, path: str, file: Path,
-                sendfile_max_chunk: str) -> tuple[Proc, int]:
+def start_nginx(
+    procs: Procs, work: Path, path: str, file: Path, sendfile_max_chunk: str
+) -> tuple[Proc, int]:
     """nginx serving the proxy's cached blob file from disk with sendfile."""
-    def http(port: int) -> str:
-        return NGINX_HTTP.format(port=port, path=path, file=file,
-                                 sendfile_max_chunk=sendfile_max_chunk)
 
-    return common_start_nginx(procs, work, "nginx", http, "1",
-                              "nginx serving the proxy's cached blob file from disk "
-                              "(written by bench/cache_hit.py).")
+    def http(port: int) -> str:
+        return NGINX_HTTP.format(
+            port=port, path=path, file=file, sendfile_max_chunk=sendfile_max_chunk
+        )
+
+    return common_start_nginx(
+        procs,
+        work,
+        "nginx",
+        http,
+        "1",
+        "nginx serving the proxy's cached blob file from disk (written by bench/cache_hit.py).",
+    )
 
 
 # -- logs: is it really a cache hit? --------------------------------------------------------
@@ -120,8 +128,11 @@ def access_events(proxy: Proc, path: str) -> list[dict[str, object]]:
             event = json.loads(line)
         except ValueError:
             continue
-        if (event.get("log_namespace") == "dockerproxy.access" and event.get("path") == path
-                and event.get("method") == "GET"):
+        if (
+            event.get("log_namespace") == "dockerproxy.access"
+            and event.get("path") == path
+            and event.get("method") == "GET"
+        ):
             events.append(event)
     return events
 
@@ -144,8 +155,9 @@ def wait_for_file(path: Path, size: int, timeout: float = 30.0) -> None:
 # -- concurrent pulls -----------------------------------------------------------------------
 
 
-def concurrent_pulls(target: Target, url: str, n: int, expected: int, timeout: float,
-                     rss_pid: int | None) -> dict[str, object]:
+def concurrent_pulls(
+    target: Target, url: str, n: int, expected: int, timeout: float, rss_pid: int | None
+) -> dict[str, object]:
     """C{n} curl processes pulling C{url} at once; every one must get 200 and C{expected}."""
     hwm_before = proc_status_kb(rss_pid, "VmHWM") if rss_pid else None
     rss_before = proc_status_kb(rss_pid, "VmRSS") if rss_pid else None
@@ -154,10 +166,25 @@ def concurrent_pulls(target: Target, url: str, n: int, expected: int, timeout: f
         sampler.start()
     u0, s0, _ = group_stats(target.pgid)
     start = time.monotonic()
-    curls = [subprocess.Popen(["curl", "-s", "--noproxy", "*", "-o", "/dev/null", "-w",
-                               "%{http_code} %{size_download} %{speed_download}", url],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for _ in range(n)]
+    curls = [
+        subprocess.Popen(
+            [
+                "curl",
+                "-s",
+                "--noproxy",
+                "*",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code} %{size_download} %{speed_download}",
+                url,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(n)
+    ]
     outputs = []
     try:
         deadline = start + timeout
@@ -175,11 +202,15 @@ def concurrent_pulls(target: Target, url: str, n: int, expected: int, timeout: f
     u1, s1, _ = group_stats(target.pgid)
     bad = [o for o in outputs if o[0] != 0 or o[1].split()[:2] != ["200", str(expected)]]
     if bad:
-        raise RuntimeError(f"{len(bad)} of {n} concurrent pulls from {target.name} failed: "
-                           f"{bad[:3]}")
+        raise RuntimeError(
+            f"{len(bad)} of {n} concurrent pulls from {target.name} failed: {bad[:3]}"
+        )
     speeds = [float(o[1].split()[2]) / 1e6 for o in outputs]
     result: dict[str, object] = {
-        "target": target.name, "pulls": n, "all_complete": True, "seconds": round(wall, 2),
+        "target": target.name,
+        "pulls": n,
+        "all_complete": True,
+        "seconds": round(wall, 2),
         "aggregate_mb_s": round(n * expected / wall / 1e6, 1),
         "per_pull_mb_s_median": round(statistics.median(speeds), 1),
         "per_pull_mb_s_min": round(min(speeds), 1),
@@ -203,15 +234,24 @@ def concurrent_pulls(target: Target, url: str, n: int, expected: int, timeout: f
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_common_args(p, json_name="cache_hit.json", profiled="cache-hit",
-                    profile_prefix="cache_hit_profile")
-    p.add_argument("--concurrency", type=int, default=32,
-                   help="concurrent pulls for the RSS measurement; 0 skips it (default 32)")
-    p.add_argument("--sendfile-max-chunk", default="2m",
-                   help="nginx sendfile_max_chunk (default 2m, nginx's own default since "
-                        "1.21.4; 0 means no limit)")
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    add_common_args(
+        p, json_name="cache_hit.json", profiled="cache-hit", profile_prefix="cache_hit_profile"
+    )
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        default=32,
+        help="concurrent pulls for the RSS measurement; 0 skips it (default 32)",
+    )
+    p.add_argument(
+        "--sendfile-max-chunk",
+        default="2m",
+        help="nginx sendfile_max_chunk (default 2m, nginx's own default since "
+        "1.21.4; 0 means no limit)",
+    )
     args = p.parse_args(argv)
     if args.runs < 1:
         p.error("--runs must be at least 1")
@@ -240,17 +280,32 @@ def run(args: argparse.Namespace, procs: Procs, work: Path) -> int:
     t0 = time.monotonic()
     registry, registry_port, storage = start_registry(procs, work, access_log=True)
     hexdigest = write_blob(storage, args.size)
-    print(f"blob sha256:{hexdigest} ({args.size} bytes) written in "
-          f"{time.monotonic() - t0:.1f}s to {storage}", flush=True)
+    print(
+        f"blob sha256:{hexdigest} ({args.size} bytes) written in "
+        f"{time.monotonic() - t0:.1f}s to {storage}",
+        flush=True,
+    )
     path = f"/v2/{REPO}/blobs/sha256:{hexdigest}"
 
     cache_dir = work / "cache"
     cache_max = max(2 * args.size, 1024 * MiB) // MiB
     proxy, proxy_port = start_proxy(
-        procs, work, registry_port, args.proxy_src,
-        ["--cache-dir", str(cache_dir), "--cache-max-size", f"{cache_max}MiB",
-         "--log-format", "json", *args.proxy_arg],
-        args.proxy_env, code_module="dockerproxy.cache.blobs")
+        procs,
+        work,
+        registry_port,
+        args.proxy_src,
+        [
+            "--cache-dir",
+            str(cache_dir),
+            "--cache-max-size",
+            f"{cache_max}MiB",
+            "--log-format",
+            "json",
+            *args.proxy_arg,
+        ],
+        args.proxy_env,
+        code_module="dockerproxy.cache.blobs",
+    )
     proxy_url = f"http://127.0.0.1:{proxy_port}{path}"
 
     # Warm the cache: one GET fills it (a miss), the next one must be a hit.
@@ -258,22 +313,30 @@ def run(args: argparse.Namespace, procs: Procs, work: Path) -> int:
     blob_file = cache_dir / "blobs" / "sha256" / hexdigest[:2] / hexdigest
     wait_for_file(blob_file, args.size)
     fills = registry_blob_gets(registry, path)
-    print(f"cache filled through the proxy at {float(r['mb_s']):.0f} MB/s "  # type: ignore[arg-type]
-          f"({fills} blob GET upstream): {blob_file}", flush=True)
+    print(
+        f"cache filled through the proxy at {float(r['mb_s']):.0f} MB/s "  # type: ignore[arg-type]
+        f"({fills} blob GET upstream): {blob_file}",
+        flush=True,
+    )
     curl_download(proxy_url, args.size, args.timeout)
     events = access_events(proxy, path)
     if [e.get("cache") for e in events] != ["miss", "hit"]:
-        raise RuntimeError(f"expected a miss then a hit in the proxy's access log, got "
-                           f"{[(e.get('cache'), e.get('status')) for e in events]}")
+        raise RuntimeError(
+            f"expected a miss then a hit in the proxy's access log, got "
+            f"{[(e.get('cache'), e.get('status')) for e in events]}"
+        )
     if registry_blob_gets(registry, path) != fills:
         raise RuntimeError("the second GET through the proxy reached the registry")
-    print("second GET: \"cache\": \"hit\" in the proxy's access log, no blob GET upstream",
-          flush=True)
+    print('second GET: "cache": "hit" in the proxy\'s access log, no blob GET upstream', flush=True)
 
     nginx, nginx_port = start_nginx(procs, work, path, blob_file, args.sendfile_max_chunk)
     targets = [
-        Target("nginx", nginx_port, nginx.pid,
-               f"sendfile, sendfile_max_chunk {args.sendfile_max_chunk}, 1 worker"),
+        Target(
+            "nginx",
+            nginx_port,
+            nginx.pid,
+            f"sendfile, sendfile_max_chunk {args.sendfile_max_chunk}, 1 worker",
+        ),
         Target("proxy", proxy_port, proxy.pid, "dockerproxy, cache hit"),
     ]
     rss_start_kb = proc_status_kb(proxy.pid, "VmRSS") or 0
@@ -302,12 +365,21 @@ def run(args: argparse.Namespace, procs: Procs, work: Path) -> int:
             if args.quiet_wait > 0:
                 wait_for_quiet(0.15, args.quiet_wait)
             url = f"http://127.0.0.1:{target.port}{path}"
-            c = concurrent_pulls(target, url, args.concurrency, args.size, args.timeout,
-                                 proxy.pid if target.name == "proxy" else None)
-            print(f"{args.concurrency} concurrent pulls from {target.name}: "
-                  f"{c['aggregate_mb_s']} MB/s aggregate in {c['seconds']}s, server "
-                  f"{c['server_cpu_cores']} cores"
-                  + (f", proxy RSS {c['rss_mb']}" if "rss_mb" in c else ""), flush=True)
+            c = concurrent_pulls(
+                target,
+                url,
+                args.concurrency,
+                args.size,
+                args.timeout,
+                proxy.pid if target.name == "proxy" else None,
+            )
+            print(
+                f"{args.concurrency} concurrent pulls from {target.name}: "
+                f"{c['aggregate_mb_s']} MB/s aggregate in {c['seconds']}s, server "
+                f"{c['server_cpu_cores']} cores"
+                + (f", proxy RSS {c['rss_mb']}" if "rss_mb" in c else ""),
+                flush=True,
+            )
             concurrent.append(c)
     result["concurrent"] = concurrent
 
@@ -315,17 +387,26 @@ def run(args: argparse.Namespace, procs: Procs, work: Path) -> int:
     events = access_events(proxy, path)
     statuses = dict(Counter(str(e.get("cache")) for e in events))
     expected_gets = 2 + (args.warmup + args.runs) + args.concurrency
-    if (len(events) != expected_gets or events[0].get("cache") != "miss"
-            or any(e.get("cache") != "hit" for e in events[1:])
-            or any(e.get("bytes") != args.size for e in events)):
-        raise RuntimeError(f"proxy access log: {len(events)} GETs ({statuses}), "
-                           f"expected {expected_gets}: 1 miss then hits of "
-                           f"{args.size} bytes each")
+    if (
+        len(events) != expected_gets
+        or events[0].get("cache") != "miss"
+        or any(e.get("cache") != "hit" for e in events[1:])
+        or any(e.get("bytes") != args.size for e in events)
+    ):
+        raise RuntimeError(
+            f"proxy access log: {len(events)} GETs ({statuses}), "
+            f"expected {expected_gets}: 1 miss then hits of "
+            f"{args.size} bytes each"
+        )
     upstream_gets = registry_blob_gets(registry, path)
     if upstream_gets != fills:
         raise RuntimeError(f"the registry saw {upstream_gets - fills} more blob GETs")
-    result["checks"] = {"proxy_gets": len(events), "proxy_cache": statuses,
-                        "proxy_logged_bytes_ok": True, "registry_blob_gets": upstream_gets}
+    result["checks"] = {
+        "proxy_gets": len(events),
+        "proxy_cache": statuses,
+        "proxy_logged_bytes_ok": True,
+        "registry_blob_gets": upstream_gets,
+    }
 
     if args.profile:
         result["profile"] = profile_downloads(procs, work, proxy.pid, proxy_url, args)
@@ -333,34 +414,49 @@ def run(args: argparse.Namespace, procs: Procs, work: Path) -> int:
     print_heading("Cache-hit download throughput", args)
     print_table(rows)
     print()
-    print("Both serve the same file (the proxy's committed cache file, in the page cache); "
-          "nginx: worker_processes 1, sendfile on, tcp_nopush on, sendfile_max_chunk "
-          f"{args.sendfile_max_chunk}. registry CPU ~0: no request reached the upstream.")
+    print(
+        "Both serve the same file (the proxy's committed cache file, in the page cache); "
+        "nginx: worker_processes 1, sendfile on, tcp_nopush on, sendfile_max_chunk "
+        f"{args.sendfile_max_chunk}. registry CPU ~0: no request reached the upstream."
+    )
     print(f"**proxy / nginx = {rows[1]['ratio_to_nginx']:.2f}** (median MB/s)")
     single = result["proxy_rss_mb_single"]
-    print(f"dockerproxy RSS, single downloads: {single['at_start']} MB at start, "  # type: ignore[index]
-          f"VmHWM {single['vmhwm']} MB")  # type: ignore[index]
+    print(
+        f"dockerproxy RSS, single downloads: {single['at_start']} MB at start, "  # type: ignore[index]
+        f"VmHWM {single['vmhwm']} MB"
+    )  # type: ignore[index]
     if concurrent:
         print()
-        print(f"### {args.concurrency} concurrent pulls of the cached blob "
-              f"(separate curl processes, all complete with 200 and {args.size} bytes)")
+        print(
+            f"### {args.concurrency} concurrent pulls of the cached blob "
+            f"(separate curl processes, all complete with 200 and {args.size} bytes)"
+        )
         print()
-        print("| target | aggregate MB/s | per pull MB/s (median / min) | seconds "
-              "| server CPU (cores) | server CPU s/GB | proxy VmHWM before -> after "
-              "| proxy VmRSS peak (sampled) |")
+        print(
+            "| target | aggregate MB/s | per pull MB/s (median / min) | seconds "
+            "| server CPU (cores) | server CPU s/GB | proxy VmHWM before -> after "
+            "| proxy VmRSS peak (sampled) |"
+        )
         print("|---|---:|---:|---:|---:|---:|---:|---:|")
         for c in concurrent:
             rss = c.get("rss_mb")
-            hwm = (f"{rss['vmhwm_before']} -> {rss['vmhwm_after']} MB"  # type: ignore[index]
-                   if rss else "-")
+            hwm = (
+                f"{rss['vmhwm_before']} -> {rss['vmhwm_after']} MB"  # type: ignore[index]
+                if rss
+                else "-"
+            )
             peak = f"{rss['vmrss_peak_sampled']} MB" if rss else "-"  # type: ignore[index]
-            print(f"| {c['target']} | {c['aggregate_mb_s']:.0f} "
-                  f"| {c['per_pull_mb_s_median']:.0f} / {c['per_pull_mb_s_min']:.0f} "
-                  f"| {c['seconds']} | {c['server_cpu_cores']} | {c['server_cpu_s_per_gb']} "
-                  f"| {hwm} | {peak} |")
+            print(
+                f"| {c['target']} | {c['aggregate_mb_s']:.0f} "
+                f"| {c['per_pull_mb_s_median']:.0f} / {c['per_pull_mb_s_min']:.0f} "
+                f"| {c['seconds']} | {c['server_cpu_cores']} | {c['server_cpu_s_per_gb']} "
+                f"| {hwm} | {peak} |"
+            )
     print()
-    print(f"checks: {len(events)} GETs through the proxy, cache {statuses}, each logged "
-          f"with {args.size} bytes; {upstream_gets} blob GET reached the registry (the fill)")
+    print(
+        f"checks: {len(events)} GETs through the proxy, cache {statuses}, each logged "
+        f"with {args.size} bytes; {upstream_gets} blob GET reached the registry (the fill)"
+    )
     print()
     finish_report(info, result, args.json, args.profile)
     return 0

@@ -90,8 +90,9 @@ NGINX_HTTP = """\
 
 def push_manifest(port: int, layer_hex: str, layer_size: int) -> str:
     """Push a config blob and a manifest naming it and one layer; return the manifest digest."""
-    config = json.dumps({"architecture": "amd64", "os": "linux",
-                         "rootfs": {"type": "layers", "diff_ids": []}}).encode()
+    config = json.dumps(
+        {"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": []}}
+    ).encode()
     config_digest = "sha256:" + hashlib.sha256(config).hexdigest()
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     try:
@@ -103,20 +104,37 @@ def push_manifest(port: int, layer_hex: str, layer_size: int) -> str:
             raise RuntimeError(f"registry: upload start answered {response.status}")
         path = location.split(f"127.0.0.1:{port}", 1)[-1]
         separator = "&" if "?" in path else "?"
-        conn.request("PUT", f"{path}{separator}digest={config_digest}", body=config,
-                     headers={"content-type": "application/octet-stream"})
+        conn.request(
+            "PUT",
+            f"{path}{separator}digest={config_digest}",
+            body=config,
+            headers={"content-type": "application/octet-stream"},
+        )
         response = conn.getresponse()
         response.read()
         if response.status != 201:
             raise RuntimeError(f"registry: config upload answered {response.status}")
-        manifest = json.dumps({
-            "schemaVersion": 2, "mediaType": OCI_MANIFEST,
-            "config": {"mediaType": OCI_CONFIG, "digest": config_digest, "size": len(config)},
-            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
-                        "digest": f"sha256:{layer_hex}", "size": layer_size}],
-        }, separators=(",", ":")).encode()
-        conn.request("PUT", f"/v2/{REPO}/manifests/latest", body=manifest,
-                     headers={"content-type": OCI_MANIFEST})
+        manifest = json.dumps(
+            {
+                "schemaVersion": 2,
+                "mediaType": OCI_MANIFEST,
+                "config": {"mediaType": OCI_CONFIG, "digest": config_digest, "size": len(config)},
+                "layers": [
+                    {
+                        "mediaType": "application/vnd.oci.image.layer.v1.tar",
+                        "digest": f"sha256:{layer_hex}",
+                        "size": layer_size,
+                    }
+                ],
+            },
+            separators=(",", ":"),
+        ).encode()
+        conn.request(
+            "PUT",
+            f"/v2/{REPO}/manifests/latest",
+            body=manifest,
+            headers={"content-type": OCI_MANIFEST},
+        )
         response = conn.getresponse()
         response.read()
         if response.status != 201:
@@ -155,8 +173,10 @@ class CommitWatcher(threading.Thread):
 
     def _partial_complete(self) -> bool:
         try:
-            return any(entry.name.startswith("fill-") and entry.stat().st_size >= self.size
-                       for entry in os.scandir(self.tmp))
+            return any(
+                entry.name.startswith("fill-") and entry.stat().st_size >= self.size
+                for entry in os.scandir(self.tmp)
+            )
         except OSError:
             return False
 
@@ -165,8 +185,14 @@ class CommitWatcher(threading.Thread):
         self.join(10)
 
 
-def one_run(port: int, manifest_path: str, blob_path: str, cache_dir: Path, hexdigest: str,
-            args: argparse.Namespace) -> dict[str, object]:
+def one_run(
+    port: int,
+    manifest_path: str,
+    blob_path: str,
+    cache_dir: Path,
+    hexdigest: str,
+    args: argparse.Namespace,
+) -> dict[str, object]:
     """A cold fill of one blob under a stream of manifest requests; the samples by phase."""
     stream = RequestStream(port, manifest_path, args.rate, {"accept": OCI_MANIFEST})
     watcher = CommitWatcher(cache_dir, hexdigest, args.size)
@@ -175,9 +201,22 @@ def one_run(port: int, manifest_path: str, blob_path: str, cache_dir: Path, hexd
     fill_started = time.monotonic()
     watcher.start()
     curl = subprocess.run(
-        ["curl", "-s", "--noproxy", "*", "-o", "/dev/null", "-w", "%{http_code} %{size_download}",
-         f"http://127.0.0.1:{port}{blob_path}"],
-        capture_output=True, text=True, timeout=args.timeout, check=False)
+        [
+            "curl",
+            "-s",
+            "--noproxy",
+            "*",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code} %{size_download}",
+            f"http://127.0.0.1:{port}{blob_path}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=args.timeout,
+        check=False,
+    )
     deadline = time.monotonic() + 60
     while watcher.committed is None and time.monotonic() < deadline:
         time.sleep(0.01)
@@ -200,10 +239,13 @@ def one_run(port: int, manifest_path: str, blob_path: str, cache_dir: Path, hexd
             phases["fill"].append(sample)
         elif sample.scheduled < watcher.committed:
             phases["commit"].append(sample)
-    return {"fill_s": round(watcher.written - fill_started, 3),
-            "fill_mb_s": round(args.size / (watcher.written - fill_started) / 1e6),
-            "commit_s": round(watcher.committed - watcher.written, 3),
-            "requests": len(stream.samples), "samples": phases}
+    return {
+        "fill_s": round(watcher.written - fill_started, 3),
+        "fill_mb_s": round(args.size / (watcher.written - fill_started) / 1e6),
+        "commit_s": round(watcher.committed - watcher.written, 3),
+        "requests": len(stream.samples),
+        "samples": phases,
+    }
 
 
 # -- reporting ------------------------------------------------------------------------------
@@ -229,29 +271,59 @@ def access_hits(proxy: Proc, path: str) -> tuple[int, int]:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--size", type=parse_size, default=parse_size("1GiB"),
-                   help="blob size, e.g. 1GiB, 256MiB (default 1GiB)")
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--size",
+        type=parse_size,
+        default=parse_size("1GiB"),
+        help="blob size, e.g. 1GiB, 256MiB (default 1GiB)",
+    )
     p.add_argument("--runs", type=int, default=3, help="cold fills, one blob each (default 3)")
-    p.add_argument("--rate", type=float, default=200.0,
-                   help="manifest requests per second (default 200)")
-    p.add_argument("--upstream-rate", default="100m",
-                   help="nginx limit_rate between the proxy and the registry, e.g. 100m "
-                        "(MiB/s), 500m; 0: the proxy fetches from the registry directly "
-                        "(default 100m)")
-    p.add_argument("--lead", type=float, default=1.0,
-                   help="seconds of stream before each fill and after its commit (default 1)")
-    p.add_argument("--proxy-src", type=Path, default=None,
-                   help="run dockerproxy from DIR/dockerproxy (put first on PYTHONPATH)")
-    p.add_argument("--proxy-arg", action="append", default=[],
-                   help="extra twistd dockerproxy argument (repeatable)")
-    p.add_argument("--quiet-wait", type=float, default=30.0, metavar="SECONDS",
-                   help="before each run wait up to this long for the machine to be idle "
-                        "(default 30; 0 disables)")
+    p.add_argument(
+        "--rate", type=float, default=200.0, help="manifest requests per second (default 200)"
+    )
+    p.add_argument(
+        "--upstream-rate",
+        default="100m",
+        help="nginx limit_rate between the proxy and the registry, e.g. 100m "
+        "(MiB/s), 500m; 0: the proxy fetches from the registry directly "
+        "(default 100m)",
+    )
+    p.add_argument(
+        "--lead",
+        type=float,
+        default=1.0,
+        help="seconds of stream before each fill and after its commit (default 1)",
+    )
+    p.add_argument(
+        "--proxy-src",
+        type=Path,
+        default=None,
+        help="run dockerproxy from DIR/dockerproxy (put first on PYTHONPATH)",
+    )
+    p.add_argument(
+        "--proxy-arg",
+        action="append",
+        default=[],
+        help="extra twistd dockerproxy argument (repeatable)",
+    )
+    p.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="before each run wait up to this long for the machine to be idle "
+        "(default 30; 0 disables)",
+    )
     p.add_argument("--label", default="", help="a label stored in the JSON")
-    p.add_argument("--json", type=Path, default=RESULTS / "commit_latency.json",
-                   help="where to write results (default bench/results/commit_latency.json)")
+    p.add_argument(
+        "--json",
+        type=Path,
+        default=RESULTS / "commit_latency.json",
+        help="where to write results (default bench/results/commit_latency.json)",
+    )
     p.add_argument("--timeout", type=float, default=600, help="per-download timeout (s)")
     p.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (logs, blobs)")
     args = p.parse_args(argv)
@@ -278,23 +350,41 @@ def run(args: argparse.Namespace, procs: Procs, work: Path) -> int:
     blobs = [write_blob(storage, args.size, seed=20261127 + i) for i in range(args.runs)]
     manifest = push_manifest(registry_port, blobs[0], args.size)
     os.sync()  # the registry's blobs are on the disk: later dirty pages are the proxy's
-    print(f"{args.runs} blobs of {args.size} bytes and manifest {manifest} in the registry",
-          flush=True)
+    print(
+        f"{args.runs} blobs of {args.size} bytes and manifest {manifest} in the registry",
+        flush=True,
+    )
     upstream_port = registry_port
     if args.upstream_rate != "0":
         _, upstream_port = start_nginx(
-            procs, work, "nginx",
-            lambda port: NGINX_HTTP.format(port=port, upstream=registry_port,
-                                           rate=args.upstream_rate),
+            procs,
+            work,
+            "nginx",
+            lambda port: NGINX_HTTP.format(
+                port=port, upstream=registry_port, rate=args.upstream_rate
+            ),
             comment="the registry at most --upstream-rate per connection "
-                    "(written by bench/commit_latency.py)")
+            "(written by bench/commit_latency.py)",
+        )
 
     cache_dir = work / "cache"
     cache_max = (args.runs + 1) * args.size // MiB + 64
-    proxy, port = start_proxy(procs, work, upstream_port, args.proxy_src,
-                              ["--cache-dir", str(cache_dir), "--cache-max-size",
-                               f"{cache_max}MiB", "--log-format", "json", *args.proxy_arg],
-                              code_module="dockerproxy.cache.blobs")
+    proxy, port = start_proxy(
+        procs,
+        work,
+        upstream_port,
+        args.proxy_src,
+        [
+            "--cache-dir",
+            str(cache_dir),
+            "--cache-max-size",
+            f"{cache_max}MiB",
+            "--log-format",
+            "json",
+            *args.proxy_arg,
+        ],
+        code_module="dockerproxy.cache.blobs",
+    )
     manifest_path = f"/v2/{REPO}/manifests/{manifest}"
     for _ in range(2):  # a miss, then a hit
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
@@ -308,32 +398,43 @@ def run(args: argparse.Namespace, procs: Procs, work: Path) -> int:
     for i, hexdigest in enumerate(blobs):
         if args.quiet_wait > 0:
             wait_for_quiet(0.15, args.quiet_wait)
-        r = one_run(port, manifest_path, f"/v2/{REPO}/blobs/sha256:{hexdigest}", cache_dir,
-                    hexdigest, args)
+        r = one_run(
+            port, manifest_path, f"/v2/{REPO}/blobs/sha256:{hexdigest}", cache_dir, hexdigest, args
+        )
         phases = r["samples"]
         assert isinstance(phases, dict)
-        print(f"run {i + 1}/{args.runs}: fill {r['fill_s']}s ({r['fill_mb_s']} MB/s), "
-              f"commit {r['commit_s']}s; "
-              + "; ".join(f"{phase} {brief(summary(phases[phase]))}" for phase in PHASES),
-              flush=True)
+        print(
+            f"run {i + 1}/{args.runs}: fill {r['fill_s']}s ({r['fill_mb_s']} MB/s), "
+            f"commit {r['commit_s']}s; "
+            + "; ".join(f"{phase} {brief(summary(phases[phase]))}" for phase in PHASES),
+            flush=True,
+        )
         runs.append(r)
 
     hits, total = access_hits(proxy, manifest_path)
     if hits != total - 1:
         raise RuntimeError(f"{total - 1 - hits} of the stream's manifest GETs were not hits")
-    pooled = {phase: [v for r in runs for v in r["samples"][phase]]  # type: ignore[index]
-              for phase in PHASES}
+    pooled = {
+        phase: [v for r in runs for v in r["samples"][phase]]  # type: ignore[index]
+        for phase in PHASES
+    }
     rows = {phase: summary(pooled[phase]) for phase in PHASES}
     print()
-    print(f"## Cached manifest by digest, {args.rate:g}/s, during a cold {args.size / MiB:.0f} "
-          f"MiB fill at upstream rate {args.upstream_rate} ({args.runs} runs; latency from "
-          f"each request's scheduled time, service time from its send)")
+    print(
+        f"## Cached manifest by digest, {args.rate:g}/s, during a cold {args.size / MiB:.0f} "
+        f"MiB fill at upstream rate {args.upstream_rate} ({args.runs} runs; latency from "
+        f"each request's scheduled time, service time from its send)"
+    )
     print()
-    print(f"code: {args.proxy_src or 'installed package'}"
-          + (f"; label: {args.label}" if args.label else ""))
-    print(f"commit (fsync + rename) took {', '.join(str(r['commit_s']) for r in runs)} s; "
-          f"fill {', '.join(str(r['fill_s']) for r in runs)} s "
-          f"({', '.join(str(r['fill_mb_s']) for r in runs)} MB/s)")
+    print(
+        f"code: {args.proxy_src or 'installed package'}"
+        + (f"; label: {args.label}" if args.label else "")
+    )
+    print(
+        f"commit (fsync + rename) took {', '.join(str(r['commit_s']) for r in runs)} s; "
+        f"fill {', '.join(str(r['fill_s']) for r in runs)} s "
+        f"({', '.join(str(r['fill_mb_s']) for r in runs)} MB/s)"
+    )
     print()
     print("| requests scheduled | n | latency p50 ms | p99 | max | service p50 ms | p99 | max |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
@@ -343,13 +444,27 @@ def run(args: argparse.Namespace, procs: Procs, work: Path) -> int:
         print(f"| {phase} | {row['n']} | {cells(lat)} | {cells(svc)} |")
     print()
     print_machine(info)
-    result = {"label": args.label, "size_bytes": args.size, "runs": args.runs,
-              "rate": args.rate, "upstream_rate": args.upstream_rate,
-              "proxy_src": str(args.proxy_src) if args.proxy_src else None,
-              "machine": info, "phases": rows, "stream_hits": hits,
-              "per_run": [{k: v for k, v in r.items() if k != "samples"}
-                          | {"phases": {p: summary(r["samples"][p])  # type: ignore[index]
-                                        for p in PHASES}} for r in runs]}
+    result = {
+        "label": args.label,
+        "size_bytes": args.size,
+        "runs": args.runs,
+        "rate": args.rate,
+        "upstream_rate": args.upstream_rate,
+        "proxy_src": str(args.proxy_src) if args.proxy_src else None,
+        "machine": info,
+        "phases": rows,
+        "stream_hits": hits,
+        "per_run": [
+            {k: v for k, v in r.items() if k != "samples"}
+            | {
+                "phases": {
+                    p: summary(r["samples"][p])  # type: ignore[index]
+                    for p in PHASES
+                }
+            }
+            for r in runs
+        ],
+    }
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=2) + "\n")
     print(f"\nresults: {args.json}")

@@ -56,8 +56,14 @@ def _child_setup() -> None:
 class Proc:
     """A server started in its own process group, output to a log file."""
 
-    def __init__(self, name: str, argv: Sequence[str], log_dir: Path,
-                 env: dict[str, str] | None = None, cwd: Path | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        log_dir: Path,
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+    ) -> None:
         self.name = name
         self.argv = [str(a) for a in argv]
         self.log_path = log_dir / f"{name}.log"
@@ -67,9 +73,15 @@ class Proc:
 
     def start(self) -> Proc:
         with open(self.log_path, "ab") as log:
-            self.popen = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT,
-                                          stdin=subprocess.DEVNULL, env=self.env,
-                                          cwd=self.cwd, preexec_fn=_child_setup)
+            self.popen = subprocess.Popen(
+                self.argv,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=self.env,
+                cwd=self.cwd,
+                preexec_fn=_child_setup,
+            )
         return self
 
     @property
@@ -171,7 +183,7 @@ def group_stats(pgid: int) -> tuple[float, float, int]:
                 stat = f.read()
         except OSError:
             continue
-        fields = stat[stat.rindex(")") + 2:].split()  # fields[0] is field 3 (state)
+        fields = stat[stat.rindex(")") + 2 :].split()  # fields[0] is field 3 (state)
         if int(fields[2]) == pgid:
             minflt += int(fields[7])
             utime += int(fields[11])
@@ -305,19 +317,32 @@ http {{
 """
 
 
-def start_nginx(procs: Procs, work: Path, name: str, http: Callable[[int], str],
-                workers: str = "1", comment: str = "") -> tuple[Proc, int]:
+def start_nginx(
+    procs: Procs,
+    work: Path,
+    name: str,
+    http: Callable[[int], str],
+    workers: str = "1",
+    comment: str = "",
+) -> tuple[Proc, int]:
     """nginx with everything under C{work/name}; C{http(port)} is its http block's body."""
     d = work / name
     (d / "tmp").mkdir(parents=True)
     port = free_port()
     conf = d / "nginx.conf"
-    conf.write_text(NGINX_CONF.format(
-        comment=comment, workers=workers, dir=d, http=http(port),
-        # As root, nginx's workers would run as "nobody"; keep them as the current user.
-        user="user root;" if os.geteuid() == 0 else ""))
-    proc = procs.start(Proc(name, ["nginx", "-p", d, "-e", d / "error.log", "-c", conf,
-                                   "-g", "daemon off;"], work))
+    conf.write_text(
+        NGINX_CONF.format(
+            comment=comment,
+            workers=workers,
+            dir=d,
+            http=http(port),
+            # As root, nginx's workers would run as "nobody"; keep them as the current user.
+            user="user root;" if os.geteuid() == 0 else "",
+        )
+    )
+    proc = procs.start(
+        Proc(name, ["nginx", "-p", d, "-e", d / "error.log", "-c", conf, "-g", "daemon off;"], work)
+    )
     wait_http(port, "/v2/", proc)
     return proc, port
 
@@ -329,8 +354,7 @@ def start_registry(procs: Procs, work: Path, access_log: bool = False) -> tuple[
     port = free_port()
     config = {
         "version": "0.1",
-        "log": {"level": "warn", "formatter": "text",
-                "accesslog": {"disabled": not access_log}},
+        "log": {"level": "warn", "formatter": "text", "accesslog": {"disabled": not access_log}},
         "storage": {
             "filesystem": {"rootdirectory": str(storage)},
             "maintenance": {"uploadpurging": {"enabled": False}},
@@ -348,9 +372,15 @@ def start_registry(procs: Procs, work: Path, access_log: bool = False) -> tuple[
 # -- dockerproxy ----------------------------------------------------------------------------
 
 
-def start_proxy(procs: Procs, work: Path, upstream_port: int, src: Path | None,
-                args: Sequence[str], extra_env: Sequence[str] = (),
-                code_module: str = "dockerproxy.relay") -> tuple[Proc, int]:
+def start_proxy(
+    procs: Procs,
+    work: Path,
+    upstream_port: int,
+    src: Path | None,
+    args: Sequence[str],
+    extra_env: Sequence[str] = (),
+    code_module: str = "dockerproxy.relay",
+) -> tuple[Proc, int]:
     """twistd dockerproxy on a free port in front of C{upstream_port}, plus C{args}.
 
     With C{src}, the package is imported from C{src}/dockerproxy; C{code_module} is the
@@ -364,10 +394,20 @@ def start_proxy(procs: Procs, work: Path, upstream_port: int, src: Path | None,
         env[key] = value
     if src is not None:
         env["PYTHONPATH"] = os.pathsep.join([str(src), env.get("PYTHONPATH", "")]).rstrip(
-            os.pathsep)
-    argv = [VENV_BIN / "twistd", "-n", "--pidfile=", "dockerproxy",
-            "--listen", f"tcp:{port}:interface=127.0.0.1",
-            "--upstream", f"http://127.0.0.1:{upstream_port}", "--no-library-prefix", *args]
+            os.pathsep
+        )
+    argv = [
+        VENV_BIN / "twistd",
+        "-n",
+        "--pidfile=",
+        "dockerproxy",
+        "--listen",
+        f"tcp:{port}:interface=127.0.0.1",
+        "--upstream",
+        f"http://127.0.0.1:{upstream_port}",
+        "--no-library-prefix",
+        *args,
+    ]
     code_file = imported_file(env, work, code_module)
     if src is not None and not Path(code_file).resolve().is_relative_to(src.resolve()):
         raise RuntimeError(f"--proxy-src {src}: the proxy would import {code_file}")
@@ -380,9 +420,14 @@ def start_proxy(procs: Procs, work: Path, upstream_port: int, src: Path | None,
 
 def imported_file(env: dict[str, str], cwd: Path, module: str) -> str:
     """The file of C{module} the proxy's interpreter imports with this environment."""
-    out = subprocess.run([VENV_BIN / "python", "-c",
-                          f"import {module} as m; print(m.__file__)"],
-                         capture_output=True, text=True, env=env, cwd=cwd, check=True)
+    out = subprocess.run(
+        [VENV_BIN / "python", "-c", f"import {module} as m; print(m.__file__)"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        check=True,
+    )
     return out.stdout.strip()
 
 
@@ -401,25 +446,46 @@ class Target:
 def curl_download(url: str, expected: int, timeout: float) -> dict[str, object]:
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = subprocess.run(
-        ["curl", "-s", "--noproxy", "*", "-o", "/dev/null",
-         "-w", "%{speed_download} %{size_download} %{http_code} %{time_total}", url],
-        capture_output=True, text=True, timeout=timeout, check=False)
+        [
+            "curl",
+            "-s",
+            "--noproxy",
+            "*",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{speed_download} %{size_download} %{http_code} %{time_total}",
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     parts = out.stdout.split()
     if out.returncode != 0 or len(parts) != 4:
-        raise RuntimeError(f"curl {url} failed (exit {out.returncode}): {out.stdout!r} "
-                           f"{out.stderr!r}")
+        raise RuntimeError(
+            f"curl {url} failed (exit {out.returncode}): {out.stdout!r} {out.stderr!r}"
+        )
     speed, size, code, total = float(parts[0]), int(parts[1]), int(parts[2]), float(parts[3])
     if code != 200 or size != expected:
-        raise RuntimeError(f"curl {url}: status {code}, {size} bytes, expected 200 and "
-                           f"{expected} bytes")
+        raise RuntimeError(
+            f"curl {url}: status {code}, {size} bytes, expected 200 and {expected} bytes"
+        )
     curl_cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return {"mb_s": speed / 1e6, "bytes": size, "status": code, "seconds": total,
-            "curl_cpu_s": curl_cpu}
+    return {
+        "mb_s": speed / 1e6,
+        "bytes": size,
+        "status": code,
+        "seconds": total,
+        "curl_cpu_s": curl_cpu,
+    }
 
 
-def measure(target: Target, path: str, expected: int, registry_pgid: int,
-            timeout: float) -> dict[str, object]:
+def measure(
+    target: Target, path: str, expected: int, registry_pgid: int, timeout: float
+) -> dict[str, object]:
     u0, s0, f0 = group_stats(target.pgid)
     reg0 = sum(group_stats(registry_pgid)[:2])
     busy0 = system_busy_ticks()
@@ -445,10 +511,31 @@ def measure(target: Target, path: str, expected: int, registry_pgid: int,
 # -- profiling ------------------------------------------------------------------------------
 
 
-def py_spy_record(procs: Procs, work: Path, pid: int, url: str, expected: int, out: Path,
-                  fmt: str, rate: int, native: bool, timeout: float) -> dict[str, object]:
-    argv = [VENV_BIN / "py-spy", "record", "--pid", pid, "--rate", rate, "--format", fmt,
-            "--output", out, "--idle"]
+def py_spy_record(
+    procs: Procs,
+    work: Path,
+    pid: int,
+    url: str,
+    expected: int,
+    out: Path,
+    fmt: str,
+    rate: int,
+    native: bool,
+    timeout: float,
+) -> dict[str, object]:
+    argv = [
+        VENV_BIN / "py-spy",
+        "record",
+        "--pid",
+        pid,
+        "--rate",
+        rate,
+        "--format",
+        fmt,
+        "--output",
+        out,
+        "--idle",
+    ]
     if fmt == "raw":
         argv.append("--function")  # aggregate by function, not by line
     if native:
@@ -521,17 +608,23 @@ def summarize_raw(path: Path, top: int = 20) -> dict[str, object]:
             incl_counts[f] += count
 
     def rows(counter: Counter[str]) -> list[dict[str, object]]:
-        return [{"function": f, "samples": n, "percent": round(100 * n / max(total, 1), 1)}
-                for f, n in counter.most_common(top)]
+        return [
+            {"function": f, "samples": n, "percent": round(100 * n / max(total, 1), 1)}
+            for f, n in counter.most_common(top)
+        ]
 
     # Frames on every reactor-thread stack (twistd's startup, the reactor's run loop)
     # say nothing about where the time goes.
     everywhere = [f for f, n in incl_counts.items() if n >= 0.99 * total]
     for f in everywhere:
         del incl_counts[f]
-    return {"total_samples": total, "other_thread_samples": other_threads,
-            "self": rows(self_counts), "inclusive": rows(incl_counts),
-            "self_with_callers": rows(tail_counts)}
+    return {
+        "total_samples": total,
+        "other_thread_samples": other_threads,
+        "self": rows(self_counts),
+        "inclusive": rows(incl_counts),
+        "self_with_callers": rows(tail_counts),
+    }
 
 
 # -- reporting ------------------------------------------------------------------------------
@@ -577,33 +670,47 @@ def summarize(target: Target, reference: float | None) -> dict[str, object]:
     cores = statistics.median(float(r["server_cores"]) for r in target.results)  # type: ignore[arg-type]
     reg = statistics.median(float(r["registry_cores"]) for r in target.results)  # type: ignore[arg-type]
     gb = [int(r["bytes"]) / 1e9 for r in target.results]  # type: ignore[call-overload]
-    cpu_per_gb = statistics.median(float(r["server_cpu_s"]) / g  # type: ignore[arg-type]
-                                   for r, g in zip(target.results, gb, strict=True))
-    sys_share = statistics.median(float(r["server_sys_s"]) / max(float(r["server_cpu_s"]), 1e-9)  # type: ignore[arg-type]
-                                  for r in target.results)
+    cpu_per_gb = statistics.median(
+        float(r["server_cpu_s"]) / g  # type: ignore[arg-type]
+        for r, g in zip(target.results, gb, strict=True)
+    )
+    sys_share = statistics.median(
+        float(r["server_sys_s"]) / max(float(r["server_cpu_s"]), 1e-9)  # type: ignore[arg-type]
+        for r in target.results
+    )
     minflt = statistics.median(int(r["server_minflt"]) for r in target.results)  # type: ignore[call-overload]
-    return {"target": target.name, "note": target.note, "median_mb_s": round(med, 1),
-            "server_cpu_s_per_gb": round(cpu_per_gb, 3), "server_sys_share": round(sys_share, 2),
-            "server_minflt_median": minflt,
-            "foreign_cores_max": max(float(r["foreign_cores"]) for r in target.results),  # type: ignore[arg-type]
-            "min_mb_s": round(min(speeds), 1), "max_mb_s": round(max(speeds), 1),
-            "ratio_to_nginx": round(med / reference, 3) if reference else None,
-            "server_cpu_cores_median": round(cores, 2),
-            "registry_cpu_cores_median": round(reg, 2), "runs": speeds}
+    return {
+        "target": target.name,
+        "note": target.note,
+        "median_mb_s": round(med, 1),
+        "server_cpu_s_per_gb": round(cpu_per_gb, 3),
+        "server_sys_share": round(sys_share, 2),
+        "server_minflt_median": minflt,
+        "foreign_cores_max": max(float(r["foreign_cores"]) for r in target.results),  # type: ignore[arg-type]
+        "min_mb_s": round(min(speeds), 1),
+        "max_mb_s": round(max(speeds), 1),
+        "ratio_to_nginx": round(med / reference, 3) if reference else None,
+        "server_cpu_cores_median": round(cores, 2),
+        "registry_cpu_cores_median": round(reg, 2),
+        "runs": speeds,
+    }
 
 
 def print_table(rows: list[dict[str, object]]) -> None:
-    print("| target | median MB/s | min | max | ratio to nginx | server CPU (cores) "
-          "| server CPU s/GB (% sys) | server minor faults | registry CPU (cores) |")
+    print(
+        "| target | median MB/s | min | max | ratio to nginx | server CPU (cores) "
+        "| server CPU s/GB (% sys) | server minor faults | registry CPU (cores) |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         ratio = f"{r['ratio_to_nginx']:.2f}" if r["ratio_to_nginx"] is not None else "-"
         name = f"{r['target']}{' (' + str(r['note']) + ')' if r['note'] else ''}"
-        print(f"| {name} | {r['median_mb_s']:.0f} | {r['min_mb_s']:.0f} | {r['max_mb_s']:.0f} "
-              f"| {ratio} | {r['server_cpu_cores_median']:.2f} "
-              f"| {r['server_cpu_s_per_gb']:.2f} ({100 * r['server_sys_share']:.0f}%) "
-              f"| {r['server_minflt_median']:.0f} | {r['registry_cpu_cores_median']:.2f} |")
-
+        print(
+            f"| {name} | {r['median_mb_s']:.0f} | {r['min_mb_s']:.0f} | {r['max_mb_s']:.0f} "
+            f"| {ratio} | {r['server_cpu_cores_median']:.2f} "
+            f"| {r['server_cpu_s_per_gb']:.2f} ({100 * r['server_sys_share']:.0f}%) "
+            f"| {r['server_minflt_median']:.0f} | {r['registry_cpu_cores_median']:.2f} |"
+        )
 
 
 def print_machine(info: dict[str, object]) -> None:
@@ -616,9 +723,11 @@ def print_machine(info: dict[str, object]) -> None:
 def print_profile(summary: dict[str, Any]) -> None:
     """Markdown tables of a L{summarize_raw} result."""
     print()
-    print(f"### py-spy: top functions by self time (reactor thread: "
-          f"{summary['total_samples']} samples, epoll idle included; "
-          f"{summary['other_thread_samples']} idle thread-pool samples left out)")
+    print(
+        f"### py-spy: top functions by self time (reactor thread: "
+        f"{summary['total_samples']} samples, epoll idle included; "
+        f"{summary['other_thread_samples']} idle thread-pool samples left out)"
+    )
     print()
     print("| % self | function |")
     print("|---:|---|")
@@ -640,8 +749,9 @@ def print_profile(summary: dict[str, Any]) -> None:
         print(f"| {row['percent']} | `{row['function']}` |")
 
 
-def finish_report(info: dict[str, object], result: dict[str, Any], path: Path,
-                  profile: bool) -> None:
+def finish_report(
+    info: dict[str, object], result: dict[str, Any], path: Path, profile: bool
+) -> None:
     """The report's tail: machine info, the profile if taken, and the JSON results file."""
     print_machine(info)
     if profile:
@@ -680,51 +790,92 @@ def session(prefix: str, keep_tmp: bool) -> Iterator[tuple[Procs, Path]]:
 # -- what both benchmarks share: options, the measured rounds, profiling, the report head ------
 
 
-def add_common_args(p: argparse.ArgumentParser, *, json_name: str, profiled: str,
-                    profile_prefix: str) -> None:
+def add_common_args(
+    p: argparse.ArgumentParser, *, json_name: str, profiled: str, profile_prefix: str
+) -> None:
     """The options every benchmark takes: the blob, the rounds, the proxy under test, py-spy."""
-    p.add_argument("--size", type=parse_size, default=parse_size("1GiB"),
-                   help="blob size, e.g. 1GiB, 256MiB (default 1GiB)")
+    p.add_argument(
+        "--size",
+        type=parse_size,
+        default=parse_size("1GiB"),
+        help="blob size, e.g. 1GiB, 256MiB (default 1GiB)",
+    )
     p.add_argument("--runs", type=int, default=5, help="measured runs per target (default 5)")
     p.add_argument("--warmup", type=int, default=1, help="warm-up rounds (default 1)")
-    p.add_argument("--proxy-src", type=Path, default=None,
-                   help="run dockerproxy from DIR/dockerproxy (put first on PYTHONPATH)")
-    p.add_argument("--proxy-arg", action="append", default=[],
-                   help="extra twistd dockerproxy argument (repeatable)")
-    p.add_argument("--proxy-env", action="append", default=[], metavar="KEY=VALUE",
-                   help="extra environment variable for dockerproxy (repeatable), e.g. "
-                        "MALLOC_MMAP_THRESHOLD_=8388608")
-    p.add_argument("--quiet-wait", type=float, default=30.0, metavar="SECONDS",
-                   help="before each download wait up to this long for the machine to be "
-                        "idle (other jobs skew the numbers); 0 disables (default 30)")
+    p.add_argument(
+        "--proxy-src",
+        type=Path,
+        default=None,
+        help="run dockerproxy from DIR/dockerproxy (put first on PYTHONPATH)",
+    )
+    p.add_argument(
+        "--proxy-arg",
+        action="append",
+        default=[],
+        help="extra twistd dockerproxy argument (repeatable)",
+    )
+    p.add_argument(
+        "--proxy-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra environment variable for dockerproxy (repeatable), e.g. "
+        "MALLOC_MMAP_THRESHOLD_=8388608",
+    )
+    p.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="before each download wait up to this long for the machine to be "
+        "idle (other jobs skew the numbers); 0 disables (default 30)",
+    )
     p.add_argument("--label", default="", help="a label stored in the JSON (for experiments)")
-    p.add_argument("--json", type=Path, default=RESULTS / json_name,
-                   help=f"where to write results (default bench/results/{json_name})")
-    p.add_argument("--profile", action="store_true",
-                   help=f"after the runs, record one {profiled} download with py-spy "
-                        f"(bench/results/{profile_prefix}.svg and .txt)")
+    p.add_argument(
+        "--json",
+        type=Path,
+        default=RESULTS / json_name,
+        help=f"where to write results (default bench/results/{json_name})",
+    )
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        help=f"after the runs, record one {profiled} download with py-spy "
+        f"(bench/results/{profile_prefix}.svg and .txt)",
+    )
     p.add_argument("--profile-rate", type=int, default=200, help="py-spy samples/s (200)")
-    p.add_argument("--profile-native", action="store_true",
-                   help="include native (C) frames in the profile")
-    p.add_argument("--profile-prefix", default=profile_prefix,
-                   help=f"file name prefix in bench/results (default '{profile_prefix}')")
+    p.add_argument(
+        "--profile-native", action="store_true", help="include native (C) frames in the profile"
+    )
+    p.add_argument(
+        "--profile-prefix",
+        default=profile_prefix,
+        help=f"file name prefix in bench/results (default '{profile_prefix}')",
+    )
     p.add_argument("--timeout", type=float, default=600, help="per-download timeout (s)")
     p.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (logs, blob)")
 
 
-def run_info(args: argparse.Namespace, hexdigest: str,
-             info: dict[str, object]) -> dict[str, object]:
+def run_info(
+    args: argparse.Namespace, hexdigest: str, info: dict[str, object]
+) -> dict[str, object]:
     """The head of a results file: what was measured, how, and on which machine."""
     return {
-        "label": args.label, "size_bytes": args.size, "runs": args.runs,
-        "warmup": args.warmup, "digest": f"sha256:{hexdigest}", "machine": info,
+        "label": args.label,
+        "size_bytes": args.size,
+        "runs": args.runs,
+        "warmup": args.warmup,
+        "digest": f"sha256:{hexdigest}",
+        "machine": info,
         "proxy_src": str(args.proxy_src) if args.proxy_src else None,
-        "proxy_args": args.proxy_arg, "proxy_env": args.proxy_env,
+        "proxy_args": args.proxy_arg,
+        "proxy_env": args.proxy_env,
     }
 
 
-def measure_rounds(targets: Sequence[Target], path: str, args: argparse.Namespace,
-                   registry_pgid: int, rounds: int) -> None:
+def measure_rounds(
+    targets: Sequence[Target], path: str, args: argparse.Namespace, registry_pgid: int, rounds: int
+) -> None:
     """C{rounds} interleaved downloads from every target, warm-ups first and not kept.
 
     Interleaving spreads slow phases of the machine over all targets alike; each
@@ -738,34 +889,52 @@ def measure_rounds(targets: Sequence[Target], path: str, args: argparse.Namespac
                 wait_for_quiet(0.15, args.quiet_wait)
             r = measure(target, path, args.size, registry_pgid, args.timeout)
             tag = "warm-up" if warm else f"run {i - args.warmup + 1}/{args.runs}"
-            print(f"{tag:>9} {target.name:<{width}} {float(r['mb_s']):8.1f} MB/s  "  # type: ignore[arg-type]
-                  f"{float(r['seconds']):6.2f}s  server {float(r['server_cores']):.2f} "  # type: ignore[arg-type]
-                  f"cores (user/sys {r['server_user_s']}/{r['server_sys_s']}s)  registry "
-                  f"{float(r['registry_cores']):.2f}  curl {float(r['curl_cpu_s']):.2f}s CPU  "  # type: ignore[arg-type]
-                  f"minflt {r['server_minflt']}  other {r['foreign_cores']} cores", flush=True)
+            print(
+                f"{tag:>9} {target.name:<{width}} {float(r['mb_s']):8.1f} MB/s  "  # type: ignore[arg-type]
+                f"{float(r['seconds']):6.2f}s  server {float(r['server_cores']):.2f} "  # type: ignore[arg-type]
+                f"cores (user/sys {r['server_user_s']}/{r['server_sys_s']}s)  registry "
+                f"{float(r['registry_cores']):.2f}  curl {float(r['curl_cpu_s']):.2f}s CPU  "  # type: ignore[arg-type]
+                f"minflt {r['server_minflt']}  other {r['foreign_cores']} cores",
+                flush=True,
+            )
             if not warm:
                 target.results.append(r)
 
 
-def profile_downloads(procs: Procs, work: Path, pid: int, url: str,
-                      args: argparse.Namespace) -> dict[str, object]:
+def profile_downloads(
+    procs: Procs, work: Path, pid: int, url: str, args: argparse.Namespace
+) -> dict[str, object]:
     """One download per py-spy format (raw text, flamegraph), and the summary of the raw one."""
     prof: dict[str, object] = {}
     for fmt, suffix in (("raw", "txt"), ("flamegraph", "svg")):
         out = RESULTS / f"{args.profile_prefix}.{suffix}"
-        r = py_spy_record(procs, work, pid, url, args.size, out, fmt,
-                          args.profile_rate, args.profile_native, args.timeout)
+        r = py_spy_record(
+            procs,
+            work,
+            pid,
+            url,
+            args.size,
+            out,
+            fmt,
+            args.profile_rate,
+            args.profile_native,
+            args.timeout,
+        )
         prof[fmt] = {"file": str(out.relative_to(ROOT)), "mb_s": r["mb_s"]}
-        print(f"profiled download ({fmt}): {float(r['mb_s']):.1f} MB/s -> {out}",  # type: ignore[arg-type]
-              flush=True)
+        print(
+            f"profiled download ({fmt}): {float(r['mb_s']):.1f} MB/s -> {out}",  # type: ignore[arg-type]
+            flush=True,
+        )
     prof["summary"] = summarize_raw(RESULTS / f"{args.profile_prefix}.txt")
     return prof
 
 
 def print_heading(title: str, args: argparse.Namespace) -> None:
     print()
-    print(f"## {title} ({args.size / MiB:.0f} MiB blob, {args.runs} interleaved runs after "
-          f"{args.warmup} warm-up, median; MB = 10^6 bytes)")
+    print(
+        f"## {title} ({args.size / MiB:.0f} MiB blob, {args.runs} interleaved runs after "
+        f"{args.warmup} warm-up, median; MB = 10^6 bytes)"
+    )
     if args.label:
         print(f"label: {args.label}")
     print()

@@ -32,8 +32,9 @@ class RequestStream:
     its interpreter's lock while a request is due.
     """
 
-    def __init__(self, port: int, path: str, rate: float,
-                 headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, port: int, path: str, rate: float, headers: dict[str, str] | None = None
+    ) -> None:
         self.port = port
         self.path = path
         self.headers = headers or {}
@@ -42,8 +43,7 @@ class RequestStream:
         self.error: str | None = None
         self._halt = multiprocessing.Event()
         self._results, child_end = multiprocessing.Pipe(duplex=False)
-        self._process = multiprocessing.Process(target=self._run, args=(child_end,),
-                                                daemon=True)
+        self._process = multiprocessing.Process(target=self._run, args=(child_end,), daemon=True)
 
     def start(self) -> None:
         self._process.start()
@@ -93,11 +93,16 @@ def summary(samples: Sequence[Sample]) -> dict[str, object]:
     if not samples:
         return {"n": 0}
     result: dict[str, object] = {"n": len(samples)}
-    for name, values in (("latency", [s.latency for s in samples]),
-                         ("service", [s.service for s in samples])):
+    for name, values in (
+        ("latency", [s.latency for s in samples]),
+        ("service", [s.service for s in samples]),
+    ):
         ms = [v * 1000 for v in values]
-        result[name] = {"p50_ms": round(statistics.median(ms), 2),
-                        "p99_ms": round(percentile(ms, 0.99), 2), "max_ms": round(max(ms), 2)}
+        result[name] = {
+            "p50_ms": round(statistics.median(ms), 2),
+            "p99_ms": round(percentile(ms, 0.99), 2),
+            "max_ms": round(max(ms), 2),
+        }
     return result
 
 

@@ -41,8 +41,10 @@ KEY = "manifests/sha256/" + "ab" * 32
 
 def stats(seconds: Sequence[float]) -> str:
     us = sorted(s * 1e6 for s in seconds)
-    return (f"p50 {statistics.median(us):.1f} us, p99 {us[int(0.99 * len(us))]:.1f} us, "
-            f"max {us[-1]:.1f} us")
+    return (
+        f"p50 {statistics.median(us):.1f} us, p99 {us[int(0.99 * len(us))]:.1f} us, "
+        f"max {us[-1]:.1f} us"
+    )
 
 
 def inline(store: FilesystemStore, reads: int) -> list[float]:
@@ -78,8 +80,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         store = FilesystemStore(root)
         store.create()
-        store.write_meta(KEY, {"media_type": "application/vnd.oci.image.index.v1+json",
-                               "data": base64.b64encode(os.urandom(args.size)).decode()})
+        store.write_meta(
+            KEY,
+            {
+                "media_type": "application/vnd.oci.image.index.v1+json",
+                "data": base64.b64encode(os.urandom(args.size)).decode(),
+            },
+        )
         inline(store, 1000)  # warm up
         first = inline(store, args.reads)
 

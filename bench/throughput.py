@@ -91,23 +91,37 @@ NGINX_HTTP = """\
     }}"""
 
 
-def start_nginx(procs: Procs, work: Path, name: str, upstream_port: int, buffering: bool,
-                workers: str) -> tuple[Proc, int]:
+def start_nginx(
+    procs: Procs, work: Path, name: str, upstream_port: int, buffering: bool, workers: str
+) -> tuple[Proc, int]:
     """The reference: a tuned keepalive reverse proxy in front of docker-registry."""
-    def http(port: int) -> str:
-        return NGINX_HTTP.format(port=port, upstream_port=upstream_port,
-                                 buffering="on" if buffering else "off")
 
-    return common_start_nginx(procs, work, name, http, workers,
-                              "Tuned reverse proxy in front of docker-registry "
-                              "(written by bench/throughput.py).")
+    def http(port: int) -> str:
+        return NGINX_HTTP.format(
+            port=port, upstream_port=upstream_port, buffering="on" if buffering else "off"
+        )
+
+    return common_start_nginx(
+        procs,
+        work,
+        name,
+        http,
+        workers,
+        "Tuned reverse proxy in front of docker-registry (written by bench/throughput.py).",
+    )
 
 
 # -- dockerproxy ----------------------------------------------------------------------------
 
 
-def start_proxy(procs: Procs, work: Path, upstream_port: int, src: Path | None,
-                extra: Sequence[str], extra_env: Sequence[str] = ()) -> tuple[Proc, int]:
+def start_proxy(
+    procs: Procs,
+    work: Path,
+    upstream_port: int,
+    src: Path | None,
+    extra: Sequence[str],
+    extra_env: Sequence[str] = (),
+) -> tuple[Proc, int]:
     """dockerproxy as a relay only (C{--no-cache}), plus the C{extra} arguments."""
     return _start_proxy(procs, work, upstream_port, src, ["--no-cache", *extra], extra_env)
 
@@ -118,16 +132,23 @@ ALL_TARGETS = ("direct", "nginx-buffered", "nginx-unbuffered", "proxy")
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_common_args(p, json_name="throughput.json", profiled="proxied",
-                    profile_prefix="profile")
-    p.add_argument("--targets", default=",".join(ALL_TARGETS),
-                   help=f"comma-separated subset of {','.join(ALL_TARGETS)}")
-    p.add_argument("--nginx-workers", default="1",
-                   help="nginx worker_processes (default 1: the proxy is one process)")
-    p.add_argument("--profile-only", action="store_true",
-                   help="only the profiled download (no measured runs)")
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    add_common_args(p, json_name="throughput.json", profiled="proxied", profile_prefix="profile")
+    p.add_argument(
+        "--targets",
+        default=",".join(ALL_TARGETS),
+        help=f"comma-separated subset of {','.join(ALL_TARGETS)}",
+    )
+    p.add_argument(
+        "--nginx-workers",
+        default="1",
+        help="nginx worker_processes (default 1: the proxy is one process)",
+    )
+    p.add_argument(
+        "--profile-only", action="store_true", help="only the profiled download (no measured runs)"
+    )
     args = p.parse_args(argv)
     args.targets = [t.strip() for t in args.targets.split(",") if t.strip()]
     for t in args.targets:
@@ -160,8 +181,11 @@ def run(args: argparse.Namespace, procs: Procs, work: Path) -> int:
     t0 = time.monotonic()
     registry, registry_port, storage = start_registry(procs, work)
     hexdigest = write_blob(storage, args.size)
-    print(f"blob sha256:{hexdigest} ({args.size} bytes) written in "
-          f"{time.monotonic() - t0:.1f}s to {storage}", flush=True)
+    print(
+        f"blob sha256:{hexdigest} ({args.size} bytes) written in "
+        f"{time.monotonic() - t0:.1f}s to {storage}",
+        flush=True,
+    )
     path = f"/v2/{REPO}/blobs/sha256:{hexdigest}"
     status, headers = http_get_head(registry_port, path)
     if status != 200 or int(headers.get("content-length", -1)) != args.size:
@@ -173,12 +197,13 @@ def run(args: argparse.Namespace, procs: Procs, work: Path) -> int:
         targets.append(Target("direct", registry_port, registry.pid, "docker-registry"))
     for name, buffering in (("nginx-buffered", True), ("nginx-unbuffered", False)):
         if name in want:
-            ng, port = start_nginx(procs, work, name, registry_port, buffering,
-                                   args.nginx_workers)
-            targets.append(Target(name, port, ng.pid,
-                                  f"proxy_buffering {'on' if buffering else 'off'}"))
-    proxy, proxy_port = start_proxy(procs, work, registry_port, args.proxy_src,
-                                    args.proxy_arg, args.proxy_env)
+            ng, port = start_nginx(procs, work, name, registry_port, buffering, args.nginx_workers)
+            targets.append(
+                Target(name, port, ng.pid, f"proxy_buffering {'on' if buffering else 'off'}")
+            )
+    proxy, proxy_port = start_proxy(
+        procs, work, registry_port, args.proxy_src, args.proxy_arg, args.proxy_env
+    )
     if "proxy" in args.targets:
         targets.append(Target("proxy", proxy_port, proxy.pid, "dockerproxy"))
     rss_start_kb = proc_status_kb(proxy.pid, "VmRSS") or 0
@@ -193,8 +218,11 @@ def run(args: argparse.Namespace, procs: Procs, work: Path) -> int:
     result = run_info(args, hexdigest, info)
     result["nginx_worker_processes"] = args.nginx_workers
     if rounds:
-        nginx_medians = {t.name: statistics.median(float(r["mb_s"]) for r in t.results)  # type: ignore[arg-type]
-                         for t in targets if t.name.startswith("nginx")}
+        nginx_medians = {
+            t.name: statistics.median(float(r["mb_s"]) for r in t.results)  # type: ignore[arg-type]
+            for t in targets
+            if t.name.startswith("nginx")
+        }
         reference_name = max(nginx_medians, key=nginx_medians.__getitem__, default=None)
         reference = nginx_medians.get(reference_name) if reference_name else None
         result["reference"] = reference_name
@@ -214,13 +242,19 @@ def run(args: argparse.Namespace, procs: Procs, work: Path) -> int:
     if rounds:
         print_table(result["targets"])  # type: ignore[arg-type]
         print()
-        print(f"Reference nginx: **{result['reference']}** (the faster of proxy_buffering "
-              f"on/off); nginx worker_processes {args.nginx_workers} (dockerproxy is a "
-              f"single process, so one nginx worker is the fair comparison).")
-        print("server CPU = CPU seconds of the serving process group / download time "
-              "(for 'direct' it is the registry itself).")
-    print(f"dockerproxy RSS: {rss['at_start']} MB at start, peak {rss['vmhwm']} MB "
-          f"(VmHWM), peak sampled every 50 ms {rss['peak_sampled']} MB")
+        print(
+            f"Reference nginx: **{result['reference']}** (the faster of proxy_buffering "
+            f"on/off); nginx worker_processes {args.nginx_workers} (dockerproxy is a "
+            f"single process, so one nginx worker is the fair comparison)."
+        )
+        print(
+            "server CPU = CPU seconds of the serving process group / download time "
+            "(for 'direct' it is the registry itself)."
+        )
+    print(
+        f"dockerproxy RSS: {rss['at_start']} MB at start, peak {rss['vmhwm']} MB "
+        f"(VmHWM), peak sampled every 50 ms {rss['peak_sampled']} MB"
+    )
     print()
     finish_report(info, result, args.json, args.profile)
     return 0

@@ -81,10 +81,16 @@ class _Expiring:
 class AccessCache:
     """Public repositories, recent grants per credential, and content links."""
 
-    def __init__(self, clock: IReactorTime, grant_ttl: float = 60.0,
-                 public_ttl: float = 7 * 86400.0, records: RecordStore | None = None,
-                 save_delay: float = 1.0, max_grants: int = MAX_GRANTS,
-                 max_anonymous_tokens: int = MAX_ANONYMOUS_TOKENS) -> None:
+    def __init__(
+        self,
+        clock: IReactorTime,
+        grant_ttl: float = 60.0,
+        public_ttl: float = 7 * 86400.0,
+        records: RecordStore | None = None,
+        save_delay: float = 1.0,
+        max_grants: int = MAX_GRANTS,
+        max_anonymous_tokens: int = MAX_ANONYMOUS_TOKENS,
+    ) -> None:
         self.clock = clock
         self.save_delay = save_delay
         self.grant_ttl = grant_ttl
@@ -114,8 +120,9 @@ class AccessCache:
             return True
         return self._anonymous_tokens.alive(credential_key(authorization), self.clock.seconds())
 
-    def note_served(self, authorization: bytes | None, repo: RepoKey,
-                    digest: str | None = None) -> None:
+    def note_served(
+        self, authorization: bytes | None, repo: RepoKey, digest: str | None = None
+    ) -> None:
         """The upstream served C{repo} (and C{digest} in it) to this credential."""
         now = self.clock.seconds()
         key = _repo(repo)
@@ -162,9 +169,13 @@ class AccessCache:
 
     def sizes(self) -> dict[str, int]:
         """How many of each record are held: every one of them is bounded."""
-        return {"grants": len(self._grants), "anonymous_tokens": len(self._anonymous_tokens),
-                "public": len(self._public), "repositories_linked": len(self._links),
-                "digests_linked": len(self._where)}
+        return {
+            "grants": len(self._grants),
+            "anonymous_tokens": len(self._anonymous_tokens),
+            "public": len(self._public),
+            "repositories_linked": len(self._links),
+            "digests_linked": len(self._where),
+        }
 
     # ------------------------------------------------------------- persistence
 
@@ -230,8 +241,9 @@ class MetaRecords:
         written right here, synchronously, and only then removed: a crash in
         between leaves both, never neither.
         """
-        documents = [doc for _, doc in self.documents.list_meta(self.PREFIX)
-                     if isinstance(doc, dict)]
+        documents = [
+            doc for _, doc in self.documents.list_meta(self.PREFIX) if isinstance(doc, dict)
+        ]
         legacy = self.documents.read_meta(self.LEGACY)
         if isinstance(legacy, dict):
             store = self.documents.store
@@ -256,5 +268,8 @@ class MetaRecords:
         links = snapshot.get("links") or {}
         if not isinstance(public, dict) or not isinstance(links, dict):
             return []
-        return [{"repository": key, "public": public.get(key), "links": links.get(key) or []}
-                for key in sorted(set(public) | set(links)) if isinstance(key, str)]
+        return [
+            {"repository": key, "public": public.get(key), "links": links.get(key) or []}
+            for key in sorted(set(public) | set(links))
+            if isinstance(key, str)
+        ]

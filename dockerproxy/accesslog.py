@@ -13,9 +13,17 @@ from twisted.logger import Logger
 access_log = Logger(namespace="dockerproxy.access")
 
 
-def log_access(client: str, method: bytes, path: bytes, status: int, sent: int,
-               duration: float, upstream: str | None = None, cache: str | None = None,
-               complete: bool = True) -> None:
+def log_access(
+    client: str,
+    method: bytes,
+    path: bytes,
+    status: int,
+    sent: int,
+    duration: float,
+    upstream: str | None = None,
+    cache: str | None = None,
+    complete: bool = True,
+) -> None:
     """One access-log event; C{complete} is False for a response cut short."""
     access_log.info(
         "{client} {method} {path} {status} {bytes} {duration:.3f}s {upstream}"

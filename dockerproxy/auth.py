@@ -88,8 +88,9 @@ def _quote(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def format_bearer(realm: str, service: str | None, scope: str | None = None,
-                  error: str | None = None) -> str:
+def format_bearer(
+    realm: str, service: str | None, scope: str | None = None, error: str | None = None
+) -> str:
     """A C{Bearer} challenge with the parameters clients read, in the usual order."""
     parts = [f"realm={_quote(realm)}"]
     if service is not None:

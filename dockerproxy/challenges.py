@@ -29,8 +29,7 @@ def pick_challenge(headers: Headers) -> Challenge | None:
 class ChallengeCache:
     """Per-upstream challenge, refreshed after C{ttl} seconds or when a new one is seen."""
 
-    def __init__(self, clients: UpstreamClients, clock: IReactorTime,
-                 ttl: float = 600.0) -> None:
+    def __init__(self, clients: UpstreamClients, clock: IReactorTime, ttl: float = 600.0) -> None:
         self.clients = clients
         self.clock = clock
         self.ttl = ttl
@@ -40,8 +39,10 @@ class ChallengeCache:
         """Record the challenge carried by an upstream 401 the proxy saw anyway."""
         challenge = pick_challenge(headers)
         if challenge is not None:
-            base = Challenge(challenge.scheme, {k: v for k, v in challenge.params.items()
-                                                if k not in ("scope", "error")})
+            base = Challenge(
+                challenge.scheme,
+                {k: v for k, v in challenge.params.items() if k not in ("scope", "error")},
+            )
             self._entries[upstream.url] = (base, self.clock.seconds() + self.ttl)
         return challenge
 
@@ -54,7 +55,8 @@ class ChallengeCache:
         if cached is not None and cached[1] > self.clock.seconds():
             return cached[0]
         response, _ = await self.clients.for_upstream(upstream).get_small(
-            f"{upstream.url}/v2/", Headers({b"user-agent": [USER_AGENT]}), limit=64 * 1024)
+            f"{upstream.url}/v2/", Headers({b"user-agent": [USER_AGENT]}), limit=64 * 1024
+        )
         if response.code == 401:
             return self.remember(upstream, response.headers)
         if not 200 <= response.code < 300:

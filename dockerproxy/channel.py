@@ -57,32 +57,38 @@ MAX_BODY = 64 * 1024  # the only body the proxy reads is the small form of POST 
 LINGER = 5.0  # seconds a refused client's further input is read and dropped
 
 URI_TOO_LONG = RegistryError(414, "URI_TOO_LONG", f"request line over {MAX_LINE} bytes")
-HEADER_LINE_TOO_LONG = RegistryError(431, "HEADERS_TOO_LARGE",
-                                     f"header line over {MAX_LINE} bytes")
+HEADER_LINE_TOO_LONG = RegistryError(431, "HEADERS_TOO_LARGE", f"header line over {MAX_LINE} bytes")
 HEAD_TOO_LARGE = RegistryError(431, "HEADERS_TOO_LARGE", f"request head over {MAX_HEAD} bytes")
-TOO_MANY_HEADERS = RegistryError(431, "HEADERS_TOO_LARGE",
-                                 f"more than {MAX_HEADER_LINES} header lines")
-BODY_TOO_LARGE = RegistryError(413, "BODY_TOO_LARGE",
-                               f"this proxy takes no request body over {MAX_BODY} bytes")
+TOO_MANY_HEADERS = RegistryError(
+    431, "HEADERS_TOO_LARGE", f"more than {MAX_HEADER_LINES} header lines"
+)
+BODY_TOO_LARGE = RegistryError(
+    413, "BODY_TOO_LARGE", f"this proxy takes no request body over {MAX_BODY} bytes"
+)
 BAD_REQUEST = RegistryError(400, "INVALID_REQUEST", "malformed HTTP request")
 
 TLS_HANDSHAKE = 0x16
-NOT_TLS_RESPONSE = (b"HTTP/1.0 400 Bad Request\r\nContent-Type: text/plain\r\n"
-                    b"Connection: close\r\n\r\nThis port speaks plain HTTP, not TLS.\n")
+NOT_TLS_RESPONSE = (
+    b"HTTP/1.0 400 Bad Request\r\nContent-Type: text/plain\r\n"
+    b"Connection: close\r\n\r\nThis port speaks plain HTTP, not TLS.\n"
+)
 
 
 def request_timeout(seconds: float) -> RegistryError:
-    return RegistryError(408, "REQUEST_TIMEOUT",
-                         f"the request was not all received within {seconds:g} seconds")
+    return RegistryError(
+        408, "REQUEST_TIMEOUT", f"the request was not all received within {seconds:g} seconds"
+    )
 
 
 def error_response(error: RegistryError, head_only: bool = False) -> bytes:
     """A whole response for C{error}, for a request no resource will see."""
     body = error.body()
-    head = (b"HTTP/1.1 %d %s\r\n" % (error.status, HTTPStatus(error.status).phrase.encode())
-            + b"Content-Type: application/json; charset=utf-8\r\n"
-            + b"Docker-Distribution-Api-Version: registry/2.0\r\n"
-            + b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body))
+    head = (
+        b"HTTP/1.1 %d %s\r\n" % (error.status, HTTPStatus(error.status).phrase.encode())
+        + b"Content-Type: application/json; charset=utf-8\r\n"
+        + b"Docker-Distribution-Api-Version: registry/2.0\r\n"
+        + b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body)
+    )
     return head if head_only else head + body
 
 
@@ -284,9 +290,14 @@ class ProxyChannel(HTTPChannel):
         head_only = method.upper() == b"HEAD"
         self.connection.write(error_response(error, head_only))
         self.clearLineBuffer()
-        log_access(getattr(self.connection.getPeer(), "host", "-"), method,
-                   path, error.status,
-                   0 if head_only else len(error.body()), self.clock.seconds() - self._started)
+        log_access(
+            getattr(self.connection.getPeer(), "host", "-"),
+            method,
+            path,
+            error.status,
+            0 if head_only else len(error.body()),
+            self.clock.seconds() - self._started,
+        )
         internals.stop_reading_requests(self)
         transport = self.transport
         if ITCPTransport.providedBy(transport) and not ISSLTransport.providedBy(transport):
@@ -314,5 +325,4 @@ class ProxyChannel(HTTPChannel):
         """Replace this connection's one timer (None: no timer)."""
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
-        self._timer = None if seconds is None else self.clock.callLater(seconds,
-                                                                         self._timed_out)
+        self._timer = None if seconds is None else self.clock.callLater(seconds, self._timed_out)

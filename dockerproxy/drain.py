@@ -35,8 +35,7 @@ class Drain(service.Service):
 
     name = "drain"
 
-    def __init__(self, connections: ConnectionLimit, clock: IReactorTime,
-                 timeout: float) -> None:
+    def __init__(self, connections: ConnectionLimit, clock: IReactorTime, timeout: float) -> None:
         self.connections = connections
         self.clock = clock
         self.timeout = timeout
@@ -45,14 +44,19 @@ class Drain(service.Service):
         super().stopService()
         open_now = self.connections.open
         if open_now:
-            log.info("stopping: open client connections: {count}; responses under way may "
-                     "finish for up to {timeout:g} s", count=open_now, timeout=self.timeout)
+            log.info(
+                "stopping: open client connections: {count}; responses under way may "
+                "finish for up to {timeout:g} s",
+                count=open_now,
+                timeout=self.timeout,
+            )
         return Deferred.fromCoroutine(self._drain())
 
     async def _drain(self) -> None:
         self._drain_each(close_fresh=False)
-        fresh = self.clock.callLater(min(FRESH_GRACE, self.timeout), self._drain_each,
-                                     close_fresh=True)
+        fresh = self.clock.callLater(
+            min(FRESH_GRACE, self.timeout), self._drain_each, close_fresh=True
+        )
         try:
             finished = await self._all_closed(self.timeout)
         finally:
@@ -61,8 +65,12 @@ class Drain(service.Service):
         if finished:
             return
         left = list(self.connections.channels)
-        log.warn("stopping: client connections still open after {timeout:g} s "
-                 "(--drain-timeout): {count}, aborted", count=len(left), timeout=self.timeout)
+        log.warn(
+            "stopping: client connections still open after {timeout:g} s "
+            "(--drain-timeout): {count}, aborted",
+            count=len(left),
+            timeout=self.timeout,
+        )
         for channel in left:
             channel.transport.abortConnection()
         await self._all_closed(ABORT_WAIT)

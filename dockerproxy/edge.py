@@ -21,8 +21,15 @@ from dockerproxy import errors, names
 from dockerproxy.auth import is_anonymous
 
 # Headers that RFC 9110 allows once: a second value is either an attack or a bug.
-SINGLETONS = (b"authorization", b"host", b"range", b"if-range", b"if-modified-since",
-              b"content-length", b"transfer-encoding")
+SINGLETONS = (
+    b"authorization",
+    b"host",
+    b"range",
+    b"if-range",
+    b"if-modified-since",
+    b"content-length",
+    b"transfer-encoding",
+)
 # Query parameters that select something: a second value is ambiguous.
 SINGLE_PARAMETERS = (b"ns", b"n", b"last", b"lang", b"service")
 _HOST_RE = re.compile(r"[A-Za-z0-9.\-]+(?::\d{1,5})?|\[[0-9A-Fa-f:.]+\](?::\d{1,5})?")
@@ -49,8 +56,12 @@ class ClientRequest:
 
     def forwarded(self) -> list[tuple[bytes, bytes]]:
         """The conditional and range headers passed on to the upstream as they came."""
-        pairs = [(b"range", self.range), (b"if-none-match", self.if_none_match),
-                 (b"if-range", self.if_range), (b"if-modified-since", self.if_modified_since)]
+        pairs = [
+            (b"range", self.range),
+            (b"if-none-match", self.if_none_match),
+            (b"if-range", self.if_range),
+            (b"if-modified-since", self.if_modified_since),
+        ]
         return [(name, value) for name, value in pairs if value is not None]
 
 

@@ -67,13 +67,15 @@ def not_found(message: str, detail: Any = None) -> RegistryError:
 
 
 def bad_gateway(upstream: str, reason: str) -> RegistryError:
-    return RegistryError(502, "UNAVAILABLE", f"upstream {upstream} failed: {reason}",
-                         {"upstream": upstream})
+    return RegistryError(
+        502, "UNAVAILABLE", f"upstream {upstream} failed: {reason}", {"upstream": upstream}
+    )
 
 
 def gateway_timeout(upstream: str, what: str) -> RegistryError:
-    return RegistryError(504, "UNAVAILABLE", f"upstream {upstream} timed out: {what}",
-                         {"upstream": upstream})
+    return RegistryError(
+        504, "UNAVAILABLE", f"upstream {upstream} timed out: {what}", {"upstream": upstream}
+    )
 
 
 def reason_phrase(status: int) -> bytes | None:
@@ -85,8 +87,14 @@ def reason_phrase(status: int) -> bytes | None:
 
 
 # Registry error codes for an upstream status whose body is not a registry error.
-_UPSTREAM_CODES = {400: "UNKNOWN", 401: "UNAUTHORIZED", 403: "DENIED", 404: "NAME_UNKNOWN",
-                   405: "UNSUPPORTED", 429: "TOOMANYREQUESTS"}
+_UPSTREAM_CODES = {
+    400: "UNKNOWN",
+    401: "UNAUTHORIZED",
+    403: "DENIED",
+    404: "NAME_UNKNOWN",
+    405: "UNSUPPORTED",
+    429: "TOOMANYREQUESTS",
+}
 
 
 def upstream_status(upstream: str, status: int) -> RegistryError:
@@ -94,5 +102,9 @@ def upstream_status(upstream: str, status: int) -> RegistryError:
     the body replaced by a registry error naming the upstream."""
     code = _UPSTREAM_CODES.get(status, "UNAVAILABLE" if status >= 500 else "UNKNOWN")
     phrase = (reason_phrase(status) or b"error").decode()
-    return RegistryError(status, code, f"upstream {upstream} answered {status} {phrase}",
-                         {"upstream": upstream, "status": status})
+    return RegistryError(
+        status,
+        code,
+        f"upstream {upstream} answered {status} {phrase}",
+        {"upstream": upstream, "status": status},
+    )

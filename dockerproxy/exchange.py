@@ -81,10 +81,15 @@ def request_ns(request: IRequest) -> str | None:
     return client_request(request).ns
 
 
-async def fetch_for_client(proxy: Proxy, request: Request, upstream: UpstreamConfig,
-                           url: str, method: bytes | None = None,
-                           drop: tuple[bytes, ...] = (),
-                           extra: tuple[tuple[bytes, bytes], ...] = ()) -> Fetched:
+async def fetch_for_client(
+    proxy: Proxy,
+    request: Request,
+    upstream: UpstreamConfig,
+    url: str,
+    method: bytes | None = None,
+    drop: tuple[bytes, ...] = (),
+    extra: tuple[tuple[bytes, bytes], ...] = (),
+) -> Fetched:
     """Make the client's request upstream, remembering any challenge it meets.
 
     C{method} replaces the client's (a HEAD to revalidate); C{drop} names client
@@ -103,21 +108,34 @@ async def fetch_for_client(proxy: Proxy, request: Request, upstream: UpstreamCon
     fetched = await client.fetch(method, url, headers)
     remaining = fetched.response.headers.getRawHeaders(b"ratelimit-remaining")
     if remaining:
-        log.info("upstream {upstream} ratelimit-remaining: {remaining}", upstream=upstream.url,
-                 remaining=remaining[0].decode("latin-1"))
+        log.info(
+            "upstream {upstream} ratelimit-remaining: {remaining}",
+            upstream=upstream.url,
+            remaining=remaining[0].decode("latin-1"),
+        )
     if fetched.response.code != 401:
         return fetched
     challenge = proxy.challenges.remember(upstream, fetched.response.headers)
-    if (challenge is not None and challenge.scheme == "basic"
-            and upstream.credentials is not None and not headers.hasHeader(b"authorization")):
+    if (
+        challenge is not None
+        and challenge.scheme == "basic"
+        and upstream.credentials is not None
+        and not headers.hasHeader(b"authorization")
+    ):
         await discard(fetched.response)
         headers.setRawHeaders(b"authorization", [basic_authorization(upstream.credentials)])
         fetched = await client.fetch(method, url, headers)
     return fetched
 
 
-async def relay_response(proxy: Proxy, request: Request, upstream: UpstreamConfig,
-                         fetched: Fetched, scope: str | None, ns: str | None) -> None:
+async def relay_response(
+    proxy: Proxy,
+    request: Request,
+    upstream: UpstreamConfig,
+    fetched: Fetched,
+    scope: str | None,
+    ns: str | None,
+) -> None:
     """Copy status, allowed headers and body; point a 401's challenge at this proxy."""
     response = fetched.response
     request.setResponseCode(response.code, errors.reason_phrase(response.code))
@@ -144,8 +162,9 @@ async def relay_response(proxy: Proxy, request: Request, upstream: UpstreamConfi
     await relay.done
 
 
-async def relay_error(proxy: Proxy, request: Request, upstream: UpstreamConfig,
-                      response: IResponse) -> None:
+async def relay_error(
+    proxy: Proxy, request: Request, upstream: UpstreamConfig, response: IResponse
+) -> None:
     """An upstream 4xx/5xx: its registry error body as it came, or, for anything else (a
     load balancer's HTML 502, a CDN's XML 403, an empty body), a registry error with the
     same status naming the upstream, so registry clients always have a message to show."""
@@ -182,8 +201,9 @@ def head_length(headers: Headers) -> int | None:
     return None
 
 
-def rewrite_challenge(proxy: Proxy, request: Request, headers: Headers, scope: str | None,
-                      ns: str | None) -> None:
+def rewrite_challenge(
+    proxy: Proxy, request: Request, headers: Headers, scope: str | None, ns: str | None
+) -> None:
     """Replace a Bearer challenge's realm with this proxy's C{/v2/auth}.
 
     Basic challenges are relayed as they are: the client's Basic credentials then

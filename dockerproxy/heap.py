@@ -45,9 +45,13 @@ def malloc_trim(library: object) -> Callable[[], object] | None:
 class HeapTrimmer:
     """Collects and trims once, L{TRIM_DELAY} after the first of a burst of response ends."""
 
-    def __init__(self, clock: IReactorTime, trim: Callable[[], object] | None = None,
-                 delay: float = TRIM_DELAY,
-                 collect: Callable[[], object] = gc.collect) -> None:
+    def __init__(
+        self,
+        clock: IReactorTime,
+        trim: Callable[[], object] | None = None,
+        delay: float = TRIM_DELAY,
+        collect: Callable[[], object] = gc.collect,
+    ) -> None:
         self.clock = clock
         self.delay = delay
         self._trim = trim

@@ -52,8 +52,9 @@ class HomePage(Element):
 
     loader = XMLFile(TEMPLATE)
 
-    def __init__(self, info: MirrorInfo, lang: str,
-                 catalogs: Mapping[str, Catalog] = CATALOGS) -> None:
+    def __init__(
+        self, info: MirrorInfo, lang: str, catalogs: Mapping[str, Catalog] = CATALOGS
+    ) -> None:
         super().__init__()
         self.info = info
         self.catalogs = catalogs
@@ -76,9 +77,7 @@ class HomePage(Element):
             "loopback": snippets.is_loopback(self.mirror.host),
         }
 
-    def lookupRenderMethod(
-        self, name: str
-    ) -> Callable[[IRequest | None, Tag], Flattenable]:
+    def lookupRenderMethod(self, name: str) -> Callable[[IRequest | None, Tag], Flattenable]:
         """``if:NAME`` and ``unless:NAME`` keep their tag or drop it; anything else is a
         ``@renderer`` method (an unknown name raises ``MissingRenderMethod``)."""
         kind, colon, condition = name.partition(":")
@@ -132,7 +131,8 @@ class HomePage(Element):
         links: list[Flattenable] = []
         for catalog in self.catalogs.values():
             link = tag.clone().fillSlots(
-                lang_code=catalog.code, lang_tag=catalog.tag, lang_name=catalog.name)
+                lang_code=catalog.code, lang_tag=catalog.tag, lang_name=catalog.name
+            )
             if catalog is self.catalog:
                 link.attributes["aria-current"] = "true"
             links += [" · ", link] if links else [link]
@@ -159,8 +159,10 @@ class HomePage(Element):
 
     @renderer
     def upstream_rows(self, request: IRequest | None, tag: Tag) -> Flattenable:
-        return [tag.clone().fillSlots(registry=registry, upstream=upstream, pull_as=pull_as)
-                for registry, upstream, pull_as in self.upstreams]
+        return [
+            tag.clone().fillSlots(registry=registry, upstream=upstream, pull_as=pull_as)
+            for registry, upstream, pull_as in self.upstreams
+        ]
 
     @renderer
     def route_rows(self, request: IRequest | None, tag: Tag) -> Flattenable:
@@ -178,7 +180,8 @@ class HomePage(Element):
         return [
             tag.clone().fillSlots(
                 path=snippets.hosts_toml_path(target.registry),
-                code_hosts_toml=snippets.hosts_toml(self.mirror, target.upstream))
+                code_hosts_toml=snippets.hosts_toml(self.mirror, target.upstream),
+            )
             for target in self.targets
         ]
 

@@ -35,21 +35,27 @@ def assigned(cls: type, name: str) -> bool:
     for klass in cls.__mro__:
         for member in vars(klass).values():
             code = getattr(member, "__code__", None)
-            if code is not None and any(i.opname == "STORE_ATTR" and i.argval == name
-                                        for i in dis.get_instructions(code)):
+            if code is not None and any(
+                i.opname == "STORE_ATTR" and i.argval == name for i in dis.get_instructions(code)
+            ):
                 return True
     return False
 
 
-def feature(what: str, has: Iterable[tuple[object, str]],
-            sets: Iterable[tuple[type, str]] = ()) -> bool:
+def feature(
+    what: str, has: Iterable[tuple[object, str]], sets: Iterable[tuple[type, str]] = ()
+) -> bool:
     """C{True} if every object in C{has} has its attribute and every class in C{sets}
     assigns its attribute; else one log line naming what is missing, and C{False}."""
     missing = [f"{_name(obj)}.{name}" for obj, name in has if not hasattr(obj, name)]
     missing += [f"{cls.__name__}.{name}" for cls, name in sets if not assigned(cls, name)]
     if missing:
-        log.warn("Twisted has no {missing} (checked with {checked}): {what} is off",
-                 missing=", ".join(missing), checked=CHECKED_WITH, what=what)
+        log.warn(
+            "Twisted has no {missing} (checked with {checked}): {what} is off",
+            missing=", ".join(missing),
+            checked=CHECKED_WITH,
+            what=what,
+        )
         return False
     return True
 
@@ -70,31 +76,42 @@ _CHANNEL = http.HTTPChannel()
 # Reads sized to the client (relay) and 1 MiB reads for fills: the TCP transport
 # under an upstream body's transport, and its recv() size (also its write pause
 # threshold, so it is only ever changed on upstream connections).
-SIZED_READS = feature("sizing upstream reads", [
-    (_BODY_TRANSPORT, "_producer"), (_TRANSPORT, "bufferSize")])
+SIZED_READS = feature(
+    "sizing upstream reads", [(_BODY_TRANSPORT, "_producer"), (_TRANSPORT, "bufferSize")]
+)
 # One send() for a whole chunk to a client.
 WHOLE_SENDS = feature("whole-chunk sends", [(_TRANSPORT, "SEND_LIMIT")])
 # Pausing a client's producers until its socket is writable, as a full transport does.
-WRITABLE_WAIT = feature("waiting for a writable client socket", [
-    (_TRANSPORT, "producerPaused"), (_TRANSPORT, "startWriting")])
+WRITABLE_WAIT = feature(
+    "waiting for a writable client socket",
+    [(_TRANSPORT, "producerPaused"), (_TRANSPORT, "startWriting")],
+)
 # Zero-copy sends of cached blobs: what the transport still has to send.
-SENDFILE = WRITABLE_WAIT and feature("sendfile() for cached blobs", [
-    (_TRANSPORT, "dataBuffer"), (_TRANSPORT, "offset"), (_TRANSPORT, "_tempDataLen")])
+SENDFILE = WRITABLE_WAIT and feature(
+    "sendfile() for cached blobs",
+    [(_TRANSPORT, "dataBuffer"), (_TRANSPORT, "offset"), (_TRANSPORT, "_tempDataLen")],
+)
 # A channel whose socket is full when a new producer registers (pipelined requests).
-CHANNEL_WAITING = feature("pausing producers of pipelined requests", [
-    (_CHANNEL, "_waitingForTransport")])
+CHANNEL_WAITING = feature(
+    "pausing producers of pipelined requests", [(_CHANNEL, "_waitingForTransport")]
+)
 # The request line being parsed, for the access log of a refused request.
-REQUEST_LINE = feature("logging refused request lines", [], [
-    (http.HTTPChannel, "_command"), (http.HTTPChannel, "_path")])
+REQUEST_LINE = feature(
+    "logging refused request lines",
+    [],
+    [(http.HTTPChannel, "_command"), (http.HTTPChannel, "_path")],
+)
 # Refusing a request: stop reading further pipelined input, and see buffered input.
-CHANNEL_INPUT = feature("lingering after a refusal", [(_CHANNEL, "_buffer")], [
-    (http.HTTPChannel, "_networkProducer")])
+CHANNEL_INPUT = feature(
+    "lingering after a refusal", [(_CHANNEL, "_buffer")], [(http.HTTPChannel, "_networkProducer")]
+)
 # Twisted's own 400 for what it cannot parse, answered as registry JSON instead.
-JSON_BAD_REQUEST = feature("registry JSON for requests Twisted cannot parse", [
-    (http.HTTPChannel, "_respondToBadRequestAndDisconnect")])
+JSON_BAD_REQUEST = feature(
+    "registry JSON for requests Twisted cannot parse",
+    [(http.HTTPChannel, "_respondToBadRequestAndDisconnect")],
+)
 # twistd's exit status after a completed graceful stop.
-EXIT_SIGNAL = feature("exit status 0 after a graceful stop", [
-    (base.ReactorBase, "_exitSignal")])
+EXIT_SIGNAL = feature("exit status 0 after a graceful stop", [(base.ReactorBase, "_exitSignal")])
 del _TRANSPORT, _BODY_TRANSPORT, _CHANNEL
 
 
@@ -134,9 +151,13 @@ def pause_until_writable(tcp_transport: Any) -> bool:
     its producer (the HTTP channel, which resumes the request's producer).
     """
     producer = getattr(tcp_transport, "producer", None)
-    if (not WRITABLE_WAIT or producer is None or not hasattr(tcp_transport, "startWriting")
-            or not getattr(tcp_transport, "connected", False)
-            or getattr(tcp_transport, "disconnecting", True)):
+    if (
+        not WRITABLE_WAIT
+        or producer is None
+        or not hasattr(tcp_transport, "startWriting")
+        or not getattr(tcp_transport, "connected", False)
+        or getattr(tcp_transport, "disconnecting", True)
+    ):
         return False
     tcp_transport.producerPaused = True
     producer.pauseProducing()

@@ -88,7 +88,7 @@ def _check_markup(nodes: list[Flattenable]) -> None:
                 raise ValueError(f"unknown placeholder {{{node.name}}}")
             continue
         if not isinstance(node, Tag) or node.tagName not in _INLINE:
-            raise ValueError(f"only text and <code>, <em>, <a href=\"#…\"> allowed: {node!r}")
+            raise ValueError(f'only text and <code>, <em>, <a href="#…"> allowed: {node!r}')
         allowed = {"href"} if node.tagName == "a" else set()
         attributes = set(node.attributes)
         if node.render is not None or attributes - allowed:
@@ -139,8 +139,14 @@ def load_catalogs(directory: Path) -> dict[str, Catalog]:
             except (ValueError, SAXParseException) as e:
                 source = path if key in messages else files[DEFAULT_LANGUAGE]
                 raise CatalogError(f"{source}: messages.{key}: {e}") from e
-        catalogs[code] = Catalog(code, language["name"], language["tag"], texts, markup,
-                                 frozenset(english) - frozenset(messages))
+        catalogs[code] = Catalog(
+            code,
+            language["name"],
+            language["tag"],
+            texts,
+            markup,
+            frozenset(english) - frozenset(messages),
+        )
     return catalogs
 
 
@@ -154,8 +160,9 @@ def _language_of(tag: str, languages: Collection[str]) -> str | None:
     return primary if primary in languages else None
 
 
-def pick_language(accept_language: str | None, override: str | None,
-                  languages: Collection[str] = LANGUAGES) -> str:
+def pick_language(
+    accept_language: str | None, override: str | None, languages: Collection[str] = LANGUAGES
+) -> str:
     """Return a code from ``languages`` (by default the catalogs installed).
 
     ``override`` (the ``?lang=`` query parameter) wins when it names a supported language;

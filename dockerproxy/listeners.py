@@ -60,8 +60,9 @@ class Listeners(service.Service):
 
     name = "listeners"
 
-    def __init__(self, reactor: IReactorCore, descriptions: Sequence[str],
-                 factory: IProtocolFactory) -> None:
+    def __init__(
+        self, reactor: IReactorCore, descriptions: Sequence[str], factory: IProtocolFactory
+    ) -> None:
         self.reactor = reactor
         self.descriptions = tuple(descriptions)
         self.factory = factory
@@ -108,8 +109,9 @@ class Listeners(service.Service):
         super().stopService()
         ports, self.ports = self.ports, []
         self._started = False
-        return DeferredList([maybeDeferred(port.stopListening) for port in ports],
-                            consumeErrors=True)
+        return DeferredList(
+            [maybeDeferred(port.stopListening) for port in ports], consumeErrors=True
+        )
 
     def pause(self) -> None:
         """Stop accepting connections on every port (they wait in the backlog)."""
@@ -145,8 +147,13 @@ class ConnectionLimit:
     not admitted, and their channels close them at once.
     """
 
-    def __init__(self, maximum: int, pause: Callable[[], None], resume: Callable[[], None],
-                 clock: IReactorTime) -> None:
+    def __init__(
+        self,
+        maximum: int,
+        pause: Callable[[], None],
+        resume: Callable[[], None],
+        clock: IReactorTime,
+    ) -> None:
         self.maximum = maximum
         self.pause = pause
         self.resume = resume
@@ -168,8 +175,11 @@ class ConnectionLimit:
             now = self.clock.seconds()
             if now - self._warned >= WARN_EVERY:
                 self._warned = now
-                log.warn("{open} client connections open (--max-connections): new ones wait "
-                         "until one closes", open=self.open)
+                log.warn(
+                    "{open} client connections open (--max-connections): new ones wait "
+                    "until one closes",
+                    open=self.open,
+                )
         return True
 
     def release(self, channel: Any) -> None:
@@ -206,6 +216,9 @@ def raise_fd_limit(max_connections: int) -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
         soft = wanted
     if soft < max_connections + 1024:
-        log.warn("only {soft} file descriptors for --max-connections {max}: raise the hard "
-                 "limit (systemd: LimitNOFILE=) or lower --max-connections",
-                 soft=soft, max=max_connections)
+        log.warn(
+            "only {soft} file descriptors for --max-connections {max}: raise the hard "
+            "limit (systemd: LimitNOFILE=) or lower --max-connections",
+            soft=soft,
+            max=max_connections,
+        )

@@ -84,6 +84,10 @@ def parse_api_path(path: str) -> ApiPath:
     if kind == "manifests" and not is_valid_reference(reference):
         # Registries route only tags and digests, so anything else is a manifest they do
         # not have: what the OCI conformance suite expects, and never asked upstream.
-        raise errors.RegistryError(404, "MANIFEST_UNKNOWN", "no such manifest: not a tag "
-                                   "or a digest", {"reference": reference})
+        raise errors.RegistryError(
+            404,
+            "MANIFEST_UNKNOWN",
+            "no such manifest: not a tag or a digest",
+            {"reference": reference},
+        )
     return ApiPath(name, kind, reference, digests.parse_or_none(reference))

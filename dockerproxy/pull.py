@@ -36,10 +36,20 @@ class Pull:
     authorization: bytes | None  # see L{dockerproxy.edge.ClientRequest.authorization}
 
     @classmethod
-    def routed(cls, request: Request, api: ApiPath, target: Target, url: str,
-               ns: str | None) -> Pull:
-        return cls(request, target, api.kind, api.reference, api.digest, url,
-                   f"repository:{api.name}:pull", ns, client_request(request).authorization)
+    def routed(
+        cls, request: Request, api: ApiPath, target: Target, url: str, ns: str | None
+    ) -> Pull:
+        return cls(
+            request,
+            target,
+            api.kind,
+            api.reference,
+            api.digest,
+            url,
+            f"repository:{api.name}:pull",
+            ns,
+            client_request(request).authorization,
+        )
 
     @property
     def upstream(self) -> UpstreamConfig:

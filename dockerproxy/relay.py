@@ -60,8 +60,9 @@ class BodyRelay(Protocol):
     socket, so it knows whether a stall is the client's or the upstream's.
     """
 
-    def __init__(self, request: Request, length: int | object, clock: IReactorTime,
-                 idle_timeout: float) -> None:
+    def __init__(
+        self, request: Request, length: int | object, clock: IReactorTime, idle_timeout: float
+    ) -> None:
         self.request = request
         self.length = length
         self.clock = clock
@@ -133,8 +134,11 @@ class BodyRelay(Protocol):
             if not self.request.finished and not client_gone(self.request):
                 self.request.finish()
         else:
-            log.warn("upstream body ended early after {received} bytes: {why}",
-                     received=self.received, why=self._failed_reason or reason.getErrorMessage())
+            log.warn(
+                "upstream body ended early after {received} bytes: {why}",
+                received=self.received,
+                why=self._failed_reason or reason.getErrorMessage(),
+            )
             abort_client(self.request)
         self.done.callback(complete)
 
@@ -170,8 +174,9 @@ def body_transport(protocol: Protocol) -> IPushProducer:
     return cast(IPushProducer, protocol.transport)
 
 
-def relay_body(response: IResponse, request: Request, clock: IReactorTime,
-               idle_timeout: float) -> BodyRelay:
+def relay_body(
+    response: IResponse, request: Request, clock: IReactorTime, idle_timeout: float
+) -> BodyRelay:
     """Start relaying C{response}'s body; stop the relay if the client goes away."""
     relay = BodyRelay(request, response.length, clock, idle_timeout)
     response.deliverBody(relay)
@@ -285,8 +290,9 @@ class Collect(Protocol):
     """Buffers a small body (a token, a manifest, a tag list), failing past C{limit} bytes
     or, with a C{clock}, when it sends nothing for C{idle_timeout} seconds."""
 
-    def __init__(self, limit: int, clock: IReactorTime | None = None,
-                 idle_timeout: float = 60.0) -> None:
+    def __init__(
+        self, limit: int, clock: IReactorTime | None = None, idle_timeout: float = 60.0
+    ) -> None:
         self.limit = limit
         self.parts: list[bytes] = []
         self.size = 0

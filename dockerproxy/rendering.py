@@ -37,8 +37,12 @@ def _fail_request(failure: Failure, request: Request) -> None:
     if isinstance(failure.value, errors.RegistryError):
         error = failure.value
     else:
-        log.failure("unexpected error handling {method} {path}", failure,
-                    method=request.method, path=request.path)
+        log.failure(
+            "unexpected error handling {method} {path}",
+            failure,
+            method=request.method,
+            path=request.path,
+        )
         error = errors.RegistryError(500, "UNKNOWN", "internal proxy error")
     if request.startedWriting:
         abort_client(request)
@@ -85,7 +89,9 @@ class PullResource(Resource):
 
 
 def refuse_method(request: Request) -> bytes:
-    error = errors.unsupported("this proxy only serves pulls: "
-                               f"{request.method.decode('ascii', 'replace')} is not supported")
+    error = errors.unsupported(
+        "this proxy only serves pulls: "
+        f"{request.method.decode('ascii', 'replace')} is not supported"
+    )
     request.setHeader(b"allow", b"GET, HEAD")
     return error_page(request, error)

@@ -70,8 +70,7 @@ class RootResource(PullResource):
             registries={name: u.url for name, u in router.registries.items()},
         )
         lang_arg = request.args.get(b"lang", [b""])[0].decode("ascii", "replace")
-        lang = languages.pick_language(
-            client_request(request).accept_language, lang_arg or None)
+        lang = languages.pick_language(client_request(request).accept_language, lang_arg or None)
         request.setHeader(b"content-type", b"text/html; charset=utf-8")
         request.setHeader(b"content-language", lang.encode())
         request.setHeader(b"vary", b"Accept-Language")
@@ -108,8 +107,12 @@ class V2Resource(PullResource):
     async def ping(self, request: Request) -> None:
         host, ns = request_host(request), request_ns(request)
         router = self.proxy.router
-        if ns is None and router.host_route(host) is None \
-                and router.default is None and router.registries:
+        if (
+            ns is None
+            and router.host_route(host) is None
+            and router.default is None
+            and router.registries
+        ):
             # Only prefixed names can be served here, so the challenge is the proxy's
             # own: clients then ask /v2/auth with scopes that name the registry.
             challenge_locally(self.proxy, request)
@@ -117,8 +120,7 @@ class V2Resource(PullResource):
         upstream = router.upstream_for(host, ns)
         request.upstream = upstream.url  # type: ignore[attr-defined]
         try:
-            fetched = await fetch_for_client(self.proxy, request, upstream,
-                                             f"{upstream.url}/v2/")
+            fetched = await fetch_for_client(self.proxy, request, upstream, f"{upstream.url}/v2/")
         except errors.RegistryError as e:
             if self.mirror is None or e.status not in (502, 504):
                 raise
@@ -131,8 +133,11 @@ class V2Resource(PullResource):
             why = f"answered {fetched.response.code}"
         # The upstream is down, but the cache may serve the pull: clients give up on a
         # failed ping, so the proxy challenges them itself (see AuthResource.token).
-        log.warn("ping: upstream {upstream} unavailable ({why}); challenging locally",
-                 upstream=upstream.url, why=why)
+        log.warn(
+            "ping: upstream {upstream} unavailable ({why}); challenging locally",
+            upstream=upstream.url,
+            why=why,
+        )
         challenge_locally(self.proxy, request)
 
 
@@ -177,24 +182,26 @@ class RegistryResource(PullResource):
         if api.kind == "tags":
             await self.tag_list(request, target, fetched, api.name, ns)
             return
-        await relay_response(self.proxy, request, target.upstream, fetched, scope=pull.scope,
-                             ns=ns)
+        await relay_response(self.proxy, request, target.upstream, fetched, scope=pull.scope, ns=ns)
 
-    async def tag_list(self, request: Request, target: Target, fetched: Fetched,
-                       client_name: str, ns: str | None) -> None:
+    async def tag_list(
+        self, request: Request, target: Target, fetched: Fetched, client_name: str, ns: str | None
+    ) -> None:
         """A tag list (paging links included) naming the repository as the client does
         (C{ghcr.io/owner/image} for C{owner/image}, C{busybox} for C{library/busybox})."""
         response = fetched.response
         links = response.headers.getRawHeaders(b"link")
         if links:
             response.headers.setRawHeaders(
-                b"link", taglist.rewrite_links(links, target.repository, client_name, ns))
+                b"link", taglist.rewrite_links(links, target.repository, client_name, ns)
+            )
         if response.code != 200 or request.method != b"GET":
             scope = f"repository:{client_name}:pull"
             await relay_response(self.proxy, request, target.upstream, fetched, scope, ns)
             return
         body = await self.proxy.client(target.upstream).read_small(
-            response, target.upstream.url, taglist.MAX_TAG_LIST)
+            response, target.upstream.url, taglist.MAX_TAG_LIST
+        )
         body = taglist.rename_body(body, client_name)
         request.defaultContentType = None
         for name, values in relayed_response_headers(response.headers):

@@ -41,9 +41,12 @@ def normalize_host(host: str | None) -> str:
 class Router:
     """Routes by C{ns}, then Host, then a registry path prefix, then the default."""
 
-    def __init__(self, default: UpstreamConfig | None,
-                 routes: Mapping[str, UpstreamConfig],
-                 registries: Mapping[str, UpstreamConfig] | None = None) -> None:
+    def __init__(
+        self,
+        default: UpstreamConfig | None,
+        routes: Mapping[str, UpstreamConfig],
+        registries: Mapping[str, UpstreamConfig] | None = None,
+    ) -> None:
         self.default = default
         self.routes = dict(routes)
         self.registries = dict(registries or {})
@@ -63,8 +66,10 @@ class Router:
         return self.registries.get(ALIASES.get(key, key))
 
     def _unconfigured(self, name: str) -> errors.RegistryError:
-        return errors.not_found(f"registry {name!r} is not configured on this proxy",
-                                {"registries": sorted(self.registries)})
+        return errors.not_found(
+            f"registry {name!r} is not configured on this proxy",
+            {"registries": sorted(self.registries)},
+        )
 
     def host_route(self, host: str | None) -> UpstreamConfig | None:
         """The route for C{host}: exact, or without its port."""
@@ -114,8 +119,10 @@ class Router:
     def _unknown_host(self, host: str | None) -> errors.RegistryError:
         return errors.not_found(
             f"no upstream is configured for host {normalize_host(host) or '(none)'}",
-            {"routes": {h: u.url for h, u in sorted(self.routes.items())},
-             "registries": sorted(self.registries)},
+            {
+                "routes": {h: u.url for h, u in sorted(self.routes.items())},
+                "registries": sorted(self.registries),
+            },
         )
 
 

@@ -51,8 +51,7 @@ class ThreadPoolService(service.Service):
 
     def __init__(self, threadpool: ThreadPool | None = None) -> None:
         if threadpool is None:
-            threadpool = ThreadPool(minthreads=0, maxthreads=DISK_THREADS,
-                                    name="dockerproxy-disk")
+            threadpool = ThreadPool(minthreads=0, maxthreads=DISK_THREADS, name="dockerproxy-disk")
         self.threadpool = threadpool
 
     def startService(self) -> None:

@@ -62,9 +62,17 @@ class ProxyRequest(Request):
         if self._logged or self._clock is None:
             return
         self._logged = True
-        log_access(getattr(self.getClientAddress(), "host", "-"), self.method, self.uri,
-                   self.code, self.sentLength, self._clock.seconds() - self._started,
-                   self.upstream, self.cache, complete)
+        log_access(
+            getattr(self.getClientAddress(), "host", "-"),
+            self.method,
+            self.uri,
+            self.code,
+            self.sentLength,
+            self._clock.seconds() - self._started,
+            self.upstream,
+            self.cache,
+            complete,
+        )
         if self._heap is not None:
             self._heap.response_ended(aborted=not complete)
 
@@ -79,12 +87,16 @@ class ProxySite(Site):
     protocol = ProxyChannel  # type: ignore[assignment]
     requestFactory = ProxyRequest
 
-    def __init__(self, resource: Resource, reactor: IReactorTime,
-                 limits: ClientLimits | None = None, heap: HeapTrimmer | None = None) -> None:
+    def __init__(
+        self,
+        resource: Resource,
+        reactor: IReactorTime,
+        limits: ClientLimits | None = None,
+        heap: HeapTrimmer | None = None,
+    ) -> None:
         # timeout=None: Twisted's idle timer, restarted by every byte, is replaced
         # by the channel's deadlines.
-        super().__init__(resource, reactor=reactor, timeout=None,
-                         parsePOSTFormSubmission=False)
+        super().__init__(resource, reactor=reactor, timeout=None, parsePOSTFormSubmission=False)
         self.displayTracebacks = False
         self.limits = limits or ClientLimits()
         self.heap = heap

@@ -31,23 +31,27 @@ def rename_body(body: bytes, client_name: str) -> bytes:
     return json.dumps(document, separators=(",", ":")).encode()
 
 
-def rewrite_links(values: list[bytes], upstream_name: str, client_name: str,
-                  ns: str | None) -> list[bytes]:
+def rewrite_links(
+    values: list[bytes], upstream_name: str, client_name: str, ns: str | None
+) -> list[bytes]:
     """Paging links as references relative to this proxy (resolved by clients against the
     URL they asked, so right behind any load balancer), with the client's name; links to
     anything but this repository's tag list are dropped, never relayed."""
     out = []
     for value in values:
-        links = [_rewrite(match, upstream_name, client_name, ns)
-                 for match in _LINK_RE.finditer(value.decode("latin-1"))]
+        links = [
+            _rewrite(match, upstream_name, client_name, ns)
+            for match in _LINK_RE.finditer(value.decode("latin-1"))
+        ]
         kept = [link for link in links if link is not None]
         if kept:
             out.append(", ".join(kept).encode("latin-1"))
     return out
 
 
-def _rewrite(match: re.Match[str], upstream_name: str, client_name: str,
-             ns: str | None) -> str | None:
+def _rewrite(
+    match: re.Match[str], upstream_name: str, client_name: str, ns: str | None
+) -> str | None:
     target, params = match.groups()
     parts = urlsplit(target)
     if parts.path != f"/v2/{upstream_name}/tags/list":

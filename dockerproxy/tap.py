@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from twisted.application.internet import TimerService
-from twisted.internet.interfaces import IReactorCore, IReactorTime
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import ILogObserver, jsonFileLogObserver
 from twisted.python import usage
 from twisted.python.components import Componentized
@@ -59,46 +59,101 @@ class Options(usage.Options):
     """dockerproxy's options; anything given here overrides the --config file."""
 
     synopsis = "[options]"
-    longdesc = ("A Docker / OCI registry pull proxy. With no options it mirrors Docker Hub "
-                "on tcp:5000.")
+    longdesc = (
+        "A Docker / OCI registry pull proxy. With no options it mirrors Docker Hub on tcp:5000."
+    )
 
     optParameters: ClassVar[list[list[str | None]]] = [
         ["config", "c", None, "TOML configuration file."],
         ["upstream", "u", None, "Default upstream registry URL (for any Host no route names)."],
         ["upstream-ca", None, None, "Extra CA bundle (PEM) trusted for upstream TLS."],
-        ["upstream-credentials", None, None, "TOML file with username and password: the "
-                                             "proxy's account at the default upstream, used "
-                                             "only for clients that send no credentials."],
+        [
+            "upstream-credentials",
+            None,
+            None,
+            "TOML file with username and password: the "
+            "proxy's account at the default upstream, used "
+            "only for clients that send no credentials.",
+        ],
         ["connect-timeout", None, None, "Seconds to wait for an upstream connection."],
         ["headers-timeout", None, None, "Seconds to wait for upstream response headers."],
         ["idle-timeout", None, None, "Seconds a response body may stall before it is aborted."],
-        ["client-header-timeout", None, None, "Seconds a client has to send a whole request "
-                                              "(default 30); then 408."],
-        ["client-idle-timeout", None, None, "Seconds a keep-alive client connection may stay "
-                                            "idle (default 60)."],
-        ["max-connections", None, None, "Most client connections open at once (default "
-                                        "10000); more wait in the listen backlog."],
-        ["drain-timeout", None, None, "Seconds a stopping proxy lets responses under way "
-                                      "finish before it cuts them (default 30)."],
-        ["public-url", None, None, "scheme://host[:port] clients reach the proxy at, used in "
-                                   "challenges and the home page instead of each request's "
-                                   "Host."],
+        [
+            "client-header-timeout",
+            None,
+            None,
+            "Seconds a client has to send a whole request (default 30); then 408.",
+        ],
+        [
+            "client-idle-timeout",
+            None,
+            None,
+            "Seconds a keep-alive client connection may stay idle (default 60).",
+        ],
+        [
+            "max-connections",
+            None,
+            None,
+            "Most client connections open at once (default "
+            "10000); more wait in the listen backlog.",
+        ],
+        [
+            "drain-timeout",
+            None,
+            None,
+            "Seconds a stopping proxy lets responses under way "
+            "finish before it cuts them (default 30).",
+        ],
+        [
+            "public-url",
+            None,
+            None,
+            "scheme://host[:port] clients reach the proxy at, used in "
+            "challenges and the home page instead of each request's "
+            "Host.",
+        ],
         ["log-format", None, None, "Log format: text or json (one JSON object a line)."],
-        ["cache-dir", None, None, "Cache directory (default: systemd's CacheDirectory or "
-                                  "~/.cache/dockerproxy)."],
+        [
+            "cache-dir",
+            None,
+            None,
+            "Cache directory (default: systemd's CacheDirectory or ~/.cache/dockerproxy).",
+        ],
         ["cache-max-size", None, None, "Cache size bound, e.g. 20GiB (default 20GiB)."],
-        ["max-blob-size", None, None, "Largest blob the cache writes, e.g. 32GiB (the "
-                                      "default); larger ones are relayed or cut off."],
-        ["tag-ttl", None, None, "Seconds a cached tag is served before it is revalidated "
-                                "(default 300)."],
-        ["stale-max-age", None, None, "Seconds a cached tag may be served while the upstream "
-                                      "fails (default 604800)."],
-        ["cache-s3-endpoint", None, None, "S3-compatible endpoint URL of a blob cache shared "
-                                          "by several instances (AWS S3, MinIO, Ceph, ...)."],
+        [
+            "max-blob-size",
+            None,
+            None,
+            "Largest blob the cache writes, e.g. 32GiB (the "
+            "default); larger ones are relayed or cut off.",
+        ],
+        [
+            "tag-ttl",
+            None,
+            None,
+            "Seconds a cached tag is served before it is revalidated (default 300).",
+        ],
+        [
+            "stale-max-age",
+            None,
+            None,
+            "Seconds a cached tag may be served while the upstream fails (default 604800).",
+        ],
+        [
+            "cache-s3-endpoint",
+            None,
+            None,
+            "S3-compatible endpoint URL of a blob cache shared "
+            "by several instances (AWS S3, MinIO, Ceph, ...).",
+        ],
         ["cache-s3-bucket", None, None, "Bucket of the shared S3 cache (created if missing)."],
         ["cache-s3-prefix", None, None, "Key prefix in the bucket, e.g. dockerproxy/."],
-        ["cache-s3-region", None, None, "Region to sign S3 requests for (default "
-                                        "AWS_REGION or us-east-1)."],
+        [
+            "cache-s3-region",
+            None,
+            None,
+            "Region to sign S3 requests for (default AWS_REGION or us-east-1).",
+        ],
     ]
 
     def __init__(self) -> None:
@@ -169,8 +224,11 @@ class Options(usage.Options):
             check_endpoint(endpoint)
 
     def cli_settings(self) -> dict[str, Any]:
-        timeouts = {name: self[f"{name}-timeout"] for name in ("connect", "headers", "idle")
-                    if self[f"{name}-timeout"] is not None}
+        timeouts = {
+            name: self[f"{name}-timeout"]
+            for name in ("connect", "headers", "idle")
+            if self[f"{name}-timeout"] is not None
+        }
         return {
             "listen": self["listen"],
             "upstream": self["upstream"],
@@ -287,13 +345,19 @@ def make_proxy(config: Config, reactor: IReactorTime, http: Any = None) -> tuple
         return UpstreamClient(client, reactor, timeouts)
 
     clients = UpstreamClients(client_for)
-    proxy = Proxy(Router.from_config(config), clients, ChallengeCache(clients, reactor),
-                  reactor, public_url=config.public_url)
+    proxy = Proxy(
+        Router.from_config(config),
+        clients,
+        ChallengeCache(clients, reactor),
+        reactor,
+        public_url=config.public_url,
+    )
     return proxy, pool
 
 
-def make_s3(config: Config, reactor: IReactorTime, pool: Any,
-            http: Any = None) -> S3BlobStore | None:
+def make_s3(
+    config: Config, reactor: IReactorTime, pool: Any, http: Any = None
+) -> S3BlobStore | None:
     """The blob tier shared with other instances, if configured (it needs the local cache).
 
     Its own client over the same C{pool}, trusting upstream_ca too; C{http} in tests.
@@ -303,14 +367,29 @@ def make_s3(config: Config, reactor: IReactorTime, pool: Any,
     # Imported here: botocore loads only for a proxy that uses S3.
     from dockerproxy.cache.s3 import S3BlobStore
 
-    s3_http = http if http is not None else make_http_client(
-        reactor, pool, config.timeouts, [config.upstream_ca] if config.upstream_ca else [])
-    return S3BlobStore(s3_http, reactor, config.cache.s3, timeout=config.timeouts.headers,
-                       idle_timeout=config.timeouts.idle)
+    s3_http = (
+        http
+        if http is not None
+        else make_http_client(
+            reactor, pool, config.timeouts, [config.upstream_ca] if config.upstream_ca else []
+        )
+    )
+    return S3BlobStore(
+        s3_http,
+        reactor,
+        config.cache.s3,
+        timeout=config.timeouts.headers,
+        idle_timeout=config.timeouts.idle,
+    )
 
 
-def make_mirror(cache: CacheConfig, reactor: IReactorTime, exchange: Proxy, disk_pool: Pool,
-                s3: S3BlobStore | None = None) -> Mirror | None:
+def make_mirror(
+    cache: CacheConfig,
+    reactor: IReactorTime,
+    exchange: Proxy,
+    disk_pool: Pool,
+    s3: S3BlobStore | None = None,
+) -> Mirror | None:
     """The pull-through cache over C{cache.directory}, not started: a L{CacheService}
     recovers what a crash left behind and loads the records.
 
@@ -323,15 +402,18 @@ def make_mirror(cache: CacheConfig, reactor: IReactorTime, exchange: Proxy, disk
     store = FilesystemStore(cache.directory)
     disk = DiskWork(disk_pool)
     documents = Documents(store, disk)
-    blobs = BlobCache(store, reactor, cache.max_size, disk=disk,
-                      max_blob_size=cache.max_blob_size)
+    blobs = BlobCache(store, reactor, cache.max_size, disk=disk, max_blob_size=cache.max_blob_size)
     access = AccessCache(reactor, records=MetaRecords(documents))
-    return Mirror(blobs, documents, access, exchange, cache.tag_ttl, cache.stale_max_age,
-                  s3=s3)
+    return Mirror(blobs, documents, access, exchange, cache.tag_ttl, cache.stale_max_age, s3=s3)
 
 
-def make_site(proxy: Proxy, reactor: IReactorTime, limits: ClientLimits | None = None,
-              mirror: Mirror | None = None, heap: HeapTrimmer | None = None) -> ProxySite:
+def make_site(
+    proxy: Proxy,
+    reactor: IReactorTime,
+    limits: ClientLimits | None = None,
+    mirror: Mirror | None = None,
+    heap: HeapTrimmer | None = None,
+) -> ProxySite:
     return ProxySite(RootResource(proxy, mirror), reactor, limits, heap)
 
 
@@ -342,23 +424,32 @@ def makeService(options: Mapping[str, Any] | Options) -> DockerProxyService:
     return service_for(config, reactor)
 
 
-def service_for(config: Config, reactor: IReactorCore,
-                threadpool: ThreadPool | None = None) -> DockerProxyService:
+def service_for(
+    config: Config, reactor: Any, threadpool: ThreadPool | None = None
+) -> DockerProxyService:
     """Wire the service tree; nothing here touches the disk or the network.
+
+    C{reactor} is a whole reactor (its core, time, TCP, SSL and threads interfaces),
+    which no single interface type says.
 
     Children in start order (they stop in reverse, each after the one before):
     the thread pool, the cache, its stats timer, S3, the drain, the listeners.
     The cache's disk work runs on C{threadpool} (by default a new one, of
     L{dockerproxy.services.DISK_THREADS} threads), which the tree starts and stops.
     """
-    proxy, pool = make_proxy(config, reactor)  # type: ignore[arg-type]
-    s3 = make_s3(config, reactor, pool)  # type: ignore[arg-type]
+    proxy, pool = make_proxy(config, reactor)
+    s3 = make_s3(config, reactor, pool)
     top = DockerProxyService(config, reactor, pool)
     pool_service = ThreadPoolService(threadpool)
     pool_service.setServiceParent(top)
     top.threadpool = pool_service.threadpool
-    mirror = make_mirror(config.cache, reactor, proxy,  # type: ignore[arg-type]
-                         ThreadedPool(reactor, pool_service.threadpool), s3)  # type: ignore[arg-type]
+    mirror = make_mirror(
+        config.cache,
+        reactor,
+        proxy,
+        ThreadedPool(reactor, pool_service.threadpool),
+        s3,
+    )
     if mirror is not None:
         CacheService(mirror).setServiceParent(top)
         # Counters for `python -m dockerproxy.cache stats`, which reads the directory.
@@ -368,12 +459,13 @@ def service_for(config: Config, reactor: IReactorCore,
         stats.setServiceParent(top)
     if s3 is not None:
         S3Service(s3).setServiceParent(top)
-    top.heap = HeapTrimmer.for_this_process(reactor)  # type: ignore[arg-type]
-    site = make_site(proxy, reactor, config.limits, mirror, top.heap)  # type: ignore[arg-type]
+    top.heap = HeapTrimmer.for_this_process(reactor)
+    site = make_site(proxy, reactor, config.limits, mirror, top.heap)
     listeners = Listeners(reactor, config.listen, site)
-    site.connections = ConnectionLimit(config.limits.max_connections, listeners.pause,
-                                       listeners.resume, reactor)  # type: ignore[arg-type]
-    drain = Drain(site.connections, reactor, config.drain_timeout)  # type: ignore[arg-type]
+    site.connections = ConnectionLimit(
+        config.limits.max_connections, listeners.pause, listeners.resume, reactor
+    )
+    drain = Drain(site.connections, reactor, config.drain_timeout)
     drain.setServiceParent(top)
     listeners.setServiceParent(top)
     top.listeners = listeners

@@ -37,8 +37,11 @@ from dockerproxy.rendering import PullResource, error_page, render_async, respon
 log = Logger()
 
 
-ANONYMOUS_TOKEN_RESPONSE = {"token": ANONYMOUS_TOKEN, "access_token": ANONYMOUS_TOKEN,
-                            "expires_in": 3600}
+ANONYMOUS_TOKEN_RESPONSE = {
+    "token": ANONYMOUS_TOKEN,
+    "access_token": ANONYMOUS_TOKEN,
+    "expires_in": 3600,
+}
 
 
 _TOKEN_PASSTHROUGH = ("account", "client_id", "offline_token")
@@ -60,8 +63,9 @@ class AuthResource(PullResource):
 
     def render_POST(self, request: Request) -> bytes:
         # OAuth2 password grants are not relayed: a 404 sends clients back to GET.
-        return error_page(request, errors.RegistryError(
-            404, "UNSUPPORTED", "use GET for tokens from this proxy"))
+        return error_page(
+            request, errors.RegistryError(404, "UNSUPPORTED", "use GET for tokens from this proxy")
+        )
 
     async def token(self, request: Request) -> None:
         scopes = split_scopes(v.decode("utf-8", "replace") for v in request.args.get(b"scope", []))
@@ -79,21 +83,30 @@ class AuthResource(PullResource):
         cache serves anyone, i.e. public repositories. True when answered so."""
         if self.mirror is None or client_request(request).authorization is not None:
             return False
-        log.warn("token: upstream {upstream} unavailable ({why}); anonymous token from the proxy",
-                 upstream=upstream.url, why=why)
+        log.warn(
+            "token: upstream {upstream} unavailable ({why}); anonymous token from the proxy",
+            upstream=upstream.url,
+            why=why,
+        )
         respond_json(request, {**ANONYMOUS_TOKEN_RESPONSE, "expires_in": 60})
         return True
 
-    async def relay_token(self, request: Request, upstream: UpstreamConfig, scopes: list[str],
-                          to_upstream: Callable[[str], str]) -> None:
+    async def relay_token(
+        self,
+        request: Request,
+        upstream: UpstreamConfig,
+        scopes: list[str],
+        to_upstream: Callable[[str], str],
+    ) -> None:
         challenge = await self.proxy.challenges.get(upstream)
         if challenge is None:
             # The upstream needs no auth, but a client challenged by the proxy itself
             # still wants a token: give it one that is never forwarded.
             return respond_json(request, ANONYMOUS_TOKEN_RESPONSE)
         if challenge.scheme != "bearer" or not challenge.realm:
-            raise errors.RegistryError(404, "UNSUPPORTED",
-                                       f"upstream {upstream.url} does not use token auth")
+            raise errors.RegistryError(
+                404, "UNSUPPORTED", f"upstream {upstream.url} does not use token auth"
+            )
         realm = challenge.realm
         realm_parts = urlsplit(realm)
         if realm_parts.scheme not in ("http", "https"):
@@ -115,8 +128,9 @@ class AuthResource(PullResource):
         if authorization is not None:
             headers.setRawHeaders(b"authorization", [authorization])
         response, body = await self.proxy.client(upstream).get_small(url, headers)
-        if response.code >= 500 and self.offline_token(request, upstream,
-                                                       f"the realm answered {response.code}"):
+        if response.code >= 500 and self.offline_token(
+            request, upstream, f"the realm answered {response.code}"
+        ):
             return
         if response.code == 200 and authorization is None:
             self.note_anonymous_token(body)
@@ -143,8 +157,9 @@ class AuthResource(PullResource):
             if isinstance(token, str) and token:
                 self.mirror.access.note_anonymous_token(token, expires_in)
 
-    def token_upstream(self, request: Request,
-                       scopes: list[str]) -> tuple[UpstreamConfig, Callable[[str], str]]:
+    def token_upstream(
+        self, request: Request, scopes: list[str]
+    ) -> tuple[UpstreamConfig, Callable[[str], str]]:
         """The upstream a token request is for, and how its scope names map there.
 
         C{ns} (carried in the realm) decides for containerd; otherwise the
@@ -153,17 +168,23 @@ class AuthResource(PullResource):
         router = self.proxy.router
         host = request_host(request)
         ns = request_ns(request)
-        repositories = [scope.name for scope in map(Scope.parse, scopes)
-                        if scope is not None and scope.is_repository]
+        repositories = [
+            scope.name
+            for scope in map(Scope.parse, scopes)
+            if scope is not None and scope.is_repository
+        ]
         for name in repositories:
             if not names.is_valid_name(name):
                 raise errors.name_invalid(name)
         targets = {name: router.resolve(host, name, ns) for name in repositories}
         upstreams = {(t.upstream.name, t.upstream.url): t.upstream for t in targets.values()}
         if len(upstreams) > 1:
-            raise errors.RegistryError(400, "DENIED",
-                                       "one token cannot cover repositories on several upstreams",
-                                       {"upstreams": sorted(u.url for u in upstreams.values())})
+            raise errors.RegistryError(
+                400,
+                "DENIED",
+                "one token cannot cover repositories on several upstreams",
+                {"upstreams": sorted(u.url for u in upstreams.values())},
+            )
         if upstreams:
             [upstream] = upstreams.values()
         else:

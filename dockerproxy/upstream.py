@@ -82,8 +82,13 @@ class IdentityAgent:
     def __init__(self, agent: IAgent) -> None:
         self._agent = agent
 
-    def request(self, method: bytes, uri: bytes, headers: Headers | None = None,
-                bodyProducer: IBodyProducer | None = None) -> Deferred[IResponse]:
+    def request(
+        self,
+        method: bytes,
+        uri: bytes,
+        headers: Headers | None = None,
+        bodyProducer: IBodyProducer | None = None,
+    ) -> Deferred[IResponse]:
         headers = headers.copy() if headers is not None else Headers()
         headers.setRawHeaders(b"accept-encoding", [b"identity"])
         d = self._agent.request(method, uri, headers, bodyProducer)
@@ -130,8 +135,13 @@ def make_pool(reactor: IReactorTime) -> HTTPConnectionPool:
     return pool
 
 
-def make_http_client(reactor: IReactorTime, pool: HTTPConnectionPool, timeouts: Timeouts,
-                     ca_files: Sequence[str], insecure: bool = False) -> HTTPClient:
+def make_http_client(
+    reactor: IReactorTime,
+    pool: HTTPConnectionPool,
+    timeouts: Timeouts,
+    ca_files: Sequence[str],
+    insecure: bool = False,
+) -> HTTPClient:
     """A treq client over C{pool} with its own TLS trust and connect timeout."""
     policy = InsecurePolicy() if insecure else tls_policy(ca_files)
     agent = Agent(reactor, contextFactory=policy, connectTimeout=timeouts.connect, pool=pool)
@@ -164,8 +174,9 @@ class UpstreamClient:
 
     async def request(self, method: bytes, url: str, headers: Headers) -> IResponse:
         """One request, unbuffered, with the headers timeout; upstream failures become 502/504."""
-        d = self.http.request(method.decode("ascii"), url, headers=headers,
-                              allow_redirects=False, unbuffered=True)
+        d = self.http.request(
+            method.decode("ascii"), url, headers=headers, allow_redirects=False, unbuffered=True
+        )
         # Cancelling an Agent request fails it with ResponseNeverReceived, not
         # CancelledError, so a flag (not Deferred.addTimeout) tells a timeout apart.
         timed_out: list[bool] = []
@@ -179,13 +190,15 @@ class UpstreamClient:
             return await d
         except Exception as e:
             if timed_out:
-                raise errors.gateway_timeout(_site(url), "no response headers within "
-                                             f"{self.timeouts.headers:g} seconds") from None
+                raise errors.gateway_timeout(
+                    _site(url), f"no response headers within {self.timeouts.headers:g} seconds"
+                ) from None
             if isinstance(e, CancelledError):
                 raise
             if isinstance(e, net_error.TimeoutError):
-                raise errors.gateway_timeout(_site(url), "no connection within "
-                                             f"{self.timeouts.connect:g} seconds") from None
+                raise errors.gateway_timeout(
+                    _site(url), f"no connection within {self.timeouts.connect:g} seconds"
+                ) from None
             raise errors.bad_gateway(_site(url), describe_failure(e)) from None
         finally:
             if timer.active():
@@ -214,8 +227,9 @@ class UpstreamClient:
                 method = b"GET"
         raise errors.bad_gateway(_site(url), f"more than {MAX_REDIRECTS} redirects")
 
-    async def get_small(self, url: str, headers: Headers,
-                        limit: int = 1024 * 1024) -> tuple[IResponse, bytes]:
+    async def get_small(
+        self, url: str, headers: Headers, limit: int = 1024 * 1024
+    ) -> tuple[IResponse, bytes]:
         """GET a small document (a challenge or a token), following redirects as a
         client would, bounded in size and in time."""
         fetched = await self.fetch(b"GET", url, headers)
@@ -252,4 +266,3 @@ class UpstreamClients:
 def _site(url: str) -> str:
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.netloc}"
-

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up and run the whole test suite on a fresh Debian machine:
-# Debian packages (when root and missing), a venv with the test extras, ruff, pytest.
+# Debian packages (when root and missing), a venv with the test extras, ruff (lint and
+# format), mypy, pytest.
 #   scripts/test.sh [pytest arguments...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,5 +24,8 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 bash scripts/setup.sh test
-.venv/bin/ruff check dockerproxy tests bench twisted proxy.tac
+SOURCES=(dockerproxy tests bench twisted proxy.tac)
+.venv/bin/ruff check "${SOURCES[@]}"
+.venv/bin/ruff format --check "${SOURCES[@]}"
+.venv/bin/mypy    # dockerproxy/, with the settings in pyproject.toml
 exec .venv/bin/pytest "$@"

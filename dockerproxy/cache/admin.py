@@ -43,8 +43,15 @@ def stats(store: FilesystemStore, out: TextIO) -> int:
     counters = store.read_meta(STATS_KEY)
     if isinstance(counters, dict):
         print("last saved by the proxy:", file=out)
-        for name in ("hits", "misses", "fills", "failed_fills", "coalesced", "evictions",
-                     "bytes_served"):
+        for name in (
+            "hits",
+            "misses",
+            "fills",
+            "failed_fills",
+            "coalesced",
+            "evictions",
+            "bytes_served",
+        ):
             if name in counters:
                 print(f"  {name + ':':<16} {counters[name]}", file=out)
     return 0
@@ -83,8 +90,9 @@ def prune(store: FilesystemStore, max_size: int, out: TextIO) -> int:
 
 
 def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
-    parser = argparse.ArgumentParser(prog="python -m dockerproxy.cache",
-                                     description="Inspect and trim a dockerproxy cache.")
+    parser = argparse.ArgumentParser(
+        prog="python -m dockerproxy.cache", description="Inspect and trim a dockerproxy cache."
+    )
     parser.add_argument("command", choices=("stats", "verify", "prune"))
     parser.add_argument("--cache-dir", default=default_cache_dir())
     parser.add_argument("--max-size", help="prune: the size to trim to, e.g. 10GiB")

@@ -58,8 +58,9 @@ TURN_BUDGET = 4 * 1024 * 1024
 SENDFILE_BUDGET = TURN_BUDGET
 # sendfile() errors that mean "not for this file or socket": the rest of the body is
 # read and written instead. Any other error means the client's connection is broken.
-SENDFILE_UNSUPPORTED = frozenset({errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP,
-                                  errno.ENOTSUP, errno.EOVERFLOW, errno.ESPIPE})
+SENDFILE_UNSUPPORTED = frozenset(
+    {errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EOVERFLOW, errno.ESPIPE}
+)
 DEFAULT_IDLE_TIMEOUT = 60.0
 
 
@@ -106,10 +107,17 @@ class BlobCache:
     blob's calls are keyed by its digest, so they reach the disk in order.
     """
 
-    def __init__(self, store: FilesystemStore, clock: IReactorTime, max_size: int | None,
-                 *, disk: DiskWork, idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
-                 max_blob_size: int | None = None,
-                 on_removed: Callable[[Digest], object] | None = None) -> None:
+    def __init__(
+        self,
+        store: FilesystemStore,
+        clock: IReactorTime,
+        max_size: int | None,
+        *,
+        disk: DiskWork,
+        idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+        max_blob_size: int | None = None,
+        on_removed: Callable[[Digest], object] | None = None,
+    ) -> None:
         self.store = store
         self.disk = disk
         self.on_removed = on_removed
@@ -188,12 +196,20 @@ class BlobCache:
 
     def stats(self) -> dict[str, int | None]:
         """The counters and the index's state, for the admin command and metrics."""
-        return {"hits": self.hits, "misses": self.misses, "fills": self.fills,
-                "failed_fills": self.failed_fills, "evictions": self.evictions,
-                "bytes_served": self.bytes_served, "coalesced": self.coalesced,
-                "blobs": len(self._index), "used_bytes": self._bytes,
-                "max_size": self.max_size, "active_fills": len(self._fills),
-                "pinned": len(self._pins)}
+        return {
+            "hits": self.hits,
+            "misses": self.misses,
+            "fills": self.fills,
+            "failed_fills": self.failed_fills,
+            "evictions": self.evictions,
+            "bytes_served": self.bytes_served,
+            "coalesced": self.coalesced,
+            "blobs": len(self._index),
+            "used_bytes": self._bytes,
+            "max_size": self.max_size,
+            "active_fills": len(self._fills),
+            "pinned": len(self._pins),
+        }
 
     def _mark_used(self, digest: Digest) -> None:
         """LRU order in memory, and on disk (mtime) for restarts.
@@ -205,16 +221,18 @@ class BlobCache:
         self._index.move_to_end(digest)
         if digest != self._last_touched:
             self._last_touched = digest
-            self.disk.background(f"touch {digest}", self.store.touch, digest,
-                                 self.clock.seconds(), key=digest)
+            self.disk.background(
+                f"touch {digest}", self.store.touch, digest, self.clock.seconds(), key=digest
+            )
 
     # ----------------------------------------------------------------- fills
 
     def fill_for(self, digest: Digest) -> Fill | None:
         return self._fills.get(digest)
 
-    def start_fill(self, digest: Digest, response: IResponse,
-                   idle_timeout: float | None = None) -> Fill:
+    def start_fill(
+        self, digest: Digest, response: IResponse, idle_timeout: float | None = None
+    ) -> Fill:
         """Write C{response}'s body (a 200 from upstream) to the cache, verified by C{digest}.
 
         Raises L{FillInProgress} if C{digest} is already being filled, L{TooLarge}
@@ -229,9 +247,15 @@ class BlobCache:
         room = self.room()
         if length is not None and room is not None and length > room:
             raise TooLarge(f"{digest} has {length} bytes; the cache can keep {room}")
-        fill = Fill(self, digest, self.store.open_partial(), length,
-                    self.idle_timeout if idle_timeout is None else idle_timeout,
-                    room=room, max_blob_size=self.max_blob_size)
+        fill = Fill(
+            self,
+            digest,
+            self.store.open_partial(),
+            length,
+            self.idle_timeout if idle_timeout is None else idle_timeout,
+            room=room,
+            max_blob_size=self.max_blob_size,
+        )
         self._fills[digest] = fill
         self._pin(digest)
         self.fills += 1
@@ -271,21 +295,29 @@ class BlobCache:
 
     def _unwritten(self) -> int:
         """Bytes that fills of known length have yet to write."""
-        return sum(max(f.length - f.written, 0) for f in self._fills.values()
-                   if f.length is not None and f.active)
+        return sum(
+            max(f.length - f.written, 0)
+            for f in self._fills.values()
+            if f.length is not None and f.active
+        )
 
     def _fill_verified(self, fill: Fill, partial: Partial) -> None:
         """Commit on the disk pool; until it is done the fill stays active, its
         followers hold back the last byte and the blob is not in the index."""
         committed = self.disk.run(self.store.commit, partial, fill.digest, key=fill.digest)
-        committed.addCallbacks(lambda path: self._fill_committed(fill, path),
-                               lambda failure: self._fill_not_kept(fill, partial, failure))
+        committed.addCallbacks(
+            lambda path: self._fill_committed(fill, path),
+            lambda failure: self._fill_not_kept(fill, partial, failure),
+        )
 
     def _fill_not_kept(self, fill: Fill, partial: Partial, failure: Failure) -> None:
         """Verified, but the disk would not take it: its followers still read it
         through their open descriptors; the cache does not keep it."""
-        log.warn("blob cache: cannot commit {digest}: {error}; served, not kept",
-                 digest=fill.digest, error=failure.value)
+        log.warn(
+            "blob cache: cannot commit {digest}: {error}; served, not kept",
+            digest=fill.digest,
+            error=failure.value,
+        )
         self.discard(partial)
         self._end_fill(fill)
         fill.done.callback(True)
@@ -307,8 +339,12 @@ class BlobCache:
 
     def _fill_failed(self, fill: Fill, why: str) -> None:
         self.failed_fills += 1
-        log.warn("blob cache: fill of {digest} failed after {written} bytes: {why}",
-                 digest=fill.digest, written=fill.written, why=why)
+        log.warn(
+            "blob cache: fill of {digest} failed after {written} bytes: {why}",
+            digest=fill.digest,
+            written=fill.written,
+            why=why,
+        )
         self._end_fill(fill)
         fill.done.callback(False)
 
@@ -322,9 +358,13 @@ class BlobCache:
 
     # ----------------------------------------------------------------- serving
 
-    def serve(self, request: Request, digest: Digest,
-              byte_range: tuple[int, int | None] | None = None,
-              fallback: Fallback | None = None) -> Deferred[bool]:
+    def serve(
+        self,
+        request: Request,
+        digest: Digest,
+        byte_range: tuple[int, int | None] | None = None,
+        fallback: Fallback | None = None,
+    ) -> Deferred[bool]:
         """Send blob C{digest} (committed, or followed while it fills) as C{request}'s body.
 
         See the package docstring. Raises C{KeyError} if C{digest} is neither
@@ -402,9 +442,11 @@ class BlobCache:
             self._last_touched = None
         self._freeing += entry.size
         removed = self.disk.run(self.store.remove, digest, key=digest)
-        removed.addErrback(lambda failure: log.warn("blob cache: cannot remove {digest}: "
-                                                    "{error}", digest=digest,
-                                                    error=failure.value))
+        removed.addErrback(
+            lambda failure: log.warn(
+                "blob cache: cannot remove {digest}: {error}", digest=digest, error=failure.value
+            )
+        )
         removed.addBoth(self._freed, entry.size)
         if self.on_removed is not None:
             self.on_removed(digest)
@@ -428,10 +470,17 @@ class _Sender:
     L{READ_CHUNK}s.
     """
 
-    def __init__(self, cache: BlobCache, request: Request, digest: Digest, fd: int,
-                 size: int | None, fill: Fill | None,
-                 byte_range: tuple[int, int | None] | None,
-                 fallback: Fallback | None = None) -> None:
+    def __init__(
+        self,
+        cache: BlobCache,
+        request: Request,
+        digest: Digest,
+        fd: int,
+        size: int | None,
+        fill: Fill | None,
+        byte_range: tuple[int, int | None] | None,
+        fallback: Fallback | None = None,
+    ) -> None:
         self.cache = cache
         self.request = request
         self.digest = digest
@@ -463,8 +512,12 @@ class _Sender:
             self._begin(self._size)
         elif self._range is None and self.request.method != b"HEAD":
             self._begun = True  # a body of unknown length: chunked, ends when the fill does
-        if (self.fill is None and not self._closed and self.end is not None
-                and self.offset < self.end):
+        if (
+            self.fill is None
+            and not self._closed
+            and self.end is not None
+            and self.offset < self.end
+        ):
             self._sendfile = _Sendfile.for_request(self.request)
         self._pump()
 
@@ -590,12 +643,14 @@ class _Sender:
                 sent = sendfile.send(self._fd, self.offset, count)
             except OSError as e:
                 if e.errno in SENDFILE_UNSUPPORTED:
-                    log.info("blob cache: sendfile() refused {digest}: {error}; copying",
-                             digest=self.digest, error=e)
+                    log.info(
+                        "blob cache: sendfile() refused {digest}: {error}; copying",
+                        digest=self.digest,
+                        error=e,
+                    )
                     self._sendfile = None
                     return False
-                if isinstance(e, ConnectionError) or e.errno in (errno.ENOTCONN,
-                                                                 errno.ETIMEDOUT):
+                if isinstance(e, ConnectionError) or e.errno in (errno.ENOTCONN, errno.ETIMEDOUT):
                     self._connection_broken()  # the client went away: nothing to report
                 else:
                     self._abort(f"sendfile() failed: {e}")  # e.g. EIO reading the file
@@ -623,8 +678,12 @@ class _Sender:
         last = None if self.end is None else self.end - 1
         if not self._close():
             return
-        log.info("blob cache: the fill of {digest} was abandoned; the response goes on "
-                 "elsewhere after {offset} bytes", digest=self.digest, offset=first)
+        log.info(
+            "blob cache: the fill of {digest} was abandoned; the response goes on "
+            "elsewhere after {offset} bytes",
+            digest=self.digest,
+            offset=first,
+        )
         handed = fallback.rest(first, last) if begun else fallback.whole()
         handed.addCallback(self.done.callback)
 
@@ -676,8 +735,12 @@ class _Sender:
     def _abort(self, why: str) -> None:
         if not self._close():
             return
-        log.warn("blob cache: aborting the response for {digest} after {offset} bytes: {why}",
-                 digest=self.digest, offset=self.offset, why=why)
+        log.warn(
+            "blob cache: aborting the response for {digest} after {offset} bytes: {why}",
+            digest=self.digest,
+            offset=self.offset,
+            why=why,
+        )
         abort_client(self.request)
         self.done.callback(False)
 

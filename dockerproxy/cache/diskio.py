@@ -95,12 +95,15 @@ class DiskWork:
                 self._start(job)
         return job.result
 
-    def background(self, what: str, f: Callable[..., object], *args: Any,
-                   key: Hashable | None = None) -> None:
+    def background(
+        self, what: str, f: Callable[..., object], *args: Any, key: Hashable | None = None
+    ) -> None:
         """L{run}, with nobody waiting for the result: a failure is logged, naming C{what}."""
         self.run(f, *args, key=key).addErrback(
-            lambda failure: log.warn("blob cache: cannot {what}: {error}", what=what,
-                                     error=failure.value))
+            lambda failure: log.warn(
+                "blob cache: cannot {what}: {error}", what=what, error=failure.value
+            )
+        )
 
     def idle(self) -> Deferred[None]:
         """Fires once no call is queued or running (at once if none is)."""

@@ -67,9 +67,16 @@ class Fill(Protocol):
     largest blob it accepts, is checked too.
     """
 
-    def __init__(self, cache: BlobCache, digest: Digest, partial: Partial, length: int | None,
-                 idle_timeout: float, room: int | None = None,
-                 max_blob_size: int | None = None) -> None:
+    def __init__(
+        self,
+        cache: BlobCache,
+        digest: Digest,
+        partial: Partial,
+        length: int | None,
+        idle_timeout: float,
+        room: int | None = None,
+        max_blob_size: int | None = None,
+    ) -> None:
         self.cache = cache
         self.digest = digest
         self.length = length
@@ -139,13 +146,16 @@ class Fill(Protocol):
             # A close-delimited body (no length, no chunking) ends with PotentialDataLoss.
             complete = bool(reason.check(PotentialDataLoss)) and self.length is None
         if not complete:
-            self._fail(f"body ended after {self.written} bytes: {reason.getErrorMessage()}",
-                       stop_upstream=False)
+            self._fail(
+                f"body ended after {self.written} bytes: {reason.getErrorMessage()}",
+                stop_upstream=False,
+            )
             return
         actual = self._hash.hexdigest()
         if actual != self.digest.hex:
-            self._fail(f"digest mismatch: the body is {self._hash.name}:{actual}",
-                       stop_upstream=False)
+            self._fail(
+                f"digest mismatch: the body is {self._hash.name}:{actual}", stop_upstream=False
+            )
             return
         self._ended = True
         self.cache._fill_verified(self, self._partial)

@@ -53,18 +53,30 @@ class ManifestStore:
 
     def put(self, manifest: CachedManifest) -> None:
         digest = manifest.digest
-        self.store.write_meta(f"manifests/{digest.algorithm}/{digest.hex}", {
-            "media_type": manifest.media_type,
-            "data": base64.b64encode(manifest.data).decode("ascii")})
+        self.store.write_meta(
+            f"manifests/{digest.algorithm}/{digest.hex}",
+            {
+                "media_type": manifest.media_type,
+                "data": base64.b64encode(manifest.data).decode("ascii"),
+            },
+        )
 
     def set_tag(self, repo: RepoKey, tag: str, entry: TagEntry) -> None:
         """One entry per media type: an index and a single manifest may share a tag."""
         entries = [e for e in self.tag_entries(repo, tag) if e.media_type != entry.media_type]
         entries.append(entry)
-        self.store.write_meta(_tag_key(repo, tag), {
-            "upstream": repo[0], "repository": repo[1], "tag": tag,
-            "entries": [{"digest": str(e.digest), "media_type": e.media_type,
-                         "checked": e.checked} for e in entries]})
+        self.store.write_meta(
+            _tag_key(repo, tag),
+            {
+                "upstream": repo[0],
+                "repository": repo[1],
+                "tag": tag,
+                "entries": [
+                    {"digest": str(e.digest), "media_type": e.media_type, "checked": e.checked}
+                    for e in entries
+                ],
+            },
+        )
 
     def tag_entries(self, repo: RepoKey, tag: str) -> list[TagEntry]:
         """C{tag}'s entries, one per media type (readable ones: a damaged one is skipped)."""
@@ -76,8 +88,7 @@ class ManifestStore:
             try:
                 digest = parse_or_none(str(raw["digest"]))
                 if digest is not None:
-                    entries.append(TagEntry(digest, str(raw["media_type"]),
-                                            float(raw["checked"])))
+                    entries.append(TagEntry(digest, str(raw["media_type"]), float(raw["checked"])))
             except (KeyError, TypeError, ValueError):
                 continue
         return entries
@@ -85,4 +96,3 @@ class ManifestStore:
 
 def _tag_key(repo: RepoKey, tag: str) -> str:
     return "tags/" + hashlib.sha256("\0".join((*repo, tag)).encode()).hexdigest()
-

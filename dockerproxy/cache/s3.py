@@ -101,8 +101,10 @@ def part_ranges(size: int, part_size: int) -> list[tuple[int, int, int]]:
     if size <= 0:
         return [(1, 0, 0)]
     part_size = max(part_size, -(-size // MAX_PARTS))
-    return [(number, offset, min(part_size, size - offset))
-            for number, offset in enumerate(range(0, size, part_size), start=1)]
+    return [
+        (number, offset, min(part_size, size - offset))
+        for number, offset in enumerate(range(0, size, part_size), start=1)
+    ]
 
 
 class _S3Auth(S3SigV4Auth):
@@ -116,12 +118,17 @@ class _S3Auth(S3SigV4Auth):
         return request.context.get("payload", UNSIGNED_PAYLOAD)
 
 
-def sign(credentials: Credentials, region: str, method: str, url: str,
-         headers: Mapping[str, str], payload: str = UNSIGNED_PAYLOAD) -> dict[str, str]:
+def sign(
+    credentials: Credentials,
+    region: str,
+    method: str,
+    url: str,
+    headers: Mapping[str, str],
+    payload: str = UNSIGNED_PAYLOAD,
+) -> dict[str, str]:
     """The headers to send: C{headers} plus Host, X-Amz-Date, X-Amz-Content-SHA256 and
     Authorization. Host is set here so the signed value is the one sent."""
-    request = AWSRequest(method=method, url=url, headers={"Host": urlsplit(url).netloc,
-                                                          **headers})
+    request = AWSRequest(method=method, url=url, headers={"Host": urlsplit(url).netloc, **headers})
     request.context["payload"] = payload
     _S3Auth(credentials, "s3", region).add_auth(request)
     return dict(request.headers.items())
@@ -181,16 +188,24 @@ class S3BlobStore:
     failure; callers log and fall back, so S3 trouble never fails a pull.
     """
 
-    def __init__(self, http: HTTPClient, clock: IReactorTime, config: S3Settings, *,
-                 timeout: float = 60.0, idle_timeout: float = 60.0) -> None:
+    def __init__(
+        self,
+        http: HTTPClient,
+        clock: IReactorTime,
+        config: S3Settings,
+        *,
+        timeout: float = 60.0,
+        idle_timeout: float = 60.0,
+    ) -> None:
         self.http = http
         self.clock = clock
         self.config = config
         self.timeout = timeout  # for response headers; an upload's body reads reset it
         self.idle_timeout = idle_timeout  # for the caller, between body bytes
         self.endpoint = config.endpoint.rstrip("/")
-        self._credentials = Credentials(config.access_key_id, config.secret_access_key,
-                                        config.session_token)
+        self._credentials = Credentials(
+            config.access_key_id, config.secret_access_key, config.session_token
+        )
         self._bucket_ready = False
         # Upload bodies are produced on this clock, like everything else here.
         self._cooperator = Cooperator(scheduler=lambda work: clock.callLater(0, work))
@@ -220,17 +235,22 @@ class S3BlobStore:
             raise S3Error("HeadBucket", response.code, "cannot use the bucket")
         body = b""
         if self.config.region != US_EAST_1:
-            body = ('<CreateBucketConfiguration xmlns="http://s3.amazonaws.com/doc/2006-03-01/">'
-                    f"<LocationConstraint>{escape(self.config.region)}</LocationConstraint>"
-                    "</CreateBucketConfiguration>").encode()
+            body = (
+                '<CreateBucketConfiguration xmlns="http://s3.amazonaws.com/doc/2006-03-01/">'
+                f"<LocationConstraint>{escape(self.config.region)}</LocationConstraint>"
+                "</CreateBucketConfiguration>"
+            ).encode()
         response = await self._request("CreateBucket", "PUT", url, body=body)
         try:
             await self._check("CreateBucket", response, (200,))
         except S3Error as e:
             if e.status != 409 or e.why != "BucketAlreadyOwnedByYou":
                 raise
-        log.info("S3 cache: created bucket {bucket} at {endpoint}", bucket=self.config.bucket,
-                 endpoint=self.endpoint)
+        log.info(
+            "S3 cache: created bucket {bucket} at {endpoint}",
+            bucket=self.config.bucket,
+            endpoint=self.endpoint,
+        )
 
     def start(self) -> Deferred[None]:
         """Check (or create) the bucket now, so a bad setting shows in the log at start.
@@ -239,18 +259,26 @@ class S3BlobStore:
         upstream, and the next upload tries again. Cancelling it (a stop before S3
         answered) logs nothing.
         """
+
         def failed(failure: Failure) -> None:
             if not failure.check(CancelledError):
-                log.warn("S3 cache: cannot use bucket {bucket} at {endpoint}: {error}",
-                         bucket=self.config.bucket, endpoint=self.endpoint,
-                         error=failure.value)
+                log.warn(
+                    "S3 cache: cannot use bucket {bucket} at {endpoint}: {error}",
+                    bucket=self.config.bucket,
+                    endpoint=self.endpoint,
+                    error=failure.value,
+                )
 
         d = ensureDeferred(self._ensure_bucket_once())
         d.addCallbacks(
-            lambda _: log.info("S3 cache: bucket {bucket} at {endpoint}, prefix {prefix!r}",
-                               bucket=self.config.bucket, endpoint=self.endpoint,
-                               prefix=self.config.prefix),
-            failed)
+            lambda _: log.info(
+                "S3 cache: bucket {bucket} at {endpoint}, prefix {prefix!r}",
+                bucket=self.config.bucket,
+                endpoint=self.endpoint,
+                prefix=self.config.prefix,
+            ),
+            failed,
+        )
         return d
 
     async def _ensure_bucket_once(self) -> None:
@@ -273,8 +301,9 @@ class S3BlobStore:
             raise S3Error("HeadObject", 200, "no Content-Length")
         return int(length)
 
-    async def get(self, digest: Digest,
-                  byte_range: tuple[int, int | None] | None = None) -> IResponse:
+    async def get(
+        self, digest: Digest, byte_range: tuple[int, int | None] | None = None
+    ) -> IResponse:
         """The blob's 200 (or 206 for C{byte_range}, inclusive) response, body unread."""
         headers = {}
         if byte_range is not None:
@@ -284,8 +313,7 @@ class S3BlobStore:
         await self._check("GetObject", response, (200, 206), keep_body=True)
         return response
 
-    async def upload(self, digest: Digest, path: Path, size: int, *,
-                     replace: bool = False) -> bool:
+    async def upload(self, digest: Digest, path: Path, size: int, *, replace: bool = False) -> bool:
         """Copy the committed local blob at C{path} to S3, streamed; True if uploaded.
 
         The file is opened before anything else, so an eviction meanwhile cannot
@@ -301,8 +329,12 @@ class S3BlobStore:
             url = self.object_url(digest)
             if size <= self.config.part_size:
                 response = await self._request(
-                    "PutObject", "PUT", url, {"Content-Type": "application/octet-stream"},
-                    body=_FileSlice(fd, 0, size))
+                    "PutObject",
+                    "PUT",
+                    url,
+                    {"Content-Type": "application/octet-stream"},
+                    body=_FileSlice(fd, 0, size),
+                )
                 await self._check("PutObject", response, (200,))
             else:
                 await self._multipart(url, fd, size)
@@ -311,8 +343,13 @@ class S3BlobStore:
             os.close(fd)
 
     async def _multipart(self, url: str, fd: int, size: int) -> None:
-        response = await self._request("CreateMultipartUpload", "POST", f"{url}?uploads",
-                                       {"Content-Type": "application/octet-stream"}, body=b"")
+        response = await self._request(
+            "CreateMultipartUpload",
+            "POST",
+            f"{url}?uploads",
+            {"Content-Type": "application/octet-stream"},
+            body=b"",
+        )
         document = await self._document("CreateMultipartUpload", response)
         upload_id = document.findtext("{*}UploadId") or document.findtext("UploadId")
         if not upload_id:
@@ -321,19 +358,27 @@ class S3BlobStore:
         try:
             etags = []
             for number, offset, length in part_ranges(size, self.config.part_size):
-                response = await self._request("UploadPart", "PUT",
-                                               f"{url}?partNumber={number}&{query}",
-                                               body=_FileSlice(fd, offset, length))
+                response = await self._request(
+                    "UploadPart",
+                    "PUT",
+                    f"{url}?partNumber={number}&{query}",
+                    body=_FileSlice(fd, offset, length),
+                )
                 await self._check("UploadPart", response, (200,))
                 etag = (response.headers.getRawHeaders(b"etag") or [b""])[0]
                 if not etag:
                     raise S3Error("UploadPart", response.code, "no ETag")
                 etags.append(etag.decode("latin-1"))
-            parts = "".join(f"<Part><PartNumber>{number}</PartNumber><ETag>{escape(etag)}</ETag>"
-                            "</Part>" for number, etag in enumerate(etags, start=1))
+            parts = "".join(
+                f"<Part><PartNumber>{number}</PartNumber><ETag>{escape(etag)}</ETag></Part>"
+                for number, etag in enumerate(etags, start=1)
+            )
             response = await self._request(
-                "CompleteMultipartUpload", "POST", f"{url}?{query}",
-                body=f"<CompleteMultipartUpload>{parts}</CompleteMultipartUpload>".encode())
+                "CompleteMultipartUpload",
+                "POST",
+                f"{url}?{query}",
+                body=f"<CompleteMultipartUpload>{parts}</CompleteMultipartUpload>".encode(),
+            )
             # S3 may answer 200 and still fail: the body then holds an <Error>.
             await self._document("CompleteMultipartUpload", response)
         except BaseException:
@@ -350,9 +395,14 @@ class S3BlobStore:
 
     # ---------------------------------------------------------------- the wire
 
-    async def _request(self, operation: str, method: str, url: str,
-                       headers: Mapping[str, str] | None = None,
-                       body: bytes | _FileSlice | None = None) -> IResponse:
+    async def _request(
+        self,
+        operation: str,
+        method: str,
+        url: str,
+        headers: Mapping[str, str] | None = None,
+        body: bytes | _FileSlice | None = None,
+    ) -> IResponse:
         """One signed request, unbuffered; no response headers in C{timeout} cancels it."""
         signed = sign(self._credentials, self.config.region, method, url, headers or {})
         producer = None
@@ -360,9 +410,15 @@ class S3BlobStore:
             source = io.BytesIO(body) if isinstance(body, bytes) else body
             producer = FileBodyProducer(source, cooperator=self._cooperator, readSize=READ_SIZE)
         d = self.http.request(
-            method, url, headers=Headers({k.encode("latin-1"): [v.encode("latin-1")]
-                                          for k, v in signed.items()}),
-            data=producer, allow_redirects=False, unbuffered=True)
+            method,
+            url,
+            headers=Headers(
+                {k.encode("latin-1"): [v.encode("latin-1")] for k, v in signed.items()}
+            ),
+            data=producer,
+            allow_redirects=False,
+            unbuffered=True,
+        )
         # Cancelling an Agent request fails it with ResponseNeverReceived: a flag tells.
         timed_out: list[bool] = []
 
@@ -376,15 +432,17 @@ class S3BlobStore:
         try:
             return await d
         except Exception as e:
-            why = (f"no response within {self.timeout:g} seconds" if timed_out
-                   else describe_failure(e))
+            why = (
+                f"no response within {self.timeout:g} seconds" if timed_out else describe_failure(e)
+            )
             raise S3Error(operation, None, why) from None
         finally:
             if timer.active():
                 timer.cancel()
 
-    async def _check(self, operation: str, response: IResponse, ok: tuple[int, ...],
-                     keep_body: bool = False) -> None:
+    async def _check(
+        self, operation: str, response: IResponse, ok: tuple[int, ...], keep_body: bool = False
+    ) -> None:
         """Raise L{S3Error} with S3's error code unless C{response.code} is in C{ok}.
 
         A successful response's body is read and dropped unless C{keep_body}.
@@ -425,4 +483,3 @@ def _error_code(body: bytes) -> str:
     """S3's error code (NoSuchKey, SignatureDoesNotMatch, ...) from an error document."""
     match = _CODE_RE.search(body)
     return match.group(1).decode("latin-1") if match else ""
-

@@ -46,9 +46,13 @@ class Sendfile:
     def for_request(cls, request: Request) -> Sendfile | None:
         """A sender for C{request}'s connection, or C{None} if bytes must be copied."""
         transport = getattr(request.channel, "transport", None)
-        if (not internals.SENDFILE or not hasattr(os, "sendfile")
-                or not isinstance(transport, Connection)
-                or ISSLTransport.providedBy(transport) or getattr(transport, "TLS", False)):
+        if (
+            not internals.SENDFILE
+            or not hasattr(os, "sendfile")
+            or not isinstance(transport, Connection)
+            or ISSLTransport.providedBy(transport)
+            or getattr(transport, "TLS", False)
+        ):
             return None
         return cls(transport)
 

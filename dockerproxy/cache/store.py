@@ -69,7 +69,7 @@ class Partial:
             raise ValueError(f"write to closed partial {self.path}")
         view = memoryview(data)
         while view:
-            view = view[os.write(self._fd, view):]
+            view = view[os.write(self._fd, view) :]
         self.size += len(data)
 
     def sync(self) -> None:
@@ -157,8 +157,11 @@ class FilesystemStore:
                 continue
             for fan_entry in _entries(alg_entry.path):
                 fan = fan_entry.name
-                if len(fan) != 2 or not _HEX_RE.fullmatch(fan) \
-                        or not fan_entry.is_dir(follow_symlinks=False):
+                if (
+                    len(fan) != 2
+                    or not _HEX_RE.fullmatch(fan)
+                    or not fan_entry.is_dir(follow_symlinks=False)
+                ):
                     self._malformed(fan_entry, clean)
                     continue
                 for entry in _entries(fan_entry.path):
@@ -170,8 +173,12 @@ class FilesystemStore:
 
     def _blob_entry(self, algorithm: str, fan: str, entry: os.DirEntry[str]) -> StoredBlob | None:
         name = entry.name
-        if len(name) != ALGORITHMS[algorithm] or not _HEX_RE.fullmatch(name) \
-                or not name.startswith(fan) or not entry.is_file(follow_symlinks=False):
+        if (
+            len(name) != ALGORITHMS[algorithm]
+            or not _HEX_RE.fullmatch(name)
+            or not name.startswith(fan)
+            or not entry.is_file(follow_symlinks=False)
+        ):
             return None
         stat = entry.stat(follow_symlinks=False)
         # Only the empty blob is empty: any other empty file is a commit whose data
@@ -272,8 +279,11 @@ class FilesystemStore:
         except FileNotFoundError:
             return None
         except ValueError as e:  # JSONDecodeError and UnicodeDecodeError
-            log.warn("blob cache: ignoring unreadable metadata {path}: {error}",
-                     path=str(path), error=str(e))
+            log.warn(
+                "blob cache: ignoring unreadable metadata {path}: {error}",
+                path=str(path),
+                error=str(e),
+            )
             return None
 
     def list_meta(self, prefix: str) -> Iterator[tuple[str, Any]]:

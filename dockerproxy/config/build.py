@@ -26,16 +26,28 @@ from dockerproxy.config.upstreams import (
     timeouts_from_options,
 )
 
-_TOP_KEYS = {"listen", "upstream", "upstream_ca", "library_prefix", "routes", "timeouts",
-             "log_format", "presets", "registries", "cache", "limits", "public_url",
-             "drain_timeout"}
+_TOP_KEYS = {
+    "listen",
+    "upstream",
+    "upstream_ca",
+    "library_prefix",
+    "routes",
+    "timeouts",
+    "log_format",
+    "presets",
+    "registries",
+    "cache",
+    "limits",
+    "public_url",
+    "drain_timeout",
+}
 
 
 def _listen(key: str, value: Any) -> tuple[str, ...]:
     if isinstance(value, str):
         value = [value]
     if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
-        raise ConfigError(key, "must be a list of endpoint strings such as \"tcp:5000\"")
+        raise ConfigError(key, 'must be a list of endpoint strings such as "tcp:5000"')
     return tuple(value)
 
 
@@ -79,14 +91,18 @@ def build_config(toml: Mapping[str, Any], cli: Mapping[str, Any]) -> Config:
         upstream_ca = check_file("--upstream-ca", cli["upstream_ca"])
 
     explicit_hub = "docker.io" in cli.get("registries", {}) or "docker.io" in (
-        toml.get("registries") or {})
-    default = default_upstream(toml, cli, registries, has_routes=bool(routes),
-                                explicit_hub=explicit_hub)
+        toml.get("registries") or {}
+    )
+    default = default_upstream(
+        toml, cli, registries, has_routes=bool(routes), explicit_hub=explicit_hub
+    )
     if cli.get("upstream_credentials") is not None:
         if default is None:
             raise ConfigError("--upstream-credentials", "there is no default upstream")
-        default = replace(default, credentials=credentials_file(
-            "--upstream-credentials", cli["upstream_credentials"]))
+        default = replace(
+            default,
+            credentials=credentials_file("--upstream-credentials", cli["upstream_credentials"]),
+        )
         if default.name in registries and registries[default.name].url == default.url:
             registries[default.name] = default
 
@@ -101,10 +117,19 @@ def build_config(toml: Mapping[str, Any], cli: Mapping[str, Any]) -> Config:
     elif "public_url" in toml:
         public_url = check_url("public_url", toml["public_url"])
 
-    return Config(listen=listen, default=default, routes=routes, registries=registries,
-                  upstream_ca=upstream_ca, timeouts=timeouts, log_format=log_format,
-                  cache=cache_config(toml, cli), limits=_limits(toml.get("limits", {}), cli),
-                  public_url=public_url, drain_timeout=_drain_timeout(toml, cli))
+    return Config(
+        listen=listen,
+        default=default,
+        routes=routes,
+        registries=registries,
+        upstream_ca=upstream_ca,
+        timeouts=timeouts,
+        log_format=log_format,
+        cache=cache_config(toml, cli),
+        limits=_limits(toml.get("limits", {}), cli),
+        public_url=public_url,
+        drain_timeout=_drain_timeout(toml, cli),
+    )
 
 
 def _drain_timeout(toml: Mapping[str, Any], cli: Mapping[str, Any]) -> float:
@@ -126,8 +151,11 @@ def _limits(table: Any, cli: Mapping[str, Any]) -> ClientLimits:
     values: dict[str, Any] = {}
     for name in ClientLimits.__dataclass_fields__:
         option = f"--{name.replace('_', '-')}"
-        key, value = (option, cli[name]) if cli.get(name) is not None else (
-            f"limits.{name}", table.get(name))
+        key, value = (
+            (option, cli[name])
+            if cli.get(name) is not None
+            else (f"limits.{name}", table.get(name))
+        )
         if value is None:
             continue
         if name == "max_connections":

@@ -16,8 +16,15 @@ def cache_config(toml: Mapping[str, Any], cli: Mapping[str, Any]) -> CacheConfig
     table = toml.get("cache", {})
     if not isinstance(table, dict):
         raise ConfigError("cache", "must be a table")
-    unknown = set(table) - {"enabled", "dir", "max_size", "max_blob_size", "tag_ttl",
-                            "stale_max_age", "s3"}
+    unknown = set(table) - {
+        "enabled",
+        "dir",
+        "max_size",
+        "max_blob_size",
+        "tag_ttl",
+        "stale_max_age",
+        "s3",
+    }
     if unknown:
         raise ConfigError(f"cache.{sorted(unknown)[0]}", "unknown setting")
     enabled = check_bool("cache.enabled", table.get("enabled", True))
@@ -42,15 +49,30 @@ def cache_config(toml: Mapping[str, Any], cli: Mapping[str, Any]) -> CacheConfig
     stale = _seconds_setting(table, cli, "stale_max_age", CacheConfig.stale_max_age)
     s3 = _cache_s3(table.get("s3", {}), cli)
     if s3 is not None and not enabled:
-        raise ConfigError("--no-cache" if cli.get("cache_enabled") is False else "cache.enabled",
-                          "the S3 cache needs the local cache, which stages its uploads")
-    return CacheConfig(directory=(directory or default_cache_dir()) if enabled else None,
-                       max_size=max_size, max_blob_size=max_blob_size, tag_ttl=tag_ttl,
-                       stale_max_age=stale, s3=s3)
+        raise ConfigError(
+            "--no-cache" if cli.get("cache_enabled") is False else "cache.enabled",
+            "the S3 cache needs the local cache, which stages its uploads",
+        )
+    return CacheConfig(
+        directory=(directory or default_cache_dir()) if enabled else None,
+        max_size=max_size,
+        max_blob_size=max_blob_size,
+        tag_ttl=tag_ttl,
+        stale_max_age=stale,
+        s3=s3,
+    )
 
 
-_S3_KEYS = {"endpoint", "bucket", "prefix", "region", "access_key_id", "secret_access_key",
-            "redirect", "part_size"}
+_S3_KEYS = {
+    "endpoint",
+    "bucket",
+    "prefix",
+    "region",
+    "access_key_id",
+    "secret_access_key",
+    "redirect",
+    "part_size",
+}
 
 
 _BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
@@ -62,8 +84,9 @@ _PREFIX_RE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*(/[A-Za-z0-9_-][A-Za-z0-9.
 _REGION_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
-def _cache_s3(table: Any, cli: Mapping[str, Any],
-              environ: Mapping[str, str] = os.environ) -> S3Config | None:
+def _cache_s3(
+    table: Any, cli: Mapping[str, Any], environ: Mapping[str, str] = os.environ
+) -> S3Config | None:
     """[cache.s3] and --cache-s3-*: the shared S3 tier, None without endpoint and bucket.
 
     Credentials come from the file, else from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY
@@ -98,11 +121,18 @@ def _cache_s3(table: Any, cli: Mapping[str, Any],
     prefix_key, prefix = given.get("prefix", ("", ""))
     prefix = prefix.strip("/") if isinstance(prefix, str) else prefix
     if prefix and (not isinstance(prefix, str) or not _PREFIX_RE.fullmatch(prefix)):
-        raise ConfigError(prefix_key, "must be /-separated names of letters, digits, '.', '_' "
-                                      f"and '-', got {given['prefix'][1]!r}")
-    region_key, region = given.get("region", ("AWS_REGION", environ.get("AWS_REGION")
-                                              or environ.get("AWS_DEFAULT_REGION")
-                                              or DEFAULT_S3_REGION))
+        raise ConfigError(
+            prefix_key,
+            "must be /-separated names of letters, digits, '.', '_' "
+            f"and '-', got {given['prefix'][1]!r}",
+        )
+    region_key, region = given.get(
+        "region",
+        (
+            "AWS_REGION",
+            environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION") or DEFAULT_S3_REGION,
+        ),
+    )
     if not isinstance(region, str) or not _REGION_RE.fullmatch(region):
         raise ConfigError(region_key, f"must be a region name such as us-east-1, got {region!r}")
     key_id, secret, token = table.get("access_key_id"), table.get("secret_access_key"), None
@@ -117,9 +147,12 @@ def _cache_s3(table: Any, cli: Mapping[str, Any],
         secret = environ.get("AWS_SECRET_ACCESS_KEY")
         token = environ.get("AWS_SESSION_TOKEN") or None
         if not key_id or not secret:
-            raise ConfigError(endpoint_key, "needs credentials: cache.s3.access_key_id and "
-                              "secret_access_key, or AWS_ACCESS_KEY_ID and "
-                              "AWS_SECRET_ACCESS_KEY in the environment")
+            raise ConfigError(
+                endpoint_key,
+                "needs credentials: cache.s3.access_key_id and "
+                "secret_access_key, or AWS_ACCESS_KEY_ID and "
+                "AWS_SECRET_ACCESS_KEY in the environment",
+            )
     redirect = check_bool("cache.s3.redirect", table.get("redirect", False))
     if cli.get("cache_s3_redirect"):
         redirect = True
@@ -127,15 +160,26 @@ def _cache_s3(table: Any, cli: Mapping[str, Any],
     if "part_size" in table:
         part_size = check_size("cache.s3.part_size", table["part_size"])
         if part_size < MIN_PART_SIZE:
-            raise ConfigError("cache.s3.part_size", "must be at least 5MiB (S3's smallest "
-                              f"part), got {table['part_size']!r}")
-    return S3Config(endpoint=endpoint, bucket=bucket, prefix=f"{prefix}/" if prefix else "",
-                    region=region, access_key_id=key_id, secret_access_key=secret or "",
-                    session_token=token, redirect=redirect, part_size=part_size)
+            raise ConfigError(
+                "cache.s3.part_size",
+                f"must be at least 5MiB (S3's smallest part), got {table['part_size']!r}",
+            )
+    return S3Config(
+        endpoint=endpoint,
+        bucket=bucket,
+        prefix=f"{prefix}/" if prefix else "",
+        region=region,
+        access_key_id=key_id,
+        secret_access_key=secret or "",
+        session_token=token,
+        redirect=redirect,
+        part_size=part_size,
+    )
 
 
-def _seconds_setting(table: Mapping[str, Any], cli: Mapping[str, Any], name: str,
-                     default: float) -> float:
+def _seconds_setting(
+    table: Mapping[str, Any], cli: Mapping[str, Any], name: str, default: float
+) -> float:
     value = default
     if name in table:
         value = check_seconds(f"cache.{name}", table[name], maximum=365 * 86400)

@@ -12,7 +12,8 @@ DOCKER_HUB_URL = PRESETS["docker.io"].url
 
 
 DOCKER_HUB_HOSTS = frozenset(
-    {"docker.io", *(alias for alias, name in ALIASES.items() if name == "docker.io")})
+    {"docker.io", *(alias for alias, name in ALIASES.items() if name == "docker.io")}
+)
 
 
 DEFAULT_LISTEN = ("tcp:5000",)

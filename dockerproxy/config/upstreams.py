@@ -21,17 +21,23 @@ from dockerproxy.config.settings import Credentials, Timeouts, UpstreamConfig
 from dockerproxy.presets import PRESETS
 
 
-def make_upstream(key: str, url: Any, library_prefix: Any = None,
-                  ca_file: Any = None, name: str | None = None,
-                  short: bool = False) -> UpstreamConfig:
+def make_upstream(
+    key: str,
+    url: Any,
+    library_prefix: Any = None,
+    ca_file: Any = None,
+    name: str | None = None,
+    short: bool = False,
+) -> UpstreamConfig:
     """Validate one upstream; C{library_prefix} None means Docker Hub's rule for Docker Hub.
 
     C{short} says the URL was given on its own (C{KEY = URL}), so errors name C{key}
     itself rather than C{key.url}.
     """
     checked = check_url(key if short or not name else f"{key}.url", url)
-    upstream = UpstreamConfig(name=name or urlsplit(checked).netloc, url=checked,
-                              library_prefix=False)
+    upstream = UpstreamConfig(
+        name=name or urlsplit(checked).netloc, url=checked, library_prefix=False
+    )
     if library_prefix is None:
         prefix = upstream.is_docker_hub
     else:
@@ -40,12 +46,22 @@ def make_upstream(key: str, url: Any, library_prefix: Any = None,
     return replace(upstream, library_prefix=prefix, ca_file=ca)
 
 
-_UPSTREAM_KEYS = {"url", "library_prefix", "ca_file", "insecure", "timeouts", "username",
-                  "password", "password_file", "token_file"}
+_UPSTREAM_KEYS = {
+    "url",
+    "library_prefix",
+    "ca_file",
+    "insecure",
+    "timeouts",
+    "username",
+    "password",
+    "password_file",
+    "token_file",
+}
 
 
-def upstream_from_table(key: str, name: str, value: Any, base: Timeouts,
-                        library_prefix_default: bool | None = None) -> UpstreamConfig:
+def upstream_from_table(
+    key: str, name: str, value: Any, base: Timeouts, library_prefix_default: bool | None = None
+) -> UpstreamConfig:
     """One upstream from C{URL} or C{{url = ..., credentials, ca_file, insecure, timeouts}}."""
     if isinstance(value, str):
         return make_upstream(key, value, library_prefix_default, name=name, short=True)
@@ -56,15 +72,20 @@ def upstream_from_table(key: str, name: str, value: Any, base: Timeouts,
         raise ConfigError(f"{key}.{sorted(unknown)[0]}", "unknown setting")
     if "url" not in value:
         raise ConfigError(f"{key}.url", "is required")
-    upstream = make_upstream(key, value["url"], value.get("library_prefix",
-                                                          library_prefix_default),
-                             value.get("ca_file"), name=name)
+    upstream = make_upstream(
+        key,
+        value["url"],
+        value.get("library_prefix", library_prefix_default),
+        value.get("ca_file"),
+        name=name,
+    )
     insecure = check_bool(f"{key}.insecure", value.get("insecure", False))
     timeouts = None
     if "timeouts" in value:
         timeouts = timeouts_config(value["timeouts"], base, f"{key}.timeouts")
-    return replace(upstream, insecure=insecure, timeouts=timeouts,
-                   credentials=_credentials(key, value))
+    return replace(
+        upstream, insecure=insecure, timeouts=timeouts, credentials=_credentials(key, value)
+    )
 
 
 def _credentials(key: str, table: Mapping[str, Any]) -> Credentials | None:
@@ -105,8 +126,9 @@ def _read_secret(key: str, path: Any) -> str:
     return secret
 
 
-def registries_config(toml: Mapping[str, Any], cli: Mapping[str, Any],
-                base: Timeouts) -> dict[str, UpstreamConfig]:
+def registries_config(
+    toml: Mapping[str, Any], cli: Mapping[str, Any], base: Timeouts
+) -> dict[str, UpstreamConfig]:
     """Presets (unless turned off), then [registries.NAME] tables, then --registry NAME=URL."""
     presets_on = check_bool("presets", toml.get("presets", True))
     if cli.get("presets") is False:
@@ -123,8 +145,9 @@ def registries_config(toml: Mapping[str, Any], cli: Mapping[str, Any],
         if value is False:
             registries.pop(name, None)
             continue
-        registries[name] = upstream_from_table(f"registries.{raw_name}", name, value, base,
-                                               _preset_prefix(name))
+        registries[name] = upstream_from_table(
+            f"registries.{raw_name}", name, value, base, _preset_prefix(name)
+        )
     for raw_name, url in cli.get("registries", {}).items():
         key = f"--registry {raw_name}"
         name = check_registry_name(key, raw_name)
@@ -141,8 +164,9 @@ def _preset_prefix(name: str) -> bool | None:
     return True if preset is not None and preset.library_prefix else None
 
 
-def routes_config(table: Any, registries: Mapping[str, UpstreamConfig],
-            base: Timeouts) -> dict[str, UpstreamConfig]:
+def routes_config(
+    table: Any, registries: Mapping[str, UpstreamConfig], base: Timeouts
+) -> dict[str, UpstreamConfig]:
     if not isinstance(table, dict):
         raise ConfigError("routes", "must be a table of HOST = URL or HOST = {url = ...}")
     routes = {}
@@ -153,8 +177,9 @@ def routes_config(table: Any, registries: Mapping[str, UpstreamConfig],
     return routes
 
 
-def route_target(key: str, host: str, value: Any, registries: Mapping[str, UpstreamConfig],
-                 base: Timeouts) -> UpstreamConfig:
+def route_target(
+    key: str, host: str, value: Any, registries: Mapping[str, UpstreamConfig], base: Timeouts
+) -> UpstreamConfig:
     """A route's upstream: a configured registry's name, a URL, or a table with url."""
     if isinstance(value, str) and "://" not in value:
         upstream = registries.get(value.lower())
@@ -180,9 +205,13 @@ def timeouts_from_options(values: Mapping[str, Any], base: Timeouts) -> Timeouts
     return replace(base, **checked)
 
 
-def default_upstream(toml: Mapping[str, Any], cli: Mapping[str, Any],
-                      registries: Mapping[str, UpstreamConfig], has_routes: bool,
-                      explicit_hub: bool) -> UpstreamConfig | None:
+def default_upstream(
+    toml: Mapping[str, Any],
+    cli: Mapping[str, Any],
+    registries: Mapping[str, UpstreamConfig],
+    has_routes: bool,
+    explicit_hub: bool,
+) -> UpstreamConfig | None:
     """The upstream for names with no registry prefix, on hosts no route names.
 
     C{--upstream} or C{upstream} if given (a registry with that URL keeps its

@@ -44,9 +44,16 @@ class Mirror:
     manifests, tags and counters) share the blobs' store and their disk pool.
     """
 
-    def __init__(self, blobs: BlobCache, documents: Documents, access: AccessCache,
-                 exchange: Proxy, tag_ttl: float, stale_max_age: float,
-                 s3: S3BlobStore | None = None) -> None:
+    def __init__(
+        self,
+        blobs: BlobCache,
+        documents: Documents,
+        access: AccessCache,
+        exchange: Proxy,
+        tag_ttl: float,
+        stale_max_age: float,
+        s3: S3BlobStore | None = None,
+    ) -> None:
         self.blobs = blobs
         self.store = store = blobs.store
         self.documents = documents
@@ -55,15 +62,22 @@ class Mirror:
         # A blob that leaves the cache takes its content links with it.
         blobs.on_removed = lambda digest: access.forget_content(str(digest))
         self.remote = Remote(exchange, access)
-        self.s3 = None if s3 is None else S3Blobs(s3, blobs, store, self.remote,
-                                                  redirect=s3.config.redirect)
-        self.blob_proxy = BlobProxy(blobs, self.remote,
-                                    tiers=() if self.s3 is None else (self.s3,),
-                                    after_fill=None if self.s3 is None else self.s3.upload)
+        self.s3 = (
+            None
+            if s3 is None
+            else S3Blobs(s3, blobs, store, self.remote, redirect=s3.config.redirect)
+        )
+        self.blob_proxy = BlobProxy(
+            blobs,
+            self.remote,
+            tiers=() if self.s3 is None else (self.s3,),
+            after_fill=None if self.s3 is None else self.s3.upload,
+        )
         manifests = ManifestStore(documents)
         self.manifest_proxy = ManifestProxy(manifests, self.remote)
-        self.tag_proxy = TagProxy(manifests, self.manifest_proxy, self.remote, exchange.clock,
-                                  tag_ttl, stale_max_age)
+        self.tag_proxy = TagProxy(
+            manifests, self.manifest_proxy, self.remote, exchange.clock, tag_ttl, stale_max_age
+        )
 
     async def serve(self, pull: Pull) -> None:
         """Send C{pull} to its store; what none keeps (digests of other algorithms, whose

@@ -64,11 +64,14 @@ class LocalBlobs:
             return False
         if not await self.remote.readable(pull, digest):
             return True
-        if await send_blob(pull.request, self.blobs, digest, HIT,
-                           fallback(self.remote, self.blobs, pull)):
+        if await send_blob(
+            pull.request, self.blobs, digest, HIT, fallback(self.remote, self.blobs, pull)
+        ):
             return True
-        log.info("blob cache: {digest} is gone (removed beside the proxy, or evicted); "
-                 "a miss", digest=digest)
+        log.info(
+            "blob cache: {digest} is gone (removed beside the proxy, or evicted); a miss",
+            digest=digest,
+        )
         return False
 
 
@@ -80,8 +83,9 @@ class UpstreamBlobs:
     chain is asked again, and that request's fill serves this client too.
     """
 
-    def __init__(self, blobs: BlobCache, remote: Remote,
-                 after_fill: Callable[[Fill], object] | None = None) -> None:
+    def __init__(
+        self, blobs: BlobCache, remote: Remote, after_fill: Callable[[Fill], object] | None = None
+    ) -> None:
         self.blobs = blobs
         self.remote = remote
         self.after_fill = after_fill
@@ -114,8 +118,9 @@ class UpstreamBlobs:
                     stray = fetched.response  # another client's fill got there first
                 else:
                     try:
-                        fill = self.blobs.start_fill(digest, fetched.response,
-                                                     idle_timeout=self.remote.idle_timeout(pull))
+                        fill = self.blobs.start_fill(
+                            digest, fetched.response, idle_timeout=self.remote.idle_timeout(pull)
+                        )
                     except TooLarge as e:
                         too_large = e
                     else:
@@ -151,8 +156,13 @@ class UpstreamBlobs:
 class BlobProxy:
     """Blobs from the local cache, the shared C{tiers} in order, then the upstream."""
 
-    def __init__(self, blobs: BlobCache, remote: Remote, tiers: Sequence[BlobSource] = (),
-                 after_fill: Callable[[Fill], object] | None = None) -> None:
+    def __init__(
+        self,
+        blobs: BlobCache,
+        remote: Remote,
+        tiers: Sequence[BlobSource] = (),
+        after_fill: Callable[[Fill], object] | None = None,
+    ) -> None:
         self.local = LocalBlobs(blobs, remote)
         self.upstream = UpstreamBlobs(blobs, remote, after_fill)
         self.sources: list[BlobSource] = [self.local, *tiers, self.upstream]

@@ -45,8 +45,14 @@ log = Logger()
 # The access log's cache= status of a blob relayed instead of cached.
 UNCACHED = "uncached"
 # What the mirror says about a blob it serves from the cache, taken back for a fresh answer.
-CACHE_HEADERS = (b"content-type", b"content-length", b"content-range", b"accept-ranges",
-                 b"docker-content-digest", b"etag")
+CACHE_HEADERS = (
+    b"content-type",
+    b"content-length",
+    b"content-range",
+    b"accept-ranges",
+    b"docker-content-digest",
+    b"etag",
+)
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 
 
@@ -121,8 +127,14 @@ class UpstreamFallback:
             return False
         upstream = self.pull.upstream
         wanted = b"bytes=%d-%s" % (first, b"" if last is None else b"%d" % last)
-        fetched = await fetch_for_client(self.proxy, self.request, upstream, self.pull.url,
-                                         drop=CONDITIONS, extra=((b"range", wanted),))
+        fetched = await fetch_for_client(
+            self.proxy,
+            self.request,
+            upstream,
+            self.pull.url,
+            drop=CONDITIONS,
+            extra=((b"range", wanted),),
+        )
         response = fetched.response
         length = range_length(response, first, last)
         if length is None or self._gone():
@@ -130,14 +142,19 @@ class UpstreamFallback:
             if self._gone():
                 return False
             ranges = b", ".join(response.headers.getRawHeaders(b"content-range") or [b"none"])
-            raise errors.bad_gateway(upstream.url, f"asked for {wanted.decode()}, it answered "
-                                     f"{response.code} with range {ranges.decode('latin-1')}")
+            raise errors.bad_gateway(
+                upstream.url,
+                f"asked for {wanted.decode()}, it answered "
+                f"{response.code} with range {ranges.decode('latin-1')}",
+            )
         if self.max_blob_size is not None and first + length > self.max_blob_size:
             await drop(response)
-            raise errors.bad_gateway(upstream.url, f"the blob is larger than "
-                                     f"{self.max_blob_size} bytes")
-        relay = relay_body(response, self.request, self.proxy.clock,
-                           self.proxy.client(upstream).timeouts.idle)
+            raise errors.bad_gateway(
+                upstream.url, f"the blob is larger than {self.max_blob_size} bytes"
+            )
+        relay = relay_body(
+            response, self.request, self.proxy.clock, self.proxy.client(upstream).timeouts.idle
+        )
         if internals.channel_waiting(self.request.channel):
             relay.pauseProducing()  # the client's socket is full: the channel will resume it
         return await relay.done
@@ -161,8 +178,11 @@ class UpstreamFallback:
         request = self.request
         if self._gone():
             return False
-        log.warn("blob {path}: the upstream could not take over from the cache: {error}",
-                 path=request.path.decode("latin-1"), error=failure.value)
+        log.warn(
+            "blob {path}: the upstream could not take over from the cache: {error}",
+            path=request.path.decode("latin-1"),
+            error=failure.value,
+        )
         if isinstance(failure.value, errors.RegistryError) and not request.startedWriting:
             body = errors.write_error(request, failure.value)
             request.write(b"" if request.method == b"HEAD" else body)

@@ -89,8 +89,11 @@ class ManifestProxy:
         self.remote.served(pull, cached.digest)
         return Check.CONFIRMED
 
-    async def fetch(self, pull: Pull, remember: Callable[[Headers], object] | None = None,
-                    ) -> CachedManifest | None:
+    async def fetch(
+        self,
+        pull: Pull,
+        remember: Callable[[Headers], object] | None = None,
+    ) -> CachedManifest | None:
         """The client's request for the manifest, made upstream.
 
         A 200 to a GET is read, verified (against the digest asked for, if any),
@@ -111,11 +114,11 @@ class ManifestProxy:
         data = await self.remote.read_small(pull, response, MAX_MANIFEST)
         digest = digests.of(data, expected.algorithm if expected is not None else "sha256")
         if expected is not None and digest != expected:
-            raise errors.bad_gateway(pull.upstream.url,
-                                     f"manifest {pull.reference} arrived with digest {digest}")
+            raise errors.bad_gateway(
+                pull.upstream.url, f"manifest {pull.reference} arrived with digest {digest}"
+            )
         media_type = (response.headers.getRawHeaders(b"content-type") or [b""])[0]
-        manifest = CachedManifest(digest, media_type.decode("latin-1").split(";")[0].strip(),
-                                  data)
+        manifest = CachedManifest(digest, media_type.decode("latin-1").split(";")[0].strip(), data)
         self.store.put(manifest)
         self.remote.served(pull, digest)
         return manifest

@@ -27,15 +27,18 @@ class Remote:
         self.exchange = exchange
         self.access = access
 
-    async def fetch(self, pull: Pull, method: bytes | None = None,
-                    drop: tuple[bytes, ...] = ()) -> Fetched:
+    async def fetch(
+        self, pull: Pull, method: bytes | None = None, drop: tuple[bytes, ...] = ()
+    ) -> Fetched:
         """The client's request upstream (C{method} instead of its own, C{drop} headers)."""
-        return await fetch_for_client(self.exchange, pull.request, pull.upstream, pull.url,
-                                      method=method, drop=drop)
+        return await fetch_for_client(
+            self.exchange, pull.request, pull.upstream, pull.url, method=method, drop=drop
+        )
 
     async def relay(self, pull: Pull, fetched: Fetched) -> None:
-        await relay_response(self.exchange, pull.request, pull.upstream, fetched, pull.scope,
-                             pull.ns)
+        await relay_response(
+            self.exchange, pull.request, pull.upstream, fetched, pull.scope, pull.ns
+        )
 
     async def relay_fresh(self, pull: Pull) -> None:
         """The client's request made upstream and relayed as it is: nothing cached."""
@@ -50,8 +53,9 @@ class Remote:
 
     def served(self, pull: Pull, digest: Digest | None = None) -> None:
         """The upstream served the client its repository (and C{digest} in it)."""
-        self.access.note_served(pull.authorization, pull.repo,
-                                None if digest is None else str(digest))
+        self.access.note_served(
+            pull.authorization, pull.repo, None if digest is None else str(digest)
+        )
 
     def answered(self, pull: Pull, code: int) -> None:
         """The upstream answered the client C{code}: a 401 or 403 revokes what it knew."""
@@ -60,8 +64,9 @@ class Remote:
 
     def may_read(self, pull: Pull, digest: Digest) -> bool:
         """Whether the client may be served cached C{digest} without asking the upstream."""
-        return (self.access.is_linked(pull.repo, str(digest))
-                and self.access.may_read(pull.authorization, pull.repo))
+        return self.access.is_linked(pull.repo, str(digest)) and self.access.may_read(
+            pull.authorization, pull.repo
+        )
 
     async def readable(self, pull: Pull, digest: Digest) -> bool:
         """Whether the client may get cached blob C{digest}; if not, the refusal was sent.

@@ -22,7 +22,13 @@ from dockerproxy.edge import client_request
 
 # The access log's cache= statuses.
 HIT, MISS, REVALIDATED, STALE, S3, S3_REDIRECT = (
-    "hit", "miss", "revalidated", "stale", "s3", "s3-redirect")
+    "hit",
+    "miss",
+    "revalidated",
+    "stale",
+    "s3",
+    "s3-redirect",
+)
 STALE_WARNING = b'110 dockerproxy "Response is Stale"'
 API_VERSION = (b"docker-distribution-api-version", b"registry/2.0")
 _RANGE_RE = re.compile(r"bytes=(\d*)-(\d*)")
@@ -61,15 +67,18 @@ def parse_range(value: bytes | None, size: int | None) -> tuple[int, int | None]
 
 def blob_headers(digest: Digest) -> list[tuple[bytes, bytes]]:
     """What a blob answered from the cache says about itself, besides its length."""
-    return [(b"content-type", b"application/octet-stream"),
-            (b"docker-content-digest", str(digest).encode()),
-            API_VERSION,
-            (b"accept-ranges", b"bytes"),
-            (b"etag", f'"{digest}"'.encode())]
+    return [
+        (b"content-type", b"application/octet-stream"),
+        (b"docker-content-digest", str(digest).encode()),
+        API_VERSION,
+        (b"accept-ranges", b"bytes"),
+        (b"etag", f'"{digest}"'.encode()),
+    ]
 
 
-async def send_blob(request: Request, blobs: BlobCache, digest: Digest, status: str,
-                    fallback: Fallback) -> bool:
+async def send_blob(
+    request: Request, blobs: BlobCache, digest: Digest, status: str, fallback: Fallback
+) -> bool:
     """Serve the blob committed or being filled; C{False}, with nothing sent, when it is
     not there after all (its file was removed beside the proxy, or it was evicted
     while an access check was on its way): the caller's miss. If the fill it follows

@@ -41,8 +41,14 @@ class S3Blobs:
     """A L{dockerproxy.mirror.blobs.BlobSource} over the S3 C{bucket}, filling C{blobs}
     (whose files are in C{store}); C{redirect} answers with presigned URLs instead."""
 
-    def __init__(self, bucket: S3BlobStore, blobs: BlobCache, store: FilesystemStore,
-                 remote: Remote, redirect: bool = False) -> None:
+    def __init__(
+        self,
+        bucket: S3BlobStore,
+        blobs: BlobCache,
+        store: FilesystemStore,
+        remote: Remote,
+        redirect: bool = False,
+    ) -> None:
         self.bucket = bucket
         self.blobs = blobs
         self.store = store
@@ -58,8 +64,11 @@ class S3Blobs:
         try:
             size = await self.bucket.head(digest)
         except Exception as e:
-            log.warn("S3 cache: cannot look up {digest}, asking the upstream: {error}",
-                     digest=digest, error=e)
+            log.warn(
+                "S3 cache: cannot look up {digest}, asking the upstream: {error}",
+                digest=digest,
+                error=e,
+            )
             return False
         if size is None or not self.blobs.fits(size):
             return False
@@ -70,16 +79,20 @@ class S3Blobs:
             return True
         if not have(self.blobs, digest) and not await self._fill(digest):
             return False
-        return await send_blob(pull.request, self.blobs, digest, S3,
-                               fallback(self.remote, self.blobs, pull))
+        return await send_blob(
+            pull.request, self.blobs, digest, S3, fallback(self.remote, self.blobs, pull)
+        )
 
     async def _fill(self, digest: Digest) -> bool:
         """Start filling the local cache from S3; C{False} when S3 could not."""
         try:
             response = await self.bucket.get(digest)
         except Exception as e:
-            log.warn("S3 cache: cannot get {digest}, asking the upstream: {error}",
-                     digest=digest, error=e)
+            log.warn(
+                "S3 cache: cannot get {digest}, asking the upstream: {error}",
+                digest=digest,
+                error=e,
+            )
             return False
         if have(self.blobs, digest):
             await discard(response)  # another client's fill got there first
@@ -96,8 +109,10 @@ class S3Blobs:
         if not ok and not fill.abandoned:
             # Damaged in S3, or S3 broke off: the upstream serves it next, and replaces it.
             self._suspect.add(fill.digest)
-            log.warn("S3 cache: filling {digest} from S3 failed; it comes from the upstream "
-                     "from now on", digest=fill.digest)
+            log.warn(
+                "S3 cache: filling {digest} from S3 failed; it comes from the upstream from now on",
+                digest=fill.digest,
+            )
         return ok
 
     def upload(self, fill: Fill) -> None:
@@ -106,23 +121,29 @@ class S3Blobs:
         if digest in self._uploads:
             return
         if not fill.committed:
-            log.info("S3 cache: {digest} was not kept in the local cache, not uploaded",
-                     digest=digest)
+            log.info(
+                "S3 cache: {digest} was not kept in the local cache, not uploaded", digest=digest
+            )
             return
         # Runs up to its first wait now, so it opens the committed file before any eviction.
-        upload = ensureDeferred(self.bucket.upload(digest, self.store.blob_path(digest),
-                                               fill.written, replace=digest in self._suspect))
+        upload = ensureDeferred(
+            self.bucket.upload(
+                digest, self.store.blob_path(digest), fill.written, replace=digest in self._suspect
+            )
+        )
         self._uploads.add(digest)
 
         def uploaded(done: bool) -> None:
             self._suspect.discard(digest)
             if done:
-                log.info("S3 cache: uploaded {digest} ({size} bytes)", digest=digest,
-                         size=fill.written)
+                log.info(
+                    "S3 cache: uploaded {digest} ({size} bytes)", digest=digest, size=fill.written
+                )
 
         def failed(failure: Failure) -> None:
-            log.warn("S3 cache: cannot upload {digest}: {error}", digest=digest,
-                     error=failure.value)
+            log.warn(
+                "S3 cache: cannot upload {digest}: {error}", digest=digest, error=failure.value
+            )
 
         upload.addCallbacks(uploaded, failed)
         upload.addBoth(lambda _: self._uploads.discard(digest))

@@ -34,8 +34,7 @@ def accepted_types(merged: bytes | None) -> frozenset[str]:
     """The media types of a (merged) Accept value, parameters (q=) dropped."""
     if merged is None:
         return frozenset()
-    return frozenset(v.split(b";")[0].strip().decode("latin-1").lower()
-                     for v in merged.split(b","))
+    return frozenset(v.split(b";")[0].strip().decode("latin-1").lower() for v in merged.split(b","))
 
 
 def acceptable(media_type: str, accept: frozenset[str]) -> bool:
@@ -47,8 +46,15 @@ class TagProxy:
     """Tags from the local C{store} while fresh (or stale and the upstream failing); the
     manifests they name come and go through C{manifests}."""
 
-    def __init__(self, store: ManifestStore, manifests: ManifestProxy, remote: Remote,
-                 clock: IReactorTime, ttl: float, stale_max_age: float) -> None:
+    def __init__(
+        self,
+        store: ManifestStore,
+        manifests: ManifestProxy,
+        remote: Remote,
+        clock: IReactorTime,
+        ttl: float,
+        stale_max_age: float,
+    ) -> None:
         self.store = store
         self.manifests = manifests
         self.remote = remote
@@ -59,8 +65,9 @@ class TagProxy:
     def entry(self, pull: Pull, tag: str) -> TagEntry | None:
         """The most recently checked entry for C{tag} whose media type the client accepts."""
         accept = accepted_types(client_request(pull.request).accept)
-        usable = [e for e in self.store.tag_entries(pull.repo, tag)
-                  if acceptable(e.media_type, accept)]
+        usable = [
+            e for e in self.store.tag_entries(pull.repo, tag) if acceptable(e.media_type, accept)
+        ]
         return max(usable, key=lambda e: e.checked, default=None)
 
     async def serve(self, pull: Pull, tag: str) -> None:
@@ -83,13 +90,13 @@ class TagProxy:
                     send_manifest(pull.request, cached, REVALIDATED)
                     return
         manifest = await self.manifests.fetch(
-            pull, remember=lambda headers: self._remember_head(pull, tag, headers))
+            pull, remember=lambda headers: self._remember_head(pull, tag, headers)
+        )
         if manifest is not None:
             self._confirmed(pull, tag, manifest)
             send_manifest(pull.request, manifest, MISS)
 
-    async def _revalidated(self, pull: Pull, tag: str, cached: CachedManifest,
-                           age: float) -> bool:
+    async def _revalidated(self, pull: Pull, tag: str, cached: CachedManifest, age: float) -> bool:
         """HEAD the tag upstream: True when the cached manifest was answered (fresh or stale)."""
         try:
             check = await self.remote.fetch(pull, method=b"HEAD", drop=CONDITIONS)
@@ -108,24 +115,34 @@ class TagProxy:
             return self._serve_stale(pull, tag, cached, age, f"upstream answered {code}")
         return False
 
-    def _serve_stale(self, pull: Pull, tag: str, cached: CachedManifest, age: float,
-                     why: str) -> bool:
+    def _serve_stale(
+        self, pull: Pull, tag: str, cached: CachedManifest, age: float, why: str
+    ) -> bool:
         if age >= self.stale_max_age:
             return False
-        log.warn("serving {repository}:{tag} from cache, {age:.0f}s old: {why}",
-                 repository="/".join(pull.repo), tag=tag, age=age, why=why)
+        log.warn(
+            "serving {repository}:{tag} from cache, {age:.0f}s old: {why}",
+            repository="/".join(pull.repo),
+            tag=tag,
+            age=age,
+            why=why,
+        )
         send_manifest(pull.request, cached, STALE)
         return True
 
     def _confirmed(self, pull: Pull, tag: str, manifest: CachedManifest) -> None:
         """The upstream named C{manifest} for C{tag} just now: its TTL starts again."""
-        self.store.set_tag(pull.repo, tag, TagEntry(manifest.digest, manifest.media_type,
-                                                    self.clock.seconds()))
+        self.store.set_tag(
+            pull.repo, tag, TagEntry(manifest.digest, manifest.media_type, self.clock.seconds())
+        )
 
     def _remember_head(self, pull: Pull, tag: str, headers: Headers) -> None:
         """A HEAD by tag names its digest: containerd's next pull of the tag needs no upstream."""
         digest = parse_or_none(named_digest(headers))
         media_type = (headers.getRawHeaders(b"content-type") or [b""])[0].decode("latin-1")
         if digest is not None and media_type:
-            self.store.set_tag(pull.repo, tag, TagEntry(
-                digest, media_type.split(";")[0].strip(), self.clock.seconds()))
+            self.store.set_tag(
+                pull.repo,
+                tag,
+                TagEntry(digest, media_type.split(";")[0].strip(), self.clock.seconds()),
+            )

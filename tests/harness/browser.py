@@ -55,11 +55,42 @@ class _PageParser(HTMLParser):
     """Collects the visible body text, the title, ids, headings and links."""
 
     HIDDEN = frozenset({"style", "script", "template", "noscript"})
-    BLOCKS = frozenset({
-        "address", "article", "aside", "blockquote", "br", "dd", "div", "dl", "dt", "figcaption",
-        "figure", "footer", "h1", "h2", "h3", "h4", "h5", "h6", "header", "hr", "li", "main",
-        "nav", "ol", "p", "pre", "section", "table", "td", "th", "tr", "ul",
-    })
+    BLOCKS = frozenset(
+        {
+            "address",
+            "article",
+            "aside",
+            "blockquote",
+            "br",
+            "dd",
+            "div",
+            "dl",
+            "dt",
+            "figcaption",
+            "figure",
+            "footer",
+            "h1",
+            "h2",
+            "h3",
+            "h4",
+            "h5",
+            "h6",
+            "header",
+            "hr",
+            "li",
+            "main",
+            "nav",
+            "ol",
+            "p",
+            "pre",
+            "section",
+            "table",
+            "td",
+            "th",
+            "tr",
+            "ul",
+        }
+    )
 
     def __init__(self, page: Page) -> None:
         super().__init__(convert_charrefs=True)
@@ -129,17 +160,25 @@ class Chromium:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.binary = tool("chromium") or "chromium"
 
-    def load(self, url: str, *, screenshot: Path | None = None,
-             window_size: tuple[int, int] = (412, 2000), args: tuple[str, ...] = (),
-             timeout: float = 90.0) -> Page:
+    def load(
+        self,
+        url: str,
+        *,
+        screenshot: Path | None = None,
+        window_size: tuple[int, int] = (412, 2000),
+        args: tuple[str, ...] = (),
+        timeout: float = 90.0,
+    ) -> Page:
         """``chromium --headless --dump-dom URL`` (plus ``--screenshot`` to save a PNG)."""
         run_dir = Path(tempfile.mkdtemp(prefix="run-", dir=self.workdir))
         argv = [self.binary, *CHROMIUM_FLAGS, f"--user-data-dir={run_dir / 'profile'}", *args]
         if screenshot is not None:
             screenshot.parent.mkdir(parents=True, exist_ok=True)
             screenshot.unlink(missing_ok=True)
-            argv += [f"--screenshot={screenshot}", f"--window-size={window_size[0]},"
-                     f"{window_size[1]}"]
+            argv += [
+                f"--screenshot={screenshot}",
+                f"--window-size={window_size[0]},{window_size[1]}",
+            ]
         argv += ["--dump-dom", url]
         try:
             result = run(argv, env=engine_env(run_dir), timeout=timeout)

@@ -28,18 +28,31 @@ def no_images(registry: Registry, workdir: Path, creds: Creds | None) -> dict[st
     return {}
 
 
-def mirror_of(start_proxy: StartProxy, upstream_url: str, cache_dir: Path, *args: str,
-              **kwargs: Any) -> ProxyProcess:
+def mirror_of(
+    start_proxy: StartProxy, upstream_url: str, cache_dir: Path, *args: str, **kwargs: Any
+) -> ProxyProcess:
     """A caching proxy for ``upstream_url`` (short names completed with library/)."""
-    return start_proxy("--upstream", upstream_url, "--library-prefix", "--log-format", "json",
-                       "--cache-dir", str(cache_dir), *args, **kwargs)
+    return start_proxy(
+        "--upstream",
+        upstream_url,
+        "--library-prefix",
+        "--log-format",
+        "json",
+        "--cache-dir",
+        str(cache_dir),
+        *args,
+        **kwargs,
+    )
 
 
 def upstream_gets(upstream: Upstream, mark: Any, pattern: str = "") -> list[str]:
     """Paths of the blob and manifest GETs the upstream registry served since ``mark``."""
     rx = re.compile(pattern)
-    return [path for method, path in upstream.requests(mark)
-            if method == "GET" and BLOB_OR_MANIFEST.match(path) and rx.search(path)]
+    return [
+        path
+        for method, path in upstream.requests(mark)
+        if method == "GET" and BLOB_OR_MANIFEST.match(path) and rx.search(path)
+    ]
 
 
 def committed_blobs(cache_dir: Path) -> dict[str, int]:
@@ -81,9 +94,15 @@ class Fetch:
     first_mib_at: float | None = None  # time.monotonic() when the first MiB had arrived
 
 
-def fetch_blob(proxy: ProxyProcess, name: str, digest: str, token: str,
-               first_mib: threading.Event | None = None,
-               resume: threading.Event | None = None, timeout: float = 120) -> Fetch:
+def fetch_blob(
+    proxy: ProxyProcess,
+    name: str,
+    digest: str,
+    token: str,
+    first_mib: threading.Event | None = None,
+    resume: threading.Event | None = None,
+    timeout: float = 120,
+) -> Fetch:
     """GET a blob through the proxy with http.client, hashing it in 1 MiB chunks.
 
     ``first_mib`` is set once the first MiB arrived; the client then waits for ``resume``
@@ -93,8 +112,9 @@ def fetch_blob(proxy: ProxyProcess, name: str, digest: str, token: str,
     sha = hashlib.sha256()
     conn = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=timeout)
     try:
-        conn.request("GET", f"/v2/{name}/blobs/{digest}",
-                     headers={"Authorization": f"Bearer {token}"})
+        conn.request(
+            "GET", f"/v2/{name}/blobs/{digest}", headers={"Authorization": f"Bearer {token}"}
+        )
         response = conn.getresponse()
         result.status = response.status
         while chunk := response.read(CHUNK):
@@ -123,5 +143,8 @@ def fetch_blob(proxy: ProxyProcess, name: str, digest: str, token: str,
 def cache_events(proxy: ProxyProcess, method: str = "GET") -> list[tuple[str, str]]:
     """(path, cache status) of the proxy's blob and manifest requests with ``method``."""
     proxy.proc.wait_log_quiet(0.2)
-    return [(str(e["path"]), str(e["cache"])) for e in proxy.access_events()
-            if e["method"] == method and BLOB_OR_MANIFEST.match(str(e["path"]))]
+    return [
+        (str(e["path"]), str(e["cache"]))
+        for e in proxy.access_events()
+        if e["method"] == method and BLOB_OR_MANIFEST.match(str(e["path"]))
+    ]

@@ -95,8 +95,12 @@ class Engine:
             raise RuntimeError(f"{self.name} left processes behind: {left}")
 
 
-def wait_ready(ready: Callable[[], bool], timeout: float, what: str,
-               alive: Callable[[], str | None] | None = None) -> None:
+def wait_ready(
+    ready: Callable[[], bool],
+    timeout: float,
+    what: str,
+    alive: Callable[[], str | None] | None = None,
+) -> None:
     """Poll ``ready`` until true; fail at once with the log if the process died."""
 
     def ready_or_dead() -> bool:
@@ -135,8 +139,9 @@ class Dockerd(Engine):
 
     def docker(self, *args: str, timeout: float = DEFAULT_TIMEOUT, check: bool = True) -> Result:
         """``DOCKER_HOST=unix://STATE/docker.sock docker ARGS``, with an empty CLI config."""
-        env = engine_env(self.state, DOCKER_HOST=f"unix://{self.socket}",
-                         DOCKER_CONFIG=self.state / "cli")
+        env = engine_env(
+            self.state, DOCKER_HOST=f"unix://{self.socket}", DOCKER_CONFIG=self.state / "cli"
+        )
         return run([tool("docker") or "docker", *args], env=env, timeout=timeout, check=check)
 
     def repo_digests(self, image: str) -> list[str]:
@@ -147,8 +152,9 @@ class Dockerd(Engine):
         return self.docker("image", "inspect", "--format", "{{.Id}}", image).stdout.strip()
 
 
-def start_dockerd(logs: Path, *, mirrors: Sequence[str] = (), insecure: Sequence[str] = (),
-                  timeout: float = 60.0) -> Dockerd:
+def start_dockerd(
+    logs: Path, *, mirrors: Sequence[str] = (), insecure: Sequence[str] = (), timeout: float = 60.0
+) -> Dockerd:
     """``dockerd`` with vfs storage, no networking setup, its own data root and sockets.
 
     ``mirrors`` are ``--registry-mirror`` URLs and ``insecure`` ``--insecure-registry`` hosts.
@@ -172,10 +178,15 @@ def start_dockerd(logs: Path, *, mirrors: Sequence[str] = (), insecure: Sequence
             argv += ["--insecure-registry", host]
         for mirror in mirrors:
             argv += ["--registry-mirror", mirror]
-        engine.proc = ManagedProcess("dockerd", argv, logs, env=engine_env(state),
-                                     cwd=state).start()
-        wait_ready(lambda: unix_http_ok(engine.socket, "/_ping"), timeout, "dockerd",
-                   alive=engine.proc.exit_problem)
+        engine.proc = ManagedProcess(
+            "dockerd", argv, logs, env=engine_env(state), cwd=state
+        ).start()
+        wait_ready(
+            lambda: unix_http_ok(engine.socket, "/_ping"),
+            timeout,
+            "dockerd",
+            alive=engine.proc.exit_problem,
+        )
     except BaseException:
         engine.stop()
         raise
@@ -222,10 +233,18 @@ class Containerd(Engine):
     def hosts_dir(self) -> Path:
         return self.state / "certs.d"
 
-    def ctr(self, *args: str, debug: bool = False, timeout: float = DEFAULT_TIMEOUT,
-            check: bool = True) -> Result:
-        argv = [tool("ctr") or "ctr", *(["--debug"] if debug else []),
-                "--address", str(self.address), "--namespace", self.namespace, *args]
+    def ctr(
+        self, *args: str, debug: bool = False, timeout: float = DEFAULT_TIMEOUT, check: bool = True
+    ) -> Result:
+        argv = [
+            tool("ctr") or "ctr",
+            *(["--debug"] if debug else []),
+            "--address",
+            str(self.address),
+            "--namespace",
+            self.namespace,
+            *args,
+        ]
         return run(argv, env=engine_env(self.state), timeout=timeout, check=check)
 
     def write_hosts(self, servers: Mapping[str, str], mirror: str) -> Path:
@@ -235,9 +254,7 @@ class Containerd(Engine):
             directory = self.hosts_dir / registry
             directory.mkdir(parents=True, exist_ok=True)
             (directory / "hosts.toml").write_text(
-                f'server = "{server}"\n\n'
-                f'[host."{mirror}"]\n'
-                '  capabilities = ["pull", "resolve"]\n'
+                f'server = "{server}"\n\n[host."{mirror}"]\n  capabilities = ["pull", "resolve"]\n'
             )
         return self.hosts_dir
 
@@ -252,8 +269,9 @@ class Containerd(Engine):
         return out
 
 
-def start_containerd(logs: Path, *, namespace: str = "dockerproxy-test",
-                     timeout: float = 30.0) -> Containerd:
+def start_containerd(
+    logs: Path, *, namespace: str = "dockerproxy-test", timeout: float = 30.0
+) -> Containerd:
     """``containerd --config STATE/config.toml``: root, state, sockets and opt below STATE."""
     state = short_tempdir("dp-containerd-")
     engine = Containerd(state, logs, namespace)
@@ -261,9 +279,13 @@ def start_containerd(logs: Path, *, namespace: str = "dockerproxy-test",
         config = state / "config.toml"
         config.write_text(CONTAINERD_CONFIG.format(state=state))
         # TMPDIR: where the differ mounts snapshots to apply layers.
-        engine.proc = ManagedProcess("containerd", [tool("containerd") or "containerd",
-                                                    "--config", str(config)],
-                                     logs, env=engine_env(state), cwd=state).start()
+        engine.proc = ManagedProcess(
+            "containerd",
+            [tool("containerd") or "containerd", "--config", str(config)],
+            logs,
+            env=engine_env(state),
+            cwd=state,
+        ).start()
 
         def ready() -> bool:
             if not engine.address.exists():
@@ -301,8 +323,7 @@ def mirror_registries_conf(mirrors: Mapping[str, str], insecure: bool = True) ->
             f'prefix = "{registry}"\n'
             f'location = "{registry}"\n\n'
             "[[registry.mirror]]\n"
-            f'location = "{mirror}"\n'
-            + ("insecure = true\n" if insecure else "")
+            f'location = "{mirror}"\n' + ("insecure = true\n" if insecure else "")
         )
     return "\n".join(blocks)
 
@@ -313,8 +334,9 @@ class Podman(Engine):
 
     name = "podman"
 
-    def __call__(self, *args: str, debug: bool = False, timeout: float = DEFAULT_TIMEOUT,
-                 check: bool = True) -> Result:
+    def __call__(
+        self, *args: str, debug: bool = False, timeout: float = DEFAULT_TIMEOUT, check: bool = True
+    ) -> Result:
         state = self.state
         env = engine_env(
             state,
@@ -325,9 +347,17 @@ class Podman(Engine):
             XDG_CONFIG_HOME=state / "home" / ".config",
             XDG_RUNTIME_DIR=state / "xdg-run",
         )
-        argv = [tool("podman") or "podman", "--root", str(state / "root"),
-                "--runroot", str(state / "run"), "--storage-driver", "vfs",
-                *(["--log-level=debug"] if debug else []), *args]
+        argv = [
+            tool("podman") or "podman",
+            "--root",
+            str(state / "root"),
+            "--runroot",
+            str(state / "run"),
+            "--storage-driver",
+            "vfs",
+            *(["--log-level=debug"] if debug else []),
+            *args,
+        ]
         return run(argv, env=env, timeout=timeout, check=check)
 
     def digest(self, image: str) -> str:

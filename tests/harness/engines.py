@@ -59,8 +59,10 @@ def missing_tools(*names: str) -> str | None:
     if not missing:
         return None
     packages = sorted({PACKAGES.get(name, name) for name in missing})
-    return (f"not installed: {', '.join(missing)}; run scripts/test.sh as root "
-            f"(apt-get install {' '.join(packages)})")
+    return (
+        f"not installed: {', '.join(missing)}; run scripts/test.sh as root "
+        f"(apt-get install {' '.join(packages)})"
+    )
 
 
 def engine_env(base: Path, **extra: str | Path) -> dict[str, str]:
@@ -97,13 +99,21 @@ class Result:
     duration: float
 
     def describe(self, limit: int = 6000) -> str:
-        return (f"$ {shlex.join(self.argv)}\nexit status {self.returncode} after "
-                f"{self.duration:.1f}s\n--- stdout ---\n{self.stdout[-limit:]}\n"
-                f"--- stderr ---\n{self.stderr[-limit:]}")
+        return (
+            f"$ {shlex.join(self.argv)}\nexit status {self.returncode} after "
+            f"{self.duration:.1f}s\n--- stdout ---\n{self.stdout[-limit:]}\n"
+            f"--- stderr ---\n{self.stderr[-limit:]}"
+        )
 
 
-def run(argv: Sequence[str | Path], *, env: Mapping[str, str], timeout: float = DEFAULT_TIMEOUT,
-        check: bool = True, cwd: Path | None = None) -> Result:
+def run(
+    argv: Sequence[str | Path],
+    *,
+    env: Mapping[str, str],
+    timeout: float = DEFAULT_TIMEOUT,
+    check: bool = True,
+    cwd: Path | None = None,
+) -> Result:
     """Run ``argv`` to completion in a new process group; raise AssertionError on failure.
 
     The group is killed afterwards in any case, so nothing the command started in it survives.
@@ -111,9 +121,16 @@ def run(argv: Sequence[str | Path], *, env: Mapping[str, str], timeout: float = 
     args = [str(a) for a in argv]
     started = time.monotonic()
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                                env=dict(env), cwd=cwd, preexec_fn=_die_with_parent,
-                                close_fds=True)
+        proc = subprocess.Popen(
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=err,
+            env=dict(env),
+            cwd=cwd,
+            preexec_fn=_die_with_parent,
+            close_fds=True,
+        )
         timed_out = False
         try:
             proc.wait(timeout=timeout)
@@ -124,8 +141,13 @@ def run(argv: Sequence[str | Path], *, env: Mapping[str, str], timeout: float = 
             proc.wait()
         out.seek(0)
         err.seek(0)
-        result = Result(args, proc.returncode, out.read().decode("utf-8", "replace"),
-                        err.read().decode("utf-8", "replace"), time.monotonic() - started)
+        result = Result(
+            args,
+            proc.returncode,
+            out.read().decode("utf-8", "replace"),
+            err.read().decode("utf-8", "replace"),
+            time.monotonic() - started,
+        )
     if timed_out:
         raise AssertionError(f"timed out after {timeout}s:\n{result.describe()}")
     if check and result.returncode != 0:
@@ -176,8 +198,8 @@ def _unescape_mount_path(field: str) -> str:
     """mountinfo escapes space, tab, newline and backslash as octal (``\\040``)."""
     out, i = [], 0
     while i < len(field):
-        if field[i] == "\\" and field[i + 1:i + 4].isdigit():
-            out.append(chr(int(field[i + 1:i + 4], 8)))
+        if field[i] == "\\" and field[i + 1 : i + 4].isdigit():
+            out.append(chr(int(field[i + 1 : i + 4], 8)))
             i += 4
         else:
             out.append(field[i])

@@ -75,8 +75,9 @@ def peak_rss(pid: int, samples: int, period: float = 0.1) -> int:
     return peak
 
 
-def start_download(port: int, path: str, rcvbuf: int | None = None,
-                   tls: ssl.SSLContext | None = None) -> socket.socket:
+def start_download(
+    port: int, path: str, rcvbuf: int | None = None, tls: ssl.SSLContext | None = None
+) -> socket.socket:
     """A raw GET whose response headers have been read (so the proxy is sending the body)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     if rcvbuf is not None:  # before connect(), so the window stays small
@@ -102,8 +103,7 @@ def hang_up(sock: socket.socket) -> None:
 
 
 @contextlib.contextmanager
-def trickle(socks: list[socket.socket], size: int = 4096,
-            period: float = 0.05) -> Iterator[None]:
+def trickle(socks: list[socket.socket], size: int = 4096, period: float = 0.05) -> Iterator[None]:
     """Read C{size} bytes from each socket every C{period} seconds (~80 KB/s each)."""
     stop = threading.Event()
     for sock in socks:
@@ -159,12 +159,15 @@ class Stall:
         return (self.during - self.before) / self.clients
 
     def __str__(self) -> str:
-        return (f"{self.per_client / 1024:.0f} KiB per stalled client (RSS "
-                f"{self.before / MiB:.1f} -> {self.during / MiB:.1f} MiB with {self.clients})")
+        return (
+            f"{self.per_client / 1024:.0f} KiB per stalled client (RSS "
+            f"{self.before / MiB:.1f} -> {self.during / MiB:.1f} MiB with {self.clients})"
+        )
 
 
-def stall_clients(proxy: ProxyProcess, path: str, clients: int,
-                  tls: ssl.SSLContext | None = None) -> Stall:
+def stall_clients(
+    proxy: ProxyProcess, path: str, clients: int, tls: ssl.SSLContext | None = None
+) -> Stall:
     """Hold C{clients} downloads of C{path} with a 4 KiB receive buffer, half reading
     nothing after the headers and half a trickle; measure; hang them all up."""
     read_and_hang_up(proxy.port, path, 8 * MiB, tls)  # code paths and buffers, warmed up
@@ -184,9 +187,17 @@ def stall_clients(proxy: ProxyProcess, path: str, clients: int,
 
 def assert_given_back(proxy: ProxyProcess, stall: Stall, margin: int) -> None:
     """The stalled clients' fds close and RSS comes back within C{margin} of before."""
-    wait_until(lambda: open_fds(proxy.pid) <= stall.fds, 30,
-               lambda: f"{open_fds(proxy.pid)} fds open, {stall.fds} before the clients")
-    wait_until(lambda: rss(proxy.pid) < stall.before + margin, 30,
-               lambda: f"RSS {rss(proxy.pid) / MiB:.1f} MiB after the clients left, "
-                       f"{stall.before / MiB:.1f} MiB before them "
-                       f"({stall.during / MiB:.1f} with them)")
+    wait_until(
+        lambda: open_fds(proxy.pid) <= stall.fds,
+        30,
+        lambda: f"{open_fds(proxy.pid)} fds open, {stall.fds} before the clients",
+    )
+    wait_until(
+        lambda: rss(proxy.pid) < stall.before + margin,
+        30,
+        lambda: (
+            f"RSS {rss(proxy.pid) / MiB:.1f} MiB after the clients left, "
+            f"{stall.before / MiB:.1f} MiB before them "
+            f"({stall.during / MiB:.1f} with them)"
+        ),
+    )

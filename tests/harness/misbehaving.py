@@ -24,10 +24,18 @@ BLOB_DIGEST = "sha256:" + hashlib.sha256(BLOB).hexdigest()
 OTHER = b"not the blob you asked for" * 1000
 OTHER_DIGEST = "sha256:" + hashlib.sha256(OTHER).hexdigest()
 MANIFEST_TYPE = "application/vnd.oci.image.manifest.v1+json"
-MANIFEST = json.dumps({"schemaVersion": 2, "mediaType": MANIFEST_TYPE,
-                       "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                                  "digest": BLOB_DIGEST, "size": len(BLOB)},
-                       "layers": []}).encode()
+MANIFEST = json.dumps(
+    {
+        "schemaVersion": 2,
+        "mediaType": MANIFEST_TYPE,
+        "config": {
+            "mediaType": "application/vnd.oci.image.config.v1+json",
+            "digest": BLOB_DIGEST,
+            "size": len(BLOB),
+        },
+        "layers": [],
+    }
+).encode()
 MANIFEST_DIGEST = "sha256:" + hashlib.sha256(MANIFEST).hexdigest()
 SERVICE = "misbehaving.test"
 
@@ -58,7 +66,7 @@ class _Handler(socketserver.StreamRequestHandler):
             return
         method, target, _ = [*line.split(" "), "", ""][:3]
         headers: dict[str, str] = {}
-        while (header := self.rfile.readline(65536).decode("latin-1").strip()):
+        while header := self.rfile.readline(65536).decode("latin-1").strip():
             name, _, value = header.partition(":")
             headers[name.strip().lower()] = value.strip()
         state = self.server.state
@@ -70,8 +78,11 @@ class _Handler(socketserver.StreamRequestHandler):
             pass  # the proxy went away: as it should when its client does
 
     def send(self, status: str, headers: dict[str, str], body: bytes = b"") -> None:
-        head = [f"HTTP/1.1 {status}", "Connection: close",
-                *(f"{k}: {v}" for k, v in headers.items())]
+        head = [
+            f"HTTP/1.1 {status}",
+            "Connection: close",
+            *(f"{k}: {v}" for k, v in headers.items()),
+        ]
         self.wfile.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body)
         self.wfile.flush()
 
@@ -79,24 +90,38 @@ class _Handler(socketserver.StreamRequestHandler):
         body_allowed = method != "HEAD"
         if path == "/v2/":
             realm = f"http://{state.host}/token-redirect"
-            return self.send("401 Unauthorized", {
-                "WWW-Authenticate": f'Bearer realm="{realm}",service="{SERVICE}"',
-                "Content-Type": "application/json", "Content-Length": "2"}, b"{}")
+            return self.send(
+                "401 Unauthorized",
+                {
+                    "WWW-Authenticate": f'Bearer realm="{realm}",service="{SERVICE}"',
+                    "Content-Type": "application/json",
+                    "Content-Length": "2",
+                },
+                b"{}",
+            )
         if path == "/token-redirect":
-            return self.send("307 Temporary Redirect", {
-                "Location": f"http://{state.host}/token", "Content-Length": "0"})
+            return self.send(
+                "307 Temporary Redirect",
+                {"Location": f"http://{state.host}/token", "Content-Length": "0"},
+            )
         if path == "/token":
             token = json.dumps({"token": "t", "access_token": "t", "expires_in": 300}).encode()
-            return self.send("200 OK", {"Content-Type": "application/json",
-                                        "Content-Length": str(len(token))}, token)
+            return self.send(
+                "200 OK",
+                {"Content-Type": "application/json", "Content-Length": str(len(token))},
+                token,
+            )
         parts = path.split("/")  # "", "v2", "fault", behaviour, kind, reference
         if len(parts) != 6 or parts[2] != "fault":
-            return self.send("404 Not Found", {"Content-Type": "application/json",
-                                               "Content-Length": "2"}, b"{}")
+            return self.send(
+                "404 Not Found", {"Content-Type": "application/json", "Content-Length": "2"}, b"{}"
+            )
         behaviour, kind = parts[3], parts[4]
-        body, kind_headers = (MANIFEST, {"Content-Type": MANIFEST_TYPE,
-                                         "Docker-Content-Digest": MANIFEST_DIGEST}) \
-            if kind == "manifests" else (BLOB, {"Content-Type": "application/octet-stream"})
+        body, kind_headers = (
+            (MANIFEST, {"Content-Type": MANIFEST_TYPE, "Docker-Content-Digest": MANIFEST_DIGEST})
+            if kind == "manifests"
+            else (BLOB, {"Content-Type": "application/octet-stream"})
+        )
         if behaviour == "wrong-digest":
             body = OTHER
         sized = {**kind_headers, "Content-Length": str(len(body))}
@@ -123,18 +148,24 @@ class _Handler(socketserver.StreamRequestHandler):
             return None
         if behaviour == "html-500":
             page = b"<html><body><h1>500 Internal Server Error</h1></body></html>"
-            return self.send("500 Internal Server Error", {
-                "Content-Type": "text/html", "Content-Length": str(len(page))}, page)
+            return self.send(
+                "500 Internal Server Error",
+                {"Content-Type": "text/html", "Content-Length": str(len(page))},
+                page,
+            )
         if behaviour == "429":
-            return self.send("429 Too Many Requests", {
-                "Retry-After": "7", "Content-Type": "text/plain", "Content-Length": "9"},
-                b"slow down")
+            return self.send(
+                "429 Too Many Requests",
+                {"Retry-After": "7", "Content-Type": "text/plain", "Content-Length": "9"},
+                b"slow down",
+            )
         if behaviour == "redirect-loop":
             return self.send("302 Found", {"Location": path, "Content-Length": "0"})
         if behaviour == "redirect-away":
             location = f"http://{state.away}/v2/fault/ok/{kind}/{parts[5]}"
-            return self.send("307 Temporary Redirect", {"Location": location,
-                                                        "Content-Length": "0"})
+            return self.send(
+                "307 Temporary Redirect", {"Location": location, "Content-Length": "0"}
+            )
         return self.send("400 Bad Request", {"Content-Length": "0"})
 
 

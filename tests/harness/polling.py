@@ -7,8 +7,9 @@ import time
 from collections.abc import Callable
 
 
-def wait_until(condition: Callable[[], bool], timeout: float = 10.0,
-               interval: float = 0.05) -> bool:
+def wait_until(
+    condition: Callable[[], bool], timeout: float = 10.0, interval: float = 0.05
+) -> bool:
     """Poll ``condition`` every ``interval`` seconds until it holds or ``timeout`` seconds
     pass; whether it held, for the caller to assert with its own message."""
     deadline = time.monotonic() + timeout

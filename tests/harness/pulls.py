@@ -10,11 +10,18 @@ from tests.harness.proxy import ProxyProcess
 from tests.harness.skopeo import oci_digests, skopeo
 
 
-def copy(proxy: ProxyProcess, ref: str, dest: Path, *args: str,
-         check: bool = True) -> subprocess.CompletedProcess[str]:
+def copy(
+    proxy: ProxyProcess, ref: str, dest: Path, *args: str, check: bool = True
+) -> subprocess.CompletedProcess[str]:
     """``skopeo copy`` of ``ref`` through the plain-HTTP ``proxy`` into an OCI layout."""
-    return skopeo("copy", "--src-tls-verify=false", *args, f"docker://{proxy.host}/{ref}",
-                  f"oci:{dest}:x", check=check)
+    return skopeo(
+        "copy",
+        "--src-tls-verify=false",
+        *args,
+        f"docker://{proxy.host}/{ref}",
+        f"oci:{dest}:x",
+        check=check,
+    )
 
 
 def assert_same_image(layout_dir: Path, image: ImageRecord) -> None:

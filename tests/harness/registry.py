@@ -199,7 +199,9 @@ def registry_config(
     }
     if tls is not None:
         config["http"]["tls"] = {  # type: ignore[index]
-            "certificate": str(tls.server_cert), "key": str(tls.server_key)}
+            "certificate": str(tls.server_cert),
+            "key": str(tls.server_key),
+        }
     if auth is not None:
         config["auth"] = {
             "token": {

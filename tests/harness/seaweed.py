@@ -57,8 +57,14 @@ class Seaweed:
     def endpoint(self) -> str:
         return f"http://{HOST}:{self.ports['s3']}"
 
-    def request(self, method: str, path: str, body: bytes | None = None,
-                secret: str | None = None, digest_body: bool = False) -> web.Response:
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        secret: str | None = None,
+        digest_body: bool = False,
+    ) -> web.Response:
         """One request to the S3 API, signed (with ``secret`` instead of the real one if given;
         ``secret=""`` sends it unsigned). ``digest_body`` as in ``web.request``."""
         url = self.endpoint + path
@@ -91,21 +97,37 @@ def start_seaweed(workdir: Path, timeout: float = 60.0) -> Seaweed:
         ports[name] = port
     access_key = "AKID" + secrets.token_hex(8).upper()
     secret_key = secrets.token_urlsafe(30)
-    identities = {"identities": [{
-        "name": "dockerproxy-tests",
-        "credentials": [{"accessKey": access_key, "secretKey": secret_key}],
-        "actions": ["Admin", "Read", "Write", "List", "Tagging"],
-    }]}
+    identities = {
+        "identities": [
+            {
+                "name": "dockerproxy-tests",
+                "credentials": [{"accessKey": access_key, "secretKey": secret_key}],
+                "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+            }
+        ]
+    }
     config = workdir / "s3.json"
     config.write_text(json.dumps(identities))
     config.chmod(0o600)
     argv = [
-        weed_binary(), "-logtostderr", f"-config_dir={workdir}", "server",
-        f"-dir={workdir / 'data'}", f"-ip={HOST}", f"-ip.bind={HOST}",
-        "-master.telemetry=false", "-master.volumeSizeLimitMB=64", "-volume.max=0",
-        "-volume.preStopSeconds=0", "-filer", "-s3", f"-s3.config={config}",
-        "-s3.port.iceberg=0", "-s3.port.lance=0",
-        f"-filer.localSocket={workdir / 'filer.sock'}", f"-s3.localSocket={workdir / 's3.sock'}",
+        weed_binary(),
+        "-logtostderr",
+        f"-config_dir={workdir}",
+        "server",
+        f"-dir={workdir / 'data'}",
+        f"-ip={HOST}",
+        f"-ip.bind={HOST}",
+        "-master.telemetry=false",
+        "-master.volumeSizeLimitMB=64",
+        "-volume.max=0",
+        "-volume.preStopSeconds=0",
+        "-filer",
+        "-s3",
+        f"-s3.config={config}",
+        "-s3.port.iceberg=0",
+        "-s3.port.lance=0",
+        f"-filer.localSocket={workdir / 'filer.sock'}",
+        f"-s3.localSocket={workdir / 's3.sock'}",
     ]
     for role in ROLES:
         argv += [f"-{role}.port={ports[role]}", f"-{role}.port.grpc={ports[f'{role}.grpc']}"]
@@ -129,8 +151,10 @@ def _wait_ready(seaweed: Seaweed, timeout: float) -> None:
         if problem:
             raise RuntimeError(problem)
         try:
-            steps = [seaweed.request("PUT", "/harness-probe"),
-                     seaweed.request("PUT", "/harness-probe/probe", b"probe")]
+            steps = [
+                seaweed.request("PUT", "/harness-probe"),
+                seaweed.request("PUT", "/harness-probe/probe", b"probe"),
+            ]
             if all(r.status == 200 for r in steps):
                 seaweed.request("DELETE", "/harness-probe/probe")
                 return
@@ -138,5 +162,6 @@ def _wait_ready(seaweed: Seaweed, timeout: float) -> None:
         except OSError as e:
             last = str(e)
         time.sleep(0.2)
-    raise TimeoutError(f"SeaweedFS S3 not ready after {timeout}s: {last}\n"
-                       f"{seaweed.process.log_tail()}")
+    raise TimeoutError(
+        f"SeaweedFS S3 not ready after {timeout}s: {last}\n{seaweed.process.log_tail()}"
+    )

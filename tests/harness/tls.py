@@ -51,15 +51,22 @@ def make_ca(directory: Path, host: str = "127.0.0.1") -> TestCA:
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([
-            x509.IPAddress(ipaddress.ip_address(host)), x509.DNSName("localhost")]),
-            critical=False)
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address(host)), x509.DNSName("localhost")]
+            ),
+            critical=False,
+        )
         .sign(ca_key, hashes.SHA256())
     )
     paths = TestCA(directory / "ca.crt", directory / "server.crt", directory / "server.key")
     paths.ca_cert.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     paths.server_cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    paths.server_key.write_bytes(key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption()))
+    paths.server_key.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
     return paths

@@ -49,7 +49,8 @@ from tests.harness.upstream import Upstream, UpstreamFactory
 
 
 def test_warm_pulls_make_no_upstream_blob_or_manifest_gets(
-        start_proxy: StartProxy, upstream: Upstream, tmp: Path) -> None:
+    start_proxy: StartProxy, upstream: Upstream, tmp: Path
+) -> None:
     proxy = mirror_of(start_proxy, upstream.url, tmp / "cache")
     alpine = upstream.images["alpine"]
     multiarch = upstream.images["multiarch"]
@@ -72,8 +73,9 @@ def test_warm_pulls_make_no_upstream_blob_or_manifest_gets(
         else:
             assert gets == [], f"the warm pull went upstream: {gets}"
             # Public repositories within the tag TTL: not even a HEAD (pings and tokens only).
-            touched = [(m, p) for m, p in upstream.requests(mark, settle=0)
-                       if BLOB_OR_MANIFEST.match(p)]
+            touched = [
+                (m, p) for m, p in upstream.requests(mark, settle=0) if BLOB_OR_MANIFEST.match(p)
+            ]
             assert touched == [], touched
 
     warm = cache_events(proxy)[seen:]
@@ -84,8 +86,11 @@ def test_warm_pulls_make_no_upstream_blob_or_manifest_gets(
 
 
 def test_concurrent_clients_share_one_upstream_fetch_and_stream_before_it_ends(
-        start_proxy: StartProxy, make_upstream: UpstreamFactory,
-        gate_factory: Callable[[int, int], Gate], tmp: Path) -> None:
+    start_proxy: StartProxy,
+    make_upstream: UpstreamFactory,
+    gate_factory: Callable[[int, int], Gate],
+    tmp: Path,
+) -> None:
     """20 clients, one uncached 100 MiB blob: one upstream GET, 20 verified bodies.
 
     The upstream answer passes a gate that holds it after 16 MiB: until the test releases it
@@ -144,7 +149,8 @@ def test_concurrent_clients_share_one_upstream_fetch_and_stream_before_it_ends(
 
 
 def test_cached_image_pulls_while_upstream_is_down(
-        start_proxy: StartProxy, make_upstream: UpstreamFactory, tmp: Path) -> None:
+    start_proxy: StartProxy, make_upstream: UpstreamFactory, tmp: Path
+) -> None:
     """A public image pulled once keeps pulling with skopeo while the upstream is down.
 
     skopeo pings ``/v2/`` first and gives up on a 502, so with a cache the proxy answers a
@@ -175,8 +181,11 @@ def test_cached_image_pulls_while_upstream_is_down(
     offline = cache_events(proxy)[seen:]
     assert offline and all(status == "hit" for _, status in offline), offline
 
-    for path in ("/v2/library/alpine/manifests/3.21", "/v2/library/never-pulled/manifests/1",
-                 f"/v2/library/never-pulled/blobs/sha256:{'1' * 64}"):
+    for path in (
+        "/v2/library/alpine/manifests/3.21",
+        "/v2/library/never-pulled/manifests/1",
+        f"/v2/library/never-pulled/blobs/sha256:{'1' * 64}",
+    ):
         response = web.request("GET", proxy.url + path)
         assert response.status == 502, (path, response)
         error = response.json()["errors"][0]
@@ -192,7 +201,8 @@ def test_cached_image_pulls_while_upstream_is_down(
 
 
 def test_corrupt_upstream_blob_is_refused_and_not_cached(
-        start_proxy: StartProxy, make_upstream: UpstreamFactory, tmp: Path) -> None:
+    start_proxy: StartProxy, make_upstream: UpstreamFactory, tmp: Path
+) -> None:
     up = make_upstream(seed=no_images)
     name = f"public/corrupt-{uuid.uuid4().hex[:8]}"
     blob = images.put_large_blob(up.registry, name, 8 * MiB, seed="corrupt")
@@ -207,8 +217,9 @@ def test_corrupt_upstream_blob_is_refused_and_not_cached(
     token = anonymous_token(proxy, name)
     bad = fetch_blob(proxy, name, blob.digest, token)
     assert bad.error is not None, f"a corrupt body ended as if complete: {bad}"
-    assert isinstance(bad.error, (http.client.IncompleteRead, ConnectionError,
-                                  http.client.RemoteDisconnected)), repr(bad.error)
+    assert isinstance(
+        bad.error, (http.client.IncompleteRead, ConnectionError, http.client.RemoteDisconnected)
+    ), repr(bad.error)
     assert bad.length < blob.size
     assert wait_until(lambda: "digest mismatch" in proxy.log_text()), proxy.log_text()[-2000:]
     assert committed_blobs(cache) == {}, "a corrupt blob was cached"
@@ -217,8 +228,12 @@ def test_corrupt_upstream_blob_is_refused_and_not_cached(
     storage.write_bytes(original)
     mark = up.log_mark()
     good = fetch_blob(proxy, name, blob.digest, token)
-    assert (good.status, good.length, good.digest, good.error) == (200, blob.size, blob.digest,
-                                                                   None)
+    assert (good.status, good.length, good.digest, good.error) == (
+        200,
+        blob.size,
+        blob.digest,
+        None,
+    )
     assert len(upstream_gets(up, mark, re.escape(blob.digest))) == 1
     assert committed_blobs(cache) == {blob.digest: blob.size}
 
@@ -232,8 +247,11 @@ def test_corrupt_upstream_blob_is_refused_and_not_cached(
 
 
 def test_kill_9_mid_fill_leaves_no_partial_blob(
-        start_proxy: StartProxy, make_upstream: UpstreamFactory,
-        gate_factory: Callable[[int, int], Gate], tmp: Path) -> None:
+    start_proxy: StartProxy,
+    make_upstream: UpstreamFactory,
+    gate_factory: Callable[[int, int], Gate],
+    tmp: Path,
+) -> None:
     up = make_upstream(seed=no_images)
     name = f"public/killed-{uuid.uuid4().hex[:8]}"
     blob = images.put_large_blob(up.registry, name, 200 * MiB, seed="killed")
@@ -244,8 +262,11 @@ def test_kill_9_mid_fill_leaves_no_partial_blob(
 
     got_first_mib, resume = threading.Event(), threading.Event()
     results: list[Fetch] = []
-    reader = threading.Thread(target=lambda: results.append(
-        fetch_blob(first, name, blob.digest, token, got_first_mib, resume)))
+    reader = threading.Thread(
+        target=lambda: results.append(
+            fetch_blob(first, name, blob.digest, token, got_first_mib, resume)
+        )
+    )
     reader.start()
     try:
         assert got_first_mib.wait(30), "no bytes reached the client"
@@ -271,7 +292,11 @@ def test_kill_9_mid_fill_leaves_no_partial_blob(
     token = anonymous_token(second, name)
     pulled = fetch_blob(second, name, blob.digest, token)
     assert (pulled.status, pulled.length, pulled.digest, pulled.error) == (
-        200, blob.size, blob.digest, None)
+        200,
+        blob.size,
+        blob.digest,
+        None,
+    )
     assert len(upstream_gets(up, mark, re.escape(blob.digest))) == 1, "fetched anew"
     assert committed_blobs(cache) == {blob.digest: blob.size}
 
@@ -279,20 +304,26 @@ def test_kill_9_mid_fill_leaves_no_partial_blob(
 # -- 6. the size bound holds --------------------------------------------------------------------
 
 
-def test_cache_stays_under_its_size_bound(start_proxy: StartProxy,
-                                          make_upstream: UpstreamFactory, tmp: Path) -> None:
+def test_cache_stays_under_its_size_bound(
+    start_proxy: StartProxy, make_upstream: UpstreamFactory, tmp: Path
+) -> None:
     up = make_upstream(seed=no_images)
     name = f"public/evict-{uuid.uuid4().hex[:8]}"
     bound = 30 * 1000**2
-    blobs = [images.put_large_blob(up.registry, name, 12 * 1000**2, seed=f"evict-{i}")
-             for i in range(4)]
+    blobs = [
+        images.put_large_blob(up.registry, name, 12 * 1000**2, seed=f"evict-{i}") for i in range(4)
+    ]
     cache = tmp / "cache"
     proxy = mirror_of(start_proxy, up.url, cache, "--cache-max-size", "30MB")
     token = anonymous_token(proxy, name)
     for blob in [*blobs, blobs[0]]:  # the first one again, after it was evicted
         result = fetch_blob(proxy, name, blob.digest, token)
         assert (result.status, result.length, result.digest, result.error) == (
-            200, blob.size, blob.digest, None)
+            200,
+            blob.size,
+            blob.digest,
+            None,
+        )
         held = committed_blobs(cache)
         assert sum(held.values()) <= bound, held
         assert held.get(blob.digest) == blob.size, "the blob just pulled is cached"
@@ -305,7 +336,8 @@ def test_cache_stays_under_its_size_bound(start_proxy: StartProxy,
 
 
 def test_private_image_is_cached_for_authorized_clients_only(
-        start_proxy: StartProxy, upstream: Upstream, tmp: Path) -> None:
+    start_proxy: StartProxy, upstream: Upstream, tmp: Path
+) -> None:
     secret = upstream.images["secret"]
     assert isinstance(secret, ImageRecord) and upstream.reader is not None
     user, password = upstream.reader
@@ -317,16 +349,16 @@ def test_private_image_is_cached_for_authorized_clients_only(
     anonymous = copy(proxy, secret.ref, tmp / "anonymous", check=False)
     assert anonymous.returncode != 0
     assert re.search(r"unauthorized|denied", anonymous.stderr, re.I), anonymous.stderr
-    wrong = copy(proxy, secret.ref, tmp / "wrong", f"--src-creds={user}:not-{password}",
-                 check=False)
+    wrong = copy(
+        proxy, secret.ref, tmp / "wrong", f"--src-creds={user}:not-{password}", check=False
+    )
     assert wrong.returncode != 0
     assert not (tmp / "anonymous" / "index.json").exists()
     assert not (tmp / "wrong" / "index.json").exists()
     # Not even a blob by digest leaves the cache for a client without access.
     layer = secret.layers[0].digest
     for authorization in ({}, {"Authorization": "Basic Og=="}):
-        response = web.request("GET", f"{proxy.url}/v2/{secret.name}/blobs/{layer}",
-                               authorization)
+        response = web.request("GET", f"{proxy.url}/v2/{secret.name}/blobs/{layer}", authorization)
         assert response.status == 401, response
         assert layer not in response.body.decode("latin-1")
 

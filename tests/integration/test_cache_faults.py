@@ -107,8 +107,7 @@ class EndlessUpstream:
                 continue
             except OSError:
                 return
-            thread = threading.Thread(target=self._serve, args=(conn, len(self.sent)),
-                                      daemon=True)
+            thread = threading.Thread(target=self._serve, args=(conn, len(self.sent)), daemon=True)
             self.sent.append(0)
             self.closed_by_peer.append(False)
             self._threads.append(thread)
@@ -120,8 +119,10 @@ class EndlessUpstream:
             conn.settimeout(30)
             try:
                 conn.recv(65536)
-                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
-                             b"Transfer-Encoding: chunked\r\n\r\n")
+                conn.sendall(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
+                    b"Transfer-Encoding: chunked\r\n\r\n"
+                )
                 while self.sent[index] < self.CAP and not self._stop.is_set():
                     conn.sendall(chunk)
                     self.sent[index] += MiB
@@ -151,8 +152,11 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
         pytest.skip("mounting a tmpfs needs root (CI runs the suite as root)")
     mountpoint = tmp_path / "small-disk"
     mountpoint.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=30m", "tmpfs", str(mountpoint)],
-                   check=True, capture_output=True)
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=30m", "tmpfs", str(mountpoint)],
+        check=True,
+        capture_output=True,
+    )
     try:
         yield mountpoint
     finally:
@@ -186,12 +190,20 @@ def silent_upstream() -> Iterator[SilentUpstream]:
 
 
 def test_clients_waiting_on_a_silent_upstream_share_one_request_and_its_504(
-        start_proxy: StartProxy, silent_upstream: SilentUpstream, tmp: Path) -> None:
+    start_proxy: StartProxy, silent_upstream: SilentUpstream, tmp: Path
+) -> None:
     """Six clients, one uncached blob, an upstream that accepts and never answers: one
     upstream connection, and every client gets the same 504 (before, each waiter made its
     own request once the previous one had timed out: the sixth waited six timeouts)."""
-    proxy = start_proxy("--upstream", silent_upstream.url, "--no-presets", "--headers-timeout",
-                        "3", "--cache-dir", str(tmp / "cache"))
+    proxy = start_proxy(
+        "--upstream",
+        silent_upstream.url,
+        "--no-presets",
+        "--headers-timeout",
+        "3",
+        "--cache-dir",
+        str(tmp / "cache"),
+    )
     path = f"/v2/library/silent/blobs/sha256:{'5' * 64}"
     results: list[web.Response | BaseException] = []
 
@@ -218,7 +230,8 @@ def test_clients_waiting_on_a_silent_upstream_share_one_request_and_its_504(
 
 
 def test_a_blob_pruned_beside_the_running_proxy_is_fetched_again(
-        start_proxy: StartProxy, make_upstream: UpstreamFactory, tmp: Path) -> None:
+    start_proxy: StartProxy, make_upstream: UpstreamFactory, tmp: Path
+) -> None:
     """``python -m dockerproxy.cache prune`` deletes committed blobs beside a live proxy, whose
     index still lists them: the next GET is a miss from the upstream (it was a 500)."""
     up = make_upstream(seed=no_images)
@@ -231,16 +244,34 @@ def test_a_blob_pruned_beside_the_running_proxy_is_fetched_again(
     assert (first.status, first.digest, first.error) == (200, blob.digest, None)
     assert committed_blobs(cache) == {blob.digest: blob.size}
 
-    pruned = subprocess.run([sys.executable, "-m", "dockerproxy.cache", "prune", "--cache-dir",
-                             str(cache), "--max-size", "1"], capture_output=True, text=True,
-                            cwd=tmp, timeout=60, check=True)
+    pruned = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dockerproxy.cache",
+            "prune",
+            "--cache-dir",
+            str(cache),
+            "--max-size",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp,
+        timeout=60,
+        check=True,
+    )
     assert "removed 1 blobs" in pruned.stdout, pruned
     assert committed_blobs(cache) == {}
 
     mark = up.log_mark()
     again = fetch_blob(proxy, name, blob.digest, token)
     assert (again.status, again.length, again.digest, again.error) == (
-        200, blob.size, blob.digest, None)
+        200,
+        blob.size,
+        blob.digest,
+        None,
+    )
     assert len(upstream_gets(up, mark, re.escape(blob.digest))) == 1
     assert committed_blobs(cache) == {blob.digest: blob.size}
     assert "Traceback" not in proxy.log_text()
@@ -251,15 +282,22 @@ def test_a_blob_pruned_beside_the_running_proxy_is_fetched_again(
 
 @pytest.mark.parametrize("client", ["follows", "leaves"])
 def test_an_endless_chunked_body_stops_at_the_cache_bound(
-        start_proxy: StartProxy, endless_upstream: EndlessUpstream, tmp: Path,
-        client: str) -> None:
+    start_proxy: StartProxy, endless_upstream: EndlessUpstream, tmp: Path, client: str
+) -> None:
     """A chunked blob body that never ends is cut off where the cache's bound is, whether its
     client follows it or has left (it used to go on: 12 GB with ``--cache-max-size 50MB``),
     and the client never sees a body that ends as if complete."""
     bound = 20 * MiB
     cache = tmp / "cache"
-    proxy = start_proxy("--upstream", endless_upstream.url, "--no-presets", "--cache-dir",
-                        str(cache), "--cache-max-size", str(bound))
+    proxy = start_proxy(
+        "--upstream",
+        endless_upstream.url,
+        "--no-presets",
+        "--cache-dir",
+        str(cache),
+        "--cache-max-size",
+        str(bound),
+    )
     conn = http.client.HTTPConnection(HOST, proxy.port, timeout=60)
     conn.request("GET", f"/v2/library/endless/blobs/sha256:{'e' * 64}")
     response = conn.getresponse()
@@ -274,8 +312,9 @@ def test_an_endless_chunked_body_stops_at_the_cache_bound(
                 received += len(data)
         conn.close()
         assert received < bound
-    assert wait_until(lambda: bool(endless_upstream.closed_by_peer)
-                      and endless_upstream.closed_by_peer[0], 60), endless_upstream.sent
+    assert wait_until(
+        lambda: bool(endless_upstream.closed_by_peer) and endless_upstream.closed_by_peer[0], 60
+    ), endless_upstream.sent
     # The proxy stopped reading at the bound; kernel buffers hold a few MiB more.
     assert endless_upstream.sent[0] < 2 * bound, endless_upstream.sent
     assert "more than the cache can keep" in proxy.log_text()
@@ -287,8 +326,12 @@ def test_an_endless_chunked_body_stops_at_the_cache_bound(
 
 
 def test_a_full_disk_mid_fill_hands_every_client_to_the_upstream(
-        small_disk: Path, start_proxy: StartProxy, make_upstream: UpstreamFactory,
-        gate_factory: Callable[[int, int], Gate], tmp: Path) -> None:
+    small_disk: Path,
+    start_proxy: StartProxy,
+    make_upstream: UpstreamFactory,
+    gate_factory: Callable[[int, int], Gate],
+    tmp: Path,
+) -> None:
     """The cache's disk fills up while two clients follow a fill, at different places: the
     fill is abandoned, and each client gets the rest of the blob from the upstream with a
     Range request of its own; both bodies arrive whole. Once there is room, the blob is
@@ -304,10 +347,16 @@ def test_a_full_disk_mid_fill_hands_every_client_to_the_upstream(
     slow_started, slow_resume, fast_started = (threading.Event() for _ in range(3))
     results: dict[str, Fetch] = {}
     threads = [
-        threading.Thread(target=lambda: results.update(
-            slow=fetch_blob(proxy, name, blob.digest, token, slow_started, slow_resume))),
-        threading.Thread(target=lambda: results.update(
-            fast=fetch_blob(proxy, name, blob.digest, token, fast_started))),
+        threading.Thread(
+            target=lambda: results.update(
+                slow=fetch_blob(proxy, name, blob.digest, token, slow_started, slow_resume)
+            )
+        ),
+        threading.Thread(
+            target=lambda: results.update(
+                fast=fetch_blob(proxy, name, blob.digest, token, fast_started)
+            )
+        ),
     ]
     for thread in threads:
         thread.start()
@@ -317,8 +366,9 @@ def test_a_full_disk_mid_fill_hands_every_client_to_the_upstream(
         assert len(partials(small_disk)) == 1, "the fill should be in progress"
         ballast = fill_up(small_disk)
         gate.release()  # the fill's next write finds the disk full
-        assert wait_until(lambda: proxy.log_text().count("was abandoned") == 2, 30), \
+        assert wait_until(lambda: proxy.log_text().count("was abandoned") == 2, 30), (
             proxy.log_text()[-3000:]
+        )
     finally:
         gate.release()
         slow_resume.set()
@@ -327,7 +377,11 @@ def test_a_full_disk_mid_fill_hands_every_client_to_the_upstream(
     for which in ("slow", "fast"):
         result = results[which]
         assert (result.status, result.length, result.digest, result.error) == (
-            200, blob.size, blob.digest, None), (which, result)
+            200,
+            blob.size,
+            blob.digest,
+            None,
+        ), (which, result)
     assert "No space left on device" in proxy.log_text()
     served = [r for r in up.responses(mark) if r.method == "GET" and blob.digest in r.path]
     assert sorted(r.status for r in served) == [200, 206, 206], served
@@ -342,7 +396,8 @@ def test_a_full_disk_mid_fill_hands_every_client_to_the_upstream(
 
 @pytest.mark.slow
 def test_a_gib_blob_through_a_30_mb_cache_disk_arrives_intact(
-        small_disk: Path, start_proxy: StartProxy, make_upstream: UpstreamFactory) -> None:
+    small_disk: Path, start_proxy: StartProxy, make_upstream: UpstreamFactory
+) -> None:
     """A 1 GiB blob cannot fit on the cache's 30 MB disk: it is relayed, never written."""
     up = make_upstream(seed=no_images)
     name = f"public/gib-{uuid.uuid4().hex[:8]}"
@@ -351,7 +406,11 @@ def test_a_gib_blob_through_a_30_mb_cache_disk_arrives_intact(
     token = anonymous_token(proxy, name)
     result = fetch_blob(proxy, name, blob.digest, token, timeout=300)
     assert (result.status, result.length, result.digest, result.error) == (
-        200, GiB, blob.digest, None)
+        200,
+        GiB,
+        blob.digest,
+        None,
+    )
     assert cache_events(proxy)[-1] == (f"/v2/{name}/blobs/{blob.digest}", "uncached")
     assert committed_blobs(small_disk) == {}
     assert partials(small_disk) == []
@@ -359,8 +418,8 @@ def test_a_gib_blob_through_a_30_mb_cache_disk_arrives_intact(
 
 @pytest.mark.slow
 def test_skopeo_pulls_an_image_with_a_gib_layer_through_a_30_mb_cache_disk(
-        small_disk: Path, start_proxy: StartProxy, make_upstream: UpstreamFactory,
-        tmp: Path) -> None:
+    small_disk: Path, start_proxy: StartProxy, make_upstream: UpstreamFactory, tmp: Path
+) -> None:
     up = make_upstream(seed=no_images)
     name = f"public/gib-image-{uuid.uuid4().hex[:8]}"
     image = images.put_large_image(up.registry, name, "1", GiB, up.pusher, seed="gib-image")

@@ -31,7 +31,8 @@ RETURN_MARGIN = 10 * MiB
 
 
 def test_stalled_tls_clients_of_a_cached_blob_hold_little_and_give_it_back(
-        start_proxy: StartProxy, plain_upstream: Upstream, tmp: Path) -> None:
+    start_proxy: StartProxy, plain_upstream: Upstream, tmp: Path
+) -> None:
     """100 TLS clients of a cached blob that read nothing or a trickle: each costs the
     proxy < 450 KiB while stalled, and RSS comes back once they hang up."""
     name = f"library/cached-{uuid.uuid4().hex[:8]}"

@@ -51,16 +51,39 @@ part_size = "5MiB"
     return path
 
 
-def start_pair(start_proxy: StartProxy, tmp: Path, seaweed: Seaweed, upstream: Upstream,
-               bucket: str, *b_args: str) -> tuple[ProxyProcess, ProxyProcess]:
+def start_pair(
+    start_proxy: StartProxy,
+    tmp: Path,
+    seaweed: Seaweed,
+    upstream: Upstream,
+    bucket: str,
+    *b_args: str,
+) -> tuple[ProxyProcess, ProxyProcess]:
     """Instance A (settings in its config file) and B (options and AWS_* variables)."""
-    a = start_proxy("--upstream", upstream.url, "--log-format", "json",
-                    "--config", str(config_file(tmp, seaweed, bucket, "a")), name="proxy-a")
-    b = start_proxy("--upstream", upstream.url, "--log-format", "json",
-                    "--cache-s3-endpoint", seaweed.endpoint, "--cache-s3-bucket", bucket,
-                    "--cache-s3-prefix", PREFIX, *b_args, name="proxy-b",
-                    env={"AWS_ACCESS_KEY_ID": seaweed.access_key,
-                         "AWS_SECRET_ACCESS_KEY": seaweed.secret_key})
+    a = start_proxy(
+        "--upstream",
+        upstream.url,
+        "--log-format",
+        "json",
+        "--config",
+        str(config_file(tmp, seaweed, bucket, "a")),
+        name="proxy-a",
+    )
+    b = start_proxy(
+        "--upstream",
+        upstream.url,
+        "--log-format",
+        "json",
+        "--cache-s3-endpoint",
+        seaweed.endpoint,
+        "--cache-s3-bucket",
+        bucket,
+        "--cache-s3-prefix",
+        PREFIX,
+        *b_args,
+        name="proxy-b",
+        env={"AWS_ACCESS_KEY_ID": seaweed.access_key, "AWS_SECRET_ACCESS_KEY": seaweed.secret_key},
+    )
     return a, b
 
 
@@ -68,8 +91,12 @@ def get_blob(proxy: ProxyProcess, repository: str, digest: str) -> web.Response:
     """GET a blob through ``proxy`` with an anonymous token from its /v2/auth."""
     token = web.request("GET", f"{proxy.url}/v2/auth?scope=repository:{repository}:pull")
     assert token.status == 200, token
-    return web.request("GET", f"{proxy.url}/v2/{repository}/blobs/{digest}",
-                       {"Authorization": f"Bearer {token.json()['token']}"}, digest_body=True)
+    return web.request(
+        "GET",
+        f"{proxy.url}/v2/{repository}/blobs/{digest}",
+        {"Authorization": f"Bearer {token.json()['token']}"},
+        digest_body=True,
+    )
 
 
 def object_path(bucket: str, digest: str) -> str:
@@ -79,14 +106,16 @@ def object_path(bucket: str, digest: str) -> str:
 
 def wait_uploaded(seaweed: Seaweed, bucket: str, digest: str, proxy: ProxyProcess) -> None:
     """Uploads run after the client's response: wait for the object to appear."""
-    if not wait_until(lambda: seaweed.request("HEAD", object_path(bucket, digest)).status == 200,
-                      60, interval=0.1):
+    if not wait_until(
+        lambda: seaweed.request("HEAD", object_path(bucket, digest)).status == 200, 60, interval=0.1
+    ):
         raise AssertionError(f"{digest} never reached S3:\n{proxy.log_text()[-3000:]}")
 
 
 def cache_statuses(proxy: ProxyProcess) -> list[object]:
-    return [event.get("cache") for event in proxy.access_events()
-            if "/blobs/" in str(event.get("path"))]
+    return [
+        event.get("cache") for event in proxy.access_events() if "/blobs/" in str(event.get("path"))
+    ]
 
 
 def test_signatures_are_checked(seaweed: Seaweed) -> None:
@@ -100,7 +129,8 @@ def test_signatures_are_checked(seaweed: Seaweed) -> None:
 
 
 def test_a_blob_filled_through_one_instance_is_served_by_the_other(
-        seaweed: Seaweed, upstream: Upstream, start_proxy: StartProxy, tmp: Path) -> None:
+    seaweed: Seaweed, upstream: Upstream, start_proxy: StartProxy, tmp: Path
+) -> None:
     repository = f"public/{unique('s3')}"
     large = images.put_large_blob(upstream.registry, repository, 20_000_000, seed=repository)
     small = images.write_blob(upstream.registry, repository, [b"small blob " * 1000])
@@ -111,7 +141,10 @@ def test_a_blob_filled_through_one_instance_is_served_by_the_other(
     for blob in (large, small):
         response = get_blob(a, repository, blob.digest)
         assert (response.status, response.digest, response.length) == (
-            200, blob.digest, blob.size), response
+            200,
+            blob.digest,
+            blob.size,
+        ), response
     for blob in (large, small):
         wait_uploaded(seaweed, bucket, blob.digest, a)
     assert seaweed.request("HEAD", f"/{bucket}").status == 200, "the bucket was created"
@@ -120,8 +153,9 @@ def test_a_blob_filled_through_one_instance_is_served_by_the_other(
     # object is byte for byte the blob.
     head = seaweed.request("HEAD", object_path(bucket, large.digest))
     assert (head.header("etag") or "").strip('"').endswith(f"-{-(-large.size // PART)}"), head
-    assert "-" not in (seaweed.request("HEAD", object_path(bucket, small.digest))
-                       .header("etag") or "-")
+    assert "-" not in (
+        seaweed.request("HEAD", object_path(bucket, small.digest)).header("etag") or "-"
+    )
     stored = seaweed.request("GET", object_path(bucket, large.digest), digest_body=True)
     assert (stored.status, stored.length, stored.digest) == (200, large.size, large.digest)
 
@@ -129,7 +163,10 @@ def test_a_blob_filled_through_one_instance_is_served_by_the_other(
     for blob in (large, small):
         response = get_blob(b, repository, blob.digest)
         assert (response.status, response.digest, response.length) == (
-            200, blob.digest, blob.size), response
+            200,
+            blob.digest,
+            blob.size,
+        ), response
     assert upstream.count("GET", "/blobs/", since=mark) == 0, upstream.requests(mark)
     assert cache_statuses(b) == ["s3", "s3"]
     again = get_blob(b, repository, large.digest)
@@ -139,7 +176,8 @@ def test_a_blob_filled_through_one_instance_is_served_by_the_other(
 
 
 def test_redirect_mode_sends_clients_to_a_presigned_url(
-        seaweed: Seaweed, upstream: Upstream, start_proxy: StartProxy, tmp: Path) -> None:
+    seaweed: Seaweed, upstream: Upstream, start_proxy: StartProxy, tmp: Path
+) -> None:
     repository = f"public/{unique('s3redirect')}"
     blob = images.put_large_blob(upstream.registry, repository, 3_000_000, seed=repository)
     bucket = unique("redirect")
@@ -160,15 +198,22 @@ def test_redirect_mode_sends_clients_to_a_presigned_url(
 
 
 def test_a_failing_s3_never_fails_a_pull(
-        upstream: Upstream, start_proxy: StartProxy, tmp: Path) -> None:
+    upstream: Upstream, start_proxy: StartProxy, tmp: Path
+) -> None:
     """Nothing listens at the endpoint: pulls go to the upstream, the failures are logged."""
     from tests.harness.ports import free_port
 
     repository = f"public/{unique('nos3')}"
     blob = images.put_large_blob(upstream.registry, repository, 1_000_000, seed=repository)
-    proxy = start_proxy("--upstream", upstream.url, "--cache-s3-endpoint",
-                        f"http://127.0.0.1:{free_port()}", "--cache-s3-bucket", "absent",
-                        env={"AWS_ACCESS_KEY_ID": "AKID", "AWS_SECRET_ACCESS_KEY": "secret"})
+    proxy = start_proxy(
+        "--upstream",
+        upstream.url,
+        "--cache-s3-endpoint",
+        f"http://127.0.0.1:{free_port()}",
+        "--cache-s3-bucket",
+        "absent",
+        env={"AWS_ACCESS_KEY_ID": "AKID", "AWS_SECRET_ACCESS_KEY": "secret"},
+    )
     for _ in range(2):
         response = get_blob(proxy, repository, blob.digest)
         assert (response.status, response.digest) == (200, blob.digest), response

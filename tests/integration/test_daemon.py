@@ -23,15 +23,18 @@ from tests.harness.upstream import Upstream
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.parametrize("args,named", [
-    (["--upstream", "ftp://example.com"], "--upstream"),
-    (["--route", "no-equals-sign"], "--route"),
-    (["--listen", "tcp:notaport"], "--listen"),
-    (["--idle-timeout", "-3"], "--idle-timeout"),
-    (["--log-format", "xml"], "--log-format"),
-    (["--upstream-ca", "/nonexistent/ca.pem"], "--upstream-ca"),
-    (["--frobnicate"], "--frobnicate"),
-])
+@pytest.mark.parametrize(
+    "args,named",
+    [
+        (["--upstream", "ftp://example.com"], "--upstream"),
+        (["--route", "no-equals-sign"], "--route"),
+        (["--listen", "tcp:notaport"], "--listen"),
+        (["--idle-timeout", "-3"], "--idle-timeout"),
+        (["--log-format", "xml"], "--log-format"),
+        (["--upstream-ca", "/nonexistent/ca.pem"], "--upstream-ca"),
+        (["--frobnicate"], "--frobnicate"),
+    ],
+)
 def test_bad_options_fail_with_one_line(tmp: Path, args: list[str], named: str) -> None:
     status, stderr = run_twistd(tmp, args)
     assert status != 0
@@ -48,28 +51,35 @@ def test_bad_config_file_names_the_key(tmp: Path) -> None:
     assert stderr.strip() == "dockerproxy: routes.docker.example.com.colour: unknown setting"
 
 
-def test_config_file_with_command_line_override(start_proxy: StartProxy, upstream: Upstream,
-                                                plain_upstream: Upstream, tmp: Path) -> None:
+def test_config_file_with_command_line_override(
+    start_proxy: StartProxy, upstream: Upstream, plain_upstream: Upstream, tmp: Path
+) -> None:
     config = tmp / "config.toml"
     config.write_text(f'upstream = "{upstream.url}"\nlibrary_prefix = true\n')
     proxy = start_proxy("--config", str(config), "--upstream", plain_upstream.url)
     plain = plain_upstream.images["plain"]
-    response = web.request("GET", f"{proxy.url}/v2/plain/manifests/1",
-                           [("Accept", plain.media_type)])
+    response = web.request(
+        "GET", f"{proxy.url}/v2/plain/manifests/1", [("Accept", plain.media_type)]
+    )
     assert response.status == 200, "library_prefix from the file, upstream from the option"
     assert response.header("docker-content-digest") == plain.manifest_digest
 
 
-def test_proxy_tac_reads_the_config_from_the_environment(upstream: Upstream,
-                                                         tmp: Path) -> None:
+def test_proxy_tac_reads_the_config_from_the_environment(upstream: Upstream, tmp: Path) -> None:
     port = free_port()
     config = tmp / "config.toml"
-    config.write_text(f'listen = ["tcp:{port}:interface={HOST}"]\nupstream = "{upstream.url}"\n'
-                      f'log_format = "json"\n[cache]\ndir = "{tmp / "cache"}"\n')
+    config.write_text(
+        f'listen = ["tcp:{port}:interface={HOST}"]\nupstream = "{upstream.url}"\n'
+        f'log_format = "json"\n[cache]\ndir = "{tmp / "cache"}"\n'
+    )
     twistd = str(Path(sys.executable).with_name("twistd"))
-    proc = ManagedProcess("tac", [twistd, "--nodaemon", "--pidfile=", "--python",
-                                  str(ROOT / "proxy.tac")], tmp,
-                          env={**os.environ, "DOCKERPROXY_CONFIG": str(config)}, cwd=tmp)
+    proc = ManagedProcess(
+        "tac",
+        [twistd, "--nodaemon", "--pidfile=", "--python", str(ROOT / "proxy.tac")],
+        tmp,
+        env={**os.environ, "DOCKERPROXY_CONFIG": str(config)},
+        cwd=tmp,
+    )
     with proc:
         wait_http(f"http://{HOST}:{port}/", alive=proc.exit_problem)
         ping = web.request("GET", f"http://{HOST}:{port}/v2/")
@@ -98,11 +108,28 @@ def test_systemd_socket_activation(upstream: Upstream, tmp: Path) -> None:
     assert activate, "scripts/test.sh installs systemd"
     port = free_port()
     twistd = str(Path(sys.executable).with_name("twistd"))
-    proc = ManagedProcess("activated", [
-        # --fdname: Twisted reads LISTEN_FDS only with LISTEN_FDNAMES, as systemd sets both.
-        activate, "--listen", f"{HOST}:{port}", "--fdname=http", twistd, "--nodaemon",
-        "--pidfile=", "dockerproxy", "--listen", "systemd:domain=INET:index=0",
-        "--upstream", upstream.url, "--no-presets", "--no-cache"], tmp, cwd=tmp)
+    proc = ManagedProcess(
+        "activated",
+        [
+            # --fdname: Twisted reads LISTEN_FDS only with LISTEN_FDNAMES, as systemd sets both.
+            activate,
+            "--listen",
+            f"{HOST}:{port}",
+            "--fdname=http",
+            twistd,
+            "--nodaemon",
+            "--pidfile=",
+            "dockerproxy",
+            "--listen",
+            "systemd:domain=INET:index=0",
+            "--upstream",
+            upstream.url,
+            "--no-presets",
+            "--no-cache",
+        ],
+        tmp,
+        cwd=tmp,
+    )
     with proc:
         wait_http(f"http://{HOST}:{port}/", alive=proc.exit_problem)
         ping = web.request("GET", f"http://{HOST}:{port}/v2/")
@@ -121,17 +148,27 @@ def test_systemd_units_verify(tmp: Path) -> None:
     service = (ROOT / "systemd/dockerproxy.service").read_text()
     assert "/opt/dockerproxy/venv/bin/twistd" in service
     assert "--listen systemd:domain=INET:index=0" in service
-    for setting in ("DynamicUser=yes", "ProtectSystem=strict", "NoNewPrivileges=yes",
-                    "CacheDirectory=dockerproxy", "KillSignal=SIGTERM", "KillMode=mixed"):
+    for setting in (
+        "DynamicUser=yes",
+        "ProtectSystem=strict",
+        "NoNewPrivileges=yes",
+        "CacheDirectory=dockerproxy",
+        "KillSignal=SIGTERM",
+        "KillMode=mixed",
+    ):
         assert setting in service
     stop = re.search(r"^TimeoutStopSec=(\d+)s$", service, re.MULTILINE)
     assert stop and int(stop[1]) > Config.drain_timeout, "systemd must outwait the drain"
     (tmp / "dockerproxy.service").write_text(
-        service.replace("/opt/dockerproxy/venv/bin/twistd", str(twistd)))
+        service.replace("/opt/dockerproxy/venv/bin/twistd", str(twistd))
+    )
     shutil.copy(ROOT / "systemd/dockerproxy.socket", tmp / "dockerproxy.socket")
-    result = subprocess.run([analyze, "verify", str(tmp / "dockerproxy.socket"),
-                             str(tmp / "dockerproxy.service")],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [analyze, "verify", str(tmp / "dockerproxy.socket"), str(tmp / "dockerproxy.service")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
     assert "dockerproxy" not in result.stderr, result.stderr
 
@@ -139,11 +176,19 @@ def test_systemd_units_verify(tmp: Path) -> None:
 def build_wheel(tmp: Path) -> Path:
     """The wheel of a copy without build/ leftovers, as a fresh clone would be built."""
     source = tmp / "source"
-    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(
-        ".venv", ".git", "build", "*.egg-info", "__pycache__", "tests", "bench"))
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps",
-                    "-q", "-w", str(tmp), str(source)], check=True, timeout=300,
-                   capture_output=True)
+    shutil.copytree(
+        ROOT,
+        source,
+        ignore=shutil.ignore_patterns(
+            ".venv", ".git", "build", "*.egg-info", "__pycache__", "tests", "bench"
+        ),
+    )
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp), str(source)],
+        check=True,
+        timeout=300,
+        capture_output=True,
+    )
     return next(tmp.glob("dockerproxy-*.whl"))
 
 
@@ -154,8 +199,9 @@ def test_wheel_ships_the_twistd_plugin(tmp: Path) -> None:
     assert "twisted/plugins/dockerproxy_plugin.py" in names
     sources = {str(p.relative_to(ROOT)) for p in (ROOT / "dockerproxy").rglob("*.py")}
     assert sources <= set(names), f"missing from the wheel: {sorted(sources - set(names))}"
-    assert not any(n.startswith("twisted/__init__") or n.startswith("twisted/plugins/__init__")
-                   for n in names), "must not shadow Twisted's own packages"
+    assert not any(
+        n.startswith("twisted/__init__") or n.startswith("twisted/plugins/__init__") for n in names
+    ), "must not shadow Twisted's own packages"
 
 
 def test_wheel_ships_the_home_page_template_and_catalogs(tmp: Path) -> None:
@@ -165,13 +211,30 @@ def test_wheel_ships_the_home_page_template_and_catalogs(tmp: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
     templates = ROOT / "dockerproxy" / "templates"
     data = {str(p.relative_to(ROOT)) for p in templates.rglob("*") if p.is_file()}
-    assert {"dockerproxy/templates/home.xhtml", "dockerproxy/templates/messages/en.toml",
-            "dockerproxy/templates/messages/zh.toml"} <= data
+    assert {
+        "dockerproxy/templates/home.xhtml",
+        "dockerproxy/templates/messages/en.toml",
+        "dockerproxy/templates/messages/zh.toml",
+    } <= data
     assert data <= names, f"missing from the wheel: {sorted(data - names)}"
 
     site = tmp / "site"
-    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target",
-                    str(site), str(wheel)], check=True, timeout=300, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--no-deps",
+            "-q",
+            "--target",
+            str(site),
+            str(wheel),
+        ],
+        check=True,
+        timeout=300,
+        capture_output=True,
+    )
     script = (
         "import dockerproxy.homepage as h, dockerproxy.languages as l\n"
         "print(h.__file__)\n"
@@ -180,8 +243,14 @@ def test_wheel_ships_the_home_page_template_and_catalogs(tmp: Path) -> None:
         "    info = h.MirrorInfo('wheel.test:5000', 'https', None, None)\n"
         "    print(h.render(info, lang).count(b'wheel.test:5000'))\n"
     )
-    result = subprocess.run([sys.executable, "-c", script], cwd=tmp, capture_output=True,
-                            text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(site)})
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=tmp,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(site)},
+    )
     assert result.returncode == 0, result.stderr
     where, languages, *counts = result.stdout.splitlines()
     assert Path(where).is_relative_to(site), where

@@ -69,32 +69,48 @@ class Access:
 def accesses(proxy: ProxyProcess, since: int = 0) -> list[Access]:
     """The proxy's access-log events from index ``since`` on (``--log-format json``)."""
     proxy.proc.wait_log_quiet(0.2)
-    return [Access(str(e["method"]), str(e["path"]), int(str(e["status"])), str(e["upstream"]))
-            for e in proxy.access_events()[since:]]
+    return [
+        Access(str(e["method"]), str(e["path"]), int(str(e["status"])), str(e["upstream"]))
+        for e in proxy.access_events()[since:]
+    ]
 
 
 def show(seen: list[Access]) -> str:
     return "proxy access log:\n" + "\n".join(f"  {a}" for a in seen)
 
 
-def assert_served(seen: list[Access], method: str, path: str, upstream: Upstream,
-                  ns: str | None = None) -> None:
+def assert_served(
+    seen: list[Access], method: str, path: str, upstream: Upstream, ns: str | None = None
+) -> None:
     """The proxy answered ``method path`` with 200 from ``upstream`` (and containerd's ns)."""
-    hits = [a for a in seen if a.method == method and a.path == path and a.status == 200
-            and a.upstream == upstream.url and a.ns == ns]
+    hits = [
+        a
+        for a in seen
+        if a.method == method
+        and a.path == path
+        and a.status == 200
+        and a.upstream == upstream.url
+        and a.ns == ns
+    ]
     assert hits, f"no 200 for {method} {path} (ns={ns}) from {upstream.url}\n{show(seen)}"
 
 
-def assert_blobs_served(seen: list[Access], repository: str, image: ImageRecord,
-                        upstream: Upstream, ns: str | None = None) -> None:
+def assert_blobs_served(
+    seen: list[Access],
+    repository: str,
+    image: ImageRecord,
+    upstream: Upstream,
+    ns: str | None = None,
+) -> None:
     for digest in image.blob_digests:
         assert_served(seen, "GET", f"/v2/{repository}/blobs/{digest}", upstream, ns)
 
 
 def assert_upstream_saw_proxy(upstream: Upstream, mark: LogMark, repository: str) -> None:
     """The upstream registry was asked for ``repository``'s manifests, by the proxy only."""
-    manifests = [r for r in upstream.responses(mark)
-                 if r.path.startswith(f"/v2/{repository}/manifests/")]
+    manifests = [
+        r for r in upstream.responses(mark) if r.path.startswith(f"/v2/{repository}/manifests/")
+    ]
     assert manifests, f"the upstream never saw /v2/{repository}/manifests/"
     assert all(r.user_agent.startswith(PROXY_AGENT) for r in manifests), manifests
 
@@ -109,15 +125,23 @@ def require(*tools: str) -> None:
 
 
 @pytest.fixture
-def hub_proxy(start_proxy: StartProxy, upstream: Upstream,
-              plain_upstream: Upstream) -> ProxyProcess:
+def hub_proxy(
+    start_proxy: StartProxy, upstream: Upstream, plain_upstream: Upstream
+) -> ProxyProcess:
     """docker.io (the default, with library/) is ``upstream``; quay.io is ``plain_upstream``.
 
     Started first, on a port chosen here: dockerd needs the mirror's address at start.
     """
-    return start_proxy("--no-presets", "--registry", f"docker.io={upstream.url}",
-                       "--registry", f"quay.io={plain_upstream.url}", "--log-format", "json",
-                       port=free_port())
+    return start_proxy(
+        "--no-presets",
+        "--registry",
+        f"docker.io={upstream.url}",
+        "--registry",
+        f"quay.io={plain_upstream.url}",
+        "--log-format",
+        "json",
+        port=free_port(),
+    )
 
 
 @pytest.fixture
@@ -158,8 +182,9 @@ def containerd(tmp: Path) -> Iterator[Containerd]:
 def docker_pull(dockerd: Dockerd, proxy: ProxyProcess, ref: str) -> Result:
     """``docker pull REF``; a failure quotes dockerd's log and the proxy's access log."""
     result = dockerd.docker("pull", ref, check=False)
-    assert result.returncode == 0, (f"{result.describe()}\n{dockerd.log_tail()}\n"
-                                    f"{show(accesses(proxy))}")
+    assert result.returncode == 0, (
+        f"{result.describe()}\n{dockerd.log_tail()}\n{show(accesses(proxy))}"
+    )
     return result
 
 
@@ -168,8 +193,9 @@ def pull_attempts(dockerd: Dockerd, since: int) -> list[str]:
     return re.findall(r'msg="(Trying to pull [^"]*)"', dockerd.log_text(since))
 
 
-def test_docker_pulls_through_the_registry_mirror(dockerd: Dockerd, hub_proxy: ProxyProcess,
-                                                  upstream: Upstream) -> None:
+def test_docker_pulls_through_the_registry_mirror(
+    dockerd: Dockerd, hub_proxy: ProxyProcess, upstream: Upstream
+) -> None:
     """``docker pull alpine:3.20`` goes to the mirror as library/alpine, never to Docker Hub."""
     alpine, hello = upstream.images["alpine"], upstream.images["docker"]
     assert isinstance(alpine, ImageRecord) and isinstance(hello, ImageRecord)
@@ -182,8 +208,12 @@ def test_docker_pulls_through_the_registry_mirror(dockerd: Dockerd, hub_proxy: P
     seen = accesses(hub_proxy, since)
     # A ping without credentials comes first, answered with the proxy's own challenge.
     assert (seen[0].method, seen[0].target, seen[0].status) == ("GET", "/v2/", 401), show(seen)
-    assert any(a.path == "/v2/auth" and "repository%3Alibrary%2Falpine%3Apull" in a.target
-               and a.status == 200 for a in seen), show(seen)
+    assert any(
+        a.path == "/v2/auth"
+        and "repository%3Alibrary%2Falpine%3Apull" in a.target
+        and a.status == 200
+        for a in seen
+    ), show(seen)
     assert_served(seen, "HEAD", "/v2/library/alpine/manifests/3.20", upstream)
     assert_served(seen, "GET", f"/v2/library/alpine/manifests/{alpine.manifest_digest}", upstream)
     assert_blobs_served(seen, "library/alpine", alpine, upstream)
@@ -200,9 +230,9 @@ def test_docker_pulls_through_the_registry_mirror(dockerd: Dockerd, hub_proxy: P
     assert "registry-1.docker.io" not in dockerd.log_text(log_mark)
 
 
-def test_docker_pulls_with_the_proxy_as_image_prefix(dockerd: Dockerd, hub_proxy: ProxyProcess,
-                                                     upstream: Upstream,
-                                                     plain_upstream: Upstream) -> None:
+def test_docker_pulls_with_the_proxy_as_image_prefix(
+    dockerd: Dockerd, hub_proxy: ProxyProcess, upstream: Upstream, plain_upstream: Upstream
+) -> None:
     """``docker pull HOST/library/alpine:3.20`` and, by path prefix, ``HOST/quay.io/...``."""
     alpine, plain = upstream.images["alpine"], plain_upstream.images["plain"]
     assert isinstance(alpine, ImageRecord) and isinstance(plain, ImageRecord)
@@ -211,7 +241,8 @@ def test_docker_pulls_with_the_proxy_as_image_prefix(dockerd: Dockerd, hub_proxy
 
     docker_pull(dockerd, hub_proxy, f"{host}/library/alpine:3.20")
     assert dockerd.repo_digests(f"{host}/library/alpine:3.20") == [
-        f"{host}/library/alpine@{alpine.manifest_digest}"]
+        f"{host}/library/alpine@{alpine.manifest_digest}"
+    ]
     assert dockerd.image_id(f"{host}/library/alpine:3.20") == alpine.config.digest
     seen = accesses(hub_proxy, since)
     assert (seen[0].method, seen[0].target, seen[0].status) == ("GET", "/v2/", 401), show(seen)
@@ -222,7 +253,8 @@ def test_docker_pulls_with_the_proxy_as_image_prefix(dockerd: Dockerd, hub_proxy
     since = len(accesses(hub_proxy))
     docker_pull(dockerd, hub_proxy, f"{host}/quay.io/library/plain:1")
     assert dockerd.repo_digests(f"{host}/quay.io/library/plain:1") == [
-        f"{host}/quay.io/library/plain@{plain.manifest_digest}"]
+        f"{host}/quay.io/library/plain@{plain.manifest_digest}"
+    ]
     seen = accesses(hub_proxy, since)
     assert_served(seen, "HEAD", "/v2/quay.io/library/plain/manifests/1", plain_upstream)
     assert_blobs_served(seen, "quay.io/library/plain", plain, plain_upstream)
@@ -241,8 +273,9 @@ def podman_urls(result: Result) -> list[str]:
     return re.findall(r'msg="(?:GET|HEAD) (\S+)"', result.stderr)
 
 
-def test_podman_pulls_through_a_registries_conf_mirror(podman: Podman, hub_proxy: ProxyProcess,
-                                                       upstream: Upstream) -> None:
+def test_podman_pulls_through_a_registries_conf_mirror(
+    podman: Podman, hub_proxy: ProxyProcess, upstream: Upstream
+) -> None:
     alpine = upstream.images["alpine"]
     assert isinstance(alpine, ImageRecord)
     mark, since = upstream.log_mark(), len(accesses(hub_proxy))
@@ -263,8 +296,9 @@ def test_podman_pulls_through_a_registries_conf_mirror(podman: Podman, hub_proxy
     assert_upstream_saw_proxy(upstream, mark, "library/alpine")
 
 
-def test_podman_pulls_with_a_registry_path_prefix(podman: Podman, hub_proxy: ProxyProcess,
-                                                  plain_upstream: Upstream) -> None:
+def test_podman_pulls_with_a_registry_path_prefix(
+    podman: Podman, hub_proxy: ProxyProcess, plain_upstream: Upstream
+) -> None:
     plain = plain_upstream.images["plain"]
     assert isinstance(plain, ImageRecord)
     mark, since = plain_upstream.log_mark(), len(accesses(hub_proxy))
@@ -286,27 +320,31 @@ def test_podman_pulls_with_a_registry_path_prefix(podman: Podman, hub_proxy: Pro
 
 def ctr_urls(result: Result) -> list[str]:
     """Every URL ctr requested while resolving (``ctr --debug``: ``do request ... url=...``)."""
-    return [m.strip('"') for m in re.findall(r'msg="do request".* url=("[^"]*"|\S+)',
-                                             result.stderr)]
+    return [
+        m.strip('"') for m in re.findall(r'msg="do request".* url=("[^"]*"|\S+)', result.stderr)
+    ]
 
 
-def test_containerd_pulls_through_hosts_toml_mirrors(containerd: Containerd,
-                                                     hub_proxy: ProxyProcess, upstream: Upstream,
-                                                     plain_upstream: Upstream) -> None:
+def test_containerd_pulls_through_hosts_toml_mirrors(
+    containerd: Containerd, hub_proxy: ProxyProcess, upstream: Upstream, plain_upstream: Upstream
+) -> None:
     """One mirror for docker.io and quay.io: containerd names the registry with ``?ns=``."""
     alpine, multiarch = upstream.images["alpine"], upstream.images["multiarch"]
     plain = plain_upstream.images["plain"]
     assert isinstance(alpine, ImageRecord) and isinstance(multiarch, IndexRecord)
     assert isinstance(plain, ImageRecord)
-    hosts = containerd.write_hosts({"docker.io": "https://registry-1.docker.io",
-                                    "quay.io": "https://quay.io"}, hub_proxy.url)
+    hosts = containerd.write_hosts(
+        {"docker.io": "https://registry-1.docker.io", "quay.io": "https://quay.io"}, hub_proxy.url
+    )
 
     def pull(ref: str) -> tuple[Result, list[Access]]:
         since = len(accesses(hub_proxy))
-        result = containerd.ctr("images", "pull", "--hosts-dir", str(hosts), ref, debug=True,
-                                check=False)
-        assert result.returncode == 0, (f"{result.describe()}\n{containerd.log_tail()}\n"
-                                        f"{show(accesses(hub_proxy, since))}")
+        result = containerd.ctr(
+            "images", "pull", "--hosts-dir", str(hosts), ref, debug=True, check=False
+        )
+        assert result.returncode == 0, (
+            f"{result.describe()}\n{containerd.log_tail()}\n{show(accesses(hub_proxy, since))}"
+        )
         urls = ctr_urls(result)
         assert urls and all(url.startswith(f"{hub_proxy.url}/v2/") for url in urls), urls
         return result, accesses(hub_proxy, since)
@@ -316,7 +354,11 @@ def test_containerd_pulls_through_hosts_toml_mirrors(containerd: Containerd,
     # containerd never pings /v2/: its first request is a HEAD of the manifest, challenged there.
     first = hub[0]
     assert (first.method, first.path, first.ns, first.status) == (
-        "HEAD", "/v2/library/alpine/manifests/3.20", "docker.io", 401), show(hub)
+        "HEAD",
+        "/v2/library/alpine/manifests/3.20",
+        "docker.io",
+        401,
+    ), show(hub)
     assert not any(a.path == "/v2/" for a in hub), show(hub)
     assert all(a.ns == "docker.io" for a in hub), show(hub)
     assert any(a.path == "/v2/auth" and a.status == 200 for a in hub), show(hub)
@@ -327,15 +369,23 @@ def test_containerd_pulls_through_hosts_toml_mirrors(containerd: Containerd,
     # A multi-platform index: the index by tag, then this platform's manifest by digest.
     _, index = pull("docker.io/public/multiarch:1")
     assert all(a.ns == "docker.io" for a in index), show(index)
-    platform = [m for m in multiarch.manifests
-                if any(a.path == f"/v2/public/multiarch/manifests/{m.manifest_digest}"
-                       and a.status == 200 for a in index)]
+    platform = [
+        m
+        for m in multiarch.manifests
+        if any(
+            a.path == f"/v2/public/multiarch/manifests/{m.manifest_digest}" and a.status == 200
+            for a in index
+        )
+    ]
     assert len(platform) == 1, show(index)
     assert_blobs_served(index, "public/multiarch", platform[0], upstream, "docker.io")
 
     _, quay = pull("quay.io/library/plain:1")
     assert (quay[0].method, quay[0].path, quay[0].ns) == (
-        "HEAD", "/v2/library/plain/manifests/1", "quay.io"), show(quay)
+        "HEAD",
+        "/v2/library/plain/manifests/1",
+        "quay.io",
+    ), show(quay)
     assert all(a.ns == "quay.io" for a in quay), show(quay)
     assert_served(quay, "HEAD", "/v2/library/plain/manifests/1", plain_upstream, "quay.io")
     assert_blobs_served(quay, "library/plain", plain, plain_upstream, "quay.io")

@@ -42,8 +42,9 @@ def test_run_reports_failures_and_timeouts(tmp: Path) -> None:
 def test_processes_in_their_own_session_are_found_by_their_directory(tmp: Path) -> None:
     """What dockerd's containerd and chromium's crash handlers do: escape the process group."""
     marker = tmp / "state"
-    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", str(marker)],
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(60)", str(marker)], start_new_session=True
+    )
     try:
         wait_until(lambda: proc.pid in processes_naming(marker), 5)
         assert proc.pid in processes_naming(marker)
@@ -71,8 +72,9 @@ def test_host_footprint_removes_only_what_appeared(tmp: Path) -> None:
     old = tmp / "old"
     old.mkdir()
     (old / "keep").write_text("x")
-    footprint = HostFootprint([old, old / "keep", old / "new", tmp / "d", tmp / "d" / "f",
-                               tmp / "full"])
+    footprint = HostFootprint(
+        [old, old / "keep", old / "new", tmp / "d", tmp / "d" / "f", tmp / "full"]
+    )
     (old / "new").write_text("created")
     (tmp / "d").mkdir()
     (tmp / "d" / "f").write_text("created")

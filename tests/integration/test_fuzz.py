@@ -29,7 +29,8 @@ SEED = 20261128
 ALLOWED_UPSTREAM = re.compile(
     r"/v2/|/token-redirect(\?.*)?|/token(\?.*)?"
     r"|/v2/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
-    r"/(manifests/[A-Za-z0-9_.:=+-]+|blobs/[a-z0-9+._-]+:[A-Za-z0-9=_-]+|tags/list(\?.*)?)")
+    r"/(manifests/[A-Za-z0-9_.:=+-]+|blobs/[a-z0-9+._-]+:[A-Za-z0-9=_-]+|tags/list(\?.*)?)"
+)
 
 
 class Sentinel:
@@ -73,14 +74,55 @@ def sentinels() -> Iterator[list[Sentinel]]:
 
 def requests(rng: random.Random, targets: list[str]) -> Iterator[bytes]:
     """Raw request heads a scanner might send, each on its own connection."""
-    names = ["library/alpine", "a", "fault/ok", "UPPER/case", "a/../b", "%2e%2e/x", "a//b",
-             "x" * 300, "évil", "a/b/c/d/e/f", "-dash", "a__b", "a..b", "", "_catalog",
-             *(f"{t}/x" for t in targets), *(f"{t}/library/alpine" for t in targets)]
-    refs = ["latest", "3.20", BLOB_DIGEST, "sha256:abc", "sha512:" + "a" * 128, ".hidden",
-            "../../etc/passwd", "a" * 200, "%00", "sha256:" + "A" * 64, "foo+bar:abc=", "x:y:z"]
+    names = [
+        "library/alpine",
+        "a",
+        "fault/ok",
+        "UPPER/case",
+        "a/../b",
+        "%2e%2e/x",
+        "a//b",
+        "x" * 300,
+        "évil",
+        "a/b/c/d/e/f",
+        "-dash",
+        "a__b",
+        "a..b",
+        "",
+        "_catalog",
+        *(f"{t}/x" for t in targets),
+        *(f"{t}/library/alpine" for t in targets),
+    ]
+    refs = [
+        "latest",
+        "3.20",
+        BLOB_DIGEST,
+        "sha256:abc",
+        "sha512:" + "a" * 128,
+        ".hidden",
+        "../../etc/passwd",
+        "a" * 200,
+        "%00",
+        "sha256:" + "A" * 64,
+        "foo+bar:abc=",
+        "x:y:z",
+    ]
     kinds = ["manifests", "blobs", "tags/list", "blobs/uploads/", "referrers", ""]
-    methods = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE",
-               "CONNECT", "get", "G\x00T", "BREW", "GET /x"]
+    methods = [
+        "GET",
+        "HEAD",
+        "POST",
+        "PUT",
+        "DELETE",
+        "PATCH",
+        "OPTIONS",
+        "TRACE",
+        "CONNECT",
+        "get",
+        "G\x00T",
+        "BREW",
+        "GET /x",
+    ]
     hosts = ["mirror.test", *targets, "evil.test", "a" * 300, "[::1]:1", "x y", ""]
     for _ in range(REQUESTS):
         method = rng.choice(methods) if rng.random() < 0.4 else rng.choice(["GET", "HEAD"])
@@ -89,24 +131,62 @@ def requests(rng: random.Random, targets: list[str]) -> Iterator[bytes]:
             path = f"/v2/{rng.choice(names)}/{rng.choice(kinds)}/{rng.choice(refs)}"
         elif shape < 0.7:
             scope = f"repository:{rng.choice(names)}:{rng.choice(['pull', 'push', '*', ''])}"
-            path = (f"/v2/auth?scope={quote(scope)}&service={rng.choice(targets)}"
-                    f"&account={rng.choice(['x', '%00', 'a' * 100])}")
+            path = (
+                f"/v2/auth?scope={quote(scope)}&service={rng.choice(targets)}"
+                f"&account={rng.choice(['x', '%00', 'a' * 100])}"
+            )
         elif shape < 0.85:
             path = f"/v2/{rng.choice(names)}/manifests/latest?ns={quote(rng.choice(hosts))}"
         else:
-            path = rng.choice(["/", "/v2", "/v2/", "//v2//", "/v2/_catalog", "/%2e%2e/",
-                               "http://" + rng.choice(targets) + "/v2/", "*", "/v2/?ns=" +
-                               rng.choice(targets), "/v2/auth?ns=" + rng.choice(targets)])
+            path = rng.choice(
+                [
+                    "/",
+                    "/v2",
+                    "/v2/",
+                    "//v2//",
+                    "/v2/_catalog",
+                    "/%2e%2e/",
+                    "http://" + rng.choice(targets) + "/v2/",
+                    "*",
+                    "/v2/?ns=" + rng.choice(targets),
+                    "/v2/auth?ns=" + rng.choice(targets),
+                ]
+            )
         headers = [f"Host: {rng.choice(hosts)}"]
         extra = ["Content-Length"] if rng.random() < 0.05 else []
-        for name in rng.sample(["Authorization", "Range", "Accept", "If-None-Match",
-                                "X-Forwarded-Host", "Forwarded"], 2) + extra:
-            value = rng.choice(["Bearer x", "Basic Og==", "bytes=5-1", "bytes=0-",
-                                "*/*", "\x7f", "a" * 2000, f"http://{rng.choice(targets)}/",
-                                "-1", "99999999999999999999", "for=127.0.0.7"])
+        for name in (
+            rng.sample(
+                [
+                    "Authorization",
+                    "Range",
+                    "Accept",
+                    "If-None-Match",
+                    "X-Forwarded-Host",
+                    "Forwarded",
+                ],
+                2,
+            )
+            + extra
+        ):
+            value = rng.choice(
+                [
+                    "Bearer x",
+                    "Basic Og==",
+                    "bytes=5-1",
+                    "bytes=0-",
+                    "*/*",
+                    "\x7f",
+                    "a" * 2000,
+                    f"http://{rng.choice(targets)}/",
+                    "-1",
+                    "99999999999999999999",
+                    "for=127.0.0.7",
+                ]
+            )
             headers.append(f"{name}: {value}")
-        yield (f"{method} {path} HTTP/1.1\r\n" + "\r\n".join(headers)
-               + "\r\nConnection: close\r\n\r\n").encode("latin-1", "replace")
+        yield (
+            f"{method} {path} HTTP/1.1\r\n" + "\r\n".join(headers) + "\r\nConnection: close\r\n\r\n"
+        ).encode("latin-1", "replace")
 
 
 def send(port: int, raw: bytes) -> bytes:
@@ -127,11 +207,20 @@ def send(port: int, raw: bytes) -> bytes:
         return b"".join(chunks)
 
 
-def test_thousands_of_malformed_requests(start_proxy: StartProxy, misbehaving: Misbehaving,
-                                         sentinels: list[Sentinel], tmp: Path) -> None:
-    proxy = start_proxy("--upstream", misbehaving.url, "--no-presets",
-                        "--cache-dir", str(tmp / "cache"), "--headers-timeout", "3",
-                        "--idle-timeout", "3")
+def test_thousands_of_malformed_requests(
+    start_proxy: StartProxy, misbehaving: Misbehaving, sentinels: list[Sentinel], tmp: Path
+) -> None:
+    proxy = start_proxy(
+        "--upstream",
+        misbehaving.url,
+        "--no-presets",
+        "--cache-dir",
+        str(tmp / "cache"),
+        "--headers-timeout",
+        "3",
+        "--idle-timeout",
+        "3",
+    )
     before = len(misbehaving.seen())
     targets = [s.address for s in sentinels] + ["sentinel.test", "127.0.0.7"]
     own_failures, statuses = [], []

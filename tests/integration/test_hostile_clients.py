@@ -45,11 +45,21 @@ class RawResponse:
         return json.loads(self.body)
 
 
-def hostile_proxy(start_proxy: StartProxy, upstream: Upstream, *args: str,
-                  **kwargs: Any) -> ProxyProcess:
-    return start_proxy("--upstream", upstream.url, "--no-presets", "--no-cache",
-                       "--client-header-timeout", str(HEADER_TIMEOUT),
-                       "--client-idle-timeout", str(IDLE_TIMEOUT), *args, **kwargs)
+def hostile_proxy(
+    start_proxy: StartProxy, upstream: Upstream, *args: str, **kwargs: Any
+) -> ProxyProcess:
+    return start_proxy(
+        "--upstream",
+        upstream.url,
+        "--no-presets",
+        "--no-cache",
+        "--client-header-timeout",
+        str(HEADER_TIMEOUT),
+        "--client-idle-timeout",
+        str(IDLE_TIMEOUT),
+        *args,
+        **kwargs,
+    )
 
 
 def connect(proxy: ProxyProcess) -> socket.socket:
@@ -111,7 +121,8 @@ def open_fds(proxy: ProxyProcess) -> int:
 
 
 def test_a_trickled_head_gets_408_and_is_closed_by_the_deadline(
-        start_proxy: StartProxy, upstream: Upstream) -> None:
+    start_proxy: StartProxy, upstream: Upstream
+) -> None:
     """A header line every 0.5 s: Twisted's own timer restarted on each and never fired."""
     proxy = hostile_proxy(start_proxy, upstream)
     with connect(proxy) as sock:
@@ -131,7 +142,8 @@ def test_a_trickled_head_gets_408_and_is_closed_by_the_deadline(
 
 
 def test_an_idle_keep_alive_connection_is_closed_silently(
-        start_proxy: StartProxy, upstream: Upstream) -> None:
+    start_proxy: StartProxy, upstream: Upstream
+) -> None:
     proxy = hostile_proxy(start_proxy, upstream)
     with connect(proxy) as sock:
         sock.sendall(b"GET /nope HTTP/1.1\r\nHost: mirror.test\r\n\r\n")
@@ -145,16 +157,29 @@ def test_an_idle_keep_alive_connection_is_closed_silently(
 # --------------------------------------------------------------------------- oversize heads
 
 
-@pytest.mark.parametrize("request_head,status", [
-    (b"GET /v2/ HTTP/1.1\r\nHost: m.test\r\nX-Big: " + b"a" * 17000 + b"\r\n\r\n", 431),
-    (b"GET /v2/ HTTP/1.1\r\nHost: m.test\r\n"
-     + b"".join(b"X-Fill-%d: %s\r\n" % (i, b"a" * 8000) for i in range(9)) + b"\r\n", 431),
-    (b"GET /v2/ HTTP/1.1\r\nHost: m.test\r\n"
-     + b"".join(b"X-%d: y\r\n" % i for i in range(101)) + b"\r\n", 431),
-    (b"GET /" + b"a" * 17000 + b" HTTP/1.1\r\nHost: m.test\r\n\r\n", 414),
-], ids=["header-line", "head", "header-lines", "request-line"])
+@pytest.mark.parametrize(
+    "request_head,status",
+    [
+        (b"GET /v2/ HTTP/1.1\r\nHost: m.test\r\nX-Big: " + b"a" * 17000 + b"\r\n\r\n", 431),
+        (
+            b"GET /v2/ HTTP/1.1\r\nHost: m.test\r\n"
+            + b"".join(b"X-Fill-%d: %s\r\n" % (i, b"a" * 8000) for i in range(9))
+            + b"\r\n",
+            431,
+        ),
+        (
+            b"GET /v2/ HTTP/1.1\r\nHost: m.test\r\n"
+            + b"".join(b"X-%d: y\r\n" % i for i in range(101))
+            + b"\r\n",
+            431,
+        ),
+        (b"GET /" + b"a" * 17000 + b" HTTP/1.1\r\nHost: m.test\r\n\r\n", 414),
+    ],
+    ids=["header-line", "head", "header-lines", "request-line"],
+)
 def test_oversize_heads_get_a_json_error_then_close(
-        start_proxy: StartProxy, upstream: Upstream, request_head: bytes, status: int) -> None:
+    start_proxy: StartProxy, upstream: Upstream, request_head: bytes, status: int
+) -> None:
     proxy = hostile_proxy(start_proxy, upstream)
     mark = upstream.log_mark()
     with connect(proxy) as sock:
@@ -165,17 +190,22 @@ def test_oversize_heads_get_a_json_error_then_close(
     assert upstream.requests(since=mark) == []
 
 
-def test_refusals_over_tls_are_answered_then_closed(start_proxy: StartProxy,
-                                                   upstream: Upstream, tmp: Path) -> None:
+def test_refusals_over_tls_are_answered_then_closed(
+    start_proxy: StartProxy, upstream: Upstream, tmp: Path
+) -> None:
     """No half-close under TLS: the client reads the answer and the proxy closes after it."""
     ca = make_ca(tmp / "certs")
     port = free_port()
-    proxy = hostile_proxy(start_proxy, upstream, port=port, scheme="https", listen=(
-        f"ssl:{port}:interface={HOST}:privateKey={ca.server_key}:certKey={ca.server_cert}"))
+    proxy = hostile_proxy(
+        start_proxy,
+        upstream,
+        port=port,
+        scheme="https",
+        listen=(f"ssl:{port}:interface={HOST}:privateKey={ca.server_key}:certKey={ca.server_cert}"),
+    )
     context = ssl.create_default_context(cafile=str(ca.ca_cert))
     with context.wrap_socket(connect(proxy), server_hostname=HOST) as sock:
-        sock.sendall(b"GET /v2/ HTTP/1.1\r\nHost: m.test\r\nX-Big: " + b"a" * 17000
-                     + b"\r\n\r\n")
+        sock.sendall(b"GET /v2/ HTTP/1.1\r\nHost: m.test\r\nX-Big: " + b"a" * 17000 + b"\r\n\r\n")
         assert_refused(read_response(sock), 431, "HEADERS_TOO_LARGE")
         wait_closed(sock, timeout=LINGER + 2)
     with context.wrap_socket(connect(proxy), server_hostname=HOST) as sock:
@@ -183,8 +213,7 @@ def test_refusals_over_tls_are_answered_then_closed(start_proxy: StartProxy,
         assert_refused(read_response(sock, timeout=HEADER_TIMEOUT + 2), 408, "REQUEST_TIMEOUT")
 
 
-def test_unparseable_requests_get_a_json_400(start_proxy: StartProxy,
-                                             upstream: Upstream) -> None:
+def test_unparseable_requests_get_a_json_400(start_proxy: StartProxy, upstream: Upstream) -> None:
     proxy = hostile_proxy(start_proxy, upstream)
     with connect(proxy) as sock:
         sock.sendall(b"GET /v2/ HTTP/1.1\r\nthis line has no colon\r\n\r\n")
@@ -203,18 +232,21 @@ def spooled_files(proxy: ProxyProcess, directory: Path) -> list[str]:
     return [t for t in targets if t.startswith(str(directory))]
 
 
-def test_an_oversize_content_length_gets_413_at_once(start_proxy: StartProxy,
-                                                     upstream: Upstream) -> None:
+def test_an_oversize_content_length_gets_413_at_once(
+    start_proxy: StartProxy, upstream: Upstream
+) -> None:
     proxy = hostile_proxy(start_proxy, upstream)
     with connect(proxy) as sock:
-        sock.sendall(b"POST /v2/auth HTTP/1.1\r\nHost: m.test\r\n"
-                     b"Content-Length: 3221225472\r\n\r\n")
+        sock.sendall(
+            b"POST /v2/auth HTTP/1.1\r\nHost: m.test\r\nContent-Length: 3221225472\r\n\r\n"
+        )
         assert_refused(read_response(sock, timeout=5), 413, "BODY_TOO_LARGE")
         wait_closed(sock, timeout=2)
 
 
 def test_a_large_chunked_body_gets_413_and_nothing_is_written_to_disk(
-        start_proxy: StartProxy, upstream: Upstream, tmp: Path) -> None:
+    start_proxy: StartProxy, upstream: Upstream, tmp: Path
+) -> None:
     """Twisted spooled every chunked body to a temporary file before the resource said no."""
     tmpdir = tmp / "proxy-tmp"
     tmpdir.mkdir()
@@ -233,13 +265,15 @@ def test_a_large_chunked_body_gets_413_and_nothing_is_written_to_disk(
                     seen_on_disk.extend(spooled_files(proxy, tmpdir))
 
     with connect(proxy) as sock:
-        sock.sendall(b"POST /v2/auth HTTP/1.1\r\nHost: m.test\r\n"
-                     b"Transfer-Encoding: chunked\r\n\r\n")
+        sock.sendall(
+            b"POST /v2/auth HTTP/1.1\r\nHost: m.test\r\nTransfer-Encoding: chunked\r\n\r\n"
+        )
         sender = threading.Thread(target=send_body, args=(sock,), daemon=True)
         sender.start()
         try:
-            assert wait_until(lambda: sent[0] >= 4 << 20 or not sender.is_alive(), 10), \
+            assert wait_until(lambda: sent[0] >= 4 << 20 or not sender.is_alive(), 10), (
                 "not sending after 10s"
+            )
             seen_on_disk.extend(spooled_files(proxy, tmpdir))
             response = read_response(sock, timeout=10)
         finally:
@@ -266,7 +300,8 @@ def fd_limit(wanted: int) -> Iterator[None]:
 
 
 def test_two_thousand_idle_connections_are_closed_and_their_fds_come_back(
-        start_proxy: StartProxy, upstream: Upstream) -> None:
+    start_proxy: StartProxy, upstream: Upstream
+) -> None:
     proxy = hostile_proxy(start_proxy, upstream)
     baseline = open_fds(proxy)
     with fd_limit(4096):
@@ -293,19 +328,30 @@ def test_two_thousand_idle_connections_are_closed_and_their_fds_come_back(
                     assert IDLE_TIMEOUT - 0.2 <= idle < IDLE_TIMEOUT + 15, idle
                     waiting.unregister(fd)
                     del by_fd[fd]
-                assert time.monotonic() - max(answered.values()) < IDLE_TIMEOUT + 15, \
+                assert time.monotonic() - max(answered.values()) < IDLE_TIMEOUT + 15, (
                     f"{len(by_fd)} connections still open"
+                )
         finally:
             for sock in socks:
                 sock.close()
-    assert wait_until(lambda: open_fds(proxy) <= baseline + 5, 10), \
+    assert wait_until(lambda: open_fds(proxy) <= baseline + 5, 10), (
         "not back to its file descriptors after 10s"
+    )
 
 
 def test_max_connections_keeps_the_eleventh_waiting_until_one_closes(
-        start_proxy: StartProxy, upstream: Upstream) -> None:
-    proxy = start_proxy("--upstream", upstream.url, "--no-presets", "--no-cache",
-                        "--client-idle-timeout", "60", "--max-connections", "10")
+    start_proxy: StartProxy, upstream: Upstream
+) -> None:
+    proxy = start_proxy(
+        "--upstream",
+        upstream.url,
+        "--no-presets",
+        "--no-cache",
+        "--client-idle-timeout",
+        "60",
+        "--max-connections",
+        "10",
+    )
     request = b"GET /nope HTTP/1.1\r\nHost: m.test\r\n\r\n"
     first_ten = [connect(proxy) for _ in range(10)]
     eleventh = None

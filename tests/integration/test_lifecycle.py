@@ -49,6 +49,7 @@ DEFAULT_DRAIN = 30.0  # --drain-timeout's default
 
 # -- a listener that cannot be opened ------------------------------------------------------------
 
+
 def assert_one_line(status: int, stderr: str, endpoint: str, reason: str) -> None:
     lines = stderr.strip().splitlines()
     assert status == 2, stderr
@@ -84,8 +85,12 @@ def test_no_permission_to_listen_stops_the_proxy_with_one_line(read_only_dir: Pa
         assert setpriv, "setpriv (util-linux) runs the proxy as nobody"
         prefix = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups"]
     endpoint = f"unix:{read_only_dir / 'proxy.sock'}"
-    status, stderr = run_twistd(read_only_dir, ["--listen", endpoint, "--no-cache"],
-                                prefix=prefix, env={"HOME": str(read_only_dir)})
+    status, stderr = run_twistd(
+        read_only_dir,
+        ["--listen", endpoint, "--no-cache"],
+        prefix=prefix,
+        env={"HOME": str(read_only_dir)},
+    )
     assert_one_line(status, stderr, endpoint, "Permission denied")
     assert not (read_only_dir / "proxy.sock").exists()
 
@@ -110,14 +115,20 @@ def test_a_bad_listener_from_proxy_tac_stops_it_with_one_line(tmp: Path) -> None
     config = tmp / "config.toml"
     config.write_text(f'listen = ["{endpoint}"]\n[cache]\nenabled = false\n')
     twistd = str(Path(sys.executable).with_name("twistd"))
-    result = subprocess.run([twistd, "--nodaemon", "--pidfile=", "--python",
-                             str(ROOT / "proxy.tac")], cwd=tmp, capture_output=True, text=True,
-                            timeout=30, env={**os.environ, "DOCKERPROXY_CONFIG": str(config)})
+    result = subprocess.run(
+        [twistd, "--nodaemon", "--pidfile=", "--python", str(ROOT / "proxy.tac")],
+        cwd=tmp,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, "DOCKERPROXY_CONFIG": str(config)},
+    )
     assert_one_line(result.returncode, result.stderr, endpoint, "TLS")
     assert "Traceback" not in result.stdout
 
 
 # -- SIGTERM: a graceful stop -------------------------------------------------------------------
+
 
 class SlowPull(threading.Thread):
     """GETs a blob at about RATE bytes a second, hashing it; ``received`` grows as it reads."""
@@ -180,12 +191,16 @@ def exit_status(proxy: ProxyProcess, timeout: float) -> int:
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["cache", "no-cache"])
 def test_sigterm_lets_a_pull_under_way_finish_then_exits_0(
-        start_proxy: StartProxy, upstream: Upstream, gib_blob: tuple[str, Blob], tmp: Path,
-        mode: str) -> None:
+    start_proxy: StartProxy, upstream: Upstream, gib_blob: tuple[str, Blob], tmp: Path, mode: str
+) -> None:
     name, blob = gib_blob
     cache = tmp / "cache"
-    proxy = start_proxy("--upstream", upstream.url, "--no-presets",
-                        *(["--cache-dir", str(cache)] if mode == "cache" else ["--no-cache"]))
+    proxy = start_proxy(
+        "--upstream",
+        upstream.url,
+        "--no-presets",
+        *(["--cache-dir", str(cache)] if mode == "cache" else ["--no-cache"]),
+    )
     pull = SlowPull(proxy, name, blob.digest, anonymous_token(proxy, name))
     pull.start()
     assert wait_until(lambda: pull.received >= 64 * MiB, timeout=30), "the pull never started"
@@ -195,7 +210,11 @@ def test_sigterm_lets_a_pull_under_way_finish_then_exits_0(
     assert wait_until(lambda: refused(proxy.port), timeout=5), "still accepting connections"
     pull.join(60)
     assert (pull.status, pull.received, pull.digest, pull.error) == (
-        200, blob.size, blob.digest, None)
+        200,
+        blob.size,
+        blob.digest,
+        None,
+    )
     status = exit_status(proxy, DEFAULT_DRAIN)
     exited = time.monotonic()
     assert status == 0, proxy.proc.log_tail()
@@ -207,20 +226,30 @@ def test_sigterm_lets_a_pull_under_way_finish_then_exits_0(
 
 
 def test_a_pull_longer_than_the_drain_is_cut_and_leaves_nothing_half_written(
-        start_proxy: StartProxy, upstream: Upstream,
-        gate_factory: Callable[[int, int], Gate], tmp: Path) -> None:
+    start_proxy: StartProxy, upstream: Upstream, gate_factory: Callable[[int, int], Gate], tmp: Path
+) -> None:
     drain = 2.0
     name = f"public/drain-cut-{uuid.uuid4().hex[:8]}"
     blob = images.put_large_blob(upstream.registry, name, 64 * MiB, seed="drain-cut")
     gate = gate_factory(upstream.port, 16 * MiB)  # the upstream body stops part way
     cache = tmp / "cache"
-    proxy = start_proxy("--upstream", gate.url, "--no-presets", "--cache-dir", str(cache),
-                        "--drain-timeout", f"{drain:g}")
+    proxy = start_proxy(
+        "--upstream",
+        gate.url,
+        "--no-presets",
+        "--cache-dir",
+        str(cache),
+        "--drain-timeout",
+        f"{drain:g}",
+    )
     token = anonymous_token(proxy, name)
     got_first_mib = threading.Event()
     results: list[object] = []
-    reader = threading.Thread(target=lambda: results.append(
-        fetch_blob(proxy, name, blob.digest, token, got_first_mib, timeout=60)))
+    reader = threading.Thread(
+        target=lambda: results.append(
+            fetch_blob(proxy, name, blob.digest, token, got_first_mib, timeout=60)
+        )
+    )
     reader.start()
     try:
         assert got_first_mib.wait(30), "no bytes reached the client"

@@ -90,22 +90,37 @@ def outcome(behaviour: str, kind: str, mode: str) -> Outcome | None:
     return OUTCOMES.get((behaviour, kind, mode)) or OUTCOMES.get((behaviour, kind, "either"))
 
 
-CASES = sorted({(b, k, m) for b, k, mode in OUTCOMES
-                for m in (("relay", "cache") if mode == "either" else (mode,))})
+CASES = sorted(
+    {
+        (b, k, m)
+        for b, k, mode in OUTCOMES
+        for m in (("relay", "cache") if mode == "either" else (mode,))
+    }
+)
 
 
-def proxy_in(mode: str, start_proxy: StartProxy, misbehaving: Misbehaving,
-             tmp: Path) -> ProxyProcess:
+def proxy_in(
+    mode: str, start_proxy: StartProxy, misbehaving: Misbehaving, tmp: Path
+) -> ProxyProcess:
     options = ["--no-cache"] if mode == "relay" else ["--cache-dir", str(tmp / "cache")]
-    started = start_proxy("--upstream", misbehaving.url, "--no-presets", "--headers-timeout",
-                          str(TIMEOUT), "--idle-timeout", str(TIMEOUT), *options)
+    started = start_proxy(
+        "--upstream",
+        misbehaving.url,
+        "--no-presets",
+        "--headers-timeout",
+        str(TIMEOUT),
+        "--idle-timeout",
+        str(TIMEOUT),
+        *options,
+    )
     started.mode = mode  # type: ignore[attr-defined]
     return started
 
 
 @pytest.fixture(params=["relay", "cache"])
-def proxy(request: pytest.FixtureRequest, start_proxy: StartProxy, misbehaving: Misbehaving,
-          tmp: Path) -> ProxyProcess:
+def proxy(
+    request: pytest.FixtureRequest, start_proxy: StartProxy, misbehaving: Misbehaving, tmp: Path
+) -> ProxyProcess:
     return proxy_in(request.param, start_proxy, misbehaving, tmp)
 
 
@@ -146,9 +161,14 @@ def path_for(behaviour: str, kind: str) -> str:
 
 
 @pytest.mark.parametrize(("behaviour", "kind", "mode"), CASES)
-def test_each_fault_has_its_written_outcome(start_proxy: StartProxy, misbehaving: Misbehaving,
-                                            tmp: Path, behaviour: str, kind: str,
-                                            mode: str) -> None:
+def test_each_fault_has_its_written_outcome(
+    start_proxy: StartProxy,
+    misbehaving: Misbehaving,
+    tmp: Path,
+    behaviour: str,
+    kind: str,
+    mode: str,
+) -> None:
     proxy = proxy_in(mode, start_proxy, misbehaving, tmp)
     expected = outcome(behaviour, kind, mode)
     assert expected is not None
@@ -172,7 +192,8 @@ def test_each_fault_has_its_written_outcome(start_proxy: StartProxy, misbehaving
 
 
 def test_a_redirect_to_another_host_never_carries_the_clients_authorization(
-        proxy: ProxyProcess, misbehaving: Misbehaving) -> None:
+    proxy: ProxyProcess, misbehaving: Misbehaving
+) -> None:
     before = len(misbehaving.seen(misbehaving.away_state))
     answer = get(proxy, path_for("redirect-away", "blobs"), {"Authorization": "Bearer secret"})
     assert (answer.status, answer.body) == (200, BLOB)
@@ -187,7 +208,8 @@ def test_a_token_realm_that_redirects_is_followed(proxy: ProxyProcess) -> None:
 
 
 def test_an_endless_body_is_relayed_until_the_client_leaves(
-        start_proxy: StartProxy, misbehaving: Misbehaving, tmp: Path) -> None:
+    start_proxy: StartProxy, misbehaving: Misbehaving, tmp: Path
+) -> None:
     proxy = proxy_in("relay", start_proxy, misbehaving, tmp)
     stopped = misbehaving.state.endless_stopped
     connection = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=30)
@@ -201,11 +223,20 @@ def test_an_endless_body_is_relayed_until_the_client_leaves(
 
 
 def test_an_endless_body_is_cut_at_the_bound_in_cache_mode(
-        start_proxy: StartProxy, misbehaving: Misbehaving, tmp: Path) -> None:
+    start_proxy: StartProxy, misbehaving: Misbehaving, tmp: Path
+) -> None:
     """Past --max-blob-size a fill is abandoned and its client cut: nothing grows on disk."""
-    proxy = start_proxy("--upstream", misbehaving.url, "--no-presets", "--cache-dir",
-                        str(tmp / "cache"), "--max-blob-size", "4MiB", "--idle-timeout",
-                        str(TIMEOUT))
+    proxy = start_proxy(
+        "--upstream",
+        misbehaving.url,
+        "--no-presets",
+        "--cache-dir",
+        str(tmp / "cache"),
+        "--max-blob-size",
+        "4MiB",
+        "--idle-timeout",
+        str(TIMEOUT),
+    )
     stopped = misbehaving.state.endless_stopped
     answer = get(proxy, path_for("endless", "blobs"))
     assert not answer.complete and len(answer.body) <= 4 << 20

@@ -34,18 +34,20 @@ def assert_still_private(proxy: ProxyProcess, secret: ImageRecord, tmp: Path) ->
     assert anonymous.returncode != 0, "an anonymous client pulled a private image"
     assert re.search(r"unauthorized|denied", anonymous.stderr, re.I), anonymous.stderr
     assert not (tmp / "anonymous" / "index.json").exists()
-    paths = [f"/v2/{secret.name}/manifests/{secret.manifest_digest}",
-             *(f"/v2/{secret.name}/blobs/{digest}" for digest in secret.blobs)]
+    paths = [
+        f"/v2/{secret.name}/manifests/{secret.manifest_digest}",
+        *(f"/v2/{secret.name}/blobs/{digest}" for digest in secret.blobs),
+    ]
     for path in paths:
-        for headers in ({}, {"Authorization": "Basic Og=="},
-                        {"Authorization": "Bearer made-up"}):
+        for headers in ({}, {"Authorization": "Basic Og=="}, {"Authorization": "Bearer made-up"}):
             response = web.request("GET", proxy.url + path, headers)
             assert response.status == 401, (path, headers, str(response))
 
 
 @pytest.mark.parametrize("second", ["Basic Og==", "Bearer made-up"])
 def test_two_authorization_headers_are_refused_and_nothing_is_recorded(
-        start_proxy: StartProxy, upstream: Upstream, tmp: Path, second: str) -> None:
+    start_proxy: StartProxy, upstream: Upstream, tmp: Path, second: str
+) -> None:
     """A valid token first and anything second: the upstream would see the first and the
     access records the second, so one request could mark a private repository public."""
     secret = upstream.images["secret"]
@@ -53,13 +55,21 @@ def test_two_authorization_headers_are_refused_and_nothing_is_recorded(
     proxy = caching_proxy(start_proxy, upstream, tmp / "cache")
     token = reader_token(upstream, secret)
     mark = upstream.log_mark()
-    paths = [f"/v2/{secret.name}/manifests/{secret.tag}",
-             f"/v2/{secret.name}/manifests/{secret.manifest_digest}",
-             *(f"/v2/{secret.name}/blobs/{digest}" for digest in secret.blobs)]
+    paths = [
+        f"/v2/{secret.name}/manifests/{secret.tag}",
+        f"/v2/{secret.name}/manifests/{secret.manifest_digest}",
+        *(f"/v2/{secret.name}/blobs/{digest}" for digest in secret.blobs),
+    ]
     for path in paths:
-        response = web.request("GET", proxy.url + path,
-                               [("Accept", secret.media_type), ("Authorization", f"Bearer {token}"),
-                                ("Authorization", second)])
+        response = web.request(
+            "GET",
+            proxy.url + path,
+            [
+                ("Accept", secret.media_type),
+                ("Authorization", f"Bearer {token}"),
+                ("Authorization", second),
+            ],
+        )
         assert response.status == 400, str(response)
         assert response.json()["errors"][0]["code"] == "INVALID_REQUEST"
     assert upstream.requests(since=mark) == [], "refused before anything was fetched"
@@ -70,7 +80,8 @@ def test_two_authorization_headers_are_refused_and_nothing_is_recorded(
 
 
 def test_authorized_pull_then_duplicate_credentials_cannot_read_the_cache(
-        start_proxy: StartProxy, upstream: Upstream, tmp: Path) -> None:
+    start_proxy: StartProxy, upstream: Upstream, tmp: Path
+) -> None:
     """With the image cached by an authorized pull, a second, conflicting credential in the
     same request is refused too; a token for one repository never opens another."""
     secret = upstream.images["secret"]
@@ -82,8 +93,10 @@ def test_authorized_pull_then_duplicate_credentials_cannot_read_the_cache(
 
     token = reader_token(upstream, secret)
     layer = f"/v2/{secret.name}/blobs/{secret.layers[0].digest}"
-    for pair in ([("Authorization", "Basic Og=="), ("Authorization", f"Bearer {token}")],
-                 [("Authorization", f"Bearer {token}"), ("Authorization", f"Bearer {token}")]):
+    for pair in (
+        [("Authorization", "Basic Og=="), ("Authorization", f"Bearer {token}")],
+        [("Authorization", f"Bearer {token}"), ("Authorization", f"Bearer {token}")],
+    ):
         response = web.request("GET", proxy.url + layer, pair)
         assert response.status == 400, str(response)
     assert upstream.tokenserver is not None
@@ -93,12 +106,12 @@ def test_authorized_pull_then_duplicate_credentials_cannot_read_the_cache(
     assert_still_private(proxy, secret, tmp)
 
 
-def test_two_host_headers_are_refused(start_proxy: StartProxy, upstream: Upstream,
-                                      tmp: Path) -> None:
+def test_two_host_headers_are_refused(
+    start_proxy: StartProxy, upstream: Upstream, tmp: Path
+) -> None:
     proxy = caching_proxy(start_proxy, upstream, tmp / "cache")
     mark = upstream.log_mark()
-    response = web.request("GET", f"{proxy.url}/v2/",
-                           [("Host", "a.test"), ("Host", proxy.host)])
+    response = web.request("GET", f"{proxy.url}/v2/", [("Host", "a.test"), ("Host", proxy.host)])
     assert response.status == 400, str(response)
     assert response.json()["errors"][0]["code"] == "INVALID_REQUEST"
     assert upstream.requests(since=mark) == []

@@ -18,14 +18,16 @@ from tests.harness.tls import make_ca
 from tests.harness.upstream import Upstream
 
 
-def mirror_of(start_proxy: StartProxy, upstream: Upstream, *args: str,
-              **kwargs: Any) -> ProxyProcess:
+def mirror_of(
+    start_proxy: StartProxy, upstream: Upstream, *args: str, **kwargs: Any
+) -> ProxyProcess:
     """A proxy whose default upstream is C{upstream}, with Docker Hub's short-name rule."""
     return start_proxy("--upstream", upstream.url, "--library-prefix", *args, **kwargs)
 
 
-def test_short_name_is_completed_with_library(start_proxy: StartProxy, upstream: Upstream,
-                                              tmp: Path) -> None:
+def test_short_name_is_completed_with_library(
+    start_proxy: StartProxy, upstream: Upstream, tmp: Path
+) -> None:
     proxy = mirror_of(start_proxy, upstream)
     alpine = upstream.images["alpine"]
     mark = upstream.log_mark()
@@ -44,8 +46,7 @@ def test_library_form(start_proxy: StartProxy, upstream: Upstream, tmp: Path) ->
     assert_same_image(tmp / "out", upstream.images["alpine"])
 
 
-def test_multi_arch_index_with_all(start_proxy: StartProxy, upstream: Upstream,
-                                   tmp: Path) -> None:
+def test_multi_arch_index_with_all(start_proxy: StartProxy, upstream: Upstream, tmp: Path) -> None:
     proxy = mirror_of(start_proxy, upstream)
     index = upstream.images["multiarch"]
     assert isinstance(index, IndexRecord)
@@ -53,16 +54,18 @@ def test_multi_arch_index_with_all(start_proxy: StartProxy, upstream: Upstream,
     assert_same_index(tmp / "out", index)
 
 
-def test_private_image_needs_credentials(start_proxy: StartProxy, upstream: Upstream,
-                                         tmp: Path) -> None:
+def test_private_image_needs_credentials(
+    start_proxy: StartProxy, upstream: Upstream, tmp: Path
+) -> None:
     proxy = mirror_of(start_proxy, upstream)
     secret = upstream.images["secret"]
     refused = copy(proxy, secret.ref, tmp / "anon", check=False)
     assert refused.returncode != 0
     assert "unauthorized" in refused.stderr.lower() or "denied" in refused.stderr.lower()
     user, password = upstream.reader
-    wrong = copy(proxy, secret.ref, tmp / "wrong", f"--src-creds={user}:not-{password}",
-                 check=False)
+    wrong = copy(
+        proxy, secret.ref, tmp / "wrong", f"--src-creds={user}:not-{password}", check=False
+    )
     assert wrong.returncode != 0
     mark = upstream.log_mark()
     copy(proxy, secret.ref, tmp / "out", f"--src-creds={user}:{password}")
@@ -82,7 +85,8 @@ def test_inspect(start_proxy: StartProxy, upstream: Upstream) -> None:
 
 
 def test_blob_redirects_are_followed_without_authorization(
-        start_proxy: StartProxy, redirect_upstream: Upstream, tmp: Path) -> None:
+    start_proxy: StartProxy, redirect_upstream: Upstream, tmp: Path
+) -> None:
     proxy = mirror_of(start_proxy, redirect_upstream)
     alpine = redirect_upstream.images["alpine"]
     mark = redirect_upstream.log_mark()
@@ -93,20 +97,22 @@ def test_blob_redirects_are_followed_without_authorization(
     assert all(not r["authorization"] for r in cdn), cdn
 
 
-def test_ssl_endpoint_with_test_ca(start_proxy: StartProxy, upstream: Upstream,
-                                   tmp: Path) -> None:
+def test_ssl_endpoint_with_test_ca(start_proxy: StartProxy, upstream: Upstream, tmp: Path) -> None:
     ca = make_ca(tmp / "certs")
     from tests.harness.ports import free_port
 
     port = free_port()
-    listen = (f"ssl:{port}:interface=127.0.0.1:privateKey={ca.server_key}"
-              f":certKey={ca.server_cert}")
+    listen = f"ssl:{port}:interface=127.0.0.1:privateKey={ca.server_key}:certKey={ca.server_cert}"
     proxy = mirror_of(start_proxy, upstream, port=port, listen=listen, scheme="https")
     cert_dir = tmp / "client-certs"
     cert_dir.mkdir()
     (cert_dir / "ca.crt").write_bytes(ca.ca_cert.read_bytes())
-    result = skopeo("copy", f"--src-cert-dir={cert_dir}", f"docker://{proxy.host}/alpine:3.20",
-                    f"oci:{tmp / 'out'}:x")
+    result = skopeo(
+        "copy",
+        f"--src-cert-dir={cert_dir}",
+        f"docker://{proxy.host}/alpine:3.20",
+        f"oci:{tmp / 'out'}:x",
+    )
     assert result.returncode == 0
     assert_same_image(tmp / "out", upstream.images["alpine"])
     untrusted = skopeo("inspect", f"docker://{proxy.host}/alpine:3.20", check=False)
@@ -118,7 +124,8 @@ def test_challenges_point_at_the_proxy(start_proxy: StartProxy, upstream: Upstre
     ping = web.request("GET", f"{proxy.url}/v2/")
     assert ping.status == 401
     assert ping.header("www-authenticate") == (
-        f'Bearer realm="{proxy.url}/v2/auth",service="{upstream.service}"')
+        f'Bearer realm="{proxy.url}/v2/auth",service="{upstream.service}"'
+    )
     head = web.request("HEAD", f"{proxy.url}/v2/alpine/manifests/3.20")
     assert head.status == 401
     challenge = head.header("www-authenticate") or ""
@@ -132,19 +139,26 @@ def test_token_endpoint_and_head(start_proxy: StartProxy, upstream: Upstream) ->
     alpine = upstream.images["alpine"]
     mark = upstream.log_mark()
     token = web.request(
-        "GET", f"{proxy.url}/v2/auth?service=whatever&scope=repository:alpine:pull"
+        "GET",
+        f"{proxy.url}/v2/auth?service=whatever&scope=repository:alpine:pull"
         "&scope=repository:public/multiarch:pull",
-        {"Authorization": "Basic " + base64.b64encode(b":").decode()})
+        {"Authorization": "Basic " + base64.b64encode(b":").decode()},
+    )
     assert token.status == 200, token
     bearer = token.json()["token"]
     sent = upstream.token_requests(mark)[-1]
     assert sent["auth_type"] is None, "Basic Og== is anonymous and not forwarded"
-    assert set(sent["scopes"]) == {"repository:library/alpine:pull",
-                                   "repository:public/multiarch:pull"}
+    assert set(sent["scopes"]) == {
+        "repository:library/alpine:pull",
+        "repository:public/multiarch:pull",
+    }
     mark = upstream.log_mark()
     accept = [("Accept", alpine.media_type)]
-    head = web.request("HEAD", f"{proxy.url}/v2/alpine/manifests/3.20",
-                       [("Authorization", f"Bearer {bearer}"), *accept])
+    head = web.request(
+        "HEAD",
+        f"{proxy.url}/v2/alpine/manifests/3.20",
+        [("Authorization", f"Bearer {bearer}"), *accept],
+    )
     assert head.status == 200, head
     assert head.header("docker-content-digest") == alpine.manifest_digest
     assert int(head.header("content-length") or -1) == len(alpine.manifest)
@@ -154,8 +168,9 @@ def test_token_endpoint_and_head(start_proxy: StartProxy, upstream: Upstream) ->
     assert post.status == 404 and post.json()["errors"][0]["code"] == "UNSUPPORTED"
 
 
-def test_refusals_and_bad_input_are_registry_errors(start_proxy: StartProxy,
-                                                    upstream: Upstream) -> None:
+def test_refusals_and_bad_input_are_registry_errors(
+    start_proxy: StartProxy, upstream: Upstream
+) -> None:
     proxy = mirror_of(start_proxy, upstream)
     mark = upstream.log_mark()
     cases = [
@@ -172,7 +187,9 @@ def test_refusals_and_bad_input_are_registry_errors(start_proxy: StartProxy,
         response = web.request(method, proxy.url + path)
         assert response.status == status, (method, path, response)
         assert response.json()["errors"][0]["code"] == code
-        assert response.header("content-type", ).startswith("application/json")
+        assert response.header(
+            "content-type",
+        ).startswith("application/json")
     assert upstream.requests(mark) == [], "refused requests never reach the upstream"
 
 

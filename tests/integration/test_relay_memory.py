@@ -51,8 +51,9 @@ def blob_path(plain_upstream: Upstream) -> str:
     return f"/v2/{name}/blobs/{blob.digest}"
 
 
-def start_relay(start_proxy: StartProxy, upstream: Upstream, certs: Path | None = None
-                ) -> tuple[ProxyProcess, ssl.SSLContext | None]:
+def start_relay(
+    start_proxy: StartProxy, upstream: Upstream, certs: Path | None = None
+) -> tuple[ProxyProcess, ssl.SSLContext | None]:
     """A relaying proxy; with C{certs}, on a TLS listener (and a client context for it)."""
     args = ("--upstream", upstream.url, "--no-presets", "--no-cache")
     if certs is None:
@@ -63,20 +64,22 @@ def start_relay(start_proxy: StartProxy, upstream: Upstream, certs: Path | None 
 
 @pytest.mark.parametrize("scheme", ["http", "https"])
 def test_stalled_clients_hold_little_and_give_it_back(
-        start_proxy: StartProxy, plain_upstream: Upstream, blob_path: str, tmp: Path,
-        scheme: str) -> None:
+    start_proxy: StartProxy, plain_upstream: Upstream, blob_path: str, tmp: Path, scheme: str
+) -> None:
     """100 clients that read nothing or a trickle: each costs the proxy < 400 KiB while
     stalled (512 KiB over TLS), and the proxy's RSS returns to where it was once they
     hang up."""
-    proxy, tls = start_relay(start_proxy, plain_upstream,
-                             tmp / "certs" if scheme == "https" else None)
+    proxy, tls = start_relay(
+        start_proxy, plain_upstream, tmp / "certs" if scheme == "https" else None
+    )
     stall = stall_clients(proxy, blob_path, CLIENTS, tls)
     assert stall.per_client < PER_CLIENT_LIMIT[scheme], str(stall)
     assert_given_back(proxy, stall, RETURN_MARGIN)
 
 
-def test_aborted_relays_leak_nothing(start_proxy: StartProxy, plain_upstream: Upstream,
-                                     blob_path: str) -> None:
+def test_aborted_relays_leak_nothing(
+    start_proxy: StartProxy, plain_upstream: Upstream, blob_path: str
+) -> None:
     """300 clients that read 1 MiB of the blob and hang up: RSS stays where the first 30 left
     it, and every connection's descriptors are closed."""
     proxy, _ = start_relay(start_proxy, plain_upstream)
@@ -87,9 +90,13 @@ def test_aborted_relays_leak_nothing(start_proxy: StartProxy, plain_upstream: Up
     warm = quiet_rss(proxy.pid)
     for _ in range(ABORTS - ABORT_WARMUP):
         read_and_hang_up(proxy.port, blob_path, MiB)
-    wait_until(lambda: open_fds(proxy.pid) <= fds, 30,
-               lambda: f"{open_fds(proxy.pid)} fds open, {fds} before the clients")
+    wait_until(
+        lambda: open_fds(proxy.pid) <= fds,
+        30,
+        lambda: f"{open_fds(proxy.pid)} fds open, {fds} before the clients",
+    )
     after = quiet_rss(proxy.pid)
     assert after < warm + ABORT_GROWTH_LIMIT, (
         f"RSS {warm / MiB:.1f} MiB after {ABORT_WARMUP} aborted relays, "
-        f"{after / MiB:.1f} MiB after {ABORTS}")
+        f"{after / MiB:.1f} MiB after {ABORTS}"
+    )

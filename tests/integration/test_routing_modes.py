@@ -17,15 +17,23 @@ from tests.harness.upstream import Upstream
 
 
 @pytest.fixture
-def two_registry_proxy(start_proxy: StartProxy, upstream: Upstream,
-                       plain_upstream: Upstream) -> ProxyProcess:
+def two_registry_proxy(
+    start_proxy: StartProxy, upstream: Upstream, plain_upstream: Upstream
+) -> ProxyProcess:
     """docker.io is the token-auth upstream, quay.io the plain one; localhost routes to quay.io."""
     from tests.harness.ports import free_port
 
     port = free_port()
-    return start_proxy("--no-presets", "--registry", f"docker.io={upstream.url}",
-                       "--registry", f"quay.io={plain_upstream.url}",
-                       "--route", f"localhost:{port}=quay.io", port=port)
+    return start_proxy(
+        "--no-presets",
+        "--registry",
+        f"docker.io={upstream.url}",
+        "--registry",
+        f"quay.io={plain_upstream.url}",
+        "--route",
+        f"localhost:{port}=quay.io",
+        port=port,
+    )
 
 
 def pull(ref: str, dest: Path) -> None:
@@ -38,8 +46,9 @@ def assert_pulled(dest: Path, image: ImageRecord) -> None:
     assert set(image.blobs) <= set(layout.blobs)
 
 
-def test_path_prefix_mode(two_registry_proxy: ProxyProcess, upstream: Upstream,
-                          plain_upstream: Upstream, tmp: Path) -> None:
+def test_path_prefix_mode(
+    two_registry_proxy: ProxyProcess, upstream: Upstream, plain_upstream: Upstream, tmp: Path
+) -> None:
     host = two_registry_proxy.host
     pull(f"{host}/docker.io/alpine:3.20", tmp / "hub-short")
     assert_pulled(tmp / "hub-short", upstream.images["alpine"])
@@ -49,16 +58,18 @@ def test_path_prefix_mode(two_registry_proxy: ProxyProcess, upstream: Upstream,
     assert_pulled(tmp / "quay", plain_upstream.images["plain"])
 
 
-def test_host_mode_and_default(two_registry_proxy: ProxyProcess, upstream: Upstream,
-                               plain_upstream: Upstream, tmp: Path) -> None:
+def test_host_mode_and_default(
+    two_registry_proxy: ProxyProcess, upstream: Upstream, plain_upstream: Upstream, tmp: Path
+) -> None:
     pull(f"localhost:{two_registry_proxy.port}/library/plain:1", tmp / "routed")
     assert_pulled(tmp / "routed", plain_upstream.images["plain"])
     pull(f"{two_registry_proxy.host}/alpine:3.20", tmp / "default")
     assert_pulled(tmp / "default", upstream.images["alpine"])
 
 
-def test_ns_mode_with_token_auth(two_registry_proxy: ProxyProcess, upstream: Upstream,
-                                 plain_upstream: Upstream) -> None:
+def test_ns_mode_with_token_auth(
+    two_registry_proxy: ProxyProcess, upstream: Upstream, plain_upstream: Upstream
+) -> None:
     """containerd's requests: ?ns= on every call, HEAD first, the realm keeps ns."""
     base = two_registry_proxy.url
     alpine = upstream.images["alpine"]
@@ -67,14 +78,18 @@ def test_ns_mode_with_token_auth(two_registry_proxy: ProxyProcess, upstream: Ups
     assert head.status == 401
     challenge = head.header("www-authenticate") or ""
     assert f'realm="{base}/v2/auth?ns=docker.io"' in challenge
-    token = web.request("GET", f"{base}/v2/auth?ns=docker.io&scope=repository:library/alpine:pull"
-                        f"&service={upstream.service}").json()["token"]
+    token = web.request(
+        "GET",
+        f"{base}/v2/auth?ns=docker.io&scope=repository:library/alpine:pull"
+        f"&service={upstream.service}",
+    ).json()["token"]
     auth = [("Authorization", f"Bearer {token}"), *accept]
     ok = web.request("HEAD", f"{base}/v2/library/alpine/manifests/3.20?ns=docker.io", auth)
     assert ok.status == 200 and ok.header("docker-content-digest") == alpine.manifest_digest
     plain = plain_upstream.images["plain"]
-    other = web.request("GET", f"{base}/v2/library/plain/manifests/1?ns=quay.io",
-                        [("Accept", plain.media_type)])
+    other = web.request(
+        "GET", f"{base}/v2/library/plain/manifests/1?ns=quay.io", [("Accept", plain.media_type)]
+    )
     assert other.status == 200 and other.header("docker-content-digest") == plain.manifest_digest
 
 
@@ -108,18 +123,20 @@ def sentinel() -> Iterator[tuple[int, list[object]]]:
 
 
 def test_unconfigured_registries_are_never_contacted(
-        two_registry_proxy: ProxyProcess, upstream: Upstream,
-        sentinel: tuple[int, list[object]]) -> None:
+    two_registry_proxy: ProxyProcess, upstream: Upstream, sentinel: tuple[int, list[object]]
+) -> None:
     port, contacts = sentinel
     base = two_registry_proxy.url
     target = f"127.0.0.1:{port}"
     mark = upstream.log_mark()
-    for path in (f"/v2/library/alpine/manifests/3.20?ns={target}",
-                 "/v2/library/alpine/manifests/3.20?ns=ghcr.io",
-                 f"/v2/auth?ns={target}&scope=repository:library/alpine:pull",
-                 "/v2/ghcr.io/owner/image/manifests/1",
-                 "/v2/auth?scope=repository:ghcr.io/owner/image:pull",
-                 f"/v2/?ns={target}"):
+    for path in (
+        f"/v2/library/alpine/manifests/3.20?ns={target}",
+        "/v2/library/alpine/manifests/3.20?ns=ghcr.io",
+        f"/v2/auth?ns={target}&scope=repository:library/alpine:pull",
+        "/v2/ghcr.io/owner/image/manifests/1",
+        "/v2/auth?scope=repository:ghcr.io/owner/image:pull",
+        f"/v2/?ns={target}",
+    ):
         response = web.request("GET", base + path)
         assert response.status == 404, (path, response)
         error = response.json()["errors"][0]

@@ -28,17 +28,23 @@ def peak_rss_mb(pid: int) -> float:
 
 
 @pytest.mark.parametrize("mode", ["--no-cache", "--cache"])
-def test_one_gib_blob_keeps_memory_flat(start_proxy: StartProxy, upstream: Upstream,
-                                        mode: str) -> None:
+def test_one_gib_blob_keeps_memory_flat(
+    start_proxy: StartProxy, upstream: Upstream, mode: str
+) -> None:
     """Relayed, or filling the cache while streaming: memory does not grow with the blob."""
     name = f"public/big-{uuid.uuid4().hex[:8]}"
     blob = images.put_large_blob(upstream.registry, name, GIB, seed="rss")
-    proxy = start_proxy("--upstream", upstream.url, *(["--no-cache"] if mode == "--no-cache"
-                                                      else []))
+    proxy = start_proxy(
+        "--upstream", upstream.url, *(["--no-cache"] if mode == "--no-cache" else [])
+    )
     token = web.request("GET", f"{proxy.url}/v2/auth?scope=repository:{name}:pull").json()
-    response = web.request("GET", f"{proxy.url}/v2/{name}/blobs/{blob.digest}",
-                           {"Authorization": f"Bearer {token['token']}"}, digest_body=True,
-                           timeout=300)
+    response = web.request(
+        "GET",
+        f"{proxy.url}/v2/{name}/blobs/{blob.digest}",
+        {"Authorization": f"Bearer {token['token']}"},
+        digest_body=True,
+        timeout=300,
+    )
     assert response.status == 200, response
     assert response.length == GIB
     assert response.digest == blob.digest
@@ -62,8 +68,10 @@ def truncating_upstream() -> Iterator[str]:
                 return
             with conn:
                 conn.recv(65536)
-                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
-                             b"Content-Length: 1000000\r\n\r\n" + b"x" * 1024)
+                conn.sendall(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
+                    b"Content-Length: 1000000\r\n\r\n" + b"x" * 1024
+                )
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
@@ -75,13 +83,16 @@ def truncating_upstream() -> Iterator[str]:
         thread.join(timeout=5)
 
 
-@pytest.mark.parametrize("cache,logged", [
-    ("--no-cache", "upstream body ended early"),
-    (None, "blob cache: fill of sha256:" + "0" * 64 + " failed after 1024 bytes"),
-])
-def test_truncated_upstream_body_aborts_the_client(start_proxy: StartProxy,
-                                                   truncating_upstream: str,
-                                                   cache: str | None, logged: str) -> None:
+@pytest.mark.parametrize(
+    "cache,logged",
+    [
+        ("--no-cache", "upstream body ended early"),
+        (None, "blob cache: fill of sha256:" + "0" * 64 + " failed after 1024 bytes"),
+    ],
+)
+def test_truncated_upstream_body_aborts_the_client(
+    start_proxy: StartProxy, truncating_upstream: str, cache: str | None, logged: str
+) -> None:
     """Relayed or through the cache, a short body never ends as if complete."""
     proxy = start_proxy("--upstream", truncating_upstream, *([cache] if cache else []))
     digest = "sha256:" + "0" * 64
@@ -89,8 +100,9 @@ def test_truncated_upstream_body_aborts_the_client(start_proxy: StartProxy,
     conn.request("GET", f"/v2/library/x/blobs/{digest}")
     # The proxy aborts the connection (a reset), so the client may lose even the status
     # line; what it must never see is a response that ends as if complete.
-    with pytest.raises((http.client.IncompleteRead, ConnectionResetError,
-                        http.client.RemoteDisconnected)):
+    with pytest.raises(
+        (http.client.IncompleteRead, ConnectionResetError, http.client.RemoteDisconnected)
+    ):
         response = conn.getresponse()
         assert response.getheader("content-length") == "1000000"
         response.read()

@@ -34,15 +34,18 @@ def tls_registry(tmp: Path) -> Iterator[tuple[Registry, TestCA, Blob]]:
         registry.stop()
 
 
-def get_blob(proxy: ProxyProcess, repository: str, blob: Blob,
-             digest_body: bool = True) -> web.Response:
+def get_blob(
+    proxy: ProxyProcess, repository: str, blob: Blob, digest_body: bool = True
+) -> web.Response:
     """GET the blob through the proxy (no auth: the registry needs none)."""
-    return web.request("GET", f"{proxy.url}/v2/{repository}/blobs/{blob.digest}",
-                       digest_body=digest_body)
+    return web.request(
+        "GET", f"{proxy.url}/v2/{repository}/blobs/{blob.digest}", digest_body=digest_body
+    )
 
 
 def test_upstream_ca_trusts_a_self_hosted_registry(
-        start_proxy: StartProxy, tls_registry: tuple[Registry, TestCA, Blob]) -> None:
+    start_proxy: StartProxy, tls_registry: tuple[Registry, TestCA, Blob]
+) -> None:
     registry, ca, blob = tls_registry
     assert registry.url.startswith("https://")
     proxy = start_proxy("--upstream", registry.url, "--upstream-ca", str(ca.ca_cert))
@@ -53,7 +56,8 @@ def test_upstream_ca_trusts_a_self_hosted_registry(
 
 
 def test_untrusted_certificate_is_a_502_naming_the_upstream(
-        start_proxy: StartProxy, tls_registry: tuple[Registry, TestCA, Blob]) -> None:
+    start_proxy: StartProxy, tls_registry: tuple[Registry, TestCA, Blob]
+) -> None:
     registry, _, blob = tls_registry
     proxy = start_proxy("--upstream", registry.url)
     response = get_blob(proxy, REPOSITORY, blob, digest_body=False)
@@ -65,8 +69,8 @@ def test_untrusted_certificate_is_a_502_naming_the_upstream(
 
 
 def test_insecure_registry_skips_certificate_checks(
-        start_proxy: StartProxy, tls_registry: tuple[Registry, TestCA, Blob],
-        tmp: Path) -> None:
+    start_proxy: StartProxy, tls_registry: tuple[Registry, TestCA, Blob], tmp: Path
+) -> None:
     """``insecure = true`` in the config reaches the registry without its CA."""
     registry, _, blob = tls_registry
     config = tmp / "insecure.toml"

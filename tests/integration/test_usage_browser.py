@@ -42,10 +42,20 @@ def usage_proxy(start_proxy: StartProxy) -> ProxyProcess:
     (rendering the page needs none), so they are closed loopback ports."""
     port = free_port()
     hub, ghcr, quay = (f"http://127.0.0.1:{free_port()}" for _ in range(3))
-    return start_proxy("--no-presets", "--registry", f"docker.io={hub}",
-                       "--registry", f"ghcr.io={ghcr}", "--registry", f"quay.io={quay}",
-                       "--route", f"localhost:{port}=quay.io",
-                       "--route", f"ghcr.localhost:{port}=ghcr.io", port=port)
+    return start_proxy(
+        "--no-presets",
+        "--registry",
+        f"docker.io={hub}",
+        "--registry",
+        f"ghcr.io={ghcr}",
+        "--registry",
+        f"quay.io={quay}",
+        "--route",
+        f"localhost:{port}=quay.io",
+        "--route",
+        f"ghcr.localhost:{port}=ghcr.io",
+        port=port,
+    )
 
 
 def assert_usage_page(page: Page, proxy: ProxyProcess) -> None:
@@ -63,9 +73,13 @@ def assert_usage_page(page: Page, proxy: ProxyProcess) -> None:
     assert set(CLIENT_SECTIONS) <= page.ids, page.ids
     for title in ("Docker", "containerd", "Podman / CRI-O", "k3s", "kind"):
         assert title in page.headings, page.headings
-    for path in ("/etc/docker/daemon.json", "/etc/containerd/certs.d/docker.io/hosts.toml",
-                 "/etc/containers/registries.conf", "/etc/rancher/k3s/registries.yaml",
-                 "kind create cluster"):
+    for path in (
+        "/etc/docker/daemon.json",
+        "/etc/containerd/certs.d/docker.io/hosts.toml",
+        "/etc/containers/registries.conf",
+        "/etc/rancher/k3s/registries.yaml",
+        "kind create cluster",
+    ):
         assert path in page.text, path
     assert "mirror.example.com" not in page.text  # the real host, not the placeholder
 
@@ -103,8 +117,7 @@ def test_usage_page_in_both_languages(chromium: Chromium, usage_proxy: ProxyProc
 
     to_chinese = english.link(hreflang="zh-CN")
     assert to_chinese == f"{home}?lang=zh"
-    chinese = chromium.load(to_chinese, screenshot=ARTIFACTS / "usage-zh.png",
-                            window_size=WINDOW)
+    chinese = chromium.load(to_chinese, screenshot=ARTIFACTS / "usage-zh.png", window_size=WINDOW)
     assert_usage_page(chinese, usage_proxy)
     assert_chinese(chinese)
     assert_screenshot(ARTIFACTS / "usage-zh.png")
@@ -114,8 +127,9 @@ def test_usage_page_in_both_languages(chromium: Chromium, usage_proxy: ProxyProc
     assert_english(chromium.load(back))
 
 
-def test_usage_page_follows_the_browsers_accept_language(chromium: Chromium,
-                                                         usage_proxy: ProxyProcess) -> None:
+def test_usage_page_follows_the_browsers_accept_language(
+    chromium: Chromium, usage_proxy: ProxyProcess
+) -> None:
     """With no ``?lang=``, the browser's languages choose. ``--accept-lang`` is an ordered list
     Chromium turns into q-values (``fr-FR,zh-CN,en-US`` is sent as ``fr-FR,fr;q=0.9,
     zh-CN;q=0.8,zh;q=0.7,en-US;q=0.6,en;q=0.5``); the first supported language wins.

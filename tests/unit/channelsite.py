@@ -13,8 +13,9 @@ from tests.unit.proxysite import MIRROR, ProxyTestCase, Response, parse_response
 
 HEADER_TIMEOUT = 30.0
 IDLE_TIMEOUT = 60.0
-LIMITS = ClientLimits(client_header_timeout=HEADER_TIMEOUT, client_idle_timeout=IDLE_TIMEOUT,
-                      max_connections=3)
+LIMITS = ClientLimits(
+    client_header_timeout=HEADER_TIMEOUT, client_idle_timeout=IDLE_TIMEOUT, max_connections=3
+)
 
 
 def head(path: str = "/nope", *lines: str, method: str = "GET") -> bytes:
@@ -26,8 +27,9 @@ class ChannelTestCase(ProxyTestCase):
         super().setUp()
         self.site.limits = LIMITS
 
-    def connect(self, transport: StringTransport | None = None,
-                site: ProxySite | None = None) -> tuple[ProxyChannel, StringTransport]:
+    def connect(
+        self, transport: StringTransport | None = None, site: ProxySite | None = None
+    ) -> tuple[ProxyChannel, StringTransport]:
         transport = transport or StringTransport()
         channel = (site or self.site).buildProtocol(None)
         channel.makeConnection(transport)
@@ -39,7 +41,7 @@ class ChannelTestCase(ProxyTestCase):
         self.assertRegistryError(response, status, code)
         self.assertEqual(response.header("connection"), "close")
         self.assertEqual(response.header("docker-distribution-api-version"), "registry/2.0")
-        self.assertEqual(transport.value(), response.raw[:len(transport.value())])
+        self.assertEqual(transport.value(), response.raw[: len(transport.value())])
         self.assertTrue(transport.value().endswith(response.body))
         return response
 

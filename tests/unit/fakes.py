@@ -68,8 +68,12 @@ class ClientTransport(StringTransport):
         super().write(data)
         self.writes.append(len(data))
         self.unsent += len(data)
-        if self.buffer_size is not None and self.producer is not None \
-                and not self.paused_producer and self.unsent > self.buffer_size:
+        if (
+            self.buffer_size is not None
+            and self.producer is not None
+            and not self.paused_producer
+            and self.unsent > self.buffer_size
+        ):
             self.paused_producer = True
             self.producer.pauseProducing()
 
@@ -178,8 +182,13 @@ class InlineThreadPool(ThreadPool):
         super().__init__(minthreads=0, maxthreads=1, name="inline")
         self.called: list[str] = []
 
-    def callInThreadWithCallback(self, onResult: Callable[[bool, Any], object],
-                                 func: Callable[..., Any], *args: Any, **kw: Any) -> None:
+    def callInThreadWithCallback(
+        self,
+        onResult: Callable[[bool, Any], object],
+        func: Callable[..., Any],
+        *args: Any,
+        **kw: Any,
+    ) -> None:
         self.called.append(getattr(func, "__name__", repr(func)))
         try:
             result = func(*args, **kw)

@@ -59,8 +59,10 @@ class FakeS3(Resource):
         if status is not None:
             return self.error(request, status, "InternalError")
         authorization = (request.getHeader(b"authorization") or b"").decode()
-        if (not authorization.startswith(f"AWS4-HMAC-SHA256 Credential={KEY_ID}/")
-                or request.getHeader(b"x-amz-content-sha256") != b"UNSIGNED-PAYLOAD"):
+        if (
+            not authorization.startswith(f"AWS4-HMAC-SHA256 Credential={KEY_ID}/")
+            or request.getHeader(b"x-amz-content-sha256") != b"UNSIGNED-PAYLOAD"
+        ):
             return self.error(request, 403, "AccessDenied")
         bucket, _, key = path.lstrip("/").partition("/")
         args = parse_qs(query, keep_blank_values=True)
@@ -76,8 +78,10 @@ class FakeS3(Resource):
         if "uploads" in args:
             upload_id = uuid.uuid4().hex + "/x"  # a character that must be escaped
             self.uploads[upload_id] = {}
-            return (f"<InitiateMultipartUploadResult><UploadId>{upload_id}</UploadId>"
-                    "</InitiateMultipartUploadResult>").encode()
+            return (
+                f"<InitiateMultipartUploadResult><UploadId>{upload_id}</UploadId>"
+                "</InitiateMultipartUploadResult>"
+            ).encode()
         if "uploadId" in args:
             parts = self.uploads.get(args["uploadId"][0])
             if parts is None:

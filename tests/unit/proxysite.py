@@ -48,14 +48,19 @@ DOCKERD_ACCEPT = [
 ]
 
 
-def make_parts(config: Config, clock: Clock, http: Any, pool: Pool | None = None,
-               ) -> tuple[Proxy, Mirror | None, ProxySite]:
+def make_parts(
+    config: Config,
+    clock: Clock,
+    http: Any,
+    pool: Pool | None = None,
+) -> tuple[Proxy, Mirror | None, ProxySite]:
     """What tap.service_for wires, over C{http}: the upstream exchange, the mirror (when the
     config caches; with its S3 tier when it has one; its disk work on C{pool}, by default
     done at once; its cache started as its CacheService does) and the Site."""
     proxy, _ = make_proxy(config, clock, http=http)
-    mirror = make_mirror(config.cache, clock, proxy, pool or SyncPool(),
-                         make_s3(config, clock, None, http=http))
+    mirror = make_mirror(
+        config.cache, clock, proxy, pool or SyncPool(), make_s3(config, clock, None, http=http)
+    )
     if mirror is not None:
         CacheService(mirror).startService()
     return proxy, mirror, make_site(proxy, clock, mirror=mirror)
@@ -107,8 +112,9 @@ class FakeUpstream(Resource):
         super().__init__()
         self.seen: list[Seen] = []
         self.handlers: dict[tuple[str, str], Handler] = {
-            (HUB_HOST, "/v2/"): reply(401, UNAUTHORIZED, www_authenticate=HUB_CHALLENGE,
-                                      content_type="application/json"),
+            (HUB_HOST, "/v2/"): reply(
+                401, UNAUTHORIZED, www_authenticate=HUB_CHALLENGE, content_type="application/json"
+            ),
             (AUTH_HOST, "/token"): self.token,
         }
 
@@ -119,8 +125,9 @@ class FakeUpstream(Resource):
         host = (request.getHeader(b"host") or b"").decode()
         path = request.path.decode()
         query = {k.decode(): [v.decode() for v in vs] for k, vs in request.args.items()}
-        self.seen.append(Seen(request.method.decode(), host, path, query,
-                              request.requestHeaders.copy()))
+        self.seen.append(
+            Seen(request.method.decode(), host, path, query, request.requestHeaders.copy())
+        )
         handler = self.handlers.get((host, path))
         if handler is None:
             request.setResponseCode(404)
@@ -129,8 +136,9 @@ class FakeUpstream(Resource):
 
     def token(self, request: Request) -> bytes:
         request.setHeader(b"content-type", b"application/json")
-        return json.dumps({"token": "tok", "scope": [s.decode() for s in
-                                                      request.args.get(b"scope", [])]}).encode()
+        return json.dumps(
+            {"token": "tok", "scope": [s.decode() for s in request.args.get(b"scope", [])]}
+        ).encode()
 
     def requests_to(self, host: str) -> list[Seen]:
         return [seen for seen in self.seen if seen.host == host]
@@ -156,8 +164,9 @@ class ScriptedHTTP:
         self.calls: list[Call] = []
         self.cancelled: list[defer.Deferred[Any]] = []
 
-    def request(self, method: str, url: str, headers: Headers | None = None,
-                **kwargs: Any) -> defer.Deferred[Any]:
+    def request(
+        self, method: str, url: str, headers: Headers | None = None, **kwargs: Any
+    ) -> defer.Deferred[Any]:
         d = self.outcome()
         self.calls.append(Call(method, url, headers or Headers(), kwargs, d))
         return d
@@ -196,7 +205,7 @@ def parse_response(raw: bytes, method: str) -> Response:
         return Response(status, headers, b"", raw)
     length = headers.getRawHeaders(b"content-length")
     if length is not None:
-        body = rest[:int(length[0])]
+        body = rest[: int(length[0])]
         assert len(body) == int(length[0]), f"truncated body: {raw!r}"
         return Response(status, headers, body, raw)
     assert headers.getRawHeaders(b"transfer-encoding") == [b"chunked"], raw
@@ -206,7 +215,7 @@ def parse_response(raw: bytes, method: str) -> Response:
         size = int(size_line, 16)
         if size == 0:
             break
-        body, rest = body + rest[:size], rest[size + 2:]
+        body, rest = body + rest[:size], rest[size + 2 :]
     return Response(status, headers, body, raw)
 
 
@@ -232,8 +241,13 @@ class ProxyTestCase(SynchronousTestCase):
         config = replace(config, cache=CacheConfig(directory=None))
         self.proxy, self.mirror, self.site = make_parts(config, self.clock, http or self.stub)
 
-    def send(self, method: str, path: str, headers: list[tuple[str, str]] | None = None,
-             host: str | None = MIRROR) -> StringTransport:
+    def send(
+        self,
+        method: str,
+        path: str,
+        headers: list[tuple[str, str]] | None = None,
+        host: str | None = MIRROR,
+    ) -> StringTransport:
         """Send one request; return the client transport (the response may still come)."""
         transport = StringTransport()
         protocol = self.site.buildProtocol(None)
@@ -252,8 +266,13 @@ class ProxyTestCase(SynchronousTestCase):
         for _ in range(5):
             self.stub.flush()
 
-    def fetch(self, method: str, path: str, headers: list[tuple[str, str]] | None = None,
-              host: str | None = MIRROR) -> Response:
+    def fetch(
+        self,
+        method: str,
+        path: str,
+        headers: list[tuple[str, str]] | None = None,
+        host: str | None = MIRROR,
+    ) -> Response:
         transport = self.send(method, path, headers, host)
         return parse_response(transport.value(), method)
 

@@ -163,6 +163,7 @@ def test_evicted_content_is_linked_nowhere_and_its_records_shrink() -> None:
 
 def test_a_hundred_thousand_distinct_tokens_keep_memory_flat() -> None:
     """Grants are keyed by credentials a client can rotate at will: they are capped."""
+
     def spend(start: int, count: int) -> None:
         for n in range(start, start + count):
             access.note_served(b"Bearer token-%d" % n, PRIVATE)
@@ -194,8 +195,13 @@ def test_expired_grants_are_dropped_as_new_ones_arrive() -> None:
 def test_records_of_older_versions_are_migrated() -> None:
     store = FilesystemStore(scratch_path())
     store.create()
-    store.write_meta("access", {"public": {"docker.io/library/alpine": 5.0},
-                                "links": {"docker.io/private/secret": [DIGEST]}})
+    store.write_meta(
+        "access",
+        {
+            "public": {"docker.io/library/alpine": 5.0},
+            "links": {"docker.io/private/secret": [DIGEST]},
+        },
+    )
     clock = Clock()
     clock.advance(10)
     access = AccessCache(clock, records=MetaRecords(Documents(store, sync_disk())))

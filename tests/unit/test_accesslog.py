@@ -48,8 +48,9 @@ class AccessLogTests(ProxyTestCase):
         self.assertEqual(event["upstream"], DOCKER_HUB_URL)
 
     def test_failed_ping_names_the_upstream(self) -> None:
-        self.use(build_config({}, {}),
-                 http=ScriptedHTTP(lambda: defer.fail(ConnectionRefusedError())))
+        self.use(
+            build_config({}, {}), http=ScriptedHTTP(lambda: defer.fail(ConnectionRefusedError()))
+        )
         self.fetch("GET", "/v2/")
         [event] = self.access
         self.assertEqual(event["status"], 502)
@@ -70,5 +71,7 @@ class AccessLogTests(ProxyTestCase):
         self.fetch("GET", "/v2/")
         self.fetch("HEAD", "/v2/")
         self.fetch("PUT", "/v2/x/manifests/y")
-        self.assertEqual([(e["method"], e["status"]) for e in self.access],
-                         [("GET", 401), ("HEAD", 401), ("PUT", 405)])
+        self.assertEqual(
+            [(e["method"], e["status"]) for e in self.access],
+            [("GET", 401), ("HEAD", 401), ("PUT", 405)],
+        )

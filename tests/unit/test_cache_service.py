@@ -28,8 +28,10 @@ class StopTests(SynchronousTestCase):
         self.clock = Clock()
         self.pool = ManualPool()
         self.root = scratch_dir(self)
-        config = build_config({"cache": {"dir": str(self.root)}, "presets": False,
-                               "upstream": "http://127.0.0.1:9"}, {})
+        config = build_config(
+            {"cache": {"dir": str(self.root)}, "presets": False, "upstream": "http://127.0.0.1:9"},
+            {},
+        )
         proxy, _ = make_proxy(config, self.clock, http=object())
         mirror = make_mirror(config.cache, self.clock, proxy, self.pool)
         assert mirror is not None

@@ -101,8 +101,7 @@ class HeadLimitTests(ChannelTestCase):
         channel, _transport = self.connect()
         channel.dataReceived(head("/v2/", *(f"X-{i}: y" for i in range(101))))
         [event] = self.access
-        self.assertEqual((event["method"], event["path"], event["status"]),
-                         ("GET", "/v2/", 431))
+        self.assertEqual((event["method"], event["path"], event["status"]), ("GET", "/v2/", 431))
         self.assertTrue(event["complete"])
 
     def test_a_client_that_leaves_mid_head_logs_nothing(self) -> None:
@@ -132,8 +131,9 @@ class BadRequestTests(ChannelTestCase):
 
     def test_malformed_chunks_are_a_json_400(self) -> None:
         channel, transport = self.connect()
-        channel.dataReceived(head("/v2/auth", "Transfer-Encoding: chunked", method="POST")
-                             + b"zz\r\n")
+        channel.dataReceived(
+            head("/v2/auth", "Transfer-Encoding: chunked", method="POST") + b"zz\r\n"
+        )
         self.assertRefused(transport, 400, "INVALID_REQUEST")
 
 
@@ -151,8 +151,11 @@ class BodyLimitTests(ChannelTestCase):
 
     def test_a_content_length_over_64_kib_gets_413_before_the_body(self) -> None:
         channel, transport = self.connect()
-        channel.dataReceived(head("/v2/auth", f"Content-Length: {3 * 1024**3}",
-                                  "Expect: 100-continue", method="POST"))
+        channel.dataReceived(
+            head(
+                "/v2/auth", f"Content-Length: {3 * 1024**3}", "Expect: 100-continue", method="POST"
+            )
+        )
         self.assertRefused(transport, 413, "BODY_TOO_LARGE")
         self.assertNotIn(b"100 Continue", transport.value())
         channel.dataReceived(b"x" * 65536)  # the body the client sends anyway is dropped
@@ -172,24 +175,26 @@ class BodyLimitTests(ChannelTestCase):
     def test_a_chunked_body_over_64_kib_in_one_read_is_refused(self) -> None:
         channel, transport = self.connect()
         body = b"%x\r\n%s\r\n0\r\n\r\n" % (MAX_BODY + 1, b"x" * (MAX_BODY + 1))
-        channel.dataReceived(head("/v2/auth", "Transfer-Encoding: chunked", method="POST")
-                             + body)
+        channel.dataReceived(head("/v2/auth", "Transfer-Encoding: chunked", method="POST") + body)
         self.assertRefused(transport, 413, "BODY_TOO_LARGE")
 
     def test_the_small_form_of_post_v2_auth_is_read_in_memory(self) -> None:
         form = b"grant_type=password&service=x&scope=repository:a:pull&username=u&password=p"
         for framing in (f"Content-Length: {len(form)}", "Transfer-Encoding: chunked"):
             channel, transport = self.connect()
-            body = form if framing.startswith("Content") else (
-                b"%x\r\n%s\r\n0\r\n\r\n" % (len(form), form))
+            body = (
+                form
+                if framing.startswith("Content")
+                else (b"%x\r\n%s\r\n0\r\n\r\n" % (len(form), form))
+            )
             channel.dataReceived(head("/v2/auth", framing, method="POST") + body)
-            self.assertRegistryError(parse_response(transport.value(), "POST"), 404,
-                                     "UNSUPPORTED")
+            self.assertRegistryError(parse_response(transport.value(), "POST"), 404, "UNSUPPORTED")
 
     def test_a_body_of_64_kib_is_read(self) -> None:
         channel, transport = self.connect()
-        channel.dataReceived(head("/v2/auth", f"Content-Length: {MAX_BODY}", method="POST")
-                             + b"x" * MAX_BODY)
+        channel.dataReceived(
+            head("/v2/auth", f"Content-Length: {MAX_BODY}", method="POST") + b"x" * MAX_BODY
+        )
         self.assertEqual(parse_response(transport.value(), "POST").status, 404)
 
 
@@ -295,8 +300,8 @@ class ConnectionBoundTests(ChannelTestCase):
         super().setUp()
         self.events: list[str] = []
         self.site.connections = ConnectionLimit(
-            2, lambda: self.events.append("pause"), lambda: self.events.append("resume"),
-            self.clock)
+            2, lambda: self.events.append("pause"), lambda: self.events.append("resume"), self.clock
+        )
 
     def test_accepting_pauses_at_the_bound_and_resumes_below_it(self) -> None:
         first, _ = self.connect()

@@ -22,8 +22,9 @@ from dockerproxy.tap import Options, config_from_environment
 from tests.unit.fakes import SyncPool
 
 
-def config_error(toml: dict[str, Any] | None = None,
-                 cli: dict[str, Any] | None = None) -> ConfigError:
+def config_error(
+    toml: dict[str, Any] | None = None, cli: dict[str, Any] | None = None
+) -> ConfigError:
     with pytest.raises(ConfigError) as caught:
         build_config(toml or {}, cli or {})
     return caught.value
@@ -60,8 +61,15 @@ def test_default_timeouts() -> None:
     assert Timeouts() == Timeouts(connect=10.0, headers=60.0, idle=60.0)
 
 
-@pytest.mark.parametrize("url", ["https://registry-1.docker.io", "https://docker.io",
-                                 "https://index.docker.io/", "https://REGISTRY.hub.docker.com"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://registry-1.docker.io",
+        "https://docker.io",
+        "https://index.docker.io/",
+        "https://REGISTRY.hub.docker.com",
+    ],
+)
 def test_docker_hub_hosts_get_the_library_prefix(url: str) -> None:
     config = build_config({"upstream": url}, {})
     assert config.default is not None and config.default.library_prefix is True
@@ -131,8 +139,18 @@ def test_short_route_to_docker_hub_has_the_library_prefix() -> None:
 
 
 def test_table_route(ca_file: str) -> None:
-    config = build_config({"routes": {"Local.Mirror.Test:5000": {
-        "url": "http://127.0.0.1:5001", "library_prefix": True, "ca_file": ca_file}}}, {})
+    config = build_config(
+        {
+            "routes": {
+                "Local.Mirror.Test:5000": {
+                    "url": "http://127.0.0.1:5001",
+                    "library_prefix": True,
+                    "ca_file": ca_file,
+                }
+            }
+        },
+        {},
+    )
     route = config.routes["local.mirror.test:5000"]
     assert route.url == "http://127.0.0.1:5001"
     assert route.library_prefix is True
@@ -141,7 +159,10 @@ def test_table_route(ca_file: str) -> None:
 
 
 def test_routes_from_toml_file(tmp_path: Path) -> None:
-    path = write(tmp_path, "proxy.toml", """
+    path = write(
+        tmp_path,
+        "proxy.toml",
+        """
 listen = ["tcp:5000:interface=127.0.0.1"]
 
 [routes]
@@ -153,7 +174,8 @@ library_prefix = false
 
 [timeouts]
 idle = 30
-""")
+""",
+    )
     config = build_config(load_toml(path), {})
     assert config.listen == ("tcp:5000:interface=127.0.0.1",)
     assert config.routes["ghcr.mirror.test"].url == "https://ghcr.io"
@@ -162,8 +184,9 @@ idle = 30
 
 
 def test_routes_from_cli() -> None:
-    config = build_config({}, {"routes": {"ghcr.mirror.test": "https://ghcr.io",
-                                          "hub.mirror.test": DOCKER_HUB_URL}})
+    config = build_config(
+        {}, {"routes": {"ghcr.mirror.test": "https://ghcr.io", "hub.mirror.test": DOCKER_HUB_URL}}
+    )
     assert config.routes["ghcr.mirror.test"].url == "https://ghcr.io"
     assert config.routes["hub.mirror.test"].library_prefix is True
 
@@ -175,8 +198,9 @@ def test_routes_without_upstream_have_no_default() -> None:
 
 
 def test_routes_with_upstream_keep_the_default() -> None:
-    config = build_config({"upstream": "https://quay.io",
-                           "routes": {"ghcr.mirror.test": "https://ghcr.io"}}, {})
+    config = build_config(
+        {"upstream": "https://quay.io", "routes": {"ghcr.mirror.test": "https://ghcr.io"}}, {}
+    )
     assert config.default is not None and config.default.url == "https://quay.io"
 
 
@@ -185,10 +209,18 @@ def test_routes_with_upstream_keep_the_default() -> None:
 
 def test_cli_overrides_toml() -> None:
     config = build_config(
-        {"listen": ["tcp:6000"], "upstream": "https://quay.io", "log_format": "text",
-         "timeouts": {"idle": 5, "connect": 2}},
-        {"listen": ["tcp:7000"], "upstream": "https://ghcr.io", "log_format": "json",
-         "timeouts": {"idle": "9"}},
+        {
+            "listen": ["tcp:6000"],
+            "upstream": "https://quay.io",
+            "log_format": "text",
+            "timeouts": {"idle": 5, "connect": 2},
+        },
+        {
+            "listen": ["tcp:7000"],
+            "upstream": "https://ghcr.io",
+            "log_format": "json",
+            "timeouts": {"idle": "9"},
+        },
     )
     assert config.listen == ("tcp:7000",)
     assert config.default is not None and config.default.url == "https://ghcr.io"
@@ -202,14 +234,16 @@ def test_cli_library_prefix_overrides_toml() -> None:
 
 
 def test_cli_route_overrides_toml_route() -> None:
-    config = build_config({"routes": {"a.test": "https://quay.io"}},
-                          {"routes": {"A.test": "https://ghcr.io"}})
+    config = build_config(
+        {"routes": {"a.test": "https://quay.io"}}, {"routes": {"A.test": "https://ghcr.io"}}
+    )
     assert config.routes["a.test"].url == "https://ghcr.io"
 
 
 def test_empty_cli_values_do_not_override() -> None:
-    config = build_config({"listen": "tcp:6000"},
-                          {"listen": [], "upstream": None, "log_format": None, "routes": {}})
+    config = build_config(
+        {"listen": "tcp:6000"}, {"listen": [], "upstream": None, "log_format": None, "routes": {}}
+    )
     assert config.listen == ("tcp:6000",)
 
 
@@ -239,8 +273,11 @@ def test_cli_upstream_ca_overrides_toml(tmp_path: Path, ca_file: str) -> None:
         ({"routes": {"a.test": {"url": "ftp://ghcr.io"}}}, {}, "routes.a.test.url"),
         ({"routes": {"a.test": "https://ghcr.io/path"}}, {}, "routes.a.test"),
         ({"routes": {"a.test": 5}}, {}, "routes.a.test"),
-        ({"routes": {"a.test": {"url": "https://ghcr.io", "library_prefix": "yes"}}}, {},
-         "routes.a.test.library_prefix"),
+        (
+            {"routes": {"a.test": {"url": "https://ghcr.io", "library_prefix": "yes"}}},
+            {},
+            "routes.a.test.library_prefix",
+        ),
         ({"routes": {"a/b": "https://ghcr.io"}}, {}, "routes.a/b"),
         ({"routes": "https://ghcr.io"}, {}, "routes"),
         ({}, {"routes": {"a.test": "unknown.example"}}, "--route a.test"),
@@ -260,12 +297,16 @@ def test_cli_upstream_ca_overrides_toml(tmp_path: Path, ca_file: str) -> None:
         ({"listen": [5000]}, {}, "listen"),
         ({"upstream_ca": "/nonexistent/ca.pem"}, {}, "upstream_ca"),
         ({}, {"upstream_ca": "/nonexistent/ca.pem"}, "--upstream-ca"),
-        ({"routes": {"a.test": {"url": "https://ghcr.io", "ca_file": "/nonexistent/ca.pem"}}},
-         {}, "routes.a.test.ca_file"),
+        (
+            {"routes": {"a.test": {"url": "https://ghcr.io", "ca_file": "/nonexistent/ca.pem"}}},
+            {},
+            "routes.a.test.ca_file",
+        ),
     ],
 )
-def test_validation_errors_name_their_key(toml: dict[str, Any], cli: dict[str, Any],
-                                          key: str) -> None:
+def test_validation_errors_name_their_key(
+    toml: dict[str, Any], cli: dict[str, Any], key: str
+) -> None:
     error = config_error(toml, cli)
     assert error.key == key
     assert str(error).startswith(f"{key}: ")
@@ -346,8 +387,9 @@ def usage_failure(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
         (["--listen", "tcp:notaport"], "--listen"),
     ],
 )
-def test_bad_options_exit_2_with_one_line(argv: list[str], named: str,
-                                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_options_exit_2_with_one_line(
+    argv: list[str], named: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert named in usage_failure(argv, capsys)
 
 
@@ -376,14 +418,29 @@ def test_no_options() -> None:
 
 
 def test_good_options() -> None:
-    config = parse_options([
-        "--listen", "tcp:6000:interface=127.0.0.1", "--listen", "tcp:6001",
-        "--upstream", "http://127.0.0.1:5001", "--library-prefix",
-        "--route", "ghcr.mirror.test=https://ghcr.io",
-        "--route", "hub.mirror.test=https://registry-1.docker.io",
-        "--connect-timeout", "1", "--headers-timeout", "2.5", "--idle-timeout", "30",
-        "--log-format", "json",
-    ])
+    config = parse_options(
+        [
+            "--listen",
+            "tcp:6000:interface=127.0.0.1",
+            "--listen",
+            "tcp:6001",
+            "--upstream",
+            "http://127.0.0.1:5001",
+            "--library-prefix",
+            "--route",
+            "ghcr.mirror.test=https://ghcr.io",
+            "--route",
+            "hub.mirror.test=https://registry-1.docker.io",
+            "--connect-timeout",
+            "1",
+            "--headers-timeout",
+            "2.5",
+            "--idle-timeout",
+            "30",
+            "--log-format",
+            "json",
+        ]
+    )
     assert config.listen == ("tcp:6000:interface=127.0.0.1", "tcp:6001")
     assert config.default is not None
     assert config.default.url == "http://127.0.0.1:5001"
@@ -401,10 +458,14 @@ def test_no_library_prefix_option() -> None:
 
 
 def test_options_override_config_file(tmp_path: Path) -> None:
-    path = write(tmp_path, "proxy.toml",
-                 'upstream = "https://quay.io"\nlisten = "tcp:6000"\n[timeouts]\nidle = 5\n')
-    config = parse_options(["--config", path, "--upstream", "https://ghcr.io",
-                            "--idle-timeout", "7"])
+    path = write(
+        tmp_path,
+        "proxy.toml",
+        'upstream = "https://quay.io"\nlisten = "tcp:6000"\n[timeouts]\nidle = 5\n',
+    )
+    config = parse_options(
+        ["--config", path, "--upstream", "https://ghcr.io", "--idle-timeout", "7"]
+    )
     assert config.default is not None and config.default.url == "https://ghcr.io"
     assert config.listen == ("tcp:6000",)
     assert config.timeouts.idle == 7.0
@@ -457,16 +518,19 @@ def test_bad_upstream_credentials_files_name_the_option(tmp_path: Path) -> None:
 
 def test_client_limits_defaults() -> None:
     assert build_config({}, {}).limits == ClientLimits(
-        client_header_timeout=30.0, client_idle_timeout=60.0, max_connections=10_000)
+        client_header_timeout=30.0, client_idle_timeout=60.0, max_connections=10_000
+    )
     assert build_config({}, {}).public_url is None
 
 
 def test_client_limits_from_toml_and_options() -> None:
-    toml = {"limits": {"client_header_timeout": 5, "client_idle_timeout": 7.5,
-                       "max_connections": 50}}
+    toml = {
+        "limits": {"client_header_timeout": 5, "client_idle_timeout": 7.5, "max_connections": 50}
+    }
     assert build_config(toml, {}).limits == ClientLimits(5.0, 7.5, 50)
-    config = parse_options(["--client-header-timeout", "2", "--client-idle-timeout", "3",
-                            "--max-connections", "10"])
+    config = parse_options(
+        ["--client-header-timeout", "2", "--client-idle-timeout", "3", "--max-connections", "10"]
+    )
     assert config.limits == ClientLimits(2.0, 3.0, 10)
     assert build_config(toml, {"max_connections": "9"}).limits == ClientLimits(5.0, 7.5, 9)
 
@@ -479,12 +543,16 @@ def test_drain_timeout_from_toml_and_option() -> None:
 
 
 def test_public_url_from_toml_and_option() -> None:
-    assert build_config({"public_url": "https://Mirror.Example.test"}, {}).public_url \
+    assert (
+        build_config({"public_url": "https://Mirror.Example.test"}, {}).public_url
         == "https://mirror.example.test"
+    )
     config = parse_options(["--public-url", "http://mirror.test:5000/"])
     assert config.public_url == "http://mirror.test:5000"
-    assert build_config({"public_url": "https://a.test"},
-                        {"public_url": "https://b.test"}).public_url == "https://b.test"
+    assert (
+        build_config({"public_url": "https://a.test"}, {"public_url": "https://b.test"}).public_url
+        == "https://b.test"
+    )
 
 
 @pytest.mark.parametrize(
@@ -512,8 +580,9 @@ def test_public_url_from_toml_and_option() -> None:
         ({}, {"drain_timeout": "-5"}, "--drain-timeout"),
     ],
 )
-def test_client_settings_errors_name_their_key(toml: dict[str, Any], cli: dict[str, Any],
-                                               key: str) -> None:
+def test_client_settings_errors_name_their_key(
+    toml: dict[str, Any], cli: dict[str, Any], key: str
+) -> None:
     error = config_error(toml, cli)
     assert error.key == key
     assert "\n" not in str(error)
@@ -529,8 +598,9 @@ def test_max_blob_size_defaults_to_32_gib_and_reaches_the_cache(tmp_path: Path) 
 
     config = parse_options(["--cache-dir", str(tmp_path)])
     assert config.cache.max_blob_size == 32 * 1024**3
-    mirror = make_mirror(config.cache, Clock(), make_proxy(config, Clock(), http=object())[0],
-                         SyncPool())
+    mirror = make_mirror(
+        config.cache, Clock(), make_proxy(config, Clock(), http=object())[0], SyncPool()
+    )
     assert mirror is not None and mirror.blobs.max_blob_size == 32 * 1024**3
 
 
@@ -542,13 +612,17 @@ def test_max_blob_size_from_toml_and_the_command_line(tmp_path: Path) -> None:
     assert config.cache.max_blob_size == 1024**3
 
 
-@pytest.mark.parametrize(("toml", "cli", "key"), [
-    ({"cache": {"max_blob_size": "huge"}}, {}, "cache.max_blob_size"),
-    ({"cache": {"max_blob_size": 0}}, {}, "cache.max_blob_size"),
-    ({}, {"max_blob_size": "-1GiB"}, "--max-blob-size"),
-])
-def test_bad_max_blob_size_names_its_key(toml: dict[str, Any], cli: dict[str, Any],
-                                         key: str) -> None:
+@pytest.mark.parametrize(
+    ("toml", "cli", "key"),
+    [
+        ({"cache": {"max_blob_size": "huge"}}, {}, "cache.max_blob_size"),
+        ({"cache": {"max_blob_size": 0}}, {}, "cache.max_blob_size"),
+        ({}, {"max_blob_size": "-1GiB"}, "--max-blob-size"),
+    ],
+)
+def test_bad_max_blob_size_names_its_key(
+    toml: dict[str, Any], cli: dict[str, Any], key: str
+) -> None:
     assert config_error(toml, cli).key == key
 
 

@@ -9,11 +9,14 @@ import pytest
 from dockerproxy.digests import ALGORITHMS, Digest, of, parse, parse_or_none
 
 
-@pytest.mark.parametrize(("text", "algorithm", "hexa"), [
-    ("sha256:" + "a" * 64, "sha256", "a" * 64),
-    ("sha384:" + "1" * 96, "sha384", "1" * 96),
-    ("sha512:" + "0" * 128, "sha512", "0" * 128),
-])
+@pytest.mark.parametrize(
+    ("text", "algorithm", "hexa"),
+    [
+        ("sha256:" + "a" * 64, "sha256", "a" * 64),
+        ("sha384:" + "1" * 96, "sha384", "1" * 96),
+        ("sha512:" + "0" * 128, "sha512", "0" * 128),
+    ],
+)
 def test_known_algorithms(text: str, algorithm: str, hexa: str) -> None:
     digest = parse(text)
     assert (digest.algorithm, digest.hex) == (algorithm, hexa)
@@ -21,11 +24,24 @@ def test_known_algorithms(text: str, algorithm: str, hexa: str) -> None:
     assert f"{digest}" == text
 
 
-@pytest.mark.parametrize("bad", [
-    "sha256:" + "A" * 64, "sha256:" + "a" * 63, "sha512:" + "a" * 64, "sha384:" + "a" * 64,
-    "sha1:" + "a" * 40, "sha256", "sha256:../" + "a" * 61, "md5:" + "a" * 32, ":" + "a" * 64,
-    "sha256:" + "a" * 63 + "/", "SHA256:" + "a" * 64, "foo+bar:abc=", "",
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "sha256:" + "A" * 64,
+        "sha256:" + "a" * 63,
+        "sha512:" + "a" * 64,
+        "sha384:" + "a" * 64,
+        "sha1:" + "a" * 40,
+        "sha256",
+        "sha256:../" + "a" * 61,
+        "md5:" + "a" * 32,
+        ":" + "a" * 64,
+        "sha256:" + "a" * 63 + "/",
+        "SHA256:" + "a" * 64,
+        "foo+bar:abc=",
+        "",
+    ],
+)
 def test_anything_else_is_refused(bad: str) -> None:
     with pytest.raises(ValueError):
         parse(bad)

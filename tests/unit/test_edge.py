@@ -29,8 +29,9 @@ def test_a_repeated_singleton_header_is_refused(name: bytes) -> None:
 @pytest.mark.parametrize("second", [b"Basic Og==", b"Bearer made-up", b"Bearer t"])
 def test_two_authorizations_are_refused_whatever_the_second(second: bytes) -> None:
     with pytest.raises(RegistryError):
-        read_client_request(headers((b"authorization", b"Bearer t"),
-                                    (b"authorization", second)), {})
+        read_client_request(
+            headers((b"authorization", b"Bearer t"), (b"authorization", second)), {}
+        )
 
 
 def test_anonymous_credentials_read_as_none() -> None:
@@ -52,17 +53,24 @@ def test_an_invalid_ns_is_refused() -> None:
 
 
 def test_list_headers_are_merged_not_refused() -> None:
-    client = read_client_request(headers((b"if-none-match", b'"a"'),
-                                         (b"if-none-match", b'"b"'),
-                                         (b"accept", b"x/y"), (b"accept", b"z/w")), {})
+    client = read_client_request(
+        headers(
+            (b"if-none-match", b'"a"'),
+            (b"if-none-match", b'"b"'),
+            (b"accept", b"x/y"),
+            (b"accept", b"z/w"),
+        ),
+        {},
+    )
     assert client.if_none_match == b'"a", "b"'
     assert client.accept == b"x/y, z/w"
 
 
 def test_a_malformed_host_reads_as_none() -> None:
     assert read_client_request(headers((b"host", b"evil.test/x")), {}).host is None
-    assert read_client_request(headers((b"host", b"Mirror.Test:5000")), {}).host \
-        == "mirror.test:5000"
+    assert (
+        read_client_request(headers((b"host", b"Mirror.Test:5000")), {}).host == "mirror.test:5000"
+    )
 
 
 # --------------------------------------------------------------------------- through the whole Site
@@ -72,11 +80,17 @@ class EdgeTests(ProxyTestCase):
     """A request the proxy cannot read unambiguously reaches no resource and no upstream."""
 
     def test_two_authorization_headers_get_a_400_before_any_upstream_request(self) -> None:
-        for path in ("/v2/", "/v2/auth?scope=repository:library/alpine:pull",
-                     f"/v2/library/alpine/blobs/{DIGEST}", "/v2/library/alpine/manifests/3",
-                     "/v2/library/alpine/tags/list", "/"):
-            response = self.fetch("GET", path, [("Authorization", "Bearer valid"),
-                                                ("Authorization", "Basic Og==")])
+        for path in (
+            "/v2/",
+            "/v2/auth?scope=repository:library/alpine:pull",
+            f"/v2/library/alpine/blobs/{DIGEST}",
+            "/v2/library/alpine/manifests/3",
+            "/v2/library/alpine/tags/list",
+            "/",
+        ):
+            response = self.fetch(
+                "GET", path, [("Authorization", "Bearer valid"), ("Authorization", "Basic Og==")]
+            )
             entry = self.assertRegistryError(response, 400, "INVALID_REQUEST")
             self.assertIn("authorization", entry["message"])
         self.assertEqual(self.upstream.seen, [])
@@ -87,6 +101,9 @@ class EdgeTests(ProxyTestCase):
         self.assertEqual(self.upstream.seen, [])
 
     def test_head_gets_the_status_without_a_body(self) -> None:
-        response = self.fetch("HEAD", "/v2/library/alpine/manifests/3",
-                              [("Range", "bytes=0-1"), ("Range", "bytes=5-6")])
+        response = self.fetch(
+            "HEAD",
+            "/v2/library/alpine/manifests/3",
+            [("Range", "bytes=0-1"), ("Range", "bytes=5-6")],
+        )
         self.assertEqual((response.status, response.body), (400, b""))

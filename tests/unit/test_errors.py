@@ -23,8 +23,9 @@ class JSONErrorTests(ProxyTestCase):
         for method, path, host in cases:
             response = self.fetch(method, path, host=host)
             self.assertGreaterEqual(response.status, 400, (method, path))
-            self.assertEqual(response.header("content-type"), "application/json; charset=utf-8",
-                             (method, path))
+            self.assertEqual(
+                response.header("content-type"), "application/json; charset=utf-8", (method, path)
+            )
             self.assertNotIn(b"Traceback", response.raw)
             [entry] = response.json()["errors"]
             self.assertEqual(set(entry) - {"detail"}, {"code", "message"}, (method, path))

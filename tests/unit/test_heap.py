@@ -60,8 +60,9 @@ class HeapTrimmerTests(SynchronousTestCase):
     def test_an_aborted_response_is_followed_by_a_collection_then_a_trim(self) -> None:
         """Its unsent bytes may sit in a reference cycle (Twisted's TLS wrapper)."""
         order: list[str] = []
-        heap = HeapTrimmer(self.clock, lambda: order.append("trim"),
-                           collect=lambda: order.append("collect"))
+        heap = HeapTrimmer(
+            self.clock, lambda: order.append("trim"), collect=lambda: order.append("collect")
+        )
         heap.response_ended()
         heap.response_ended(aborted=True)
         heap.response_ended()

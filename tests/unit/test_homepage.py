@@ -65,7 +65,8 @@ def test_page_is_a_complete_html_document():
     # void elements are written <meta ... /> by twisted.web.template, which HTML allows
     assert re.search(r'<meta charset="utf-8"\s*/?>', page)
     assert re.search(
-        r'<meta name="viewport" content="width=device-width, initial-scale=1"\s*/?>', page)
+        r'<meta name="viewport" content="width=device-width, initial-scale=1"\s*/?>', page
+    )
     assert "prefers-color-scheme:dark" in page
     assert page.rstrip().endswith("</html>")
 
@@ -425,16 +426,24 @@ def test_a_third_language_is_offered_and_falls_back_to_english(tmp_path):
     (tmp_path / "fr.toml").write_text(
         '[language]\nname = "Français"\ntag = "fr"\n'
         '[messages]\ntitle = "Miroir de registres"\n'
-        'intro = "<code>{host}</code> relaie les <em>pulls</em>."\n', encoding="utf-8")
+        'intro = "<code>{host}</code> relaie les <em>pulls</em>."\n',
+        encoding="utf-8",
+    )
     page = render_with(load_catalogs(tmp_path), "fr")
     assert '<html lang="fr">' in page
     assert "<h1>Miroir de registres</h1>" in page
     assert "<code>mirror.test:5000</code> relaie les <em>pulls</em>." in page
     assert "Pull through the mirror" in page  # what fr.toml lacks is in English
-    links = re.findall(r'<a href="\?lang=(\w+)" hreflang="([\w-]+)" lang="[\w-]+"'
-                       r'( aria-current="true")?>([^<]*)</a>', page)
-    assert links == [("en", "en", "", "English"), ("fr", "fr", ' aria-current="true"', "Français"),
-                     ("zh", "zh-CN", "", "中文")]
+    links = re.findall(
+        r'<a href="\?lang=(\w+)" hreflang="([\w-]+)" lang="[\w-]+"'
+        r'( aria-current="true")?>([^<]*)</a>',
+        page,
+    )
+    assert links == [
+        ("en", "en", "", "English"),
+        ("fr", "fr", ' aria-current="true"', "Français"),
+        ("zh", "zh-CN", "", "中文"),
+    ]
     assert '<html lang="en">' in render_with(load_catalogs(tmp_path), "de")
 
 

@@ -16,8 +16,17 @@ from twisted.web import http
 from dockerproxy import internals
 from dockerproxy.cache.sendfile import Sendfile
 
-FEATURES = ("SIZED_READS", "WHOLE_SENDS", "WRITABLE_WAIT", "SENDFILE", "CHANNEL_WAITING",
-            "REQUEST_LINE", "CHANNEL_INPUT", "JSON_BAD_REQUEST", "EXIT_SIGNAL")
+FEATURES = (
+    "SIZED_READS",
+    "WHOLE_SENDS",
+    "WRITABLE_WAIT",
+    "SENDFILE",
+    "CHANNEL_WAITING",
+    "REQUEST_LINE",
+    "CHANNEL_INPUT",
+    "JSON_BAD_REQUEST",
+    "EXIT_SIGNAL",
+)
 
 
 @pytest.fixture
@@ -32,8 +41,11 @@ def reload(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[LogEvent]]:
 
 
 def warnings(events: list[LogEvent]) -> list[str]:
-    return [f"{e.get('missing')}: {e.get('what')}" for e in events
-            if e.get("log_namespace") == internals.log.namespace]
+    return [
+        f"{e.get('missing')}: {e.get('what')}"
+        for e in events
+        if e.get("log_namespace") == internals.log.namespace
+    ]
 
 
 def test_every_feature_is_on_with_the_pinned_twisted() -> None:
@@ -41,7 +53,8 @@ def test_every_feature_is_on_with_the_pinned_twisted() -> None:
 
 
 def test_a_missing_attribute_turns_sendfile_off_with_one_line(
-        monkeypatch: pytest.MonkeyPatch, reload: list[LogEvent]) -> None:
+    monkeypatch: pytest.MonkeyPatch, reload: list[LogEvent]
+) -> None:
     request = fake_request(object.__new__(tcp.Server))
     assert Sendfile.for_request(request) is not None
     monkeypatch.delattr(abstract.FileDescriptor, "dataBuffer")
@@ -52,7 +65,8 @@ def test_a_missing_attribute_turns_sendfile_off_with_one_line(
 
 
 def test_a_missing_send_limit_leaves_sends_as_twisted_makes_them(
-        monkeypatch: pytest.MonkeyPatch, reload: list[LogEvent]) -> None:
+    monkeypatch: pytest.MonkeyPatch, reload: list[LogEvent]
+) -> None:
     monkeypatch.delattr(abstract.FileDescriptor, "SEND_LIMIT")
     importlib.reload(internals)
     transport = Transport()
@@ -62,7 +76,8 @@ def test_a_missing_send_limit_leaves_sends_as_twisted_makes_them(
 
 
 def test_twisteds_own_bad_request_hook_and_exit_signal_are_checked(
-        monkeypatch: pytest.MonkeyPatch, reload: list[LogEvent]) -> None:
+    monkeypatch: pytest.MonkeyPatch, reload: list[LogEvent]
+) -> None:
     monkeypatch.delattr(http.HTTPChannel, "_respondToBadRequestAndDisconnect")
     monkeypatch.delattr(base.ReactorBase, "_exitSignal")
     importlib.reload(internals)

@@ -89,8 +89,10 @@ def test_pick_language_among_the_languages_given():
 
 def raw_catalogs() -> dict[str, dict]:
     """Each catalog file as written, without the loader's fallback."""
-    return {path.stem: tomllib.loads(path.read_text(encoding="utf-8"))
-            for path in sorted(MESSAGES_DIR.glob("*.toml"))}
+    return {
+        path.stem: tomllib.loads(path.read_text(encoding="utf-8"))
+        for path in sorted(MESSAGES_DIR.glob("*.toml"))
+    }
 
 
 def placeholders(text: str) -> set[str]:
@@ -139,8 +141,9 @@ def test_messages_are_parsed_into_tags_and_slots():
 LANGUAGE = '[language]\nname = "{name}"\ntag = "{tag}"\n'
 
 
-def write(directory: Path, code: str, messages: dict[str, str], name: str = "",
-          tag: str = "") -> None:
+def write(
+    directory: Path, code: str, messages: dict[str, str], name: str = "", tag: str = ""
+) -> None:
     body = LANGUAGE.format(name=name or code, tag=tag or code) + "[messages]\n"
     body += "".join(f"{key} = '''{text}'''\n" for key, text in messages.items())
     (directory / f"{code}.toml").write_text(body, encoding="utf-8")
@@ -232,12 +235,18 @@ def test_bad_markup_in_a_translation_names_that_file(tmp_path):
         ({"en.toml": "[messages]\nx = 'y'\n"}, "[language]: expected a table of strings"),
         ({"en.toml": LANGUAGE.format(name="", tag="en") + "[messages]\n"}, "language.name"),
         ({"en.toml": LANGUAGE.format(name="E", tag="en")}, "[messages]: expected a table"),
-        ({"en.toml": LANGUAGE.format(name="E", tag="en") + "[messages]\nx = 1\n"},
-         "[messages]: expected a table of strings"),
+        (
+            {"en.toml": LANGUAGE.format(name="E", tag="en") + "[messages]\nx = 1\n"},
+            "[messages]: expected a table of strings",
+        ),
         ({"en.toml": "title = "}, "en.toml: "),
-        ({"en.toml": LANGUAGE.format(name="E", tag="en") + "[messages]\n",
-          "zh_CN.toml": LANGUAGE.format(name="中文", tag="zh") + "[messages]\n"},
-         "named for a language"),
+        (
+            {
+                "en.toml": LANGUAGE.format(name="E", tag="en") + "[messages]\n",
+                "zh_CN.toml": LANGUAGE.format(name="中文", tag="zh") + "[messages]\n",
+            },
+            "named for a language",
+        ),
     ],
 )
 def test_unusable_catalog_files_are_refused(tmp_path, files, problem):

@@ -17,31 +17,82 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[2] / "dockerproxy"
 
 # Modules that know nothing of the rest of the proxy: they import only each other.
-LEAVES = frozenset({
-    "dockerproxy.accesslog", "dockerproxy.auth", "dockerproxy.cachedir", "dockerproxy.coalesce",
-    "dockerproxy.digests", "dockerproxy.edge", "dockerproxy.errors", "dockerproxy.failures",
-    "dockerproxy.headers", "dockerproxy.internals", "dockerproxy.names", "dockerproxy.presets",
-    "dockerproxy.relay",
-    "dockerproxy.sizes", "dockerproxy.taglist",
-})
+LEAVES = frozenset(
+    {
+        "dockerproxy.accesslog",
+        "dockerproxy.auth",
+        "dockerproxy.cachedir",
+        "dockerproxy.coalesce",
+        "dockerproxy.digests",
+        "dockerproxy.edge",
+        "dockerproxy.errors",
+        "dockerproxy.failures",
+        "dockerproxy.headers",
+        "dockerproxy.internals",
+        "dockerproxy.names",
+        "dockerproxy.presets",
+        "dockerproxy.relay",
+        "dockerproxy.sizes",
+        "dockerproxy.taglist",
+    }
+)
 # (modules, what they must never reach)
 RULES = [
-    ("dockerproxy.cache", ("dockerproxy.config", "dockerproxy.mirror", "dockerproxy.exchange",
-                           "dockerproxy.resources", "dockerproxy.tap", "dockerproxy.upstream",
-                           "dockerproxy.routing", "dockerproxy.site", "dockerproxy.pull")),
-    ("dockerproxy.config", ("dockerproxy.cache", "dockerproxy.mirror", "dockerproxy.exchange",
-                            "dockerproxy.resources", "dockerproxy.tap", "dockerproxy.upstream",
-                            "dockerproxy.routing")),
+    (
+        "dockerproxy.cache",
+        (
+            "dockerproxy.config",
+            "dockerproxy.mirror",
+            "dockerproxy.exchange",
+            "dockerproxy.resources",
+            "dockerproxy.tap",
+            "dockerproxy.upstream",
+            "dockerproxy.routing",
+            "dockerproxy.site",
+            "dockerproxy.pull",
+        ),
+    ),
+    (
+        "dockerproxy.config",
+        (
+            "dockerproxy.cache",
+            "dockerproxy.mirror",
+            "dockerproxy.exchange",
+            "dockerproxy.resources",
+            "dockerproxy.tap",
+            "dockerproxy.upstream",
+            "dockerproxy.routing",
+        ),
+    ),
     ("dockerproxy.mirror", ("dockerproxy.resources", "dockerproxy.site", "dockerproxy.tap")),
-    ("dockerproxy.upstream", ("dockerproxy.cache", "dockerproxy.mirror", "dockerproxy.exchange",
-                              "dockerproxy.resources", "dockerproxy.tap")),
+    (
+        "dockerproxy.upstream",
+        (
+            "dockerproxy.cache",
+            "dockerproxy.mirror",
+            "dockerproxy.exchange",
+            "dockerproxy.resources",
+            "dockerproxy.tap",
+        ),
+    ),
     ("dockerproxy.exchange", ("dockerproxy.mirror", "dockerproxy.resources", "dockerproxy.tap")),
-    ("dockerproxy.pull", ("dockerproxy.cache", "dockerproxy.mirror", "dockerproxy.resources",
-                          "dockerproxy.tap")),
+    (
+        "dockerproxy.pull",
+        ("dockerproxy.cache", "dockerproxy.mirror", "dockerproxy.resources", "dockerproxy.tap"),
+    ),
     ("dockerproxy.resources", ("dockerproxy.site", "dockerproxy.tap")),
     ("dockerproxy.tokens", ("dockerproxy.resources", "dockerproxy.site", "dockerproxy.tap")),
-    ("dockerproxy.rendering", ("dockerproxy.resources", "dockerproxy.tokens", "dockerproxy.mirror",
-                               "dockerproxy.exchange", "dockerproxy.site", "dockerproxy.tap")),
+    (
+        "dockerproxy.rendering",
+        (
+            "dockerproxy.resources",
+            "dockerproxy.tokens",
+            "dockerproxy.mirror",
+            "dockerproxy.exchange",
+            "dockerproxy.site",
+            "dockerproxy.tap",
+        ),
+    ),
 ]
 
 
@@ -75,7 +126,7 @@ def imported(module: str, nodes: Iterable[ast.AST], parents: bool = True) -> set
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
-                anchor = package.split(".")[:len(package.split(".")) - node.level + 1]
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
                 base = ".".join([*anchor, base] if base else anchor)
             names = [base] + [f"{base}.{alias.name}" for alias in node.names]
         for name in names:

@@ -162,8 +162,9 @@ def test_manifest_by_digest() -> None:
 
 
 def test_blob() -> None:
-    assert parse_api_path(f"/v2/a/b/c/blobs/{SHA512}") == ApiPath("a/b/c", "blobs", SHA512,
-                                                                   parse(SHA512))
+    assert parse_api_path(f"/v2/a/b/c/blobs/{SHA512}") == ApiPath(
+        "a/b/c", "blobs", SHA512, parse(SHA512)
+    )
 
 
 def test_a_digest_of_another_algorithm_is_a_reference_without_a_digest() -> None:

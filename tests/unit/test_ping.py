@@ -19,13 +19,17 @@ class PingTests(ProxyTestCase):
     def test_challenge_points_at_the_proxy(self) -> None:
         response = self.fetch("GET", "/v2/")
         self.assertEqual(response.status, 401)
-        self.assertEqual(response.header("www-authenticate"),
-                         f'Bearer realm="http://{MIRROR}/v2/auth",service="{SERVICE}"')
+        self.assertEqual(
+            response.header("www-authenticate"),
+            f'Bearer realm="http://{MIRROR}/v2/auth",service="{SERVICE}"',
+        )
 
     def test_challenge_uses_the_host_header(self) -> None:
         response = self.fetch("GET", "/v2/", host="Other.Example")
-        self.assertEqual(response.header("www-authenticate"),
-                         f'Bearer realm="http://other.example/v2/auth",service="{SERVICE}"')
+        self.assertEqual(
+            response.header("www-authenticate"),
+            f'Bearer realm="http://other.example/v2/auth",service="{SERVICE}"',
+        )
 
     def test_upstream_body_is_kept(self) -> None:
         response = self.fetch("GET", "/v2/")
@@ -41,8 +45,9 @@ class PingTests(ProxyTestCase):
         self.assertEqual(self.fetch("GET", "/v2").status, 401)
 
     def test_ping_without_auth(self) -> None:
-        self.upstream.on(HUB_HOST, "/v2/", reply(200, b"{}",
-                                                 docker_distribution_api_version="registry/2.0"))
+        self.upstream.on(
+            HUB_HOST, "/v2/", reply(200, b"{}", docker_distribution_api_version="registry/2.0")
+        )
         response = self.fetch("GET", "/v2/")
         self.assertEqual(response.status, 200)
         self.assertEqual(response.body, b"{}")
@@ -54,20 +59,32 @@ class PingTests(ProxyTestCase):
         self.assertEqual(self.fetch("GET", "/v2/").header("www-authenticate"), 'Basic realm="r"')
 
     def test_manifest_head_challenge_has_the_client_scope(self) -> None:
-        self.upstream.on(HUB_HOST, "/v2/library/busybox/manifests/latest", reply(
-            401, UNAUTHORIZED,
-            www_authenticate=HUB_CHALLENGE + ',scope="repository:library/busybox:pull"'))
+        self.upstream.on(
+            HUB_HOST,
+            "/v2/library/busybox/manifests/latest",
+            reply(
+                401,
+                UNAUTHORIZED,
+                www_authenticate=HUB_CHALLENGE + ',scope="repository:library/busybox:pull"',
+            ),
+        )
         response = self.fetch("HEAD", "/v2/busybox/manifests/latest")
         self.assertEqual(response.status, 401)
         self.assertEqual(
             response.header("www-authenticate"),
             f'Bearer realm="http://{MIRROR}/v2/auth",service="{SERVICE}",'
-            'scope="repository:busybox:pull"')
+            'scope="repository:busybox:pull"',
+        )
         self.assertEqual(self.upstream.seen[-1].method, "HEAD")
 
     def test_challenge_error_is_kept(self) -> None:
-        self.upstream.on(HUB_HOST, "/v2/library/busybox/manifests/latest", reply(
-            401, UNAUTHORIZED, www_authenticate=HUB_CHALLENGE + ',error="insufficient_scope"'))
+        self.upstream.on(
+            HUB_HOST,
+            "/v2/library/busybox/manifests/latest",
+            reply(
+                401, UNAUTHORIZED, www_authenticate=HUB_CHALLENGE + ',error="insufficient_scope"'
+            ),
+        )
         value = self.fetch("GET", "/v2/busybox/manifests/latest").header("www-authenticate")
         self.assertIn('error="insufficient_scope"', value or "")
         self.assertIn('scope="repository:busybox:pull"', value or "")

@@ -17,8 +17,16 @@ class ProxyCredentialsTests(ProxyTestCase):
 
     def setUp(self) -> None:
         super().setUp()
-        self.use(build_config({"registries": {"docker.io": {
-            "url": DOCKER_HUB_URL, "username": "bot", "password": "pw"}}}, {}))
+        self.use(
+            build_config(
+                {
+                    "registries": {
+                        "docker.io": {"url": DOCKER_HUB_URL, "username": "bot", "password": "pw"}
+                    }
+                },
+                {},
+            )
+        )
 
     def basic_upstream(self) -> None:
         def handle(request: Request) -> bytes:
@@ -36,8 +44,11 @@ class ProxyCredentialsTests(ProxyTestCase):
         self.assertEqual(seen.header("authorization"), self.BOT)
 
     def test_a_clients_own_credentials_win(self) -> None:
-        self.fetch("GET", "/v2/auth?scope=repository:busybox:pull",
-                   [("Authorization", "Basic dXNlcjpzZWNyZXQ=")])
+        self.fetch(
+            "GET",
+            "/v2/auth?scope=repository:busybox:pull",
+            [("Authorization", "Basic dXNlcjpzZWNyZXQ=")],
+        )
         [seen] = self.upstream.requests_to(AUTH_HOST)
         self.assertEqual(seen.header("authorization"), "Basic dXNlcjpzZWNyZXQ=")
 
@@ -45,13 +56,16 @@ class ProxyCredentialsTests(ProxyTestCase):
         self.basic_upstream()
         response = self.fetch("GET", "/v2/busybox/manifests/1")
         self.assertEqual((response.status, response.body), (200, MANIFEST))
-        self.assertEqual([s.header("authorization") for s in self.upstream.seen
-                          if s.path == self.PATH], [None, self.BOT])
+        self.assertEqual(
+            [s.header("authorization") for s in self.upstream.seen if s.path == self.PATH],
+            [None, self.BOT],
+        )
 
     def test_basic_upstreams_never_get_the_account_for_clients_with_credentials(self) -> None:
         self.basic_upstream()
-        response = self.fetch("GET", "/v2/busybox/manifests/1",
-                              [("Authorization", "Basic dXNlcjpzZWNyZXQ=")])
+        response = self.fetch(
+            "GET", "/v2/busybox/manifests/1", [("Authorization", "Basic dXNlcjpzZWNyZXQ=")]
+        )
         self.assertEqual(response.status, 401)
         self.assertNotIn(self.BOT, [s.header("authorization") for s in self.upstream.seen])
 

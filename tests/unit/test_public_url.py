@@ -23,22 +23,37 @@ class PublicURLTests(ProxyTestCase):
 
     def test_ping_challenge_names_the_public_url(self) -> None:
         response = self.fetch("GET", "/v2/", host="evil.test")
-        self.assertEqual(response.header("www-authenticate"),
-                         f'Bearer realm="https://mirror.test/v2/auth",service="{SERVICE}"')
+        self.assertEqual(
+            response.header("www-authenticate"),
+            f'Bearer realm="https://mirror.test/v2/auth",service="{SERVICE}"',
+        )
 
     def test_rewritten_challenges_name_the_public_url(self) -> None:
-        self.upstream.on(HUB_HOST, "/v2/library/busybox/manifests/latest", reply(
-            401, UNAUTHORIZED, www_authenticate=HUB_CHALLENGE))
-        value = self.fetch("HEAD", "/v2/busybox/manifests/latest?ns=docker.io",
-                           host="evil.test").header("www-authenticate")
+        self.upstream.on(
+            HUB_HOST,
+            "/v2/library/busybox/manifests/latest",
+            reply(401, UNAUTHORIZED, www_authenticate=HUB_CHALLENGE),
+        )
+        value = self.fetch(
+            "HEAD", "/v2/busybox/manifests/latest?ns=docker.io", host="evil.test"
+        ).header("www-authenticate")
         self.assertIn('realm="https://mirror.test/v2/auth?ns=docker.io"', value or "")
 
     def test_local_challenge_names_the_public_url(self) -> None:
-        self.use(build_config({"routes": {"hub.mirror.test": DOCKER_HUB_URL},
-                               "public_url": "http://mirror.test:5000"}, {}))
+        self.use(
+            build_config(
+                {
+                    "routes": {"hub.mirror.test": DOCKER_HUB_URL},
+                    "public_url": "http://mirror.test:5000",
+                },
+                {},
+            )
+        )
         response = self.fetch("GET", "/v2/", host="evil.test")
-        self.assertEqual(response.header("www-authenticate"),
-                         'Bearer realm="http://mirror.test:5000/v2/auth",service="dockerproxy"')
+        self.assertEqual(
+            response.header("www-authenticate"),
+            'Bearer realm="http://mirror.test:5000/v2/auth",service="dockerproxy"',
+        )
 
     def test_home_page_shows_the_public_url(self) -> None:
         response = self.fetch("GET", "/", host="evil.test")

@@ -18,7 +18,8 @@ SHA256 = "sha256:" + "ab" * 32
 def routed(path: str, *headers: tuple[bytes, bytes]) -> Pull:
     request = DummyRequest([])
     request.client_request = read_client_request(  # type: ignore[attr-defined]
-        Headers({name: [value] for name, value in headers}), {})
+        Headers({name: [value] for name, value in headers}), {}
+    )
     api = parse_api_path(path)
     target = Router.from_config(build_config({}, {})).resolve(None, api.name)
     return Pull.routed(request, api, target, "https://upstream.test/x", None)
@@ -27,7 +28,11 @@ def routed(path: str, *headers: tuple[bytes, bytes]) -> Pull:
 def test_a_tag() -> None:
     pull = routed("/v2/busybox/manifests/latest", (b"authorization", b"Bearer alice"))
     assert (pull.kind, pull.reference, pull.tag, pull.digest) == (
-        "manifests", "latest", "latest", None)
+        "manifests",
+        "latest",
+        "latest",
+        None,
+    )
     assert pull.repo == ("docker.io", "library/busybox")
     assert pull.scope == "repository:busybox:pull"
     assert pull.authorization == b"Bearer alice"
@@ -44,5 +49,7 @@ def test_a_digest_of_another_algorithm_is_neither_a_tag_nor_a_digest() -> None:
 
 
 def test_an_anonymous_credential_is_none() -> None:
-    assert routed("/v2/busybox/manifests/latest", (b"authorization", b"Basic Og==")) \
-        .authorization is None
+    assert (
+        routed("/v2/busybox/manifests/latest", (b"authorization", b"Basic Og==")).authorization
+        is None
+    )

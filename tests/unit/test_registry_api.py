@@ -14,18 +14,27 @@ class RegistryTests(ProxyTestCase):
 
     def setUp(self) -> None:
         super().setUp()
-        self.upstream.on(HUB_HOST, self.MANIFEST_PATH, reply(
-            200, MANIFEST, content_type="application/vnd.oci.image.index.v1+json",
-            docker_content_digest=DIGEST, etag=f'"{DIGEST}"', set_cookie="session=1",
-            ratelimit_remaining="99;w=21600", x_upstream_secret="1"))
+        self.upstream.on(
+            HUB_HOST,
+            self.MANIFEST_PATH,
+            reply(
+                200,
+                MANIFEST,
+                content_type="application/vnd.oci.image.index.v1+json",
+                docker_content_digest=DIGEST,
+                etag=f'"{DIGEST}"',
+                set_cookie="session=1",
+                ratelimit_remaining="99;w=21600",
+                x_upstream_secret="1",
+            ),
+        )
 
     def test_short_name_gets_library_prefix_upstream(self) -> None:
         response = self.fetch("GET", "/v2/busybox/manifests/latest")
         self.assertEqual(response.status, 200)
         self.assertEqual(response.body, MANIFEST)
         [seen] = self.upstream.seen
-        self.assertEqual((seen.method, seen.host, seen.path), ("GET", HUB_HOST,
-                                                               self.MANIFEST_PATH))
+        self.assertEqual((seen.method, seen.host, seen.path), ("GET", HUB_HOST, self.MANIFEST_PATH))
 
     def test_not_modified_has_no_content_length(self) -> None:
         self.upstream.on(HUB_HOST, self.MANIFEST_PATH, reply(304, etag=f'"{DIGEST}"'))
@@ -42,23 +51,32 @@ class RegistryTests(ProxyTestCase):
         self.assertEqual(response.header("docker-content-digest"), DIGEST)
         self.assertEqual(response.header("etag"), f'"{DIGEST}"')
         self.assertEqual(response.header("ratelimit-remaining"), "99;w=21600")
-        self.assertEqual(response.header("content-type"),
-                         "application/vnd.oci.image.index.v1+json")
+        self.assertEqual(response.header("content-type"), "application/vnd.oci.image.index.v1+json")
         self.assertEqual(response.header("content-length"), str(len(MANIFEST)))
         self.assertIsNone(response.header("set-cookie"))
         self.assertIsNone(response.header("x-upstream-secret"))
 
     def test_accept_lines_are_merged(self) -> None:
-        self.fetch("GET", "/v2/busybox/manifests/latest",
-                   [("Accept", value) for value in DOCKERD_ACCEPT])
+        self.fetch(
+            "GET", "/v2/busybox/manifests/latest", [("Accept", value) for value in DOCKERD_ACCEPT]
+        )
         [seen] = self.upstream.seen
-        self.assertEqual(seen.headers.getRawHeaders(b"accept"),
-                         [", ".join(DOCKERD_ACCEPT).encode()])
+        self.assertEqual(
+            seen.headers.getRawHeaders(b"accept"), [", ".join(DOCKERD_ACCEPT).encode()]
+        )
 
     def test_request_headers(self) -> None:
-        self.fetch("GET", "/v2/busybox/manifests/latest",
-                   [("Authorization", "Bearer tok"), ("If-None-Match", f'"{DIGEST}"'),
-                    ("Cookie", "a=b"), ("X-Secret", "1"), ("User-Agent", "docker/27")])
+        self.fetch(
+            "GET",
+            "/v2/busybox/manifests/latest",
+            [
+                ("Authorization", "Bearer tok"),
+                ("If-None-Match", f'"{DIGEST}"'),
+                ("Cookie", "a=b"),
+                ("X-Secret", "1"),
+                ("User-Agent", "docker/27"),
+            ],
+        )
         [seen] = self.upstream.seen
         self.assertEqual(seen.header("authorization"), "Bearer tok")
         self.assertEqual(seen.header("if-none-match"), f'"{DIGEST}"')
@@ -80,8 +98,11 @@ class RegistryTests(ProxyTestCase):
 
     def test_blob_is_streamed(self) -> None:
         blob = bytes(range(256)) * 1024
-        self.upstream.on(HUB_HOST, f"/v2/library/busybox/blobs/{DIGEST}", reply(
-            200, blob, content_type="application/octet-stream"))
+        self.upstream.on(
+            HUB_HOST,
+            f"/v2/library/busybox/blobs/{DIGEST}",
+            reply(200, blob, content_type="application/octet-stream"),
+        )
         response = self.fetch("GET", f"/v2/busybox/blobs/{DIGEST}")
         self.assertEqual(response.status, 200)
         self.assertEqual(response.header("content-length"), str(len(blob)))
@@ -101,8 +122,11 @@ class RegistryTests(ProxyTestCase):
         self.assertTrue(transport.disconnected, "the client connection must be aborted")
 
     def test_range_is_forwarded(self) -> None:
-        self.upstream.on(HUB_HOST, f"/v2/library/busybox/blobs/{DIGEST}", reply(
-            206, b"cde", content_range="bytes 2-4/10"))
+        self.upstream.on(
+            HUB_HOST,
+            f"/v2/library/busybox/blobs/{DIGEST}",
+            reply(206, b"cde", content_range="bytes 2-4/10"),
+        )
         response = self.fetch("GET", f"/v2/busybox/blobs/{DIGEST}", [("Range", "bytes=2-4")])
         self.assertEqual(response.status, 206)
         self.assertEqual(response.header("content-range"), "bytes 2-4/10")
@@ -131,10 +155,12 @@ class RegistryTests(ProxyTestCase):
         self.assertEqual(self.upstream.seen, [])
 
     def test_uploads_are_refused(self) -> None:
-        self.assertRegistryError(self.fetch("POST", "/v2/busybox/blobs/uploads/"), 405,
-                                 "UNSUPPORTED")
-        self.assertRegistryError(self.fetch("GET", "/v2/busybox/blobs/uploads/some-uuid"), 405,
-                                 "UNSUPPORTED")
+        self.assertRegistryError(
+            self.fetch("POST", "/v2/busybox/blobs/uploads/"), 405, "UNSUPPORTED"
+        )
+        self.assertRegistryError(
+            self.fetch("GET", "/v2/busybox/blobs/uploads/some-uuid"), 405, "UNSUPPORTED"
+        )
         self.assertEqual(self.upstream.seen, [])
 
     def test_catalog_is_refused(self) -> None:
@@ -142,14 +168,19 @@ class RegistryTests(ProxyTestCase):
         self.assertEqual(self.upstream.seen, [])
 
     def test_bad_digest(self) -> None:
-        entry = self.assertRegistryError(self.fetch("GET", "/v2/busybox/blobs/sha256:abc"), 400,
-                                         "DIGEST_INVALID")
+        entry = self.assertRegistryError(
+            self.fetch("GET", "/v2/busybox/blobs/sha256:abc"), 400, "DIGEST_INVALID"
+        )
         self.assertEqual(entry["detail"], {"digest": "sha256:abc"})
         self.assertEqual(self.upstream.seen, [])
 
     def test_bad_name(self) -> None:
-        for path in ("/v2/BusyBox/manifests/latest", "/v2/a/../b/manifests/latest",
-                     "/v2/a%2Fb/manifests/latest", "/v2//busybox/manifests/latest"):
+        for path in (
+            "/v2/BusyBox/manifests/latest",
+            "/v2/a/../b/manifests/latest",
+            "/v2/a%2Fb/manifests/latest",
+            "/v2//busybox/manifests/latest",
+        ):
             self.assertRegistryError(self.fetch("GET", path), 400, "NAME_INVALID")
         self.assertEqual(self.upstream.seen, [])
 

@@ -111,8 +111,12 @@ class UpstreamTransport(StringTransport):
 class RelayHarness:
     """One client request with an upstream body relayed into it."""
 
-    def __init__(self, length: int | object = 10, client: ClientTransport | None = None,
-                 upstream: StringTransport | None = None) -> None:
+    def __init__(
+        self,
+        length: int | object = 10,
+        client: ClientTransport | None = None,
+        upstream: StringTransport | None = None,
+    ) -> None:
         self.clock = Clock()
         self.resource = Capture()
         site = Site(self.resource, reactor=self.clock)
@@ -220,8 +224,7 @@ class ReadSizeTests(SynchronousTestCase):
     def test_each_resume_sizes_the_next_read(self) -> None:
         sock = self.sock()
         h, reads = self.harness(sock)
-        for queued, expected in ((5 * MiB // 2, 3 * MiB // 4), (0, READ_MAX),
-                                 (3 * MiB, READ_MIN)):
+        for queued, expected in ((5 * MiB // 2, 3 * MiB // 4), (0, READ_MAX), (3 * MiB, READ_MIN)):
             h.channel.pauseProducing()
             sock.queued = queued
             h.channel.resumeProducing()
@@ -324,7 +327,6 @@ class ReadSizeTests(SynchronousTestCase):
         self.assertIs(client_connection(TLS()), tcp)
         self.assertIs(client_connection(tcp), tcp)
         self.assertIsNone(client_connection(StringTransport()))
-
 
     def test_under_tls_the_tcp_transport_sends_whole_chunks(self) -> None:
         """TLS writes its records to the TCP transport, which must send a chunk the
@@ -492,12 +494,12 @@ class IdleTimeoutTests(SynchronousTestCase):
         h.upstream_sends(b"abc")
         h.channel.pauseProducing()
         h.clock.advance(IDLE)
-        self.assertEqual(h.relay._failed_reason,
-                         f"the client read nothing for {IDLE:g} seconds")
+        self.assertEqual(h.relay._failed_reason, f"the client read nothing for {IDLE:g} seconds")
         upstream_stall = RelayHarness()
         upstream_stall.clock.advance(IDLE)
-        self.assertEqual(upstream_stall.relay._failed_reason,
-                         f"the upstream sent nothing for {IDLE:g} seconds")
+        self.assertEqual(
+            upstream_stall.relay._failed_reason, f"the upstream sent nothing for {IDLE:g} seconds"
+        )
 
     def test_client_resume_restarts_the_timer(self) -> None:
         h = RelayHarness()

@@ -80,7 +80,7 @@ def test_unknown_host_error_lists_the_routes() -> None:
             "ghcr.mirror.test": "https://ghcr.io",
             "hub.mirror.test": DOCKER_HUB_URL,
             "quay.mirror.test:5000": "https://quay.io",
-        }
+        },
     }
     entry = json.loads(error.body())["errors"][0]
     assert entry["code"] == "NAME_UNKNOWN"
@@ -143,33 +143,46 @@ def test_from_config() -> None:
 class HostRoutingTests(ProxyTestCase):
     def setUp(self) -> None:
         super().setUp()
-        self.use(build_config({"presets": False, "routes": {
-            "hub.mirror.test": DOCKER_HUB_URL,
-            "ghcr.mirror.test": "https://ghcr.io",
-        }}, {}))
+        self.use(
+            build_config(
+                {
+                    "presets": False,
+                    "routes": {
+                        "hub.mirror.test": DOCKER_HUB_URL,
+                        "ghcr.mirror.test": "https://ghcr.io",
+                    },
+                },
+                {},
+            )
+        )
 
     def test_route_by_host(self) -> None:
         self.fetch("GET", "/v2/owner/image/manifests/1", host="ghcr.mirror.test:5000")
         self.fetch("GET", "/v2/busybox/manifests/1", host="ghcr.mirror.test")
         self.fetch("GET", "/v2/busybox/manifests/1", host="hub.mirror.test")
-        self.assertEqual([(s.host, s.path) for s in self.upstream.seen], [
-            ("ghcr.io", "/v2/owner/image/manifests/1"),
-            ("ghcr.io", "/v2/busybox/manifests/1"),
-            (HUB_HOST, "/v2/library/busybox/manifests/1"),
-        ])
+        self.assertEqual(
+            [(s.host, s.path) for s in self.upstream.seen],
+            [
+                ("ghcr.io", "/v2/owner/image/manifests/1"),
+                ("ghcr.io", "/v2/busybox/manifests/1"),
+                (HUB_HOST, "/v2/library/busybox/manifests/1"),
+            ],
+        )
 
     def test_unknown_host_is_a_json_404_listing_routes(self) -> None:
         response = self.fetch("GET", "/v2/busybox/manifests/latest", host="other.test")
         entry = self.assertRegistryError(response, 404, "NAME_UNKNOWN")
-        self.assertEqual(entry["detail"]["routes"], {
-            "ghcr.mirror.test": "https://ghcr.io", "hub.mirror.test": DOCKER_HUB_URL})
+        self.assertEqual(
+            entry["detail"]["routes"],
+            {"ghcr.mirror.test": "https://ghcr.io", "hub.mirror.test": DOCKER_HUB_URL},
+        )
         self.assertEqual(self.upstream.seen, [])
 
     def test_unknown_host_ping_and_token(self) -> None:
-        self.assertRegistryError(self.fetch("GET", "/v2/", host="other.test"), 404,
-                                 "NAME_UNKNOWN")
-        self.assertRegistryError(self.fetch("GET", "/v2/auth", host="other.test"), 404,
-                                 "NAME_UNKNOWN")
+        self.assertRegistryError(self.fetch("GET", "/v2/", host="other.test"), 404, "NAME_UNKNOWN")
+        self.assertRegistryError(
+            self.fetch("GET", "/v2/auth", host="other.test"), 404, "NAME_UNKNOWN"
+        )
         self.assertEqual(self.upstream.seen, [])
 
     def test_missing_host_header(self) -> None:
@@ -180,6 +193,8 @@ class HostRoutingTests(ProxyTestCase):
         self.use(build_config({"routes": {"hub.mirror.test": DOCKER_HUB_URL}}, {}))
         response = self.fetch("GET", "/v2/", host="other.test")
         self.assertEqual(response.status, 401)
-        self.assertEqual(response.header("www-authenticate"),
-                         'Bearer realm="http://other.test/v2/auth",service="dockerproxy"')
+        self.assertEqual(
+            response.header("www-authenticate"),
+            'Bearer realm="http://other.test/v2/auth",service="dockerproxy"',
+        )
         self.assertEqual(self.upstream.seen, [])

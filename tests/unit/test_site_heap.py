@@ -20,8 +20,11 @@ class HeapTrimTests(ProxyTestCase):
         super().setUp()
         self.calls: list[str] = []
         self.use(build_config({}, {}), http=ScriptedHTTP())
-        heap = HeapTrimmer(self.clock, lambda: self.calls.append("trim"),
-                           collect=lambda: self.calls.append("collect"))
+        heap = HeapTrimmer(
+            self.clock,
+            lambda: self.calls.append("trim"),
+            collect=lambda: self.calls.append("collect"),
+        )
         self.site = make_site(self.proxy, self.clock, heap=heap)
 
     def test_a_finished_response_is_followed_by_a_trim(self) -> None:

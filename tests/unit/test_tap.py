@@ -30,15 +30,24 @@ class TreeTestCase(SynchronousTestCase):
         self.reactor = InlineThreadsReactor()
         self.threadpool = InlineThreadPool()
         self.cache = scratch_dir(self) / "cache"
-        self.config = build_config({
-            "listen": LISTEN,
-            "upstream": "http://127.0.0.1:9",
-            "presets": False,
-            "drain_timeout": DRAIN,
-            "cache": {"dir": str(self.cache),
-                      "s3": {"endpoint": "http://127.0.0.1:8", "bucket": "blobs",
-                             "access_key_id": "k", "secret_access_key": "s"}},
-        }, {})
+        self.config = build_config(
+            {
+                "listen": LISTEN,
+                "upstream": "http://127.0.0.1:9",
+                "presets": False,
+                "drain_timeout": DRAIN,
+                "cache": {
+                    "dir": str(self.cache),
+                    "s3": {
+                        "endpoint": "http://127.0.0.1:8",
+                        "bucket": "blobs",
+                        "access_key_id": "k",
+                        "secret_access_key": "s",
+                    },
+                },
+            },
+            {},
+        )
 
     def build(self) -> DockerProxyService:
         top = service_for(self.config, self.reactor, self.threadpool)
@@ -86,18 +95,23 @@ class StartTests(TreeTestCase):
     def test_start_listens_on_each_endpoint_and_starts_each_part(self) -> None:
         top = self.build()
         top.startService()
-        self.assertEqual([(port, interface) for port, _f, _b, interface
-                          in self.reactor.tcpServers],
-                         [(5000, "127.0.0.1"), (5001, "127.0.0.1")])
+        self.assertEqual(
+            [(port, interface) for port, _f, _b, interface in self.reactor.tcpServers],
+            [(5000, "127.0.0.1"), (5001, "127.0.0.1")],
+        )
         assert top.listeners is not None
-        self.assertTrue(all(factory is top.listeners.factory
-                            for _p, factory, _b, _i in self.reactor.tcpServers))
+        self.assertTrue(
+            all(factory is top.listeners.factory for _p, factory, _b, _i in self.reactor.tcpServers)
+        )
         self.assertTrue(all(IService(child).running for child in top))
         self.assertTrue((self.cache / "blobs").is_dir())
         self.assertTrue((self.cache / "meta" / "stats.json").is_file(), "saved by the timer")
         self.assertTrue(top.threadpool.started)
-        self.assertEqual([(host, port) for host, port, *_ in self.reactor.tcpClients],
-                         [("127.0.0.1", 8)], "the S3 bucket check")
+        self.assertEqual(
+            [(host, port) for host, port, *_ in self.reactor.tcpClients],
+            [("127.0.0.1", 8)],
+            "the S3 bucket check",
+        )
 
     def test_the_caches_disk_work_runs_on_the_trees_thread_pool(self) -> None:
         """The scan at start is inline (nothing is served yet); the counters the stats
@@ -109,15 +123,18 @@ class StartTests(TreeTestCase):
 
     def test_a_port_that_cannot_be_listened_on_names_the_endpoint(self) -> None:
         class Refusing(MemoryReactorClock):
-            def listenTCP(self, port: int, factory: Any, backlog: int = 50,
-                          interface: str = "") -> Any:
+            def listenTCP(
+                self, port: int, factory: Any, backlog: int = 50, interface: str = ""
+            ) -> Any:
                 raise CannotListenError(interface, port, OSError(98, "Address already in use"))
 
         listeners = Listeners(Refusing(), LISTEN[:1], ProxySite.__new__(ProxySite))
         with self.assertRaises(ListenFailed) as caught:
             listeners.privilegedStartService()
-        self.assertEqual(str(caught.exception), f"--listen: cannot listen on {LISTEN[0]!r}: "
-                                                "Address already in use")
+        self.assertEqual(
+            str(caught.exception),
+            f"--listen: cannot listen on {LISTEN[0]!r}: Address already in use",
+        )
 
 
 class StopTests(TreeTestCase):
@@ -166,4 +183,3 @@ class StopTests(TreeTestCase):
         self.assertEqual(done, [None])
         self.assertTrue(top.threadpool.joined)
         self.assertEqual(self.reactor.getDelayedCalls(), [])
-

@@ -31,26 +31,35 @@ class TokenTests(ProxyTestCase):
 
     def test_token_response_is_relayed(self) -> None:
         response = self.fetch("GET", "/v2/auth?scope=repository:busybox:pull")
-        self.assertEqual(response.json(), {"token": "tok",
-                                           "scope": ["repository:library/busybox:pull"]})
+        self.assertEqual(
+            response.json(), {"token": "tok", "scope": ["repository:library/busybox:pull"]}
+        )
         self.assertEqual(response.header("content-type"), "application/json")
         self.assertEqual(response.header("cache-control"), "no-store")
 
     def test_every_scope_is_forwarded(self) -> None:
-        self.fetch("GET", "/v2/auth?scope=repository:busybox:pull"
-                          "&scope=repository:bitnami/redis:pull+repository:alpine:pull"
-                          "&scope=registry:catalog:*")
-        self.assertEqual(self.token_request().query["scope"], [
-            "repository:library/busybox:pull", "repository:bitnami/redis:pull",
-            "repository:library/alpine:pull", "registry:catalog:*"])
+        self.fetch(
+            "GET",
+            "/v2/auth?scope=repository:busybox:pull"
+            "&scope=repository:bitnami/redis:pull+repository:alpine:pull"
+            "&scope=registry:catalog:*",
+        )
+        self.assertEqual(
+            self.token_request().query["scope"],
+            [
+                "repository:library/busybox:pull",
+                "repository:bitnami/redis:pull",
+                "repository:library/alpine:pull",
+                "registry:catalog:*",
+            ],
+        )
 
     def test_a_failing_challenge_lookup_is_not_remembered(self) -> None:
         """A 503 from the upstream's /v2/ says nothing about its auth: ask again next time."""
         self.upstream.on(HUB_HOST, "/v2/", reply(503, b"down"))
         failed = self.fetch("GET", "/v2/auth?scope=repository:busybox:pull")
         self.assertRegistryError(failed, 502, "UNAVAILABLE")
-        self.upstream.on(HUB_HOST, "/v2/", reply(401, UNAUTHORIZED,
-                                                 www_authenticate=HUB_CHALLENGE))
+        self.upstream.on(HUB_HOST, "/v2/", reply(401, UNAUTHORIZED, www_authenticate=HUB_CHALLENGE))
         self.assertEqual(self.fetch("GET", "/v2/auth?scope=repository:busybox:pull").status, 200)
 
     def test_passthrough_parameters(self) -> None:
@@ -62,13 +71,17 @@ class TokenTests(ProxyTestCase):
         self.assertNotIn("evil", query)
 
     def test_basic_authorization_is_forwarded(self) -> None:
-        self.fetch("GET", "/v2/auth?scope=repository:busybox:pull",
-                   [("Authorization", "Basic dXNlcjpwYXNz")])
+        self.fetch(
+            "GET",
+            "/v2/auth?scope=repository:busybox:pull",
+            [("Authorization", "Basic dXNlcjpwYXNz")],
+        )
         self.assertEqual(self.token_request().header("authorization"), "Basic dXNlcjpwYXNz")
 
     def test_anonymous_authorization_is_not_forwarded(self) -> None:
-        self.fetch("GET", "/v2/auth?scope=repository:busybox:pull",
-                   [("Authorization", "Basic Og==")])
+        self.fetch(
+            "GET", "/v2/auth?scope=repository:busybox:pull", [("Authorization", "Basic Og==")]
+        )
         self.assertIsNone(self.token_request().header("authorization"))
 
     def test_cookies_are_not_forwarded(self) -> None:
@@ -98,16 +111,24 @@ class TokenTests(ProxyTestCase):
         self.assertTrue(response.raw.endswith(b"\r\n\r\n"))
 
     def test_realm_with_a_query(self) -> None:
-        self.upstream.on(HUB_HOST, "/v2/", reply(
-            401, www_authenticate=f'Bearer realm="https://{AUTH_HOST}/token?x=1",service="s"'))
+        self.upstream.on(
+            HUB_HOST,
+            "/v2/",
+            reply(
+                401, www_authenticate=f'Bearer realm="https://{AUTH_HOST}/token?x=1",service="s"'
+            ),
+        )
         self.fetch("GET", "/v2/auth?scope=repository:a:pull")
         query = self.token_request().query
         self.assertEqual(query["x"], ["1"])
         self.assertEqual(query["service"], ["s"])
 
     def test_token_errors_are_relayed(self) -> None:
-        self.upstream.on(AUTH_HOST, "/token", reply(401, b'{"details":"bad credentials"}',
-                                                    content_type="application/json"))
+        self.upstream.on(
+            AUTH_HOST,
+            "/token",
+            reply(401, b'{"details":"bad credentials"}', content_type="application/json"),
+        )
         response = self.fetch("GET", "/v2/auth", [("Authorization", "Basic eDp5")])
         self.assertEqual(response.status, 401)
         self.assertEqual(response.json(), {"details": "bad credentials"})

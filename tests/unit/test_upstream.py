@@ -45,8 +45,9 @@ class ClientHarness:
         """Start a GET; connect it if it needed a new connection; return its result list."""
         connections = len(self.reactor.tcpClients)
         result: list[Any] = []
-        d = self.http.request("GET", URL + path, headers=headers or Headers(),
-                              allow_redirects=False, unbuffered=True)
+        d = self.http.request(
+            "GET", URL + path, headers=headers or Headers(), allow_redirects=False, unbuffered=True
+        )
         d.addBoth(result.append)
         if len(self.reactor.tcpClients) > connections:
             factory = self.reactor.tcpClients[-1][2]
@@ -84,8 +85,10 @@ class HTTPClientTests(SynchronousTestCase):
         h = ClientHarness()
         result = h.request("/v2/a/blobs/x")
         body = gzip.compress(b"layer bytes")
-        h.respond(b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n"
-                  % len(body) + body)
+        h.respond(
+            b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n" % len(body)
+            + body
+        )
         [response] = result
         self.assertEqual(response.headers.getRawHeaders(HIDDEN_ENCODING), [b"gzip"])
         self.assertNotIn(b"gzip", response.headers.getRawHeaders(b"content-encoding", []))
@@ -95,8 +98,9 @@ class HTTPClientTests(SynchronousTestCase):
     def test_upstream_cookies_are_not_replayed(self) -> None:
         h = ClientHarness()
         first = h.request("/v2/")
-        h.respond(b"HTTP/1.1 200 OK\r\nSet-Cookie: sid=client-a; Path=/\r\n"
-                  b"Content-Length: 0\r\n\r\n")
+        h.respond(
+            b"HTTP/1.1 200 OK\r\nSet-Cookie: sid=client-a; Path=/\r\nContent-Length: 0\r\n\r\n"
+        )
         self.assertEqual(first[0].code, 200)
         h.request("/v2/library/alpine/manifests/latest")
         self.assertEqual(len(h.transports), 1, "the pooled connection is reused")
@@ -113,8 +117,10 @@ class HTTPClientTests(SynchronousTestCase):
     def test_redirects_are_not_followed_by_treq(self) -> None:
         h = ClientHarness()
         result = h.request("/v2/a/blobs/x")
-        h.respond(b"HTTP/1.1 307 Temporary Redirect\r\nLocation: http://cdn.test/b\r\n"
-                  b"Content-Length: 0\r\n\r\n")
+        h.respond(
+            b"HTTP/1.1 307 Temporary Redirect\r\nLocation: http://cdn.test/b\r\n"
+            b"Content-Length: 0\r\n\r\n"
+        )
         self.assertEqual(result[0].code, 307)
         self.assertEqual(len(h.reactor.tcpClients), 1)
 
@@ -136,8 +142,9 @@ class DescribeFailureTests(SynchronousTestCase):
         self.assertEqual(describe_failure(failed), "host name lookup failed")
 
     def test_tls_errors(self) -> None:
-        self.assertTrue(describe_failure(SSL.Error("certificate verify failed"))
-                        .startswith("TLS error: "))
+        self.assertTrue(
+            describe_failure(SSL.Error("certificate verify failed")).startswith("TLS error: ")
+        )
 
     def test_other_errors_are_one_short_line(self) -> None:
         text = describe_failure(RuntimeError("first line\nsecond line" + "x" * 500))

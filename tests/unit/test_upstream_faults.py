@@ -72,8 +72,9 @@ class Stalling:
             response.headers.setRawHeaders(name.replace("_", "-").encode(), [value.encode()])
         self.stalled[url] = response
 
-    def request(self, method: str, url: str, headers: Headers | None = None,
-                **kwargs: Any) -> defer.Deferred[Any]:
+    def request(
+        self, method: str, url: str, headers: Headers | None = None, **kwargs: Any
+    ) -> defer.Deferred[Any]:
         if url.split("?")[0] in self.stalled:
             return defer.succeed(self.stalled[url.split("?")[0]])
         return self.stub.request(method, url, headers=headers, **kwargs)
@@ -88,8 +89,9 @@ class RelayFaults(ProxyTestCase):
         config = replace(config, timeouts=replace(config.timeouts, idle=IDLE))
         cache = CacheConfig(directory=str(scratch_dir(self)) if self.cache else None)
         self.http = Stalling(http or self.stub)
-        self.proxy, self.mirror, self.site = make_parts(replace(config, cache=cache),
-                                                        self.clock, self.http)
+        self.proxy, self.mirror, self.site = make_parts(
+            replace(config, cache=cache), self.clock, self.http
+        )
 
     def test_an_html_error_page_becomes_a_registry_error_with_its_status(self) -> None:
         self.upstream.on(HUB_HOST, TAG, reply(500, HTML_500, content_type="text/html"))
@@ -107,13 +109,15 @@ class RelayFaults(ProxyTestCase):
         self.assertEqual(response.header("content-type"), "application/json; charset=utf-8")
 
     def test_a_429_keeps_retry_after_and_gets_its_reason_phrase(self) -> None:
-        self.upstream.on(HUB_HOST, TAG, reply(429, b"slow down", retry_after="120",
-                                              content_type="text/plain"))
+        self.upstream.on(
+            HUB_HOST, TAG, reply(429, b"slow down", retry_after="120", content_type="text/plain")
+        )
         response = self.fetch("GET", "/v2/busybox/manifests/latest", [("Accept", INDEX)])
         self.assertRegistryError(response, 429, "TOOMANYREQUESTS")
         self.assertEqual(response.header("retry-after"), "120")
-        self.assertTrue(response.raw.startswith(b"HTTP/1.1 429 Too Many Requests\r\n"),
-                        response.raw[:40])
+        self.assertTrue(
+            response.raw.startswith(b"HTTP/1.1 429 Too Many Requests\r\n"), response.raw[:40]
+        )
 
     def test_an_error_body_that_stalls_is_a_gateway_timeout(self) -> None:
         self.http.stall(f"https://{HUB_HOST}{TAG}", 500, content_type="text/html")
@@ -128,12 +132,14 @@ class RelayFaults(ProxyTestCase):
     def test_a_token_body_that_stalls_is_a_gateway_timeout(self) -> None:
         self.http.stall(f"https://{AUTH_HOST}/token", content_type="application/json")
         # With credentials: an anonymous client in cache mode gets the proxy's own token.
-        transport = self.send("GET", "/v2/auth?scope=repository:busybox:pull",
-                              [("Authorization", "Basic dTpw")])
+        transport = self.send(
+            "GET", "/v2/auth?scope=repository:busybox:pull", [("Authorization", "Basic dTpw")]
+        )
         self.assertEqual(transport.value(), b"")
         self.clock.advance(IDLE + 1)
-        entry = self.assertRegistryError(parse_response(transport.value(), "GET"), 504,
-                                         "UNAVAILABLE")
+        entry = self.assertRegistryError(
+            parse_response(transport.value(), "GET"), 504, "UNAVAILABLE"
+        )
         self.assertIn(AUTH_HOST, entry["message"])
 
     def test_a_token_realm_that_redirects_is_followed_by_the_proxy(self) -> None:
@@ -147,15 +153,17 @@ class RelayFaults(ProxyTestCase):
 
     def test_an_html_token_error_becomes_a_registry_error(self) -> None:
         self.upstream.on(AUTH_HOST, "/token", reply(503, HTML_500, content_type="text/html"))
-        response = self.fetch("GET", "/v2/auth?scope=repository:busybox:pull",
-                              [("Authorization", "Basic dTpw")])
+        response = self.fetch(
+            "GET", "/v2/auth?scope=repository:busybox:pull", [("Authorization", "Basic dTpw")]
+        )
         self.assertRegistryError(response, 503, "UNAVAILABLE")
 
     def test_a_json_token_error_is_relayed(self) -> None:
         body = b'{"details":"incorrect username or password"}'
         self.upstream.on(AUTH_HOST, "/token", reply(401, body, content_type="application/json"))
-        response = self.fetch("GET", "/v2/auth?scope=repository:busybox:pull",
-                              [("Authorization", "Basic dTpw")])
+        response = self.fetch(
+            "GET", "/v2/auth?scope=repository:busybox:pull", [("Authorization", "Basic dTpw")]
+        )
         self.assertEqual((response.status, response.body), (401, body))
 
 
@@ -171,8 +179,9 @@ class CacheFaults(RelayFaults):
         self.clock.advance(IDLE - 1)
         self.assertEqual(transport.value(), b"")
         self.clock.advance(2)
-        entry = self.assertRegistryError(parse_response(transport.value(), "GET"), 504,
-                                         "UNAVAILABLE")
+        entry = self.assertRegistryError(
+            parse_response(transport.value(), "GET"), 504, "UNAVAILABLE"
+        )
         self.assertIn(f"{IDLE:g} seconds", entry["message"])
         self.assertEqual(self.http.bodies[0].producerState, "stopped")
         # Nothing was cached: the next pull asks again and gets the real manifest.
@@ -191,10 +200,13 @@ def test_relay_faults_use_a_short_idle_timeout() -> None:
 
 class UpstreamFailureTests(ProxyTestCase):
     def test_connection_refused_is_a_bad_gateway(self) -> None:
-        self.use(build_config({}, {}),
-                 http=ScriptedHTTP(lambda: defer.fail(ConnectionRefusedError("127.0.0.1"))))
-        entry = self.assertRegistryError(self.fetch("GET", "/v2/busybox/manifests/latest"), 502,
-                                         "UNAVAILABLE")
+        self.use(
+            build_config({}, {}),
+            http=ScriptedHTTP(lambda: defer.fail(ConnectionRefusedError("127.0.0.1"))),
+        )
+        entry = self.assertRegistryError(
+            self.fetch("GET", "/v2/busybox/manifests/latest"), 502, "UNAVAILABLE"
+        )
         self.assertIn(DOCKER_HUB_URL, entry["message"])
         self.assertIn("connection refused", entry["message"])
         self.assertEqual(entry["detail"], {"upstream": DOCKER_HUB_URL})
@@ -205,8 +217,10 @@ class UpstreamFailureTests(ProxyTestCase):
         self.assertIn("host name lookup failed", entry["message"])
 
     def test_unexpected_client_failure_is_a_bad_gateway(self) -> None:
-        self.use(build_config({}, {}),
-                 http=ScriptedHTTP(lambda: defer.fail(RuntimeError("boom\nsecond line"))))
+        self.use(
+            build_config({}, {}),
+            http=ScriptedHTTP(lambda: defer.fail(RuntimeError("boom\nsecond line"))),
+        )
         entry = self.assertRegistryError(self.fetch("GET", "/v2/"), 502, "UNAVAILABLE")
         self.assertNotIn("second line", entry["message"])
 
@@ -215,8 +229,10 @@ class UpstreamFailureTests(ProxyTestCase):
         self.use(build_config({}, {}), http=http)
         self.send("GET", "/v2/busybox/manifests/latest")
         [call] = http.calls
-        self.assertEqual((call.method, call.url),
-                         ("GET", f"{DOCKER_HUB_URL}/v2/library/busybox/manifests/latest"))
+        self.assertEqual(
+            (call.method, call.url),
+            ("GET", f"{DOCKER_HUB_URL}/v2/library/busybox/manifests/latest"),
+        )
         self.assertEqual(call.kwargs, {"allow_redirects": False, "unbuffered": True})
 
     def test_headers_timeout_is_a_gateway_timeout(self) -> None:

@@ -22,8 +22,11 @@ class RedirectTests(ProxyTestCase):
         self.upstream.on(CDN_HOST, "/blob", reply(200, b"blob bytes"))
 
     def get_blob(self, method: str = "GET") -> Response:
-        return self.fetch(method, f"/v2/busybox/blobs/{DIGEST}",
-                          [("Authorization", "Bearer tok"), ("Range", "bytes=0-")])
+        return self.fetch(
+            method,
+            f"/v2/busybox/blobs/{DIGEST}",
+            [("Authorization", "Bearer tok"), ("Range", "bytes=0-")],
+        )
 
     def test_cross_host_redirect_is_followed(self) -> None:
         self.upstream.on(HUB_HOST, self.BLOB_PATH, redirect(f"https://{CDN_HOST}/blob?sig=1"))
@@ -60,23 +63,26 @@ class RedirectTests(ProxyTestCase):
         response = self.get_blob()
         self.assertEqual(response.body, b"stored")
         second = self.upstream.seen[1]
-        self.assertEqual((second.host, second.path, second.query),
-                         (HUB_HOST, "/storage/blob", {"sig": ["2"]}))
+        self.assertEqual(
+            (second.host, second.path, second.query), (HUB_HOST, "/storage/blob", {"sig": ["2"]})
+        )
 
     def test_same_origin_redirect_keeps_authorization(self) -> None:
         self.upstream.on(HUB_HOST, self.BLOB_PATH, redirect(f"https://{HUB_HOST}:443/storage"))
         self.upstream.on(HUB_HOST, "/storage", reply(200, b"stored"))
         self.get_blob()
-        self.assertEqual([s.header("authorization") for s in self.upstream.seen],
-                         ["Bearer tok", "Bearer tok"])
+        self.assertEqual(
+            [s.header("authorization") for s in self.upstream.seen], ["Bearer tok", "Bearer tok"]
+        )
 
     def test_authorization_stays_dropped_after_leaving_the_origin(self) -> None:
         self.upstream.on(HUB_HOST, self.BLOB_PATH, redirect(f"https://{CDN_HOST}/hop"))
         self.upstream.on(CDN_HOST, "/hop", redirect(f"https://{HUB_HOST}/storage"))
         self.upstream.on(HUB_HOST, "/storage", reply(200, b"stored"))
         self.assertEqual(self.get_blob().body, b"stored")
-        self.assertEqual([s.header("authorization") for s in self.upstream.seen],
-                         ["Bearer tok", None, None])
+        self.assertEqual(
+            [s.header("authorization") for s in self.upstream.seen], ["Bearer tok", None, None]
+        )
 
     def test_five_redirects_are_followed(self) -> None:
         self.upstream.on(HUB_HOST, self.BLOB_PATH, redirect(f"https://{CDN_HOST}/r1"))

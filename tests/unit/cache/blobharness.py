@@ -38,7 +38,7 @@ def dechunk(body: bytes) -> tuple[bytes, bool]:
         if size == 0:
             return data, True
         data += rest[:size]
-        body = rest[size + 2:]
+        body = rest[size + 2 :]
     return data, False
 
 
@@ -70,21 +70,28 @@ class Upstream:
 class Client:
     """One client connection with one request for a blob, rendered by nobody yet."""
 
-    def __init__(self, clock: Clock, method: bytes = b"GET", headers: bytes = b"",
-                 buffer_size: int | None = None) -> None:
+    def __init__(
+        self,
+        clock: Clock,
+        method: bytes = b"GET",
+        headers: bytes = b"",
+        buffer_size: int | None = None,
+    ) -> None:
         resource = Capture()
         site = Site(resource, reactor=clock)
         self.protocol = site.buildProtocol(None)
         self.transport = ClientTransport(buffer_size)
         self.protocol.makeConnection(self.transport)
-        self.protocol.dataReceived(method + b" /v2/a/blobs/x HTTP/1.1\r\nHost: mirror\r\n"
-                                   + headers + b"\r\n")
+        self.protocol.dataReceived(
+            method + b" /v2/a/blobs/x HTTP/1.1\r\nHost: mirror\r\n" + headers + b"\r\n"
+        )
         self.request = resource.requests[0]
         self.channel = self.transport.producer
         self.outcome: list[object] = []
 
-    def served(self, cache: BlobCache, digest: Digest,
-               byte_range: tuple[int, int | None] | None = None) -> Client:
+    def served(
+        self, cache: BlobCache, digest: Digest, byte_range: tuple[int, int | None] | None = None
+    ) -> Client:
         cache.serve(self.request, digest, byte_range).addBoth(self.outcome.append)
         return self
 
@@ -113,12 +120,14 @@ class Harness:
         self.root = root
         self.clock = clock or Clock()
         self.store = FilesystemStore(root, fsync=False)
-        self.cache = BlobCache(self.store, self.clock, max_size, disk=sync_disk(),
-                               idle_timeout=IDLE)
+        self.cache = BlobCache(
+            self.store, self.clock, max_size, disk=sync_disk(), idle_timeout=IDLE
+        )
         self.cache.start()
 
-    def upstream(self, data: bytes, length: int | object | None = None,
-                 digest: Digest | None = None) -> Upstream:
+    def upstream(
+        self, data: bytes, length: int | object | None = None, digest: Digest | None = None
+    ) -> Upstream:
         return Upstream(self.cache, digest or sha256(data), len(data) if length is None else length)
 
     def put(self, data: bytes) -> Digest:

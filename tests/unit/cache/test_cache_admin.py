@@ -60,8 +60,7 @@ def test_verify_removes_damaged_blobs(cache: tuple[FilesystemStore, list[str]]) 
     assert store.blob_path(digests[0]).exists()
 
 
-def test_prune_removes_least_recently_used_first(
-        cache: tuple[FilesystemStore, list[str]]) -> None:
+def test_prune_removes_least_recently_used_first(cache: tuple[FilesystemStore, list[str]]) -> None:
     store, digests = cache
     status, _ = run("prune", "--cache-dir", str(store.root), "--max-size", "4000")
     assert status == 0
@@ -77,7 +76,10 @@ def test_bad_arguments(tmp_path: Path, cache: tuple[FilesystemStore, list[str]])
 
 def test_runs_as_a_module(cache: tuple[FilesystemStore, list[str]]) -> None:
     store, _ = cache
-    result = subprocess.run([sys.executable, "-m", "dockerproxy.cache", "stats",
-                             "--cache-dir", str(store.root)],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "dockerproxy.cache", "stats", "--cache-dir", str(store.root)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0 and "blobs:           3" in result.stdout

@@ -110,8 +110,12 @@ class DiskWorkTests(SynchronousTestCase):
 
         self.disk.background("touch sha256:ab", broken)
         self.pool.complete()
-        self.assertTrue(any("cannot touch sha256:ab" in line and "Input/output error" in line
-                            for line in logged), logged)
+        self.assertTrue(
+            any(
+                "cannot touch sha256:ab" in line and "Input/output error" in line for line in logged
+            ),
+            logged,
+        )
 
     def test_idle_fires_at_once_with_nothing_to_do(self) -> None:
         self.assertEqual(fired(self.disk.idle()), [None])
@@ -223,8 +227,10 @@ class DocumentsTests(SynchronousTestCase):
         self.documents.write_meta("tags/t", {"v": 2})  # waiting behind it
         del self.store.write_meta
         self.pool.complete()
-        self.assertTrue(any("cannot write metadata tags/t" in line and "No space" in line
-                            for line in logged), logged)
+        self.assertTrue(
+            any("cannot write metadata tags/t" in line and "No space" in line for line in logged),
+            logged,
+        )
         self.assertEqual(self.documents.read_meta("tags/t"), {"v": 2})
         self.pool.complete()
         self.assertEqual(self.store.read_meta("tags/t"), {"v": 2})

@@ -187,7 +187,8 @@ class AbandonedFillTests(CacheTestCase):
     def follower(self, fallback: Fallback | None, data: bytes = BODY) -> Client:
         client = self.h.client()
         self.cache.serve(client.request, sha256(data), None, fallback).addBoth(
-            client.outcome.append)
+            client.outcome.append
+        )
         return client
 
     def test_a_full_disk_hands_each_follower_over_from_where_it_is(self) -> None:
@@ -197,8 +198,7 @@ class AbandonedFillTests(CacheTestCase):
         first = self.follower(fast)
         second = self.h.client()
         second.channel.pauseProducing()  # its socket is full: it is still at byte 0
-        self.cache.serve(second.request, sha256(BODY), None, slow).addBoth(
-            second.outcome.append)
+        self.cache.serve(second.request, sha256(BODY), None, slow).addBoth(second.outcome.append)
         up.sends(BODY[:500])
         up.sends(BODY[500:])
         self.assertEqual(up.transport.producerState, "stopped")
@@ -300,7 +300,8 @@ class CommitFailureTests(CacheTestCase):
         fallback = Fallback()
         client = self.h.client()
         self.cache.serve(client.request, sha256(BODY), None, fallback).addBoth(
-            client.outcome.append)
+            client.outcome.append
+        )
         up.sends(BODY)
         up.ends()
         self.assertEqual(up.outcome, [True])

@@ -151,7 +151,6 @@ class EvictionTests(CacheTestCase):
         self.assertEqual(len(self.cache), 5)
 
 
-
 # --------------------------------------------------------------------------- restarts
 
 
@@ -188,15 +187,16 @@ class RestartTests(SynchronousTestCase):
         self.assertEqual(len(second.cache), 0)
 
 
-
 class TouchTests(SynchronousTestCase):
     def test_a_burst_of_hits_on_one_blob_touches_its_file_once(self) -> None:
         h = Harness(scratch_dir(self))
         a, b = h.put(b"a" * 10), h.put(b"b" * 10)
         touched: list[str] = []
         original = h.store.touch
-        h.store.touch = lambda digest, when: (touched.append(digest),  # type: ignore[method-assign]
-                                              original(digest, when))
+        h.store.touch = lambda digest, when: (
+            touched.append(digest),  # type: ignore[method-assign]
+            original(digest, when),
+        )
         for _ in range(5):
             h.cache.lookup(a)
         h.cache.lookup(b)

@@ -199,8 +199,10 @@ class TouchTests(OffReactorTestCase):
         self.store.touch = broken  # type: ignore[assignment]
         self.assertIsNotNone(self.cache.lookup(first))
         self.pool.complete()
-        self.assertTrue(any(f"cannot touch {first}" in line and "Input/output" in line
-                            for line in logged), logged)
+        self.assertTrue(
+            any(f"cannot touch {first}" in line and "Input/output" in line for line in logged),
+            logged,
+        )
 
 
 class EvictionTests(OffReactorTestCase):
@@ -225,8 +227,11 @@ class EvictionTests(OffReactorTestCase):
         Upstream(self.cache, blob(3))
         again = Upstream(self.cache, blob(1)).sends_all()  # evicts blob 2
         again.ends()
-        self.assertEqual(self.pool.names(), ["remove", "remove"],
-                         "the commit waits for the unlink of the same digest")
+        self.assertEqual(
+            self.pool.names(),
+            ["remove", "remove"],
+            "the commit waits for the unlink of the same digest",
+        )
         self.pool.complete()
         self.assertEqual(self.pool.names(), ["remove", "commit"])
         self.pool.complete_all()

@@ -38,8 +38,9 @@ class SocketClient:
     plain non-blocking socket that the test reads (or does not read) itself.
     """
 
-    def __init__(self, case: SynchronousTestCase, method: bytes = b"GET",
-                 buffer_size: int | None = None) -> None:
+    def __init__(
+        self, case: SynchronousTestCase, method: bytes = b"GET", buffer_size: int | None = None
+    ) -> None:
         listener = socket.socket()
         listener.bind(("127.0.0.1", 0))
         listener.listen(1)
@@ -63,8 +64,9 @@ class SocketClient:
         self.reset = False
         case.addCleanup(self.close)
 
-    def served(self, cache: BlobCache, digest: Digest,
-               byte_range: tuple[int, int | None] | None = None) -> SocketClient:
+    def served(
+        self, cache: BlobCache, digest: Digest, byte_range: tuple[int, int | None] | None = None
+    ) -> SocketClient:
         cache.serve(self.request, digest, byte_range).addBoth(self.outcome.append)
         return self
 
@@ -143,8 +145,9 @@ class SocketClient:
 class SendfileCalls:
     """Wraps os.sendfile (and os.pread) to see how a body was sent."""
 
-    def __init__(self, case: SynchronousTestCase, fail: OSError | None = None,
-                 fail_on: int = 1) -> None:
+    def __init__(
+        self, case: SynchronousTestCase, fail: OSError | None = None, fail_on: int = 1
+    ) -> None:
         self.calls: list[tuple[int, int, int | None]] = []  # offset, count, sent (None: EAGAIN)
         self.preads = 0
         self._sendfile = os.sendfile

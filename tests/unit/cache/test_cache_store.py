@@ -48,8 +48,9 @@ class LayoutTests(SynchronousTestCase):
 
     def test_blob_path(self) -> None:
         digest = parse("sha256:" + "ab" + "c" * 62)
-        self.assertEqual(self.store.blob_path(digest),
-                         self.root / "blobs" / "sha256" / "ab" / ("ab" + "c" * 62))
+        self.assertEqual(
+            self.store.blob_path(digest), self.root / "blobs" / "sha256" / "ab" / ("ab" + "c" * 62)
+        )
 
     def test_blob_path_refuses_a_bad_digest(self) -> None:
         with self.assertRaises(ValueError):
@@ -147,8 +148,9 @@ class CommitTests(SynchronousTestCase):
         events: list[str] = []
         real_fsync, real_replace = os.fsync, os.replace
         self.patch(store_module.os, "fsync", lambda fd: (events.append("fsync"), real_fsync(fd)))
-        self.patch(store_module.os, "replace",
-                   lambda a, b: (events.append("replace"), real_replace(a, b)))
+        self.patch(
+            store_module.os, "replace", lambda a, b: (events.append("replace"), real_replace(a, b))
+        )
         put(FilesystemStore(self.root), b"abc")
         self.assertEqual(events, ["fsync", "replace"])
 
@@ -192,10 +194,10 @@ class RecoverTests(SynchronousTestCase):
         good = put(self.store, b"good")
         blobs = self.root / "blobs"
         malformed = [
-            blobs / "sha256" / "ab" / ("cd" + "0" * 62),            # wrong fan-out directory
-            blobs / "sha256" / "ab" / ("ab" + "0" * 10),            # wrong length
-            blobs / "sha256" / "ab" / ("ab" + "0" * 61 + "g"),      # not hex
-            blobs / "sha256" / "ab" / ("ab" + "0" * 62),            # empty, not the empty blob
+            blobs / "sha256" / "ab" / ("cd" + "0" * 62),  # wrong fan-out directory
+            blobs / "sha256" / "ab" / ("ab" + "0" * 10),  # wrong length
+            blobs / "sha256" / "ab" / ("ab" + "0" * 61 + "g"),  # not hex
+            blobs / "sha256" / "ab" / ("ab" + "0" * 62),  # empty, not the empty blob
             blobs / "sha256" / "stray.txt",
             blobs / "stray",
         ]
@@ -231,8 +233,9 @@ class MetaTests(SynchronousTestCase):
 
     def test_round_trip(self) -> None:
         self.store.write_meta("manifests/docker.io/index", {"a": [1, 2], "b": None})
-        self.assertEqual(self.store.read_meta("manifests/docker.io/index"),
-                         {"a": [1, 2], "b": None})
+        self.assertEqual(
+            self.store.read_meta("manifests/docker.io/index"), {"a": [1, 2], "b": None}
+        )
         self.assertTrue((self.root / "meta" / "manifests" / "docker.io" / "index.json").is_file())
 
     def test_replace(self) -> None:
@@ -251,12 +254,23 @@ class MetaTests(SynchronousTestCase):
     def test_a_key_and_a_longer_key_do_not_collide(self) -> None:
         self.store.write_meta("a", "short")
         self.store.write_meta("a/b", "long")
-        self.assertEqual((self.store.read_meta("a"), self.store.read_meta("a/b")),
-                         ("short", "long"))
+        self.assertEqual(
+            (self.store.read_meta("a"), self.store.read_meta("a/b")), ("short", "long")
+        )
 
     def test_unsafe_keys_are_refused(self) -> None:
-        for key in ["../escape", "a/../../b", "/etc/passwd", "", "a//b", ".hidden", "a/",
-                    "a\\b", "a/./b", "x" * 300]:
+        for key in [
+            "../escape",
+            "a/../../b",
+            "/etc/passwd",
+            "",
+            "a//b",
+            ".hidden",
+            "a/",
+            "a\\b",
+            "a/./b",
+            "x" * 300,
+        ]:
             with self.assertRaises(ValueError, msg=key):
                 self.store.write_meta(key, 1)
             with self.assertRaises(ValueError, msg=key):

@@ -33,10 +33,10 @@ HALF = len(BLOB) // 2
 
 class MirrorTestCase(ProxyTestCase):
     def use(self, config: Config, http: Any = None) -> None:
-        cache = CacheConfig(directory=str(scratch_dir(self)), tag_ttl=TTL,
-                            stale_max_age=STALE)
-        self.proxy, self.mirror, self.site = make_parts(replace(config, cache=cache),
-                                                        self.clock, http or self.stub)
+        cache = CacheConfig(directory=str(scratch_dir(self)), tag_ttl=TTL, stale_max_age=STALE)
+        self.proxy, self.mirror, self.site = make_parts(
+            replace(config, cache=cache), self.clock, http or self.stub
+        )
 
     def setUp(self) -> None:
         super().setUp()
@@ -54,8 +54,13 @@ class MirrorTestCase(ProxyTestCase):
 
         self.upstream.on(HUB_HOST, TAG_PATH, handle)
 
-    def pull(self, method: str = "GET", accept: str = INDEX, path: str = TAG_PATH,
-             auth: str | None = None) -> Any:
+    def pull(
+        self,
+        method: str = "GET",
+        accept: str = INDEX,
+        path: str = TAG_PATH,
+        auth: str | None = None,
+    ) -> Any:
         headers = [("Accept", accept)]
         if auth is not None:
             headers.append(("Authorization", auth))
@@ -71,8 +76,9 @@ class BlobTestCase(MirrorTestCase):
     def serve_blob(self, body: bytes = BLOB, **headers: str) -> None:
         self.upstream.on(HUB_HOST, UPSTREAM_PATH, reply(200, body, **headers))
 
-    def get(self, auth: str | None = None, method: str = "GET",
-            full: bool = False) -> StringTransport:
+    def get(
+        self, auth: str | None = None, method: str = "GET", full: bool = False
+    ) -> StringTransport:
         """Send a blob request without pumping the upstream's answers; C{full}: the client's
         socket buffer is full from the start."""
         transport = StringTransport()
@@ -103,6 +109,6 @@ def ranged(body: bytes) -> Any:
         last = int(last_text) if last_text else len(body) - 1
         request.setResponseCode(206)
         request.setHeader(b"content-range", b"bytes %d-%d/%d" % (first, last, len(body)))
-        return body[first:last + 1]
+        return body[first : last + 1]
 
     return handle

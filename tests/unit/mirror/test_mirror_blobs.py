@@ -93,8 +93,10 @@ class SharedFailureTests(BlobTestCase):
         self.assertEqual(parse_response(alice.value(), "GET").status, 401)
         answer = parse_response(bob.value(), "GET")
         self.assertEqual((answer.status, answer.body), (200, BLOB))
-        self.assertEqual([s.header("authorization") for s in self.blob_requests()],
-                         ["Bearer alice", "Bearer bob"])
+        self.assertEqual(
+            [s.header("authorization") for s in self.blob_requests()],
+            ["Bearer alice", "Bearer bob"],
+        )
 
 
 class VanishedBlobTests(BlobTestCase):
@@ -151,8 +153,7 @@ class VanishedBlobTests(BlobTestCase):
         # Meanwhile another blob's fill evicts this one.
         other = BLOB[::-1]
         other_digest = "sha256:" + hashlib.sha256(other).hexdigest()
-        self.upstream.on(HUB_HOST, f"/v2/library/busybox/blobs/{other_digest}",
-                         reply(200, other))
+        self.upstream.on(HUB_HOST, f"/v2/library/busybox/blobs/{other_digest}", reply(200, other))
         self.blobs.max_size = len(BLOB)
         self.assertEqual(self.fetch("GET", f"/v2/busybox/blobs/{other_digest}").body, other)
         self.assertNotIn(BLOB_DIGEST, self.blobs)
@@ -173,8 +174,7 @@ class EvictionTests(BlobTestCase):
         self.assertTrue(mirror.access.is_linked(repo, BLOB_DIGEST))
         other = BLOB[::-1]
         other_digest = "sha256:" + hashlib.sha256(other).hexdigest()
-        self.upstream.on(HUB_HOST, f"/v2/library/busybox/blobs/{other_digest}",
-                         reply(200, other))
+        self.upstream.on(HUB_HOST, f"/v2/library/busybox/blobs/{other_digest}", reply(200, other))
         mirror.blobs.max_size = len(BLOB)
         self.fetch("GET", f"/v2/busybox/blobs/{other_digest}")
         self.assertNotIn(BLOB_DIGEST, mirror.blobs)

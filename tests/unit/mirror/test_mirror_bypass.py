@@ -43,8 +43,7 @@ class TooLargeTests(BlobTestCase):
         response = self.fetch("GET", CLIENT_PATH, [("Range", "bytes=100-199")])
         self.assertEqual((response.status, response.body), (206, BLOB[100:200]))
         self.assertEqual(response.header("content-range"), f"bytes 100-199/{len(BLOB)}")
-        self.assertEqual([s.header("range") for s in self.blob_requests()],
-                         [None, "bytes=100-199"])
+        self.assertEqual([s.header("range") for s in self.blob_requests()], [None, "bytes=100-199"])
 
     def test_the_max_blob_size_bounds_it_too(self) -> None:
         self.blobs.max_size = None
@@ -97,8 +96,11 @@ class FallbackTests(BlobTestCase):
         store.open_partial = limited
 
     def range_requests(self) -> list[tuple[str | None, str | None]]:
-        return [(s.header("range"), s.header("authorization")) for s in self.blob_requests()
-                if s.header("range") is not None]
+        return [
+            (s.header("range"), s.header("authorization"))
+            for s in self.blob_requests()
+            if s.header("range") is not None
+        ]
 
     def test_the_rest_comes_from_the_upstream_with_the_clients_credentials(self) -> None:
         self.disk_full_after(HALF)
@@ -111,8 +113,7 @@ class FallbackTests(BlobTestCase):
         self.assertEqual((response.status, response.body), (200, BLOB))
         self.assertEqual(response.header("content-length"), str(len(BLOB)))
         self.assertFalse(client.disconnected)
-        self.assertEqual(self.range_requests(), [(f"bytes={HALF}-{len(BLOB) - 1}",
-                                                  "Bearer alice")])
+        self.assertEqual(self.range_requests(), [(f"bytes={HALF}-{len(BLOB) - 1}", "Bearer alice")])
         self.assertNotIn(BLOB_DIGEST, self.mirror.blobs)
         self.assertEqual(list((self.mirror.store.root / "tmp").iterdir()), [])
 
@@ -127,8 +128,9 @@ class FallbackTests(BlobTestCase):
         self.assertTrue(client.value().endswith(BLOB[:HALF]), "nothing else was sent")
 
     def test_a_range_starting_elsewhere_aborts_the_client(self) -> None:
-        self.range_handler = reply(206, BLOB[HALF - 1:], content_range=f"bytes {HALF - 1}-"
-                                   f"{len(BLOB) - 1}/{len(BLOB)}")
+        self.range_handler = reply(
+            206, BLOB[HALF - 1 :], content_range=f"bytes {HALF - 1}-{len(BLOB) - 1}/{len(BLOB)}"
+        )
         self.disk_full_after(HALF)
         client = self.get()
         self.pump()
@@ -144,8 +146,7 @@ class FallbackTests(BlobTestCase):
         self.assertEqual(client.value(), b"", "its socket is full: nothing was sent")
         self.held[0].write(BLOB[HALF:])
         self.pump()
-        entry = self.assertRegistryError(parse_response(client.value(), "GET"), 502,
-                                         "UNAVAILABLE")
+        entry = self.assertRegistryError(parse_response(client.value(), "GET"), 502, "UNAVAILABLE")
         self.assertIn("asked for bytes=0-16383, it answered 200", entry["message"])
 
     def test_a_fill_abandoned_at_once_gets_a_fresh_answer(self) -> None:

@@ -20,16 +20,21 @@ class HeldBackWritesTests(MirrorTestCase):
         self.pool = ManualPool()
         self.root = scratch_dir(self)
         cache = CacheConfig(directory=str(self.root), tag_ttl=TTL, stale_max_age=STALE)
-        self.proxy, self.mirror, self.site = make_parts(replace(config, cache=cache),
-                                                        self.clock, http or self.stub, self.pool)
+        self.proxy, self.mirror, self.site = make_parts(
+            replace(config, cache=cache), self.clock, http or self.stub, self.pool
+        )
 
     def meta_files(self) -> list[str]:
-        return sorted(str(p.relative_to(self.root / "meta"))
-                      for p in (self.root / "meta").rglob("*.json"))
+        return sorted(
+            str(p.relative_to(self.root / "meta")) for p in (self.root / "meta").rglob("*.json")
+        )
 
     def test_a_manifest_is_answered_before_it_is_written_and_then_hit(self) -> None:
-        self.upstream.on(HUB_HOST, BY_DIGEST, reply(200, MANIFEST, content_type=INDEX,
-                                                    docker_content_digest=DIGEST))
+        self.upstream.on(
+            HUB_HOST,
+            BY_DIGEST,
+            reply(200, MANIFEST, content_type=INDEX, docker_content_digest=DIGEST),
+        )
         first = self.pull(path=BY_DIGEST)
         self.assertEqual((first.status, first.body), (200, MANIFEST))
         self.assertEqual(self.pool.names(), ["write_meta"])

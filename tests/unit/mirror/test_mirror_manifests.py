@@ -22,10 +22,16 @@ from tests.unit.proxysite import HUB_HOST, reply
 class DigestTests(MirrorTestCase):
     def setUp(self) -> None:
         super().setUp()
-        self.upstream.on(HUB_HOST, f"/v2/library/busybox/manifests/{DIGEST}", reply(
-            200, MANIFEST, content_type=INDEX, docker_content_digest=DIGEST))
-        self.upstream.on(HUB_HOST, f"/v2/library/other/manifests/{DIGEST}", reply(
-            200, MANIFEST, content_type=INDEX, docker_content_digest=DIGEST))
+        self.upstream.on(
+            HUB_HOST,
+            f"/v2/library/busybox/manifests/{DIGEST}",
+            reply(200, MANIFEST, content_type=INDEX, docker_content_digest=DIGEST),
+        )
+        self.upstream.on(
+            HUB_HOST,
+            f"/v2/library/other/manifests/{DIGEST}",
+            reply(200, MANIFEST, content_type=INDEX, docker_content_digest=DIGEST),
+        )
 
     def test_manifests_by_digest_are_cached(self) -> None:
         path = f"/v2/library/busybox/manifests/{DIGEST}"
@@ -36,8 +42,10 @@ class DigestTests(MirrorTestCase):
     def test_a_digest_cached_in_one_repository_is_not_trusted_in_another(self) -> None:
         self.pull(path=f"/v2/library/busybox/manifests/{DIGEST}")
         self.pull(path=f"/v2/library/other/manifests/{DIGEST}")
-        self.assertEqual([p for _, p in self.upstream_calls()], [
-            f"/v2/library/busybox/manifests/{DIGEST}", f"/v2/library/other/manifests/{DIGEST}"])
+        self.assertEqual(
+            [p for _, p in self.upstream_calls()],
+            [f"/v2/library/busybox/manifests/{DIGEST}", f"/v2/library/other/manifests/{DIGEST}"],
+        )
 
     def test_a_manifest_that_does_not_match_its_digest_is_refused_and_not_cached(self) -> None:
         path = f"/v2/library/busybox/manifests/{OTHER_DIGEST}"
@@ -68,8 +76,11 @@ class AcceptTests(MirrorTestCase):
         manifest = b'{"schemaVersion":2,"mediaType":"' + DOCKER_SINGLE.encode() + b'"}'
         digest = "sha256:" + hashlib.sha256(manifest).hexdigest()
         path = f"/v2/library/busybox/manifests/{digest}"
-        self.upstream.on(HUB_HOST, path, reply(200, manifest, content_type=DOCKER_SINGLE,
-                                                docker_content_digest=digest))
+        self.upstream.on(
+            HUB_HOST,
+            path,
+            reply(200, manifest, content_type=DOCKER_SINGLE, docker_content_digest=digest),
+        )
         self.assertEqual(self.pull(path=path, accept=DOCKER_SINGLE).body, manifest)
         for accept in (f"{SINGLE}, {INDEX}", "", "text/html"):
             response = self.pull(path=path, accept=accept)
@@ -86,8 +97,11 @@ class AcceptTests(MirrorTestCase):
         self.assertEqual(by_digest.header("content-type"), INDEX)
         self.assertEqual(self.access[-1]["cache"], "hit")
         self.pull(accept=SINGLE)
-        self.assertEqual(self.upstream_calls(), [("GET", TAG_PATH), ("GET", TAG_PATH)],
-                         "the index is never served by tag to a client that does not accept it")
+        self.assertEqual(
+            self.upstream_calls(),
+            [("GET", TAG_PATH), ("GET", TAG_PATH)],
+            "the index is never served by tag to a client that does not accept it",
+        )
 
 
 class ManifestAlgorithmTests(MirrorTestCase):
@@ -97,8 +111,11 @@ class ManifestAlgorithmTests(MirrorTestCase):
         for algorithm in ("sha512", "sha384"):
             digest = f"{algorithm}:{hashlib.new(algorithm, MANIFEST).hexdigest()}"
             path = f"/v2/library/busybox/manifests/{digest}"
-            self.upstream.on(HUB_HOST, path, reply(200, MANIFEST, content_type=INDEX,
-                                                   docker_content_digest=digest))
+            self.upstream.on(
+                HUB_HOST,
+                path,
+                reply(200, MANIFEST, content_type=INDEX, docker_content_digest=digest),
+            )
             for _ in range(2):
                 response = self.pull(path=path)
                 self.assertEqual((response.status, response.body), (200, MANIFEST), algorithm)
@@ -123,5 +140,6 @@ class ManifestAlgorithmTests(MirrorTestCase):
                 self.assertEqual(self.pull(path=manifest_path).body, MANIFEST, algorithm)
                 self.assertEqual(self.fetch("GET", blob_path).body, OTHER, algorithm)
             self.assertEqual(self.access[-1]["cache"], "hit")
-            self.assertEqual([p for _, p in self.upstream_calls()][-2:],
-                             [manifest_path, blob_path], algorithm)
+            self.assertEqual(
+                [p for _, p in self.upstream_calls()][-2:], [manifest_path, blob_path], algorithm
+            )

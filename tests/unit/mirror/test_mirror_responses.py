@@ -14,12 +14,16 @@ class ConditionalTests(MirrorTestCase):
     def test_if_none_match_on_a_cached_manifest_is_a_304(self) -> None:
         self.pull()
         for value in (f'"{DIGEST}"', DIGEST, f'"sha256:{"0" * 64}", "{DIGEST}"', "*"):
-            response = self.fetch("GET", "/v2/busybox/manifests/latest",
-                                  [("Accept", INDEX), ("If-None-Match", value)])
+            response = self.fetch(
+                "GET", "/v2/busybox/manifests/latest", [("Accept", INDEX), ("If-None-Match", value)]
+            )
             self.assertEqual((response.status, response.body), (304, b""), value)
             self.assertEqual(response.header("etag"), f'"{DIGEST}"')
-        other = self.fetch("GET", "/v2/busybox/manifests/latest",
-                           [("Accept", INDEX), ("If-None-Match", f'"sha256:{"0" * 64}"')])
+        other = self.fetch(
+            "GET",
+            "/v2/busybox/manifests/latest",
+            [("Accept", INDEX), ("If-None-Match", f'"sha256:{"0" * 64}"')],
+        )
         self.assertEqual((other.status, other.body), (200, MANIFEST))
         self.assertEqual(self.upstream_calls(), [("GET", TAG_PATH)])
 
@@ -31,8 +35,11 @@ class BlobRangeTests(MirrorTestCase):
         super().setUp()
         self.data = bytes(range(256)) * 4
         self.digest = "sha256:" + hashlib.sha256(self.data).hexdigest()
-        self.upstream.on(HUB_HOST, f"/v2/library/busybox/blobs/{self.digest}",
-                         reply(200, self.data, content_type="application/octet-stream"))
+        self.upstream.on(
+            HUB_HOST,
+            f"/v2/library/busybox/blobs/{self.digest}",
+            reply(200, self.data, content_type="application/octet-stream"),
+        )
         self.assertEqual(self.get().status, 200)  # cached
 
     def get(self, *headers: tuple[str, str]) -> Any:

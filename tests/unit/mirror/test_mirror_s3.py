@@ -59,13 +59,20 @@ class MirrorTests(SynchronousTestCase):
         self.use()
 
     def use(self, **s3: Any) -> None:
-        table = {"endpoint": f"http://{S3_HOST}", "bucket": "cache", "prefix": "team",
-                 "access_key_id": KEY_ID, "secret_access_key": SECRET, **s3}
+        table = {
+            "endpoint": f"http://{S3_HOST}",
+            "bucket": "cache",
+            "prefix": "team",
+            "access_key_id": KEY_ID,
+            "secret_access_key": SECRET,
+            **s3,
+        }
         config = build_config({"cache": {"dir": str(scratch_dir(self)), "s3": table}}, {})
         self.proxy, self.mirror, self.site = make_parts(config, self.clock, self.stub)
 
-    def get(self, headers: tuple[tuple[str, str], ...] = (),
-            method: str = "GET") -> tuple[int, Headers, bytes, Any]:
+    def get(
+        self, headers: tuple[tuple[str, str], ...] = (), method: str = "GET"
+    ) -> tuple[int, Headers, bytes, Any]:
         transport = StringTransport()
         protocol = self.site.buildProtocol(None)
         protocol.makeConnection(transport)
@@ -87,8 +94,9 @@ class MirrorTests(SynchronousTestCase):
         return [e["cache"] for e in self.events if e.get("log_namespace") == "dockerproxy.access"]
 
     def warnings(self) -> str:
-        return "\n".join(formatEvent(e) for e in self.events
-                         if "S3 cache" in str(e.get("log_format", "")))
+        return "\n".join(
+            formatEvent(e) for e in self.events if "S3 cache" in str(e.get("log_format", ""))
+        )
 
     def test_a_blob_in_s3_is_served_without_an_upstream_get(self) -> None:
         self.put_in_s3()
@@ -122,8 +130,9 @@ class MirrorTests(SynchronousTestCase):
         status, headers, _, _ = self.get()
         self.assertEqual(status, 307)
         location = urlsplit((headers.getRawHeaders(b"location") or [b""])[0].decode())
-        self.assertEqual((location.netloc, location.path),
-                         (S3_HOST, f"/cache/team/blobs/sha256/{DIGEST[7:]}"))
+        self.assertEqual(
+            (location.netloc, location.path), (S3_HOST, f"/cache/team/blobs/sha256/{DIGEST[7:]}")
+        )
         self.assertIn("X-Amz-Signature", parse_qs(location.query))
         self.assertEqual(self.upstream_gets(), 0)
         self.assertEqual(self.access_cache(), ["s3-redirect"])

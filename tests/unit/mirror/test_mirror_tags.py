@@ -57,8 +57,9 @@ class TagTests(MirrorTestCase):
         self.clock.advance(TTL + 1)
         response = self.pull()
         self.assertEqual(response.body, OTHER)
-        self.assertEqual(self.upstream_calls(),
-                         [("GET", TAG_PATH), ("HEAD", TAG_PATH), ("GET", TAG_PATH)])
+        self.assertEqual(
+            self.upstream_calls(), [("GET", TAG_PATH), ("HEAD", TAG_PATH), ("GET", TAG_PATH)]
+        )
 
     def test_stale_if_error(self) -> None:
         self.pull()
