@@ -1,7 +1,7 @@
 """A fill: one upstream body written to a partial file, hashed, verified, committed.
 
 A fill reads as fast as the upstream sends (its clients never slow it down) and
-tells its followers (the L{blobs._Sender}s reading the partial file) when bytes
+tells its followers (the L{senders.Sender}s reading the partial file) when bytes
 land and when it ends. It ends verified (the cache commits it), or failed (the
 upstream's fault: a digest mismatch, a truncated body, an idle timeout), and the
 partial file is deleted.
@@ -34,7 +34,8 @@ from dockerproxy.digests import Digest
 from dockerproxy.relay import body_transport, enlarge_socket_reads
 
 if TYPE_CHECKING:
-    from dockerproxy.cache.blobs import BlobCache, _Sender
+    from dockerproxy.cache.blobs import BlobCache
+    from dockerproxy.cache.senders import Sender
 
 
 class Fallback(typing.Protocol):
@@ -95,7 +96,7 @@ class Fill(Protocol):
         self._idle: IDelayedCall | None = None
         self._ended = False  # no more body: verified, or failed
         self._settled = False  # and the cache is done with it: committed, not kept, failed
-        self._followers: list[_Sender] = []
+        self._followers: list[Sender] = []
         self._reserved = 0  # bytes counted against the cache's bound while filling
 
     @property
@@ -191,10 +192,10 @@ class Fill(Protocol):
             self._idle.cancel()
         self._idle = None
 
-    def _follow(self, sender: _Sender) -> None:
+    def _follow(self, sender: Sender) -> None:
         self._followers.append(sender)
 
-    def _unfollow(self, sender: _Sender) -> None:
+    def _unfollow(self, sender: Sender) -> None:
         if sender in self._followers:
             self._followers.remove(sender)
 

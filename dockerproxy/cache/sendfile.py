@@ -1,5 +1,5 @@
 """Zero-copy sends of a blob file to a plain TCP client, for the blob cache's senders
-(L{dockerproxy.cache.blobs._Sender})."""
+(L{dockerproxy.cache.senders.Sender})."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Clients following a fill in progress (L{dockerproxy.cache.blobs._Sender}): bytes reach
+"""Clients following a fill in progress (L{dockerproxy.cache.senders.Sender}): bytes reach
 them as they land, the final byte waits for the commit, followers come and go without
 touching the fill, ranges wait for their bytes.
 """

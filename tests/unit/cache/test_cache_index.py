@@ -9,7 +9,8 @@ from __future__ import annotations
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.iweb import UNKNOWN_LENGTH
 
-from dockerproxy.cache.blobs import READ_CHUNK, TooLarge
+from dockerproxy.cache.blobs import TooLarge
+from dockerproxy.cache.senders import READ_CHUNK
 from dockerproxy.digests import Digest
 from tests.unit.cache.blobharness import (
     BODY,

@@ -1,4 +1,4 @@
-"""Zero-copy sends of committed blobs (L{dockerproxy.cache.blobs._Sendfile}).
+"""Zero-copy sends of committed blobs (L{dockerproxy.cache.sendfile.Sendfile}).
 
 They need a real socket: a loopback TCP connection under Twisted's own tcp.Server, with
 the test playing the reactor (L{SocketClient}); os.sendfile is watched by L{SendfileCalls}.
@@ -22,7 +22,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.server import Site
 from zope.interface import directlyProvides
 
-from dockerproxy.cache import blobs as blobs_module
+from dockerproxy.cache import senders as senders_module
 from dockerproxy.cache.blobs import BlobCache
 from dockerproxy.digests import Digest
 from tests.unit.cache.blobharness import CacheTestCase, sha256
@@ -236,7 +236,7 @@ class SendfileTests(CacheTestCase):
 
     def test_a_fast_client_still_yields_to_the_reactor(self) -> None:
         data, digest = self.blob(1024 * 1024)
-        self.patch(blobs_module, "SENDFILE_BUDGET", 64 * 1024)
+        self.patch(senders_module, "SENDFILE_BUDGET", 64 * 1024)
         calls = SendfileCalls(self)
         client = SocketClient(self).served(self.cache, digest)
         client.run()
@@ -365,7 +365,7 @@ class SendfileTests(CacheTestCase):
         self.assertEqual(calls.calls, [])
 
     def test_only_plain_sockets(self) -> None:
-        for_request = blobs_module._Sendfile.for_request
+        for_request = senders_module.Sendfile.for_request
         self.assertIsNone(for_request(self.h.client().request))  # no socket at all
         client = SocketClient(self)
         self.assertIsNotNone(for_request(client.request))

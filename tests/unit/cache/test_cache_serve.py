@@ -1,4 +1,4 @@
-"""Committed blobs served (L{dockerproxy.cache.blobs._Sender} on a committed file): whole,
+"""Committed blobs served (L{dockerproxy.cache.senders.Sender} on a committed file): whole,
 by range, HEAD, read in chunks, and with backpressure from the client's socket.
 """
 
@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from dockerproxy.cache import blobs as blobs_module
-from dockerproxy.cache.blobs import READ_CHUNK, TURN_BUDGET
+from dockerproxy.cache import senders as senders_module
+from dockerproxy.cache.senders import READ_CHUNK, TURN_BUDGET
 from tests.unit.cache.blobharness import BODY, CacheTestCase, sha256
 
 
@@ -154,5 +154,5 @@ class BackpressureTests(CacheTestCase):
 
 class ModuleTests(SynchronousTestCase):
     def test_chunk_sizes(self) -> None:
-        self.assertTrue(256 * 1024 <= blobs_module.READ_CHUNK <= 1024 * 1024)
-        self.assertGreater(blobs_module.TURN_BUDGET, blobs_module.READ_CHUNK)
+        self.assertTrue(256 * 1024 <= senders_module.READ_CHUNK <= 1024 * 1024)
+        self.assertGreater(senders_module.TURN_BUDGET, senders_module.READ_CHUNK)
