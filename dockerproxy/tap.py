@@ -12,30 +12,20 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from twisted.application.internet import TimerService
-from twisted.internet.interfaces import IReactorTime
 from twisted.logger import ILogObserver, jsonFileLogObserver
 from twisted.python import usage
 from twisted.python.components import Componentized
 from twisted.python.threadpool import ThreadPool
 
 from dockerproxy import __version__, internals
-from dockerproxy.access import AccessCache, MetaRecords
-from dockerproxy.cache.blobs import BlobCache
-from dockerproxy.cache.diskio import DiskWork, Pool, ThreadedPool
-from dockerproxy.cache.documents import Documents
-from dockerproxy.cache.store import FilesystemStore
-from dockerproxy.challenges import ChallengeCache
+from dockerproxy.cache.diskio import ThreadedPool
 from dockerproxy.config import (
-    CacheConfig,
-    ClientLimits,
     Config,
     ConfigError,
-    UpstreamConfig,
     build_config,
     load_toml,
 )
 from dockerproxy.drain import Drain
-from dockerproxy.exchange import Proxy
 from dockerproxy.heap import HeapTrimmer
 from dockerproxy.listeners import (
     ConnectionLimit,
@@ -44,15 +34,11 @@ from dockerproxy.listeners import (
     describe,
     raise_fd_limit,
 )
-from dockerproxy.mirror import Mirror
-from dockerproxy.resources import RootResource
-from dockerproxy.routing import Router
 from dockerproxy.services import CacheService, OrderedMultiService, S3Service, ThreadPoolService
-from dockerproxy.site import ProxySite
-from dockerproxy.upstream import UpstreamClient, UpstreamClients, make_http_client, make_pool
+from dockerproxy.wiring import make_mirror, make_proxy, make_s3, make_site
 
 if TYPE_CHECKING:
-    from dockerproxy.cache.s3 import S3BlobStore
+    pass
 
 
 class Options(usage.Options):
@@ -326,95 +312,6 @@ def exit_cleanly(reactor: Any) -> None:
 
 def json_observer(stream: Any = None) -> ILogObserver:
     return jsonFileLogObserver(stream or sys.stdout, recordSeparator="")
-
-
-def make_proxy(config: Config, reactor: IReactorTime, http: Any = None) -> tuple[Proxy, Any]:
-    """Wire routing, upstream clients and the challenge cache; inject C{http} in tests.
-
-    Each upstream gets its own client (its timeouts, CA and TLS checks) over one
-    shared connection pool, which the caller closes on shutdown.
-    """
-    pool = None if http is not None else make_pool(reactor)
-
-    def client_for(upstream: UpstreamConfig) -> UpstreamClient:
-        timeouts = upstream.timeouts or config.timeouts
-        if http is not None or pool is None:
-            return UpstreamClient(http, reactor, timeouts)
-        ca_files = [f for f in (config.upstream_ca, upstream.ca_file) if f]
-        client = make_http_client(reactor, pool, timeouts, ca_files, upstream.insecure)
-        return UpstreamClient(client, reactor, timeouts)
-
-    clients = UpstreamClients(client_for)
-    proxy = Proxy(
-        Router.from_config(config),
-        clients,
-        ChallengeCache(clients, reactor),
-        reactor,
-        public_url=config.public_url,
-    )
-    return proxy, pool
-
-
-def make_s3(
-    config: Config, reactor: IReactorTime, pool: Any, http: Any = None
-) -> S3BlobStore | None:
-    """The blob tier shared with other instances, if configured (it needs the local cache).
-
-    Its own client over the same C{pool}, trusting upstream_ca too; C{http} in tests.
-    """
-    if config.cache.s3 is None or config.cache.directory is None:
-        return None
-    # Imported here: botocore loads only for a proxy that uses S3.
-    from dockerproxy.cache.s3 import S3BlobStore
-
-    s3_http = (
-        http
-        if http is not None
-        else make_http_client(
-            reactor, pool, config.timeouts, [config.upstream_ca] if config.upstream_ca else []
-        )
-    )
-    return S3BlobStore(
-        s3_http,
-        reactor,
-        config.cache.s3,
-        timeout=config.timeouts.headers,
-        idle_timeout=config.timeouts.idle,
-    )
-
-
-def make_mirror(
-    cache: CacheConfig,
-    reactor: IReactorTime,
-    exchange: Proxy,
-    disk_pool: Pool,
-    s3: S3BlobStore | None = None,
-) -> Mirror | None:
-    """The pull-through cache over C{cache.directory}, not started: a L{CacheService}
-    recovers what a crash left behind and loads the records.
-
-    Misses go upstream through C{exchange}; C{s3} adds the blob tier shared with
-    other instances. Blocking disk work (commits, metadata writes, touches,
-    unlinks) runs on C{disk_pool}: the proxy's thread pool (L{ThreadedPool}).
-    """
-    if cache.directory is None:
-        return None
-    store = FilesystemStore(cache.directory)
-    disk = DiskWork(disk_pool)
-    documents = Documents(store, disk)
-    blobs = BlobCache(store, reactor, cache.max_size, disk=disk, max_blob_size=cache.max_blob_size)
-    access = AccessCache(reactor, records=MetaRecords(documents))
-    return Mirror(blobs, documents, access, exchange, cache.tag_ttl, cache.stale_max_age, s3=s3)
-
-
-def make_site(
-    proxy: Proxy,
-    reactor: IReactorTime,
-    limits: ClientLimits | None = None,
-    mirror: Mirror | None = None,
-    heap: HeapTrimmer | None = None,
-) -> ProxySite:
-    return ProxySite(RootResource(proxy, mirror), reactor, limits, heap)
 
 
 def makeService(options: Mapping[str, Any] | Options) -> DockerProxyService:

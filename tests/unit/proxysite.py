@@ -28,7 +28,7 @@ from dockerproxy.exchange import Proxy
 from dockerproxy.mirror import Mirror
 from dockerproxy.services import CacheService
 from dockerproxy.site import ProxySite
-from dockerproxy.tap import make_mirror, make_proxy, make_s3, make_site
+from dockerproxy.wiring import make_mirror, make_proxy, make_s3, make_site
 from tests.unit.fakes import SyncPool
 
 HUB_HOST = "registry-1.docker.io"

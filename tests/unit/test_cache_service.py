@@ -16,7 +16,7 @@ from dockerproxy.config import build_config
 from dockerproxy.digests import of
 from dockerproxy.mirror import Mirror
 from dockerproxy.services import CacheService
-from dockerproxy.tap import make_mirror, make_proxy
+from dockerproxy.wiring import make_mirror, make_proxy
 from tests.unit.fakes import FakeResponse, ManualPool, scratch_dir
 
 BODY = bytes(range(256)) * 4

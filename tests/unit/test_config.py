@@ -594,7 +594,7 @@ def test_client_settings_errors_name_their_key(
 def test_max_blob_size_defaults_to_32_gib_and_reaches_the_cache(tmp_path: Path) -> None:
     from twisted.internet.task import Clock
 
-    from dockerproxy.tap import make_mirror, make_proxy
+    from dockerproxy.wiring import make_mirror, make_proxy
 
     config = parse_options(["--cache-dir", str(tmp_path)])
     assert config.cache.max_blob_size == 32 * 1024**3

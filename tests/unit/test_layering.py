@@ -46,6 +46,7 @@ RULES = [
             "dockerproxy.exchange",
             "dockerproxy.resources",
             "dockerproxy.tap",
+            "dockerproxy.wiring",
             "dockerproxy.upstream",
             "dockerproxy.routing",
             "dockerproxy.site",
@@ -60,11 +61,15 @@ RULES = [
             "dockerproxy.exchange",
             "dockerproxy.resources",
             "dockerproxy.tap",
+            "dockerproxy.wiring",
             "dockerproxy.upstream",
             "dockerproxy.routing",
         ),
     ),
-    ("dockerproxy.mirror", ("dockerproxy.resources", "dockerproxy.site", "dockerproxy.tap")),
+    (
+        "dockerproxy.mirror",
+        ("dockerproxy.resources", "dockerproxy.site", "dockerproxy.tap", "dockerproxy.wiring"),
+    ),
     (
         "dockerproxy.upstream",
         (
@@ -73,15 +78,28 @@ RULES = [
             "dockerproxy.exchange",
             "dockerproxy.resources",
             "dockerproxy.tap",
+            "dockerproxy.wiring",
         ),
     ),
-    ("dockerproxy.exchange", ("dockerproxy.mirror", "dockerproxy.resources", "dockerproxy.tap")),
+    (
+        "dockerproxy.exchange",
+        ("dockerproxy.mirror", "dockerproxy.resources", "dockerproxy.tap", "dockerproxy.wiring"),
+    ),
     (
         "dockerproxy.pull",
-        ("dockerproxy.cache", "dockerproxy.mirror", "dockerproxy.resources", "dockerproxy.tap"),
+        (
+            "dockerproxy.cache",
+            "dockerproxy.mirror",
+            "dockerproxy.resources",
+            "dockerproxy.tap",
+            "dockerproxy.wiring",
+        ),
     ),
-    ("dockerproxy.resources", ("dockerproxy.site", "dockerproxy.tap")),
-    ("dockerproxy.tokens", ("dockerproxy.resources", "dockerproxy.site", "dockerproxy.tap")),
+    ("dockerproxy.resources", ("dockerproxy.site", "dockerproxy.tap", "dockerproxy.wiring")),
+    (
+        "dockerproxy.tokens",
+        ("dockerproxy.resources", "dockerproxy.site", "dockerproxy.tap", "dockerproxy.wiring"),
+    ),
     (
         "dockerproxy.rendering",
         (
@@ -91,6 +109,7 @@ RULES = [
             "dockerproxy.exchange",
             "dockerproxy.site",
             "dockerproxy.tap",
+            "dockerproxy.wiring",
         ),
     ),
 ]

@@ -8,7 +8,7 @@ from twisted.python.failure import Failure
 
 from dockerproxy.config import build_config
 from dockerproxy.heap import TRIM_DELAY, HeapTrimmer
-from dockerproxy.tap import make_site
+from dockerproxy.wiring import make_site
 from tests.unit.proxysite import ProxyTestCase, ScriptedHTTP
 
 

@@ -26,11 +26,10 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
-from dockerproxy.cache.s3 import (
+from dockerproxy.cache.s3 import S3BlobStore, S3Error
+from dockerproxy.cache.s3requests import (
     MAX_PARTS,
-    S3BlobStore,
-    S3Error,
-    _FileSlice,
+    FileSlice,
     object_key,
     part_ranges,
     presign,
@@ -189,7 +188,7 @@ def test_a_file_slice_is_a_file_of_its_own(tmp_path: Path) -> None:
     path.write_bytes(b"0123456789")
     fd = os.open(path, os.O_RDONLY)
     try:
-        part = _FileSlice(fd, 3, 5)
+        part = FileSlice(fd, 3, 5)
         part.seek(0, os.SEEK_END)
         assert part.tell() == 5  # how FileBodyProducer learns the length
         part.seek(0)

@@ -1,0 +1,122 @@
+"""Building the proxy's parts from its settings: the upstream exchange, the S3 tier, the
+mirror and the Site. Only construction: L{dockerproxy.tap.service_for} puts them in the
+service tree, which starts and stops them.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet.interfaces import IReactorTime
+
+from dockerproxy.access import AccessCache, MetaRecords
+from dockerproxy.cache.blobs import BlobCache
+from dockerproxy.cache.diskio import DiskWork, Pool
+from dockerproxy.cache.documents import Documents
+from dockerproxy.cache.store import FilesystemStore
+from dockerproxy.challenges import ChallengeCache
+from dockerproxy.config import (
+    CacheConfig,
+    ClientLimits,
+    Config,
+    UpstreamConfig,
+)
+from dockerproxy.exchange import Proxy
+from dockerproxy.heap import HeapTrimmer
+from dockerproxy.mirror import Mirror
+from dockerproxy.resources import RootResource
+from dockerproxy.routing import Router
+from dockerproxy.site import ProxySite
+from dockerproxy.upstream import UpstreamClient, UpstreamClients, make_http_client, make_pool
+
+if TYPE_CHECKING:
+    from dockerproxy.cache.s3 import S3BlobStore
+
+
+def make_proxy(config: Config, reactor: IReactorTime, http: Any = None) -> tuple[Proxy, Any]:
+    """Wire routing, upstream clients and the challenge cache; inject C{http} in tests.
+
+    Each upstream gets its own client (its timeouts, CA and TLS checks) over one
+    shared connection pool, which the caller closes on shutdown.
+    """
+    pool = None if http is not None else make_pool(reactor)
+
+    def client_for(upstream: UpstreamConfig) -> UpstreamClient:
+        timeouts = upstream.timeouts or config.timeouts
+        if http is not None or pool is None:
+            return UpstreamClient(http, reactor, timeouts)
+        ca_files = [f for f in (config.upstream_ca, upstream.ca_file) if f]
+        client = make_http_client(reactor, pool, timeouts, ca_files, upstream.insecure)
+        return UpstreamClient(client, reactor, timeouts)
+
+    clients = UpstreamClients(client_for)
+    proxy = Proxy(
+        Router.from_config(config),
+        clients,
+        ChallengeCache(clients, reactor),
+        reactor,
+        public_url=config.public_url,
+    )
+    return proxy, pool
+
+
+def make_s3(
+    config: Config, reactor: IReactorTime, pool: Any, http: Any = None
+) -> S3BlobStore | None:
+    """The blob tier shared with other instances, if configured (it needs the local cache).
+
+    Its own client over the same C{pool}, trusting upstream_ca too; C{http} in tests.
+    """
+    if config.cache.s3 is None or config.cache.directory is None:
+        return None
+    # Imported here: botocore loads only for a proxy that uses S3.
+    from dockerproxy.cache.s3 import S3BlobStore
+
+    s3_http = (
+        http
+        if http is not None
+        else make_http_client(
+            reactor, pool, config.timeouts, [config.upstream_ca] if config.upstream_ca else []
+        )
+    )
+    return S3BlobStore(
+        s3_http,
+        reactor,
+        config.cache.s3,
+        timeout=config.timeouts.headers,
+        idle_timeout=config.timeouts.idle,
+    )
+
+
+def make_mirror(
+    cache: CacheConfig,
+    reactor: IReactorTime,
+    exchange: Proxy,
+    disk_pool: Pool,
+    s3: S3BlobStore | None = None,
+) -> Mirror | None:
+    """The pull-through cache over C{cache.directory}, not started: a L{CacheService}
+    recovers what a crash left behind and loads the records.
+
+    Misses go upstream through C{exchange}; C{s3} adds the blob tier shared with
+    other instances. Blocking disk work (commits, metadata writes, touches,
+    unlinks) runs on C{disk_pool}: the proxy's thread pool (L{ThreadedPool}).
+    """
+    if cache.directory is None:
+        return None
+    store = FilesystemStore(cache.directory)
+    disk = DiskWork(disk_pool)
+    documents = Documents(store, disk)
+    blobs = BlobCache(store, reactor, cache.max_size, disk=disk, max_blob_size=cache.max_blob_size)
+    access = AccessCache(reactor, records=MetaRecords(documents))
+    return Mirror(blobs, documents, access, exchange, cache.tag_ttl, cache.stale_max_age, s3=s3)
+
+
+def make_site(
+    proxy: Proxy,
+    reactor: IReactorTime,
+    limits: ClientLimits | None = None,
+    mirror: Mirror | None = None,
+    heap: HeapTrimmer | None = None,
+) -> ProxySite:
+    return ProxySite(RootResource(proxy, mirror), reactor, limits, heap)
