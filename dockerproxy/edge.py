@@ -12,6 +12,8 @@ fetched or recorded.
 from __future__ import annotations
 
 import re
+import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from twisted.web.http_headers import Headers
@@ -19,6 +21,7 @@ from twisted.web.iweb import IRequest
 
 from dockerproxy import errors, names
 from dockerproxy.auth import is_anonymous
+from dockerproxy.networks import Networks, contains, parse_address
 
 # Headers that RFC 9110 allows once: a second value is either an attack or a bug.
 SINGLETONS = (
@@ -32,6 +35,8 @@ SINGLETONS = (
 )
 # Query parameters that select something: a second value is ambiguous.
 SINGLE_PARAMETERS = (b"ns", b"n", b"last", b"lang", b"service")
+_FOR_RE = re.compile(r'(?:^|[;,\s])for\s*=\s*("[^"]*"|[^;,\s]+)', re.IGNORECASE)
+_REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 _HOST_RE = re.compile(r"[A-Za-z0-9.\-]+(?::\d{1,5})?|\[[0-9A-Fa-f:.]+\](?::\d{1,5})?")
 
 
@@ -53,6 +58,10 @@ class ClientRequest:
     if_modified_since: bytes | None = None
     if_none_match: bytes | None = None
     ns: str | None = None  # containerd's ?ns=<registry>, validated
+    # The client's IP address: the peer's, or the one a trusted proxy in front names.
+    address: str = "-"
+    # X-Request-Id from a trusted proxy when well formed, else one of the proxy's own.
+    request_id: str = ""
 
     def forwarded(self) -> list[tuple[bytes, bytes]]:
         """The conditional and range headers passed on to the upstream as they came."""
@@ -65,8 +74,18 @@ class ClientRequest:
         return [(name, value) for name, value in pairs if value is not None]
 
 
-def read_client_request(headers: Headers, args: dict[bytes, list[bytes]]) -> ClientRequest:
-    """Read the request once; a 400 L{errors.RegistryError} for repeated singletons."""
+def read_client_request(
+    headers: Headers,
+    args: dict[bytes, list[bytes]],
+    peer: str = "-",
+    trusted: Networks = (),
+    new_id: Callable[[], str] = lambda: secrets.token_hex(8),
+) -> ClientRequest:
+    """Read the request once; a 400 L{errors.RegistryError} for repeated singletons.
+
+    C{peer} is the address the connection came from; only when it is in C{trusted}
+    (C{--trusted-proxy}) do C{Forwarded} / C{X-Forwarded-For} and C{X-Request-Id} count.
+    """
     for name in SINGLETONS:
         if len(headers.getRawHeaders(name, ())) > 1:
             raise invalid_request(f"more than one {name.decode()} header")
@@ -86,7 +105,37 @@ def read_client_request(headers: Headers, args: dict[bytes, list[bytes]]) -> Cli
         if_modified_since=_single(headers, b"if-modified-since"),
         if_none_match=_merged(headers, b"if-none-match"),
         ns=_ns((args.get(b"ns") or [b""])[0]),
+        address=client_address(headers, peer, trusted),
+        request_id=_request_id(headers, contains(trusted, peer)) or new_id(),
     )
+
+
+def client_address(headers: Headers, peer: str, trusted: Networks) -> str:
+    """The client behind the chain of trusted proxies: walking the forwarded addresses
+    from the nearest hop, the first one not itself a trusted proxy (RFC 7239 C{Forwarded}
+    if sent, else C{X-Forwarded-For}); the peer when it is not trusted or names nobody."""
+    address = peer
+    if not contains(trusted, address):
+        return address
+    forwarded = _merged(headers, b"forwarded")
+    if forwarded is not None:
+        hops = [m.group(1) for m in _FOR_RE.finditer(forwarded.decode("latin-1"))]
+    else:
+        hops = (_merged(headers, b"x-forwarded-for") or b"").decode("latin-1").split(",")
+    for hop in reversed(hops):
+        parsed = parse_address(hop)
+        if parsed is None:
+            break  # an unusable hop: nothing before it can be trusted
+        address = str(parsed)
+        if not contains(trusted, address):
+            break
+    return address
+
+
+def _request_id(headers: Headers, from_trusted_proxy: bool) -> str | None:
+    value = _single(headers, b"x-request-id") if from_trusted_proxy else None
+    text = value.decode("latin-1").strip() if value else ""
+    return text if _REQUEST_ID_RE.fullmatch(text) else None
 
 
 def invalid_request(message: str) -> errors.RegistryError:

@@ -11,7 +11,7 @@ from twisted.web.server import Request, Site
 
 from dockerproxy.accesslog import log_access
 from dockerproxy.channel import BodyBuffer, ProxyChannel
-from dockerproxy.config import ClientLimits
+from dockerproxy.config import AccessSettings, ClientLimits
 from dockerproxy.edge import ClientRequest, read_client_request
 from dockerproxy.errors import RegistryError
 from dockerproxy.heap import HeapTrimmer
@@ -43,7 +43,12 @@ class ProxyRequest(Request):
         self._heap = site.heap
         self._started = self._clock.seconds()
         try:
-            self.client_request = read_client_request(self.requestHeaders, self.args)
+            self.client_request = read_client_request(
+                self.requestHeaders,
+                self.args,
+                peer=getattr(self.getClientAddress(), "host", "-"),
+                trusted=site.access.trusted_proxies,
+            )
         except RegistryError as e:
             self.refused = e
         super().process()
@@ -62,8 +67,9 @@ class ProxyRequest(Request):
         if self._logged or self._clock is None:
             return
         self._logged = True
+        read = self.client_request
         log_access(
-            getattr(self.getClientAddress(), "host", "-"),
+            read.address if read is not None else getattr(self.getClientAddress(), "host", "-"),
             self.method,
             self.uri,
             self.code,
@@ -93,6 +99,7 @@ class ProxySite(Site):
         reactor: IReactorTime,
         limits: ClientLimits | None = None,
         heap: HeapTrimmer | None = None,
+        access: AccessSettings | None = None,
     ) -> None:
         # timeout=None: Twisted's idle timer, restarted by every byte, is replaced
         # by the channel's deadlines.
@@ -100,6 +107,8 @@ class ProxySite(Site):
         self.displayTracebacks = False
         self.limits = limits or ClientLimits()
         self.heap = heap
+        # Who may pull what (replaced as a whole when the settings are reloaded).
+        self.access = access or AccessSettings()
         # Set when the listening ports are known (tap.service_for); None: no bound.
         self.connections: ConnectionLimit | None = None
 

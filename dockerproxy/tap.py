@@ -25,6 +25,7 @@ from dockerproxy.config import (
     build_config,
     load_toml,
 )
+from dockerproxy.config.access import OPTIONS as ACCESS_OPTIONS
 from dockerproxy.drain import Drain
 from dockerproxy.heap import HeapTrimmer
 from dockerproxy.listeners import (
@@ -146,6 +147,8 @@ class Options(usage.Options):
         super().__init__()
         self["listen"] = []
         self["routes"] = {}
+        for name in ACCESS_OPTIONS:
+            self[name] = []
         self["registries"] = {}
         self["library_prefix"] = None
         self["presets"] = None
@@ -169,6 +172,22 @@ class Options(usage.Options):
         if not sep or not name or not url:
             raise usage.UsageError(f"--registry: expected NAME=URL, got {value!r}")
         self["registries"][name] = url
+
+    def opt_allow_ip(self, cidr: str) -> None:
+        """CIDR: serve only clients from these networks (repeatable; default: all)."""
+        self["allow_ip"].append(cidr)
+
+    def opt_trusted_proxy(self, cidr: str) -> None:
+        """CIDR: peers whose X-Forwarded-For / Forwarded name the client (repeatable)."""
+        self["trusted_proxies"].append(cidr)
+
+    def opt_allow(self, pattern: str) -> None:
+        """NAME/REPOSITORY glob: only these repositories are served (repeatable)."""
+        self["allow"].append(pattern)
+
+    def opt_deny(self, pattern: str) -> None:
+        """NAME/REPOSITORY glob: these repositories are never served (repeatable)."""
+        self["deny"].append(pattern)
 
     def opt_no_cache(self) -> None:
         """Relay only: cache nothing."""
@@ -242,6 +261,7 @@ class Options(usage.Options):
             "max_connections": self["max-connections"],
             "drain_timeout": self["drain-timeout"],
             "public_url": self["public-url"],
+            **{name: self[name] for name in ACCESS_OPTIONS},
         }
 
 
@@ -357,7 +377,7 @@ def service_for(
     if s3 is not None:
         S3Service(s3).setServiceParent(top)
     top.heap = HeapTrimmer.for_this_process(reactor)
-    site = make_site(proxy, reactor, config.limits, mirror, top.heap)
+    site = make_site(proxy, reactor, config.limits, mirror, top.heap, config.access)
     listeners = Listeners(reactor, config.listen, site)
     site.connections = ConnectionLimit(
         config.limits.max_connections, listeners.pause, listeners.resume, reactor

@@ -16,6 +16,7 @@ from dockerproxy.cache.documents import Documents
 from dockerproxy.cache.store import FilesystemStore
 from dockerproxy.challenges import ChallengeCache
 from dockerproxy.config import (
+    AccessSettings,
     CacheConfig,
     ClientLimits,
     Config,
@@ -118,5 +119,6 @@ def make_site(
     limits: ClientLimits | None = None,
     mirror: Mirror | None = None,
     heap: HeapTrimmer | None = None,
+    access: AccessSettings | None = None,
 ) -> ProxySite:
-    return ProxySite(RootResource(proxy, mirror), reactor, limits, heap)
+    return ProxySite(RootResource(proxy, mirror), reactor, limits, heap, access)

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
+from dockerproxy.config.access import access_config
 from dockerproxy.config.cache import cache_config
 from dockerproxy.config.checks import (
     ConfigError,
@@ -40,6 +41,7 @@ _TOP_KEYS = {
     "limits",
     "public_url",
     "drain_timeout",
+    "access",
 }
 
 
@@ -129,6 +131,7 @@ def build_config(toml: Mapping[str, Any], cli: Mapping[str, Any]) -> Config:
         limits=_limits(toml.get("limits", {}), cli),
         public_url=public_url,
         drain_timeout=_drain_timeout(toml, cli),
+        access=access_config(toml.get("access", {}), cli),
     )
 
 

@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from dockerproxy.networks import Networks
+from dockerproxy.patterns import RepositoryPattern
 from dockerproxy.presets import ALIASES, PRESETS
 
 DOCKER_HUB_URL = PRESETS["docker.io"].url
@@ -108,6 +110,18 @@ class CacheConfig:
 
 
 @dataclass(frozen=True)
+class AccessSettings:
+    """Who may pull what: client networks served (empty: all), the proxies whose
+    C{X-Forwarded-For} / C{Forwarded} name the client, and repository patterns
+    allowed (empty: all) and denied (deny wins)."""
+
+    allow_ip: Networks = ()
+    trusted_proxies: Networks = ()
+    allow: tuple[RepositoryPattern, ...] = ()
+    deny: tuple[RepositoryPattern, ...] = ()
+
+
+@dataclass(frozen=True)
 class Config:
     listen: tuple[str, ...] = DEFAULT_LISTEN
     default: UpstreamConfig | None = None
@@ -123,3 +137,4 @@ class Config:
     public_url: str | None = None
     # Seconds a stopping proxy lets responses under way finish (dockerproxy.drain).
     drain_timeout: float = 30.0
+    access: AccessSettings = AccessSettings()

@@ -636,3 +636,53 @@ def test_cache_config_defaults_and_errors() -> None:
     assert config.cache.max_size == 30 * 1024 * 1024
     assert build_config({}, {"cache_enabled": False}).cache.directory is None
     assert build_config({"cache": {"max_size": "2GB"}}, {}).cache.max_size == 2 * 10**9
+
+
+# --------------------------------------------------------------------------- access
+
+
+def test_access_settings_from_toml_and_options() -> None:
+    toml = {
+        "access": {
+            "allow_ip": ["10.0.0.0/8"],
+            "trusted_proxies": "127.0.0.1",
+            "allow": ["docker.io/library/*"],
+            "deny": ["docker.io/library/evil"],
+        }
+    }
+    access = build_config(toml, {}).access
+    assert [str(n) for n in access.allow_ip] == ["10.0.0.0/8"]
+    assert [str(n) for n in access.trusted_proxies] == ["127.0.0.1/32"]
+    assert [p.text for p in access.allow] == ["docker.io/library/*"]
+    assert [p.text for p in access.deny] == ["docker.io/library/evil"]
+    config = parse_options(
+        [
+            "--allow-ip",
+            "192.0.2.0/24",
+            "--allow-ip",
+            "::1",
+            "--trusted-proxy",
+            "10.1.0.0/16",
+            "--deny",
+            "ghcr.io/**",
+        ]
+    )
+    assert [str(n) for n in config.access.allow_ip] == ["192.0.2.0/24", "::1/128"]
+    assert [p.text for p in config.access.deny] == ["ghcr.io/**"]
+    assert build_config({}, {}).access.allow_ip == ()
+
+
+@pytest.mark.parametrize(
+    ("toml", "cli", "key"),
+    [
+        ({"access": 1}, {}, "access"),
+        ({"access": {"allow_ips": []}}, {}, "access.allow_ips"),
+        ({"access": {"allow_ip": ["10.0.0.0/33"]}}, {}, "--allow-ip / access.allow_ip"),
+        ({"access": {"allow": [3]}}, {}, "access.allow"),
+        ({}, {"deny": ["a b"]}, "--deny / access.deny"),
+    ],
+)
+def test_bad_access_settings_name_their_key(
+    toml: dict[str, Any], cli: dict[str, Any], key: str
+) -> None:
+    assert config_error(toml, cli).key == key

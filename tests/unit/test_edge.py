@@ -8,6 +8,7 @@ from twisted.web.http_headers import Headers
 
 from dockerproxy.edge import SINGLETONS, read_client_request
 from dockerproxy.errors import RegistryError
+from dockerproxy.networks import parse_network
 from tests.unit.proxysite import DIGEST, ProxyTestCase
 
 
@@ -107,3 +108,36 @@ class EdgeTests(ProxyTestCase):
             [("Range", "bytes=0-1"), ("Range", "bytes=5-6")],
         )
         self.assertEqual((response.status, response.body), (400, b""))
+
+
+TRUSTED = (parse_network("10.0.0.0/8"),)
+
+
+def address(peer: str, *pairs: tuple[bytes, bytes]) -> str:
+    return read_client_request(headers(*pairs), {}, peer=peer, trusted=TRUSTED).address
+
+
+def test_the_client_address_is_the_peer_unless_the_peer_is_a_trusted_proxy() -> None:
+    spoofed = (b"x-forwarded-for", b"203.0.113.9")
+    assert address("198.51.100.7", spoofed) == "198.51.100.7"
+    assert address("10.0.0.2", spoofed) == "203.0.113.9"
+    assert address("10.0.0.2") == "10.0.0.2"
+
+
+def test_forwarded_hops_are_walked_from_the_nearest_past_trusted_proxies() -> None:
+    chain = (b"x-forwarded-for", b"198.51.100.1, 203.0.113.9, 10.0.0.5")
+    assert address("10.0.0.2", chain) == "203.0.113.9", "the client may forge the first hop"
+    assert (
+        address("10.0.0.2", (b"forwarded", b'for=192.0.2.60;proto=http, for="[2001:db8::7]"'))
+        == "2001:db8::7"
+    )
+    assert address("10.0.0.2", (b"x-forwarded-for", b"garbage, 10.0.0.9")) == "10.0.0.9"
+
+
+def test_a_request_id_comes_from_a_trusted_proxy_or_is_made() -> None:
+    given = headers((b"x-request-id", b"abc-123"))
+    assert read_client_request(given, {}, peer="10.0.0.2", trusted=TRUSTED).request_id == "abc-123"
+    made = read_client_request(given, {}, peer="198.51.100.7", trusted=TRUSTED).request_id
+    assert made != "abc-123" and len(made) == 16
+    bad = headers((b"x-request-id", b"<script>"))
+    assert read_client_request(bad, {}, peer="10.0.0.2", trusted=TRUSTED).request_id != "<script>"

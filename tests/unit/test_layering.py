@@ -30,6 +30,8 @@ LEAVES = frozenset(
         "dockerproxy.headers",
         "dockerproxy.internals",
         "dockerproxy.names",
+        "dockerproxy.networks",
+        "dockerproxy.patterns",
         "dockerproxy.presets",
         "dockerproxy.relay",
         "dockerproxy.sizes",
