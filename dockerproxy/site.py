@@ -31,6 +31,10 @@ class ProxyRequest(Request):
     client_request: ClientRequest | None = None
     refused: RegistryError | None = None
     upstream: str | None = None
+    # Who the proxy authenticated (its own users), if anyone.
+    user: str | None = None
+    # Why the proxy refused the request itself (e.g. "ip", "repository", "rate", "auth").
+    refusal: str | None = None
     cache: str | None = None  # how the mirror answered: hit, miss, revalidated, stale, s3, ...
     _clock: IReactorTime | None = None
     _heap: HeapTrimmer | None = None
