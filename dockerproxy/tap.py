@@ -141,6 +141,25 @@ class Options(usage.Options):
             None,
             "Region to sign S3 requests for (default AWS_REGION or us-east-1).",
         ],
+        [
+            "auth-htpasswd",
+            None,
+            None,
+            "htpasswd file of bcrypt entries (htpasswd -B): clients log in to the proxy.",
+        ],
+        [
+            "auth-tokens",
+            None,
+            None,
+            'TOML file of static tokens (name = "token"): clients log in to the proxy.',
+        ],
+        [
+            "state-dir",
+            None,
+            None,
+            "Where the proxy keeps its token signing key (default: systemd's "
+            "StateDirectory or ~/.local/state/dockerproxy).",
+        ],
     ]
 
     def __init__(self) -> None:
@@ -150,6 +169,7 @@ class Options(usage.Options):
         for name in ACCESS_OPTIONS:
             self[name] = []
         self["registries"] = {}
+        self["anonymous_pull"] = []
         self["library_prefix"] = None
         self["presets"] = None
         self["cache_enabled"] = None
@@ -188,6 +208,10 @@ class Options(usage.Options):
     def opt_deny(self, pattern: str) -> None:
         """NAME/REPOSITORY glob: these repositories are never served (repeatable)."""
         self["deny"].append(pattern)
+
+    def opt_anonymous_pull(self, pattern: str) -> None:
+        """NAME/REPOSITORY glob: pulled without logging in when users are set (repeatable)."""
+        self["anonymous_pull"].append(pattern)
 
     def opt_no_cache(self) -> None:
         """Relay only: cache nothing."""
@@ -262,6 +286,10 @@ class Options(usage.Options):
             "drain_timeout": self["drain-timeout"],
             "public_url": self["public-url"],
             **{name: self[name] for name in ACCESS_OPTIONS},
+            "auth_htpasswd": self["auth-htpasswd"],
+            "auth_tokens": self["auth-tokens"],
+            "anonymous_pull": self["anonymous_pull"],
+            "state_dir": self["state-dir"],
         }
 
 
