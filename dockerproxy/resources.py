@@ -14,6 +14,7 @@ from twisted.web.server import Request
 
 from dockerproxy import errors, homepage, languages, names, taglist
 from dockerproxy.auth import (
+    PROXY_SERVICE,
     format_bearer,
 )
 from dockerproxy.edge import client_request
@@ -38,10 +39,6 @@ log = Logger()
 
 
 log = Logger()
-
-
-# The service named by challenges the proxy makes itself (no upstream in sight).
-PROXY_SERVICE = "dockerproxy"
 
 
 class RootResource(PullResource):
