@@ -12,10 +12,12 @@ from __future__ import annotations
 import os
 import secrets
 import stat
-from collections.abc import Iterable
+import sys
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import jwt
+from twisted.application.service import Service
 from twisted.internet.interfaces import IReactorTime
 
 from dockerproxy.auth import PROXY_SERVICE
@@ -154,3 +156,25 @@ def _read_key(path: str) -> bytes:
     if len(key) < KEY_BYTES:
         raise KeyFileError(f"{path} is not a key (64 hex digits); delete it to make a new one")
     return key
+
+
+class SigningKeyService(Service):
+    """Loads (or makes, the first time) the signing key as the proxy starts: nothing
+    touches the disk while the service tree is built. A key it cannot keep stops the
+    proxy with one line and exit status 2, like a bad option."""
+
+    name = "signing-key"
+
+    def __init__(self, state_dir: str, use_key: Callable[[bytes], None]) -> None:
+        self.state_dir = state_dir
+        self.use_key = use_key
+
+    def startService(self) -> None:
+        super().startService()
+        try:
+            key = load_or_create_key(self.state_dir)
+        except KeyFileError as e:
+            # twistd has sent sys.stderr to the log by now: the line goes to the terminal.
+            (sys.__stderr__ or sys.stderr).write(f"dockerproxy: --state-dir: {e}\n")
+            raise SystemExit(2) from None
+        self.use_key(key)

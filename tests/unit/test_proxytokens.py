@@ -7,7 +7,6 @@ import base64
 import json
 import os
 import stat
-from pathlib import Path
 
 import jwt
 from twisted.internet.task import Clock
@@ -23,6 +22,7 @@ from dockerproxy.proxytokens import (
     load_or_create_key,
     looks_like_jwt,
 )
+from tests.unit.fakes import scratch_dir
 
 KEY = b"k" * 64  # long enough for HS512 too, used below to forge
 START = 1_800_000_000.0
@@ -135,7 +135,7 @@ class SignerTests(SynchronousTestCase):
 
 class KeyFileTests(SynchronousTestCase):
     def setUp(self) -> None:
-        self.state = Path(self.mktemp()) / "state"
+        self.state = scratch_dir(self) / "state"
 
     def test_made_once_private_and_kept(self) -> None:
         key = load_or_create_key(str(self.state))
@@ -160,7 +160,7 @@ class KeyFileTests(SynchronousTestCase):
             load_or_create_key(str(self.state))
 
     def test_an_unusable_directory_is_one_line(self) -> None:
-        blocker = Path(self.mktemp())
+        blocker = scratch_dir(self) / "blocker"
         blocker.write_text("a file, not a directory")
         with self.assertRaises(KeyFileError) as caught:
             load_or_create_key(str(blocker / "state"))
