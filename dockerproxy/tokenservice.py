@@ -85,6 +85,8 @@ class TokenServiceResource(PullResource):
         if user is None:
             await self.auth.login_failed(request)
             request.refusal = "login"  # type: ignore[attr-defined]
+            # The token endpoint itself takes Basic credentials, as token services say.
+            request.setHeader(b"www-authenticate", b'Basic realm="dockerproxy"')
             raise errors.RegistryError(401, "UNAUTHORIZED", "invalid user name or password")
         return user
 

@@ -196,6 +196,7 @@ class FailedLoginTests(AuthTestCase):
         response = parse_response(transport.value(), "GET")
         entry = self.assertRegistryError(response, 401, "UNAUTHORIZED")
         self.assertEqual(entry["message"], "invalid user name or password")
+        self.assertEqual(response.header("www-authenticate"), 'Basic realm="dockerproxy"')
         self.assertEqual((self.last().user, self.last().refusal), (None, "login"))
 
     def test_unknown_users_bad_headers_and_wrong_static_tokens_are_failures_too(self) -> None:
