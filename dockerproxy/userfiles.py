@@ -19,7 +19,7 @@ import tomllib
 # bcrypt works on the first 72 bytes of a password: htpasswd -B ignores the rest.
 BCRYPT_MAX_PASSWORD = 72
 # Cost of the hashes `dockerproxy passwd` writes (htpasswd -B defaults to 5; each step doubles
-# the work, about 50 ms at 10 on one core, spent on the proxy's thread pool at each login).
+# the work: 60 ms at 10 on one core, spent on the proxy's thread pool at each login).
 BCRYPT_ROUNDS = 10
 # A static token opens the proxy under any user name: a short one could be guessed.
 MIN_TOKEN_LENGTH = 16

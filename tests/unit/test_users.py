@@ -50,6 +50,7 @@ class UserStoreTests(SynchronousTestCase):
         self.assertIsNone(self.checked("bob", "secret"))
 
     def test_an_unknown_user_costs_a_bcrypt_too(self) -> None:
+        # Checked against alice's hash, whose password this is: still no login.
         d = self.check("mallory", "secret")
         self.assertEqual(self.pool.names(), ["_checkpw"])
         self.pool.complete()
