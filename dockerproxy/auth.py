@@ -144,6 +144,10 @@ def rewrite_scopes(scopes: Iterable[str], to_upstream: Callable[[str], str]) -> 
     return rewritten
 
 
+# The service named by challenges the proxy makes itself (no upstream in sight), and the
+# audience of the tokens it signs when clients log in to it.
+PROXY_SERVICE = "dockerproxy"
+
 # The token the proxy hands out for upstreams that need none; never sent upstream.
 ANONYMOUS_TOKEN = "dockerproxy-anonymous"
 

@@ -7,7 +7,6 @@ with the upstream's challenge pointed at this proxy.
 
 from __future__ import annotations
 
-import base64
 import json
 from dataclasses import dataclass
 from urllib.parse import urlencode
@@ -19,9 +18,9 @@ from twisted.web.iweb import UNKNOWN_LENGTH, IRequest, IResponse
 from twisted.web.server import Request
 
 from dockerproxy import errors
-from dockerproxy.auth import format_bearer
+from dockerproxy.auth import PROXY_SERVICE, Challenge, format_bearer
 from dockerproxy.challenges import ChallengeCache, pick_challenge
-from dockerproxy.config import Credentials, UpstreamConfig
+from dockerproxy.config import UpstreamConfig
 from dockerproxy.edge import client_request
 from dockerproxy.headers import relayed_response_headers, upstream_request_headers
 from dockerproxy.relay import discard, relay_body
@@ -32,6 +31,7 @@ from dockerproxy.upstream import (
     UpstreamClient,
     UpstreamClients,
 )
+from dockerproxy.upstreamauth import UpstreamTokens, basic_authorization
 
 log = Logger()
 
@@ -50,6 +50,9 @@ class Proxy:
     clock: IReactorTime
     # scheme://host[:port] clients are sent to (--public-url), else each request's own.
     public_url: str | None = None
+    # Set when clients log in to the proxy: then it meets upstreams as itself, never
+    # with a client's credentials (dockerproxy.upstreamauth).
+    upstream_auth: UpstreamTokens | None = None
 
     def client(self, upstream: UpstreamConfig) -> UpstreamClient:
         return self.clients.for_upstream(upstream)
@@ -96,7 +99,9 @@ async def fetch_for_client(
     headers to leave out (a cache fill wants the whole body, not a Range), and
     C{extra} headers to set instead (the rest of a body: a Range of the proxy's).
     An upstream with Basic auth (no token realm) and credentials configured for the
-    proxy gets them, but only for a client that sent none.
+    proxy gets them, but only for a client that sent none. When clients log in to the
+    proxy (C{proxy.upstream_auth}), no client credential goes upstream at all: the
+    proxy asks as itself.
     """
     headers = upstream_request_headers(client_request(request))
     for name in drop:
@@ -105,7 +110,11 @@ async def fetch_for_client(
         headers.setRawHeaders(name, [value])
     method = method or request.method
     client = proxy.client(upstream)
-    fetched = await client.fetch(method, url, headers)
+    if proxy.upstream_auth is not None:
+        headers.removeHeader(b"authorization")
+        fetched = await proxy.upstream_auth.fetch(client, upstream, method, url, headers)
+    else:
+        fetched = await client.fetch(method, url, headers)
     remaining = fetched.response.headers.getRawHeaders(b"ratelimit-remaining")
     if remaining:
         log.info(
@@ -113,7 +122,7 @@ async def fetch_for_client(
             upstream=upstream.url,
             remaining=remaining[0].decode("latin-1"),
         )
-    if fetched.response.code != 401:
+    if fetched.response.code != 401 or proxy.upstream_auth is not None:
         return fetched
     challenge = proxy.challenges.remember(upstream, fetched.response.headers)
     if (
@@ -207,10 +216,14 @@ def rewrite_challenge(
     """Replace a Bearer challenge's realm with this proxy's C{/v2/auth}.
 
     Basic challenges are relayed as they are: the client's Basic credentials then
-    come to the proxy and go to the same upstream host, nowhere else.
+    come to the proxy and go to the same upstream host, nowhere else. When clients
+    log in to the proxy, every challenge is the proxy's own (the upstream refused the
+    proxy itself, whatever it asked for).
     """
     challenge = pick_challenge(headers)
-    if challenge is None or challenge.scheme != "bearer":
+    if proxy.upstream_auth is not None:
+        challenge = Challenge("bearer", {"service": PROXY_SERVICE})
+    elif challenge is None or challenge.scheme != "bearer":
         values = headers.getRawHeaders(b"www-authenticate")
         if values:
             request.responseHeaders.setRawHeaders(b"www-authenticate", values)
@@ -220,8 +233,3 @@ def rewrite_challenge(
     realm = f"{base_url(proxy, request)}/v2/auth" + (f"?{urlencode({'ns': ns})}" if ns else "")
     value = format_bearer(realm, challenge.service, scope, challenge.params.get("error"))
     request.responseHeaders.setRawHeaders(b"www-authenticate", [value.encode("latin-1")])
-
-
-def basic_authorization(credentials: Credentials) -> bytes:
-    token = f"{credentials.username}:{credentials.password}".encode()
-    return b"Basic " + base64.b64encode(token)

@@ -14,8 +14,10 @@ from twisted.web.server import Request
 
 from dockerproxy import errors, homepage, languages, names, taglist
 from dockerproxy.auth import (
+    PROXY_SERVICE,
     format_bearer,
 )
+from dockerproxy.clientauth import ClientAuth
 from dockerproxy.edge import client_request
 from dockerproxy.exchange import (
     Proxy,
@@ -32,6 +34,7 @@ from dockerproxy.relay import discard
 from dockerproxy.rendering import JSONErrorPage, PullResource, render_async, respond_error
 from dockerproxy.routing import Target
 from dockerproxy.tokens import AuthResource
+from dockerproxy.tokenservice import TokenServiceResource
 from dockerproxy.upstream import Fetched
 
 log = Logger()
@@ -40,17 +43,15 @@ log = Logger()
 log = Logger()
 
 
-# The service named by challenges the proxy makes itself (no upstream in sight).
-PROXY_SERVICE = "dockerproxy"
-
-
 class RootResource(PullResource):
     """C{/}: the usage page; C{/v2}: the registry API; anything else: a JSON 404."""
 
-    def __init__(self, proxy: Proxy, mirror: Mirror | None = None) -> None:
+    def __init__(
+        self, proxy: Proxy, mirror: Mirror | None = None, client_auth: ClientAuth | None = None
+    ) -> None:
         super().__init__()
         self.proxy = proxy
-        self.putChild(b"v2", V2Resource(proxy, mirror))
+        self.putChild(b"v2", V2Resource(proxy, mirror, client_auth))
 
     def getChild(self, path: bytes, request: Request) -> Resource:
         if path == b"":
@@ -83,15 +84,24 @@ class V2Resource(PullResource):
     """C{/v2/}: the API version check, relayed to the upstream with its challenge rewritten.
 
     With a C{mirror} (the pull-through cache), an upstream that is down gets the
-    proxy's own challenge instead, since the cache may still serve the pull.
+    proxy's own challenge instead, since the cache may still serve the pull. With
+    C{client_auth} (clients log in to the proxy), the proxy answers it alone and
+    C{/v2/auth} is its own token service.
     """
 
-    def __init__(self, proxy: Proxy, mirror: Mirror | None = None) -> None:
+    def __init__(
+        self, proxy: Proxy, mirror: Mirror | None = None, client_auth: ClientAuth | None = None
+    ) -> None:
         super().__init__()
         self.proxy = proxy
         self.mirror = mirror
-        self.auth = AuthResource(proxy, mirror)
-        self.registry = RegistryResource(proxy, mirror)
+        self.client_auth = client_auth
+        self.auth: Resource = (
+            AuthResource(proxy, mirror)
+            if client_auth is None
+            else TokenServiceResource(client_auth)
+        )
+        self.registry = RegistryResource(proxy, mirror, client_auth)
 
     def getChild(self, path: bytes, request: Request) -> Resource:
         if not request.postpath:
@@ -102,6 +112,9 @@ class V2Resource(PullResource):
         return self.registry
 
     def render_GET(self, request: Request) -> int:
+        client_auth = self.client_auth
+        if client_auth is not None:
+            return render_async(request, lambda: client_auth.ping(request))
         return render_async(request, lambda: self.ping(request))
 
     async def ping(self, request: Request) -> None:
@@ -153,10 +166,13 @@ class RegistryResource(PullResource):
 
     isLeaf = True
 
-    def __init__(self, proxy: Proxy, mirror: Mirror | None = None) -> None:
+    def __init__(
+        self, proxy: Proxy, mirror: Mirror | None = None, client_auth: ClientAuth | None = None
+    ) -> None:
         super().__init__()
         self.proxy = proxy
         self.mirror = mirror
+        self.client_auth = client_auth
 
     def render_GET(self, request: Request) -> int:
         return render_async(request, lambda: self.serve(request))
@@ -171,6 +187,8 @@ class RegistryResource(PullResource):
             raise errors.unsupported("this proxy only serves pulls: uploads are not supported")
         ns = request_ns(request)
         target = self.proxy.router.resolve(request_host(request), api.name, ns)
+        if self.client_auth is not None:
+            await self.client_auth.authorize(request, api.name, target)
         request.upstream = target.upstream.url  # type: ignore[attr-defined]
         url = f"{target.upstream.url}/v2/{target.repository}/{api.kind}/"
         url += f"{api.reference}" if api.reference else "list" + tags_query(request)

@@ -31,9 +31,9 @@ class ProxyRequest(Request):
     client_request: ClientRequest | None = None
     refused: RegistryError | None = None
     upstream: str | None = None
-    # Who the proxy authenticated (its own users), if anyone. (Not "user": twisted.web's
-    # Request keeps the Basic user name there, as bytes.)
-    principal: str | None = None
+    # Who the proxy authenticated (its own users), if anyone. (twisted.web's Request.user,
+    # bytes, is only filled in by getUser() from a Basic header: the proxy never calls it.)
+    user: str | None = None  # type: ignore[assignment]
     # Why the proxy refused the request itself (e.g. "ip", "repository", "rate", "auth").
     refusal: str | None = None
     cache: str | None = None  # how the mirror answered: hit, miss, revalidated, stale, s3, ...

@@ -35,11 +35,12 @@ from dockerproxy.listeners import (
     describe,
     raise_fd_limit,
 )
+from dockerproxy.proxytokens import SigningKeyService
 from dockerproxy.services import CacheService, OrderedMultiService, S3Service, ThreadPoolService
-from dockerproxy.wiring import make_mirror, make_proxy, make_s3, make_site
+from dockerproxy.wiring import make_client_auth, make_mirror, make_proxy, make_s3, make_site
 
 if TYPE_CHECKING:
-    pass
+    from dockerproxy.clientauth import ClientAuth
 
 
 class Options(usage.Options):
@@ -141,6 +142,9 @@ class Options(usage.Options):
             None,
             "Region to sign S3 requests for (default AWS_REGION or us-east-1).",
         ],
+        ["auth-htpasswd", None, None, "htpasswd file (bcrypt): clients log in to the proxy."],
+        ["auth-tokens", None, None, 'TOML file of static tokens (name = "token") to log in.'],
+        ["state-dir", None, None, "Where the token signing key is kept (StateDirectory)."],
     ]
 
     def __init__(self) -> None:
@@ -150,6 +154,7 @@ class Options(usage.Options):
         for name in ACCESS_OPTIONS:
             self[name] = []
         self["registries"] = {}
+        self["anonymous_pull"] = []
         self["library_prefix"] = None
         self["presets"] = None
         self["cache_enabled"] = None
@@ -188,6 +193,10 @@ class Options(usage.Options):
     def opt_deny(self, pattern: str) -> None:
         """NAME/REPOSITORY glob: these repositories are never served (repeatable)."""
         self["deny"].append(pattern)
+
+    def opt_anonymous_pull(self, pattern: str) -> None:
+        """NAME/REPOSITORY glob: pulled without logging in when users are set (repeatable)."""
+        self["anonymous_pull"].append(pattern)
 
     def opt_no_cache(self) -> None:
         """Relay only: cache nothing."""
@@ -262,6 +271,10 @@ class Options(usage.Options):
             "drain_timeout": self["drain-timeout"],
             "public_url": self["public-url"],
             **{name: self[name] for name in ACCESS_OPTIONS},
+            "auth_htpasswd": self["auth-htpasswd"],
+            "auth_tokens": self["auth-tokens"],
+            "anonymous_pull": self["anonymous_pull"],
+            "state_dir": self["state-dir"],
         }
 
 
@@ -285,6 +298,7 @@ class DockerProxyService(OrderedMultiService):
     listeners: Listeners | None = None
     threadpool: ThreadPool | None = None  # for disk work; a ThreadPoolService owns it
     heap: HeapTrimmer | None = None
+    client_auth: ClientAuth | None = None  # users, tokens, logins: apply(config) on reload
 
     def __init__(self, config: Config, reactor: Any, pool: Any) -> None:
         super().__init__()
@@ -360,6 +374,10 @@ def service_for(
     pool_service = ThreadPoolService(threadpool)
     pool_service.setServiceParent(top)
     top.threadpool = pool_service.threadpool
+    bcrypt_pool = ThreadedPool(reactor, pool_service.threadpool)
+    top.client_auth = client_auth = make_client_auth(config, proxy, reactor, bcrypt_pool)
+    if client_auth.enabled:
+        SigningKeyService(config.state_dir, client_auth.use_key).setServiceParent(top)
     mirror = make_mirror(
         config.cache,
         reactor,
@@ -377,7 +395,8 @@ def service_for(
     if s3 is not None:
         S3Service(s3).setServiceParent(top)
     top.heap = HeapTrimmer.for_this_process(reactor)
-    site = make_site(proxy, reactor, config.limits, mirror, top.heap, config.access)
+    gate = client_auth if client_auth.enabled else None
+    site = make_site(proxy, reactor, config.limits, mirror, top.heap, config.access, gate)
     listeners = Listeners(reactor, config.listen, site)
     site.connections = ConnectionLimit(
         config.limits.max_connections, listeners.pause, listeners.resume, reactor

@@ -15,6 +15,7 @@ from dockerproxy.cache.diskio import DiskWork, Pool
 from dockerproxy.cache.documents import Documents
 from dockerproxy.cache.store import FilesystemStore
 from dockerproxy.challenges import ChallengeCache
+from dockerproxy.clientauth import ClientAuth
 from dockerproxy.config import (
     AccessSettings,
     CacheConfig,
@@ -29,6 +30,9 @@ from dockerproxy.resources import RootResource
 from dockerproxy.routing import Router
 from dockerproxy.site import ProxySite
 from dockerproxy.upstream import UpstreamClient, UpstreamClients, make_http_client, make_pool
+from dockerproxy.upstreamauth import UpstreamTokens
+from dockerproxy.users import Pool as UserPool
+from dockerproxy.users import UserStore
 
 if TYPE_CHECKING:
     from dockerproxy.cache.s3 import S3BlobStore
@@ -57,8 +61,19 @@ def make_proxy(config: Config, reactor: IReactorTime, http: Any = None) -> tuple
         ChallengeCache(clients, reactor),
         reactor,
         public_url=config.public_url,
+        # Clients logging in to the proxy: it meets the upstreams as itself.
+        upstream_auth=UpstreamTokens(reactor) if config.auth.enabled else None,
     )
     return proxy, pool
+
+
+def make_client_auth(
+    config: Config, proxy: Proxy, reactor: IReactorTime, pool: UserPool
+) -> ClientAuth:
+    """The proxy's users and its token service (consulted by the resources only when
+    C{config.auth.enabled}); bcrypt checks run on C{pool}. Its signing key is loaded
+    by a L{dockerproxy.proxytokens.SigningKeyService} as the proxy starts."""
+    return ClientAuth(config.auth, proxy, UserStore(config.auth, pool, reactor), reactor)
 
 
 def make_s3(
@@ -120,5 +135,6 @@ def make_site(
     mirror: Mirror | None = None,
     heap: HeapTrimmer | None = None,
     access: AccessSettings | None = None,
+    client_auth: ClientAuth | None = None,
 ) -> ProxySite:
-    return ProxySite(RootResource(proxy, mirror), reactor, limits, heap, access)
+    return ProxySite(RootResource(proxy, mirror, client_auth), reactor, limits, heap, access)

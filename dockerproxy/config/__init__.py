@@ -7,6 +7,7 @@ TOML file with the command line (L{build}); the settings are plain values
 (L{cache}) each have their own module.
 """
 
+from dockerproxy.config.auth import AuthSettings
 from dockerproxy.config.build import build_config
 from dockerproxy.config.checks import (
     ConfigError,
@@ -48,6 +49,7 @@ __all__ = [
     "LOG_FORMATS",
     "MIN_PART_SIZE",
     "AccessSettings",
+    "AuthSettings",
     "CacheConfig",
     "ClientLimits",
     "Config",

@@ -7,6 +7,7 @@ from dataclasses import replace
 from typing import Any
 
 from dockerproxy.config.access import access_config
+from dockerproxy.config.auth import auth_config, state_dir_config
 from dockerproxy.config.cache import cache_config
 from dockerproxy.config.checks import (
     ConfigError,
@@ -42,6 +43,8 @@ _TOP_KEYS = {
     "public_url",
     "drain_timeout",
     "access",
+    "auth",
+    "state_dir",
 }
 
 
@@ -132,6 +135,8 @@ def build_config(toml: Mapping[str, Any], cli: Mapping[str, Any]) -> Config:
         public_url=public_url,
         drain_timeout=_drain_timeout(toml, cli),
         access=access_config(toml.get("access", {}), cli),
+        auth=auth_config(toml.get("auth", {}), cli),
+        state_dir=state_dir_config(toml, cli),
     )
 
 

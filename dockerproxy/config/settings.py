@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from dockerproxy.config.auth import AuthSettings
 from dockerproxy.networks import Networks
 from dockerproxy.patterns import RepositoryPattern
 from dockerproxy.presets import ALIASES, PRESETS
@@ -138,3 +139,5 @@ class Config:
     # Seconds a stopping proxy lets responses under way finish (dockerproxy.drain).
     drain_timeout: float = 30.0
     access: AccessSettings = AccessSettings()
+    auth: AuthSettings = field(default_factory=AuthSettings)  # clients logging in (config/auth.py)
+    state_dir: str = ""  # where the token signing key lives (--state-dir)

@@ -153,6 +153,7 @@ def test_systemd_units_verify(tmp: Path) -> None:
         "ProtectSystem=strict",
         "NoNewPrivileges=yes",
         "CacheDirectory=dockerproxy",
+        "StateDirectory=dockerproxy",  # the token signing key, when clients log in
         "KillSignal=SIGTERM",
         "KillMode=mixed",
     ):

@@ -35,7 +35,9 @@ LEAVES = frozenset(
         "dockerproxy.presets",
         "dockerproxy.relay",
         "dockerproxy.sizes",
+        "dockerproxy.statedir",
         "dockerproxy.taglist",
+        "dockerproxy.userfiles",
     }
 )
 # (modules, what they must never reach)
@@ -100,6 +102,27 @@ RULES = [
     ("dockerproxy.resources", ("dockerproxy.site", "dockerproxy.tap", "dockerproxy.wiring")),
     (
         "dockerproxy.tokens",
+        ("dockerproxy.resources", "dockerproxy.site", "dockerproxy.tap", "dockerproxy.wiring"),
+    ),
+    (
+        # The proxy's identity upstream is part of the upstream layer.
+        "dockerproxy.upstreamauth",
+        (
+            "dockerproxy.cache",
+            "dockerproxy.mirror",
+            "dockerproxy.exchange",
+            "dockerproxy.resources",
+            "dockerproxy.clientauth",
+            "dockerproxy.tap",
+            "dockerproxy.wiring",
+        ),
+    ),
+    (
+        "dockerproxy.clientauth",
+        ("dockerproxy.resources", "dockerproxy.site", "dockerproxy.tap", "dockerproxy.wiring"),
+    ),
+    (
+        "dockerproxy.tokenservice",
         ("dockerproxy.resources", "dockerproxy.site", "dockerproxy.tap", "dockerproxy.wiring"),
     ),
     (
