@@ -19,6 +19,7 @@ import threading
 from types import TracebackType
 
 from tests.harness.ports import HOST
+from tests.harness.rawserver import RawServer
 
 RECV = 256 * 1024
 
@@ -32,17 +33,12 @@ class Gate:
         self._released = threading.Event()
         self._holding = threading.Event()
         self._closed = threading.Event()
-        self._lock = threading.Lock()
-        self._sockets: set[socket.socket] = set()
-        self._threads: list[threading.Thread] = []
-        self._server = socket.create_server((HOST, 0))
-        self._server.settimeout(0.2)
-        self.port = int(self._server.getsockname()[1])
-        self._spawn(self._accept_loop)
+        self._server = RawServer(self._forward)
+        self.port = self._server.port
 
     @property
     def url(self) -> str:
-        return f"http://{HOST}:{self.port}"
+        return self._server.url
 
     def release(self) -> None:
         """Open the gate for good: every held response continues."""
@@ -59,17 +55,7 @@ class Gate:
     def close(self) -> None:
         self._closed.set()
         self._released.set()
-        with contextlib.suppress(OSError):
-            self._server.close()
-        with self._lock:
-            sockets = list(self._sockets)
-        for sock in sockets:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-            with contextlib.suppress(OSError):
-                sock.close()
-        for thread in list(self._threads):
-            thread.join(timeout=5)
+        self._server.close()
 
     def __enter__(self) -> Gate:
         return self
@@ -84,34 +70,17 @@ class Gate:
 
     # -- internals ----------------------------------------------------------------------------
 
-    def _spawn(self, target: object, *args: object) -> None:
-        thread = threading.Thread(target=target, args=args, daemon=True)  # type: ignore[arg-type]
-        self._threads.append(thread)
-        thread.start()
-
-    def _track(self, sock: socket.socket) -> None:
-        with self._lock:
-            self._sockets.add(sock)
-
-    def _accept_loop(self) -> None:
-        while not self._closed.is_set():
-            try:
-                client, _ = self._server.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            try:
-                upstream = socket.create_connection((HOST, self.target_port), timeout=10)
-            except OSError:
-                client.close()
-                continue
-            upstream.settimeout(None)
-            client.settimeout(None)
-            self._track(client)
-            self._track(upstream)
-            self._spawn(self._pump, client, upstream, False)
-            self._spawn(self._pump, upstream, client, True)
+    def _forward(self, client: socket.socket) -> None:
+        try:
+            upstream = socket.create_connection((HOST, self.target_port), timeout=10)
+        except OSError:
+            client.close()
+            return
+        upstream.settimeout(None)
+        client.settimeout(None)
+        self._server.track(upstream)
+        self._server.spawn(self._pump, client, upstream, False)
+        self._server.spawn(self._pump, upstream, client, True)
 
     def _pump(self, src: socket.socket, dst: socket.socket, gated: bool) -> None:
         sent = 0

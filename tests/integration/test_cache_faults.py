@@ -40,44 +40,10 @@ from tests.harness.polling import wait_until
 from tests.harness.ports import HOST
 from tests.harness.proxy import StartProxy
 from tests.harness.pulls import assert_same_image, copy
+from tests.harness.rawserver import RawServer
 from tests.harness.upstream import UpstreamFactory
 
 GiB = 1 << 30
-
-
-class SilentUpstream:
-    """Accepts TCP connections, counts them, reads what comes and never answers."""
-
-    def __init__(self) -> None:
-        self.connections = 0
-        self._server = socket.create_server((HOST, 0))
-        self._server.settimeout(0.2)
-        self._open: list[socket.socket] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._accept, daemon=True)
-        self._thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://{HOST}:{self._server.getsockname()[1]}"
-
-    def _accept(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self._server.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            self.connections += 1
-            self._open.append(conn)  # held open, never answered
-
-    def close(self) -> None:
-        self._stop.set()
-        self._server.close()
-        self._thread.join(5)
-        for conn in self._open:
-            conn.close()
 
 
 class EndlessUpstream:
@@ -89,29 +55,16 @@ class EndlessUpstream:
     def __init__(self) -> None:
         self.sent: list[int] = []
         self.closed_by_peer: list[bool] = []
-        self._server = socket.create_server((HOST, 0))
-        self._server.settimeout(0.2)
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._accept, daemon=True)]
-        self._threads[0].start()
+        self._server = RawServer(self._accept)
 
     @property
     def url(self) -> str:
-        return f"http://{HOST}:{self._server.getsockname()[1]}"
+        return self._server.url
 
-    def _accept(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self._server.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            thread = threading.Thread(target=self._serve, args=(conn, len(self.sent)), daemon=True)
-            self.sent.append(0)
-            self.closed_by_peer.append(False)
-            self._threads.append(thread)
-            thread.start()
+    def _accept(self, conn: socket.socket) -> None:
+        self.sent.append(0)
+        self.closed_by_peer.append(False)
+        self._server.spawn(self._serve, conn, len(self.sent) - 1)
 
     def _serve(self, conn: socket.socket, index: int) -> None:
         chunk = b"%x\r\n" % MiB + b"\xa5" * MiB + b"\r\n"
@@ -123,17 +76,14 @@ class EndlessUpstream:
                     b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
                     b"Transfer-Encoding: chunked\r\n\r\n"
                 )
-                while self.sent[index] < self.CAP and not self._stop.is_set():
+                while self.sent[index] < self.CAP and not self._server.stopping:
                     conn.sendall(chunk)
                     self.sent[index] += MiB
             except OSError:
                 self.closed_by_peer[index] = True
 
     def close(self) -> None:
-        self._stop.set()
         self._server.close()
-        for thread in self._threads:
-            thread.join(10)
 
 
 @pytest.fixture
@@ -178,19 +128,17 @@ def fill_up(directory: Path) -> Path:
 
 
 @pytest.fixture
-def silent_upstream() -> Iterator[SilentUpstream]:
-    upstream = SilentUpstream()
-    try:
+def silent_upstream() -> Iterator[RawServer]:
+    """An upstream that accepts connections, holds them open and never answers."""
+    with RawServer() as upstream:
         yield upstream
-    finally:
-        upstream.close()
 
 
 # -- 1. an upstream that never answers ----------------------------------------------------------
 
 
 def test_clients_waiting_on_a_silent_upstream_share_one_request_and_its_504(
-    start_proxy: StartProxy, silent_upstream: SilentUpstream, tmp: Path
+    start_proxy: StartProxy, silent_upstream: RawServer, tmp: Path
 ) -> None:
     """Six clients, one uncached blob, an upstream that accepts and never answers: one
     upstream connection, and every client gets the same 504 (before, each waiter made its
