@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
-from types import TracebackType
 
 from tests.harness.ports import HOST
 from tests.harness.rawserver import RawServer
@@ -24,7 +23,7 @@ from tests.harness.rawserver import RawServer
 RECV = 256 * 1024
 
 
-class Gate:
+class Gate(RawServer):
     """Forwards ``HOST:port`` to ``HOST:target_port``; holds responses past ``hold_after``."""
 
     def __init__(self, target_port: int, hold_after: int) -> None:
@@ -33,12 +32,7 @@ class Gate:
         self._released = threading.Event()
         self._holding = threading.Event()
         self._closed = threading.Event()
-        self._server = RawServer(self._forward)
-        self.port = self._server.port
-
-    @property
-    def url(self) -> str:
-        return self._server.url
+        super().__init__(self._forward)
 
     def release(self) -> None:
         """Open the gate for good: every held response continues."""
@@ -55,18 +49,7 @@ class Gate:
     def close(self) -> None:
         self._closed.set()
         self._released.set()
-        self._server.close()
-
-    def __enter__(self) -> Gate:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
+        super().close()
 
     # -- internals ----------------------------------------------------------------------------
 
@@ -78,9 +61,9 @@ class Gate:
             return
         upstream.settimeout(None)
         client.settimeout(None)
-        self._server.track(upstream)
-        self._server.spawn(self._pump, client, upstream, False)
-        self._server.spawn(self._pump, upstream, client, True)
+        self.track(upstream)
+        self.spawn(self._pump, client, upstream, False)
+        self.spawn(self._pump, upstream, client, True)
 
     def _pump(self, src: socket.socket, dst: socket.socket, gated: bool) -> None:
         sent = 0

@@ -15,6 +15,7 @@ import socket
 import threading
 from collections.abc import Callable
 from types import TracebackType
+from typing import Self
 
 from tests.harness.ports import HOST
 
@@ -89,7 +90,7 @@ class RawServer:
             if thread is not threading.current_thread():
                 thread.join(JOIN_TIMEOUT)
 
-    def __enter__(self) -> RawServer:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(

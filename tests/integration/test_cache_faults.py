@@ -11,7 +11,6 @@ from __future__ import annotations
 import errno
 import http.client
 import os
-import re
 import socket
 import subprocess
 import sys
@@ -24,16 +23,16 @@ import pytest
 
 from tests.harness import images, web
 from tests.harness.caching import (
-    Fetch,
+    BackgroundFetch,
     MiB,
     anonymous_token,
+    assert_fetched_from_upstream,
     cache_events,
     committed_blobs,
     fetch_blob,
     mirror_of,
     no_images,
     partials,
-    upstream_gets,
 )
 from tests.harness.gate import Gate
 from tests.harness.polling import wait_until
@@ -46,7 +45,7 @@ from tests.harness.upstream import UpstreamFactory
 GiB = 1 << 30
 
 
-class EndlessUpstream:
+class EndlessUpstream(RawServer):
     """Answers every request with a 200 whose chunked body never ends (capped at 2 GiB, so a
     broken proxy cannot keep a test busy for good); ``sent`` counts each connection's bytes."""
 
@@ -55,16 +54,12 @@ class EndlessUpstream:
     def __init__(self) -> None:
         self.sent: list[int] = []
         self.closed_by_peer: list[bool] = []
-        self._server = RawServer(self._accept)
-
-    @property
-    def url(self) -> str:
-        return self._server.url
+        super().__init__(self._accept)
 
     def _accept(self, conn: socket.socket) -> None:
         self.sent.append(0)
         self.closed_by_peer.append(False)
-        self._server.spawn(self._serve, conn, len(self.sent) - 1)
+        self.spawn(self._serve, conn, len(self.sent) - 1)
 
     def _serve(self, conn: socket.socket, index: int) -> None:
         chunk = b"%x\r\n" % MiB + b"\xa5" * MiB + b"\r\n"
@@ -76,23 +71,17 @@ class EndlessUpstream:
                     b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
                     b"Transfer-Encoding: chunked\r\n\r\n"
                 )
-                while self.sent[index] < self.CAP and not self._server.stopping:
+                while self.sent[index] < self.CAP and not self.stopping:
                     conn.sendall(chunk)
                     self.sent[index] += MiB
             except OSError:
                 self.closed_by_peer[index] = True
 
-    def close(self) -> None:
-        self._server.close()
-
 
 @pytest.fixture
 def endless_upstream() -> Iterator[EndlessUpstream]:
-    upstream = EndlessUpstream()
-    try:
+    with EndlessUpstream() as upstream:
         yield upstream
-    finally:
-        upstream.close()
 
 
 @pytest.fixture
@@ -212,15 +201,7 @@ def test_a_blob_pruned_beside_the_running_proxy_is_fetched_again(
     assert "removed 1 blobs" in pruned.stdout, pruned
     assert committed_blobs(cache) == {}
 
-    mark = up.log_mark()
-    again = fetch_blob(proxy, name, blob.digest, token)
-    assert (again.status, again.length, again.digest, again.error) == (
-        200,
-        blob.size,
-        blob.digest,
-        None,
-    )
-    assert len(upstream_gets(up, mark, re.escape(blob.digest))) == 1
+    assert_fetched_from_upstream(proxy, up, name, blob, token)
     assert committed_blobs(cache) == {blob.digest: blob.size}
     assert "Traceback" not in proxy.log_text()
 
@@ -292,25 +273,13 @@ def test_a_full_disk_mid_fill_hands_every_client_to_the_upstream(
     token = anonymous_token(proxy, name)
     mark = up.log_mark()
 
-    slow_started, slow_resume, fast_started = (threading.Event() for _ in range(3))
-    results: dict[str, Fetch] = {}
-    threads = [
-        threading.Thread(
-            target=lambda: results.update(
-                slow=fetch_blob(proxy, name, blob.digest, token, slow_started, slow_resume)
-            )
-        ),
-        threading.Thread(
-            target=lambda: results.update(
-                fast=fetch_blob(proxy, name, blob.digest, token, fast_started)
-            )
-        ),
-    ]
-    for thread in threads:
-        thread.start()
+    slow = BackgroundFetch(proxy, name, blob.digest, token, hold=True)
+    fast = BackgroundFetch(proxy, name, blob.digest, token)
+    for client in (slow, fast):
+        client.start()
     try:
         assert gate.wait_holding(30), "the upstream body never reached the gate's hold point"
-        assert slow_started.wait(30) and fast_started.wait(30)
+        assert slow.first_mib.wait(30) and fast.first_mib.wait(30)
         assert len(partials(small_disk)) == 1, "the fill should be in progress"
         ballast = fill_up(small_disk)
         gate.release()  # the fill's next write finds the disk full
@@ -319,17 +288,11 @@ def test_a_full_disk_mid_fill_hands_every_client_to_the_upstream(
         )
     finally:
         gate.release()
-        slow_resume.set()
-        for thread in threads:
-            thread.join(120)
-    for which in ("slow", "fast"):
-        result = results[which]
-        assert (result.status, result.length, result.digest, result.error) == (
-            200,
-            blob.size,
-            blob.digest,
-            None,
-        ), (which, result)
+        slow.resume.set()
+        for client in (slow, fast):
+            client.join(120)
+    for which, result in (("slow", slow.result), ("fast", fast.result)):
+        assert result is not None and result.is_whole(blob), (which, result)
     assert "No space left on device" in proxy.log_text()
     served = [r for r in up.responses(mark) if r.method == "GET" and blob.digest in r.path]
     assert sorted(r.status for r in served) == [200, 206, 206], served
@@ -353,12 +316,7 @@ def test_a_gib_blob_through_a_30_mb_cache_disk_arrives_intact(
     proxy = mirror_of(start_proxy, up.url, small_disk)
     token = anonymous_token(proxy, name)
     result = fetch_blob(proxy, name, blob.digest, token, timeout=300)
-    assert (result.status, result.length, result.digest, result.error) == (
-        200,
-        GiB,
-        blob.digest,
-        None,
-    )
+    assert result.is_whole(blob) and blob.size == GiB, result
     assert cache_events(proxy)[-1] == (f"/v2/{name}/blobs/{blob.digest}", "uncached")
     assert committed_blobs(small_disk) == {}
     assert partials(small_disk) == []

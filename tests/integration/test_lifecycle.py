@@ -27,11 +27,11 @@ import pytest
 
 from tests.harness import images
 from tests.harness.caching import (
+    BackgroundFetch,
     MiB,
     anonymous_token,
     committed_blobs,
     committed_path,
-    fetch_blob,
     partials,
 )
 from tests.harness.gate import Gate
@@ -243,16 +243,10 @@ def test_a_pull_longer_than_the_drain_is_cut_and_leaves_nothing_half_written(
         f"{drain:g}",
     )
     token = anonymous_token(proxy, name)
-    got_first_mib = threading.Event()
-    results: list[object] = []
-    reader = threading.Thread(
-        target=lambda: results.append(
-            fetch_blob(proxy, name, blob.digest, token, got_first_mib, timeout=60)
-        )
-    )
+    reader = BackgroundFetch(proxy, name, blob.digest, token, timeout=60)
     reader.start()
     try:
-        assert got_first_mib.wait(30), "no bytes reached the client"
+        assert reader.first_mib.wait(30), "no bytes reached the client"
         assert gate.wait_holding(30), "the upstream body never reached the gate's hold point"
         assert len(partials(cache)) == 1, "the fill should be in progress"
         os.kill(proxy.pid, signal.SIGTERM)
@@ -262,8 +256,8 @@ def test_a_pull_longer_than_the_drain_is_cut_and_leaves_nothing_half_written(
         reader.join(30)
     finally:
         gate.release()
-    [cut] = results
-    assert cut.error is not None and cut.length < blob.size, cut  # type: ignore[attr-defined]
+    cut = reader.result
+    assert cut is not None and cut.error is not None and cut.length < blob.size, cut
     assert status == 0, proxy.proc.log_tail()
     assert drain <= exited - signalled < drain + 15
     assert "still open after 2 s (--drain-timeout): 1, aborted" in proxy.log_text()
