@@ -18,7 +18,7 @@ from tests.harness.cdn import Cdn, start_cdn
 from tests.harness.images import ImageRecord, IndexRecord
 from tests.harness.ports import free_port
 from tests.harness.registry import LoggedRequest, Registry, start_registry
-from tests.harness.tokenserver import TokenServer, start_tokenserver
+from tests.harness.tokenauth import TokenServer, start_tokenserver
 
 Creds = tuple[str, str]
 # seed(registry, workdir, pusher_creds) -> {"short name": record}; becomes Upstream.images.
