@@ -22,7 +22,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.harness import images, web
+from tests.harness import largeblobs, web
 from tests.harness.caching import (
     BLOB_OR_MANIFEST,
     BackgroundFetch,
@@ -99,7 +99,7 @@ def test_concurrent_clients_share_one_upstream_fetch_and_stream_before_it_ends(
     """
     up = make_upstream(seed=no_images)
     name = f"public/shared-{uuid.uuid4().hex[:8]}"
-    blob = images.put_large_blob(up.registry, name, 100 * MiB, seed="shared")
+    blob = largeblobs.put_large_blob(up.registry, name, 100 * MiB, seed="shared")
     gate = gate_factory(up.port, 16 * MiB)
     cache = tmp / "cache"
     proxy = mirror_of(start_proxy, gate.url, cache)
@@ -199,7 +199,7 @@ def test_corrupt_upstream_blob_is_refused_and_not_cached(
 ) -> None:
     up = make_upstream(seed=no_images)
     name = f"public/corrupt-{uuid.uuid4().hex[:8]}"
-    blob = images.put_large_blob(up.registry, name, 8 * MiB, seed="corrupt")
+    blob = largeblobs.put_large_blob(up.registry, name, 8 * MiB, seed="corrupt")
     storage = up.registry.blob_path(blob.digest)
     original = storage.read_bytes()
     damaged = bytearray(original)
@@ -240,7 +240,7 @@ def test_kill_9_mid_fill_leaves_no_partial_blob(
 ) -> None:
     up = make_upstream(seed=no_images)
     name = f"public/killed-{uuid.uuid4().hex[:8]}"
-    blob = images.put_large_blob(up.registry, name, 200 * MiB, seed="killed")
+    blob = largeblobs.put_large_blob(up.registry, name, 200 * MiB, seed="killed")
     cache = tmp / "cache"
     gate = gate_factory(up.port, 24 * MiB)
     first = mirror_of(start_proxy, gate.url, cache, name="killed")
@@ -283,7 +283,8 @@ def test_cache_stays_under_its_size_bound(
     name = f"public/evict-{uuid.uuid4().hex[:8]}"
     bound = 30 * 1000**2
     blobs = [
-        images.put_large_blob(up.registry, name, 12 * 1000**2, seed=f"evict-{i}") for i in range(4)
+        largeblobs.put_large_blob(up.registry, name, 12 * 1000**2, seed=f"evict-{i}")
+        for i in range(4)
     ]
     cache = tmp / "cache"
     proxy = mirror_of(start_proxy, up.url, cache, "--cache-max-size", "30MB")

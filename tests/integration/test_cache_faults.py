@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import images, web
+from tests.harness import largeblobs, web
 from tests.harness.caching import (
     BackgroundFetch,
     MiB,
@@ -173,7 +173,7 @@ def test_a_blob_pruned_beside_the_running_proxy_is_fetched_again(
     index still lists them: the next GET is a miss from the upstream (it was a 500)."""
     up = make_upstream(seed=no_images)
     name = f"public/pruned-{uuid.uuid4().hex[:8]}"
-    blob = images.put_large_blob(up.registry, name, 3 * MiB, seed="pruned")
+    blob = largeblobs.put_large_blob(up.registry, name, 3 * MiB, seed="pruned")
     cache = tmp / "cache"
     proxy = mirror_of(start_proxy, up.url, cache)
     token = anonymous_token(proxy, name)
@@ -267,7 +267,7 @@ def test_a_full_disk_mid_fill_hands_every_client_to_the_upstream(
     cached as usual."""
     up = make_upstream(seed=no_images)
     name = f"public/full-disk-{uuid.uuid4().hex[:8]}"
-    blob = images.put_large_blob(up.registry, name, 20 * MiB, seed="full-disk")
+    blob = largeblobs.put_large_blob(up.registry, name, 20 * MiB, seed="full-disk")
     gate = gate_factory(up.port, 8 * MiB)
     proxy = mirror_of(start_proxy, gate.url, small_disk)
     token = anonymous_token(proxy, name)
@@ -312,7 +312,7 @@ def test_a_gib_blob_through_a_30_mb_cache_disk_arrives_intact(
     """A 1 GiB blob cannot fit on the cache's 30 MB disk: it is relayed, never written."""
     up = make_upstream(seed=no_images)
     name = f"public/gib-{uuid.uuid4().hex[:8]}"
-    blob = images.put_large_blob(up.registry, name, GiB, seed="gib-small-disk")
+    blob = largeblobs.put_large_blob(up.registry, name, GiB, seed="gib-small-disk")
     proxy = mirror_of(start_proxy, up.url, small_disk)
     token = anonymous_token(proxy, name)
     result = fetch_blob(proxy, name, blob.digest, token, timeout=300)
@@ -328,7 +328,7 @@ def test_skopeo_pulls_an_image_with_a_gib_layer_through_a_30_mb_cache_disk(
 ) -> None:
     up = make_upstream(seed=no_images)
     name = f"public/gib-image-{uuid.uuid4().hex[:8]}"
-    image = images.put_large_image(up.registry, name, "1", GiB, up.pusher, seed="gib-image")
+    image = largeblobs.put_large_image(up.registry, name, "1", GiB, up.pusher, seed="gib-image")
     proxy = mirror_of(start_proxy, up.url, small_disk)
     copy(proxy, image.ref, tmp / "pulled", "--dest-oci-accept-uncompressed-layers")
     assert_same_image(tmp / "pulled", image)

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import images
+from tests.harness import largeblobs
 from tests.harness.caching import (
     BackgroundFetch,
     MiB,
@@ -172,7 +172,7 @@ class SlowPull(threading.Thread):
 @pytest.fixture(scope="module")
 def gib_blob(upstream: Upstream) -> tuple[str, Blob]:
     name = f"public/drain-{uuid.uuid4().hex[:8]}"
-    return name, images.put_large_blob(upstream.registry, name, GiB, seed="drain")
+    return name, largeblobs.put_large_blob(upstream.registry, name, GiB, seed="drain")
 
 
 def refused(port: int) -> bool:
@@ -230,7 +230,7 @@ def test_a_pull_longer_than_the_drain_is_cut_and_leaves_nothing_half_written(
 ) -> None:
     drain = 2.0
     name = f"public/drain-cut-{uuid.uuid4().hex[:8]}"
-    blob = images.put_large_blob(upstream.registry, name, 64 * MiB, seed="drain-cut")
+    blob = largeblobs.put_large_blob(upstream.registry, name, 64 * MiB, seed="drain-cut")
     gate = gate_factory(upstream.port, 16 * MiB)  # the upstream body stops part way
     cache = tmp / "cache"
     proxy = start_proxy(

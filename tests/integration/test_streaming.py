@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import images, web
+from tests.harness import largeblobs, web
 from tests.harness.proxy import StartProxy
 from tests.harness.rawserver import RawServer
 from tests.harness.upstream import Upstream
@@ -33,7 +33,7 @@ def test_one_gib_blob_keeps_memory_flat(
 ) -> None:
     """Relayed, or filling the cache while streaming: memory does not grow with the blob."""
     name = f"public/big-{uuid.uuid4().hex[:8]}"
-    blob = images.put_large_blob(upstream.registry, name, GIB, seed="rss")
+    blob = largeblobs.put_large_blob(upstream.registry, name, GIB, seed="rss")
     proxy = start_proxy(
         "--upstream", upstream.url, *(["--no-cache"] if mode == "--no-cache" else [])
     )
