@@ -34,43 +34,32 @@ PYTHONPATH), so two versions of the serving code can be compared.
 from __future__ import annotations
 
 import argparse
-import json
 import re
-import shutil
 import statistics
-import subprocess
 import sys
 import time
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
-from common import (
-    REPO,
-    MiB,
-    Proc,
-    Procs,
-    RSSSampler,
+import proxies
+from measuring import (
     Target,
-    add_common_args,
+    concurrent_pulls,
     curl_download,
-    finish_report,
-    group_stats,
-    machine_info,
     measure_rounds,
     print_heading,
     print_table,
-    proc_status_kb,
-    profile_downloads,
-    run_info,
-    session,
-    start_proxy,
-    start_registry,
+    settle,
     summarize,
-    wait_for_quiet,
-    write_blob,
 )
-from common import start_nginx as common_start_nginx
+from processes import Proc, Procs
+from proxies import access_events, start_caching_proxy
+from pyspy import profile_downloads
+from registry import MiB
+from report import finish_report
+from runner import Bench, add_common_args, run_bench
+from sysstats import RSSSampler, proc_status_kb
 
 # -- nginx ----------------------------------------------------------------------------------
 
@@ -105,7 +94,7 @@ def start_nginx(
             port=port, path=path, file=file, sendfile_max_chunk=sendfile_max_chunk
         )
 
-    return common_start_nginx(
+    return proxies.start_nginx(
         procs,
         work,
         "nginx",
@@ -116,25 +105,6 @@ def start_nginx(
 
 
 # -- logs: is it really a cache hit? --------------------------------------------------------
-
-
-def access_events(proxy: Proc, path: str) -> list[dict[str, object]]:
-    """The proxy's JSON access-log events for GETs of C{path}, oldest first."""
-    events = []
-    for line in proxy.log_path.read_text(errors="replace").splitlines():
-        if not line.startswith("{"):
-            continue
-        try:
-            event = json.loads(line)
-        except ValueError:
-            continue
-        if (
-            event.get("log_namespace") == "dockerproxy.access"
-            and event.get("path") == path
-            and event.get("method") == "GET"
-        ):
-            events.append(event)
-    return events
 
 
 def registry_blob_gets(registry: Proc, path: str) -> int:
@@ -150,84 +120,6 @@ def wait_for_file(path: Path, size: int, timeout: float = 30.0) -> None:
             return
         time.sleep(0.05)
     raise RuntimeError(f"the proxy did not commit {path} ({size} bytes)")
-
-
-# -- concurrent pulls -----------------------------------------------------------------------
-
-
-def concurrent_pulls(
-    target: Target, url: str, n: int, expected: int, timeout: float, rss_pid: int | None
-) -> dict[str, object]:
-    """C{n} curl processes pulling C{url} at once; every one must get 200 and C{expected}."""
-    hwm_before = proc_status_kb(rss_pid, "VmHWM") if rss_pid else None
-    rss_before = proc_status_kb(rss_pid, "VmRSS") if rss_pid else None
-    sampler = RSSSampler(rss_pid) if rss_pid else None
-    if sampler is not None:
-        sampler.start()
-    u0, s0, _ = group_stats(target.pgid)
-    start = time.monotonic()
-    curls = [
-        subprocess.Popen(
-            [
-                "curl",
-                "-s",
-                "--noproxy",
-                "*",
-                "-o",
-                "/dev/null",
-                "-w",
-                "%{http_code} %{size_download} %{speed_download}",
-                url,
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for _ in range(n)
-    ]
-    outputs = []
-    try:
-        deadline = start + timeout
-        for curl in curls:
-            out, err = curl.communicate(timeout=max(1.0, deadline - time.monotonic()))
-            outputs.append((curl.returncode, out, err))
-    finally:
-        for curl in curls:
-            if curl.poll() is None:
-                curl.kill()
-                curl.wait()
-        if sampler is not None:
-            sampler.stop()
-    wall = time.monotonic() - start
-    u1, s1, _ = group_stats(target.pgid)
-    bad = [o for o in outputs if o[0] != 0 or o[1].split()[:2] != ["200", str(expected)]]
-    if bad:
-        raise RuntimeError(
-            f"{len(bad)} of {n} concurrent pulls from {target.name} failed: {bad[:3]}"
-        )
-    speeds = [float(o[1].split()[2]) / 1e6 for o in outputs]
-    result: dict[str, object] = {
-        "target": target.name,
-        "pulls": n,
-        "all_complete": True,
-        "seconds": round(wall, 2),
-        "aggregate_mb_s": round(n * expected / wall / 1e6, 1),
-        "per_pull_mb_s_median": round(statistics.median(speeds), 1),
-        "per_pull_mb_s_min": round(min(speeds), 1),
-        "server_cpu_cores": round((u1 - u0 + s1 - s0) / wall, 2),
-        "server_cpu_s_per_gb": round((u1 - u0 + s1 - s0) / (n * expected / 1e9), 3),
-    }
-    if rss_pid:
-        assert sampler is not None
-        result["rss_mb"] = {
-            "vmrss_before": round((rss_before or 0) / 1024, 1),
-            "vmhwm_before": round((hwm_before or 0) / 1024, 1),
-            "vmhwm_after": round((proc_status_kb(rss_pid, "VmHWM") or 0) / 1024, 1),
-            "vmrss_peak_sampled": round(sampler.peak_kb / 1024, 1),
-            "vmrss_after": round((proc_status_kb(rss_pid, "VmRSS") or 0) / 1024, 1),
-            "samples": sampler.samples,
-        }
-    return result
 
 
 # -- main -----------------------------------------------------------------------------------
@@ -257,54 +149,28 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         p.error("--runs must be at least 1")
     if args.concurrency < 0:
         p.error("--concurrency must be 0 or more")
-    if args.proxy_src is not None:
-        args.proxy_src = args.proxy_src.resolve()
     return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    if shutil.which("curl") is None or shutil.which("nginx") is None:
-        print("needs curl and nginx: apt-get install -y curl nginx-light", file=sys.stderr)
-        return 2
-    try:
-        with session("dockerproxy-cachehit-", args.keep_tmp) as (procs, work):
-            return run(args, procs, work)
-    except KeyboardInterrupt:
-        print("interrupted: everything stopped", file=sys.stderr)
-        return 130
-
-
-def run(args: argparse.Namespace, procs: Procs, work: Path) -> int:
-    info = machine_info()
-    t0 = time.monotonic()
-    registry, registry_port, storage = start_registry(procs, work, access_log=True)
-    hexdigest = write_blob(storage, args.size)
-    print(
-        f"blob sha256:{hexdigest} ({args.size} bytes) written in "
-        f"{time.monotonic() - t0:.1f}s to {storage}",
-        flush=True,
+    return run_bench(
+        args,
+        run,
+        prefix="dockerproxy-cachehit-",
+        tools=("curl", "nginx", "docker-registry"),
+        access_log=True,
     )
-    path = f"/v2/{REPO}/blobs/sha256:{hexdigest}"
+
+
+def run(bench: Bench) -> int:
+    args, procs, work, registry = bench.args, bench.procs, bench.work, bench.registry
+    path = registry.blob_path()
+    hexdigest = registry.digests[0]
 
     cache_dir = work / "cache"
-    cache_max = max(2 * args.size, 1024 * MiB) // MiB
-    proxy, proxy_port = start_proxy(
-        procs,
-        work,
-        registry_port,
-        args.proxy_src,
-        [
-            "--cache-dir",
-            str(cache_dir),
-            "--cache-max-size",
-            f"{cache_max}MiB",
-            "--log-format",
-            "json",
-            *args.proxy_arg,
-        ],
-        args.proxy_env,
-        code_module="dockerproxy.cache.blobs",
+    proxy, proxy_port = start_caching_proxy(
+        procs, work, registry.port, args, cache_dir, max(2 * args.size, 1024 * MiB) // MiB
     )
     proxy_url = f"http://127.0.0.1:{proxy_port}{path}"
 
@@ -312,7 +178,7 @@ def run(args: argparse.Namespace, procs: Procs, work: Path) -> int:
     r = curl_download(proxy_url, args.size, args.timeout)
     blob_file = cache_dir / "blobs" / "sha256" / hexdigest[:2] / hexdigest
     wait_for_file(blob_file, args.size)
-    fills = registry_blob_gets(registry, path)
+    fills = registry_blob_gets(registry.proc, path)
     print(
         f"cache filled through the proxy at {float(r['mb_s']):.0f} MB/s "  # type: ignore[arg-type]
         f"({fills} blob GET upstream): {blob_file}",
@@ -325,7 +191,7 @@ def run(args: argparse.Namespace, procs: Procs, work: Path) -> int:
             f"expected a miss then a hit in the proxy's access log, got "
             f"{[(e.get('cache'), e.get('status')) for e in events]}"
         )
-    if registry_blob_gets(registry, path) != fills:
+    if registry_blob_gets(registry.proc, path) != fills:
         raise RuntimeError("the second GET through the proxy reached the registry")
     print('second GET: "cache": "hit" in the proxy\'s access log, no blob GET upstream', flush=True)
 
@@ -343,17 +209,17 @@ def run(args: argparse.Namespace, procs: Procs, work: Path) -> int:
     sampler = RSSSampler(proxy.pid)
     sampler.start()
     try:
-        measure_rounds(targets, path, args, registry.pid, args.warmup + args.runs)
+        measure_rounds(targets, path, args, registry.proc.pid, args.warmup + args.runs)
     finally:
         sampler.stop()
     hwm_single_kb = proc_status_kb(proxy.pid, "VmHWM") or 0
 
     nginx_median = statistics.median(float(r["mb_s"]) for r in targets[0].results)  # type: ignore[arg-type]
     rows = [summarize(t, nginx_median) for t in targets]
-    result = run_info(args, hexdigest, info)
+    result = bench.results_head()
     result["nginx_sendfile_max_chunk"] = args.sendfile_max_chunk
     result["targets"] = rows
-    result["proxy_rss_mb_single"] = {
+    result["proxy_rss_mb_single"] = single = {
         "at_start": round(rss_start_kb / 1024, 1),
         "peak_sampled": round(sampler.peak_kb / 1024, 1),
         "vmhwm": round(hwm_single_kb / 1024, 1),
@@ -362,8 +228,7 @@ def run(args: argparse.Namespace, procs: Procs, work: Path) -> int:
     concurrent: list[dict[str, object]] = []
     if args.concurrency:
         for target in targets:
-            if args.quiet_wait > 0:
-                wait_for_quiet(0.15, args.quiet_wait)
+            settle(args.quiet_wait)
             url = f"http://127.0.0.1:{target.port}{path}"
             c = concurrent_pulls(
                 target,
@@ -398,7 +263,7 @@ def run(args: argparse.Namespace, procs: Procs, work: Path) -> int:
             f"expected {expected_gets}: 1 miss then hits of "
             f"{args.size} bytes each"
         )
-    upstream_gets = registry_blob_gets(registry, path)
+    upstream_gets = registry_blob_gets(registry.proc, path)
     if upstream_gets != fills:
         raise RuntimeError(f"the registry saw {upstream_gets - fills} more blob GETs")
     result["checks"] = {
@@ -420,11 +285,10 @@ def run(args: argparse.Namespace, procs: Procs, work: Path) -> int:
         f"{args.sendfile_max_chunk}. registry CPU ~0: no request reached the upstream."
     )
     print(f"**proxy / nginx = {rows[1]['ratio_to_nginx']:.2f}** (median MB/s)")
-    single = result["proxy_rss_mb_single"]
     print(
-        f"dockerproxy RSS, single downloads: {single['at_start']} MB at start, "  # type: ignore[index]
+        f"dockerproxy RSS, single downloads: {single['at_start']} MB at start, "
         f"VmHWM {single['vmhwm']} MB"
-    )  # type: ignore[index]
+    )
     if concurrent:
         print()
         print(
@@ -458,7 +322,7 @@ def run(args: argparse.Namespace, procs: Procs, work: Path) -> int:
         f"with {args.size} bytes; {upstream_gets} blob GET reached the registry (the fill)"
     )
     print()
-    finish_report(info, result, args.json, args.profile)
+    finish_report(bench.info, result, args)
     return 0
 
 

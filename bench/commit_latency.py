@@ -6,7 +6,7 @@ Run from the project root with the project's venv:
     .venv/bin/python bench/commit_latency.py --proxy-src /tmp/old-tree   # another version
 
 Everything on 127.0.0.1, every process in its own process group and stopped in a
-``finally`` (the machinery is bench/common.py):
+``finally`` (the machinery is bench/runner.py and the modules it names):
 
 1. docker-registry with ``--runs`` pseudo-random blobs and one small manifest (pushed
    over its API), then ``sync``: the only dirty pages later are the proxy's;
@@ -38,9 +38,7 @@ PYTHONPATH), e.g. the code before a change: ``git archive <commit> dockerproxy |
 from __future__ import annotations
 
 import argparse
-import hashlib
 import http.client
-import json
 import os
 import subprocess
 import sys
@@ -49,26 +47,14 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from common import (
-    REPO,
-    RESULTS,
-    MiB,
-    Proc,
-    Procs,
-    machine_info,
-    parse_size,
-    print_machine,
-    session,
-    start_nginx,
-    start_proxy,
-    start_registry,
-    wait_for_quiet,
-    write_blob,
-)
 from latency import RequestStream, Sample, brief, cells, summary
+from measuring import curl_argv, settle
+from processes import Proc
+from proxies import access_events, start_caching_proxy, start_nginx
+from registry import OCI_MANIFEST, REPO, MiB, push_manifest
+from report import finish_report
+from runner import Bench, add_common_args, run_bench
 
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 PHASES = ("before", "fill", "commit")
 
 NGINX_HTTP = """\
@@ -83,65 +69,6 @@ NGINX_HTTP = """\
             limit_rate {rate};
         }}
     }}"""
-
-
-# -- the registry's content -----------------------------------------------------------------
-
-
-def push_manifest(port: int, layer_hex: str, layer_size: int) -> str:
-    """Push a config blob and a manifest naming it and one layer; return the manifest digest."""
-    config = json.dumps(
-        {"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": []}}
-    ).encode()
-    config_digest = "sha256:" + hashlib.sha256(config).hexdigest()
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    try:
-        conn.request("POST", f"/v2/{REPO}/blobs/uploads/")
-        response = conn.getresponse()
-        response.read()
-        location = response.getheader("location") or ""
-        if response.status != 202 or not location:
-            raise RuntimeError(f"registry: upload start answered {response.status}")
-        path = location.split(f"127.0.0.1:{port}", 1)[-1]
-        separator = "&" if "?" in path else "?"
-        conn.request(
-            "PUT",
-            f"{path}{separator}digest={config_digest}",
-            body=config,
-            headers={"content-type": "application/octet-stream"},
-        )
-        response = conn.getresponse()
-        response.read()
-        if response.status != 201:
-            raise RuntimeError(f"registry: config upload answered {response.status}")
-        manifest = json.dumps(
-            {
-                "schemaVersion": 2,
-                "mediaType": OCI_MANIFEST,
-                "config": {"mediaType": OCI_CONFIG, "digest": config_digest, "size": len(config)},
-                "layers": [
-                    {
-                        "mediaType": "application/vnd.oci.image.layer.v1.tar",
-                        "digest": f"sha256:{layer_hex}",
-                        "size": layer_size,
-                    }
-                ],
-            },
-            separators=(",", ":"),
-        ).encode()
-        conn.request(
-            "PUT",
-            f"/v2/{REPO}/manifests/latest",
-            body=manifest,
-            headers={"content-type": OCI_MANIFEST},
-        )
-        response = conn.getresponse()
-        response.read()
-        if response.status != 201:
-            raise RuntimeError(f"registry: manifest push answered {response.status}")
-        return "sha256:" + hashlib.sha256(manifest).hexdigest()
-    finally:
-        conn.close()
 
 
 # -- the commit window ----------------------------------------------------------------------
@@ -201,17 +128,7 @@ def one_run(
     fill_started = time.monotonic()
     watcher.start()
     curl = subprocess.run(
-        [
-            "curl",
-            "-s",
-            "--noproxy",
-            "*",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code} %{size_download}",
-            f"http://127.0.0.1:{port}{blob_path}",
-        ],
+        curl_argv(f"http://127.0.0.1:{port}{blob_path}", "%{http_code} %{size_download}"),
         capture_output=True,
         text=True,
         timeout=args.timeout,
@@ -253,18 +170,8 @@ def one_run(
 
 def access_hits(proxy: Proc, path: str) -> tuple[int, int]:
     """(cache hits answered 200, all GETs) of C{path} in the proxy's JSON access log."""
-    hits = total = 0
-    for line in proxy.log_path.read_text(errors="replace").splitlines():
-        if not line.startswith("{"):
-            continue
-        try:
-            event = json.loads(line)
-        except ValueError:
-            continue
-        if event.get("log_namespace") == "dockerproxy.access" and event.get("path") == path:
-            total += 1
-            hits += event.get("cache") == "hit" and event.get("status") == 200
-    return hits, total
+    events = access_events(proxy, path)
+    return sum(e.get("cache") == "hit" and e.get("status") == 200 for e in events), len(events)
 
 
 # -- main -----------------------------------------------------------------------------------
@@ -274,13 +181,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument(
-        "--size",
-        type=parse_size,
-        default=parse_size("1GiB"),
-        help="blob size, e.g. 1GiB, 256MiB (default 1GiB)",
+    add_common_args(
+        p,
+        json_name="commit_latency.json",
+        runs=3,
+        runs_help="cold fills, one blob each",
+        warmup=False,
     )
-    p.add_argument("--runs", type=int, default=3, help="cold fills, one blob each (default 3)")
     p.add_argument(
         "--rate", type=float, default=200.0, help="manifest requests per second (default 200)"
     )
@@ -297,63 +204,30 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=1.0,
         help="seconds of stream before each fill and after its commit (default 1)",
     )
-    p.add_argument(
-        "--proxy-src",
-        type=Path,
-        default=None,
-        help="run dockerproxy from DIR/dockerproxy (put first on PYTHONPATH)",
-    )
-    p.add_argument(
-        "--proxy-arg",
-        action="append",
-        default=[],
-        help="extra twistd dockerproxy argument (repeatable)",
-    )
-    p.add_argument(
-        "--quiet-wait",
-        type=float,
-        default=30.0,
-        metavar="SECONDS",
-        help="before each run wait up to this long for the machine to be idle "
-        "(default 30; 0 disables)",
-    )
-    p.add_argument("--label", default="", help="a label stored in the JSON")
-    p.add_argument(
-        "--json",
-        type=Path,
-        default=RESULTS / "commit_latency.json",
-        help="where to write results (default bench/results/commit_latency.json)",
-    )
-    p.add_argument("--timeout", type=float, default=600, help="per-download timeout (s)")
-    p.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (logs, blobs)")
     args = p.parse_args(argv)
     if args.runs < 1 or args.rate <= 0:
         p.error("--runs must be at least 1 and --rate positive")
-    if args.proxy_src is not None:
-        args.proxy_src = args.proxy_src.resolve()
     return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        with session("dockerproxy-commit-", args.keep_tmp) as (procs, work):
-            return run(args, procs, work)
-    except KeyboardInterrupt:
-        print("interrupted: everything stopped", file=sys.stderr)
-        return 130
+    nginx = ("nginx",) if args.upstream_rate != "0" else ()
+    return run_bench(
+        args,
+        run,
+        prefix="dockerproxy-commit-",
+        tools=("curl", "docker-registry", *nginx),
+        blobs=args.runs,
+    )
 
 
-def run(args: argparse.Namespace, procs: Procs, work: Path) -> int:
-    info = machine_info()
-    _, registry_port, storage = start_registry(procs, work)
-    blobs = [write_blob(storage, args.size, seed=20261127 + i) for i in range(args.runs)]
+def run(bench: Bench) -> int:
+    args, procs, work = bench.args, bench.procs, bench.work
+    blobs, registry_port = bench.registry.digests, bench.registry.port
     manifest = push_manifest(registry_port, blobs[0], args.size)
     os.sync()  # the registry's blobs are on the disk: later dirty pages are the proxy's
-    print(
-        f"{args.runs} blobs of {args.size} bytes and manifest {manifest} in the registry",
-        flush=True,
-    )
+    print(f"manifest {manifest} in the registry", flush=True)
     upstream_port = registry_port
     if args.upstream_rate != "0":
         _, upstream_port = start_nginx(
@@ -368,22 +242,8 @@ def run(args: argparse.Namespace, procs: Procs, work: Path) -> int:
         )
 
     cache_dir = work / "cache"
-    cache_max = (args.runs + 1) * args.size // MiB + 64
-    proxy, port = start_proxy(
-        procs,
-        work,
-        upstream_port,
-        args.proxy_src,
-        [
-            "--cache-dir",
-            str(cache_dir),
-            "--cache-max-size",
-            f"{cache_max}MiB",
-            "--log-format",
-            "json",
-            *args.proxy_arg,
-        ],
-        code_module="dockerproxy.cache.blobs",
+    proxy, port = start_caching_proxy(
+        procs, work, upstream_port, args, cache_dir, (args.runs + 1) * args.size // MiB + 64
     )
     manifest_path = f"/v2/{REPO}/manifests/{manifest}"
     for _ in range(2):  # a miss, then a hit
@@ -396,11 +256,8 @@ def run(args: argparse.Namespace, procs: Procs, work: Path) -> int:
 
     runs = []
     for i, hexdigest in enumerate(blobs):
-        if args.quiet_wait > 0:
-            wait_for_quiet(0.15, args.quiet_wait)
-        r = one_run(
-            port, manifest_path, f"/v2/{REPO}/blobs/sha256:{hexdigest}", cache_dir, hexdigest, args
-        )
+        settle(args.quiet_wait)
+        r = one_run(port, manifest_path, bench.registry.blob_path(i), cache_dir, hexdigest, args)
         phases = r["samples"]
         assert isinstance(phases, dict)
         print(
@@ -443,15 +300,9 @@ def run(args: argparse.Namespace, procs: Procs, work: Path) -> int:
         assert isinstance(lat, dict) and isinstance(svc, dict)
         print(f"| {phase} | {row['n']} | {cells(lat)} | {cells(svc)} |")
     print()
-    print_machine(info)
-    result = {
-        "label": args.label,
-        "size_bytes": args.size,
-        "runs": args.runs,
+    result = bench.results_head() | {
         "rate": args.rate,
         "upstream_rate": args.upstream_rate,
-        "proxy_src": str(args.proxy_src) if args.proxy_src else None,
-        "machine": info,
         "phases": rows,
         "stream_hits": hits,
         "per_run": [
@@ -465,9 +316,7 @@ def run(args: argparse.Namespace, procs: Procs, work: Path) -> int:
             for r in runs
         ],
     }
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"\nresults: {args.json}")
+    finish_report(bench.info, result, args)
     return 0
 
 

@@ -27,43 +27,25 @@ stopped in a ``finally``, also on Ctrl-C / SIGTERM):
 DIR/dockerproxy, put first on PYTHONPATH), so changes can be measured without touching
 the working tree.
 
-The process, measuring, profiling and reporting machinery is shared with
-bench/cache_hit.py in bench/common.py.
+The process, measuring, profiling and reporting machinery is shared with the other
+benchmarks (bench/runner.py and the modules it names).
 """
 
 from __future__ import annotations
 
 import argparse
-import shutil
 import statistics
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from common import (
-    REPO,
-    Proc,
-    Procs,
-    RSSSampler,
-    Target,
-    add_common_args,
-    finish_report,
-    http_get_head,
-    machine_info,
-    measure_rounds,
-    print_heading,
-    print_table,
-    proc_status_kb,
-    profile_downloads,
-    run_info,
-    session,
-    start_registry,
-    summarize,
-    write_blob,
-)
-from common import start_nginx as common_start_nginx
-from common import start_proxy as _start_proxy
+import proxies
+from measuring import Target, measure_rounds, print_heading, print_table, summarize
+from processes import Proc, Procs
+from pyspy import profile_downloads
+from report import finish_report
+from runner import Bench, add_common_args, run_bench
+from sysstats import RSSSampler, proc_status_kb
 
 # -- nginx ----------------------------------------------------------------------------------
 
@@ -101,7 +83,7 @@ def start_nginx(
             port=port, upstream_port=upstream_port, buffering="on" if buffering else "off"
         )
 
-    return common_start_nginx(
+    return proxies.start_nginx(
         procs,
         work,
         name,
@@ -109,21 +91,6 @@ def start_nginx(
         workers,
         "Tuned reverse proxy in front of docker-registry (written by bench/throughput.py).",
     )
-
-
-# -- dockerproxy ----------------------------------------------------------------------------
-
-
-def start_proxy(
-    procs: Procs,
-    work: Path,
-    upstream_port: int,
-    src: Path | None,
-    extra: Sequence[str],
-    extra_env: Sequence[str] = (),
-) -> tuple[Proc, int]:
-    """dockerproxy as a relay only (C{--no-cache}), plus the C{extra} arguments."""
-    return _start_proxy(procs, work, upstream_port, src, ["--no-cache", *extra], extra_env)
 
 
 # -- main -----------------------------------------------------------------------------------
@@ -154,8 +121,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     for t in args.targets:
         if t not in ALL_TARGETS:
             p.error(f"unknown target {t!r}")
-    if args.proxy_src is not None:
-        args.proxy_src = args.proxy_src.resolve()
     if args.profile_only:
         args.profile = True
     elif args.runs < 1:
@@ -165,45 +130,28 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    if shutil.which("curl") is None:
-        print("curl is not installed: apt-get install -y curl", file=sys.stderr)
-        return 2
-    try:
-        with session("dockerproxy-bench-", args.keep_tmp) as (procs, work):
-            return run(args, procs, work)
-    except KeyboardInterrupt:
-        print("interrupted: everything stopped", file=sys.stderr)
-        return 130
-
-
-def run(args: argparse.Namespace, procs: Procs, work: Path) -> int:
-    info = machine_info()
-    t0 = time.monotonic()
-    registry, registry_port, storage = start_registry(procs, work)
-    hexdigest = write_blob(storage, args.size)
-    print(
-        f"blob sha256:{hexdigest} ({args.size} bytes) written in "
-        f"{time.monotonic() - t0:.1f}s to {storage}",
-        flush=True,
+    nginx = ("nginx",) if any(t.startswith("nginx") for t in args.targets) else ()
+    return run_bench(
+        args, run, prefix="dockerproxy-bench-", tools=("curl", "docker-registry", *nginx)
     )
-    path = f"/v2/{REPO}/blobs/sha256:{hexdigest}"
-    status, headers = http_get_head(registry_port, path)
-    if status != 200 or int(headers.get("content-length", -1)) != args.size:
-        raise RuntimeError(f"registry GET {path}: {status} {headers}")
 
+
+def run(bench: Bench) -> int:
+    args, procs, work, registry = bench.args, bench.procs, bench.work, bench.registry
+    path = registry.blob_path()
+    registry_port = registry.port
     targets: list[Target] = []
     want = set(args.targets) | ({"proxy"} if args.profile else set())
     if "direct" in want:
-        targets.append(Target("direct", registry_port, registry.pid, "docker-registry"))
+        targets.append(Target("direct", registry_port, registry.proc.pid, "docker-registry"))
     for name, buffering in (("nginx-buffered", True), ("nginx-unbuffered", False)):
         if name in want:
             ng, port = start_nginx(procs, work, name, registry_port, buffering, args.nginx_workers)
             targets.append(
                 Target(name, port, ng.pid, f"proxy_buffering {'on' if buffering else 'off'}")
             )
-    proxy, proxy_port = start_proxy(
-        procs, work, registry_port, args.proxy_src, args.proxy_arg, args.proxy_env
-    )
+    # --no-cache: a relay only.
+    proxy, proxy_port = proxies.start_proxy(procs, work, registry_port, args, ["--no-cache"])
     if "proxy" in args.targets:
         targets.append(Target("proxy", proxy_port, proxy.pid, "dockerproxy"))
     rss_start_kb = proc_status_kb(proxy.pid, "VmRSS") or 0
@@ -211,11 +159,11 @@ def run(args: argparse.Namespace, procs: Procs, work: Path) -> int:
     sampler.start()
     rounds = 0 if args.profile_only else args.warmup + args.runs
     try:
-        measure_rounds(targets, path, args, registry.pid, rounds)
+        measure_rounds(targets, path, args, registry.proc.pid, rounds)
     finally:
         sampler.stop()
 
-    result = run_info(args, hexdigest, info)
+    result = bench.results_head()
     result["nginx_worker_processes"] = args.nginx_workers
     if rounds:
         nginx_medians = {
@@ -256,7 +204,7 @@ def run(args: argparse.Namespace, procs: Procs, work: Path) -> int:
         f"(VmHWM), peak sampled every 50 ms {rss['peak_sampled']} MB"
     )
     print()
-    finish_report(info, result, args.json, args.profile)
+    finish_report(bench.info, result, args)
     return 0
 
 

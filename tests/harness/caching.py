@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.harness import web
+from tests.harness.images import Blob
 from tests.harness.proxy import ProxyProcess, StartProxy
 from tests.harness.registry import Registry
 from tests.harness.upstream import Creds, Upstream
@@ -93,6 +94,15 @@ class Fetch:
     error: BaseException | None = None
     first_mib_at: float | None = None  # time.monotonic() when the first MiB had arrived
 
+    def is_whole(self, blob: Blob) -> bool:
+        """A 200 whose body is all of ``blob``, its digest verified, with no error."""
+        return (self.status, self.length, self.digest, self.error) == (
+            200,
+            blob.size,
+            blob.digest,
+            None,
+        )
+
 
 def fetch_blob(
     proxy: ProxyProcess,
@@ -138,6 +148,47 @@ def fetch_blob(
             first_mib.set()  # never leave a waiting test hanging
     result.digest = "sha256:" + sha.hexdigest()
     return result
+
+
+class BackgroundFetch(threading.Thread):
+    """``fetch_blob`` on a thread of its own, for a test to act while the body streams.
+
+    ``first_mib`` is set once the first MiB arrived (or the fetch ended); with ``hold`` the
+    client then waits for ``resume`` before it reads on. ``result`` is set when it ends.
+    """
+
+    def __init__(
+        self,
+        proxy: ProxyProcess,
+        name: str,
+        digest: str,
+        token: str,
+        hold: bool = False,
+        timeout: float = 120,
+    ) -> None:
+        super().__init__(daemon=True)
+        self.first_mib = threading.Event()
+        self.resume = threading.Event()
+        self.result: Fetch | None = None
+        self._request = (proxy, name, digest, token)
+        self._hold = hold
+        self._timeout = timeout
+
+    def run(self) -> None:
+        resume = self.resume if self._hold else None
+        self.result = fetch_blob(*self._request, self.first_mib, resume, self._timeout)
+
+
+def assert_fetched_from_upstream(
+    proxy: ProxyProcess, upstream: Upstream, name: str, blob: Blob, token: str
+) -> None:
+    """GET ``blob`` through ``proxy`` when it is not cached: all of it arrives, verified,
+    and exactly one GET of it reaches ``upstream``."""
+    mark = upstream.log_mark()
+    fetched = fetch_blob(proxy, name, blob.digest, token)
+    assert fetched.is_whole(blob), fetched
+    gets = upstream_gets(upstream, mark, re.escape(blob.digest))
+    assert len(gets) == 1, f"{len(gets)} upstream GETs of {blob.digest}: {gets}"
 
 
 def cache_events(proxy: ProxyProcess, method: str = "GET") -> list[tuple[str, str]]:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import sys
 import threading
@@ -158,8 +157,6 @@ def main(argv: list[str] | None = None) -> None:
 
 # -- test-side handle ---------------------------------------------------------------------------
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-
 
 @dataclass
 class Cdn:
@@ -183,14 +180,7 @@ class Cdn:
         A request is logged after its response, so ``settle`` waits for the log to go quiet.
         """
         self.process.wait_log_quiet(settle)
-        out = []
-        for line in self.process.log_text(since).splitlines():
-            if line.startswith("{"):
-                try:
-                    out.append(json.loads(line))
-                except json.JSONDecodeError:
-                    continue
-        return out
+        return self.process.json_lines(since)
 
     def stop(self) -> None:
         self.process.stop()
@@ -202,14 +192,11 @@ def start_cdn(workdir: Path, root: Path, port: int | None = None) -> Cdn:
     Pass ``port`` when the registry's config must name the CDN before the CDN is started.
     """
     from tests.harness.ports import free_port
-    from tests.harness.procs import ManagedProcess
+    from tests.harness.procs import start_harness_server
 
-    workdir.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
-    argv = [sys.executable, "-m", "tests.harness.cdn", "--port", str(port), "--root", str(root)]
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "PYTHONUNBUFFERED": "1"}
-    proc = ManagedProcess("cdn", argv, workdir, env=env, cwd=REPO_ROOT).start_listening(port)
-    return Cdn(port, root, proc)
+    args = ["--port", str(port), "--root", str(root)]
+    return Cdn(port, root, start_harness_server("cdn", "tests.harness.cdn", args, workdir, port))
 
 
 if __name__ == "__main__":

@@ -16,14 +16,14 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
-from types import TracebackType
 
 from tests.harness.ports import HOST
+from tests.harness.rawserver import RawServer
 
 RECV = 256 * 1024
 
 
-class Gate:
+class Gate(RawServer):
     """Forwards ``HOST:port`` to ``HOST:target_port``; holds responses past ``hold_after``."""
 
     def __init__(self, target_port: int, hold_after: int) -> None:
@@ -32,17 +32,7 @@ class Gate:
         self._released = threading.Event()
         self._holding = threading.Event()
         self._closed = threading.Event()
-        self._lock = threading.Lock()
-        self._sockets: set[socket.socket] = set()
-        self._threads: list[threading.Thread] = []
-        self._server = socket.create_server((HOST, 0))
-        self._server.settimeout(0.2)
-        self.port = int(self._server.getsockname()[1])
-        self._spawn(self._accept_loop)
-
-    @property
-    def url(self) -> str:
-        return f"http://{HOST}:{self.port}"
+        super().__init__(self._forward)
 
     def release(self) -> None:
         """Open the gate for good: every held response continues."""
@@ -59,59 +49,21 @@ class Gate:
     def close(self) -> None:
         self._closed.set()
         self._released.set()
-        with contextlib.suppress(OSError):
-            self._server.close()
-        with self._lock:
-            sockets = list(self._sockets)
-        for sock in sockets:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-            with contextlib.suppress(OSError):
-                sock.close()
-        for thread in list(self._threads):
-            thread.join(timeout=5)
-
-    def __enter__(self) -> Gate:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
+        super().close()
 
     # -- internals ----------------------------------------------------------------------------
 
-    def _spawn(self, target: object, *args: object) -> None:
-        thread = threading.Thread(target=target, args=args, daemon=True)  # type: ignore[arg-type]
-        self._threads.append(thread)
-        thread.start()
-
-    def _track(self, sock: socket.socket) -> None:
-        with self._lock:
-            self._sockets.add(sock)
-
-    def _accept_loop(self) -> None:
-        while not self._closed.is_set():
-            try:
-                client, _ = self._server.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            try:
-                upstream = socket.create_connection((HOST, self.target_port), timeout=10)
-            except OSError:
-                client.close()
-                continue
-            upstream.settimeout(None)
-            client.settimeout(None)
-            self._track(client)
-            self._track(upstream)
-            self._spawn(self._pump, client, upstream, False)
-            self._spawn(self._pump, upstream, client, True)
+    def _forward(self, client: socket.socket) -> None:
+        try:
+            upstream = socket.create_connection((HOST, self.target_port), timeout=10)
+        except OSError:
+            client.close()
+            return
+        upstream.settimeout(None)
+        client.settimeout(None)
+        self.track(upstream)
+        self.spawn(self._pump, client, upstream, False)
+        self.spawn(self._pump, upstream, client, True)
 
     def _pump(self, src: socket.socket, dst: socket.socket, gated: bool) -> None:
         sent = 0

@@ -5,8 +5,8 @@ content always gives the same digests. After each push the manifest is read back
 registry and checked, so the returned records (``ImageRecord``, ``IndexRecord``) describe
 exactly what the upstream serves; tests compare what a client got through the proxy with them.
 
-Large blobs are written straight into the registry's filesystem storage (streamed in chunks,
-never held in memory) because pushing a gigabyte through skopeo would be slow.
+The standard images the fixtures seed are in seeds.py; large blobs, written straight into a
+registry's storage, in largeblobs.py.
 """
 
 from __future__ import annotations
@@ -15,11 +15,10 @@ import gzip
 import hashlib
 import io
 import json
-import os
 import random
 import tarfile
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,7 +35,6 @@ DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
 REF_NAME = "org.opencontainers.image.ref.name"
 CREATED = "2024-01-01T00:00:00Z"
-CHUNK = 1 << 20
 
 
 def sha256_digest(data: bytes) -> str:
@@ -153,16 +151,16 @@ def layer_tar(files: Mapping[str, bytes]) -> bytes:
                     info = tarfile.TarInfo(d)
                     info.type = tarfile.DIRTYPE
                     info.mode = 0o755
-                    tar.addfile(_fixed(info))
+                    tar.addfile(fixed_tarinfo(info))
             data = files[path]
             info = tarfile.TarInfo(path.strip("/"))
             info.size = len(data)
             info.mode = 0o755 if path.startswith(("bin/", "usr/bin/")) else 0o644
-            tar.addfile(_fixed(info), io.BytesIO(data))
+            tar.addfile(fixed_tarinfo(info), io.BytesIO(data))
     return buf.getvalue()
 
 
-def _fixed(info: tarfile.TarInfo) -> tarfile.TarInfo:
+def fixed_tarinfo(info: tarfile.TarInfo) -> tarfile.TarInfo:
     info.mtime = 1704067200  # 2024-01-01, a fixed time keeps digests stable
     info.uid = info.gid = 0
     info.uname = info.gname = "root"
@@ -214,8 +212,8 @@ class OciLayoutBuilder:
         manifest = {
             "schemaVersion": 2,
             "mediaType": OCI_MANIFEST,
-            "config": _descriptor(config_blob),
-            "layers": [_descriptor(r) for r in records],
+            "config": descriptor(config_blob),
+            "layers": [descriptor(r) for r in records],
         }
         raw = json.dumps(manifest, indent=3).encode()
         blob = self.add_blob(raw, OCI_MANIFEST)
@@ -231,7 +229,7 @@ class OciLayoutBuilder:
             "schemaVersion": 2,
             "mediaType": OCI_INDEX,
             "manifests": [
-                {**_descriptor(blob), "platform": image.platform} for blob, image in images
+                {**descriptor(blob), "platform": image.platform} for blob, image in images
             ],
         }
         raw = json.dumps(index, indent=3).encode()
@@ -240,12 +238,12 @@ class OciLayoutBuilder:
     def tag(self, blob: Blob, ref: str) -> None:
         """Point ``ref`` (the TAG in ``oci:DIR:TAG``) at a manifest or index in index.json."""
         self.refs = [r for r in self.refs if r["annotations"][REF_NAME] != ref]
-        self.refs.append({**_descriptor(blob), "annotations": {REF_NAME: ref}})
+        self.refs.append({**descriptor(blob), "annotations": {REF_NAME: ref}})
         index = {"schemaVersion": 2, "manifests": self.refs}
         (self.path / "index.json").write_text(json.dumps(index, indent=2))
 
 
-def _descriptor(blob: Blob) -> dict[str, Any]:
+def descriptor(blob: Blob) -> dict[str, Any]:
     return {"mediaType": blob.media_type, "digest": blob.digest, "size": blob.size}
 
 
@@ -283,7 +281,7 @@ def push_layout(
     skopeo(*args)
 
 
-def _check_upstream(
+def check_upstream(
     registry: Registry, name: str, reference: str, digest: str, creds: tuple[str, str] | None
 ) -> None:
     """Assert the registry serves ``reference`` with exactly the expected digest."""
@@ -359,7 +357,7 @@ def push_image(
         assert isinstance(record, ImageRecord)
         assert record.blob_digests == image.blob_digests, "skopeo changed blobs"
         return record
-    _check_upstream(registry, name, tag, image.manifest_digest, creds)
+    check_upstream(registry, name, tag, image.manifest_digest, creds)
     image.name, image.tag = name, tag
     return image
 
@@ -389,192 +387,10 @@ def push_index(
         record = fetch_record(registry, name, tag, creds)
         assert isinstance(record, IndexRecord)
         return record
-    _check_upstream(registry, name, tag, index_blob.digest, creds)
+    check_upstream(registry, name, tag, index_blob.digest, creds)
     records = []
     for _, image in images:
         image.name = name
-        _check_upstream(registry, name, image.manifest_digest, image.manifest_digest, creds)
+        check_upstream(registry, name, image.manifest_digest, image.manifest_digest, creds)
         records.append(image)
     return IndexRecord(name, tag, index_blob.digest, OCI_INDEX, raw, records)
-
-
-# -- the standard seed images -------------------------------------------------------------------
-
-
-def seed_alpine(
-    registry: Registry, workdir: Path, creds: tuple[str, str] | None, name: str = "library/alpine"
-) -> ImageRecord:
-    """A small three-layer image, ``library/alpine:3.20`` (pseudo-random payloads, ~0.5 MB)."""
-    layers = [
-        {
-            "bin/busybox": pseudo_random(384 * 1024, "alpine-busybox"),
-            "etc/alpine-release": b"3.20.0\n",
-        },
-        {
-            "etc/os-release": b'NAME="Alpine Linux"\nID=alpine\nVERSION_ID=3.20.0\n',
-            "lib/libc.musl-x86_64.so.1": pseudo_random(96 * 1024, "alpine-musl"),
-        },
-        {"usr/share/harness/README": b"dockerproxy integration-test image\n"},
-    ]
-    return push_image(registry, workdir, name, "3.20", layers, creds)
-
-
-def seed_multiarch(
-    registry: Registry, workdir: Path, creds: tuple[str, str] | None, name: str = "public/multiarch"
-) -> IndexRecord:
-    """An OCI index ``public/multiarch:1`` with linux/amd64 and linux/arm64, distinct layers."""
-    platforms = {
-        arch: [
-            {f"bin/tool-{arch}": pseudo_random(128 * 1024, f"multiarch-{arch}-tool")},
-            {"etc/arch": f"{arch}\n".encode()},
-        ]
-        for arch in ("amd64", "arm64")
-    }
-    return push_index(registry, workdir, name, "1", platforms, creds)
-
-
-def seed_secret(
-    registry: Registry, workdir: Path, creds: tuple[str, str] | None, name: str = "private/secret"
-) -> ImageRecord:
-    """A private image ``private/secret:1``: anonymous pulls must fail."""
-    layers = [
-        {"secret/data.bin": pseudo_random(64 * 1024, "secret-data")},
-        {"secret/token.txt": b"s3cr3t\n"},
-    ]
-    return push_image(registry, workdir, name, "1", layers, creds)
-
-
-def seed_docker_image(
-    registry: Registry, workdir: Path, creds: tuple[str, str] | None, name: str = "library/hello"
-) -> ImageRecord:
-    """A Docker schema 2 image ``library/hello:1`` (most of Docker Hub is not OCI)."""
-    layers = [
-        {"hello": pseudo_random(32 * 1024, "hello-bin")},
-        {"etc/hello.conf": b"greeting=hello\n"},
-    ]
-    return push_image(registry, workdir, name, "1", layers, creds, manifest_format="v2s2")
-
-
-def seed_docker_list(
-    registry: Registry,
-    workdir: Path,
-    creds: tuple[str, str] | None,
-    name: str = "public/dockerlist",
-) -> IndexRecord:
-    """A Docker manifest list ``public/dockerlist:1`` (linux/amd64 + linux/arm64)."""
-    platforms = {
-        arch: [{f"bin/app-{arch}": pseudo_random(48 * 1024, f"dockerlist-{arch}")}]
-        for arch in ("amd64", "arm64")
-    }
-    return push_index(registry, workdir, name, "1", platforms, creds, manifest_format="v2s2")
-
-
-# -- large blobs written straight into storage ------------------------------------------------
-
-
-def deterministic_chunks(size: int, seed: int | str = 0, chunk: int = CHUNK) -> Iterator[bytes]:
-    """``size`` pseudo-random bytes in ``chunk``-sized pieces, reproducible from ``seed``.
-
-    One random block is generated; each chunk is that block prefixed with its index, so chunks
-    differ (a misplaced chunk changes the digest) while generation stays cheap.
-    """
-    block = random.Random(f"chunks-{seed}").randbytes(chunk)
-    offset = index = 0
-    while offset < size:
-        n = min(chunk, size - offset)
-        piece = (f"{seed}:{index:016d}:".encode() + block)[:n]
-        yield piece
-        offset += n
-        index += 1
-
-
-def write_blob(registry: Registry, name: str, chunks: Iterable[bytes]) -> Blob:
-    """Store a blob (streamed) in the registry's storage and link it into repository ``name``.
-
-    Writes ``blobs/sha256/XX/HEX/data`` (via a temp file, renamed once the digest is known) and
-    ``repositories/NAME/_layers/sha256/HEX/link``, which is all a GET blob request needs.
-    """
-    v2 = registry.storage / "docker" / "registry" / "v2"
-    tmp_dir = registry.storage / "harness-tmp"  # same filesystem, outside the layout
-    tmp_dir.mkdir(parents=True, exist_ok=True)
-    tmp = tmp_dir / uuid.uuid4().hex
-    sha = hashlib.sha256()
-    size = 0
-    with open(tmp, "wb") as f:
-        for piece in chunks:
-            sha.update(piece)
-            f.write(piece)
-            size += len(piece)
-    digest = "sha256:" + sha.hexdigest()
-    target = registry.blob_path(digest)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(tmp, target)
-    link = v2 / "repositories" / name / "_layers" / "sha256" / sha.hexdigest() / "link"
-    link.parent.mkdir(parents=True, exist_ok=True)
-    link.write_text(digest)
-    return Blob(digest, size)
-
-
-def put_large_blob(registry: Registry, name: str, size: int, seed: int | str = 0) -> Blob:
-    """Place ``size`` deterministic bytes as a blob of repository ``name``; returns digest/size."""
-    return write_blob(registry, name, deterministic_chunks(size, seed))
-
-
-def _tar_stream(filename: str, size: int, seed: int | str) -> Iterator[bytes]:
-    """An uncompressed tar holding one ``size``-byte file, generated on the fly."""
-    info = _fixed(tarfile.TarInfo(filename))
-    info.size = size
-    info.mode = 0o644
-    yield info.tobuf(format=tarfile.USTAR_FORMAT)
-    yield from deterministic_chunks(size, seed)
-    yield b"\0" * ((-size) % tarfile.BLOCKSIZE) + b"\0" * (2 * tarfile.BLOCKSIZE)
-
-
-def put_large_image(
-    registry: Registry,
-    name: str,
-    tag: str,
-    size: int,
-    creds: tuple[str, str] | None,
-    seed: int | str = 0,
-) -> ImageRecord:
-    """An image whose single layer is an uncompressed tar with one ``size``-byte file.
-
-    Blobs go straight into storage; the manifest is PUT over HTTP (with ``creds`` for push), so
-    clients can pull it like any image. The layer is uncompressed (media type ...layer.v1.tar):
-    ``skopeo copy`` into ``oci:`` needs ``--dest-oci-accept-uncompressed-layers`` or it gzips
-    the gigabyte.
-    """
-    layer_blob = write_blob(registry, name, _tar_stream("large.bin", size, seed))
-    layer = LayerRecord(layer_blob.digest, layer_blob.size, OCI_LAYER_TAR, layer_blob.digest)
-    config = {
-        "created": CREATED,
-        "architecture": "amd64",
-        "os": "linux",
-        "config": {"Cmd": ["/bin/sh"]},
-        "rootfs": {"type": "layers", "diff_ids": [layer.diff_id]},
-    }
-    config_bytes = json.dumps(config).encode()
-    config_blob = write_blob(registry, name, [config_bytes])
-    config_desc = Blob(config_blob.digest, config_blob.size, OCI_CONFIG)
-    manifest = {
-        "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST,
-        "config": _descriptor(config_desc),
-        "layers": [_descriptor(layer)],
-    }
-    raw = json.dumps(manifest, indent=3).encode()
-    scopes = [f"repository:{name}:pull,push"]
-    resp = registry.get(
-        f"/v2/{name}/manifests/{tag}",
-        method="PUT",
-        scopes=scopes,
-        creds=creds,
-        headers=[("Content-Type", OCI_MANIFEST)],
-        body=raw,
-    )
-    assert resp.status == 201, f"PUT manifest {name}:{tag}: {resp}"
-    digest = sha256_digest(raw)
-    _check_upstream(registry, name, tag, digest, creds)
-    platform = {"architecture": "amd64", "os": "linux"}
-    return ImageRecord(name, tag, digest, OCI_MANIFEST, raw, config_desc, [layer], platform)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import ctypes
+import json
 import os
 import signal
 import subprocess
@@ -19,9 +20,11 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from tests.harness.ports import wait_for_port, wait_http
 
+REPO_ROOT = Path(__file__).resolve().parents[2]
 _PR_SET_PDEATHSIG = 1
 _LIVE: set[ManagedProcess] = set()
 
@@ -215,6 +218,18 @@ class ManagedProcess:
             elif time.monotonic() - quiet_since >= settle:
                 return
 
+    def json_lines(self, since: int = 0) -> list[dict[str, Any]]:
+        """The JSON lines of the log from ``since``: the records a harness server writes.
+
+        Other lines (a traceback, a line still being written) are passed over.
+        """
+        records = []
+        for line in self.log_text(since).splitlines():
+            if line.startswith("{"):
+                with contextlib.suppress(json.JSONDecodeError):
+                    records.append(json.loads(line))
+        return records
+
     def log_tail(self, lines: int = 40, skip: str | None = None) -> str:
         """The last ``lines`` lines of the log (without lines containing ``skip``)."""
         text = self.log_text()
@@ -225,6 +240,17 @@ class ManagedProcess:
     def __repr__(self) -> str:
         state = "running" if self.alive() else "stopped"
         return f"<ManagedProcess {self.name} pid={getattr(self.proc, 'pid', None)} {state}>"
+
+
+def start_harness_server(
+    name: str, module: str, args: Sequence[str], workdir: Path, port: int
+) -> ManagedProcess:
+    """``python -m module args``, a server of this checkout's harness, as a process of its own
+    logging to ``workdir``; returned once it accepts connections on ``port``."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "PYTHONUNBUFFERED": "1"}
+    argv = [sys.executable, "-m", module, *args]
+    return ManagedProcess(name, argv, workdir, env=env, cwd=REPO_ROOT).start_listening(port)
 
 
 @atexit.register

@@ -20,7 +20,7 @@ from tests.harness import web
 from tests.harness.ports import free_port, wait_for_port
 from tests.harness.procs import ManagedProcess
 from tests.harness.tls import TestCA
-from tests.harness.tokenserver import TokenServer
+from tests.harness.tokenauth import TokenServer
 
 # 127.0.0.1 - - [27/Nov/2026:19:42:57 +0000] "GET /v2/ HTTP/1.1" 200 2 "" "curl/7.88.1"
 _ACCESS_LINE = re.compile(

@@ -13,12 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.harness import images
+from tests.harness import images, seeds
 from tests.harness.cdn import Cdn, start_cdn
 from tests.harness.images import ImageRecord, IndexRecord
 from tests.harness.ports import free_port
 from tests.harness.registry import LoggedRequest, Registry, start_registry
-from tests.harness.tokenserver import TokenServer, start_tokenserver
+from tests.harness.tokenauth import TokenServer, start_tokenserver
 
 Creds = tuple[str, str]
 # seed(registry, workdir, pusher_creds) -> {"short name": record}; becomes Upstream.images.
@@ -194,11 +194,11 @@ def start_upstream(
 def seed_standard(registry: Registry, workdir: Path, creds: Creds | None) -> dict[str, Any]:
     """The ``upstream`` fixture's images: OCI alpine/multiarch/secret plus Docker-format ones."""
     return {
-        "alpine": images.seed_alpine(registry, workdir, creds),
-        "multiarch": images.seed_multiarch(registry, workdir, creds),
-        "secret": images.seed_secret(registry, workdir, creds),
-        "docker": images.seed_docker_image(registry, workdir, creds),
-        "dockerlist": images.seed_docker_list(registry, workdir, creds),
+        "alpine": seeds.seed_alpine(registry, workdir, creds),
+        "multiarch": seeds.seed_multiarch(registry, workdir, creds),
+        "secret": seeds.seed_secret(registry, workdir, creds),
+        "docker": seeds.seed_docker_image(registry, workdir, creds),
+        "dockerlist": seeds.seed_docker_list(registry, workdir, creds),
     }
 
 
@@ -213,7 +213,7 @@ def seed_plain(registry: Registry, workdir: Path, creds: Creds | None) -> dict[s
 
 def seed_alpine_only(registry: Registry, workdir: Path, creds: Creds | None) -> dict[str, Any]:
     """Just ``library/alpine:3.20`` ("alpine"): same content, same digests as in ``upstream``."""
-    return {"alpine": images.seed_alpine(registry, workdir, creds)}
+    return {"alpine": seeds.seed_alpine(registry, workdir, creds)}
 
 
 class UpstreamFactory:

@@ -35,7 +35,7 @@ from tests.harness.gate import Gate
 from tests.harness.misbehaving import Misbehaving
 from tests.harness.proxy import ProxyProcess, StartProxy
 from tests.harness.proxy import start_proxy as proxy_process
-from tests.harness.tokenserver import TokenServer
+from tests.harness.tokenauth import TokenServer
 from tests.harness.upstream import (
     Creds,
     Upstream,

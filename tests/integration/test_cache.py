@@ -17,18 +17,18 @@ import http.client
 import os
 import re
 import signal
-import threading
 import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.harness import images, web
+from tests.harness import largeblobs, web
 from tests.harness.caching import (
     BLOB_OR_MANIFEST,
-    Fetch,
+    BackgroundFetch,
     MiB,
     anonymous_token,
+    assert_fetched_from_upstream,
     cache_events,
     committed_blobs,
     committed_path,
@@ -99,26 +99,19 @@ def test_concurrent_clients_share_one_upstream_fetch_and_stream_before_it_ends(
     """
     up = make_upstream(seed=no_images)
     name = f"public/shared-{uuid.uuid4().hex[:8]}"
-    blob = images.put_large_blob(up.registry, name, 100 * MiB, seed="shared")
+    blob = largeblobs.put_large_blob(up.registry, name, 100 * MiB, seed="shared")
     gate = gate_factory(up.port, 16 * MiB)
     cache = tmp / "cache"
     proxy = mirror_of(start_proxy, gate.url, cache)
     token = anonymous_token(proxy, name)
     mark = up.log_mark()
 
-    clients = 20
-    first_mib = [threading.Event() for _ in range(clients)]
-    results: list[Fetch | None] = [None] * clients
-
-    def client(i: int) -> None:
-        results[i] = fetch_blob(proxy, name, blob.digest, token, first_mib[i])
-
-    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
-    for thread in threads:
-        thread.start()
+    clients = [BackgroundFetch(proxy, name, blob.digest, token) for _ in range(20)]
+    for client in clients:
+        client.start()
     try:
         deadline = time.monotonic() + 30
-        got_first = [event.wait(max(deadline - time.monotonic(), 0)) for event in first_mib]
+        got_first = [c.first_mib.wait(max(deadline - time.monotonic(), 0)) for c in clients]
         # A client may have its first MiB before the upstream body reaches the hold point
         # (fine: the fill was in progress then too); wait for the hold before the checks below.
         held = gate.wait_holding(max(deadline - time.monotonic(), 0)) and gate.holding
@@ -126,9 +119,10 @@ def test_concurrent_clients_share_one_upstream_fetch_and_stream_before_it_ends(
         filling = partials(cache)
     finally:
         gate.release()
-        for thread in threads:
-            thread.join(120)
+        for client in clients:
+            client.join(120)
 
+    results = [client.result for client in clients]
     blob_gets = upstream_gets(up, mark, re.escape(blob.digest))
     assert len(blob_gets) == 1, f"{len(blob_gets)} upstream GETs of the blob: {blob_gets}"
     for i, result in enumerate(results):
@@ -205,7 +199,7 @@ def test_corrupt_upstream_blob_is_refused_and_not_cached(
 ) -> None:
     up = make_upstream(seed=no_images)
     name = f"public/corrupt-{uuid.uuid4().hex[:8]}"
-    blob = images.put_large_blob(up.registry, name, 8 * MiB, seed="corrupt")
+    blob = largeblobs.put_large_blob(up.registry, name, 8 * MiB, seed="corrupt")
     storage = up.registry.blob_path(blob.digest)
     original = storage.read_bytes()
     damaged = bytearray(original)
@@ -226,15 +220,7 @@ def test_corrupt_upstream_blob_is_refused_and_not_cached(
     assert partials(cache) == []
 
     storage.write_bytes(original)
-    mark = up.log_mark()
-    good = fetch_blob(proxy, name, blob.digest, token)
-    assert (good.status, good.length, good.digest, good.error) == (
-        200,
-        blob.size,
-        blob.digest,
-        None,
-    )
-    assert len(upstream_gets(up, mark, re.escape(blob.digest))) == 1
+    assert_fetched_from_upstream(proxy, up, name, blob, token)
     assert committed_blobs(cache) == {blob.digest: blob.size}
 
     mark = up.log_mark()
@@ -254,33 +240,27 @@ def test_kill_9_mid_fill_leaves_no_partial_blob(
 ) -> None:
     up = make_upstream(seed=no_images)
     name = f"public/killed-{uuid.uuid4().hex[:8]}"
-    blob = images.put_large_blob(up.registry, name, 200 * MiB, seed="killed")
+    blob = largeblobs.put_large_blob(up.registry, name, 200 * MiB, seed="killed")
     cache = tmp / "cache"
     gate = gate_factory(up.port, 24 * MiB)
     first = mirror_of(start_proxy, gate.url, cache, name="killed")
     token = anonymous_token(first, name)
 
-    got_first_mib, resume = threading.Event(), threading.Event()
-    results: list[Fetch] = []
-    reader = threading.Thread(
-        target=lambda: results.append(
-            fetch_blob(first, name, blob.digest, token, got_first_mib, resume)
-        )
-    )
+    reader = BackgroundFetch(first, name, blob.digest, token, hold=True)
     reader.start()
     try:
-        assert got_first_mib.wait(30), "no bytes reached the client"
+        assert reader.first_mib.wait(30), "no bytes reached the client"
         assert gate.wait_holding(30), "the upstream body never reached the gate's hold point"
         assert len(partials(cache)) == 1, "the fill should be in progress"
         os.kill(first.pid, signal.SIGKILL)
         first.proc.proc.wait(10)  # type: ignore[union-attr]
     finally:
-        resume.set()
+        reader.resume.set()
         reader.join(60)
         first.stop()
         gate.release()
-    [cut] = results
-    assert cut.error is not None and cut.length < blob.size, cut
+    cut = reader.result
+    assert cut is not None and cut.error is not None and cut.length < blob.size, cut
     leftover = partials(cache)
     assert len(leftover) == 1 and leftover[0].stat().st_size < blob.size, leftover
     assert committed_blobs(cache) == {}
@@ -288,16 +268,8 @@ def test_kill_9_mid_fill_leaves_no_partial_blob(
     second = mirror_of(start_proxy, up.url, cache, name="restarted")
     assert partials(cache) == [], "the partial of the killed fill survived the restart"
     assert committed_blobs(cache) == {}
-    mark = up.log_mark()
     token = anonymous_token(second, name)
-    pulled = fetch_blob(second, name, blob.digest, token)
-    assert (pulled.status, pulled.length, pulled.digest, pulled.error) == (
-        200,
-        blob.size,
-        blob.digest,
-        None,
-    )
-    assert len(upstream_gets(up, mark, re.escape(blob.digest))) == 1, "fetched anew"
+    assert_fetched_from_upstream(second, up, name, blob, token)
     assert committed_blobs(cache) == {blob.digest: blob.size}
 
 
@@ -311,19 +283,15 @@ def test_cache_stays_under_its_size_bound(
     name = f"public/evict-{uuid.uuid4().hex[:8]}"
     bound = 30 * 1000**2
     blobs = [
-        images.put_large_blob(up.registry, name, 12 * 1000**2, seed=f"evict-{i}") for i in range(4)
+        largeblobs.put_large_blob(up.registry, name, 12 * 1000**2, seed=f"evict-{i}")
+        for i in range(4)
     ]
     cache = tmp / "cache"
     proxy = mirror_of(start_proxy, up.url, cache, "--cache-max-size", "30MB")
     token = anonymous_token(proxy, name)
     for blob in [*blobs, blobs[0]]:  # the first one again, after it was evicted
         result = fetch_blob(proxy, name, blob.digest, token)
-        assert (result.status, result.length, result.digest, result.error) == (
-            200,
-            blob.size,
-            blob.digest,
-            None,
-        )
+        assert result.is_whole(blob), result
         held = committed_blobs(cache)
         assert sum(held.values()) <= bound, held
         assert held.get(blob.digest) == blob.size, "the blob just pulled is cached"

@@ -11,7 +11,6 @@ from __future__ import annotations
 import errno
 import http.client
 import os
-import re
 import socket
 import subprocess
 import sys
@@ -22,65 +21,31 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import images, web
+from tests.harness import largeblobs, web
 from tests.harness.caching import (
-    Fetch,
+    BackgroundFetch,
     MiB,
     anonymous_token,
+    assert_fetched_from_upstream,
     cache_events,
     committed_blobs,
     fetch_blob,
     mirror_of,
     no_images,
     partials,
-    upstream_gets,
 )
 from tests.harness.gate import Gate
 from tests.harness.polling import wait_until
 from tests.harness.ports import HOST
 from tests.harness.proxy import StartProxy
 from tests.harness.pulls import assert_same_image, copy
+from tests.harness.rawserver import RawServer
 from tests.harness.upstream import UpstreamFactory
 
 GiB = 1 << 30
 
 
-class SilentUpstream:
-    """Accepts TCP connections, counts them, reads what comes and never answers."""
-
-    def __init__(self) -> None:
-        self.connections = 0
-        self._server = socket.create_server((HOST, 0))
-        self._server.settimeout(0.2)
-        self._open: list[socket.socket] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._accept, daemon=True)
-        self._thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://{HOST}:{self._server.getsockname()[1]}"
-
-    def _accept(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self._server.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            self.connections += 1
-            self._open.append(conn)  # held open, never answered
-
-    def close(self) -> None:
-        self._stop.set()
-        self._server.close()
-        self._thread.join(5)
-        for conn in self._open:
-            conn.close()
-
-
-class EndlessUpstream:
+class EndlessUpstream(RawServer):
     """Answers every request with a 200 whose chunked body never ends (capped at 2 GiB, so a
     broken proxy cannot keep a test busy for good); ``sent`` counts each connection's bytes."""
 
@@ -89,29 +54,12 @@ class EndlessUpstream:
     def __init__(self) -> None:
         self.sent: list[int] = []
         self.closed_by_peer: list[bool] = []
-        self._server = socket.create_server((HOST, 0))
-        self._server.settimeout(0.2)
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._accept, daemon=True)]
-        self._threads[0].start()
+        super().__init__(self._accept)
 
-    @property
-    def url(self) -> str:
-        return f"http://{HOST}:{self._server.getsockname()[1]}"
-
-    def _accept(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self._server.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            thread = threading.Thread(target=self._serve, args=(conn, len(self.sent)), daemon=True)
-            self.sent.append(0)
-            self.closed_by_peer.append(False)
-            self._threads.append(thread)
-            thread.start()
+    def _accept(self, conn: socket.socket) -> None:
+        self.sent.append(0)
+        self.closed_by_peer.append(False)
+        self.spawn(self._serve, conn, len(self.sent) - 1)
 
     def _serve(self, conn: socket.socket, index: int) -> None:
         chunk = b"%x\r\n" % MiB + b"\xa5" * MiB + b"\r\n"
@@ -123,26 +71,17 @@ class EndlessUpstream:
                     b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
                     b"Transfer-Encoding: chunked\r\n\r\n"
                 )
-                while self.sent[index] < self.CAP and not self._stop.is_set():
+                while self.sent[index] < self.CAP and not self.stopping:
                     conn.sendall(chunk)
                     self.sent[index] += MiB
             except OSError:
                 self.closed_by_peer[index] = True
 
-    def close(self) -> None:
-        self._stop.set()
-        self._server.close()
-        for thread in self._threads:
-            thread.join(10)
-
 
 @pytest.fixture
 def endless_upstream() -> Iterator[EndlessUpstream]:
-    upstream = EndlessUpstream()
-    try:
+    with EndlessUpstream() as upstream:
         yield upstream
-    finally:
-        upstream.close()
 
 
 @pytest.fixture
@@ -178,19 +117,17 @@ def fill_up(directory: Path) -> Path:
 
 
 @pytest.fixture
-def silent_upstream() -> Iterator[SilentUpstream]:
-    upstream = SilentUpstream()
-    try:
+def silent_upstream() -> Iterator[RawServer]:
+    """An upstream that accepts connections, holds them open and never answers."""
+    with RawServer() as upstream:
         yield upstream
-    finally:
-        upstream.close()
 
 
 # -- 1. an upstream that never answers ----------------------------------------------------------
 
 
 def test_clients_waiting_on_a_silent_upstream_share_one_request_and_its_504(
-    start_proxy: StartProxy, silent_upstream: SilentUpstream, tmp: Path
+    start_proxy: StartProxy, silent_upstream: RawServer, tmp: Path
 ) -> None:
     """Six clients, one uncached blob, an upstream that accepts and never answers: one
     upstream connection, and every client gets the same 504 (before, each waiter made its
@@ -236,7 +173,7 @@ def test_a_blob_pruned_beside_the_running_proxy_is_fetched_again(
     index still lists them: the next GET is a miss from the upstream (it was a 500)."""
     up = make_upstream(seed=no_images)
     name = f"public/pruned-{uuid.uuid4().hex[:8]}"
-    blob = images.put_large_blob(up.registry, name, 3 * MiB, seed="pruned")
+    blob = largeblobs.put_large_blob(up.registry, name, 3 * MiB, seed="pruned")
     cache = tmp / "cache"
     proxy = mirror_of(start_proxy, up.url, cache)
     token = anonymous_token(proxy, name)
@@ -264,15 +201,7 @@ def test_a_blob_pruned_beside_the_running_proxy_is_fetched_again(
     assert "removed 1 blobs" in pruned.stdout, pruned
     assert committed_blobs(cache) == {}
 
-    mark = up.log_mark()
-    again = fetch_blob(proxy, name, blob.digest, token)
-    assert (again.status, again.length, again.digest, again.error) == (
-        200,
-        blob.size,
-        blob.digest,
-        None,
-    )
-    assert len(upstream_gets(up, mark, re.escape(blob.digest))) == 1
+    assert_fetched_from_upstream(proxy, up, name, blob, token)
     assert committed_blobs(cache) == {blob.digest: blob.size}
     assert "Traceback" not in proxy.log_text()
 
@@ -338,31 +267,19 @@ def test_a_full_disk_mid_fill_hands_every_client_to_the_upstream(
     cached as usual."""
     up = make_upstream(seed=no_images)
     name = f"public/full-disk-{uuid.uuid4().hex[:8]}"
-    blob = images.put_large_blob(up.registry, name, 20 * MiB, seed="full-disk")
+    blob = largeblobs.put_large_blob(up.registry, name, 20 * MiB, seed="full-disk")
     gate = gate_factory(up.port, 8 * MiB)
     proxy = mirror_of(start_proxy, gate.url, small_disk)
     token = anonymous_token(proxy, name)
     mark = up.log_mark()
 
-    slow_started, slow_resume, fast_started = (threading.Event() for _ in range(3))
-    results: dict[str, Fetch] = {}
-    threads = [
-        threading.Thread(
-            target=lambda: results.update(
-                slow=fetch_blob(proxy, name, blob.digest, token, slow_started, slow_resume)
-            )
-        ),
-        threading.Thread(
-            target=lambda: results.update(
-                fast=fetch_blob(proxy, name, blob.digest, token, fast_started)
-            )
-        ),
-    ]
-    for thread in threads:
-        thread.start()
+    slow = BackgroundFetch(proxy, name, blob.digest, token, hold=True)
+    fast = BackgroundFetch(proxy, name, blob.digest, token)
+    for client in (slow, fast):
+        client.start()
     try:
         assert gate.wait_holding(30), "the upstream body never reached the gate's hold point"
-        assert slow_started.wait(30) and fast_started.wait(30)
+        assert slow.first_mib.wait(30) and fast.first_mib.wait(30)
         assert len(partials(small_disk)) == 1, "the fill should be in progress"
         ballast = fill_up(small_disk)
         gate.release()  # the fill's next write finds the disk full
@@ -371,17 +288,11 @@ def test_a_full_disk_mid_fill_hands_every_client_to_the_upstream(
         )
     finally:
         gate.release()
-        slow_resume.set()
-        for thread in threads:
-            thread.join(120)
-    for which in ("slow", "fast"):
-        result = results[which]
-        assert (result.status, result.length, result.digest, result.error) == (
-            200,
-            blob.size,
-            blob.digest,
-            None,
-        ), (which, result)
+        slow.resume.set()
+        for client in (slow, fast):
+            client.join(120)
+    for which, result in (("slow", slow.result), ("fast", fast.result)):
+        assert result is not None and result.is_whole(blob), (which, result)
     assert "No space left on device" in proxy.log_text()
     served = [r for r in up.responses(mark) if r.method == "GET" and blob.digest in r.path]
     assert sorted(r.status for r in served) == [200, 206, 206], served
@@ -401,16 +312,11 @@ def test_a_gib_blob_through_a_30_mb_cache_disk_arrives_intact(
     """A 1 GiB blob cannot fit on the cache's 30 MB disk: it is relayed, never written."""
     up = make_upstream(seed=no_images)
     name = f"public/gib-{uuid.uuid4().hex[:8]}"
-    blob = images.put_large_blob(up.registry, name, GiB, seed="gib-small-disk")
+    blob = largeblobs.put_large_blob(up.registry, name, GiB, seed="gib-small-disk")
     proxy = mirror_of(start_proxy, up.url, small_disk)
     token = anonymous_token(proxy, name)
     result = fetch_blob(proxy, name, blob.digest, token, timeout=300)
-    assert (result.status, result.length, result.digest, result.error) == (
-        200,
-        GiB,
-        blob.digest,
-        None,
-    )
+    assert result.is_whole(blob) and blob.size == GiB, result
     assert cache_events(proxy)[-1] == (f"/v2/{name}/blobs/{blob.digest}", "uncached")
     assert committed_blobs(small_disk) == {}
     assert partials(small_disk) == []
@@ -422,7 +328,7 @@ def test_skopeo_pulls_an_image_with_a_gib_layer_through_a_30_mb_cache_disk(
 ) -> None:
     up = make_upstream(seed=no_images)
     name = f"public/gib-image-{uuid.uuid4().hex[:8]}"
-    image = images.put_large_image(up.registry, name, "1", GiB, up.pusher, seed="gib-image")
+    image = largeblobs.put_large_image(up.registry, name, "1", GiB, up.pusher, seed="gib-image")
     proxy = mirror_of(start_proxy, up.url, small_disk)
     copy(proxy, image.ref, tmp / "pulled", "--dest-oci-accept-uncompressed-layers")
     assert_same_image(tmp / "pulled", image)

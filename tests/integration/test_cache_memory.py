@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.harness import images
+from tests.harness import largeblobs
 from tests.harness.memory import (
     MiB,
     assert_given_back,
@@ -36,7 +36,7 @@ def test_stalled_tls_clients_of_a_cached_blob_hold_little_and_give_it_back(
     """100 TLS clients of a cached blob that read nothing or a trickle: each costs the
     proxy < 450 KiB while stalled, and RSS comes back once they hang up."""
     name = f"library/cached-{uuid.uuid4().hex[:8]}"
-    blob = images.put_large_blob(plain_upstream.registry, name, BLOB, seed="cached")
+    blob = largeblobs.put_large_blob(plain_upstream.registry, name, BLOB, seed="cached")
     path = f"/v2/{name}/blobs/{blob.digest}"
     listener, tls = tls_listener(tmp / "certs")
     proxy = start_proxy("--upstream", plain_upstream.url, "--no-presets", **listener)

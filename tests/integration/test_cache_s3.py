@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import images, web
+from tests.harness import largeblobs, web
 from tests.harness.polling import wait_until
 from tests.harness.proxy import ProxyProcess, StartProxy
 from tests.harness.seaweed import Seaweed, start_seaweed
@@ -132,8 +132,8 @@ def test_a_blob_filled_through_one_instance_is_served_by_the_other(
     seaweed: Seaweed, upstream: Upstream, start_proxy: StartProxy, tmp: Path
 ) -> None:
     repository = f"public/{unique('s3')}"
-    large = images.put_large_blob(upstream.registry, repository, 20_000_000, seed=repository)
-    small = images.write_blob(upstream.registry, repository, [b"small blob " * 1000])
+    large = largeblobs.put_large_blob(upstream.registry, repository, 20_000_000, seed=repository)
+    small = largeblobs.write_blob(upstream.registry, repository, [b"small blob " * 1000])
     bucket = unique("shared")
     assert seaweed.request("HEAD", f"/{bucket}").status == 404
     a, b = start_pair(start_proxy, tmp, seaweed, upstream, bucket)
@@ -179,7 +179,7 @@ def test_redirect_mode_sends_clients_to_a_presigned_url(
     seaweed: Seaweed, upstream: Upstream, start_proxy: StartProxy, tmp: Path
 ) -> None:
     repository = f"public/{unique('s3redirect')}"
-    blob = images.put_large_blob(upstream.registry, repository, 3_000_000, seed=repository)
+    blob = largeblobs.put_large_blob(upstream.registry, repository, 3_000_000, seed=repository)
     bucket = unique("redirect")
     a, b = start_pair(start_proxy, tmp, seaweed, upstream, bucket, "--cache-s3-redirect")
     assert get_blob(a, repository, blob.digest).digest == blob.digest
@@ -204,7 +204,7 @@ def test_a_failing_s3_never_fails_a_pull(
     from tests.harness.ports import free_port
 
     repository = f"public/{unique('nos3')}"
-    blob = images.put_large_blob(upstream.registry, repository, 1_000_000, seed=repository)
+    blob = largeblobs.put_large_blob(upstream.registry, repository, 1_000_000, seed=repository)
     proxy = start_proxy(
         "--upstream",
         upstream.url,

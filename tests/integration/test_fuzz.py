@@ -13,7 +13,6 @@ from __future__ import annotations
 import random
 import re
 import socket
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
@@ -22,6 +21,7 @@ import pytest
 
 from tests.harness.misbehaving import BLOB_DIGEST, Misbehaving
 from tests.harness.proxy import StartProxy
+from tests.harness.rawserver import RawServer, sentinel
 
 REQUESTS = 3000
 SEED = 20261128
@@ -33,43 +33,10 @@ ALLOWED_UPSTREAM = re.compile(
 )
 
 
-class Sentinel:
-    """A listener that counts every connection: the proxy must never open one."""
-
-    def __init__(self, host: str) -> None:
-        self.sock = socket.create_server((host, 0))
-        self.sock.settimeout(0.2)
-        self.address = f"{host}:{self.sock.getsockname()[1]}"
-        self.connections = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._accept, daemon=True)
-        self._thread.start()
-
-    def _accept(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            self.connections += 1
-            conn.close()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(2)
-        self.sock.close()
-
-
 @pytest.fixture
-def sentinels() -> Iterator[list[Sentinel]]:
-    started = [Sentinel("127.0.0.1"), Sentinel("127.0.0.7")]
-    try:
-        yield started
-    finally:
-        for sentinel in started:
-            sentinel.stop()
+def sentinels() -> Iterator[list[RawServer]]:
+    with sentinel("127.0.0.1") as first, sentinel("127.0.0.7") as second:
+        yield [first, second]
 
 
 def requests(rng: random.Random, targets: list[str]) -> Iterator[bytes]:
@@ -208,7 +175,7 @@ def send(port: int, raw: bytes) -> bytes:
 
 
 def test_thousands_of_malformed_requests(
-    start_proxy: StartProxy, misbehaving: Misbehaving, sentinels: list[Sentinel], tmp: Path
+    start_proxy: StartProxy, misbehaving: Misbehaving, sentinels: list[RawServer], tmp: Path
 ) -> None:
     proxy = start_proxy(
         "--upstream",

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import images, web
+from tests.harness import images, largeblobs, web
 from tests.harness.polling import wait_until
 from tests.harness.procs import ManagedProcess, pid_alive
 from tests.harness.registry import blob_storage_path
@@ -230,10 +230,10 @@ def test_redirect_upstream_sends_blobs_to_cdn(redirect_upstream: Upstream, tmp: 
 def test_large_blob_helper(upstream: Upstream, tmp: Path) -> None:
     name = f"library/large-{uuid.uuid4().hex[:8]}"
     size = 10 * 1024 * 1024 + 123
-    blob = images.put_large_blob(upstream.registry, name, size, seed="harness")
+    blob = largeblobs.put_large_blob(upstream.registry, name, size, seed="harness")
     assert blob.size == size
     assert upstream.registry.blob_path(blob.digest).stat().st_size == size
-    assert images.put_large_blob(upstream.registry, name + "-again", size, "harness") == blob
+    assert largeblobs.put_large_blob(upstream.registry, name + "-again", size, "harness") == blob
 
     resp = upstream.registry.get(f"/v2/{name}/blobs/{blob.digest}", digest_body=True)
     assert resp.status == 200, resp
@@ -242,7 +242,9 @@ def test_large_blob_helper(upstream: Upstream, tmp: Path) -> None:
     assert anonymous.status == 401
 
     assert upstream.pusher is not None
-    image = images.put_large_image(upstream.registry, name, "1", 3 * 1024 * 1024, upstream.pusher)
+    image = largeblobs.put_large_image(
+        upstream.registry, name, "1", 3 * 1024 * 1024, upstream.pusher
+    )
     skopeo(
         "copy", "--src-tls-verify=false", f"docker://{upstream.host}/{image.ref}", f"dir:{tmp}/d"
     )

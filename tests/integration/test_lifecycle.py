@@ -25,13 +25,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import images
+from tests.harness import largeblobs
 from tests.harness.caching import (
+    BackgroundFetch,
     MiB,
     anonymous_token,
     committed_blobs,
     committed_path,
-    fetch_blob,
     partials,
 )
 from tests.harness.gate import Gate
@@ -172,7 +172,7 @@ class SlowPull(threading.Thread):
 @pytest.fixture(scope="module")
 def gib_blob(upstream: Upstream) -> tuple[str, Blob]:
     name = f"public/drain-{uuid.uuid4().hex[:8]}"
-    return name, images.put_large_blob(upstream.registry, name, GiB, seed="drain")
+    return name, largeblobs.put_large_blob(upstream.registry, name, GiB, seed="drain")
 
 
 def refused(port: int) -> bool:
@@ -230,7 +230,7 @@ def test_a_pull_longer_than_the_drain_is_cut_and_leaves_nothing_half_written(
 ) -> None:
     drain = 2.0
     name = f"public/drain-cut-{uuid.uuid4().hex[:8]}"
-    blob = images.put_large_blob(upstream.registry, name, 64 * MiB, seed="drain-cut")
+    blob = largeblobs.put_large_blob(upstream.registry, name, 64 * MiB, seed="drain-cut")
     gate = gate_factory(upstream.port, 16 * MiB)  # the upstream body stops part way
     cache = tmp / "cache"
     proxy = start_proxy(
@@ -243,16 +243,10 @@ def test_a_pull_longer_than_the_drain_is_cut_and_leaves_nothing_half_written(
         f"{drain:g}",
     )
     token = anonymous_token(proxy, name)
-    got_first_mib = threading.Event()
-    results: list[object] = []
-    reader = threading.Thread(
-        target=lambda: results.append(
-            fetch_blob(proxy, name, blob.digest, token, got_first_mib, timeout=60)
-        )
-    )
+    reader = BackgroundFetch(proxy, name, blob.digest, token, timeout=60)
     reader.start()
     try:
-        assert got_first_mib.wait(30), "no bytes reached the client"
+        assert reader.first_mib.wait(30), "no bytes reached the client"
         assert gate.wait_holding(30), "the upstream body never reached the gate's hold point"
         assert len(partials(cache)) == 1, "the fill should be in progress"
         os.kill(proxy.pid, signal.SIGTERM)
@@ -262,8 +256,8 @@ def test_a_pull_longer_than_the_drain_is_cut_and_leaves_nothing_half_written(
         reader.join(30)
     finally:
         gate.release()
-    [cut] = results
-    assert cut.error is not None and cut.length < blob.size, cut  # type: ignore[attr-defined]
+    cut = reader.result
+    assert cut is not None and cut.error is not None and cut.length < blob.size, cut
     assert status == 0, proxy.proc.log_tail()
     assert drain <= exited - signalled < drain + 15
     assert "still open after 2 s (--drain-timeout): 1, aborted" in proxy.log_text()

@@ -13,6 +13,7 @@ from tests.harness import web
 from tests.harness.images import IndexRecord
 from tests.harness.proxy import ProxyProcess, StartProxy
 from tests.harness.pulls import assert_same_image, assert_same_index, copy
+from tests.harness.rawserver import RawServer
 from tests.harness.skopeo import skopeo
 from tests.harness.tls import make_ca
 from tests.harness.upstream import Upstream
@@ -205,12 +206,8 @@ def test_upstream_down_is_a_502_naming_it(start_proxy: StartProxy) -> None:
 
 
 def test_upstream_timeout_is_a_504(start_proxy: StartProxy) -> None:
-    import socket
-
-    with socket.socket() as silent:
-        silent.bind(("127.0.0.1", 0))
-        silent.listen(8)
-        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+    with RawServer() as silent:  # accepts and never answers
+        url = silent.url
         proxy = start_proxy("--upstream", url, "--headers-timeout", "1")
         response = web.request("GET", f"{proxy.url}/v2/library/alpine/manifests/3.20")
     assert response.status == 504

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import images
+from tests.harness import largeblobs
 from tests.harness.memory import (
     MiB,
     assert_given_back,
@@ -47,7 +47,7 @@ ABORT_GROWTH_LIMIT = 15 * MiB
 def blob_path(plain_upstream: Upstream) -> str:
     """The path of a 64 MiB blob, for a proxy in front of C{plain_upstream}."""
     name = f"library/slow-{uuid.uuid4().hex[:8]}"
-    blob = images.put_large_blob(plain_upstream.registry, name, 64 * MiB, seed="slow")
+    blob = largeblobs.put_large_blob(plain_upstream.registry, name, 64 * MiB, seed="slow")
     return f"/v2/{name}/blobs/{blob.digest}"
 
 

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import socket
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.harness import web
+from tests.harness import rawserver, web
 from tests.harness.images import ImageRecord
 from tests.harness.proxy import ProxyProcess, StartProxy
+from tests.harness.rawserver import RawServer
 from tests.harness.skopeo import oci_digests, skopeo
 from tests.harness.upstream import Upstream
 
@@ -94,40 +93,17 @@ def test_ns_mode_with_token_auth(
 
 
 @pytest.fixture
-def sentinel() -> Iterator[tuple[int, list[object]]]:
+def sentinel() -> Iterator[RawServer]:
     """A listener that records every connection: an open proxy would contact it."""
-    server = socket.create_server(("127.0.0.1", 0))
-    server.settimeout(0.2)
-    contacts: list[object] = []
-    stop = threading.Event()
-
-    def watch() -> None:
-        while not stop.is_set():
-            try:
-                conn, peer = server.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            contacts.append(peer)
-            conn.close()
-
-    thread = threading.Thread(target=watch, daemon=True)
-    thread.start()
-    try:
-        yield server.getsockname()[1], contacts
-    finally:
-        stop.set()
-        server.close()
-        thread.join(timeout=5)
+    with rawserver.sentinel() as listener:
+        yield listener
 
 
 def test_unconfigured_registries_are_never_contacted(
-    two_registry_proxy: ProxyProcess, upstream: Upstream, sentinel: tuple[int, list[object]]
+    two_registry_proxy: ProxyProcess, upstream: Upstream, sentinel: RawServer
 ) -> None:
-    port, contacts = sentinel
     base = two_registry_proxy.url
-    target = f"127.0.0.1:{port}"
+    target = sentinel.address
     mark = upstream.log_mark()
     for path in (
         f"/v2/library/alpine/manifests/3.20?ns={target}",
@@ -143,5 +119,5 @@ def test_unconfigured_registries_are_never_contacted(
         assert error["code"] == "NAME_UNKNOWN" and "not configured" in error["message"]
     # A Host naming the sentinel goes to the default upstream, not to that host.
     web.request("GET", f"{base}/v2/", {"Host": target})
-    assert contacts == []
+    assert sentinel.peers == []
     assert all("ghcr" not in path for _, path in upstream.requests(mark))

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import http.client
 import socket
-import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.harness import images, web
+from tests.harness import largeblobs, web
 from tests.harness.proxy import StartProxy
+from tests.harness.rawserver import RawServer
 from tests.harness.upstream import Upstream
 
 GIB = 1 << 30
@@ -33,7 +33,7 @@ def test_one_gib_blob_keeps_memory_flat(
 ) -> None:
     """Relayed, or filling the cache while streaming: memory does not grow with the blob."""
     name = f"public/big-{uuid.uuid4().hex[:8]}"
-    blob = images.put_large_blob(upstream.registry, name, GIB, seed="rss")
+    blob = largeblobs.put_large_blob(upstream.registry, name, GIB, seed="rss")
     proxy = start_proxy(
         "--upstream", upstream.url, *(["--no-cache"] if mode == "--no-cache" else [])
     )
@@ -51,36 +51,20 @@ def test_one_gib_blob_keeps_memory_flat(
     assert peak_rss_mb(proxy.pid) < RSS_LIMIT_MB
 
 
+def promise_1_mb_send_1_kb(conn: socket.socket) -> None:
+    with conn:
+        conn.recv(65536)
+        conn.sendall(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
+            b"Content-Length: 1000000\r\n\r\n" + b"x" * 1024
+        )
+
+
 @pytest.fixture
 def truncating_upstream() -> Iterator[str]:
     """An HTTP server that promises a 1 MB body, sends 1 KB, and hangs up."""
-    server = socket.create_server(("127.0.0.1", 0))
-    server.settimeout(0.2)
-    stop = threading.Event()
-
-    def serve() -> None:
-        while not stop.is_set():
-            try:
-                conn, _ = server.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            with conn:
-                conn.recv(65536)
-                conn.sendall(
-                    b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
-                    b"Content-Length: 1000000\r\n\r\n" + b"x" * 1024
-                )
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.getsockname()[1]}"
-    finally:
-        stop.set()
-        server.close()
-        thread.join(timeout=5)
+    with RawServer(promise_1_mb_send_1_kb) as server:
+        yield server.url
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import images, web
+from tests.harness import largeblobs, web
 from tests.harness.images import Blob
 from tests.harness.proxy import ProxyProcess, StartProxy
 from tests.harness.registry import Registry, start_registry
@@ -28,7 +28,7 @@ def tls_registry(tmp: Path) -> Iterator[tuple[Registry, TestCA, Blob]]:
     ca = make_ca(tmp / "ca")
     registry = start_registry(tmp / "registry", tls=ca)
     try:
-        blob = images.put_large_blob(registry, REPOSITORY, 3_000_000, seed="tls")
+        blob = largeblobs.put_large_blob(registry, REPOSITORY, 3_000_000, seed="tls")
         yield registry, ca, blob
     finally:
         registry.stop()
