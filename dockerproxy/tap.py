@@ -19,6 +19,7 @@ from twisted.python.threadpool import ThreadPool
 
 from dockerproxy import __version__, internals
 from dockerproxy.cache.diskio import ThreadedPool
+from dockerproxy.certificates import is_tls, load_options, parse_tls
 from dockerproxy.config import (
     Config,
     ConfigError,
@@ -270,7 +271,10 @@ def check_endpoint(description: str) -> None:
     from twisted.internet import endpoints, reactor
 
     try:
-        endpoints.serverFromString(reactor, description)
+        if is_tls(description):
+            load_options(parse_tls(description))
+        else:
+            endpoints.serverFromString(reactor, description)
     except Exception as e:
         raise ConfigError("--listen", f"bad endpoint {description!r}: {describe(e)}") from None
 
