@@ -201,11 +201,14 @@ class ConnectionLimit:
         pause: Callable[[], None],
         resume: Callable[[], None],
         clock: IReactorTime,
+        make_room: Callable[[int], None] | None = None,
     ) -> None:
         self.maximum = maximum
         self.pause = pause
         self.resume = resume
         self.clock = clock
+        # For a raised bound: file descriptors (raise_fd_limit, which tests replace).
+        self.make_room = make_room or raise_fd_limit
         self.channels: set[Any] = set()  # the admitted channels (ProxyChannel)
         self._closed_waiters: list[Deferred[None]] = []
         self._warned = -WARN_EVERY
@@ -213,6 +216,20 @@ class ConnectionLimit:
     @property
     def open(self) -> int:
         return len(self.channels)
+
+    def set_maximum(self, maximum: int) -> None:
+        """A new bound (a reload): accepting pauses or resumes as it now says; connections
+        open over a lowered bound stay, and new ones wait until they are under it."""
+        if maximum == self.maximum:
+            return
+        was_full = self.open >= self.maximum
+        self.maximum = maximum
+        self.make_room(maximum)
+        full = self.open >= maximum
+        if full and not was_full:
+            self.pause()
+        elif was_full and not full:
+            self.resume()
 
     def admit(self, channel: Any) -> bool:
         if self.open >= self.maximum:
