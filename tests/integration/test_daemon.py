@@ -15,6 +15,7 @@ import pytest
 
 from dockerproxy.config import Config
 from tests.harness import web
+from tests.harness.polling import wait_until
 from tests.harness.ports import HOST, free_port, wait_http
 from tests.harness.procs import ManagedProcess
 from tests.harness.proxy import StartProxy, run_twistd
@@ -85,7 +86,13 @@ def test_proxy_tac_reads_the_config_from_the_environment(upstream: Upstream, tmp
         ping = web.request("GET", f"http://{HOST}:{port}/v2/")
         assert ping.status == 401
         assert f'realm="http://{HOST}:{port}/v2/auth"' in (ping.header("www-authenticate") or "")
-    assert '"log_namespace": "dockerproxy.access"' in proc.log_text()
+        assert '"log_namespace": "dockerproxy.access"' in proc.log_text()
+        # SIGHUP reads DOCKERPROXY_CONFIG's file again: the log turns to text.
+        config.write_text(config.read_text().replace('log_format = "json"', 'log_format = "text"'))
+        os.kill(proc.pid, signal.SIGHUP)
+        assert wait_until(
+            lambda: "[dockerproxy.reload#info] reload: configuration applied" in proc.log_text()
+        ), proc.log_tail()
     assert (tmp / "cache" / "blobs").is_dir(), "the [cache] table is read"
 
 
@@ -135,6 +142,11 @@ def test_systemd_socket_activation(upstream: Upstream, tmp: Path) -> None:
         ping = web.request("GET", f"http://{HOST}:{port}/v2/")
         assert ping.status == 401
         assert f'realm="http://{HOST}:{port}/v2/auth"' in (ping.header("www-authenticate") or "")
+        # systemctl reload (ExecReload): SIGHUP, and the same socket goes on serving.
+        os.kill(proc.pid, signal.SIGHUP)
+        reloaded = wait_until(lambda: "reload: configuration applied" in proc.log_text())
+        assert reloaded and proc.alive(), proc.log_tail()
+        assert web.request("GET", f"http://{HOST}:{port}/v2/").status == 401
         # systemctl stop: SIGTERM, a drain with nothing in flight, a clean exit.
         os.kill(proc.pid, signal.SIGTERM)
         assert proc.proc is not None and proc.proc.wait(10) == 0, proc.log_tail()
@@ -155,6 +167,7 @@ def test_systemd_units_verify(tmp: Path) -> None:
         "CacheDirectory=dockerproxy",
         "KillSignal=SIGTERM",
         "KillMode=mixed",
+        "ExecReload=/bin/kill -HUP $MAINPID",
     ):
         assert setting in service
     stop = re.search(r"^TimeoutStopSec=(\d+)s$", service, re.MULTILINE)
