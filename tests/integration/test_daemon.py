@@ -269,3 +269,37 @@ def test_wheel_ships_the_home_page_template_and_catalogs(tmp: Path) -> None:
     assert Path(where).is_relative_to(site), where
     assert languages == "['en', 'zh']"
     assert all(int(count) > 0 for count in counts), counts
+
+
+def test_the_wheel_installs_the_dockerproxy_command(tmp: Path) -> None:
+    """``pip install .`` gives a ``dockerproxy`` script that runs the package it came with."""
+    wheel = build_wheel(tmp)
+    with zipfile.ZipFile(wheel) as archive:
+        [entry_points] = [n for n in archive.namelist() if n.endswith("entry_points.txt")]
+        declared = archive.read(entry_points).decode()
+    assert "[console_scripts]\ndockerproxy = dockerproxy.cli:main" in declared, declared
+    site = tmp / "site"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), wheel],
+        check=True,
+        timeout=300,
+        capture_output=True,
+    )
+    script = site / "bin" / "dockerproxy"
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    version = subprocess.run(
+        [str(script), "--version"], capture_output=True, text=True, timeout=60, env=env, cwd=tmp
+    )
+    assert (version.returncode, version.stdout.split()[0]) == (0, "dockerproxy"), version
+    config = tmp / "config.toml"
+    config.write_text('log_format = "json"\n[cache]\nenabled = false\n')
+    checked = subprocess.run(
+        [str(script), "check-config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        cwd=tmp,
+    )
+    assert checked.returncode == 0, checked.stderr
+    assert 'log_format = "json"' in checked.stdout.splitlines()
