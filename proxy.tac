@@ -16,4 +16,5 @@ except ConfigError as e:
 
 application = service.Application("dockerproxy")
 # Also selects JSON logging on the application when the config asks for it.
-service_for(config, reactor).setServiceParent(application)
+# SIGHUP reads DOCKERPROXY_CONFIG's file again.
+service_for(config, reactor, load=config_from_environment).setServiceParent(application)

@@ -19,6 +19,7 @@ from twisted.internet.defer import TimeoutError as DeferredTimeout
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
+from dockerproxy.config import Config
 from dockerproxy.listeners import ConnectionLimit
 
 log = Logger()
@@ -39,6 +40,10 @@ class Drain(service.Service):
         self.connections = connections
         self.clock = clock
         self.timeout = timeout
+
+    def apply(self, config: Config) -> None:
+        """A reload: the drain timeout of the next stop."""
+        self.timeout = config.drain_timeout
 
     def stopService(self) -> Deferred[None]:
         super().stopService()

@@ -20,7 +20,7 @@ from twisted.web.server import Request
 from dockerproxy import errors
 from dockerproxy.auth import PROXY_SERVICE, Challenge, format_bearer
 from dockerproxy.challenges import ChallengeCache, pick_challenge
-from dockerproxy.config import UpstreamConfig
+from dockerproxy.config import Config, UpstreamConfig
 from dockerproxy.edge import client_request
 from dockerproxy.headers import relayed_response_headers, upstream_request_headers
 from dockerproxy.relay import discard, relay_body
@@ -56,6 +56,11 @@ class Proxy:
 
     def client(self, upstream: UpstreamConfig) -> UpstreamClient:
         return self.clients.for_upstream(upstream)
+
+    def apply(self, config: Config) -> None:
+        """A reload: the public URL is read per request. (The router and the upstream
+        clients stay: see L{dockerproxy.reload.RestartNeeded}.)"""
+        self.public_url = config.public_url
 
 
 def request_host(request: IRequest) -> str:

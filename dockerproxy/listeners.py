@@ -6,6 +6,9 @@ when C{--max-connections} client connections are open. New connections then
 wait in the kernel's listen backlog instead of costing a file descriptor and
 memory each, and are accepted as soon as an open one closes. The open
 connections are also what a graceful stop drains (L{dockerproxy.drain}).
+
+C{ssl:} endpoints are listened on with L{dockerproxy.certificates}, so that a
+reload (L{Listeners.apply}) serves renewed certificates to new connections.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from typing import Any
 
 from twisted.application import service
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
-from twisted.internet.endpoints import serverFromString
+from twisted.internet.endpoints import SSL4ServerEndpoint, serverFromString
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import (
     IListeningPort,
@@ -24,9 +27,12 @@ from twisted.internet.interfaces import (
     IPushProducer,
     IReactorCore,
     IReactorTime,
+    IStreamServerEndpoint,
 )
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+
+from dockerproxy.certificates import ServerCertificates, is_tls, parse_tls
 
 log = Logger()
 
@@ -56,7 +62,8 @@ def describe(error: BaseException) -> str:
 
 class Listeners(service.Service):
     """Listens on endpoint descriptions (C{tcp:}, C{ssl:}, C{systemd:}, ...) with one
-    factory, keeps the ports, and can pause accepting on all of them."""
+    factory, keeps the ports, can pause accepting on all of them, and reads the
+    certificates of its C{ssl:} ports again on a reload."""
 
     name = "listeners"
 
@@ -67,6 +74,7 @@ class Listeners(service.Service):
         self.descriptions = tuple(descriptions)
         self.factory = factory
         self.ports: list[IListeningPort] = []
+        self.certificates: list[ServerCertificates] = []  # of the ssl: endpoints
         self.paused = False
         self._started = False
 
@@ -75,6 +83,7 @@ class Listeners(service.Service):
         that fails at once stops the start with L{ListenFailed}."""
         super().privilegedStartService()
         self._started = True
+        self.certificates = []
         for description in self.descriptions:
             failure = self._listen(description)
             if failure is not None:
@@ -92,13 +101,52 @@ class Listeners(service.Service):
                 now.append(failure)
 
         try:
-            endpoint = serverFromString(self.reactor, description)
+            endpoint = self._endpoint(description)
         except Exception:
             return Failure()  # e.g. a TLS key or certificate file that cannot be read
         d = endpoint.listen(self.factory)
         d.addCallbacks(self._listening, failed)
         waiting[0] = True
         return now[0] if now else None
+
+    def _endpoint(self, description: str) -> IStreamServerEndpoint:
+        """Twisted's endpoint for C{description}; for C{ssl:}, one whose certificate
+        can be replaced (it reads the files now)."""
+        if not is_tls(description):
+            return serverFromString(self.reactor, description)
+        listen = parse_tls(description)
+        certificates = ServerCertificates(listen)
+        self.certificates.append(certificates)
+        return SSL4ServerEndpoint(
+            self.reactor,
+            listen.port,
+            certificates,
+            listen.backlog,
+            listen.interface,
+        )
+
+    def apply(self, config: object = None) -> None:
+        """A reload: read each C{ssl:} endpoint's files again. New connections get a
+        certificate that loads; one that does not is refused in one line and the one
+        in use stays. (The endpoints themselves change only with a restart.)"""
+        for certificates in self.certificates:
+            endpoint = certificates.listen.description
+            try:
+                old, new = certificates.reload()
+            except Exception as e:
+                log.error(
+                    "reload: the certificate of {endpoint} is refused, the old one stays: {why}",
+                    endpoint=endpoint,
+                    why=describe(e),
+                )
+                continue
+            if old != new:
+                log.info(
+                    "reload: {endpoint} serves a new certificate to new connections "
+                    "(sha256 {fingerprint})",
+                    endpoint=endpoint,
+                    fingerprint=new,
+                )
 
     def startService(self) -> None:
         super().startService()
@@ -153,11 +201,14 @@ class ConnectionLimit:
         pause: Callable[[], None],
         resume: Callable[[], None],
         clock: IReactorTime,
+        make_room: Callable[[int], None] | None = None,
     ) -> None:
         self.maximum = maximum
         self.pause = pause
         self.resume = resume
         self.clock = clock
+        # For a raised bound: file descriptors (raise_fd_limit, which tests replace).
+        self.make_room = make_room or raise_fd_limit
         self.channels: set[Any] = set()  # the admitted channels (ProxyChannel)
         self._closed_waiters: list[Deferred[None]] = []
         self._warned = -WARN_EVERY
@@ -165,6 +216,20 @@ class ConnectionLimit:
     @property
     def open(self) -> int:
         return len(self.channels)
+
+    def set_maximum(self, maximum: int) -> None:
+        """A new bound (a reload): accepting pauses or resumes as it now says; connections
+        open over a lowered bound stay, and new ones wait until they are under it."""
+        if maximum == self.maximum:
+            return
+        was_full = self.open >= self.maximum
+        self.maximum = maximum
+        self.make_room(maximum)
+        full = self.open >= maximum
+        if full and not was_full:
+            self.pause()
+        elif was_full and not full:
+            self.resume()
 
     def admit(self, channel: Any) -> bool:
         if self.open >= self.maximum:

@@ -11,7 +11,7 @@ from twisted.web.server import Request, Site
 
 from dockerproxy.accesslog import log_access
 from dockerproxy.channel import BodyBuffer, ProxyChannel
-from dockerproxy.config import AccessSettings, ClientLimits
+from dockerproxy.config import AccessSettings, ClientLimits, Config
 from dockerproxy.edge import ClientRequest, read_client_request
 from dockerproxy.errors import RegistryError
 from dockerproxy.heap import HeapTrimmer
@@ -116,6 +116,16 @@ class ProxySite(Site):
         self.access = access or AccessSettings()
         # Set when the listening ports are known (tap.service_for); None: no bound.
         self.connections: ConnectionLimit | None = None
+
+    def apply(self, config: Config) -> None:
+        """A reload: new access settings and client limits, for every request from now
+        on; the deadlines already running on open connections keep theirs."""
+        self.access = config.access
+        self.limits = config.limits
+        if self.connections is not None:
+            self.connections.set_maximum(config.limits.max_connections)
+            for channel in self.connections.channels:
+                channel.limits = config.limits
 
     def buildProtocol(self, addr: IAddress | None) -> ProxyChannel:  # type: ignore[override]
         channel = cast(ProxyChannel, super().buildProtocol(addr))

@@ -8,17 +8,18 @@ from __future__ import annotations
 import os
 import signal
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from twisted.application.internet import TimerService
-from twisted.logger import ILogObserver, jsonFileLogObserver
+from twisted.logger import ILogObserver
 from twisted.python import usage
 from twisted.python.components import Componentized
 from twisted.python.threadpool import ThreadPool
 
 from dockerproxy import __version__, internals
 from dockerproxy.cache.diskio import ThreadedPool
+from dockerproxy.certificates import is_tls, load_options, parse_tls
 from dockerproxy.config import (
     Config,
     ConfigError,
@@ -35,7 +36,9 @@ from dockerproxy.listeners import (
     describe,
     raise_fd_limit,
 )
+from dockerproxy.logs import LogFormat
 from dockerproxy.proxytokens import SigningKeyService
+from dockerproxy.reload import Reloads, RestartNeeded
 from dockerproxy.services import CacheService, OrderedMultiService, S3Service, ThreadPoolService
 from dockerproxy.wiring import make_client_auth, make_mirror, make_proxy, make_s3, make_site
 
@@ -232,10 +235,14 @@ class Options(usage.Options):
             raise SystemExit(2) from None
 
     def postOptions(self) -> None:
-        toml = load_toml(self["config"]) if self["config"] else {}
-        self.config = build_config(toml, self.cli_settings())
+        self.config = self.reload_config()
         for endpoint in self.config.listen:
             check_endpoint(endpoint)
+
+    def reload_config(self) -> Config:
+        """The --config file (read now) merged with the command line, which wins."""
+        toml = load_toml(self["config"]) if self["config"] else {}
+        return build_config(toml, self.cli_settings())
 
     def cli_settings(self) -> dict[str, Any]:
         timeouts = {
@@ -283,7 +290,10 @@ def check_endpoint(description: str) -> None:
     from twisted.internet import endpoints, reactor
 
     try:
-        endpoints.serverFromString(reactor, description)
+        if is_tls(description):
+            load_options(parse_tls(description))
+        else:
+            endpoints.serverFromString(reactor, description)
     except Exception as e:
         raise ConfigError("--listen", f"bad endpoint {description!r}: {describe(e)}") from None
 
@@ -296,6 +306,7 @@ class DockerProxyService(OrderedMultiService):
     (listeners, drain, S3, stats, cache, thread pool), then the upstream pool closes."""
 
     listeners: Listeners | None = None
+    reloads: Reloads | None = None
     threadpool: ThreadPool | None = None  # for disk work; a ThreadPoolService owns it
     heap: HeapTrimmer | None = None
     client_auth: ClientAuth | None = None  # users, tokens, logins: apply(config) on reload
@@ -307,13 +318,16 @@ class DockerProxyService(OrderedMultiService):
         self.pool = pool
 
     def setServiceParent(self, parent: Any) -> Any:
-        """With C{log_format = "json"}, make twistd log JSON by giving the application an observer.
+        """Give the application (twistd's) a log observer whose format a reload can switch.
 
         twistd asks the application for an L{ILogObserver} after building this
         service, so this is the one place a plugin can choose the log format.
         """
-        if self.config.log_format == "json" and isinstance(parent, Componentized):
-            parent.setComponent(ILogObserver, json_observer())
+        if isinstance(parent, Componentized):
+            observer = LogFormat(self.config.log_format)
+            parent.setComponent(ILogObserver, observer)
+            if self.reloads is not None:
+                self.reloads.register(observer.apply)
         return super().setServiceParent(parent)
 
     def privilegedStartService(self) -> None:
@@ -344,19 +358,18 @@ def exit_cleanly(reactor: Any) -> None:
     internals.forget_exit_signal(reactor, signal.SIGTERM)
 
 
-def json_observer(stream: Any = None) -> ILogObserver:
-    return jsonFileLogObserver(stream or sys.stdout, recordSeparator="")
-
-
 def makeService(options: Mapping[str, Any] | Options) -> DockerProxyService:
     from twisted.internet import reactor
 
     config: Config = options.config  # type: ignore[union-attr]
-    return service_for(config, reactor)
+    return service_for(config, reactor, load=options.reload_config)  # type: ignore[union-attr]
 
 
 def service_for(
-    config: Config, reactor: Any, threadpool: ThreadPool | None = None
+    config: Config,
+    reactor: Any,
+    threadpool: ThreadPool | None = None,
+    load: Callable[[], Config] | None = None,
 ) -> DockerProxyService:
     """Wire the service tree; nothing here touches the disk or the network.
 
@@ -364,13 +377,17 @@ def service_for(
     which no single interface type says.
 
     Children in start order (they stop in reverse, each after the one before):
-    the thread pool, the cache, its stats timer, S3, the drain, the listeners.
-    The cache's disk work runs on C{threadpool} (by default a new one, of
-    L{dockerproxy.services.DISK_THREADS} threads), which the tree starts and stops.
+    the SIGHUP handler (it stays through the drain), the thread pool, the cache,
+    its stats timer, S3, the drain, the listeners. The cache's disk work runs on
+    C{threadpool} (by default a new one, of L{dockerproxy.services.DISK_THREADS}
+    threads), which the tree starts and stops. A reload reads the configuration
+    with C{load} (by default it keeps C{config}, and the certificates are read again).
     """
     proxy, pool = make_proxy(config, reactor)
     s3 = make_s3(config, reactor, pool)
     top = DockerProxyService(config, reactor, pool)
+    top.reloads = Reloads(reactor, load or (lambda: config))
+    top.reloads.setServiceParent(top)
     pool_service = ThreadPoolService(threadpool)
     pool_service.setServiceParent(top)
     top.threadpool = pool_service.threadpool
@@ -405,6 +422,9 @@ def service_for(
     drain.setServiceParent(top)
     listeners.setServiceParent(top)
     top.listeners = listeners
+    for reloader in (site.apply, listeners.apply, proxy.apply, drain.apply, client_auth.apply):
+        top.reloads.register(reloader)
+    top.reloads.register(RestartNeeded(config).apply)
     return top
 
 

@@ -15,6 +15,7 @@ import pytest
 
 from dockerproxy.config import Config
 from tests.harness import web
+from tests.harness.polling import wait_until
 from tests.harness.ports import HOST, free_port, wait_http
 from tests.harness.procs import ManagedProcess
 from tests.harness.proxy import StartProxy, run_twistd
@@ -85,7 +86,13 @@ def test_proxy_tac_reads_the_config_from_the_environment(upstream: Upstream, tmp
         ping = web.request("GET", f"http://{HOST}:{port}/v2/")
         assert ping.status == 401
         assert f'realm="http://{HOST}:{port}/v2/auth"' in (ping.header("www-authenticate") or "")
-    assert '"log_namespace": "dockerproxy.access"' in proc.log_text()
+        assert '"log_namespace": "dockerproxy.access"' in proc.log_text()
+        # SIGHUP reads DOCKERPROXY_CONFIG's file again: the log turns to text.
+        config.write_text(config.read_text().replace('log_format = "json"', 'log_format = "text"'))
+        os.kill(proc.pid, signal.SIGHUP)
+        assert wait_until(
+            lambda: "[dockerproxy.reload#info] reload: configuration applied" in proc.log_text()
+        ), proc.log_tail()
     assert (tmp / "cache" / "blobs").is_dir(), "the [cache] table is read"
 
 
@@ -135,6 +142,11 @@ def test_systemd_socket_activation(upstream: Upstream, tmp: Path) -> None:
         ping = web.request("GET", f"http://{HOST}:{port}/v2/")
         assert ping.status == 401
         assert f'realm="http://{HOST}:{port}/v2/auth"' in (ping.header("www-authenticate") or "")
+        # systemctl reload (ExecReload): SIGHUP, and the same socket goes on serving.
+        os.kill(proc.pid, signal.SIGHUP)
+        reloaded = wait_until(lambda: "reload: configuration applied" in proc.log_text())
+        assert reloaded and proc.alive(), proc.log_tail()
+        assert web.request("GET", f"http://{HOST}:{port}/v2/").status == 401
         # systemctl stop: SIGTERM, a drain with nothing in flight, a clean exit.
         os.kill(proc.pid, signal.SIGTERM)
         assert proc.proc is not None and proc.proc.wait(10) == 0, proc.log_tail()
@@ -156,6 +168,7 @@ def test_systemd_units_verify(tmp: Path) -> None:
         "StateDirectory=dockerproxy",  # the token signing key, when clients log in
         "KillSignal=SIGTERM",
         "KillMode=mixed",
+        "ExecReload=/bin/kill -HUP $MAINPID",
     ):
         assert setting in service
     stop = re.search(r"^TimeoutStopSec=(\d+)s$", service, re.MULTILINE)
@@ -257,3 +270,37 @@ def test_wheel_ships_the_home_page_template_and_catalogs(tmp: Path) -> None:
     assert Path(where).is_relative_to(site), where
     assert languages == "['en', 'zh']"
     assert all(int(count) > 0 for count in counts), counts
+
+
+def test_the_wheel_installs_the_dockerproxy_command(tmp: Path) -> None:
+    """``pip install .`` gives a ``dockerproxy`` script that runs the package it came with."""
+    wheel = build_wheel(tmp)
+    with zipfile.ZipFile(wheel) as archive:
+        [entry_points] = [n for n in archive.namelist() if n.endswith("entry_points.txt")]
+        declared = archive.read(entry_points).decode()
+    assert "[console_scripts]\ndockerproxy = dockerproxy.cli:main" in declared, declared
+    site = tmp / "site"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), wheel],
+        check=True,
+        timeout=300,
+        capture_output=True,
+    )
+    script = site / "bin" / "dockerproxy"
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    version = subprocess.run(
+        [str(script), "--version"], capture_output=True, text=True, timeout=60, env=env, cwd=tmp
+    )
+    assert (version.returncode, version.stdout.split()[0]) == (0, "dockerproxy"), version
+    config = tmp / "config.toml"
+    config.write_text('log_format = "json"\n[cache]\nenabled = false\n')
+    checked = subprocess.run(
+        [str(script), "check-config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        cwd=tmp,
+    )
+    assert checked.returncode == 0, checked.stderr
+    assert 'log_format = "json"' in checked.stdout.splitlines()

@@ -1,4 +1,5 @@
-"""Fakes shared by the relay and blob-cache unit tests, and the disk pools of the cache."""
+"""Fakes shared by the relay and blob-cache unit tests, the disk pools of the cache, and a
+log capture."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.error import ConnectionLost
 from twisted.internet.interfaces import IProtocol
 from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.logger import LogEvent, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 from twisted.trial.unittest import SynchronousTestCase
@@ -204,3 +206,18 @@ class InlineThreadsReactor(MemoryReactorClock):
 
     def callFromThread(self, f: Callable[..., object], *args: Any, **kw: Any) -> None:
         f(*args, **kw)
+
+
+# --------------------------------------------------------------------------- logs
+
+
+def lines_logged(case: SynchronousTestCase) -> list[str]:
+    """The text of every event logged from now until the test ends."""
+    seen: list[str] = []
+
+    def observe(event: LogEvent) -> None:
+        seen.append(formatEvent(event))
+
+    globalLogPublisher.addObserver(observe)
+    case.addCleanup(globalLogPublisher.removeObserver, observe)
+    return seen

@@ -5,23 +5,25 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.application.service import IService
+from twisted.application.service import Application, IService
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import CannotListenError, ConnectionDone
 from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.logger import ILogObserver
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from dockerproxy.config import build_config
 from dockerproxy.drain import ABORT_WAIT
 from dockerproxy.listeners import Listeners, ListenFailed
+from dockerproxy.logs import LogFormat
 from dockerproxy.site import ProxySite
 from dockerproxy.tap import DockerProxyService, service_for
-from tests.unit.fakes import InlineThreadPool, InlineThreadsReactor, scratch_dir
+from tests.unit.fakes import InlineThreadPool, InlineThreadsReactor, lines_logged, scratch_dir
 
 DRAIN = 12.0
 LISTEN = ["tcp:5000:interface=127.0.0.1", "tcp:5001:interface=127.0.0.1"]
-START_ORDER = ["threadpool", "cache", "stats", "s3", "drain", "listeners"]
+START_ORDER = ["reload", "threadpool", "cache", "stats", "s3", "drain", "listeners"]
 PING = b"GET /v2/ HTTP/1.1\r\nHost: mirror.test\r\n\r\n"
 
 
@@ -183,3 +185,50 @@ class StopTests(TreeTestCase):
         self.assertEqual(done, [None])
         self.assertTrue(top.threadpool.joined)
         self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+
+class ReloadTests(TreeTestCase):
+    """Every part that reloads is registered by the tree (and the log's observer by
+    setServiceParent); what needs a restart is named."""
+
+    def test_a_reload_reaches_each_part(self) -> None:
+        settings = {
+            "listen": LISTEN,
+            "upstream": "http://127.0.0.1:9",
+            "presets": False,
+            "cache": {"enabled": False},
+            "log_format": "json",
+            "public_url": "https://mirror.test",
+            "drain_timeout": 3,
+            "limits": {"client_idle_timeout": 4, "max_connections": 50},
+            "access": {"trusted_proxies": ["10.0.0.0/8"]},
+        }
+        new = build_config(settings, {})
+        top = service_for(self.config, self.reactor, self.threadpool, load=lambda: new)
+        application = Application("dockerproxy")
+        top.setServiceParent(application)
+        observer = application.getComponent(ILogObserver)
+        assert isinstance(observer, LogFormat) and top.reloads is not None
+        self.assertEqual(observer.format, "text")
+        logged = lines_logged(self)
+        self.assertIs(top.reloads.reload(), new)
+        assert top.listeners is not None
+        site = top.listeners.factory
+        assert isinstance(site, ProxySite) and site.connections is not None
+        self.assertEqual((site.access, site.limits), (new.access, new.limits))
+        self.assertEqual(site.connections.maximum, 50)
+        self.assertEqual(site.resource.proxy.public_url, "https://mirror.test")  # type: ignore[attr-defined]
+        self.assertEqual(top.getServiceNamed("drain").timeout, 3)  # type: ignore[attr-defined]
+        self.assertEqual(observer.format, "json")
+        self.assertIn(
+            "reload: changed settings that need a restart keep their running values: cache",
+            logged,
+        )
+        self.assertEqual(logged[-1], "reload: configuration applied")
+
+    def test_without_a_file_a_reload_keeps_the_configuration(self) -> None:
+        top = self.build()
+        assert top.reloads is not None
+        logged = lines_logged(self)
+        self.assertIs(top.reloads.reload(), self.config)
+        self.assertEqual(logged, ["reload: configuration applied"])

@@ -70,7 +70,7 @@ class AuthTreeTests(SynchronousTestCase):
     def test_building_touches_no_state_directory(self) -> None:
         top = self.build()
         names = [IService(child).name for child in top]
-        self.assertEqual(names[:2], ["threadpool", "signing-key"])
+        self.assertEqual(names[:3], ["reload", "threadpool", "signing-key"])
         self.assertFalse(self.state.exists())
         assert top.client_auth is not None
         self.assertTrue(top.client_auth.check_admin("alice", "pw"))
