@@ -73,8 +73,9 @@ def committed_path(cache_dir: Path, digest: str) -> Path:
 
 
 def partials(cache_dir: Path) -> list[Path]:
+    """The blob fills under way (or killed): metadata written through ``tmp/`` is not one."""
     tmp = cache_dir / "tmp"
-    return sorted(p for p in tmp.iterdir() if p.is_file()) if tmp.is_dir() else []
+    return sorted(p for p in tmp.glob("fill-*.partial") if p.is_file()) if tmp.is_dir() else []
 
 
 def anonymous_token(proxy: ProxyProcess, name: str) -> str:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from twisted.logger import eventFromJSON, formatEvent
 
-from tests.harness import images, web
+from tests.harness import largeblobs, web
 from tests.harness.caching import MiB, anonymous_token
 from tests.harness.gate import Gate
 from tests.harness.polling import wait_until
@@ -172,7 +172,7 @@ def test_a_renewed_certificate_is_served_to_new_connections_and_a_pull_under_way
     start_proxy: StartProxy, upstream: Upstream, gate_factory: Callable[[int, int], Gate], tmp: Path
 ) -> None:
     name = f"public/reload-{uuid.uuid4().hex[:8]}"
-    blob = images.put_large_blob(upstream.registry, name, 32 * MiB, seed="reload")
+    blob = largeblobs.put_large_blob(upstream.registry, name, 32 * MiB, seed="reload")
     gate = gate_factory(upstream.port, 8 * MiB)  # the pull stops part way until released
     served = TLSProxy(start_proxy, gate.url, tmp)
     old = fingerprint_of_file(served.cert)
