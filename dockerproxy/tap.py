@@ -26,6 +26,7 @@ from dockerproxy.config import (
     load_toml,
 )
 from dockerproxy.config.access import OPTIONS as ACCESS_OPTIONS
+from dockerproxy.config.policy import OPTIONS as QUOTA_OPTIONS
 from dockerproxy.drain import Drain
 from dockerproxy.heap import HeapTrimmer
 from dockerproxy.listeners import (
@@ -141,6 +142,15 @@ class Options(usage.Options):
             None,
             "Region to sign S3 requests for (default AWS_REGION or us-east-1).",
         ],
+        ["rate-limit", None, None, "Requests per client, e.g. 10/s; more get 429 (default none)."],
+        ["rate-burst", None, None, "Requests a client may make at once (default: 1 s of rate)."],
+        [
+            "bandwidth-limit",
+            None,
+            None,
+            "Response bytes per client, e.g. 20MiB/s, over all its downloads (default none).",
+        ],
+        ["max-pulls", None, None, "Blob downloads per client at once; more get 429."],
     ]
 
     def __init__(self) -> None:
@@ -262,6 +272,7 @@ class Options(usage.Options):
             "drain_timeout": self["drain-timeout"],
             "public_url": self["public-url"],
             **{name: self[name] for name in ACCESS_OPTIONS},
+            **{name: self[option[2:]] for name, option in QUOTA_OPTIONS.items()},
         }
 
 

@@ -16,6 +16,8 @@ from dockerproxy.config.checks import (
     check_seconds,
     check_url,
 )
+from dockerproxy.config.policy import KEYS as QUOTA_KEYS
+from dockerproxy.config.policy import quotas_config
 from dockerproxy.config.settings import DEFAULT_LISTEN, LOG_FORMATS, ClientLimits, Config, Timeouts
 from dockerproxy.config.upstreams import (
     credentials_file,
@@ -42,6 +44,7 @@ _TOP_KEYS = {
     "public_url",
     "drain_timeout",
     "access",
+    "users",
 }
 
 
@@ -132,6 +135,7 @@ def build_config(toml: Mapping[str, Any], cli: Mapping[str, Any]) -> Config:
         public_url=public_url,
         drain_timeout=_drain_timeout(toml, cli),
         access=access_config(toml.get("access", {}), cli),
+        quotas=quotas_config(toml, cli),
     )
 
 
@@ -148,7 +152,7 @@ def _limits(table: Any, cli: Mapping[str, Any]) -> ClientLimits:
     C{--max-connections}; the key names are the options' without dashes."""
     if not isinstance(table, dict):
         raise ConfigError("limits", "must be a table")
-    unknown = set(table) - set(ClientLimits.__dataclass_fields__)
+    unknown = set(table) - set(ClientLimits.__dataclass_fields__) - QUOTA_KEYS
     if unknown:
         raise ConfigError(f"limits.{sorted(unknown)[0]}", "unknown setting")
     values: dict[str, Any] = {}
