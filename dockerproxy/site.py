@@ -16,14 +16,16 @@ from dockerproxy.edge import ClientRequest, read_client_request
 from dockerproxy.errors import RegistryError
 from dockerproxy.heap import HeapTrimmer
 from dockerproxy.rendering import JSONErrorPage
+from dockerproxy.shaping import ShapedRequest
 
 if TYPE_CHECKING:
     from dockerproxy.listeners import ConnectionLimit
 
 
-class ProxyRequest(Request):
+class ProxyRequest(ShapedRequest):
     """Reads itself once at the edge, remembers when it started, and logs itself once,
-    finished or cut short (then the memory its body used may go back to the system)."""
+    finished or cut short (then the memory its body used may go back to the system).
+    Its body bytes are shaped to its client's bandwidth limit, if any."""
 
     # What the client sent, read once (see dockerproxy.edge); until then, or when it
     # cannot be read, the error to answer instead of any resource. (Not "client":
@@ -59,7 +61,8 @@ class ProxyRequest(Request):
 
     def finish(self) -> None:
         super().finish()
-        self._log_once(complete=True)
+        if self.finished:  # not while a shaped body is still going out
+            self._log_once(complete=True)
 
     def connectionLost(self, reason: object) -> None:
         super().connectionLost(reason)

@@ -34,6 +34,7 @@ LEAVES = frozenset(
         "dockerproxy.patterns",
         "dockerproxy.presets",
         "dockerproxy.relay",
+        "dockerproxy.shaping",
         "dockerproxy.sizes",
         "dockerproxy.taglist",
     }
