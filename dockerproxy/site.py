@@ -15,6 +15,7 @@ from dockerproxy.config import AccessSettings, ClientLimits
 from dockerproxy.edge import ClientRequest, read_client_request
 from dockerproxy.errors import RegistryError
 from dockerproxy.heap import HeapTrimmer
+from dockerproxy.policy import Policy
 from dockerproxy.rendering import JSONErrorPage
 from dockerproxy.shaping import ShapedRequest
 
@@ -118,6 +119,8 @@ class ProxySite(Site):
         self.access = access or AccessSettings()
         # Set when the listening ports are known (tap.service_for); None: no bound.
         self.connections: ConnectionLimit | None = None
+        # Who may connect, request rates and bandwidth (its quotas set by tap.service_for).
+        self.policy = Policy(reactor)
 
     def buildProtocol(self, addr: IAddress | None) -> ProxyChannel:  # type: ignore[override]
         channel = cast(ProxyChannel, super().buildProtocol(addr))
@@ -132,8 +135,9 @@ class ProxySite(Site):
         return BodyBuffer()
 
     def getResourceFor(self, request: Request) -> Resource:
-        """A request that could not be read at the edge reaches no resource."""
-        refused = getattr(request, "refused", None)
+        """A request from a client the policy refuses, or that could not be read at the
+        edge, reaches no resource."""
+        refused = self.policy.admit(request, self.access) or getattr(request, "refused", None)
         if refused is not None:
             return JSONErrorPage(refused)
         return super().getResourceFor(request)

@@ -389,6 +389,7 @@ def service_for(
         S3Service(s3).setServiceParent(top)
     top.heap = HeapTrimmer.for_this_process(reactor)
     site = make_site(proxy, reactor, config.limits, mirror, top.heap, config.access)
+    site.policy.apply(config)
     listeners = Listeners(reactor, config.listen, site)
     site.connections = ConnectionLimit(
         config.limits.max_connections, listeners.pause, listeners.resume, reactor

@@ -100,6 +100,19 @@ RULES = [
     ),
     ("dockerproxy.resources", ("dockerproxy.site", "dockerproxy.tap", "dockerproxy.wiring")),
     (
+        "dockerproxy.policy",
+        (
+            "dockerproxy.cache",
+            "dockerproxy.mirror",
+            "dockerproxy.exchange",
+            "dockerproxy.upstream",
+            "dockerproxy.resources",
+            "dockerproxy.site",
+            "dockerproxy.tap",
+            "dockerproxy.wiring",
+        ),
+    ),
+    (
         "dockerproxy.tokens",
         ("dockerproxy.resources", "dockerproxy.site", "dockerproxy.tap", "dockerproxy.wiring"),
     ),
