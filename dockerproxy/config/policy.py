@@ -13,6 +13,7 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import Any
 
 from dockerproxy.config.checks import ConfigError
@@ -70,11 +71,12 @@ class Quotas:
             return self.default
         return self.users.get(user, self.default)
 
-    @property
+    @cached_property
     def unlimited(self) -> bool:
+        """No client has any limit (asked for every request, so worked out once)."""
         return self.default.unlimited and all(q.unlimited for q in self.users.values())
 
-    @property
+    @cached_property
     def shaped(self) -> bool:
         """Whether any client has a bandwidth limit."""
         quotas = [self.default, *self.users.values()]
