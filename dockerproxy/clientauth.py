@@ -121,12 +121,27 @@ class ClientAuth:
             return True
         return any_matches(self.anonymous, target.upstream.name, target.repository)
 
+    def identify(self, request: Request) -> None:
+        """Name the request's user from a valid bearer credential before its client's
+        limits are counted (L{dockerproxy.policy}); anything else is left to L{authorize}."""
+        token = _bearer(request)
+        user: str | None = None
+        if token and looks_like_jwt(token):
+            if self.signer is None:
+                return
+            try:
+                user = self.signer.verify(token).user
+            except InvalidToken:
+                return
+        elif token:
+            user = self.users.token_user(token.encode("latin-1"))
+        if user is not None and self.users.knows(user):
+            note_user(request, user)
+
     async def credential(self, request: Request, scope: str | None) -> Grant:
         """What the request's bearer token grants: the proxy's token or a static one."""
-        authorization = client_request(request).authorization
-        scheme, _, value = (authorization or b"").partition(b" ")
-        token = value.strip().decode("latin-1")
-        if scheme.lower() != b"bearer" or not token:
+        token = _bearer(request)
+        if not token:
             raise self.challenge(request, scope)
         if looks_like_jwt(token):
             if self.signer is None:
@@ -210,6 +225,12 @@ def note_user(request: Request, user: str | None) -> None:
     """The proxy's own user on the request (L{dockerproxy.site.ProxyRequest.user}), for
     the access log, the limits and metrics (twisted.web's bytes C{user} is unused)."""
     request.user = user  # type: ignore[assignment]
+
+
+def _bearer(request: Request) -> str:
+    """The request's bearer token, as read at the edge; empty if it has none."""
+    scheme, _, value = (client_request(request).authorization or b"").partition(b" ")
+    return value.strip().decode("latin-1") if scheme.lower() == b"bearer" else ""
 
 
 def _address(request: IRequest) -> str:

@@ -27,6 +27,7 @@ from twisted.web.server import Request
 from zope.interface import implementer
 
 from dockerproxy import internals
+from dockerproxy.shaping import allowance
 
 log = Logger()
 
@@ -82,8 +83,8 @@ class BodyRelay(Protocol):
         if self._client is not None:
             self._client_socket = self._client.getHandle()  # type: ignore[attr-defined]
         internals.enlarge_sends(self._client, READ_MAX)
-        self._size_next_read(self._client_room())
         self.request.registerProducer(self, True)
+        self._size_next_read(self._client_room())
         self._arm_idle_timer()
 
     def pauseProducing(self) -> None:
@@ -115,9 +116,14 @@ class BodyRelay(Protocol):
         return None if self._client_socket is None else send_room(self._client_socket)
 
     def _size_next_read(self, room: int | None) -> None:
-        """Read no more than the client can take now: the rest waits in the kernel."""
+        """Read no more than the client can take now, nor than its bandwidth budget
+        allows (see L{dockerproxy.shaping}): the rest waits in the kernel."""
         if self._upstream_reads is not None:
-            internals.set_read_size(self._upstream_reads, read_size(room))
+            size = read_size(room)
+            shaped = allowance(self.request)
+            if shaped is not None:
+                size = min(size, shaped)
+            internals.set_read_size(self._upstream_reads, size)
 
     def connectionLost(self, reason: Failure = ResponseDone) -> None:  # type: ignore[assignment]
         if self._idle is not None and self._idle.active():

@@ -29,6 +29,7 @@ from dockerproxy.exchange import (
 )
 from dockerproxy.headers import relayed_response_headers
 from dockerproxy.mirror import Mirror
+from dockerproxy.policy import check_repository, start_pull
 from dockerproxy.pull import Pull
 from dockerproxy.relay import discard
 from dockerproxy.rendering import JSONErrorPage, PullResource, render_async, respond_error
@@ -189,6 +190,9 @@ class RegistryResource(PullResource):
         target = self.proxy.router.resolve(request_host(request), api.name, ns)
         if self.client_auth is not None:
             await self.client_auth.authorize(request, api.name, target)
+        check_repository(request, target.upstream.name, target.repository)
+        if api.kind == "blobs" and request.method == b"GET":
+            start_pull(request)
         request.upstream = target.upstream.url  # type: ignore[attr-defined]
         url = f"{target.upstream.url}/v2/{target.repository}/{api.kind}/"
         url += f"{api.reference}" if api.reference else "list" + tags_query(request)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, cast
 
 from twisted.internet.interfaces import IAddress, IReactorTime
@@ -15,15 +16,18 @@ from dockerproxy.config import AccessSettings, ClientLimits, Config
 from dockerproxy.edge import ClientRequest, read_client_request
 from dockerproxy.errors import RegistryError
 from dockerproxy.heap import HeapTrimmer
+from dockerproxy.policy import Policy
 from dockerproxy.rendering import JSONErrorPage
+from dockerproxy.shaping import ShapedRequest
 
 if TYPE_CHECKING:
     from dockerproxy.listeners import ConnectionLimit
 
 
-class ProxyRequest(Request):
+class ProxyRequest(ShapedRequest):
     """Reads itself once at the edge, remembers when it started, and logs itself once,
-    finished or cut short (then the memory its body used may go back to the system)."""
+    finished or cut short (then the memory its body used may go back to the system).
+    Its body bytes are shaped to its client's bandwidth limit, if any."""
 
     # What the client sent, read once (see dockerproxy.edge); until then, or when it
     # cannot be read, the error to answer instead of any resource. (Not "client":
@@ -60,7 +64,8 @@ class ProxyRequest(Request):
 
     def finish(self) -> None:
         super().finish()
-        self._log_once(complete=True)
+        if self.finished:  # not while a shaped body is still going out
+            self._log_once(complete=True)
 
     def connectionLost(self, reason: object) -> None:
         super().connectionLost(reason)
@@ -116,12 +121,17 @@ class ProxySite(Site):
         self.access = access or AccessSettings()
         # Set when the listening ports are known (tap.service_for); None: no bound.
         self.connections: ConnectionLimit | None = None
+        # Who may connect, request rates and bandwidth (its quotas set by tap.service_for).
+        self.policy = Policy(reactor)
+        # Names the request's user, when clients log in, so that limits count per user.
+        self.identify: Callable[[Request], None] | None = None
 
     def apply(self, config: Config) -> None:
         """A reload: new access settings and client limits, for every request from now
         on; the deadlines already running on open connections keep theirs."""
         self.access = config.access
         self.limits = config.limits
+        self.policy.apply(config)
         if self.connections is not None:
             self.connections.set_maximum(config.limits.max_connections)
             for channel in self.connections.channels:
@@ -140,8 +150,12 @@ class ProxySite(Site):
         return BodyBuffer()
 
     def getResourceFor(self, request: Request) -> Resource:
-        """A request that could not be read at the edge reaches no resource."""
-        refused = getattr(request, "refused", None)
+        """A request from a client the policy refuses, or that could not be read at the
+        edge, reaches no resource."""
+        unread = getattr(request, "refused", None)
+        if unread is None and self.identify is not None:
+            self.identify(request)
+        refused = self.policy.admit(request, self.access) or unread
         if refused is not None:
             return JSONErrorPage(refused)
         return super().getResourceFor(request)

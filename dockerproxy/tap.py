@@ -27,6 +27,7 @@ from dockerproxy.config import (
     load_toml,
 )
 from dockerproxy.config.access import OPTIONS as ACCESS_OPTIONS
+from dockerproxy.config.policy import OPTIONS as QUOTA_OPTIONS
 from dockerproxy.drain import Drain
 from dockerproxy.heap import HeapTrimmer
 from dockerproxy.listeners import (
@@ -148,6 +149,15 @@ class Options(usage.Options):
         ["auth-htpasswd", None, None, "htpasswd file (bcrypt): clients log in to the proxy."],
         ["auth-tokens", None, None, 'TOML file of static tokens (name = "token") to log in.'],
         ["state-dir", None, None, "Where the token signing key is kept (StateDirectory)."],
+        ["rate-limit", None, None, "Requests per client, e.g. 10/s; more get 429 (default none)."],
+        ["rate-burst", None, None, "Requests a client may make at once (default: 1 s of rate)."],
+        [
+            "bandwidth-limit",
+            None,
+            None,
+            "Response bytes per client, e.g. 20MiB/s, over all its downloads (default none).",
+        ],
+        ["max-pulls", None, None, "Blob downloads per client at once; more get 429."],
     ]
 
     def __init__(self) -> None:
@@ -282,6 +292,7 @@ class Options(usage.Options):
             "auth_tokens": self["auth-tokens"],
             "anonymous_pull": self["anonymous_pull"],
             "state_dir": self["state-dir"],
+            **{name: self[option[2:]] for name, option in QUOTA_OPTIONS.items()},
         }
 
 
@@ -414,6 +425,7 @@ def service_for(
     top.heap = HeapTrimmer.for_this_process(reactor)
     gate = client_auth if client_auth.enabled else None
     site = make_site(proxy, reactor, config.limits, mirror, top.heap, config.access, gate)
+    site.policy.apply(config)
     listeners = Listeners(reactor, config.listen, site)
     site.connections = ConnectionLimit(
         config.limits.max_connections, listeners.pause, listeners.resume, reactor

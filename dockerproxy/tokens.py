@@ -32,6 +32,7 @@ from dockerproxy.exchange import (
 )
 from dockerproxy.headers import USER_AGENT
 from dockerproxy.mirror import Mirror
+from dockerproxy.policy import check_repository
 from dockerproxy.rendering import PullResource, error_page, render_async, respond_error
 
 log = Logger()
@@ -177,6 +178,8 @@ class AuthResource(PullResource):
             if not names.is_valid_name(name):
                 raise errors.name_invalid(name)
         targets = {name: router.resolve(host, name, ns) for name in repositories}
+        for target in targets.values():
+            check_repository(request, target.upstream.name, target.repository)
         upstreams = {(t.upstream.name, t.upstream.url): t.upstream for t in targets.values()}
         if len(upstreams) > 1:
             raise errors.RegistryError(

@@ -137,4 +137,7 @@ def make_site(
     access: AccessSettings | None = None,
     client_auth: ClientAuth | None = None,
 ) -> ProxySite:
-    return ProxySite(RootResource(proxy, mirror, client_auth), reactor, limits, heap, access)
+    site = ProxySite(RootResource(proxy, mirror, client_auth), reactor, limits, heap, access)
+    if client_auth is not None:
+        site.identify = client_auth.identify
+    return site

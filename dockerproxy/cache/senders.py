@@ -23,6 +23,7 @@ from dockerproxy.cache.fills import Fallback, Fill
 from dockerproxy.cache.sendfile import Sendfile
 from dockerproxy.digests import Digest
 from dockerproxy.relay import abort_client, client_gone
+from dockerproxy.shaping import allowance, charge
 
 if TYPE_CHECKING:
     from dockerproxy.cache.blobs import BlobCache
@@ -202,7 +203,8 @@ class Sender:
                 self._schedule()
                 return
             assert self._fd is not None
-            data = os.pread(self._fd, min(READ_CHUNK, limit - self.offset), self.offset)
+            size = min(READ_CHUNK, limit - self.offset, allowance(self.request) or READ_CHUNK)
+            data = os.pread(self._fd, size, self.offset)
             if not data:
                 self._abort("the blob file is shorter than its size")
                 return
@@ -230,7 +232,7 @@ class Sender:
             if budget <= 0 or sendfile.buffered():
                 self._wait_for(sendfile)
                 return True
-            count = min(self.end - self.offset, budget)
+            count = min(self.end - self.offset, budget, allowance(request) or budget)
             try:
                 sent = sendfile.send(self._fd, self.offset, count)
             except OSError as e:
@@ -257,6 +259,9 @@ class Sender:
             budget -= sent
             self.cache.bytes_served += sent
             request.sentLength += sent  # request.write() counts its bytes; this is ours
+            charge(request, sent)  # and may pause this sender, for the client's bandwidth
+            if self._paused:
+                return True
             if sent < count:  # the socket filled up: a further call would only fail
                 self._wait_for(sendfile)
                 return True

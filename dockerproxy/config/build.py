@@ -17,6 +17,8 @@ from dockerproxy.config.checks import (
     check_seconds,
     check_url,
 )
+from dockerproxy.config.policy import KEYS as QUOTA_KEYS
+from dockerproxy.config.policy import quotas_config
 from dockerproxy.config.settings import DEFAULT_LISTEN, LOG_FORMATS, ClientLimits, Config, Timeouts
 from dockerproxy.config.upstreams import (
     credentials_file,
@@ -45,6 +47,7 @@ _TOP_KEYS = {
     "access",
     "auth",
     "state_dir",
+    "users",
 }
 
 
@@ -137,6 +140,7 @@ def build_config(toml: Mapping[str, Any], cli: Mapping[str, Any]) -> Config:
         access=access_config(toml.get("access", {}), cli),
         auth=auth_config(toml.get("auth", {}), cli),
         state_dir=state_dir_config(toml, cli),
+        quotas=quotas_config(toml, cli),
     )
 
 
@@ -153,7 +157,7 @@ def _limits(table: Any, cli: Mapping[str, Any]) -> ClientLimits:
     C{--max-connections}; the key names are the options' without dashes."""
     if not isinstance(table, dict):
         raise ConfigError("limits", "must be a table")
-    unknown = set(table) - set(ClientLimits.__dataclass_fields__)
+    unknown = set(table) - set(ClientLimits.__dataclass_fields__) - QUOTA_KEYS
     if unknown:
         raise ConfigError(f"limits.{sorted(unknown)[0]}", "unknown setting")
     values: dict[str, Any] = {}

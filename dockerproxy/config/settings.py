@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from dockerproxy.config.auth import AuthSettings
+from dockerproxy.config.policy import Quotas
 from dockerproxy.networks import Networks
 from dockerproxy.patterns import RepositoryPattern
 from dockerproxy.presets import ALIASES, PRESETS
@@ -141,3 +142,4 @@ class Config:
     access: AccessSettings = AccessSettings()
     auth: AuthSettings = field(default_factory=AuthSettings)  # clients logging in (config/auth.py)
     state_dir: str = ""  # where the token signing key lives (--state-dir)
+    quotas: Quotas = field(default_factory=Quotas)  # what each client may use (config.policy)

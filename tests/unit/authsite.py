@@ -85,6 +85,7 @@ class AuthTestCase(ProxyTestCase):
             access=config.access,
             client_auth=self.client_auth if self.client_auth.enabled else None,
         )
+        self.site.policy.apply(config)
         self.requests: list[ProxyRequest] = []
         self.site.requestFactory = self._remember  # type: ignore[method-assign,assignment]
         self.events: list[LogEvent] = []

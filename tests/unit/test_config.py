@@ -18,6 +18,7 @@ from dockerproxy.config import (
     build_config,
     load_toml,
 )
+from dockerproxy.config.policy import Quota, Quotas
 from dockerproxy.tap import Options, config_from_environment
 from tests.unit.fakes import SyncPool
 
@@ -686,3 +687,90 @@ def test_bad_access_settings_name_their_key(
     toml: dict[str, Any], cli: dict[str, Any], key: str
 ) -> None:
     assert config_error(toml, cli).key == key
+
+
+# --------------------------------------------------------------------------- client quotas
+
+
+def test_no_quotas_by_default() -> None:
+    quotas = build_config({}, {}).quotas
+    assert quotas == Quotas()
+    assert quotas.unlimited and not quotas.shaped
+
+
+def test_quotas_from_limits_table_and_options() -> None:
+    toml = {
+        "limits": {
+            "client_header_timeout": 5,
+            "rate_limit": "600/m",
+            "rate_burst": 20,
+            "bandwidth_limit": "20MiB/s",
+            "max_pulls": 4,
+        }
+    }
+    config = build_config(toml, {})
+    assert config.quotas.default == Quota(10.0, 20, 20 * 1024 * 1024, 4)
+    assert config.limits.client_header_timeout == 5.0
+    argv = ["--rate-limit", "5/s", "--rate-burst", "8", "--bandwidth-limit", "1MB/s"]
+    config = parse_options([*argv, "--max-pulls", "2"])
+    assert config.quotas.default == Quota(5.0, 8, 1_000_000, 2)
+    # Options win over the file, key by key.
+    config = build_config(toml, {"rate_limit": "2", "max_pulls": "0"})
+    assert config.quotas.default == Quota(2.0, 20, 20 * 1024 * 1024, None)
+
+
+def test_rate_burst_defaults_to_one_second_of_rate() -> None:
+    assert Quota(rate_limit=10.0).burst == 10
+    assert Quota(rate_limit=0.5).burst == 1
+    assert Quota(rate_limit=2.5, rate_burst=7).burst == 7
+
+
+def test_users_override_the_keys_they_set() -> None:
+    toml = {
+        "limits": {"rate_limit": "10/s", "bandwidth_limit": "20MiB/s", "max_pulls": 3},
+        "users": {
+            "ci": {"rate_limit": 0, "bandwidth_limit": 0, "max_pulls": 0},
+            "alice": {"bandwidth_limit": "5MiB/s"},
+        },
+    }
+    quotas = build_config(toml, {}).quotas
+    assert quotas.for_user("ci") == Quota()
+    assert quotas.for_user("ci").unlimited
+    assert quotas.for_user("alice") == Quota(10.0, None, 5 * 1024 * 1024, 3)
+    assert quotas.for_user("bob") == quotas.default == quotas.for_user(None)
+    assert quotas.shaped and not quotas.unlimited
+    # A user's own limits with none for everybody else.
+    quotas = build_config({"users": {"guest": {"max_pulls": 1}}}, {}).quotas
+    assert quotas.default.unlimited and not quotas.unlimited and not quotas.shaped
+
+
+@pytest.mark.parametrize(
+    ("toml", "cli", "key"),
+    [
+        ({"limits": {"rate_limit": "fast"}}, {}, "limits.rate_limit"),
+        ({"limits": {"rate_limit": "10/h"}}, {}, "limits.rate_limit"),
+        ({"limits": {"rate_limit": -1}}, {}, "limits.rate_limit"),
+        ({"limits": {"rate_limit": True}}, {}, "limits.rate_limit"),
+        ({"limits": {"rate_burst": 0}}, {}, "limits.rate_burst"),
+        ({"limits": {"bandwidth_limit": "lots"}}, {}, "limits.bandwidth_limit"),
+        ({"limits": {"bandwidth_limit": "1KiB/s"}}, {}, "limits.bandwidth_limit"),
+        ({"limits": {"max_pulls": 1.5}}, {}, "limits.max_pulls"),
+        ({"limits": {"max_pull": 1}}, {}, "limits.max_pull"),
+        ({}, {"rate_limit": "x"}, "--rate-limit"),
+        ({}, {"bandwidth_limit": "20MiB/h"}, "--bandwidth-limit"),
+        ({}, {"max_pulls": "-1"}, "--max-pulls"),
+        ({}, {"rate_burst": "many"}, "--rate-burst"),
+        ({"users": []}, {}, "users"),
+        ({"users": {"ci": 1}}, {}, "users.ci"),
+        ({"users": {"ci": {"rate": 1}}}, {}, "users.ci.rate"),
+        ({"users": {"ci": {"max_pulls": "all"}}}, {}, "users.ci.max_pulls"),
+    ],
+)
+def test_bad_quota_settings_name_their_key(
+    toml: dict[str, Any], cli: dict[str, Any], key: str
+) -> None:
+    assert config_error(toml, cli).key == key
+
+
+def test_bad_quota_option_exits_2_with_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert "--bandwidth-limit" in usage_failure(["--bandwidth-limit", "fast"], capsys)

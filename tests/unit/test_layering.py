@@ -34,6 +34,7 @@ LEAVES = frozenset(
         "dockerproxy.patterns",
         "dockerproxy.presets",
         "dockerproxy.relay",
+        "dockerproxy.shaping",
         "dockerproxy.sizes",
         "dockerproxy.statedir",
         "dockerproxy.taglist",
@@ -100,6 +101,19 @@ RULES = [
         ),
     ),
     ("dockerproxy.resources", ("dockerproxy.site", "dockerproxy.tap", "dockerproxy.wiring")),
+    (
+        "dockerproxy.policy",
+        (
+            "dockerproxy.cache",
+            "dockerproxy.mirror",
+            "dockerproxy.exchange",
+            "dockerproxy.upstream",
+            "dockerproxy.resources",
+            "dockerproxy.site",
+            "dockerproxy.tap",
+            "dockerproxy.wiring",
+        ),
+    ),
     (
         "dockerproxy.tokens",
         ("dockerproxy.resources", "dockerproxy.site", "dockerproxy.tap", "dockerproxy.wiring"),

@@ -19,6 +19,7 @@ from twisted.web.server import Site
 from dockerproxy.cache.blobs import BlobCache
 from dockerproxy.cache.store import FilesystemStore
 from dockerproxy.digests import Digest, of
+from dockerproxy.shaping import ByteBudget, ShapedRequest
 from tests.unit.fakes import Capture, ClientTransport, FakeResponse, scratch_dir, sync_disk
 
 IDLE = 5.0
@@ -76,9 +77,12 @@ class Client:
         method: bytes = b"GET",
         headers: bytes = b"",
         buffer_size: int | None = None,
+        budget: ByteBudget | None = None,
     ) -> None:
         resource = Capture()
         site = Site(resource, reactor=clock)
+        if budget is not None:  # a client with a bandwidth limit, as the proxy's Site has
+            site.requestFactory = ShapedRequest
         self.protocol = site.buildProtocol(None)
         self.transport = ClientTransport(buffer_size)
         self.protocol.makeConnection(self.transport)
@@ -86,6 +90,8 @@ class Client:
             method + b" /v2/a/blobs/x HTTP/1.1\r\nHost: mirror\r\n" + headers + b"\r\n"
         )
         self.request = resource.requests[0]
+        if budget is not None:
+            self.request.budget = budget
         self.channel = self.transport.producer
         self.outcome: list[object] = []
 

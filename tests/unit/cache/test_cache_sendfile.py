@@ -25,6 +25,7 @@ from zope.interface import directlyProvides
 from dockerproxy.cache import senders as senders_module
 from dockerproxy.cache.blobs import BlobCache
 from dockerproxy.digests import Digest
+from dockerproxy.shaping import ByteBudget, ShapedRequest, capacity_for
 from tests.unit.cache.blobharness import CacheTestCase, sha256
 from tests.unit.fakes import Capture
 
@@ -39,7 +40,11 @@ class SocketClient:
     """
 
     def __init__(
-        self, case: SynchronousTestCase, method: bytes = b"GET", buffer_size: int | None = None
+        self,
+        case: SynchronousTestCase,
+        method: bytes = b"GET",
+        buffer_size: int | None = None,
+        rate: float | None = None,
     ) -> None:
         listener = socket.socket()
         listener.bind(("127.0.0.1", 0))
@@ -53,11 +58,16 @@ class SocketClient:
         self.sock.setblocking(False)
         self.reactor = MemoryReactorClock()
         resource = Capture()
-        self.protocol = Site(resource, reactor=self.reactor).buildProtocol(address)
+        site = Site(resource, reactor=self.reactor)
+        if rate is not None:  # a client with a bandwidth limit, as the proxy's Site has
+            site.requestFactory = ShapedRequest
+        self.protocol = site.buildProtocol(address)
         self.transport = tcp.Server(server_sock, self.protocol, address, None, 1, self.reactor)
         self.protocol.makeConnection(self.transport)
         self.protocol.dataReceived(method + b" /v2/a/blobs/x HTTP/1.1\r\nHost: mirror\r\n\r\n")
         self.request = resource.requests[0]
+        if rate is not None:
+            self.request.budget = ByteBudget(self.reactor, rate)
         self.received = bytearray()
         self.outcome: list[object] = []
         self.writable_events = 0
@@ -374,3 +384,29 @@ class SendfileTests(CacheTestCase):
         tls = SocketClient(self)
         directlyProvides(tls.transport, ISSLTransport)
         self.assertIsNone(for_request(tls.request))
+
+
+class ShapedSendfileTests(CacheTestCase):
+    """A client with a bandwidth limit still gets zero-copy sends, each no larger than its
+    budget allows, and the body at the limit."""
+
+    def test_a_limited_client_gets_the_body_at_its_rate(self) -> None:
+        rate = 1024 * 1024
+        data = random.Random(7).randbytes(3 * 1024 * 1024)
+        digest = self.h.put(data)
+        calls = SendfileCalls(self)
+        client = SocketClient(self, rate=rate).served(self.cache, digest)
+        while not client.outcome and client.reactor.seconds() < 10:
+            client.read()  # a client that reads all it gets
+            if client.waiting() and client.socket_writable():
+                client.writable()
+            client.reactor.advance(0.01)
+        client.run()
+        self.assertEqual(client.body(), data)
+        self.assertEqual(client.outcome, [True])
+        self.assertEqual(calls.preads, 0)  # zero-copy all the way
+        self.assertLessEqual(max(count for _, count, _ in calls.calls), capacity_for(rate))
+        expected = (len(data) - capacity_for(rate)) / rate
+        self.assertLess(abs(client.reactor.seconds() - expected), 0.1 * expected)
+        self.assertEqual(client.request.sentLength, len(data))
+        self.assertFalse(client.request.budget.busy)

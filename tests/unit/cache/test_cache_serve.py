@@ -8,6 +8,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from dockerproxy.cache import senders as senders_module
 from dockerproxy.cache.senders import READ_CHUNK, TURN_BUDGET
+from dockerproxy.shaping import MIN_SLICE, ByteBudget, capacity_for
 from tests.unit.cache.blobharness import BODY, CacheTestCase, sha256
 
 
@@ -156,3 +157,26 @@ class ModuleTests(SynchronousTestCase):
     def test_chunk_sizes(self) -> None:
         self.assertTrue(256 * 1024 <= senders_module.READ_CHUNK <= 1024 * 1024)
         self.assertGreater(senders_module.TURN_BUDGET, senders_module.READ_CHUNK)
+
+
+class ShapedTests(CacheTestCase):
+    """A client with a bandwidth limit: reads from the blob file sized by its budget, the
+    sender paused while it is spent, the body at the limit."""
+
+    def test_a_limited_client_gets_the_body_at_its_rate(self) -> None:
+        rate = 512 * 1024
+        data = bytes(range(256)) * 8192  # 2 MiB
+        digest = self.h.put(data)
+        budget = ByteBudget(self.h.clock, rate)
+        client = self.h.client(budget=budget).served(self.cache, digest)
+        self.assertLessEqual(len(client.body()), capacity_for(rate) + MIN_SLICE)
+        self.assertTrue(budget.in_debt)
+        start = self.h.clock.seconds()
+        while not client.outcome and self.h.clock.seconds() - start < 10:
+            self.h.clock.advance(0.01)
+        self.assertEqual(client.body(), data)
+        self.assertEqual(client.outcome, [True])
+        expected = (len(data) - capacity_for(rate)) / rate
+        self.assertLess(abs(self.h.clock.seconds() - start - expected), 0.1 * expected)
+        self.assertFalse(budget.busy)
+        self.assertEqual(self.cache.stats()["pinned"], 0)
