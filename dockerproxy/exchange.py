@@ -106,6 +106,7 @@ async def fetch_for_client(
     method = method or request.method
     client = proxy.client(upstream)
     fetched = await client.fetch(method, url, headers)
+    request.upstream_status = fetched.response.code  # type: ignore[attr-defined]
     remaining = fetched.response.headers.getRawHeaders(b"ratelimit-remaining")
     if remaining:
         log.info(
@@ -125,6 +126,7 @@ async def fetch_for_client(
         await discard(fetched.response)
         headers.setRawHeaders(b"authorization", [basic_authorization(upstream.credentials)])
         fetched = await client.fetch(method, url, headers)
+        request.upstream_status = fetched.response.code  # type: ignore[attr-defined]
     return fetched
 
 
