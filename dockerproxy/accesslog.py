@@ -12,7 +12,10 @@ well as to the log, so the numbers and the log lines never disagree.
 
 from __future__ import annotations
 
-from twisted.logger import ILogObserver, Logger, LogPublisher, globalLogPublisher
+from collections.abc import Callable
+from typing import cast
+
+from twisted.logger import ILogObserver, LogEvent, Logger, LogPublisher, globalLogPublisher
 
 NAMESPACE = "dockerproxy.access"
 access_log = Logger(namespace=NAMESPACE)
@@ -22,11 +25,12 @@ ROUTES = ("home", "ping", "auth", "manifest", "tag", "blob", "tag_list", "other"
 _KINDS = {"manifests": "manifest", "blobs": "blob"}
 
 
-def access_logger(*observers: ILogObserver) -> Logger:
+def access_logger(*observers: Callable[[LogEvent], None]) -> Logger:
     """A logger for access events that reach C{observers} as well as the log."""
     if not observers:
         return access_log
-    return Logger(namespace=NAMESPACE, observer=LogPublisher(globalLogPublisher, *observers))
+    publisher = LogPublisher(globalLogPublisher, *(cast(ILogObserver, o) for o in observers))
+    return Logger(namespace=NAMESPACE, observer=publisher)
 
 
 def route_of(path: bytes) -> str:

@@ -29,6 +29,7 @@ LEAVES = frozenset(
         "dockerproxy.failures",
         "dockerproxy.headers",
         "dockerproxy.internals",
+        "dockerproxy.meters",
         "dockerproxy.names",
         "dockerproxy.networks",
         "dockerproxy.patterns",
