@@ -18,6 +18,8 @@ from twisted.python.components import Componentized
 from twisted.python.threadpool import ThreadPool
 
 from dockerproxy import __version__, internals
+from dockerproxy.admin.pages import CheckAdmin
+from dockerproxy.admin.service import make_admin
 from dockerproxy.cache.diskio import ThreadedPool
 from dockerproxy.config import (
     Config,
@@ -35,6 +37,7 @@ from dockerproxy.listeners import (
     describe,
     raise_fd_limit,
 )
+from dockerproxy.meters import NO_METERS
 from dockerproxy.services import CacheService, OrderedMultiService, S3Service, ThreadPoolService
 from dockerproxy.wiring import make_mirror, make_proxy, make_s3, make_site
 
@@ -154,6 +157,7 @@ class Options(usage.Options):
         self["presets"] = None
         self["cache_enabled"] = None
         self["cache_s3_redirect"] = None
+        self["admin_listen"] = []
 
     def opt_listen(self, endpoint: str) -> None:
         """Listen on a Twisted server endpoint (repeatable), e.g. tcp:5000:interface=127.0.0.1"""
@@ -188,6 +192,10 @@ class Options(usage.Options):
     def opt_deny(self, pattern: str) -> None:
         """NAME/REPOSITORY glob: these repositories are never served (repeatable)."""
         self["deny"].append(pattern)
+
+    def opt_admin_listen(self, endpoint: str) -> None:
+        """Serve /metrics, /healthz, /readyz and /status on this endpoint (repeatable)."""
+        self["admin_listen"].append(endpoint)
 
     def opt_no_cache(self) -> None:
         """Relay only: cache nothing."""
@@ -227,6 +235,8 @@ class Options(usage.Options):
         self.config = build_config(toml, self.cli_settings())
         for endpoint in self.config.listen:
             check_endpoint(endpoint)
+        for endpoint in self.config.admin.listen:
+            check_endpoint(endpoint, "--admin-listen")
 
     def cli_settings(self) -> dict[str, Any]:
         timeouts = {
@@ -262,17 +272,18 @@ class Options(usage.Options):
             "drain_timeout": self["drain-timeout"],
             "public_url": self["public-url"],
             **{name: self[name] for name in ACCESS_OPTIONS},
+            "admin_listen": self["admin_listen"],
         }
 
 
-def check_endpoint(description: str) -> None:
+def check_endpoint(description: str, key: str = "--listen") -> None:
     """Parse an endpoint string now, so a typo is a config error and not a failed start."""
     from twisted.internet import endpoints, reactor
 
     try:
         endpoints.serverFromString(reactor, description)
     except Exception as e:
-        raise ConfigError("--listen", f"bad endpoint {description!r}: {describe(e)}") from None
+        raise ConfigError(key, f"bad endpoint {description!r}: {describe(e)}") from None
 
 
 STATS_INTERVAL = 60.0
@@ -338,11 +349,18 @@ def makeService(options: Mapping[str, Any] | Options) -> DockerProxyService:
     from twisted.internet import reactor
 
     config: Config = options.config  # type: ignore[union-attr]
-    return service_for(config, reactor)
+    try:
+        return service_for(config, reactor)
+    except ConfigError as e:
+        sys.stderr.write(f"dockerproxy: {e}\n")
+        raise SystemExit(2) from None
 
 
 def service_for(
-    config: Config, reactor: Any, threadpool: ThreadPool | None = None
+    config: Config,
+    reactor: Any,
+    threadpool: ThreadPool | None = None,
+    check_admin: CheckAdmin | None = None,
 ) -> DockerProxyService:
     """Wire the service tree; nothing here touches the disk or the network.
 
@@ -350,14 +368,17 @@ def service_for(
     which no single interface type says.
 
     Children in start order (they stop in reverse, each after the one before):
-    the thread pool, the cache, its stats timer, S3, the drain, the listeners.
-    The cache's disk work runs on C{threadpool} (by default a new one, of
-    L{dockerproxy.services.DISK_THREADS} threads), which the tree starts and stops.
+    the thread pool, the cache, its stats timer, S3, (the admin side,) the drain,
+    the listeners. The cache's disk work runs on C{threadpool} (by default a new one,
+    of L{dockerproxy.services.DISK_THREADS} threads), which the tree starts and stops.
+    C{check_admin(user, password)} admits admins to an admin listener beyond loopback.
     """
-    proxy, pool = make_proxy(config, reactor)
-    s3 = make_s3(config, reactor, pool)
-    top = DockerProxyService(config, reactor, pool)
     pool_service = ThreadPoolService(threadpool)
+    admin = make_admin(config, reactor, ThreadedPool(reactor, pool_service.threadpool), check_admin)
+    meters = admin.metrics if admin is not None else NO_METERS
+    proxy, pool = make_proxy(config, reactor, meters=meters)
+    s3 = make_s3(config, reactor, pool, meters=meters)
+    top = DockerProxyService(config, reactor, pool)
     pool_service.setServiceParent(top)
     top.threadpool = pool_service.threadpool
     mirror = make_mirror(
@@ -383,6 +404,8 @@ def service_for(
         config.limits.max_connections, listeners.pause, listeners.resume, reactor
     )
     drain = Drain(site.connections, reactor, config.drain_timeout)
+    if admin is not None:  # its history and listeners (they stop after the drain)
+        admin.attach(top, site, proxy, mirror, drain)
     drain.setServiceParent(top)
     listeners.setServiceParent(top)
     top.listeners = listeners

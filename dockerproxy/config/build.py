@@ -7,6 +7,7 @@ from dataclasses import replace
 from typing import Any
 
 from dockerproxy.config.access import access_config
+from dockerproxy.config.admin import admin_config
 from dockerproxy.config.cache import cache_config
 from dockerproxy.config.checks import (
     ConfigError,
@@ -42,6 +43,7 @@ _TOP_KEYS = {
     "public_url",
     "drain_timeout",
     "access",
+    "admin",
 }
 
 
@@ -132,6 +134,7 @@ def build_config(toml: Mapping[str, Any], cli: Mapping[str, Any]) -> Config:
         public_url=public_url,
         drain_timeout=_drain_timeout(toml, cli),
         access=access_config(toml.get("access", {}), cli),
+        admin=admin_config(toml.get("admin", {}), cli),
     )
 
 

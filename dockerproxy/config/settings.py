@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from dockerproxy.config.admin import AdminSettings
 from dockerproxy.networks import Networks
 from dockerproxy.patterns import RepositoryPattern
 from dockerproxy.presets import ALIASES, PRESETS
@@ -138,3 +139,4 @@ class Config:
     # Seconds a stopping proxy lets responses under way finish (dockerproxy.drain).
     drain_timeout: float = 30.0
     access: AccessSettings = AccessSettings()
+    admin: AdminSettings = field(default_factory=AdminSettings)  # see config/admin.py

@@ -18,6 +18,7 @@ from dockerproxy.config import (
     build_config,
     load_toml,
 )
+from dockerproxy.config.admin import is_loopback_endpoint
 from dockerproxy.tap import Options, config_from_environment
 from tests.unit.fakes import SyncPool
 
@@ -686,3 +687,58 @@ def test_bad_access_settings_name_their_key(
     toml: dict[str, Any], cli: dict[str, Any], key: str
 ) -> None:
     assert config_error(toml, cli).key == key
+
+
+# --------------------------------------------------------------------------- admin
+
+
+def test_admin_listen_from_toml_and_options() -> None:
+    assert build_config({}, {}).admin.listen == ()
+    toml = {"admin": {"listen": ["tcp:9100:interface=127.0.0.1", "unix:/run/dp-admin.sock"]}}
+    admin = build_config(toml, {}).admin
+    assert admin.listen == ("tcp:9100:interface=127.0.0.1", "unix:/run/dp-admin.sock")
+    assert admin.public == ()
+    config = parse_options(["--admin-listen", "tcp:9101", "--admin-listen", "tcp:9102"])
+    assert config.admin.listen == ("tcp:9101", "tcp:9102")
+    assert config.admin.public == ("tcp:9101", "tcp:9102")
+    assert build_config(toml, {"admin_listen": ["tcp:9103"]}).admin.listen == ("tcp:9103",)
+
+
+@pytest.mark.parametrize(
+    ("toml", "cli", "key"),
+    [
+        ({"admin": []}, {}, "admin"),
+        ({"admin": {"listens": []}}, {}, "admin.listens"),
+        ({"admin": {"listen": [9100]}}, {}, "admin.listen"),
+        ({"admin": {"listen": [""]}}, {}, "admin.listen"),
+    ],
+)
+def test_bad_admin_settings_name_their_key(
+    toml: dict[str, Any], cli: dict[str, Any], key: str
+) -> None:
+    assert config_error(toml, cli).key == key
+
+
+def test_bad_admin_endpoint_option(capsys: pytest.CaptureFixture[str]) -> None:
+    message = usage_failure(["--admin-listen", "nonsense:1"], capsys)
+    assert message.startswith("dockerproxy: --admin-listen: bad endpoint 'nonsense:1'")
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "loopback"),
+    [
+        ("tcp:9100", False),
+        ("tcp:9100:interface=0.0.0.0", False),
+        ("tcp:9100:interface=192.0.2.1", False),
+        ("tcp:9100:interface=127.0.0.1", True),
+        ("tcp:9100:interface=127.1.2.3", True),
+        ("tcp6:9100:interface=\\:\\:1", True),
+        ("tcp6:9100", False),
+        ("ssl:9443:privateKey=k.pem:interface=127.0.0.1", True),
+        ("unix:/run/dockerproxy/admin.sock", True),
+        ("systemd:domain=INET:index=1", False),
+        ("tcp:9100:interface=localhost", False),  # a name could resolve anywhere
+    ],
+)
+def test_which_admin_endpoints_are_loopback(endpoint: str, loopback: bool) -> None:
+    assert is_loopback_endpoint(endpoint) is loopback

@@ -1,0 +1,237 @@
+"""The admin listener's resources: C{/metrics}, C{/healthz}, C{/readyz}, C{/status},
+C{/status.json}, on a Site of their own (never the proxy's resource tree).
+
+On a listener beyond loopback every request needs HTTP Basic credentials of an
+admin (C{check_admin(user, password)}, given by whoever knows the users); a
+missing or wrong one gets a 401 with a challenge, and a wrong one a log line
+(naming the user and the client, never the password).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Callable
+from typing import Any, cast
+
+from twisted.internet.defer import ensureDeferred
+from twisted.internet.interfaces import IAddress
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request, Site
+
+from dockerproxy.admin import statuspage
+from dockerproxy.admin.health import Readiness, ReadinessCheck
+from dockerproxy.admin.metrics import Metrics
+from dockerproxy.admin.status import StatusSources, status_document
+from dockerproxy.channel import BodyBuffer, ProxyChannel
+from dockerproxy.config import ClientLimits
+from dockerproxy.languages import pick_language
+from dockerproxy.listeners import ConnectionLimit
+
+log = Logger()
+
+CheckAdmin = Callable[[str, str], bool]
+REALM = b'Basic realm="dockerproxy admin", charset="UTF-8"'
+
+
+def _text(request: Request, status: int, body: bytes, content_type: bytes) -> bytes:
+    request.setResponseCode(status)
+    request.setHeader(b"content-type", content_type)
+    request.setHeader(b"cache-control", b"no-store")
+    request.setHeader(b"content-length", b"%d" % len(body))
+    return b"" if request.method == b"HEAD" else body
+
+
+def _json(request: Request, status: int, document: Any) -> bytes:
+    body = json.dumps(document, separators=(",", ":")).encode() + b"\n"
+    return _text(request, status, body, b"application/json; charset=utf-8")
+
+
+class Leaf(Resource):
+    isLeaf = True
+
+    def render_GET(self, request: Request) -> bytes | int:
+        raise NotImplementedError
+
+    def render_HEAD(self, request: Request) -> bytes | int:
+        return self.render_GET(request)
+
+
+class MetricsPage(Leaf):
+    def __init__(self, metrics: Metrics) -> None:
+        super().__init__()
+        self.metrics = metrics
+
+    def render_GET(self, request: Request) -> bytes:
+        accept = request.getHeader(b"accept")
+        body, content_type = self.metrics.exposition(accept.decode("latin-1") if accept else None)
+        return _text(request, 200, body, content_type.encode())
+
+
+class Healthz(Leaf):
+    """The process answers: nothing else is checked (see C{/readyz})."""
+
+    def render_GET(self, request: Request) -> bytes:
+        return _text(request, 200, b"ok\n", b"text/plain; charset=utf-8")
+
+
+class Readyz(Leaf):
+    """200 when ready for traffic, else 503; the body names each check's outcome."""
+
+    def __init__(self, check: ReadinessCheck) -> None:
+        super().__init__()
+        self.check = check
+
+    def render_GET(self, request: Request) -> int:
+        gone: list[bool] = []
+        request.notifyFinish().addErrback(lambda _: gone.append(True))
+
+        def answer(readiness: Readiness) -> None:
+            if not gone:
+                request.write(
+                    _json(
+                        request,
+                        200 if readiness.ready else 503,
+                        {"ready": readiness.ready, "checks": readiness.checks},
+                    )
+                )
+                request.finish()
+
+        def failed(failure: Failure) -> None:
+            log.failure("readiness check", failure)
+            answer(Readiness({"error": "the check failed"}))
+
+        ensureDeferred(self.check.check()).addCallbacks(answer, failed)
+        return NOT_DONE_YET
+
+
+class StatusJSON(Leaf):
+    def __init__(self, sources: StatusSources) -> None:
+        super().__init__()
+        self.sources = sources
+
+    def render_GET(self, request: Request) -> bytes:
+        return _json(request, 200, status_document(self.sources))
+
+
+class StatusPage(Leaf):
+    def __init__(self, sources: StatusSources) -> None:
+        super().__init__()
+        self.sources = sources
+
+    def render_GET(self, request: Request) -> bytes:
+        override = request.args.get(b"lang", [b""])[0].decode("ascii", "replace")
+        accept = (request.getHeader(b"accept-language") or b"").decode("latin-1")
+        lang = pick_language(accept, override or None, statuspage.STATUS_LANGUAGES)
+        body = statuspage.render(status_document(self.sources), lang)
+        request.setHeader(b"content-language", lang.encode())
+        request.setHeader(b"vary", b"Accept-Language")
+        return _text(request, 200, body, b"text/html; charset=utf-8")
+
+
+class NotFound(Leaf):
+    def render_GET(self, request: Request) -> bytes:
+        return _text(request, 404, b"not found\n", b"text/plain; charset=utf-8")
+
+
+class AdminRoot(Resource):
+    """The pages by path; with C{check_admin}, only for an admin's Basic credentials."""
+
+    def __init__(
+        self,
+        metrics: Metrics,
+        readiness: ReadinessCheck,
+        sources: StatusSources,
+        check_admin: CheckAdmin | None = None,
+    ) -> None:
+        super().__init__()
+        self.check_admin = check_admin
+        self.pages: dict[bytes, Resource] = {
+            b"metrics": MetricsPage(metrics),
+            b"healthz": Healthz(),
+            b"readyz": Readyz(readiness),
+            b"status": StatusPage(sources),
+            b"status.json": StatusJSON(sources),
+        }
+        self.not_found = NotFound()
+
+    def getChild(self, path: bytes, request: Request) -> Resource:
+        if self.check_admin is not None and not self._admitted(request):
+            return Unauthorized()
+        if request.postpath:
+            return self.not_found
+        if request.method not in (b"GET", b"HEAD"):
+            return MethodNotAllowed()
+        return self.pages.get(path, self.not_found)
+
+    def _admitted(self, request: Request) -> bool:
+        assert self.check_admin is not None
+        credentials = basic_credentials(request.getHeader(b"authorization"))
+        if credentials is None:
+            return False
+        user, password = credentials
+        if self.check_admin(user, password):
+            return True
+        log.warn(
+            "admin: refused credentials of {user!r} from {client}",
+            user=user,
+            client=getattr(request.getClientAddress(), "host", "-"),
+        )
+        return False
+
+
+class Unauthorized(Leaf):
+    def render(self, request: Request) -> bytes:
+        request.setHeader(b"www-authenticate", REALM)
+        return _text(request, 401, b"authentication required\n", b"text/plain; charset=utf-8")
+
+
+class MethodNotAllowed(Leaf):
+    def render(self, request: Request) -> bytes:
+        request.setHeader(b"allow", b"GET, HEAD")
+        return _text(request, 405, b"method not allowed\n", b"text/plain; charset=utf-8")
+
+
+def basic_credentials(header: bytes | None) -> tuple[str, str] | None:
+    """C{(user, password)} from C{Authorization: Basic ...}, or None."""
+    if header is None:
+        return None
+    scheme, _, encoded = header.strip().partition(b" ")
+    if scheme.lower() != b"basic":
+        return None
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    user, sep, password = decoded.partition(":")
+    return (user, password) if sep and user else None
+
+
+class AdminSite(Site):
+    """A Site for the admin pages over the proxy's bounded channel (L{ProxyChannel}:
+    request size, header and idle deadlines, as on the proxy's own port), with no
+    per-request log line (Prometheus scrapes every few seconds) and no tracebacks."""
+
+    protocol = ProxyChannel  # type: ignore[assignment]
+
+    def __init__(self, root: Resource, reactor: Any, limits: ClientLimits | None = None) -> None:
+        super().__init__(root, reactor=reactor, timeout=None, parsePOSTFormSubmission=False)
+        self.displayTracebacks = False
+        self.limits = limits or ClientLimits()
+        self.connections: ConnectionLimit | None = None  # set with the listeners
+
+    def buildProtocol(self, addr: IAddress | None) -> ProxyChannel:  # type: ignore[override]
+        channel = cast(ProxyChannel, super().buildProtocol(addr))
+        channel.clock = self.reactor
+        channel.limits = self.limits
+        channel.connections = self.connections
+        return channel
+
+    def getContentFile(self, length: int | None) -> BodyBuffer:
+        return BodyBuffer()
+
+    def log(self, request: Any) -> None:
+        pass
