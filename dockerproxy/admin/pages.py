@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 from collections.abc import Callable
 from typing import Any, cast
@@ -34,6 +35,8 @@ from dockerproxy.listeners import ConnectionLimit
 log = Logger()
 
 CheckAdmin = Callable[[str, str], bool]
+REMEMBER_ADMIN = 60.0  # seconds an admin's credentials that passed are not checked again
+MAX_REMEMBERED = 16
 REALM = b'Basic realm="dockerproxy admin", charset="UTF-8"'
 
 
@@ -149,6 +152,8 @@ class AdminRoot(Resource):
     ) -> None:
         super().__init__()
         self.check_admin = check_admin
+        self.clock = sources.clock
+        self._admitted_until: dict[bytes, float] = {}  # sha256 of an Authorization -> until
         self.pages: dict[bytes, Resource] = {
             b"metrics": MetricsPage(metrics),
             b"healthz": Healthz(),
@@ -169,11 +174,22 @@ class AdminRoot(Resource):
 
     def _admitted(self, request: Request) -> bool:
         assert self.check_admin is not None
-        credentials = basic_credentials(request.getHeader(b"authorization"))
-        if credentials is None:
+        header = request.getHeader(b"authorization")
+        credentials = basic_credentials(header)
+        if credentials is None or header is None:
             return False
+        # A bcrypt check takes a good part of a second in the reactor thread: credentials
+        # that passed are remembered a while (by their digest, never in clear), so a
+        # scrape every few seconds pays for it once a minute.
+        key = hashlib.sha256(header).digest()
+        now = self.clock.seconds()
+        if self._admitted_until.get(key, 0.0) > now:
+            return True
         user, password = credentials
         if self.check_admin(user, password):
+            if len(self._admitted_until) >= MAX_REMEMBERED:
+                self._admitted_until.clear()
+            self._admitted_until[key] = now + REMEMBER_ADMIN
             return True
         log.warn(
             "admin: refused credentials of {user!r} from {client}",

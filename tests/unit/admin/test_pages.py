@@ -13,7 +13,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from dockerproxy.admin.health import ReadinessCheck
 from dockerproxy.admin.history import History
 from dockerproxy.admin.metrics import Metrics
-from dockerproxy.admin.pages import AdminRoot, AdminSite, basic_credentials
+from dockerproxy.admin.pages import REMEMBER_ADMIN, AdminRoot, AdminSite, basic_credentials
 from dockerproxy.admin.status import StatusSources
 from dockerproxy.channel import MAX_BODY
 from tests.unit.proxysite import Response, parse_response
@@ -151,6 +151,17 @@ class AuthTests(AdminSiteTestCase):
         response = self.get("/metrics", f"Authorization: {basic('ops', PASSWORD)}")
         self.assertEqual(response.status, 200)
         self.assertEqual(self.checked, [("ops", PASSWORD)])
+
+    def test_credentials_that_passed_are_checked_again_after_a_minute(self) -> None:
+        for _ in range(3):
+            self.assertEqual(
+                self.get("/metrics", f"Authorization: {basic('ops', PASSWORD)}").status, 200
+            )
+        self.assertEqual(len(self.checked), 1, "a slow bcrypt check once, not per scrape")
+        self.assertEqual(self.get("/metrics", f"Authorization: {basic('ops', 'x')}").status, 401)
+        self.clock.advance(REMEMBER_ADMIN)
+        self.get("/metrics", f"Authorization: {basic('ops', PASSWORD)}")
+        self.assertEqual(len(self.checked), 3)
 
     def test_a_wrong_password_is_refused_and_logged_without_it(self) -> None:
         response = self.get("/status.json", f"Authorization: {basic('ops', 'guess')}")
