@@ -4,13 +4,55 @@ Requests a resource answered log themselves (L{dockerproxy.site.ProxyRequest});
 requests the channel refused before any resource saw them (too large, too slow,
 unparseable) are logged by L{dockerproxy.channel.ProxyChannel}. Both go through
 L{log_access}, so every line has the same fields.
+
+The event is also what the metrics count (L{dockerproxy.admin.metrics}): a Site
+whose access log has observers (L{access_logger}) hands each event to them as
+well as to the log, so the numbers and the log lines never disagree.
 """
 
 from __future__ import annotations
 
-from twisted.logger import Logger
+from collections.abc import Callable
+from typing import cast
 
-access_log = Logger(namespace="dockerproxy.access")
+from twisted.logger import ILogObserver, LogEvent, Logger, LogPublisher, globalLogPublisher
+
+NAMESPACE = "dockerproxy.access"
+access_log = Logger(namespace=NAMESPACE)
+
+# What a request asked for, by its path (the metrics' "route" label): a bounded set.
+ROUTES = ("home", "ping", "auth", "manifest", "tag", "blob", "tag_list", "other")
+_KINDS = {"manifests": "manifest", "blobs": "blob"}
+
+
+def access_logger(*observers: Callable[[LogEvent], None]) -> Logger:
+    """A logger for access events that reach C{observers} as well as the log."""
+    if not observers:
+        return access_log
+    publisher = LogPublisher(globalLogPublisher, *(cast(ILogObserver, o) for o in observers))
+    return Logger(namespace=NAMESPACE, observer=publisher)
+
+
+def route_of(path: bytes) -> str:
+    """One of L{ROUTES} for a request path (its query ignored): C{manifest} is a manifest
+    by digest, C{tag} one by tag, C{tag_list} the tags of a repository."""
+    path = path.partition(b"?")[0]
+    if path == b"/":
+        return "home"
+    if not path.startswith(b"/v2/"):
+        return "other"
+    if path == b"/v2/":
+        return "ping"
+    if path == b"/v2/auth":
+        return "auth"
+    head, _, reference = path.rpartition(b"/")
+    kind = head.rpartition(b"/")[2].decode("latin-1")
+    if kind == "tags" and reference == b"list":
+        return "tag_list"
+    route = _KINDS.get(kind)
+    if route is None or not reference:
+        return "other"
+    return "tag" if route == "manifest" and b":" not in reference else route
 
 
 def log_access(
@@ -23,19 +65,39 @@ def log_access(
     upstream: str | None = None,
     cache: str | None = None,
     complete: bool = True,
+    *,
+    request_id: str = "-",
+    user: str | None = None,
+    upstream_status: int | None = None,
+    ns: str | None = None,
+    image: str | None = None,
+    refusal: str | None = None,
+    logger: Logger = access_log,
 ) -> None:
-    """One access-log event; C{complete} is False for a response cut short."""
-    access_log.info(
-        "{client} {method} {path} {status} {bytes} {duration:.3f}s {upstream}"
-        " cache={cache}{aborted}",
+    """One access-log event; C{complete} is False for a response cut short.
+
+    C{upstream_status} is the status of the last upstream answer the request got,
+    C{image} the repository it was for (C{docker.io/library/alpine}), C{refusal} why
+    the proxy refused it itself (see L{dockerproxy.site.ProxyRequest.refusal}).
+    """
+    logger.info(
+        "{client} {user} {method} {path} {status} {bytes} {duration:.3f}s {upstream}"
+        " {upstream_status} cache={cache} ns={ns} id={request_id}{aborted}",
+        request_id=request_id,
         client=client,
+        user=user or "-",
         method=method.decode("ascii", "replace"),
         path=path.decode("ascii", "replace"),
+        route=route_of(path),
         status=status,
         bytes=sent,
         duration=duration,
         upstream=upstream or "-",
+        upstream_status=upstream_status or "-",
         cache=cache or "-",
+        ns=ns or "-",
+        image=image,
+        refusal=refusal,
         aborted="" if complete else " aborted",
         complete=complete,
     )

@@ -33,17 +33,19 @@ C{_respondToBadRequestAndDisconnect}, Twisted's hook for what it cannot parse
 
 from __future__ import annotations
 
+import secrets
 from enum import Enum
 from http import HTTPStatus
 from io import BytesIO
 from typing import TYPE_CHECKING, cast
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime, ISSLTransport, ITCPTransport
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel, Request
 
 from dockerproxy import internals
-from dockerproxy.accesslog import log_access
+from dockerproxy.accesslog import access_log, log_access
 from dockerproxy.config import ClientLimits
 from dockerproxy.errors import RegistryError
 
@@ -80,13 +82,14 @@ def request_timeout(seconds: float) -> RegistryError:
     )
 
 
-def error_response(error: RegistryError, head_only: bool = False) -> bytes:
+def error_response(error: RegistryError, head_only: bool = False, request_id: str = "") -> bytes:
     """A whole response for C{error}, for a request no resource will see."""
     body = error.body()
     head = (
         b"HTTP/1.1 %d %s\r\n" % (error.status, HTTPStatus(error.status).phrase.encode())
         + b"Content-Type: application/json; charset=utf-8\r\n"
         + b"Docker-Distribution-Api-Version: registry/2.0\r\n"
+        + (b"X-Request-Id: %s\r\n" % request_id.encode("ascii") if request_id else b"")
         + b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body)
     )
     return head if head_only else head + body
@@ -133,6 +136,7 @@ class ProxyChannel(HTTPChannel):
     clock: IReactorTime
     limits = ClientLimits()
     connections: ConnectionLimit | None = None
+    access_log: Logger = access_log
 
     _phase = Phase.WAITING
     _timer: IDelayedCall | None = None
@@ -288,7 +292,8 @@ class ProxyChannel(HTTPChannel):
         self._phase = Phase.CLOSING
         method, path = internals.request_line(self)
         head_only = method.upper() == b"HEAD"
-        self.connection.write(error_response(error, head_only))
+        request_id = secrets.token_hex(8)
+        self.connection.write(error_response(error, head_only, request_id))
         self.clearLineBuffer()
         log_access(
             getattr(self.connection.getPeer(), "host", "-"),
@@ -297,6 +302,9 @@ class ProxyChannel(HTTPChannel):
             error.status,
             0 if head_only else len(error.body()),
             self.clock.seconds() - self._started,
+            request_id=request_id,
+            refusal=error.code.lower(),
+            logger=self.access_log,
         )
         internals.stop_reading_requests(self)
         transport = self.transport

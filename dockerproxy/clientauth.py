@@ -88,9 +88,17 @@ class ClientAuth:
         if self.signer is not None:
             self.signer.ttl = settings.token_ttl
 
-    def check_admin(self, user: str, password: str) -> bool:
-        """For the admin listener: whether C{user} / C{password} is in C{[auth] admins}."""
-        return self.users.check_admin(user, password)
+    async def check_admin(self, address: str, user: str, password: str) -> bool:
+        """For the admin listener: whether C{user} / C{password} is in C{[auth] admins}.
+        A failure costs the login delay and counts towards the address's lockout, and a
+        locked-out address is refused whatever it sends."""
+        if self.guard.locked_for(address) is not None:
+            return False
+        if await self.users.check_admin(user, password):
+            return True
+        log.info("auth: failed admin login from {client}", client=address)
+        await self.guard.failed(address)
+        return False
 
     # -- the registry API -------------------------------------------------------------------
 

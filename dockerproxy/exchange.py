@@ -120,6 +120,7 @@ async def fetch_for_client(
         fetched = await proxy.upstream_auth.fetch(client, upstream, method, url, headers)
     else:
         fetched = await client.fetch(method, url, headers)
+    request.upstream_status = fetched.response.code  # type: ignore[attr-defined]
     remaining = fetched.response.headers.getRawHeaders(b"ratelimit-remaining")
     if remaining:
         log.info(
@@ -139,6 +140,7 @@ async def fetch_for_client(
         await discard(fetched.response)
         headers.setRawHeaders(b"authorization", [basic_authorization(upstream.credentials)])
         fetched = await client.fetch(method, url, headers)
+        request.upstream_status = fetched.response.code  # type: ignore[attr-defined]
     return fetched
 
 

@@ -42,8 +42,8 @@ WARN_EVERY = 60.0  # seconds between two "bound reached" warnings
 class ListenFailed(Exception):
     """An endpoint the proxy cannot listen on (port in use, no permission, bad TLS files)."""
 
-    def __init__(self, description: str, reason: BaseException) -> None:
-        super().__init__(f"--listen: cannot listen on {description!r}: {describe(reason)}")
+    def __init__(self, description: str, reason: BaseException, option: str = "--listen") -> None:
+        super().__init__(f"{option}: cannot listen on {description!r}: {describe(reason)}")
         self.description = description
 
 
@@ -68,9 +68,14 @@ class Listeners(service.Service):
     name = "listeners"
 
     def __init__(
-        self, reactor: IReactorCore, descriptions: Sequence[str], factory: IProtocolFactory
+        self,
+        reactor: IReactorCore,
+        descriptions: Sequence[str],
+        factory: IProtocolFactory,
+        option: str = "--listen",
     ) -> None:
         self.reactor = reactor
+        self.option = option  # what a failure to listen names
         self.descriptions = tuple(descriptions)
         self.factory = factory
         self.ports: list[IListeningPort] = []
@@ -87,7 +92,8 @@ class Listeners(service.Service):
         for description in self.descriptions:
             failure = self._listen(description)
             if failure is not None:
-                raise ListenFailed(description, failure.value or RuntimeError("unknown"))
+                reason = failure.value or RuntimeError("unknown")
+                raise ListenFailed(description, reason, self.option)
 
     def _listen(self, description: str) -> Failure | None:
         """Start listening; the failure if it failed at once, else later ones are logged."""

@@ -106,6 +106,7 @@ RESTART_SETTINGS = (
     ("timeouts", "timeouts"),
     ("cache", "cache"),
     ("state_dir", "state_dir"),
+    ("admin", "admin.listen"),
 )
 
 

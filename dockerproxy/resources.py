@@ -194,6 +194,7 @@ class RegistryResource(PullResource):
         if api.kind == "blobs" and request.method == b"GET":
             start_pull(request)
         request.upstream = target.upstream.url  # type: ignore[attr-defined]
+        request.image = f"{target.upstream.name}/{target.repository}"  # type: ignore[attr-defined]
         url = f"{target.upstream.url}/v2/{target.repository}/{api.kind}/"
         url += f"{api.reference}" if api.reference else "list" + tags_query(request)
         pull = Pull.routed(request, api, target, url, ns)

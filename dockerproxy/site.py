@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable
 from typing import TYPE_CHECKING, cast
 
 from twisted.internet.interfaces import IAddress, IReactorTime
+from twisted.logger import Logger
 from twisted.web import http
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
-from dockerproxy.accesslog import log_access
+from dockerproxy.accesslog import access_log, log_access
 from dockerproxy.channel import BodyBuffer, ProxyChannel
 from dockerproxy.config import AccessSettings, ClientLimits, Config
 from dockerproxy.edge import ClientRequest, read_client_request
@@ -41,8 +43,12 @@ class ProxyRequest(ShapedRequest):
     # Why the proxy refused the request itself (e.g. "ip", "repository", "rate", "auth").
     refusal: str | None = None
     cache: str | None = None  # how the mirror answered: hit, miss, revalidated, stale, s3, ...
+    upstream_status: int | None = None  # the status of the last upstream answer
+    image: str | None = None  # the repository asked for, as NAME/REPOSITORY
+    request_id = "-"  # echoed as X-Request-Id
     _clock: IReactorTime | None = None
     _heap: HeapTrimmer | None = None
+    _access_log: Logger = access_log
     _started: float = 0.0
     _logged = False
 
@@ -50,6 +56,7 @@ class ProxyRequest(ShapedRequest):
         site = self.channel.factory
         self._clock = site.reactor
         self._heap = site.heap
+        self._access_log = site.access_log
         self._started = self._clock.seconds()
         try:
             self.client_request = read_client_request(
@@ -60,6 +67,9 @@ class ProxyRequest(ShapedRequest):
             )
         except RegistryError as e:
             self.refused = e
+        read = self.client_request
+        self.request_id = read.request_id if read is not None else secrets.token_hex(8)
+        self.setHeader(b"x-request-id", self.request_id.encode("ascii"))
         super().process()
 
     def finish(self) -> None:
@@ -88,6 +98,13 @@ class ProxyRequest(ShapedRequest):
             self.upstream,
             self.cache,
             complete,
+            request_id=self.request_id,
+            user=self.user,
+            upstream_status=self.upstream_status,
+            ns=read.ns if read is not None else None,
+            image=self.image,
+            refusal=self.refusal,
+            logger=self._access_log,
         )
         if self._heap is not None:
             self._heap.response_ended(aborted=not complete)
@@ -125,6 +142,8 @@ class ProxySite(Site):
         self.policy = Policy(reactor)
         # Names the request's user, when clients log in, so that limits count per user.
         self.identify: Callable[[Request], None] | None = None
+        # Where requests log themselves; with observers (the metrics), see accesslog.
+        self.access_log: Logger = access_log
 
     def apply(self, config: Config) -> None:
         """A reload: new access settings and client limits, for every request from now
@@ -142,6 +161,7 @@ class ProxySite(Site):
         channel.clock = self.reactor
         channel.limits = self.limits
         channel.connections = self.connections
+        channel.access_log = self.access_log
         return channel
 
     def getContentFile(self, length: int | None) -> BodyBuffer:

@@ -18,6 +18,7 @@ from twisted.python.components import Componentized
 from twisted.python.threadpool import ThreadPool
 
 from dockerproxy import __version__, internals
+from dockerproxy.admin.service import make_admin
 from dockerproxy.cache.diskio import ThreadedPool
 from dockerproxy.certificates import is_tls, load_options, parse_tls
 from dockerproxy.config import (
@@ -38,6 +39,7 @@ from dockerproxy.listeners import (
     raise_fd_limit,
 )
 from dockerproxy.logs import LogFormat
+from dockerproxy.meters import NO_METERS
 from dockerproxy.proxytokens import SigningKeyService
 from dockerproxy.reload import Reloads, RestartNeeded
 from dockerproxy.services import CacheService, OrderedMultiService, S3Service, ThreadPoolService
@@ -172,6 +174,7 @@ class Options(usage.Options):
         self["presets"] = None
         self["cache_enabled"] = None
         self["cache_s3_redirect"] = None
+        self["admin_listen"] = []
 
     def opt_listen(self, endpoint: str) -> None:
         """Listen on a Twisted server endpoint (repeatable), e.g. tcp:5000:interface=127.0.0.1"""
@@ -211,6 +214,10 @@ class Options(usage.Options):
         """NAME/REPOSITORY glob: pulled without logging in when users are set (repeatable)."""
         self["anonymous_pull"].append(pattern)
 
+    def opt_admin_listen(self, endpoint: str) -> None:
+        """Serve /metrics, /healthz, /readyz and /status on this endpoint (repeatable)."""
+        self["admin_listen"].append(endpoint)
+
     def opt_no_cache(self) -> None:
         """Relay only: cache nothing."""
         self["cache_enabled"] = False
@@ -248,6 +255,8 @@ class Options(usage.Options):
         self.config = self.reload_config()
         for endpoint in self.config.listen:
             check_endpoint(endpoint)
+        for endpoint in self.config.admin.listen:
+            check_endpoint(endpoint, "--admin-listen")
 
     def reload_config(self) -> Config:
         """The --config file (read now) merged with the command line, which wins."""
@@ -293,10 +302,11 @@ class Options(usage.Options):
             "anonymous_pull": self["anonymous_pull"],
             "state_dir": self["state-dir"],
             **{name: self[option[2:]] for name, option in QUOTA_OPTIONS.items()},
+            "admin_listen": self["admin_listen"],
         }
 
 
-def check_endpoint(description: str) -> None:
+def check_endpoint(description: str, key: str = "--listen") -> None:
     """Parse an endpoint string now, so a typo is a config error and not a failed start."""
     from twisted.internet import endpoints, reactor
 
@@ -306,7 +316,7 @@ def check_endpoint(description: str) -> None:
         else:
             endpoints.serverFromString(reactor, description)
     except Exception as e:
-        raise ConfigError("--listen", f"bad endpoint {description!r}: {describe(e)}") from None
+        raise ConfigError(key, f"bad endpoint {description!r}: {describe(e)}") from None
 
 
 STATS_INTERVAL = 60.0
@@ -373,7 +383,11 @@ def makeService(options: Mapping[str, Any] | Options) -> DockerProxyService:
     from twisted.internet import reactor
 
     config: Config = options.config  # type: ignore[union-attr]
-    return service_for(config, reactor, load=options.reload_config)  # type: ignore[union-attr]
+    try:
+        return service_for(config, reactor, load=options.reload_config)  # type: ignore[union-attr]
+    except ConfigError as e:
+        sys.stderr.write(f"dockerproxy: {e}\n")
+        raise SystemExit(2) from None
 
 
 def service_for(
@@ -388,18 +402,22 @@ def service_for(
     which no single interface type says.
 
     Children in start order (they stop in reverse, each after the one before):
-    the SIGHUP handler (it stays through the drain), the thread pool, the cache,
-    its stats timer, S3, the drain, the listeners. The cache's disk work runs on
-    C{threadpool} (by default a new one, of L{dockerproxy.services.DISK_THREADS}
-    threads), which the tree starts and stops. A reload reads the configuration
-    with C{load} (by default it keeps C{config}, and the certificates are read again).
+    the SIGHUP handler (it stays through the drain), the thread pool, the signing key,
+    the cache, its stats timer, S3, (the admin side,) the drain, the listeners. The
+    cache's disk work runs on C{threadpool} (by default a new one, of
+    L{dockerproxy.services.DISK_THREADS} threads), which the tree starts and stops. A
+    reload reads the configuration with C{load} (by default it keeps C{config}, and the
+    certificates are read again). An admin listener beyond loopback admits the users
+    of C{[auth] admins}.
     """
-    proxy, pool = make_proxy(config, reactor)
-    s3 = make_s3(config, reactor, pool)
+    pool_service = ThreadPoolService(threadpool)
+    admin = make_admin(config, reactor, ThreadedPool(reactor, pool_service.threadpool))
+    meters = admin.metrics if admin is not None else NO_METERS
+    proxy, pool = make_proxy(config, reactor, meters=meters)
+    s3 = make_s3(config, reactor, pool, meters=meters)
     top = DockerProxyService(config, reactor, pool)
     top.reloads = Reloads(reactor, load or (lambda: config))
     top.reloads.setServiceParent(top)
-    pool_service = ThreadPoolService(threadpool)
     pool_service.setServiceParent(top)
     top.threadpool = pool_service.threadpool
     bcrypt_pool = ThreadedPool(reactor, pool_service.threadpool)
@@ -431,6 +449,9 @@ def service_for(
         config.limits.max_connections, listeners.pause, listeners.resume, reactor
     )
     drain = Drain(site.connections, reactor, config.drain_timeout)
+    if admin is not None:  # its history and listeners (they stop after the drain)
+        admin.attach(top, site, proxy, mirror, drain, client_auth.check_admin)
+        top.reloads.register(admin.listeners.apply)  # type: ignore[union-attr]
     drain.setServiceParent(top)
     listeners.setServiceParent(top)
     top.listeners = listeners

@@ -129,6 +129,7 @@ class AuthResource(PullResource):
         if authorization is not None:
             headers.setRawHeaders(b"authorization", [authorization])
         response, body = await self.proxy.client(upstream).get_small(url, headers)
+        request.upstream_status = response.code  # type: ignore[attr-defined]
         if response.code >= 500 and self.offline_token(
             request, upstream, f"the realm answered {response.code}"
         ):

@@ -35,6 +35,7 @@ from zope.interface import implementer
 from dockerproxy import errors
 from dockerproxy.config import Timeouts, UpstreamConfig
 from dockerproxy.failures import describe_failure
+from dockerproxy.meters import NO_METERS, Meters
 from dockerproxy.relay import BodyStalled, Collect, discard
 
 REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})
@@ -167,10 +168,19 @@ def origin(url: str) -> tuple[str, str, int | None]:
 class UpstreamClient:
     """Makes upstream requests with timeouts, safe redirects and registry-style errors."""
 
-    def __init__(self, http: HTTPClient, clock: IReactorTime, timeouts: Timeouts) -> None:
+    def __init__(
+        self,
+        http: HTTPClient,
+        clock: IReactorTime,
+        timeouts: Timeouts,
+        registry: str = "-",
+        meters: Meters = NO_METERS,
+    ) -> None:
         self.http = http
         self.clock = clock
         self.timeouts = timeouts
+        self.registry = registry  # its name, as the metrics label it
+        self.meters = meters
 
     async def request(self, method: bytes, url: str, headers: Headers) -> IResponse:
         """One request, unbuffered, with the headers timeout; upstream failures become 502/504."""
@@ -187,8 +197,11 @@ class UpstreamClient:
 
         timer = self.clock.callLater(self.timeouts.headers, expire)
         try:
-            return await d
+            response = await d
         except Exception as e:
+            if timed_out or not isinstance(e, CancelledError):  # not a client that left
+                timeout = timed_out or isinstance(e, net_error.TimeoutError)
+                self.meters.upstream_failed(self.registry, "timeout" if timeout else "error")
             if timed_out:
                 raise errors.gateway_timeout(
                     _site(url), f"no response headers within {self.timeouts.headers:g} seconds"
@@ -203,6 +216,8 @@ class UpstreamClient:
         finally:
             if timer.active():
                 timer.cancel()
+        self.meters.upstream_answered(self.registry, method, response)
+        return response
 
     async def fetch(self, method: bytes, url: str, headers: Headers) -> Fetched:
         """Request C{url}, following redirects with the same method and Range.

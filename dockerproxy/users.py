@@ -90,23 +90,16 @@ class UserStore:
         self._remember(user, password)
         return user
 
-    def check_admin(self, user: str, password: str) -> bool:
+    async def check_admin(self, user: str, password: str) -> bool:
         """Whether C{user} / C{password} is an admin (C{[auth] admins}), for the admin
-        listener. Synchronous: its bcrypt runs in the caller's thread, once per
-        L{REMEMBER} seconds for a given admin."""
+        listener: a user's password (checked as a login is) or an admin token's."""
         secret = password.encode()
         name = self.token_user(secret)
         if name is not None:
             return name in self._admins
-        hashed = self._users.get(user)
-        if user not in self._admins or hashed is None:
+        if user not in self._admins:
             return False
-        if self._remembered(user, secret):
-            return True
-        if not _checkpw(secret, hashed):
-            return False
-        self._remember(user, secret)
-        return True
+        return await self.check_password(user, secret) == user
 
     def _key(self, user: str, password: bytes) -> bytes:
         return hmac.digest(self._secret, user.encode() + b"\0" + password, "sha256")

@@ -25,6 +25,7 @@ from dockerproxy.config import (
 )
 from dockerproxy.exchange import Proxy
 from dockerproxy.heap import HeapTrimmer
+from dockerproxy.meters import NO_METERS, Meters
 from dockerproxy.mirror import Mirror
 from dockerproxy.resources import RootResource
 from dockerproxy.routing import Router
@@ -38,21 +39,24 @@ if TYPE_CHECKING:
     from dockerproxy.cache.s3 import S3BlobStore
 
 
-def make_proxy(config: Config, reactor: IReactorTime, http: Any = None) -> tuple[Proxy, Any]:
+def make_proxy(
+    config: Config, reactor: IReactorTime, http: Any = None, meters: Meters = NO_METERS
+) -> tuple[Proxy, Any]:
     """Wire routing, upstream clients and the challenge cache; inject C{http} in tests.
 
     Each upstream gets its own client (its timeouts, CA and TLS checks) over one
-    shared connection pool, which the caller closes on shutdown.
+    shared connection pool, which the caller closes on shutdown; each reports its
+    requests to C{meters} under the registry's name.
     """
     pool = None if http is not None else make_pool(reactor)
 
     def client_for(upstream: UpstreamConfig) -> UpstreamClient:
         timeouts = upstream.timeouts or config.timeouts
         if http is not None or pool is None:
-            return UpstreamClient(http, reactor, timeouts)
+            return UpstreamClient(http, reactor, timeouts, upstream.name, meters)
         ca_files = [f for f in (config.upstream_ca, upstream.ca_file) if f]
         client = make_http_client(reactor, pool, timeouts, ca_files, upstream.insecure)
-        return UpstreamClient(client, reactor, timeouts)
+        return UpstreamClient(client, reactor, timeouts, upstream.name, meters)
 
     clients = UpstreamClients(client_for)
     proxy = Proxy(
@@ -77,7 +81,7 @@ def make_client_auth(
 
 
 def make_s3(
-    config: Config, reactor: IReactorTime, pool: Any, http: Any = None
+    config: Config, reactor: IReactorTime, pool: Any, http: Any = None, meters: Meters = NO_METERS
 ) -> S3BlobStore | None:
     """The blob tier shared with other instances, if configured (it needs the local cache).
 
@@ -101,6 +105,7 @@ def make_s3(
         config.cache.s3,
         timeout=config.timeouts.headers,
         idle_timeout=config.timeouts.idle,
+        meters=meters,
     )
 
 

@@ -211,6 +211,9 @@ class BlobCache:
     def fill_for(self, digest: Digest) -> Fill | None:
         return self._fills.get(digest)
 
+    def fills_in_progress(self) -> list[Fill]:
+        return list(self._fills.values())
+
     def start_fill(
         self, digest: Digest, response: IResponse, idle_timeout: float | None = None
     ) -> Fill:

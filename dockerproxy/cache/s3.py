@@ -45,6 +45,7 @@ from dockerproxy.cache.s3requests import (
 )
 from dockerproxy.digests import Digest
 from dockerproxy.failures import describe_failure
+from dockerproxy.meters import NO_METERS, Meters
 from dockerproxy.relay import Collect, discard
 
 log = Logger()
@@ -106,8 +107,10 @@ class S3BlobStore:
         *,
         timeout: float = 60.0,
         idle_timeout: float = 60.0,
+        meters: Meters = NO_METERS,
     ) -> None:
         self.http = http
+        self.meters = meters  # counts failed requests
         self.clock = clock
         self.config = config
         self.timeout = timeout  # for response headers; an upload's body reads reset it
@@ -142,7 +145,7 @@ class S3BlobStore:
         if response.code == 200:
             return
         if response.code != 404:
-            raise S3Error("HeadBucket", response.code, "cannot use the bucket")
+            raise self._failed("HeadBucket", response.code, "cannot use the bucket")
         body = b""
         if self.config.region != US_EAST_1:
             body = (
@@ -205,10 +208,10 @@ class S3BlobStore:
         if response.code == 404:
             return None
         if response.code != 200:
-            raise S3Error("HeadObject", response.code, "")
+            raise self._failed("HeadObject", response.code, "")
         length = (response.headers.getRawHeaders(b"content-length") or [b""])[0]
         if not length.strip().isdigit():
-            raise S3Error("HeadObject", 200, "no Content-Length")
+            raise self._failed("HeadObject", 200, "no Content-Length")
         return int(length)
 
     async def get(
@@ -263,7 +266,7 @@ class S3BlobStore:
         document = await self._document("CreateMultipartUpload", response)
         upload_id = document.findtext("{*}UploadId") or document.findtext("UploadId")
         if not upload_id:
-            raise S3Error("CreateMultipartUpload", response.code, "no UploadId")
+            raise self._failed("CreateMultipartUpload", response.code, "no UploadId")
         query = f"uploadId={quote(upload_id, safe='-_.~')}"
         try:
             etags = []
@@ -277,7 +280,7 @@ class S3BlobStore:
                 await self._check("UploadPart", response, (200,))
                 etag = (response.headers.getRawHeaders(b"etag") or [b""])[0]
                 if not etag:
-                    raise S3Error("UploadPart", response.code, "no ETag")
+                    raise self._failed("UploadPart", response.code, "no ETag")
                 etags.append(etag.decode("latin-1"))
             parts = "".join(
                 f"<Part><PartNumber>{number}</PartNumber><ETag>{escape(etag)}</ETag></Part>"
@@ -345,7 +348,7 @@ class S3BlobStore:
             why = (
                 f"no response within {self.timeout:g} seconds" if timed_out else describe_failure(e)
             )
-            raise S3Error(operation, None, why) from None
+            raise self._failed(operation, None, why) from None
         finally:
             if timer.active():
                 timer.cancel()
@@ -361,19 +364,23 @@ class S3BlobStore:
             if not keep_body:
                 await discard(response)
             return
-        raise S3Error(operation, response.code, _error_code(await _read_small(response)))
+        raise self._failed(operation, response.code, _error_code(await _read_small(response)))
+
+    def _failed(self, operation: str, status: int | None, why: str) -> S3Error:
+        self.meters.s3_failed(operation)
+        return S3Error(operation, status, why)
 
     async def _document(self, operation: str, response: IResponse) -> ElementTree.Element:
         """A 200's XML body, which must not be an <Error>."""
         body = await _read_small(response)
         if response.code != 200:
-            raise S3Error(operation, response.code, _error_code(body))
+            raise self._failed(operation, response.code, _error_code(body))
         try:
             document = ElementTree.fromstring(body)
         except ElementTree.ParseError:
-            raise S3Error(operation, 200, "the answer is not XML") from None
+            raise self._failed(operation, 200, "the answer is not XML") from None
         if document.tag.rpartition("}")[2] == "Error":
-            raise S3Error(operation, 200, _error_code(body))
+            raise self._failed(operation, 200, _error_code(body))
         return document
 
 

@@ -7,6 +7,7 @@ from dataclasses import replace
 from typing import Any
 
 from dockerproxy.config.access import access_config
+from dockerproxy.config.admin import admin_config
 from dockerproxy.config.auth import auth_config, state_dir_config
 from dockerproxy.config.cache import cache_config
 from dockerproxy.config.checks import (
@@ -48,6 +49,7 @@ _TOP_KEYS = {
     "auth",
     "state_dir",
     "users",
+    "admin",
 }
 
 
@@ -125,7 +127,7 @@ def build_config(toml: Mapping[str, Any], cli: Mapping[str, Any]) -> Config:
     elif "public_url" in toml:
         public_url = check_url("public_url", toml["public_url"])
 
-    return Config(
+    config = Config(
         listen=listen,
         default=default,
         routes=routes,
@@ -141,7 +143,22 @@ def build_config(toml: Mapping[str, Any], cli: Mapping[str, Any]) -> Config:
         auth=auth_config(toml.get("auth", {}), cli),
         state_dir=state_dir_config(toml, cli),
         quotas=quotas_config(toml, cli),
+        admin=admin_config(toml.get("admin", {}), cli),
     )
+    _check_admins(config, cli)
+    return config
+
+
+def _check_admins(config: Config, cli: Mapping[str, Any]) -> None:
+    """An admin listener beyond loopback shows the proxy's numbers to admins only, so
+    it needs some: the proxy does not start rather than show them to anyone."""
+    if config.admin.public and not config.auth.admins:
+        key = "--admin-listen" if cli.get("admin_listen") else "admin.listen"
+        raise ConfigError(
+            key,
+            f"{config.admin.public[0]!r} listens beyond loopback: it needs admins "
+            "([auth] admins), or an interface such as interface=127.0.0.1",
+        )
 
 
 def _drain_timeout(toml: Mapping[str, Any], cli: Mapping[str, Any]) -> float:

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from dockerproxy.config.admin import AdminSettings
 from dockerproxy.config.auth import AuthSettings
 from dockerproxy.config.policy import Quotas
 from dockerproxy.networks import Networks
@@ -143,3 +144,4 @@ class Config:
     auth: AuthSettings = field(default_factory=AuthSettings)  # clients logging in (config/auth.py)
     state_dir: str = ""  # where the token signing key lives (--state-dir)
     quotas: Quotas = field(default_factory=Quotas)  # what each client may use (config.policy)
+    admin: AdminSettings = field(default_factory=AdminSettings)  # see config/admin.py

@@ -104,6 +104,18 @@ class HeadLimitTests(ChannelTestCase):
         self.assertEqual((event["method"], event["path"], event["status"]), ("GET", "/v2/", 431))
         self.assertTrue(event["complete"])
 
+    def test_a_refusal_has_a_request_id_and_a_reason(self) -> None:
+        """The channel's refusals log through the same function as answered requests:
+        with a request id, echoed to the client, and why the proxy refused it."""
+        channel, transport = self.connect()
+        channel.dataReceived(head("/v2/", *(f"X-{i}: y" for i in range(101))))
+        [event] = self.access
+        response = self.assertRefused(transport, 431, "HEADERS_TOO_LARGE")
+        self.assertEqual(response.header("x-request-id"), event["request_id"])
+        self.assertRegex(event["request_id"], "^[0-9a-f]{16}$")
+        self.assertEqual(event["refusal"], "headers_too_large")
+        self.assertEqual(event["route"], "ping")
+
     def test_a_client_that_leaves_mid_head_logs_nothing(self) -> None:
         channel, _transport = self.connect()
         channel.dataReceived(b"GET /v2/ HTTP/1.1\r\nHost: x\r\n")

@@ -18,6 +18,7 @@ from dockerproxy.config import (
     build_config,
     load_toml,
 )
+from dockerproxy.config.admin import AdminSettings, is_loopback_endpoint
 from dockerproxy.config.policy import Quota, Quotas
 from dockerproxy.tap import Options, config_from_environment
 from tests.unit.fakes import SyncPool
@@ -744,6 +745,29 @@ def test_users_override_the_keys_they_set() -> None:
     assert quotas.default.unlimited and not quotas.unlimited and not quotas.shaped
 
 
+# --------------------------------------------------------------------------- admin
+
+
+def test_admin_listen_from_toml_and_options() -> None:
+    assert build_config({}, {}).admin.listen == ()
+    toml = {"admin": {"listen": ["tcp:9100:interface=127.0.0.1", "unix:/run/dp-admin.sock"]}}
+    admin = build_config(toml, {}).admin
+    assert admin.listen == ("tcp:9100:interface=127.0.0.1", "unix:/run/dp-admin.sock")
+    assert admin.public == ()
+    local = "tcp:9101:interface=127.0.0.1"
+    config = parse_options(["--admin-listen", local, "--admin-listen", "unix:/run/a.sock"])
+    assert config.admin.listen == (local, "unix:/run/a.sock")
+    assert config.admin.public == ()
+    assert AdminSettings(("tcp:9101", local, "tcp:9102")).public == ("tcp:9101", "tcp:9102")
+    assert build_config(toml, {"admin_listen": [local]}).admin.listen == (local,)
+
+
+def test_a_public_admin_listener_needs_admins(capsys: pytest.CaptureFixture[str]) -> None:
+    message = usage_failure(["--admin-listen", "tcp:9101"], capsys)
+    assert message.startswith("dockerproxy: --admin-listen: 'tcp:9101' listens beyond loopback")
+    assert config_error({"admin": {"listen": ["tcp:9100"]}}, {}).key == "admin.listen"
+
+
 @pytest.mark.parametrize(
     ("toml", "cli", "key"),
     [
@@ -774,3 +798,44 @@ def test_bad_quota_settings_name_their_key(
 
 def test_bad_quota_option_exits_2_with_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     assert "--bandwidth-limit" in usage_failure(["--bandwidth-limit", "fast"], capsys)
+
+
+@pytest.mark.parametrize(
+    ("toml", "cli", "key"),
+    [
+        ({"admin": []}, {}, "admin"),
+        ({"admin": {"listens": []}}, {}, "admin.listens"),
+        ({"admin": {"listen": [9100]}}, {}, "admin.listen"),
+        ({"admin": {"listen": [""]}}, {}, "admin.listen"),
+    ],
+)
+def test_bad_admin_settings_name_their_key(
+    toml: dict[str, Any], cli: dict[str, Any], key: str
+) -> None:
+    assert config_error(toml, cli).key == key
+
+
+def test_bad_admin_endpoint_option(capsys: pytest.CaptureFixture[str]) -> None:
+    bad = "tcp:notaport:interface=127.0.0.1"
+    message = usage_failure(["--admin-listen", bad], capsys)
+    assert message.startswith(f"dockerproxy: --admin-listen: bad endpoint {bad!r}")
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "loopback"),
+    [
+        ("tcp:9100", False),
+        ("tcp:9100:interface=0.0.0.0", False),
+        ("tcp:9100:interface=192.0.2.1", False),
+        ("tcp:9100:interface=127.0.0.1", True),
+        ("tcp:9100:interface=127.1.2.3", True),
+        ("tcp6:9100:interface=\\:\\:1", True),
+        ("tcp6:9100", False),
+        ("ssl:9443:privateKey=k.pem:interface=127.0.0.1", True),
+        ("unix:/run/dockerproxy/admin.sock", True),
+        ("systemd:domain=INET:index=1", False),
+        ("tcp:9100:interface=localhost", False),  # a name could resolve anywhere
+    ],
+)
+def test_which_admin_endpoints_are_loopback(endpoint: str, loopback: bool) -> None:
+    assert is_loopback_endpoint(endpoint) is loopback

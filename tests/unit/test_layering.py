@@ -29,6 +29,7 @@ LEAVES = frozenset(
         "dockerproxy.failures",
         "dockerproxy.headers",
         "dockerproxy.internals",
+        "dockerproxy.meters",
         "dockerproxy.names",
         "dockerproxy.networks",
         "dockerproxy.patterns",
@@ -270,3 +271,16 @@ def test_no_import_cycles_when_modules_load() -> None:
     for module in sorted(MODULES):
         for target, chain in reachable(module, graph).items():
             assert module not in graph[target], f"{' -> '.join([*chain, module])}"
+
+
+def test_only_the_service_wiring_reaches_the_admin_side() -> None:
+    """The metrics observe the proxy from above: requests as access-log events, the upstream
+    client and S3 through dockerproxy.meters; nothing below imports dockerproxy.admin."""
+    for module in sorted(MODULES):
+        # The command line (dockerproxy.cli) sits above the wiring it runs.
+        if module in ("dockerproxy.tap", "dockerproxy.cli") or is_under(
+            module, "dockerproxy.admin"
+        ):
+            continue
+        reached = [t for t in reachable(module) if is_under(t, "dockerproxy.admin")]
+        assert not reached, f"{module} reaches {reached}"

@@ -9,10 +9,12 @@ import json
 import stat
 import sys
 from io import StringIO
+from typing import Any
 
 import bcrypt
 from twisted.application.service import IService
 from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -58,6 +60,9 @@ class AuthTreeTests(SynchronousTestCase):
         assert top.listeners is not None
         site = top.listeners.factory
         assert isinstance(site, ProxySite)
+        return self.get_from(site, path, authorization)
+
+    def get_from(self, site: Any, path: str, authorization: str | None = None) -> bytes:
         channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
         transport = StringTransport()
         channel.makeConnection(transport)
@@ -73,7 +78,8 @@ class AuthTreeTests(SynchronousTestCase):
         self.assertEqual(names[:3], ["reload", "threadpool", "signing-key"])
         self.assertFalse(self.state.exists())
         assert top.client_auth is not None
-        self.assertTrue(top.client_auth.check_admin("alice", "pw"))
+        admitted = Deferred.fromCoroutine(top.client_auth.check_admin("192.0.2.1", "alice", "pw"))
+        self.assertTrue(self.successResultOf(admitted))
 
     def test_start_makes_the_key_and_logins_run_on_the_pool(self) -> None:
         top = self.build()
@@ -114,3 +120,21 @@ class AuthTreeTests(SynchronousTestCase):
         top.startService()
         self.assertFalse(self.state.exists())
         assert top.client_auth is not None and not top.client_auth.enabled
+
+    def test_an_admin_listener_beyond_loopback_admits_admins_only(self) -> None:
+        top = self.build(admin={"listen": ["tcp:9100"]})
+        top.startService()
+        admin_site = self.reactor.tcpServers[0][1]
+        self.assertIn(b"401 Unauthorized", self.get_from(admin_site, "/metrics"))
+        alice = "Basic " + base64.b64encode(b"alice:pw").decode()
+        self.assertIn(b"200 OK", self.get_from(admin_site, "/healthz", alice))
+        wrong = "Basic " + base64.b64encode(b"alice:nope").decode()
+        transport = StringTransport()
+        channel = admin_site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40001))
+        channel.makeConnection(transport)
+        channel.dataReceived(
+            f"GET /healthz HTTP/1.1\r\nHost: a\r\nAuthorization: {wrong}\r\n\r\n".encode()
+        )
+        self.assertEqual(transport.value(), b"", "a failure waits for the login delay")
+        self.reactor.advance(1.0)
+        self.assertIn(b"401 Unauthorized", transport.value())

@@ -97,14 +97,22 @@ class UserStoreTests(SynchronousTestCase):
         self.pool.complete_all()
         self.assertIsNone(self.successResultOf(d))
 
+    def admin(self, user: str, password: str) -> bool:
+        d = Deferred.fromCoroutine(self.store.check_admin(user, password))
+        self.pool.complete_all()
+        return self.successResultOf(d)
+
     def test_admins(self) -> None:
-        self.assertTrue(self.store.check_admin("alice", "secret"))
-        self.assertTrue(self.store.check_admin("alice", "secret"))  # remembered
-        self.assertFalse(self.store.check_admin("alice", "wrong"))
-        self.assertFalse(self.store.check_admin("bob", "hunter2"))  # a user, not an admin
-        self.assertTrue(self.store.check_admin("whoever", TOKEN))  # ci's token; ci is admin
-        self.assertFalse(self.store.check_admin("mallory", "x"))
-        self.assertEqual(self.pool.calls, [])  # synchronous, for the admin listener
+        first = Deferred.fromCoroutine(self.store.check_admin("alice", "secret"))
+        self.assertEqual(self.pool.names(), ["_checkpw"])  # bcrypt off the reactor thread
+        self.pool.complete_all()
+        self.assertTrue(self.successResultOf(first))
+        remembered = Deferred.fromCoroutine(self.store.check_admin("alice", "secret"))
+        self.assertEqual((self.pool.calls, self.successResultOf(remembered)), ([], True))
+        self.assertFalse(self.admin("alice", "wrong"))
+        self.assertFalse(self.admin("bob", "hunter2"))  # a user, not an admin
+        self.assertTrue(self.admin("whoever", TOKEN))  # ci's token; ci is admin
+        self.assertFalse(self.admin("mallory", "x"))
 
     def test_no_secret_in_the_repr(self) -> None:
         self.assertEqual(repr(self.store), "<UserStore users=2 tokens=1>")
