@@ -33,6 +33,8 @@ PEM_CERTIFICATE = re.compile(
 OPTIONS = frozenset(
     {"port", "interface", "backlog", "privateKey", "certKey", "extraCertChain", "dhParameters"}
 )
+# Ours: TLS over the socket systemd passes (socket activation), in place of the port.
+SYSTEMD_OPTIONS = frozenset({"systemd", "domain"})
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,8 @@ class TLSListen:
     cert_key: str | None = None  # None: the private key's file holds the certificate too
     extra_cert_chain: str | None = None
     dh_parameters: str | None = None
+    systemd_index: int | None = None  # ssl:systemd=N: the Nth socket systemd passes
+    domain: str = "INET"  # its address family, as Twisted's systemd: endpoint names it
 
     @property
     def certificate_file(self) -> str:
@@ -81,10 +85,13 @@ def split_description(description: str) -> tuple[list[str], dict[str, str]]:
 
 def parse_tls(description: str) -> TLSListen:
     """C{ssl:PORT[:interface=...][:backlog=N]:privateKey=...[:certKey=...]
-    [:extraCertChain=...][:dhParameters=...]}; C{ValueError} for anything else."""
+    [:extraCertChain=...][:dhParameters=...]}, or C{ssl:systemd=N[:domain=INET6]:...} for
+    the Nth socket systemd passes instead of a port; C{ValueError} for anything else."""
     args, kwargs = split_description(description)
+    if "systemd" in kwargs:
+        return _over_systemd(description, args, kwargs)
     if len(args) > 2 or (len(args) == 1 and "port" not in kwargs):
-        raise ValueError("ssl: takes the port, then name=value options")
+        raise ValueError("ssl: takes the port (or systemd=N), then name=value options")
     unknown = sorted(set(kwargs) - OPTIONS)
     if unknown:
         raise ValueError(f"ssl: unknown option {unknown[0]!r}")
@@ -92,15 +99,43 @@ def parse_tls(description: str) -> TLSListen:
     backlog = kwargs.get("backlog", "50")
     if not port.isdigit() or not backlog.isdigit():
         raise ValueError("ssl: the port and backlog must be numbers")
+    return _with_files(description, kwargs, int(port), kwargs.get("interface", ""), int(backlog))
+
+
+def _over_systemd(description: str, args: list[str], kwargs: dict[str, str]) -> TLSListen:
+    """C{ssl:systemd=N}: the socket is systemd's, so where it listens is not ours to say."""
+    unknown = sorted(set(kwargs) - OPTIONS - SYSTEMD_OPTIONS)
+    if len(args) > 1 or unknown or {"port", "interface", "backlog"} & set(kwargs):
+        raise ValueError(
+            "ssl:systemd=N takes no port, interface or backlog (the socket unit's), only "
+            "domain= and the key and certificate options"
+        )
+    index, domain = kwargs["systemd"], kwargs.get("domain", "INET")
+    if not index.isdigit() or domain not in ("INET", "INET6", "UNIX"):
+        raise ValueError("ssl:systemd=N: N is a number, domain= INET, INET6 or UNIX")
+    return _with_files(description, kwargs, systemd_index=int(index), domain=domain)
+
+
+def _with_files(
+    description: str,
+    kwargs: dict[str, str],
+    port: int = 0,
+    interface: str = "",
+    backlog: int = 50,
+    systemd_index: int | None = None,
+    domain: str = "INET",
+) -> TLSListen:
     return TLSListen(
         description,
-        int(port),
-        kwargs.get("interface", ""),
-        int(backlog),
+        port,
+        interface,
+        backlog,
         kwargs.get("privateKey", "server.pem"),
         kwargs.get("certKey"),
         kwargs.get("extraCertChain"),
         kwargs.get("dhParameters"),
+        systemd_index,
+        domain,
     )
 
 

@@ -30,7 +30,9 @@ from twisted.internet.interfaces import (
     IStreamServerEndpoint,
 )
 from twisted.logger import Logger
+from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from dockerproxy.certificates import ServerCertificates, is_tls, parse_tls
 
@@ -123,6 +125,9 @@ class Listeners(service.Service):
         listen = parse_tls(description)
         certificates = ServerCertificates(listen)
         self.certificates.append(certificates)
+        if listen.systemd_index is not None:
+            inner = f"systemd:domain={listen.domain}:index={listen.systemd_index}"
+            return TLSOverEndpoint(serverFromString(self.reactor, inner), certificates)
         return SSL4ServerEndpoint(
             self.reactor,
             listen.port,
@@ -183,6 +188,19 @@ class Listeners(service.Service):
         if self.paused:
             _producer(port).pauseProducing()
         return port
+
+
+@implementer(IStreamServerEndpoint)
+class TLSOverEndpoint:
+    """TLS on the connections of another endpoint (C{ssl:systemd=N}: systemd's socket),
+    as Twisted's own C{ssl:} endpoint wraps the ports it opens."""
+
+    def __init__(self, inner: IStreamServerEndpoint, certificates: ServerCertificates) -> None:
+        self.inner = inner
+        self.certificates = certificates
+
+    def listen(self, factory: IProtocolFactory) -> Deferred[IListeningPort]:
+        return self.inner.listen(TLSMemoryBIOFactory(self.certificates, False, factory))
 
 
 def _producer(port: IListeningPort) -> IPushProducer:

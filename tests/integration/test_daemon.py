@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import http.client
 import os
 import re
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import zipfile
@@ -19,6 +21,7 @@ from tests.harness.polling import wait_until
 from tests.harness.ports import HOST, free_port, wait_http
 from tests.harness.procs import ManagedProcess
 from tests.harness.proxy import StartProxy, run_twistd
+from tests.harness.tls import make_ca
 from tests.harness.upstream import Upstream
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -150,6 +153,46 @@ def test_systemd_socket_activation(upstream: Upstream, tmp: Path) -> None:
         # systemctl stop: SIGTERM, a drain with nothing in flight, a clean exit.
         os.kill(proc.pid, signal.SIGTERM)
         assert proc.proc is not None and proc.proc.wait(10) == 0, proc.log_tail()
+
+
+def test_tls_over_a_socket_systemd_passes(upstream: Upstream, tmp: Path) -> None:
+    """ssl:systemd=0: systemd owns port 443, the proxy terminates TLS on it, and a reload
+    serves a renewed certificate on the same socket."""
+    activate = shutil.which("systemd-socket-activate")
+    assert activate, "scripts/test.sh installs systemd"
+    port = free_port()
+    ca = make_ca(tmp / "ca")
+    key, cert = tmp / "privkey.pem", tmp / "fullchain.pem"
+    shutil.copy(ca.server_key, key)
+    shutil.copy(ca.server_cert, cert)
+    twistd = str(Path(sys.executable).with_name("twistd"))
+    listen = f"ssl:systemd=0:privateKey={key}:certKey={cert}"
+    argv = [activate, "--listen", f"{HOST}:{port}", "--fdname=https", twistd, "--nodaemon"]
+    argv += ["--pidfile=", "dockerproxy", "--listen", listen, "--upstream", upstream.url]
+    proc = ManagedProcess("activated-tls", [*argv, "--no-presets", "--no-cache"], tmp, cwd=tmp)
+    with proc:
+        trusted = ssl.create_default_context(cafile=str(ca.ca_cert))
+        assert wait_until(lambda: _https_status(port, trusted) == 401), proc.log_tail()
+        renewed = make_ca(tmp / "ca-2")
+        shutil.copy(renewed.server_key, key)
+        shutil.copy(renewed.server_cert, cert)
+        os.kill(proc.pid, signal.SIGHUP)
+        assert wait_until(lambda: "serves a new certificate" in proc.log_text()), proc.log_tail()
+        assert _https_status(port, ssl.create_default_context(cafile=str(renewed.ca_cert))) == 401
+        with pytest.raises(ssl.SSLCertVerificationError):
+            _https_status(port, trusted)
+
+
+def _https_status(port: int, context: ssl.SSLContext) -> int | None:
+    """The status of GET /v2/ over TLS verified by ``context``; None if nothing listens."""
+    connection = http.client.HTTPSConnection(HOST, port, timeout=10, context=context)
+    try:
+        connection.request("GET", "/v2/")
+        return connection.getresponse().status
+    except ConnectionError:
+        return None
+    finally:
+        connection.close()
 
 
 def test_systemd_units_verify(tmp: Path) -> None:

@@ -57,8 +57,29 @@ class ParseTests(SynchronousTestCase):
             ("ssl:443:sslmethod=TLSv1_2_METHOD", "unknown option 'sslmethod'"),
             ("ssl:https", "must be numbers"),
             ("ssl:443:backlog=many", "must be numbers"),
-            ("ssl:443:server.pem", "takes the port, then name=value options"),
+            ("ssl:443:server.pem", "takes the port (or systemd=N), then name=value options"),
             ("ssl:privateKey=k.pem", "takes the port"),
+        ]:
+            with self.assertRaises(ValueError) as caught:
+                parse_tls(description)
+            self.assertIn(why, str(caught.exception), description)
+
+    def test_tls_over_the_socket_systemd_passes(self) -> None:
+        listen = parse_tls("ssl:systemd=1:domain=INET6:privateKey=/k.pem:certKey=/c.pem")
+        self.assertEqual(
+            (listen.systemd_index, listen.domain, listen.private_key, listen.certificate_file),
+            (1, "INET6", "/k.pem", "/c.pem"),
+        )
+        self.assertEqual(parse_tls("ssl:systemd=0:privateKey=k").domain, "INET")
+        self.assertIsNone(parse_tls("ssl:443:privateKey=k").systemd_index)
+        for description, why in [
+            ("ssl:systemd=0:port=443", "takes no port"),
+            ("ssl:443:systemd=0", "takes no port"),
+            ("ssl:systemd=0:interface=127.0.0.1", "takes no port, interface or backlog"),
+            ("ssl:systemd=x", "N is a number"),
+            ("ssl:systemd=0:domain=AF_INET", "domain= INET, INET6 or UNIX"),
+            ("ssl:systemd=0:sslmethod=TLS", "takes no port"),
+            ("ssl:port=443:domain=INET", "unknown option 'domain'"),
         ]:
             with self.assertRaises(ValueError) as caught:
                 parse_tls(description)
