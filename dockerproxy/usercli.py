@@ -149,12 +149,15 @@ def _check(path: str, text: str, parse: Callable[[str], object]) -> None:
 
 
 def _write(path: str, text: str) -> None:
-    """Replace C{path} by C{text} at once, keeping its mode (0600 for a new file)."""
+    """Replace C{path} by C{text} at once, keeping its mode (0600 for a new file), and
+    its owner and group when it can: a file made readable by the proxy's group
+    (C{root:dockerproxy 0640}) stays readable by the proxy after root edits it."""
     directory = os.path.dirname(os.path.abspath(path))
     try:
-        mode = os.stat(path).st_mode & 0o777
+        before = os.stat(path)
     except FileNotFoundError:
-        mode = 0o600
+        before = None
+    mode = 0o600 if before is None else before.st_mode & 0o777
     try:
         fd, temporary = tempfile.mkstemp(dir=directory, prefix=".dockerproxy-")
     except OSError as e:
@@ -164,8 +167,20 @@ def _write(path: str, text: str) -> None:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        if before is not None:
+            _keep_owner(temporary, before)
         os.chmod(temporary, mode)
         os.replace(temporary, path)
     except OSError as e:
         os.unlink(temporary)
         raise CommandError(f"cannot write {path}: {e.strerror}") from None
+
+
+def _keep_owner(path: str, before: os.stat_result) -> None:
+    """The old file's owner and group on C{path}; as far as this user may give them."""
+    for uid, gid in ((before.st_uid, before.st_gid), (-1, before.st_gid)):
+        try:
+            os.chown(path, uid, gid)
+            return
+        except PermissionError:
+            continue

@@ -5,6 +5,7 @@ would refuse is left alone."""
 from __future__ import annotations
 
 import io
+import os
 import stat
 from pathlib import Path
 
@@ -61,6 +62,18 @@ def test_passwd_keeps_other_lines_and_the_files_mode(tmp_path: Path) -> None:
     assert set(parse_htpasswd(path.read_text())) == {"bob", "carol"}
     assert stat.S_IMODE(path.stat().st_mode) == 0o640
     assert [p.name for p in tmp_path.iterdir()] == ["htpasswd"]  # no temporary file left
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a file away takes root")
+def test_root_editing_a_file_keeps_its_owner_and_group(tmp_path: Path) -> None:
+    """root:dockerproxy 0640, as the proxy's group reads it, stays so after an edit."""
+    path = tmp_path / "tokens.toml"
+    path.write_text("")
+    os.chown(path, 65534, 65533)
+    path.chmod(0o640)
+    assert token_main(["new", "ci", "--file", str(path)], stdout=io.StringIO()) == 0
+    after = path.stat()
+    assert (after.st_uid, after.st_gid, stat.S_IMODE(after.st_mode)) == (65534, 65533, 0o640)
 
 
 @pytest.mark.parametrize(
