@@ -50,6 +50,8 @@ def check_config(path: str, out: TextIO) -> int:
         config = build_config(load_toml(path), {})
         for endpoint in config.listen:
             check_endpoint(endpoint)
+        for endpoint in config.admin.listen:
+            check_endpoint(endpoint, "admin.listen")
     except ConfigError as e:
         # The file is the argument here, not --config.
         where = "check-config" if e.key == "--config" else e.key

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import images, web
+from tests.harness import images, largeblobs, web
 from tests.harness.images import ImageRecord
 from tests.harness.proxy import ProxyProcess, StartProxy
 from tests.harness.pulls import assert_same_image, copy
@@ -129,7 +129,7 @@ def test_beyond_the_rate_a_429_with_retry_after(
 def big_blob(upstream: Upstream) -> tuple[str, images.Blob]:
     """A 12 MiB blob of a public repository of its own: (repository, blob)."""
     name = f"public/shaped-{uuid.uuid4().hex[:8]}"
-    return name, images.put_large_blob(upstream.registry, name, 12 * MiB, seed="shaped")
+    return name, largeblobs.put_large_blob(upstream.registry, name, 12 * MiB, seed="shaped")
 
 
 def timed_download(proxy: ProxyProcess, name: str, blob: images.Blob) -> float:
