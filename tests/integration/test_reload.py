@@ -263,7 +263,7 @@ def test_the_config_file_reloads_and_an_invalid_one_is_refused(
     mark = proxy.proc.log_size()
     assert web.request("GET", f"{proxy.url}/v2/", forwarded).status == 401
     assert wait_until(lambda: " GET /v2/ 401 " in proxy.proc.log_text(mark))
-    assert "] 127.0.0.1 GET /v2/ 401 " in proxy.proc.log_text(mark), "text, peer untrusted"
+    assert "] 127.0.0.1 - GET /v2/ 401 " in proxy.proc.log_text(mark), "text, peer untrusted"
 
     config.write_text(wanted)
     sighup(proxy, APPLIED)
