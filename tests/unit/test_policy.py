@@ -44,9 +44,8 @@ class PolicySite:
     user: str | None = None
 
     def configure(self, config: Config) -> None:
-        """What service_for, or a reload, does with the settings."""
-        self.site.access = config.access
-        self.site.policy.apply(config)
+        """What a reload does with the settings (ProxySite.apply)."""
+        self.site.apply(config)
 
     def keep_requests(self) -> None:
         self.made = []
