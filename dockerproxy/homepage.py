@@ -26,7 +26,7 @@ from twisted.web.iweb import IRequest
 from twisted.web.template import Element, Flattenable, Tag, XMLFile, flattenString, renderer, tags
 
 from dockerproxy import snippets
-from dockerproxy.languages import CATALOGS, DEFAULT_LANGUAGE, Catalog
+from dockerproxy.languages import CATALOGS, DEFAULT_LANGUAGE, Catalog, language_links
 from dockerproxy.snippets import DOCKER_HUB, PLACEHOLDER_HOST, MirrorInfo
 
 __all__ = ["HomePage", "MirrorInfo", "render"]
@@ -127,16 +127,7 @@ class HomePage(Element):
 
     @renderer
     def language_links(self, request: IRequest | None, tag: Tag) -> Flattenable:
-        """One link per catalog, the current language marked, separated by dots."""
-        links: list[Flattenable] = []
-        for catalog in self.catalogs.values():
-            link = tag.clone().fillSlots(
-                lang_code=catalog.code, lang_tag=catalog.tag, lang_name=catalog.name
-            )
-            if catalog is self.catalog:
-                link.attributes["aria-current"] = "true"
-            links += [" · ", link] if links else [link]
-        return links
+        return language_links(self.catalogs, self.catalog, tag)
 
     def _badge(self, key: str) -> list[Flattenable]:
         return [" ", tags.span(self.catalog.markup[key], class_="badge")]

@@ -190,3 +190,19 @@ def pick_language(
         if chosen and q > best_q:
             best, best_q = chosen, q
     return best
+
+
+def language_links(
+    catalogs: Mapping[str, Catalog], current: Catalog, tag: Tag
+) -> list[Flattenable]:
+    """One copy of C{tag} per catalog, the current language marked, separated by dots
+    (the language switch of the home page and the status page)."""
+    links: list[Flattenable] = []
+    for catalog in catalogs.values():
+        link = tag.clone().fillSlots(
+            lang_code=catalog.code, lang_tag=catalog.tag, lang_name=catalog.name
+        )
+        if catalog is current:
+            link.attributes["aria-current"] = "true"
+        links += [" · ", link] if links else [link]
+    return links

@@ -21,7 +21,7 @@ from twisted.web.iweb import IRequest
 from twisted.web.template import Element, Flattenable, Tag, XMLFile, flattenString, renderer, tags
 
 from dockerproxy.admin.charts import line_chart
-from dockerproxy.languages import DEFAULT_LANGUAGE, Catalog, load_catalogs
+from dockerproxy.languages import DEFAULT_LANGUAGE, Catalog, language_links, load_catalogs
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 TEMPLATE = FilePath(str(TEMPLATES / "status.xhtml"))
@@ -86,15 +86,7 @@ class StatusPage(Element):
 
     @renderer
     def language_links(self, request: IRequest | None, tag: Tag) -> Flattenable:
-        links: list[Flattenable] = []
-        for catalog in self.catalogs.values():
-            link = tag.clone().fillSlots(
-                lang_code=catalog.code, lang_tag=catalog.tag, lang_name=catalog.name
-            )
-            if catalog is self.catalog:
-                link.attributes["aria-current"] = "true"
-            links += [" · ", link] if links else [link]
-        return links
+        return language_links(self.catalogs, self.catalog, tag)
 
     @renderer
     def summary(self, request: IRequest | None, tag: Tag) -> Flattenable:
