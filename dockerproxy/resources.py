@@ -31,15 +31,13 @@ from dockerproxy.headers import relayed_response_headers
 from dockerproxy.mirror import Mirror
 from dockerproxy.policy import check_repository, start_pull
 from dockerproxy.pull import Pull
+from dockerproxy.referrers import referrers_query, relay_referrers
 from dockerproxy.relay import discard
 from dockerproxy.rendering import JSONErrorPage, PullResource, render_async, respond_error
 from dockerproxy.routing import Target
 from dockerproxy.tokens import AuthResource
 from dockerproxy.tokenservice import TokenServiceResource
 from dockerproxy.upstream import Fetched
-
-log = Logger()
-
 
 log = Logger()
 
@@ -162,8 +160,8 @@ def challenge_locally(proxy: Proxy, request: Request) -> None:
 
 
 class RegistryResource(PullResource):
-    """C{/v2/<name>/manifests|blobs|tags/...}: validated, routed, and relayed, or served by
-    the C{mirror} (manifests and blobs) when there is one."""
+    """C{/v2/<name>/manifests|blobs|tags|referrers/...}: validated, routed, and relayed, or
+    served by the C{mirror} (manifests and blobs) when there is one."""
 
     isLeaf = True
 
@@ -196,8 +194,14 @@ class RegistryResource(PullResource):
         request.upstream = target.upstream.url  # type: ignore[attr-defined]
         request.image = f"{target.upstream.name}/{target.repository}"  # type: ignore[attr-defined]
         url = f"{target.upstream.url}/v2/{target.repository}/{api.kind}/"
-        url += f"{api.reference}" if api.reference else "list" + tags_query(request)
+        if api.kind == "referrers":
+            url += f"{api.reference}{referrers_query(request)}"
+        else:
+            url += f"{api.reference}" if api.reference else "list" + tags_query(request)
         pull = Pull.routed(request, api, target, url, ns)
+        if api.kind == "referrers":
+            await relay_referrers(self.proxy, pull)
+            return
         if self.mirror is not None and pull.reference is not None:
             await self.mirror.serve(pull)
             return
