@@ -35,6 +35,7 @@ from dockerproxy.referrers import referrers_query, relay_referrers
 from dockerproxy.relay import discard
 from dockerproxy.rendering import JSONErrorPage, PullResource, render_async, respond_error
 from dockerproxy.routing import Target
+from dockerproxy.search import SearchIndex, SearchResource
 from dockerproxy.tokens import AuthResource
 from dockerproxy.tokenservice import TokenServiceResource
 from dockerproxy.upstream import Fetched
@@ -43,18 +44,26 @@ log = Logger()
 
 
 class RootResource(PullResource):
-    """C{/}: the usage page; C{/v2}: the registry API; anything else: a JSON 404."""
+    """C{/}: the usage page; C{/v2}: the registry API; C{/v1/search}: C{docker search};
+    anything else: a JSON 404."""
 
     def __init__(
-        self, proxy: Proxy, mirror: Mirror | None = None, client_auth: ClientAuth | None = None
+        self,
+        proxy: Proxy,
+        mirror: Mirror | None = None,
+        client_auth: ClientAuth | None = None,
+        search: SearchIndex | None = None,
     ) -> None:
         super().__init__()
         self.proxy = proxy
         self.putChild(b"v2", V2Resource(proxy, mirror, client_auth))
+        self.search = SearchResource(search, client_auth)
 
     def getChild(self, path: bytes, request: Request) -> Resource:
         if path == b"":
             return self
+        if path == b"v1" and request.postpath == [b"search"]:
+            return self.search
         return JSONErrorPage(errors.RegistryError(404, "NOT_FOUND", "no such page"))
 
     def render_GET(self, request: Request) -> bytes:
