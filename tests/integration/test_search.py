@@ -16,10 +16,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.harness.authproxy import ALICE, AuthProxy
 from tests.harness.daemons import Dockerd, start_dockerd
 from tests.harness.engines import missing_tools
 from tests.harness.ociapi import FixtureServer, search_answer, start_search_index
 from tests.harness.proxy import ProxyProcess, StartProxy
+from tests.harness.upstream import Upstream
 
 
 @pytest.fixture
@@ -112,3 +114,22 @@ def test_docker_search_through_the_proxy(
     searched = [s for s in index.seen if s.path == "/v1/search"]
     assert [s.query["q"] for s in searched] == [["alpine"]]
     assert searched[0].query["n"] == ["5"]
+
+
+@pytest.mark.daemons
+def test_docker_search_is_for_users_when_the_proxy_has_them(
+    start_proxy: StartProxy, upstream: Upstream, index: FixtureServer, dockerd: Dockerd, tmp: Path
+) -> None:
+    auth = AuthProxy(start_proxy, upstream, tmp / "proxy", "--search-upstream", index.url)
+    host = auth.proxy.host
+    anonymous = dockerd.docker("search", f"{host}/alpine", check=False)
+    assert anonymous.returncode != 0, anonymous.describe()
+    assert index.seen == []
+
+    login = dockerd.docker("login", "-u", ALICE[0], "-p", ALICE[1], host, check=False)
+    assert login.returncode == 0, login.describe()
+    found = dockerd.docker("search", "--format", "{{.Name}}", f"{host}/alpine", check=False)
+    assert found.returncode == 0, f"{found.describe()}\n{auth.proxy.log_text()[-3000:]}"
+    assert found.stdout.split() == [r["name"] for r in search_answer("alpine", 25)["results"]]
+    assert [s.authorization for s in index.seen] == [None]  # the index is asked anonymously
+    assert ALICE[1] not in auth.proxy.log_text()
