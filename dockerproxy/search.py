@@ -24,6 +24,7 @@ from twisted.web.server import Request
 
 from dockerproxy import errors
 from dockerproxy.clientauth import ClientAuth
+from dockerproxy.coalesce import Coalescer
 from dockerproxy.config import UpstreamConfig
 from dockerproxy.edge import client_request, invalid_request
 from dockerproxy.exchange import MAX_ERROR_BODY, Proxy
@@ -51,16 +52,21 @@ class SearchIndex:
         self.proxy = proxy
         self.upstream = upstream
         self.answers = AnswerCache(proxy.clock)
+        self.asking = Coalescer()  # one index request per question at a time
 
     async def answer(self, request: Request, key: SearchKey) -> bytes:
-        body = self.answers.get(key)
+        """The kept answer to C{key}, or the index's; clients asking while the index is
+        asked wait for its answer rather than ask again."""
+        while (body := self.answers.get(key)) is None and key in self.asking:
+            await self.asking.follow(key)
         if body is not None:
             request.cache = "hit"  # type: ignore[attr-defined]
             return body
         request.cache = "miss"  # type: ignore[attr-defined]
         request.upstream = self.upstream.url  # type: ignore[attr-defined]
-        body = await self.ask(request, key)
-        self.answers.put(key, body)
+        with self.asking.lead(key):
+            body = await self.ask(request, key)
+            self.answers.put(key, body)  # before the waiters look again
         return body
 
     async def ask(self, request: Request, key: SearchKey) -> bytes:

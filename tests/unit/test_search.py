@@ -5,6 +5,7 @@ its failures as registry errors, and the client logins' gate."""
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from twisted.internet import defer
 from twisted.internet.error import ConnectionRefusedError
@@ -182,6 +183,58 @@ class SearchTests(ProxyTestCase):
             self.use(build_config(settings, {}))
             self.assertRegistryError(self.fetch("GET", "/v1/search?q=a"), 404, "NOT_FOUND")
         self.assertEqual(self.upstream.seen, [])
+
+
+class HeldHTTP:
+    """The fake index's client, whose answers wait until L{release}."""
+
+    def __init__(self, stub: Any) -> None:
+        self.stub = stub
+        self.asked = 0
+        self.held: list[tuple[tuple[Any, ...], dict[str, Any], defer.Deferred[Any]]] = []
+
+    def request(self, *args: Any, **kwargs: Any) -> defer.Deferred[Any]:
+        d: defer.Deferred[Any] = defer.Deferred()
+        self.asked += 1
+        self.held.append((args, kwargs, d))
+        return d
+
+    def release(self) -> None:
+        held, self.held = self.held, []
+        for args, kwargs, d in held:
+            self.stub.request(*args, **kwargs).chainDeferred(d)
+
+
+class ConcurrentSearchTests(ProxyTestCase):
+    def test_clients_asking_the_same_wait_for_one_index_request(self) -> None:
+        held = HeldHTTP(self.stub)
+        self.use(build_config({}, {}), http=held)
+        self.upstream.on(INDEX_HOST, "/v1/search", index)
+        transports = [self.send("GET", "/v1/search?q=alpine&n=1") for _ in range(3)]
+        other = self.send("GET", "/v1/search?q=redis&n=1")
+        self.assertEqual(held.asked, 2)  # one per question
+        held.release()
+        self.pump()
+        for transport in transports:
+            response = parse_response(transport.value(), "GET")
+            self.assertEqual((response.status, response.body), (200, answer("alpine")))
+        self.assertEqual(parse_response(other.value(), "GET").body, answer("redis"))
+        self.assertEqual(sorted(e["cache"] for e in self.access), ["hit", "hit", "miss", "miss"])
+
+    def test_after_a_failure_the_next_client_asks_again(self) -> None:
+        held = HeldHTTP(self.stub)
+        self.use(build_config({}, {}), http=held)
+        self.upstream.on(INDEX_HOST, "/v1/search", reply(500, b"down"))
+        first = self.send("GET", "/v1/search?q=alpine&n=1")
+        second = self.send("GET", "/v1/search?q=alpine&n=1")
+        held.release()
+        self.pump()
+        self.assertEqual(parse_response(first.value(), "GET").status, 500)
+        self.assertEqual(held.asked, 2)  # the waiter asked in turn
+        self.upstream.on(INDEX_HOST, "/v1/search", index)
+        held.release()
+        self.pump()
+        self.assertEqual(parse_response(second.value(), "GET").body, answer("alpine"))
 
 
 class AnswerCacheTests(ProxyTestCase):
