@@ -205,12 +205,10 @@ class RegistryResource(PullResource):
         url = f"{target.upstream.url}/v2/{target.repository}/{api.kind}/"
         if api.kind == "referrers":
             url += f"{api.reference}{referrers_query(request)}"
-        else:
-            url += f"{api.reference}" if api.reference else "list" + tags_query(request)
-        pull = Pull.routed(request, api, target, url, ns)
-        if api.kind == "referrers":
-            await relay_referrers(self.proxy, pull)
+            await relay_referrers(self.proxy, Pull.routed(request, api, target, url, ns))
             return
+        url += f"{api.reference}" if api.reference else "list" + tags_query(request)
+        pull = Pull.routed(request, api, target, url, ns)
         if self.mirror is not None and pull.reference is not None:
             await self.mirror.serve(pull)
             return
