@@ -21,8 +21,19 @@ NAMESPACE = "dockerproxy.access"
 access_log = Logger(namespace=NAMESPACE)
 
 # What a request asked for, by its path (the metrics' "route" label): a bounded set.
-ROUTES = ("home", "ping", "auth", "manifest", "tag", "blob", "tag_list", "other")
-_KINDS = {"manifests": "manifest", "blobs": "blob"}
+ROUTES = (
+    "home",
+    "ping",
+    "auth",
+    "manifest",
+    "tag",
+    "blob",
+    "tag_list",
+    "referrers",
+    "search",
+    "other",
+)
+_KINDS = {"manifests": "manifest", "blobs": "blob", "referrers": "referrers"}
 
 
 def access_logger(*observers: Callable[[LogEvent], None]) -> Logger:
@@ -35,10 +46,13 @@ def access_logger(*observers: Callable[[LogEvent], None]) -> Logger:
 
 def route_of(path: bytes) -> str:
     """One of L{ROUTES} for a request path (its query ignored): C{manifest} is a manifest
-    by digest, C{tag} one by tag, C{tag_list} the tags of a repository."""
+    by digest, C{tag} one by tag, C{tag_list} the tags of a repository, C{referrers} the
+    OCI 1.1 referrers of a manifest, C{search} C{docker search}."""
     path = path.partition(b"?")[0]
     if path == b"/":
         return "home"
+    if path == b"/v1/search":
+        return "search"
     if not path.startswith(b"/v2/"):
         return "other"
     if path == b"/v2/":

@@ -34,7 +34,7 @@ SINGLETONS = (
     b"transfer-encoding",
 )
 # Query parameters that select something: a second value is ambiguous.
-SINGLE_PARAMETERS = (b"ns", b"n", b"last", b"lang", b"service")
+SINGLE_PARAMETERS = (b"ns", b"n", b"last", b"lang", b"service", b"artifactType", b"q", b"page")
 _FOR_RE = re.compile(r'(?:^|[;,\s])for\s*=\s*("[^"]*"|[^;,\s]+)', re.IGNORECASE)
 _REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 _HOST_RE = re.compile(r"[A-Za-z0-9.\-]+(?::\d{1,5})?|\[[0-9A-Fa-f:.]+\](?::\d{1,5})?")

@@ -28,16 +28,18 @@ _ROUTE_RE = re.compile(
     r"(?P<uploads>blobs/uploads)(?:/.*)?"
     r"|(?P<kind>manifests|blobs)/(?P<ref>[^/]+)"
     r"|(?P<tags>tags)/list"
+    r"|(?P<referrers>referrers)/(?P<subject>[^/]+)"
     r")"
 )
 
-Kind = Literal["manifests", "blobs", "tags", "uploads"]
+Kind = Literal["manifests", "blobs", "tags", "uploads", "referrers"]
 
 
 @dataclass(frozen=True)
 class ApiPath:
     """A parsed C{/v2/<name>/...} path; C{digest} is the reference as a digest the proxy
-    can verify (C{None} for tags, tag lists and digests of other algorithms)."""
+    can verify (C{None} for tags, tag lists and digests of other algorithms). For
+    C{referrers} (OCI 1.1), the reference is the subject manifest's digest."""
 
     name: str
     kind: Kind
@@ -77,6 +79,11 @@ def parse_api_path(path: str) -> ApiPath:
         return ApiPath(name, "uploads")
     if match["tags"]:
         return ApiPath(name, "tags")
+    if match["referrers"]:
+        subject = match["subject"]
+        if not is_valid_digest(subject):
+            raise errors.digest_invalid(subject)
+        return ApiPath(name, "referrers", subject, digests.parse_or_none(subject))
     kind: Kind = "manifests" if match["kind"] == "manifests" else "blobs"
     reference = match["ref"]
     if kind == "blobs" and not is_valid_digest(reference):

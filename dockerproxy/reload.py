@@ -107,6 +107,7 @@ RESTART_SETTINGS = (
     ("cache", "cache"),
     ("state_dir", "state_dir"),
     ("admin", "admin.listen"),
+    ("search", "search.upstream"),
 )
 
 

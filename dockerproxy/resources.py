@@ -31,9 +31,11 @@ from dockerproxy.headers import relayed_response_headers
 from dockerproxy.mirror import Mirror
 from dockerproxy.policy import check_repository, start_pull
 from dockerproxy.pull import Pull
+from dockerproxy.referrers import referrers_query, relay_referrers
 from dockerproxy.relay import discard
 from dockerproxy.rendering import JSONErrorPage, PullResource, render_async, respond_error
 from dockerproxy.routing import Target
+from dockerproxy.search import SearchIndex, SearchResource
 from dockerproxy.tokens import AuthResource
 from dockerproxy.tokenservice import TokenServiceResource
 from dockerproxy.upstream import Fetched
@@ -41,22 +43,27 @@ from dockerproxy.upstream import Fetched
 log = Logger()
 
 
-log = Logger()
-
-
 class RootResource(PullResource):
-    """C{/}: the usage page; C{/v2}: the registry API; anything else: a JSON 404."""
+    """C{/}: the usage page; C{/v2}: the registry API; C{/v1/search}: C{docker search};
+    anything else: a JSON 404."""
 
     def __init__(
-        self, proxy: Proxy, mirror: Mirror | None = None, client_auth: ClientAuth | None = None
+        self,
+        proxy: Proxy,
+        mirror: Mirror | None = None,
+        client_auth: ClientAuth | None = None,
+        search: SearchIndex | None = None,
     ) -> None:
         super().__init__()
         self.proxy = proxy
         self.putChild(b"v2", V2Resource(proxy, mirror, client_auth))
+        self.search = SearchResource(search, client_auth)
 
     def getChild(self, path: bytes, request: Request) -> Resource:
         if path == b"":
             return self
+        if path == b"v1" and request.postpath == [b"search"]:
+            return self.search
         return JSONErrorPage(errors.RegistryError(404, "NOT_FOUND", "no such page"))
 
     def render_GET(self, request: Request) -> bytes:
@@ -162,8 +169,8 @@ def challenge_locally(proxy: Proxy, request: Request) -> None:
 
 
 class RegistryResource(PullResource):
-    """C{/v2/<name>/manifests|blobs|tags/...}: validated, routed, and relayed, or served by
-    the C{mirror} (manifests and blobs) when there is one."""
+    """C{/v2/<name>/manifests|blobs|tags|referrers/...}: validated, routed, and relayed, or
+    served by the C{mirror} (manifests and blobs) when there is one."""
 
     isLeaf = True
 
@@ -196,6 +203,10 @@ class RegistryResource(PullResource):
         request.upstream = target.upstream.url  # type: ignore[attr-defined]
         request.image = f"{target.upstream.name}/{target.repository}"  # type: ignore[attr-defined]
         url = f"{target.upstream.url}/v2/{target.repository}/{api.kind}/"
+        if api.kind == "referrers":
+            url += f"{api.reference}{referrers_query(request)}"
+            await relay_referrers(self.proxy, Pull.routed(request, api, target, url, ns))
+            return
         url += f"{api.reference}" if api.reference else "list" + tags_query(request)
         pull = Pull.routed(request, api, target, url, ns)
         if self.mirror is not None and pull.reference is not None:

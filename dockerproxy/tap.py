@@ -43,7 +43,14 @@ from dockerproxy.meters import NO_METERS
 from dockerproxy.proxytokens import SigningKeyService
 from dockerproxy.reload import Reloads, RestartNeeded
 from dockerproxy.services import CacheService, OrderedMultiService, S3Service, ThreadPoolService
-from dockerproxy.wiring import make_client_auth, make_mirror, make_proxy, make_s3, make_site
+from dockerproxy.wiring import (
+    make_client_auth,
+    make_mirror,
+    make_proxy,
+    make_s3,
+    make_search,
+    make_site,
+)
 
 if TYPE_CHECKING:
     from dockerproxy.clientauth import ClientAuth
@@ -160,6 +167,13 @@ class Options(usage.Options):
             "Response bytes per client, e.g. 20MiB/s, over all its downloads (default none).",
         ],
         ["max-pulls", None, None, "Blob downloads per client at once; more get 429."],
+        [
+            "search-upstream",
+            None,
+            None,
+            "The index docker search asks (default https://index.docker.io; none with "
+            "--no-presets).",
+        ],
     ]
 
     def __init__(self) -> None:
@@ -303,6 +317,7 @@ class Options(usage.Options):
             "state_dir": self["state-dir"],
             **{name: self[option[2:]] for name, option in QUOTA_OPTIONS.items()},
             "admin_listen": self["admin_listen"],
+            "search_upstream": self["search-upstream"],
         }
 
 
@@ -442,7 +457,8 @@ def service_for(
         S3Service(s3).setServiceParent(top)
     top.heap = HeapTrimmer.for_this_process(reactor)
     gate = client_auth if client_auth.enabled else None
-    site = make_site(proxy, reactor, config.limits, mirror, top.heap, config.access, gate)
+    search = make_search(config, proxy)
+    site = make_site(proxy, reactor, config.limits, mirror, top.heap, config.access, gate, search)
     site.policy.apply(config)
     listeners = Listeners(reactor, config.listen, site)
     site.connections = ConnectionLimit(

@@ -77,7 +77,7 @@ class TokenServiceResource(PullResource):
         scheme = scheme.lower()
         user: str | None = None
         if scheme == b"basic":
-            credentials = _basic(value.strip())
+            credentials = parse_basic(value.strip())
             if credentials is not None:
                 user = await self.auth.users.check_password(*credentials)
         elif scheme == b"bearer":
@@ -111,7 +111,7 @@ class TokenServiceResource(PullResource):
         return granted
 
 
-def _basic(value: bytes) -> tuple[str, bytes] | None:
+def parse_basic(value: bytes) -> tuple[str, bytes] | None:
     """(user, password) of a Basic credential, or None when it is not one."""
     try:
         decoded = base64.b64decode(value, validate=True)

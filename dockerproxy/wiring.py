@@ -29,6 +29,7 @@ from dockerproxy.meters import NO_METERS, Meters
 from dockerproxy.mirror import Mirror
 from dockerproxy.resources import RootResource
 from dockerproxy.routing import Router
+from dockerproxy.search import SearchIndex
 from dockerproxy.site import ProxySite
 from dockerproxy.upstream import UpstreamClient, UpstreamClients, make_http_client, make_pool
 from dockerproxy.upstreamauth import UpstreamTokens
@@ -133,6 +134,12 @@ def make_mirror(
     return Mirror(blobs, documents, access, exchange, cache.tag_ttl, cache.stale_max_age, s3=s3)
 
 
+def make_search(config: Config, proxy: Proxy) -> SearchIndex | None:
+    """C{docker search}'s index (L{dockerproxy.search}), when one is configured."""
+    upstream = config.search.upstream
+    return None if upstream is None else SearchIndex(proxy, upstream)
+
+
 def make_site(
     proxy: Proxy,
     reactor: IReactorTime,
@@ -141,8 +148,10 @@ def make_site(
     heap: HeapTrimmer | None = None,
     access: AccessSettings | None = None,
     client_auth: ClientAuth | None = None,
+    search: SearchIndex | None = None,
 ) -> ProxySite:
-    site = ProxySite(RootResource(proxy, mirror, client_auth), reactor, limits, heap, access)
+    root = RootResource(proxy, mirror, client_auth, search)
+    site = ProxySite(root, reactor, limits, heap, access)
     if client_auth is not None:
         site.identify = client_auth.identify
     return site

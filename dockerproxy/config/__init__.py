@@ -35,6 +35,7 @@ from dockerproxy.config.settings import (
     Config,
     Credentials,
     S3Config,
+    SearchSettings,
     Timeouts,
     UpstreamConfig,
 )
@@ -56,6 +57,7 @@ __all__ = [
     "ConfigError",
     "Credentials",
     "S3Config",
+    "SearchSettings",
     "Timeouts",
     "UpstreamConfig",
     "build_config",

@@ -20,6 +20,7 @@ from dockerproxy.config.checks import (
 )
 from dockerproxy.config.policy import KEYS as QUOTA_KEYS
 from dockerproxy.config.policy import quotas_config
+from dockerproxy.config.search import search_config
 from dockerproxy.config.settings import DEFAULT_LISTEN, LOG_FORMATS, ClientLimits, Config, Timeouts
 from dockerproxy.config.upstreams import (
     credentials_file,
@@ -50,6 +51,7 @@ _TOP_KEYS = {
     "state_dir",
     "users",
     "admin",
+    "search",
 }
 
 
@@ -72,7 +74,7 @@ def build_config(toml: Mapping[str, Any], cli: Mapping[str, Any]) -> Config:
     C{stale_max_age}, C{cache_s3_endpoint}, C{cache_s3_bucket}, C{cache_s3_prefix},
     C{cache_s3_region} and C{cache_s3_redirect} (True for --cache-s3-redirect), and for
     clients C{client_header_timeout}, C{client_idle_timeout}, C{max_connections} and
-    C{public_url}, and C{drain_timeout}.
+    C{public_url}, and C{drain_timeout}, and C{search_upstream} (C{docker search}).
     """
     unknown = set(toml) - _TOP_KEYS
     if unknown:
@@ -144,6 +146,7 @@ def build_config(toml: Mapping[str, Any], cli: Mapping[str, Any]) -> Config:
         state_dir=state_dir_config(toml, cli),
         quotas=quotas_config(toml, cli),
         admin=admin_config(toml.get("admin", {}), cli),
+        search=search_config(toml, cli),
     )
     _check_admins(config, cli)
     return config

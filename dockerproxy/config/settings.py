@@ -125,6 +125,13 @@ class AccessSettings:
 
 
 @dataclass(frozen=True)
+class SearchSettings:
+    """Where C{docker search} is answered from (config/search.py); None: it is not."""
+
+    upstream: UpstreamConfig | None = None
+
+
+@dataclass(frozen=True)
 class Config:
     listen: tuple[str, ...] = DEFAULT_LISTEN
     default: UpstreamConfig | None = None
@@ -145,3 +152,4 @@ class Config:
     state_dir: str = ""  # where the token signing key lives (--state-dir)
     quotas: Quotas = field(default_factory=Quotas)  # what each client may use (config.policy)
     admin: AdminSettings = field(default_factory=AdminSettings)  # see config/admin.py
+    search: SearchSettings = field(default_factory=SearchSettings)  # see config/search.py

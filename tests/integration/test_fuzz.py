@@ -25,11 +25,13 @@ from tests.harness.rawserver import RawServer, sentinel
 
 REQUESTS = 3000
 SEED = 20261128
-# What may reach the upstream: the ping, its token realm, and grammar-checked API paths.
+# What may reach the upstream: the ping, its token realm, and grammar-checked API paths
+# (referrers with a media type as artifactType).
 ALLOWED_UPSTREAM = re.compile(
     r"/v2/|/token-redirect(\?.*)?|/token(\?.*)?"
     r"|/v2/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
-    r"/(manifests/[A-Za-z0-9_.:=+-]+|blobs/[a-z0-9+._-]+:[A-Za-z0-9=_-]+|tags/list(\?.*)?)"
+    r"/(manifests/[A-Za-z0-9_.:=+-]+|blobs/[a-z0-9+._-]+:[A-Za-z0-9=_-]+|tags/list(\?.*)?"
+    r"|referrers/[a-z0-9+._-]+:[A-Za-z0-9=_-]+(\?artifactType=[A-Za-z0-9%._+-]+)?)"
 )
 
 
@@ -117,6 +119,10 @@ def requests(rng: random.Random, targets: list[str]) -> Iterator[bytes]:
                     "*",
                     "/v2/?ns=" + rng.choice(targets),
                     "/v2/auth?ns=" + rng.choice(targets),
+                    f"/v2/a/referrers/{BLOB_DIGEST}?artifactType="
+                    + rng.choice(["a/b", "a%2Fb", "x", "a/b/c", "%00/x", "a" * 300 + "/b"]),
+                    "/v1/search?q=" + rng.choice(["alpine", "", "%00", "a" * 300]),
+                    "/v1/_ping",
                 ]
             )
         headers = [f"Host: {rng.choice(hosts)}"]

@@ -19,7 +19,13 @@ from twisted.web.server import Request
 from dockerproxy.config import AuthSettings, CacheConfig, Config, build_config
 from dockerproxy.patterns import RepositoryPattern
 from dockerproxy.site import ProxyRequest
-from dockerproxy.wiring import make_client_auth, make_mirror, make_proxy, make_site
+from dockerproxy.wiring import (
+    make_client_auth,
+    make_mirror,
+    make_proxy,
+    make_search,
+    make_site,
+)
 from tests.unit.fakes import SyncPool
 from tests.unit.proxysite import (
     AUTH_HOST,
@@ -84,6 +90,7 @@ class AuthTestCase(ProxyTestCase):
             mirror=self.mirror,
             access=config.access,
             client_auth=self.client_auth if self.client_auth.enabled else None,
+            search=make_search(config, self.proxy),
         )
         self.site.policy.apply(config)
         self.requests: list[ProxyRequest] = []

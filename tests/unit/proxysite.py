@@ -28,7 +28,7 @@ from dockerproxy.exchange import Proxy
 from dockerproxy.mirror import Mirror
 from dockerproxy.services import CacheService
 from dockerproxy.site import ProxySite
-from dockerproxy.wiring import make_mirror, make_proxy, make_s3, make_site
+from dockerproxy.wiring import make_mirror, make_proxy, make_s3, make_search, make_site
 from tests.unit.fakes import SyncPool
 
 HUB_HOST = "registry-1.docker.io"
@@ -63,7 +63,7 @@ def make_parts(
     )
     if mirror is not None:
         CacheService(mirror).startService()
-    return proxy, mirror, make_site(proxy, clock, mirror=mirror)
+    return proxy, mirror, make_site(proxy, clock, mirror=mirror, search=make_search(config, proxy))
 
 
 # --------------------------------------------------------------------------- the upstream side

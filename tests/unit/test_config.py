@@ -839,3 +839,48 @@ def test_bad_admin_endpoint_option(capsys: pytest.CaptureFixture[str]) -> None:
 )
 def test_which_admin_endpoints_are_loopback(endpoint: str, loopback: bool) -> None:
     assert is_loopback_endpoint(endpoint) is loopback
+
+
+# --------------------------------------------------------------------------- search
+
+
+def test_search_asks_docker_hubs_index_unless_configured_otherwise() -> None:
+    search = build_config({}, {}).search
+    assert search.upstream is not None
+    assert (search.upstream.name, search.upstream.url) == (
+        "index.docker.io",
+        "https://index.docker.io",
+    )
+    toml = {"search": {"upstream": "http://127.0.0.1:5005/"}}
+    assert build_config(toml, {}).search.upstream.url == "http://127.0.0.1:5005"  # type: ignore[union-attr]
+    config = parse_options(["--search-upstream", "https://index.test"])
+    assert config.search.upstream is not None
+    assert config.search.upstream.url == "https://index.test"
+    assert not config.search.upstream.library_prefix
+
+
+def test_search_is_off_without_presets_or_when_disabled() -> None:
+    assert build_config({"presets": False, "upstream": "http://r.test"}, {}).search.upstream is None
+    assert parse_options(["--no-presets", "--upstream", "http://r.test"]).search.upstream is None
+    assert build_config({"search": {"enabled": False}}, {}).search.upstream is None
+    config = parse_options(
+        ["--no-presets", "--upstream", "http://r.test", "--search-upstream", "http://i.test"]
+    )
+    assert config.search.upstream is not None
+
+
+@pytest.mark.parametrize(
+    ("toml", "cli", "key"),
+    [
+        ({"search": "https://index.test"}, {}, "search"),
+        ({"search": {"url": "https://index.test"}}, {}, "search.url"),
+        ({"search": {"upstream": "ftp://index.test"}}, {}, "search.upstream"),
+        ({"search": {"upstream": "https://index.test/v1"}}, {}, "search.upstream"),
+        ({"search": {"enabled": "no"}}, {}, "search.enabled"),
+        ({}, {"search_upstream": "index.test"}, "--search-upstream"),
+    ],
+)
+def test_bad_search_settings_name_their_key(
+    toml: dict[str, Any], cli: dict[str, Any], key: str
+) -> None:
+    assert config_error(toml, cli).key == key

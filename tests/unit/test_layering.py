@@ -35,6 +35,7 @@ LEAVES = frozenset(
         "dockerproxy.patterns",
         "dockerproxy.presets",
         "dockerproxy.relay",
+        "dockerproxy.searchcache",
         "dockerproxy.shaping",
         "dockerproxy.sizes",
         "dockerproxy.statedir",

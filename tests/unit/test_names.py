@@ -180,6 +180,25 @@ def test_tags_list() -> None:
     assert parse_api_path("/v2/library/alpine/tags/list") == ApiPath("library/alpine", "tags")
 
 
+def test_referrers() -> None:
+    """OCI 1.1: the referrers of a manifest, named by its digest."""
+    assert parse_api_path(f"/v2/library/alpine/referrers/{SHA256}") == ApiPath(
+        "library/alpine", "referrers", SHA256, parse(SHA256)
+    )
+    assert parse_api_path(f"/v2/a/referrers/b/referrers/{SHA512}") == ApiPath(
+        "a/referrers/b", "referrers", SHA512, parse(SHA512)
+    )
+
+
+@pytest.mark.parametrize(
+    "reference",
+    ["latest", "sha256:" + "a" * 63, "sha256:" + "A" * 64, "..", "sha256%3A" + "a" * 64],
+)
+def test_bad_referrers_digests_are_digest_invalid(reference: str) -> None:
+    error = api_error(f"/v2/alpine/referrers/{reference}")
+    assert (error.status, error.code) == (400, "DIGEST_INVALID")
+
+
 @pytest.mark.parametrize(
     "path",
     [
@@ -282,7 +301,9 @@ def test_bad_blob_digests_are_digest_invalid(reference: str) -> None:
         "/v2/alpine/tags",
         "/v2/alpine/tags/list/",
         "/v2/alpine/tags/other",
-        "/v2/alpine/referrers/" + SHA256,
+        "/v2/alpine/referrers",
+        "/v2/alpine/referrers/",
+        f"/v2/alpine/referrers/{SHA256}/extra",
         "/v3/alpine/manifests/latest",
         "/alpine/manifests/latest",
     ],

@@ -194,7 +194,7 @@ class RegistryTests(ProxyTestCase):
         self.assertEqual(self.upstream.seen, [])
 
     def test_unknown_api_path(self) -> None:
-        self.assertRegistryError(self.fetch("GET", "/v2/busybox/referrers/x"), 404, "NOT_FOUND")
+        self.assertRegistryError(self.fetch("GET", "/v2/busybox/signatures/x"), 404, "NOT_FOUND")
 
     def test_unknown_page(self) -> None:
         self.assertRegistryError(self.fetch("GET", "/favicon.ico"), 404, "NOT_FOUND")
