@@ -30,6 +30,7 @@ from dockerproxy.config.upstreams import (
     timeouts_config,
     timeouts_from_options,
 )
+from dockerproxy.config.warm import warm_config
 
 _TOP_KEYS = {
     "listen",
@@ -50,6 +51,7 @@ _TOP_KEYS = {
     "state_dir",
     "users",
     "admin",
+    "warm",
 }
 
 
@@ -144,6 +146,7 @@ def build_config(toml: Mapping[str, Any], cli: Mapping[str, Any]) -> Config:
         state_dir=state_dir_config(toml, cli),
         quotas=quotas_config(toml, cli),
         admin=admin_config(toml.get("admin", {}), cli),
+        warm=warm_config(toml.get("warm")),
     )
     _check_admins(config, cli)
     return config
