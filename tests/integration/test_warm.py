@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 from tests.harness.caching import (
@@ -16,7 +17,7 @@ from tests.harness.caching import (
     mirror_of,
     upstream_gets,
 )
-from tests.harness.images import ImageRecord, IndexRecord
+from tests.harness.images import ImageRecord, IndexRecord, pseudo_random, push_image
 from tests.harness.polling import wait_until
 from tests.harness.proxy import ProxyProcess, StartProxy
 from tests.harness.pulls import assert_same_image, copy
@@ -110,3 +111,35 @@ def test_daemon_refresh_warms_the_configured_images(
         proxy.log_text()
     )
     pull_is_local(proxy, upstream, "alpine:3.20", alpine, tmp / "alpine")
+
+
+def test_daemon_refresh_fetches_an_upstream_release_before_any_client(
+    start_proxy: StartProxy, upstream: Upstream, tmp: Path
+) -> None:
+    name = f"public/release-{uuid.uuid4().hex[:8]}"
+    base = {"etc/release": b"base\n"}
+
+    def release(version: str) -> ImageRecord:
+        app = {f"bin/app-{version}": pseudo_random(64 * 1024, f"{name}-{version}")}
+        return push_image(
+            upstream.registry, tmp / "layouts", name, "1", [base, app], upstream.pusher
+        )
+
+    first = release("v1")
+    config = tmp / "config.toml"
+    config.write_text(f'[[warm]]\nimages = ["{name}:1"]\ninterval = 1\n')
+    cache = tmp / "cache"
+    proxy = mirror_of(start_proxy, upstream.url, cache, "--config", str(config), "--tag-ttl", "1")
+    assert wait_until(lambda: set(first.blobs) <= set(committed_blobs(cache)), 30)
+
+    second = release("v2")
+    assert set(second.blobs) - set(first.blobs)
+    assert wait_until(lambda: set(second.blobs) <= set(committed_blobs(cache)), 30), (
+        proxy.log_text()[-3000:]
+    )
+    # The client's first pull of the new release: its tag may be revalidated (a HEAD, the TTL
+    # is 1 s here), but no manifest or blob is fetched: the refresh did it.
+    mark = upstream.log_mark()
+    copy(proxy, f"{name}:1", tmp / "pulled")
+    assert_same_image(tmp / "pulled", second)
+    assert upstream_gets(upstream, mark) == []
