@@ -120,8 +120,8 @@ def listener_url(description: str) -> str:
     kind, _, rest = description.partition(":")
     parts = rest.split(":")
     options = dict(p.split("=", 1) for p in parts if "=" in p)
-    port = next((p for p in parts if p.isdigit()), None)
-    if kind not in ("tcp", "ssl") or port is None:
+    port = options.get("port") or next((p for p in parts if p.isdigit()), None)
+    if kind not in ("tcp", "ssl") or port is None or not port.isdigit():
         raise UsageError(f"cannot reach listener {description!r}: give --proxy")
     host = options.get("interface", "")
     if host in ("", "0.0.0.0"):

@@ -28,7 +28,7 @@ from OpenSSL import SSL
 from twisted.application import service
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import CancelledError, Deferred
-from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.interfaces import IDelayedCall, IOpenSSLClientConnectionCreator
 from twisted.internet.ssl import CertificateOptions
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
@@ -142,6 +142,8 @@ class WarmRefresh(service.Service):
             warmer = Warmer(client, entry.platforms, self.concurrency)
             for image in entry.images:
                 outcome = await warmer.warm(image)
+                if not self.running:
+                    return  # stopped: the cancelled requests are no failure of the image
                 total += 1
                 if not outcome.ok:
                     failed += 1
@@ -154,8 +156,24 @@ class TrustOwnListener:
     """TLS to the proxy's own listener, over loopback: its certificate names the public
     host, not 127.0.0.1, and the socket is the proxy's own, so it is not checked."""
 
-    def creatorForNetloc(self, hostname: bytes, port: int) -> Any:
-        return CertificateOptions(verify=False, method=SSL.TLS_METHOD)
+    def __init__(self) -> None:
+        self.creator = _Unverified()
+
+    def creatorForNetloc(self, hostname: bytes, port: int) -> IOpenSSLClientConnectionCreator:
+        return self.creator
+
+
+@implementer(IOpenSSLClientConnectionCreator)
+class _Unverified:
+    """TLS connections that do not check the peer's certificate (see L{TrustOwnListener})."""
+
+    def __init__(self) -> None:
+        self.context = CertificateOptions(verify=False).getContext()
+
+    def clientConnectionForTLS(self, tlsProtocol: Any) -> SSL.Connection:
+        connection = SSL.Connection(self.context, None)
+        connection.set_app_data(tlsProtocol)
+        return connection
 
 
 class LoopbackHTTP:

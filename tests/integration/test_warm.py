@@ -10,6 +10,7 @@ import sys
 import uuid
 from pathlib import Path
 
+from tests.harness.authproxy import ALICE, creds, htpasswd_file
 from tests.harness.caching import (
     BLOB_OR_MANIFEST,
     cache_events,
@@ -19,8 +20,11 @@ from tests.harness.caching import (
 )
 from tests.harness.images import ImageRecord, IndexRecord, pseudo_random, push_image
 from tests.harness.polling import wait_until
+from tests.harness.ports import free_port
 from tests.harness.proxy import ProxyProcess, StartProxy
 from tests.harness.pulls import assert_same_image, copy
+from tests.harness.skopeo import skopeo
+from tests.harness.tls import make_ca
 from tests.harness.upstream import Upstream
 
 
@@ -142,4 +146,53 @@ def test_daemon_refresh_fetches_an_upstream_release_before_any_client(
     mark = upstream.log_mark()
     copy(proxy, f"{name}:1", tmp / "pulled")
     assert_same_image(tmp / "pulled", second)
+    assert upstream_gets(upstream, mark) == []
+
+
+def test_daemon_refresh_through_a_tls_listener_when_clients_log_in(
+    start_proxy: StartProxy, upstream: Upstream, tmp: Path
+) -> None:
+    """The refresh reaches an ssl: listener (its certificate names another host than the
+    address it dials) and needs no user: it presents a token the proxy signs itself."""
+    alpine = upstream.images["alpine"]
+    assert isinstance(alpine, ImageRecord)
+    ca = make_ca(tmp / "certs")
+    port = free_port()
+    listen = f"ssl:{port}:interface=127.0.0.1:privateKey={ca.server_key}:certKey={ca.server_cert}"
+    config = tmp / "config.toml"
+    config.write_text('[[warm]]\nimages = ["alpine:3.20"]\ninterval = 1\n')
+    htpasswd = htpasswd_file(tmp / "htpasswd", ALICE)
+    cache = tmp / "cache"
+    proxy = mirror_of(
+        start_proxy,
+        upstream.url,
+        cache,
+        "--config",
+        str(config),
+        "--auth-htpasswd",
+        str(htpasswd),
+        "--state-dir",
+        str(tmp / "state"),
+        port=port,
+        listen=listen,
+        scheme="https",
+    )
+    assert wait_until(lambda: set(alpine.blobs) <= set(committed_blobs(cache)), 30), (
+        proxy.log_text()[-3000:]
+    )
+    users = {str(e["user"]) for e in proxy.access_events() if "/blobs/" in str(e["path"])}
+    assert users == {"dockerproxy:warm"}, users
+
+    cert_dir = tmp / "client-certs"
+    cert_dir.mkdir()
+    (cert_dir / "ca.crt").write_bytes(ca.ca_cert.read_bytes())
+    mark = upstream.log_mark()
+    skopeo(
+        "copy",
+        f"--src-cert-dir={cert_dir}",
+        creds(ALICE),
+        f"docker://{proxy.host}/alpine:3.20",
+        f"oci:{tmp / 'pulled'}:x",
+    )
+    assert_same_image(tmp / "pulled", alpine)
     assert upstream_gets(upstream, mark) == []
