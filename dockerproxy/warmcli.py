@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TextIO
 
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
 
 from dockerproxy.imagerefs import (
     DEFAULT_PLATFORMS,
@@ -152,10 +153,11 @@ async def warm_images(
     basic: bytes | None = None,
     progress: Progress | None = None,
     report: Callable[[Outcome], None] = lambda outcome: None,
+    clock: IReactorTime | None = None,
 ) -> list[Outcome]:
     """Warm each image in turn through the proxy at C{proxy}; C{report} sees each outcome."""
     client = ProxyClient(http, proxy, TokenLogin(http, basic))
-    warmer = Warmer(client, platforms, concurrency, progress)
+    warmer = Warmer(client, platforms, concurrency, progress, clock)
     outcomes = []
     for image in images:
         outcome = await warmer.warm(image)
@@ -229,7 +231,9 @@ def warm_main(
         import treq
 
         return Deferred.fromCoroutine(
-            warm_images(treq, proxy, images, platforms, args.concurrency, basic, bars, report)
+            warm_images(
+                treq, proxy, images, platforms, args.concurrency, basic, bars, report, reactor
+            )
         )
 
     if bars is not None:

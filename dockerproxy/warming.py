@@ -34,6 +34,7 @@ from twisted.internet.defer import (
     FirstError,
     gatherResults,
 )
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IResponse
 
@@ -53,6 +54,7 @@ MANIFEST_TYPES = (
 ACCEPT = ", ".join((*INDEX_TYPES, *MANIFEST_TYPES)).encode()
 MAX_MANIFEST = 4 * 1024 * 1024  # as the proxy's own bound (the distribution spec's)
 MAX_TOKEN = 64 * 1024
+IDLE_TIMEOUT = 60.0  # seconds a body may stall, as the proxy's own default for upstreams
 
 
 class WarmError(Exception):
@@ -198,11 +200,15 @@ class Warmer:
         platforms: Sequence[Platform] | None,
         concurrency: int = 4,
         progress: Progress | None = None,
+        clock: IReactorTime | None = None,
+        idle_timeout: float = IDLE_TIMEOUT,
     ) -> None:
         self.client = client
         self.platforms = platforms
         self.semaphore = DeferredSemaphore(concurrency)
         self.progress: Progress = progress or NoProgress()
+        self.clock = clock  # for idle_timeout (None: no timer, in tests that need none)
+        self.idle_timeout = idle_timeout
 
     async def warm(self, image: ImageRef) -> Outcome:
         """Warm C{image}; every failure but a cancellation ends up in the L{Outcome}."""
@@ -297,7 +303,33 @@ class Warmer:
         return received[0]
 
     async def http_collect(self, response: IResponse, collector: Callable[[bytes], None]) -> None:
-        await self.client.http.collect(response, collector)
+        """Read the body to its end; one that stalls for C{idle_timeout} seconds fails (a
+        run stuck on it would hold every later run of the refresh)."""
+        timer: list[IDelayedCall] = []
+        stalled: list[bool] = []
+
+        def chunk(data: bytes) -> None:
+            if timer and timer[0].active():
+                timer[0].reset(self.idle_timeout)
+            collector(data)
+
+        done = self.client.http.collect(response, chunk)
+        if self.clock is not None:
+
+            def stall() -> None:
+                stalled.append(True)
+                done.cancel()
+
+            timer.append(self.clock.callLater(self.idle_timeout, stall))
+        try:
+            await done
+        except CancelledError:
+            if stalled:
+                raise WarmError(f"the body stalled for {self.idle_timeout:g} s") from None
+            raise
+        finally:
+            if timer and timer[0].active():
+                timer[0].cancel()
 
     async def http_content_limited(self, response: IResponse) -> bytes:
         chunks: list[bytes] = []
@@ -306,7 +338,7 @@ class Warmer:
             if sum(map(len, chunks)) < MAX_TOKEN:
                 chunks.append(data)
 
-        await self.client.http.collect(response, keep)
+        await self.http_collect(response, keep)
         return b"".join(chunks)[:MAX_TOKEN]
 
 

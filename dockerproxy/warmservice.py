@@ -139,7 +139,7 @@ class WarmRefresh(service.Service):
         client = ProxyClient(self.http, base, self.authorize)
         failed = total = 0
         for entry in entries:
-            warmer = Warmer(client, entry.platforms, self.concurrency)
+            warmer = Warmer(client, entry.platforms, self.concurrency, clock=self.reactor)
             for image in entry.images:
                 outcome = await warmer.warm(image)
                 if not self.running:

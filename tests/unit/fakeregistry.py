@@ -45,6 +45,7 @@ class FakeRegistry(Resource):
     seen: list[Seen] = field(default_factory=list)
     basic: str | None = None  # the Basic credential /v2/auth requires, if any
     hold_blobs: bool = False
+    stall_blobs: bool = False  # send a blob's first byte, then nothing
     held: list[tuple[Request, bytes]] = field(default_factory=list)
     corrupt: set[str] = field(default_factory=set)  # blob digests answered with other bytes
 
@@ -116,7 +117,11 @@ class FakeRegistry(Resource):
             body = self.blobs[reference]
             if reference in self.corrupt:
                 body = body[::-1] + b"x"
-            if self.hold_blobs:
+            if self.hold_blobs or self.stall_blobs:
+                if self.stall_blobs:
+                    request.setHeader(b"content-length", b"%d" % len(body))
+                    request.write(body[:1])
+                    body = body[1:]
                 self.held.append((request, body))
                 return NOT_DONE_YET
             return body

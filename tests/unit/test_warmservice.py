@@ -106,6 +106,18 @@ class RefreshTests(SynchronousTestCase):
         self.advance(3600)
         self.assertEqual(self.tag_gets("library/app"), 1)
 
+    def test_a_stalled_body_fails_its_image_after_the_idle_timeout(self) -> None:
+        self.registry.stall_blobs = True
+        refresh = self.refresh(APP)
+        self.advance(0)
+        self.assertEqual(len(self.registry.held), 3)
+        self.advance(59)
+        self.assertEqual(refresh.runs, 0)
+        self.advance(1)
+        self.assertEqual(refresh.runs, 1)
+        self.assertIn("warm: library/app:1 failed: the body stalled for 60 s", self.lines)
+        self.assertEqual([c.getTime() for c in self.clock.getDelayedCalls()], [120.0])
+
     def test_a_stop_before_the_first_run(self) -> None:
         refresh = self.refresh(APP)
         refresh.stopService()
