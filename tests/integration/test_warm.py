@@ -5,6 +5,8 @@ skopeo pulls the image and the registry sees no manifest or blob GET.
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 import uuid
@@ -196,3 +198,18 @@ def test_daemon_refresh_through_a_tls_listener_when_clients_log_in(
     )
     assert_same_image(tmp / "pulled", alpine)
     assert upstream_gets(upstream, mark) == []
+
+
+def test_sighup_adds_warm_entries(start_proxy: StartProxy, upstream: Upstream, tmp: Path) -> None:
+    alpine = upstream.images["alpine"]
+    assert isinstance(alpine, ImageRecord)
+    config = tmp / "config.toml"
+    config.write_text("")
+    cache = tmp / "cache"
+    proxy = mirror_of(start_proxy, upstream.url, cache, "--config", str(config))
+    assert committed_blobs(cache) == {}
+    config.write_text('[[warm]]\nimages = ["alpine:3.20"]\n')
+    os.kill(proxy.pid, signal.SIGHUP)
+    assert wait_until(lambda: set(alpine.blobs) <= set(committed_blobs(cache)), 30), (
+        proxy.log_text()[-3000:]
+    )

@@ -204,6 +204,7 @@ class ReloadTests(TreeTestCase):
             "drain_timeout": 3,
             "limits": {"client_idle_timeout": 4, "max_connections": 50},
             "access": {"trusted_proxies": ["10.0.0.0/8"]},
+            "warm": [{"images": ["alpine:3.20"], "interval": "1h"}],
         }
         new = build_config(settings, {})
         top = service_for(self.config, self.reactor, self.threadpool, load=lambda: new)
@@ -222,6 +223,7 @@ class ReloadTests(TreeTestCase):
         self.assertEqual(site.resource.proxy.public_url, "https://mirror.test")  # type: ignore[attr-defined]
         self.assertEqual(top.getServiceNamed("drain").timeout, 3)  # type: ignore[attr-defined]
         self.assertEqual(observer.format, "json")
+        self.assertEqual(list(top.getServiceNamed("warm").due), list(new.warm))  # type: ignore[attr-defined]
         self.assertIn(
             "reload: changed settings that need a restart keep their running values: cache",
             logged,
