@@ -53,7 +53,7 @@ MANIFEST_TYPES = (
 )
 ACCEPT = ", ".join((*INDEX_TYPES, *MANIFEST_TYPES)).encode()
 MAX_MANIFEST = 4 * 1024 * 1024  # as the proxy's own bound (the distribution spec's)
-MAX_TOKEN = 64 * 1024
+MAX_SMALL = 64 * 1024  # an error's or a token's body
 IDLE_TIMEOUT = 60.0  # seconds a body may stall, as the proxy's own default for upstreams
 
 
@@ -110,7 +110,20 @@ class HTTP(Protocol):
 
     def collect(self, response: IResponse, collector: Callable[[bytes], None]) -> Any: ...
 
-    def content(self, response: IResponse) -> Any: ...
+
+async def read_small(http: HTTP, response: IResponse, limit: int = MAX_SMALL) -> bytes:
+    """A small body (an error, a token), read whole; a larger one fails, unread."""
+    chunks: list[bytes] = []
+    size = [0]
+
+    def keep(data: bytes) -> None:
+        size[0] += len(data)
+        if size[0] > limit:
+            raise WarmError(f"an answer of more than {limit} bytes where a small one was due")
+        chunks.append(data)
+
+    await http.collect(response, keep)
+    return b"".join(chunks)
 
 
 def _headers(response: IResponse, name: bytes) -> str:
@@ -128,7 +141,7 @@ class ProxyClient:
     base: str
     authorize: Authorize | None = None
     timeout: float = 60.0  # seconds to the response headers
-    _tokens: dict[str, bytes] = field(default_factory=dict)
+    _tokens: dict[str, bytes] = field(default_factory=dict, init=False)
 
     async def get(self, path: str, accept: bytes | None = None, scope: str = "") -> IResponse:
         """GET C{path}; on a 401, log in with its challenge once and ask again."""
@@ -136,7 +149,7 @@ class ProxyClient:
         if response.code != 401 or self.authorize is None:
             return response
         challenge = pick_challenge(response.headers)
-        await self.http.content(response)
+        await read_small(self.http, response)
         if challenge is None:
             return response
         authorization = await self.authorize(challenge)
@@ -175,11 +188,11 @@ class TokenLogin:
         if self.basic is not None:
             headers.setRawHeaders(b"authorization", [self.basic])
         response = await self.http.request("GET", url, headers=headers, timeout=self.timeout)
-        body = await self.http.content(response)
+        body = await read_small(self.http, response)
         if response.code != 200:
             raise WarmError(f"login refused: {response.code} from {realm}")
         try:
-            answer = json.loads(body[:MAX_TOKEN])
+            answer = json.loads(body)
             token = answer.get("token") or answer.get("access_token")
         except (ValueError, AttributeError):
             token = None
@@ -262,7 +275,7 @@ class Warmer:
                 raise WarmError(f"manifest {reference} is larger than {MAX_MANIFEST} bytes")
             chunks.append(data)
 
-        await self.http_collect(response, keep)
+        await self._collect(response, keep)
         body = b"".join(chunks)
         if response.code != 200:
             raise WarmError(f"manifest {reference}: {_error(response.code, body)}")
@@ -287,7 +300,7 @@ class Warmer:
             raise WarmError(f"a manifest names a digest the proxy cannot check: {digest!r}")
         response = await self.client.get(f"/v2/{image.name}/blobs/{digest}", scope=scope)
         if response.code != 200:
-            body = await self.http_content_limited(response)
+            body = await self._small(response)
             raise WarmError(f"blob {digest}: {_error(response.code, body)}")
         hasher = expected.hasher()
         received = [0]
@@ -297,12 +310,12 @@ class Warmer:
             received[0] += len(data)
             self.progress.received(image, len(data))
 
-        await self.http_collect(response, hash_chunk)
+        await self._collect(response, hash_chunk)
         if hasher.hexdigest() != expected.hex or received[0] != size:
             raise WarmError(f"blob {digest} arrived with another digest or size ({received[0]})")
         return received[0]
 
-    async def http_collect(self, response: IResponse, collector: Callable[[bytes], None]) -> None:
+    async def _collect(self, response: IResponse, collector: Callable[[bytes], None]) -> None:
         """Read the body to its end; one that stalls for C{idle_timeout} seconds fails (a
         run stuck on it would hold every later run of the refresh)."""
         timer: list[IDelayedCall] = []
@@ -331,15 +344,18 @@ class Warmer:
             if timer and timer[0].active():
                 timer[0].cancel()
 
-    async def http_content_limited(self, response: IResponse) -> bytes:
+    async def _small(self, response: IResponse) -> bytes:
+        """An error's body: what fits in L{MAX_SMALL} (the rest read and dropped)."""
         chunks: list[bytes] = []
+        size = [0]
 
         def keep(data: bytes) -> None:
-            if sum(map(len, chunks)) < MAX_TOKEN:
+            if size[0] < MAX_SMALL:
                 chunks.append(data)
+            size[0] += len(data)
 
-        await self.http_collect(response, keep)
-        return b"".join(chunks)[:MAX_TOKEN]
+        await self._collect(response, keep)
+        return b"".join(chunks)[:MAX_SMALL]
 
 
 async def _all(jobs: list[Deferred[int]]) -> list[int]:

@@ -199,9 +199,6 @@ class LoopbackHTTP:
     def collect(self, response: IResponse, collector: Callable[[bytes], None]) -> Any:
         return self._treq.collect(response, collector)
 
-    def content(self, response: IResponse) -> Any:
-        return self._treq.content(response)
-
 
 def listener_url(ports: Sequence[Any]) -> str | None:
     """The URL of the first TCP port (C{tcp:}, C{ssl:}, systemd's) from this machine: its

@@ -48,6 +48,7 @@ class FakeRegistry(Resource):
     stall_blobs: bool = False  # send a blob's first byte, then nothing
     held: list[tuple[Request, bytes]] = field(default_factory=list)
     corrupt: set[str] = field(default_factory=set)  # blob digests answered with other bytes
+    token_padding: int = 0  # bytes of whitespace after a token answer's JSON
 
     def __post_init__(self) -> None:
         Resource.__init__(self)
@@ -151,7 +152,7 @@ class FakeRegistry(Resource):
             request.setResponseCode(401)
             return b'{"errors":[{"code":"UNAUTHORIZED","message":"bad login"}]}'
         scope = request.args.get(b"scope", [b""])[0].decode()
-        return json.dumps({"token": f"token-{scope}"}).encode()
+        return json.dumps({"token": f"token-{scope}"}).encode() + b" " * self.token_padding
 
 
 def _api_path(path: str) -> tuple[str, str, str]:

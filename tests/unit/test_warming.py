@@ -85,6 +85,16 @@ class WarmerTests(SynchronousTestCase):
         outcome = self.warm("library/app:1", basic=b"Basic wrong")
         self.assertEqual(outcome.error, f"login refused: 401 from {BASE}/v2/auth")
 
+    def test_an_oversized_token_answer_is_not_read(self) -> None:
+        self.registry.image("library/app", "1", LAYERS)
+        self.registry.token_padding = 64 * 1024
+        outcome = self.warm("library/app:1")
+        self.assertEqual(
+            outcome.error, "an answer of more than 65536 bytes where a small one was due"
+        )
+        self.registry.token_padding = 1000
+        self.assertIsNone(self.warm("library/app:1").error)
+
     def index(self) -> tuple[str, str]:
         amd = self.registry.image("public/multi", None, [b"amd64 layer"], "amd64")
         arm = self.registry.image("public/multi", None, [b"arm64 layer"], "arm64")
