@@ -13,6 +13,7 @@ from twisted.internet.defer import Deferred
 from dockerproxy import cli
 from dockerproxy.imagerefs import DEFAULT_PLATFORMS, ImageRef, Platform
 from dockerproxy.warmcli import (
+    RichProgress,
     UsageError,
     basic_of,
     images_of,
@@ -142,3 +143,15 @@ def test_no_terminal_no_bars() -> None:
     out = StringIO()
     assert not out.isatty()
     assert cli.main(["warm", "--proxy", "http://127.0.0.1:9", "Bad Image"], out=out) == 2
+
+
+def test_the_bars_count_bytes_per_image() -> None:
+    bars = RichProgress(StringIO())
+    alpine, app = ImageRef("alpine", "3.20"), ImageRef("app", "1")
+    bars.add_bytes(alpine, 100)
+    bars.add_bytes(alpine, 50)
+    bars.received(alpine, 120)
+    bars.received(app, 7)
+    tasks = {task.description: task for task in bars.bars.tasks}
+    assert (tasks["alpine:3.20"].total, tasks["alpine:3.20"].completed) == (150, 120)
+    assert tasks["app:1"].completed == 7
