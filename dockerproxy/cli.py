@@ -1,9 +1,11 @@
-"""The C{dockerproxy} command: C{serve}, C{check-config}, C{cache}, C{passwd}, C{token}.
+"""The C{dockerproxy} command: C{serve}, C{check-config}, C{cache}, C{passwd}, C{token},
+C{warm}.
 
 C{dockerproxy serve [options]} is C{twistd --nodaemon --pidfile= dockerproxy
 [options]}, run in this process by twistd's own machinery (the same plugin, the
 same options, the same exit statuses). C{cache} is C{python -m dockerproxy.cache}.
 C{passwd} and C{token} write the users and tokens files (L{dockerproxy.usercli}).
+C{warm} pulls images through a running proxy (L{dockerproxy.warmcli}).
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from dockerproxy.config.show import show_settings
 PROVIDED: dict[str, str] = {
     "passwd": "FILE USER: add or replace USER's bcrypt entry in an htpasswd FILE",
     "token": "new NAME: append a random token for NAME to the tokens file",
+    "warm": "IMAGE... [--platform P | --all-platforms] [--proxy URL]: pull images "
+    "through a running proxy into its cache",
 }
 
 
@@ -80,12 +84,19 @@ def token(argv: Sequence[str]) -> int:
     return token_main(list(argv))
 
 
+def warm(argv: Sequence[str]) -> int:
+    from dockerproxy.warmcli import warm_main
+
+    return warm_main(argv)
+
+
 # Subcommands whose arguments go, untouched, to what runs them.
 PASS_THROUGH: dict[str, Callable[[Sequence[str]], int]] = {
     "serve": serve,
     "cache": cache,
     "passwd": passwd,
     "token": token,
+    "warm": warm,
 }
 
 

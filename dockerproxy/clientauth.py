@@ -43,6 +43,10 @@ from dockerproxy.users import UserStore
 
 log = Logger()
 
+# The proxy's own identity for its [[warm]] refresh (L{dockerproxy.warmservice}): no
+# user or token can have it, since their names have no colon.
+WARM_USER = "dockerproxy:warm"
+
 
 class ClientAuth:
     """Who may pull what through the proxy, and the tokens that say so.
@@ -100,6 +104,13 @@ class ClientAuth:
         await self.guard.failed(address)
         return False
 
+    def warm_token(self, repository: str) -> str | None:
+        """A token the proxy signs for its own warm refresh to pull C{repository} (None
+        until the signing key is loaded)."""
+        if self.signer is None:
+            return None
+        return self.signer.issue(WARM_USER, [repository])
+
     # -- the registry API -------------------------------------------------------------------
 
     async def ping(self, request: Request) -> None:
@@ -143,7 +154,7 @@ class ClientAuth:
                 return
         elif token:
             user = self.users.token_user(token.encode("latin-1"))
-        if user is not None and self.users.knows(user):
+        if user is not None and (user == WARM_USER or self.users.knows(user)):
             note_user(request, user)
 
     async def credential(self, request: Request, scope: str | None) -> Grant:
@@ -171,7 +182,7 @@ class ClientAuth:
                 await self.login_failed(request)
                 raise self.challenge(request, scope, "invalid_token", refusal="login")
             grant = Grant(name, None)
-        if grant.user is not None and not self.users.knows(grant.user):
+        if grant.user not in (None, WARM_USER) and not self.users.knows(grant.user or ""):
             raise self.challenge(request, scope, "invalid_token")
         return grant
 

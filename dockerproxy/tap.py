@@ -43,6 +43,7 @@ from dockerproxy.meters import NO_METERS
 from dockerproxy.proxytokens import SigningKeyService
 from dockerproxy.reload import Reloads, RestartNeeded
 from dockerproxy.services import CacheService, OrderedMultiService, S3Service, ThreadPoolService
+from dockerproxy.warmservice import make_warm
 from dockerproxy.wiring import (
     make_client_auth,
     make_mirror,
@@ -418,7 +419,8 @@ def service_for(
 
     Children in start order (they stop in reverse, each after the one before):
     the SIGHUP handler (it stays through the drain), the thread pool, the signing key,
-    the cache, its stats timer, S3, (the admin side,) the drain, the listeners. The
+    the cache, its stats timer, S3, (the admin side,) the drain, the listeners, the
+    C{[[warm]]} refresh (it stops first, cancelling a run under way). The
     cache's disk work runs on C{threadpool} (by default a new one, of
     L{dockerproxy.services.DISK_THREADS} threads), which the tree starts and stops. A
     reload reads the configuration with C{load} (by default it keeps C{config}, and the
@@ -474,6 +476,9 @@ def service_for(
     for reloader in (site.apply, listeners.apply, proxy.apply, drain.apply, client_auth.apply):
         top.reloads.register(reloader)
     top.reloads.register(RestartNeeded(config).apply)
+    warm = make_warm(config, reactor, listeners, client_auth)
+    warm.setServiceParent(top)  # after the listeners: it pulls through them
+    top.reloads.register(warm.apply)
     return top
 
 

@@ -31,6 +31,7 @@ from dockerproxy.config.upstreams import (
     timeouts_config,
     timeouts_from_options,
 )
+from dockerproxy.config.warm import warm_config
 
 _TOP_KEYS = {
     "listen",
@@ -52,6 +53,7 @@ _TOP_KEYS = {
     "users",
     "admin",
     "search",
+    "warm",
 }
 
 
@@ -147,6 +149,7 @@ def build_config(toml: Mapping[str, Any], cli: Mapping[str, Any]) -> Config:
         quotas=quotas_config(toml, cli),
         admin=admin_config(toml.get("admin", {}), cli),
         search=search_config(toml, cli),
+        warm=warm_config(toml.get("warm")),
     )
     _check_admins(config, cli)
     return config

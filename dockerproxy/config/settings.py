@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 from dockerproxy.config.admin import AdminSettings
 from dockerproxy.config.auth import AuthSettings
 from dockerproxy.config.policy import Quotas
+from dockerproxy.config.warm import WarmEntry
 from dockerproxy.networks import Networks
 from dockerproxy.patterns import RepositoryPattern
 from dockerproxy.presets import ALIASES, PRESETS
@@ -153,3 +154,4 @@ class Config:
     quotas: Quotas = field(default_factory=Quotas)  # what each client may use (config.policy)
     admin: AdminSettings = field(default_factory=AdminSettings)  # see config/admin.py
     search: SearchSettings = field(default_factory=SearchSettings)  # see config/search.py
+    warm: tuple[WarmEntry, ...] = ()  # [[warm]]: images refreshed on a schedule (config/warm.py)

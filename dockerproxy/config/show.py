@@ -16,7 +16,11 @@ import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from dockerproxy.imagerefs import ImageRef, Platform
 from dockerproxy.patterns import RepositoryPattern
+
+# Dataclasses shown as one value (their text), not as tables of their fields.
+_LEAVES = (RepositoryPattern, ImageRef, Platform)
 
 MASK = "********"
 SECRET_NAME = re.compile(r"(password|secret|secret_key|secret_access_key|token|private_key)$")
@@ -29,7 +33,7 @@ def show_settings(config: Any) -> list[str]:
 
 
 def _flatten(prefix: str, value: Any) -> Iterator[tuple[str, Any]]:
-    if dataclasses.is_dataclass(value) and not isinstance(value, type | RepositoryPattern):
+    if dataclasses.is_dataclass(value) and not isinstance(value, (type, *_LEAVES)):
         for field in dataclasses.fields(value):
             if field.name.startswith("_"):
                 continue
@@ -49,14 +53,17 @@ def _setting(key: str, value: Any) -> Iterator[tuple[str, Any]]:
         yield key, {}
     elif _nests(value):
         yield from _flatten(f"{key}.", value)
+    elif isinstance(value, tuple) and value and all(_nests(item) for item in value):
+        for i, item in enumerate(value):  # an array of tables: warm[0].images
+            yield from _flatten(f"{key}[{i}].", item)
     else:
         yield key, _plain(value)
 
 
 def _nests(value: Any) -> bool:
-    return (
-        dataclasses.is_dataclass(value) and not isinstance(value, RepositoryPattern)
-    ) or isinstance(value, Mapping)
+    return (dataclasses.is_dataclass(value) and not isinstance(value, _LEAVES)) or isinstance(
+        value, Mapping
+    )
 
 
 def _is_secret(field: dataclasses.Field[Any]) -> bool:
@@ -69,6 +76,8 @@ def _plain(value: Any) -> Any:
         return value
     if isinstance(value, RepositoryPattern):
         return value.text
+    if isinstance(value, ImageRef | Platform):
+        return str(value)
     if isinstance(value, ipaddress.IPv4Network | ipaddress.IPv6Network):
         return str(value)
     if isinstance(value, tuple | list | frozenset | set):

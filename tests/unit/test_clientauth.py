@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import jwt
 
+from dockerproxy.clientauth import WARM_USER
 from dockerproxy.config import build_config
 from tests.unit.authsite import (
     CI_TOKEN,
@@ -384,3 +385,26 @@ class CacheTests(AuthTestCase):
             [s.header("authorization") for s in manifests],
             [None, "Bearer upstream-token-of-the-proxy"],
         )
+
+
+class WarmTokenTests(AuthTestCase):
+    """The [[warm]] refresh pulls as the proxy itself, with a token it signs: no user."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.use(auth_config())
+        self.serve_upstream(ALPINE)
+
+    def test_the_proxys_own_token_pulls_its_repository_only(self) -> None:
+        token = self.client_auth.warm_token("library/alpine")
+        assert token is not None
+        response = self.fetch_as("GET", ALPINE, f"Bearer {token}")
+        self.assertEqual((response.status, self.last().user), (200, WARM_USER))
+        other = self.fetch_as("GET", SECRET, f"Bearer {token}")
+        self.assertEqual(other.status, 401)
+        self.assertIn('error="insufficient_scope"', other.header("www-authenticate"))
+        self.assertEqual(self.client_credentials_upstream(), [])
+
+    def test_no_token_before_the_signing_key_is_loaded(self) -> None:
+        self.client_auth.signer = None
+        self.assertIsNone(self.client_auth.warm_token("library/alpine"))

@@ -28,6 +28,7 @@ LEAVES = frozenset(
         "dockerproxy.errors",
         "dockerproxy.failures",
         "dockerproxy.headers",
+        "dockerproxy.imagerefs",
         "dockerproxy.internals",
         "dockerproxy.meters",
         "dockerproxy.names",

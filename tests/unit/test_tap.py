@@ -23,7 +23,7 @@ from tests.unit.fakes import InlineThreadPool, InlineThreadsReactor, lines_logge
 
 DRAIN = 12.0
 LISTEN = ["tcp:5000:interface=127.0.0.1", "tcp:5001:interface=127.0.0.1"]
-START_ORDER = ["reload", "threadpool", "cache", "stats", "s3", "drain", "listeners"]
+START_ORDER = ["reload", "threadpool", "cache", "stats", "s3", "drain", "listeners", "warm"]
 PING = b"GET /v2/ HTTP/1.1\r\nHost: mirror.test\r\n\r\n"
 
 
@@ -174,9 +174,11 @@ class StopTests(TreeTestCase):
         self.assertEqual(len(self.reactor.tcpClients), 2, "S3 and the upstream")
         done: list[Any] = []
         top.stopService().addBoth(done.append)
-        self.assertEqual(stopped, ["listeners", "drain"])
+        self.assertEqual(stopped, ["warm", "listeners", "drain"])
         self.reactor.advance(DRAIN - 0.1)
-        self.assertEqual(stopped, ["listeners", "drain"], "fills, S3, pool wait for the drain")
+        self.assertEqual(
+            stopped, ["warm", "listeners", "drain"], "fills, S3, pool wait for the drain"
+        )
         self.assertTrue(top.threadpool.started)
         self.reactor.advance(0.1)
         self.assertTrue(transport.disconnected, "aborted at the deadline")
@@ -202,6 +204,7 @@ class ReloadTests(TreeTestCase):
             "drain_timeout": 3,
             "limits": {"client_idle_timeout": 4, "max_connections": 50},
             "access": {"trusted_proxies": ["10.0.0.0/8"]},
+            "warm": [{"images": ["alpine:3.20"], "interval": "1h"}],
         }
         new = build_config(settings, {})
         top = service_for(self.config, self.reactor, self.threadpool, load=lambda: new)
@@ -220,6 +223,7 @@ class ReloadTests(TreeTestCase):
         self.assertEqual(site.resource.proxy.public_url, "https://mirror.test")  # type: ignore[attr-defined]
         self.assertEqual(top.getServiceNamed("drain").timeout, 3)  # type: ignore[attr-defined]
         self.assertEqual(observer.format, "json")
+        self.assertEqual(list(top.getServiceNamed("warm").due), list(new.warm))  # type: ignore[attr-defined]
         self.assertIn(
             "reload: changed settings that need a restart keep their running values: cache",
             logged,

@@ -21,7 +21,17 @@ from tests.unit.fakes import InlineThreadPool, InlineThreadsReactor, scratch_dir
 from tests.unit.proxysite import parse_response
 
 ADMIN = "tcp:9100:interface=127.0.0.1"
-START_ORDER = ["reload", "threadpool", "cache", "stats", "history", "admin", "drain", "listeners"]
+START_ORDER = [
+    "reload",
+    "threadpool",
+    "cache",
+    "stats",
+    "history",
+    "admin",
+    "drain",
+    "listeners",
+    "warm",
+]
 
 
 class AdminTreeTests(SynchronousTestCase):
@@ -61,7 +71,7 @@ class AdminTreeTests(SynchronousTestCase):
         top = self.build([])
         self.assertEqual(
             [s.name for s in top],
-            ["reload", "threadpool", "cache", "stats", "drain", "listeners"],
+            ["reload", "threadpool", "cache", "stats", "drain", "listeners", "warm"],
         )
         assert top.listeners is not None
         self.assertIs(top.listeners.factory.access_log, access_log)  # type: ignore[attr-defined]
