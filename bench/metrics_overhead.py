@@ -1,6 +1,6 @@
 """What the metrics cost each request: the whole Site in-process, with and without them.
 
-The proxy's Site (wiring.make_proxy / make_site, as tap.service_for builds it) answers
+The proxy's Site (wiring.make_proxy / make_site, as servicetree.service_for builds it) answers
 requests made over in-memory transports: a refused path (C{/nope}, the cheapest request
 there is: a JSON 404, nothing upstream) and a ping relayed to an upstream (C{/v2/}, over
 treq's in-memory StubTreq). Each kind runs in batches, alternating a Site without the

@@ -1,6 +1,6 @@
 """The proxy's long-lived parts as services, started and stopped with the tree.
 
-Building the tree (L{dockerproxy.tap.service_for}) only wires objects together:
+Building the tree (L{dockerproxy.servicetree.service_for}) only wires objects together:
 nothing touches the disk or the network until C{startService}, where the cache
 recovers what a crash left behind, the S3 bucket is checked and the thread pool
 starts. C{stopService} undoes each, and L{OrderedMultiService} stops them one

@@ -136,9 +136,9 @@ class ProxySite(Site):
         self.heap = heap
         # Who may pull what (replaced as a whole when the settings are reloaded).
         self.access = access or AccessSettings()
-        # Set when the listening ports are known (tap.service_for); None: no bound.
+        # Set when the listening ports are known (servicetree.service_for); None: no bound.
         self.connections: ConnectionLimit | None = None
-        # Who may connect, request rates and bandwidth (its quotas set by tap.service_for).
+        # Who may connect, request rates and bandwidth (its quotas set by servicetree.service_for).
         self.policy = Policy(reactor)
         # Names the request's user, when clients log in, so that limits count per user.
         self.identify: Callable[[Request], None] | None = None

@@ -1,5 +1,5 @@
 """Building the proxy's parts from its settings: the upstream exchange, the S3 tier, the
-mirror and the Site. Only construction: L{dockerproxy.tap.service_for} puts them in the
+mirror and the Site. Only construction: L{dockerproxy.servicetree.service_for} puts them in the
 service tree, which starts and stops them.
 """
 

@@ -3,7 +3,7 @@ service, the readiness checks, and the admin listeners with their own Site.
 
 Nothing of it exists without C{--admin-listen}: then no metric is counted and
 no history kept. L{make_admin} only builds; L{Admin.services} are put in the
-tree by L{dockerproxy.tap.service_for}, which starts and stops them.
+tree by L{dockerproxy.servicetree.service_for}, which starts and stops them.
 """
 
 from __future__ import annotations

@@ -54,7 +54,7 @@ def make_parts(
     http: Any,
     pool: Pool | None = None,
 ) -> tuple[Proxy, Mirror | None, ProxySite]:
-    """What tap.service_for wires, over C{http}: the upstream exchange, the mirror (when the
+    """What servicetree.service_for wires, over C{http}: the upstream exchange, the mirror (when the
     config caches; with its S3 tier when it has one; its disk work on C{pool}, by default
     done at once; its cache started as its CacheService does) and the Site."""
     proxy, _ = make_proxy(config, clock, http=http)

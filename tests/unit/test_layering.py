@@ -53,6 +53,7 @@ RULES = [
             "dockerproxy.mirror",
             "dockerproxy.exchange",
             "dockerproxy.resources",
+            "dockerproxy.servicetree",
             "dockerproxy.tap",
             "dockerproxy.wiring",
             "dockerproxy.upstream",
@@ -68,6 +69,7 @@ RULES = [
             "dockerproxy.mirror",
             "dockerproxy.exchange",
             "dockerproxy.resources",
+            "dockerproxy.servicetree",
             "dockerproxy.tap",
             "dockerproxy.wiring",
             "dockerproxy.upstream",
@@ -76,7 +78,13 @@ RULES = [
     ),
     (
         "dockerproxy.mirror",
-        ("dockerproxy.resources", "dockerproxy.site", "dockerproxy.tap", "dockerproxy.wiring"),
+        (
+            "dockerproxy.resources",
+            "dockerproxy.site",
+            "dockerproxy.servicetree",
+            "dockerproxy.tap",
+            "dockerproxy.wiring",
+        ),
     ),
     (
         "dockerproxy.upstream",
@@ -85,13 +93,20 @@ RULES = [
             "dockerproxy.mirror",
             "dockerproxy.exchange",
             "dockerproxy.resources",
+            "dockerproxy.servicetree",
             "dockerproxy.tap",
             "dockerproxy.wiring",
         ),
     ),
     (
         "dockerproxy.exchange",
-        ("dockerproxy.mirror", "dockerproxy.resources", "dockerproxy.tap", "dockerproxy.wiring"),
+        (
+            "dockerproxy.mirror",
+            "dockerproxy.resources",
+            "dockerproxy.servicetree",
+            "dockerproxy.tap",
+            "dockerproxy.wiring",
+        ),
     ),
     (
         "dockerproxy.pull",
@@ -99,11 +114,15 @@ RULES = [
             "dockerproxy.cache",
             "dockerproxy.mirror",
             "dockerproxy.resources",
+            "dockerproxy.servicetree",
             "dockerproxy.tap",
             "dockerproxy.wiring",
         ),
     ),
-    ("dockerproxy.resources", ("dockerproxy.site", "dockerproxy.tap", "dockerproxy.wiring")),
+    (
+        "dockerproxy.resources",
+        ("dockerproxy.site", "dockerproxy.servicetree", "dockerproxy.tap", "dockerproxy.wiring"),
+    ),
     (
         "dockerproxy.policy",
         (
@@ -113,13 +132,20 @@ RULES = [
             "dockerproxy.upstream",
             "dockerproxy.resources",
             "dockerproxy.site",
+            "dockerproxy.servicetree",
             "dockerproxy.tap",
             "dockerproxy.wiring",
         ),
     ),
     (
         "dockerproxy.tokens",
-        ("dockerproxy.resources", "dockerproxy.site", "dockerproxy.tap", "dockerproxy.wiring"),
+        (
+            "dockerproxy.resources",
+            "dockerproxy.site",
+            "dockerproxy.servicetree",
+            "dockerproxy.tap",
+            "dockerproxy.wiring",
+        ),
     ),
     (
         # The proxy's identity upstream is part of the upstream layer.
@@ -130,17 +156,30 @@ RULES = [
             "dockerproxy.exchange",
             "dockerproxy.resources",
             "dockerproxy.clientauth",
+            "dockerproxy.servicetree",
             "dockerproxy.tap",
             "dockerproxy.wiring",
         ),
     ),
     (
         "dockerproxy.clientauth",
-        ("dockerproxy.resources", "dockerproxy.site", "dockerproxy.tap", "dockerproxy.wiring"),
+        (
+            "dockerproxy.resources",
+            "dockerproxy.site",
+            "dockerproxy.servicetree",
+            "dockerproxy.tap",
+            "dockerproxy.wiring",
+        ),
     ),
     (
         "dockerproxy.tokenservice",
-        ("dockerproxy.resources", "dockerproxy.site", "dockerproxy.tap", "dockerproxy.wiring"),
+        (
+            "dockerproxy.resources",
+            "dockerproxy.site",
+            "dockerproxy.servicetree",
+            "dockerproxy.tap",
+            "dockerproxy.wiring",
+        ),
     ),
     (
         "dockerproxy.rendering",
@@ -150,6 +189,7 @@ RULES = [
             "dockerproxy.mirror",
             "dockerproxy.exchange",
             "dockerproxy.site",
+            "dockerproxy.servicetree",
             "dockerproxy.tap",
             "dockerproxy.wiring",
         ),
@@ -262,6 +302,8 @@ def test_nothing_in_the_package_imports_the_service_wiring_or_the_admin_command(
     """Only the commands do: C{dockerproxy} (cli) and C{python -m dockerproxy.cache}."""
     for module in sorted(set(MODULES) - {"dockerproxy.cli"}):
         assert "dockerproxy.tap" not in GRAPH[module], module
+        if module != "dockerproxy.tap":
+            assert "dockerproxy.servicetree" not in GRAPH[module], module
         if module != "dockerproxy.cache.__main__":
             assert "dockerproxy.cache.admin" not in GRAPH[module], module
     assert "dockerproxy.cli" not in set().union(*GRAPH.values()), "nothing imports the command"
@@ -280,7 +322,7 @@ def test_only_the_service_wiring_reaches_the_admin_side() -> None:
     client and S3 through dockerproxy.meters; nothing below imports dockerproxy.admin."""
     for module in sorted(MODULES):
         # The command line (dockerproxy.cli) sits above the wiring it runs.
-        if module in ("dockerproxy.tap", "dockerproxy.cli") or is_under(
+        if module in ("dockerproxy.servicetree", "dockerproxy.tap", "dockerproxy.cli") or is_under(
             module, "dockerproxy.admin"
         ):
             continue

@@ -36,7 +36,7 @@ BLOB_PATH = f"/v2/library/busybox/blobs/{DIGEST}"
 
 
 class PolicySite:
-    """A proxy Site configured as tap.service_for does (access settings and quotas), whose
+    """A proxy Site configured as servicetree.service_for does (access settings and quotas), whose
     requests are kept (C{made}) and may carry the user the auth code would have set."""
 
     site: Any

@@ -17,8 +17,8 @@ from dockerproxy.config import build_config
 from dockerproxy.drain import ABORT_WAIT
 from dockerproxy.listeners import Listeners, ListenFailed
 from dockerproxy.logs import LogFormat
+from dockerproxy.servicetree import DockerProxyService, service_for
 from dockerproxy.site import ProxySite
-from dockerproxy.tap import DockerProxyService, service_for
 from tests.unit.fakes import InlineThreadPool, InlineThreadsReactor, lines_logged, scratch_dir
 
 DRAIN = 12.0

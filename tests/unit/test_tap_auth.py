@@ -1,4 +1,4 @@
-"""The service tree with client logins (L{dockerproxy.tap.service_for}): building it
+"""The service tree with client logins (L{dockerproxy.servicetree.service_for}): building it
 touches no state directory; starting it loads or makes the signing key (one line and
 exit status 2 when it cannot); logins check passwords on the tree's thread pool."""
 
@@ -21,8 +21,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from dockerproxy.config import build_config
 from dockerproxy.drain import ABORT_WAIT
 from dockerproxy.proxytokens import KEY_FILE
+from dockerproxy.servicetree import DockerProxyService, service_for
 from dockerproxy.site import ProxySite
-from dockerproxy.tap import DockerProxyService, service_for
 from tests.unit.fakes import InlineThreadPool, InlineThreadsReactor, scratch_dir
 
 DRAIN = 5.0

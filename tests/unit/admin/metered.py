@@ -1,4 +1,4 @@
-"""The mirror's Site with the admin side's metrics wired as L{dockerproxy.tap.service_for}
+"""The mirror's Site with the admin side's metrics wired as L{dockerproxy.servicetree.service_for}
 wires them: the access log observed, the upstream clients and S3 reporting to them."""
 
 from __future__ import annotations

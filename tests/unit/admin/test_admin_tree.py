@@ -1,4 +1,4 @@
-"""The admin side in the service tree (L{dockerproxy.tap.service_for} with
+"""The admin side in the service tree (L{dockerproxy.servicetree.service_for} with
 C{--admin-listen}), on a MemoryReactorClock: what it adds, in which order, and what
 an admin listener beyond loopback needs before the proxy starts."""
 
@@ -15,8 +15,8 @@ from dockerproxy.admin.historyfile import FILENAME
 from dockerproxy.admin.pages import AdminSite
 from dockerproxy.config import ConfigError, build_config
 from dockerproxy.drain import ABORT_WAIT
+from dockerproxy.servicetree import DockerProxyService, service_for
 from dockerproxy.site import ProxySite
-from dockerproxy.tap import DockerProxyService, service_for
 from tests.unit.fakes import InlineThreadPool, InlineThreadsReactor, scratch_dir
 from tests.unit.proxysite import parse_response
 
