@@ -75,8 +75,10 @@ class Listeners(service.Service):
         descriptions: Sequence[str],
         factory: IProtocolFactory,
         option: str = "--listen",
+        protocols: Sequence[bytes] = (),
     ) -> None:
         self.reactor = reactor
+        self.protocols = tuple(protocols)  # what ALPN offers on ssl: endpoints
         self.option = option  # what a failure to listen names
         self.descriptions = tuple(descriptions)
         self.factory = factory
@@ -123,7 +125,7 @@ class Listeners(service.Service):
         if not is_tls(description):
             return serverFromString(self.reactor, description)
         listen = parse_tls(description)
-        certificates = ServerCertificates(listen)
+        certificates = ServerCertificates(listen, self.protocols)
         self.certificates.append(certificates)
         if listen.systemd_index is not None:
             inner = f"systemd:domain={listen.domain}:index={listen.systemd_index}"
@@ -270,6 +272,12 @@ class ConnectionLimit:
                     open=self.open,
                 )
         return True
+
+    def replace(self, old: Any, new: Any) -> None:
+        """C{new} holds C{old}'s connection (and slot) from now on (HTTP/2 taking over)."""
+        if old in self.channels:
+            self.channels.discard(old)
+            self.channels.add(new)
 
     def release(self, channel: Any) -> None:
         if channel not in self.channels:

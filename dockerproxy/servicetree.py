@@ -38,6 +38,8 @@ from dockerproxy.wiring import (
 )
 
 STATS_INTERVAL = 60.0
+# What the ssl: listeners offer by ALPN with HTTP/2 on, most preferred first.
+ALPN = (b"h2", b"http/1.1")
 
 
 class DockerProxyService(OrderedMultiService):
@@ -153,7 +155,8 @@ def service_for(
     search = make_search(config, proxy)
     site = make_site(proxy, reactor, config.limits, mirror, top.heap, config.access, gate, search)
     site.policy.apply(config)
-    listeners = Listeners(reactor, config.listen, site)
+    site.http2 = config.http2 and internals.H2_HOOKS
+    listeners = Listeners(reactor, config.listen, site, protocols=ALPN if site.http2 else ())
     site.connections = ConnectionLimit(
         config.limits.max_connections, listeners.pause, listeners.resume, reactor
     )

@@ -18,6 +18,7 @@ from dockerproxy.config import AccessSettings, ClientLimits, Config
 from dockerproxy.edge import ClientRequest, read_client_request
 from dockerproxy.errors import RegistryError
 from dockerproxy.heap import HeapTrimmer
+from dockerproxy.http2 import NegotiatedChannel
 from dockerproxy.policy import Policy
 from dockerproxy.rendering import JSONErrorPage
 from dockerproxy.shaping import ShapedRequest
@@ -104,6 +105,7 @@ class ProxyRequest(ShapedRequest):
             ns=read.ns if read is not None else None,
             image=self.image,
             refusal=self.refusal,
+            protocol=self.clientproto.decode("ascii", "replace"),
             logger=self._access_log,
         )
         if self._heap is not None:
@@ -115,10 +117,12 @@ class ProxySite(Site):
     themselves (twisted.web's own log line is off) and, with a L{HeapTrimmer}, have the
     heap trimmed after they end."""
 
-    # Plain HTTP/1.1 channels: Twisted's default wraps each in a protocol that may
-    # switch to HTTP/2 by ALPN, which the channel's limits do not cover.
+    # HTTP/1.1 channels: Twisted's default wraps each in a protocol that may switch to
+    # a bare HTTP/2 connection by ALPN, which the channel's limits do not cover. With
+    # http2 set, buildProtocol wraps them in one that switches to a bounded one.
     protocol = ProxyChannel  # type: ignore[assignment]
     requestFactory = ProxyRequest
+    http2 = False  # TLS listeners offer h2 by ALPN (set with the listeners)
 
     def __init__(
         self,
@@ -156,13 +160,15 @@ class ProxySite(Site):
             for channel in self.connections.channels:
                 channel.limits = config.limits
 
-    def buildProtocol(self, addr: IAddress | None) -> ProxyChannel:  # type: ignore[override]
+    def buildProtocol(  # type: ignore[override]
+        self, addr: IAddress | None
+    ) -> ProxyChannel | NegotiatedChannel:
         channel = cast(ProxyChannel, super().buildProtocol(addr))
         channel.clock = self.reactor
         channel.limits = self.limits
         channel.connections = self.connections
         channel.access_log = self.access_log
-        return channel
+        return NegotiatedChannel(channel) if self.http2 else channel
 
     def getContentFile(self, length: int | None) -> BodyBuffer:
         """Request bodies stay in memory, never over MAX_BODY (Request.gotLength asks

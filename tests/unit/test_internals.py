@@ -26,6 +26,7 @@ FEATURES = (
     "CHANNEL_INPUT",
     "JSON_BAD_REQUEST",
     "EXIT_SIGNAL",
+    "H2_HOOKS",
 )
 
 
