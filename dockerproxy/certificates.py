@@ -9,8 +9,6 @@ reads the files again and swaps the context only if they load, so a bad
 renewal is refused and the old certificate stays. Connections already open
 keep the context they were made with.
 
-With HTTP/2 on (C{--http2}), ALPN offers C{h2} before C{http/1.1}.
-
 Certificates after the first in C{certKey} (a Let's Encrypt C{fullchain.pem})
 are sent as the chain, as with C{extraCertChain}; Twisted's own parser drops them.
 """
@@ -19,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -142,10 +139,9 @@ def _with_files(
     )
 
 
-def load_options(listen: TLSListen, protocols: Sequence[bytes] = ()) -> ssl.CertificateOptions:
+def load_options(listen: TLSListen) -> ssl.CertificateOptions:
     """Read the key, certificate and chain files into server options whose context is
-    built now, so a key that does not match its certificate fails here. C{protocols}:
-    what ALPN offers, most preferred first (none: no ALPN, HTTP/1.1)."""
+    built now, so a key that does not match its certificate fails here."""
     with open(listen.certificate_file, "rb") as f:
         certificates = PEM_CERTIFICATE.findall(f.read())
     with open(listen.private_key, "rb") as f:
@@ -168,7 +164,6 @@ def load_options(listen: TLSListen, protocols: Sequence[bytes] = ()) -> ssl.Cert
         certificate=leaf.original,
         extraCertChain=chain,
         dhParameters=dh,
-        acceptableProtocols=list(protocols) or None,
     )
     options.getContext()  # reads the DH parameters, checks the key against the certificate
     return options
@@ -185,10 +180,9 @@ class ServerCertificates:
     """The TLS side of one C{ssl:} listener: each new connection gets the context of
     the certificate loaded last (see the module docstring)."""
 
-    def __init__(self, listen: TLSListen, protocols: Sequence[bytes] = ()) -> None:
+    def __init__(self, listen: TLSListen) -> None:
         self.listen = listen
-        self.protocols = tuple(protocols)
-        self.options = load_options(listen, self.protocols)
+        self.options = load_options(listen)
 
     def serverConnectionForTLS(self, tlsProtocol: Any) -> SSL.Connection:
         return SSL.Connection(self.options.getContext(), None)
@@ -198,6 +192,6 @@ class ServerCertificates:
         load, the exception goes up and the certificate in use stays.
 
         Returns the old and new fingerprints."""
-        options = load_options(self.listen, self.protocols)
+        options = load_options(self.listen)
         old, self.options = self.options, options
         return fingerprint(old), fingerprint(options)

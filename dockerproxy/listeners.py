@@ -75,10 +75,8 @@ class Listeners(service.Service):
         descriptions: Sequence[str],
         factory: IProtocolFactory,
         option: str = "--listen",
-        protocols: Sequence[bytes] = (),
     ) -> None:
         self.reactor = reactor
-        self.protocols = tuple(protocols)  # what ALPN offers on ssl: endpoints
         self.option = option  # what a failure to listen names
         self.descriptions = tuple(descriptions)
         self.factory = factory
@@ -125,7 +123,7 @@ class Listeners(service.Service):
         if not is_tls(description):
             return serverFromString(self.reactor, description)
         listen = parse_tls(description)
-        certificates = ServerCertificates(listen, self.protocols)
+        certificates = ServerCertificates(listen)
         self.certificates.append(certificates)
         if listen.systemd_index is not None:
             inner = f"systemd:domain={listen.domain}:index={listen.systemd_index}"

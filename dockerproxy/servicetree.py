@@ -38,8 +38,6 @@ from dockerproxy.wiring import (
 )
 
 STATS_INTERVAL = 60.0
-# What the ssl: listeners offer by ALPN with HTTP/2 on, most preferred first.
-ALPN = (b"h2", b"http/1.1")
 
 
 class DockerProxyService(OrderedMultiService):
@@ -156,7 +154,7 @@ def service_for(
     site = make_site(proxy, reactor, config.limits, mirror, top.heap, config.access, gate, search)
     site.policy.apply(config)
     site.http2 = config.http2 and internals.H2_HOOKS
-    listeners = Listeners(reactor, config.listen, site, protocols=ALPN if site.http2 else ())
+    listeners = Listeners(reactor, config.listen, site)
     site.connections = ConnectionLimit(
         config.limits.max_connections, listeners.pause, listeners.resume, reactor
     )

@@ -149,6 +149,11 @@ class ProxySite(Site):
         # Where requests log themselves; with observers (the metrics), see accesslog.
         self.access_log: Logger = access_log
 
+    def acceptableProtocols(self) -> list[bytes]:
+        """What the C{ssl:} listeners offer by ALPN (Twisted's TLS asks the factory): h2
+        only with C{--http2}; Twisted's Site offers it whenever the h2 package is there."""
+        return [b"h2", b"http/1.1"] if self.http2 else [b"http/1.1"]
+
     def apply(self, config: Config) -> None:
         """A reload: new access settings and client limits, for every request from now
         on; the deadlines already running on open connections keep theirs."""

@@ -6,7 +6,9 @@ from __future__ import annotations
 import h2.errors
 from twisted.internet.testing import StringTransport
 from twisted.web.iweb import UNKNOWN_LENGTH
+from twisted.web.resource import Resource
 
+from dockerproxy.admin.pages import AdminSite
 from dockerproxy.channel import MAX_BODY, MAX_LINE
 from dockerproxy.config import build_config
 from dockerproxy.http2 import MAX_STREAMS, STREAM_QUEUE, ProxyH2Connection
@@ -158,6 +160,17 @@ class RelayTests(H2TestCase):
         protocol.dataReceived(b"GET / HTTP/1.1\r\nHost: mirror.test\r\n\r\n")
         self.assertEqual(parse_response(transport.value(), "GET").status, 200)
         self.assertEqual(self.access[-1]["protocol"], "HTTP/1.1")
+
+
+class ALPNTests(H2TestCase):
+    def test_h2_is_offered_only_with_http2_on(self) -> None:
+        """Twisted's TLS asks the factory what to offer, and Twisted's Site offers h2
+        whenever the h2 package is installed: to a ProxyChannel, which speaks HTTP/1.1."""
+        self.assertEqual(self.site.acceptableProtocols(), [b"h2", b"http/1.1"])
+        self.site.http2 = False
+        self.assertEqual(self.site.acceptableProtocols(), [b"http/1.1"])
+        admin = AdminSite(Resource(), self.clock)
+        self.assertEqual(admin.acceptableProtocols(), [b"http/1.1"])
 
 
 class LimitTests(H2TestCase):
