@@ -67,7 +67,6 @@ from dockerproxy.errors import RegistryError
 if TYPE_CHECKING:
     from dockerproxy.listeners import ConnectionLimit
 
-log = Logger()
 
 H2 = b"h2"
 MAX_STREAMS = 32
