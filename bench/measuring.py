@@ -33,11 +33,15 @@ class Target:
     pgid: int  # process group of the serving processes (for CPU accounting)
     note: str = ""
     results: list[dict[str, object]] = field(default_factory=list)
+    scheme: str = "http"
+    # More curl options (--http1.1 / --http2, a CA) and the HTTP version curl must report.
+    curl_options: tuple[str, ...] = ()
+    http_version: str | None = None
 
 
-def curl_argv(url: str, write_out: str) -> list[str]:
+def curl_argv(url: str, write_out: str, options: Sequence[str] = ()) -> list[str]:
     """curl downloading C{url} to nowhere, printing only C{write_out} (C{-w})."""
-    return ["curl", "-s", "--noproxy", "*", "-o", "/dev/null", "-w", write_out, url]
+    return ["curl", "-s", "--noproxy", "*", *options, "-o", "/dev/null", "-w", write_out, url]
 
 
 def settle(quiet_wait: float) -> None:
@@ -46,10 +50,18 @@ def settle(quiet_wait: float) -> None:
         wait_for_quiet(QUIET_CORES, quiet_wait)
 
 
-def curl_download(url: str, expected: int, timeout: float) -> dict[str, object]:
+def curl_download(
+    url: str,
+    expected: int,
+    timeout: float,
+    options: Sequence[str] = (),
+    http_version: str | None = None,
+) -> dict[str, object]:
+    """One download; C{http_version}: what curl must have spoken (C{1.1}, C{2})."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    write_out = "%{speed_download} %{size_download} %{http_code} %{time_total} %{http_version}"
     out = subprocess.run(
-        curl_argv(url, "%{speed_download} %{size_download} %{http_code} %{time_total}"),
+        curl_argv(url, write_out, options),
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -57,7 +69,7 @@ def curl_download(url: str, expected: int, timeout: float) -> dict[str, object]:
     )
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     parts = out.stdout.split()
-    if out.returncode != 0 or len(parts) != 4:
+    if out.returncode != 0 or len(parts) != 5:
         raise RuntimeError(
             f"curl {url} failed (exit {out.returncode}): {out.stdout!r} {out.stderr!r}"
         )
@@ -66,6 +78,8 @@ def curl_download(url: str, expected: int, timeout: float) -> dict[str, object]:
         raise RuntimeError(
             f"curl {url}: status {code}, {size} bytes, expected 200 and {expected} bytes"
         )
+    if http_version is not None and parts[4] != http_version:
+        raise RuntimeError(f"curl {url}: HTTP/{parts[4]}, expected HTTP/{http_version}")
     curl_cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return {
         "mb_s": speed / 1e6,
@@ -82,7 +96,8 @@ def measure(
     u0, s0, f0 = group_stats(target.pgid)
     reg0 = sum(group_stats(registry_pgid)[:2])
     busy0 = system_busy_ticks()
-    r = curl_download(f"http://127.0.0.1:{target.port}{path}", expected, timeout)
+    url = f"{target.scheme}://127.0.0.1:{target.port}{path}"
+    r = curl_download(url, expected, timeout, target.curl_options, target.http_version)
     busy1 = system_busy_ticks()
     u1, s1, f1 = group_stats(target.pgid)
     reg1 = sum(group_stats(registry_pgid)[:2])

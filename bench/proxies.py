@@ -78,6 +78,7 @@ def start_proxy(
     bench_args: argparse.Namespace,
     options: Sequence[str],
     code_module: str = "dockerproxy.relay",
+    name: str = "dockerproxy",
 ) -> tuple[Proc, int]:
     """twistd dockerproxy on a free port in front of C{upstream_port}, with C{options}.
 
@@ -114,7 +115,7 @@ def start_proxy(
         raise RuntimeError(f"--proxy-src {src}: the proxy would import {code_file}")
     print(f"dockerproxy {code_module.rpartition('.')[2]} code: {code_file}", flush=True)
     # cwd=work: twistd must not pick anything up from the current directory.
-    proc = procs.start(Proc("dockerproxy", argv, work, env=env, cwd=work))
+    proc = procs.start(Proc(name, argv, work, env=env, cwd=work))
     wait_http(port, "/v2/", proc)
     return proc, port
 

@@ -23,6 +23,11 @@ stopped in a ``finally``, also on Ctrl-C / SIGTERM):
 7. ``--profile`` then records one proxied download with py-spy (a flamegraph SVG and a
    raw collapsed-stack text file) and prints the top functions by self time.
 
+The targets ``proxy-tls-h1`` and ``proxy-tls-h2`` are one more dockerproxy with
+``--http2`` and an ``ssl:`` listener (a throwaway self-signed certificate made with the
+openssl command), downloaded from with ``curl --http1.1`` and ``curl --http2``: HTTP/1.1
+against HTTP/2 over the same TLS (``--targets proxy-tls-h1,proxy-tls-h2``).
+
 ``--proxy-src DIR`` runs dockerproxy from another source tree (a copy of the package in
 DIR/dockerproxy, put first on PYTHONPATH), so changes can be measured without touching
 the working tree.
@@ -35,13 +40,14 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import proxies
 from measuring import Target, measure_rounds, print_heading, print_table, summarize
-from processes import Proc, Procs
+from processes import Proc, Procs, free_port
 from pyspy import profile_downloads
 from report import finish_report
 from runner import Bench, add_common_args, run_bench
@@ -95,7 +101,77 @@ def start_nginx(
 
 # -- main -----------------------------------------------------------------------------------
 
-ALL_TARGETS = ("direct", "nginx-buffered", "nginx-unbuffered", "proxy")
+ALL_TARGETS = (
+    "direct",
+    "nginx-buffered",
+    "nginx-unbuffered",
+    "proxy",
+    "proxy-tls-h1",
+    "proxy-tls-h2",
+)
+TLS_TARGETS = {"proxy-tls-h1": ("--http1.1", "1.1"), "proxy-tls-h2": ("--http2", "2")}
+
+
+def self_signed(work: Path) -> tuple[Path, Path]:
+    """A throwaway certificate for 127.0.0.1 and its key (openssl)."""
+    key, cert = work / "tls.key", work / "tls.crt"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return key, cert
+
+
+def tls_targets(bench: Bench, names: Sequence[str]) -> list[Target]:
+    """One dockerproxy with --http2 on an ssl: listener, a target per forced HTTP version."""
+    if not names:
+        return []
+    key, cert = self_signed(bench.work)
+    tls_port = free_port()
+    listen = f"ssl:{tls_port}:interface=127.0.0.1:privateKey={key}:certKey={cert}"
+    proxy, _ = proxies.start_proxy(
+        bench.procs,
+        bench.work,
+        bench.registry.port,
+        bench.args,
+        ["--no-cache", "--http2", "--listen", listen],
+        name="dockerproxy-tls",
+    )
+    targets = []
+    for name in names:
+        option, version = TLS_TARGETS[name]
+        targets.append(
+            Target(
+                name,
+                tls_port,
+                proxy.pid,
+                f"dockerproxy --http2, curl {option}",
+                scheme="https",
+                curl_options=(option, "--cacert", str(cert)),
+                http_version=version,
+            )
+        )
+    return targets
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -154,6 +230,7 @@ def run(bench: Bench) -> int:
     proxy, proxy_port = proxies.start_proxy(procs, work, registry_port, args, ["--no-cache"])
     if "proxy" in args.targets:
         targets.append(Target("proxy", proxy_port, proxy.pid, "dockerproxy"))
+    targets += tls_targets(bench, [t for t in args.targets if t in TLS_TARGETS])
     rss_start_kb = proc_status_kb(proxy.pid, "VmRSS") or 0
     sampler = RSSSampler(proxy.pid)
     sampler.start()

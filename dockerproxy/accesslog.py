@@ -86,13 +86,15 @@ def log_access(
     ns: str | None = None,
     image: str | None = None,
     refusal: str | None = None,
+    protocol: str = "HTTP/1.1",
     logger: Logger = access_log,
 ) -> None:
     """One access-log event; C{complete} is False for a response cut short.
 
     C{upstream_status} is the status of the last upstream answer the request got,
     C{image} the repository it was for (C{docker.io/library/alpine}), C{refusal} why
-    the proxy refused it itself (see L{dockerproxy.site.ProxyRequest.refusal}).
+    the proxy refused it itself (see L{dockerproxy.site.ProxyRequest.refusal}), C{protocol}
+    what it came over (C{HTTP/1.1}, C{HTTP/2}: a field of the event, not of the text line).
     """
     logger.info(
         "{client} {user} {method} {path} {status} {bytes} {duration:.3f}s {upstream}"
@@ -112,6 +114,7 @@ def log_access(
         ns=ns or "-",
         image=image,
         refusal=refusal,
+        protocol=protocol,
         aborted="" if complete else " aborted",
         complete=complete,
     )

@@ -264,6 +264,18 @@ class ProxyChannel(HTTPChannel):
             return False
         return bool(super().checkPersistence(request, version))
 
+    def hand_over(self) -> bool:
+        """Let another protocol (HTTP/2, L{dockerproxy.http2}) take this connection before
+        its first byte is parsed: this channel stops its timer and stops consuming the
+        transport. C{False} if it was not admitted (it is closing the connection)."""
+        if not self._admitted or self._phase is Phase.CLOSING:
+            return False
+        self._admitted = False  # its slot goes to the next protocol (ConnectionLimit.replace)
+        self._phase = Phase.CLOSING
+        self._set_timer(None)
+        self.transport.unregisterProducer()  # type: ignore[union-attr]
+        return True
+
     # -- closing
 
     def drain(self, close_fresh: bool) -> None:

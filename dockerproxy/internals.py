@@ -10,18 +10,21 @@ Twisted does on its own (slower, or less precise, never wrong).
 
 The HTTP channel (L{dockerproxy.channel}) also overrides
 C{HTTPChannel._respondToBadRequestAndDisconnect} to answer JSON; L{JSON_BAD_REQUEST}
-says whether Twisted still calls it.
+says whether Twisted still calls it. The HTTP/2 connection (L{dockerproxy.http2})
+overrides H2Connection's stream hooks; L{H2_HOOKS} says whether they are all there
+(without them, h2 is not offered).
 """
 
 from __future__ import annotations
 
 import dis
+import inspect
 from collections.abc import Iterable
 from typing import Any
 
 from twisted.internet import abstract, base
 from twisted.logger import Logger
-from twisted.web import _newclient, http
+from twisted.web import _http2, _newclient, http
 
 log = Logger()
 
@@ -62,6 +65,15 @@ def feature(
 
 def _name(obj: object) -> str:
     return obj.__name__ if isinstance(obj, type) else type(obj).__name__
+
+
+class _ParameterNames:
+    """A function's parameters as attributes, for L{feature} to check a keyword Twisted passes."""
+
+    def __init__(self, function: Any) -> None:
+        self.__name__ = f"{function.__qualname__}()"
+        for name in inspect.signature(function).parameters:
+            setattr(self, name, True)
 
 
 class _NoReactor:
@@ -112,6 +124,26 @@ JSON_BAD_REQUEST = feature(
 )
 # twistd's exit status after a completed graceful stop.
 EXIT_SIGNAL = feature("exit status 0 after a graceful stop", [(base.ReactorBase, "_exitSignal")])
+# HTTP/2: the stream hooks dockerproxy.http2 overrides, the per-stream send queues it
+# bounds, a stream's request, the flush of control frames, and connectionLost's flag
+# for "not closed yet" (GOAWAY received).
+H2_HOOKS = feature(
+    "HTTP/2 (h2 by ALPN)",
+    [
+        (_http2.H2Connection, "_requestReceived"),
+        (_http2.H2Connection, "_requestDataReceived"),
+        (_http2.H2Connection, "_requestEnded"),
+        (_http2.H2Connection, "_requestDone"),
+        (_http2.H2Connection, "_sendPrioritisedData"),
+        (_http2.H2Connection, "_tryToWriteControlData"),
+        (_ParameterNames(_http2.H2Connection.connectionLost), "_cancelTimeouts"),
+    ],
+    [
+        (_http2.H2Connection, "_outboundStreamQueues"),
+        (_http2.H2Connection, "_sendingDeferred"),
+        (_http2.H2Stream, "_request"),
+    ],
+)
 del _TRANSPORT, _BODY_TRANSPORT, _CHANNEL
 
 
@@ -195,6 +227,49 @@ def stop_reading_requests(channel: Any) -> None:
 def has_buffered_input(channel: object) -> bool:
     """Whether a channel holds input not yet parsed (the start of another request)."""
     return CHANNEL_INPUT and bool(getattr(channel, "_buffer", b""))
+
+
+# ----------------------------------------------------------------------- HTTP/2
+
+
+def h2_queued(connection: Any, stream_id: int) -> int:
+    """Response bytes queued on an h2 stream, not yet framed and sent."""
+    queue = connection._outboundStreamQueues.get(stream_id, ())
+    return sum(len(chunk) for chunk in queue if isinstance(chunk, bytes | memoryview))
+
+
+def h2_data_waiting(connection: Any) -> list[int]:
+    """The h2 streams whose next queued item is data (not the end of the stream)."""
+    return [
+        stream_id
+        for stream_id, queue in connection._outboundStreamQueues.items()
+        if queue and isinstance(queue[0], bytes | memoryview)
+    ]
+
+
+def h2_wake(connection: Any) -> None:
+    """Restart an h2 connection's sending loop if it waits for a stream to unblock."""
+    waiting = connection._sendingDeferred
+    if waiting is not None:
+        connection._sendingDeferred = None
+        waiting.callback(None)
+
+
+def h2_request(stream: object) -> object:
+    """The request an h2 stream carries."""
+    return getattr(stream, "_request", None)
+
+
+def h2_flush(connection: Any) -> bool:
+    """Write an h2 connection's pending control frames; C{False} if that aborted it
+    (too many buffered for a client that does not read)."""
+    return bool(connection._tryToWriteControlData())
+
+
+def h2_connection_closed(kwargs: dict[str, Any]) -> bool:
+    """Whether H2Connection.connectionLost was called for a closed connection, not for
+    a GOAWAY (which Twisted passes C{_cancelTimeouts=False} for, the socket still open)."""
+    return bool(kwargs.get("_cancelTimeouts", True))
 
 
 # ----------------------------------------------------------------------- the reactor

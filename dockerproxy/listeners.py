@@ -271,6 +271,12 @@ class ConnectionLimit:
                 )
         return True
 
+    def replace(self, old: Any, new: Any) -> None:
+        """C{new} holds C{old}'s connection (and slot) from now on (HTTP/2 taking over)."""
+        if old in self.channels:
+            self.channels.discard(old)
+            self.channels.add(new)
+
     def release(self, channel: Any) -> None:
         if channel not in self.channels:
             return

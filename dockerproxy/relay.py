@@ -191,8 +191,9 @@ def relay_body(
 
 
 def abort_client(request: Request) -> None:
-    """Drop the client connection so a partial body can never look complete."""
-    transport = request.transport
+    """Drop the client connection so a partial body can never look complete (under
+    HTTP/2, where a request has no transport of its own, reset its stream)."""
+    transport = request.transport if request.transport is not None else request.channel
     if transport is None or client_gone(request):
         return
     abort: Callable[[], object] | None = getattr(transport, "abortConnection", None)

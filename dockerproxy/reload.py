@@ -108,6 +108,7 @@ RESTART_SETTINGS = (
     ("state_dir", "state_dir"),
     ("admin", "admin.listen"),
     ("search", "search.upstream"),
+    ("http2", "http2"),
 )
 
 

@@ -153,6 +153,7 @@ def service_for(
     search = make_search(config, proxy)
     site = make_site(proxy, reactor, config.limits, mirror, top.heap, config.access, gate, search)
     site.policy.apply(config)
+    site.http2 = config.http2 and internals.H2_HOOKS
     listeners = Listeners(reactor, config.listen, site)
     site.connections = ConnectionLimit(
         config.limits.max_connections, listeners.pause, listeners.resume, reactor

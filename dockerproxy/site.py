@@ -18,6 +18,7 @@ from dockerproxy.config import AccessSettings, ClientLimits, Config
 from dockerproxy.edge import ClientRequest, read_client_request
 from dockerproxy.errors import RegistryError
 from dockerproxy.heap import HeapTrimmer
+from dockerproxy.http2 import NegotiatedChannel
 from dockerproxy.policy import Policy
 from dockerproxy.rendering import JSONErrorPage
 from dockerproxy.shaping import ShapedRequest
@@ -104,6 +105,7 @@ class ProxyRequest(ShapedRequest):
             ns=read.ns if read is not None else None,
             image=self.image,
             refusal=self.refusal,
+            protocol=self.clientproto.decode("ascii", "replace"),
             logger=self._access_log,
         )
         if self._heap is not None:
@@ -115,10 +117,12 @@ class ProxySite(Site):
     themselves (twisted.web's own log line is off) and, with a L{HeapTrimmer}, have the
     heap trimmed after they end."""
 
-    # Plain HTTP/1.1 channels: Twisted's default wraps each in a protocol that may
-    # switch to HTTP/2 by ALPN, which the channel's limits do not cover.
+    # HTTP/1.1 channels: Twisted's default wraps each in a protocol that may switch to
+    # a bare HTTP/2 connection by ALPN, which the channel's limits do not cover. With
+    # http2 set, buildProtocol wraps them in one that switches to a bounded one.
     protocol = ProxyChannel  # type: ignore[assignment]
     requestFactory = ProxyRequest
+    http2 = False  # TLS listeners offer h2 by ALPN (set with the listeners)
 
     def __init__(
         self,
@@ -145,6 +149,11 @@ class ProxySite(Site):
         # Where requests log themselves; with observers (the metrics), see accesslog.
         self.access_log: Logger = access_log
 
+    def acceptableProtocols(self) -> list[bytes]:
+        """What the C{ssl:} listeners offer by ALPN (Twisted's TLS asks the factory): h2
+        only with C{--http2}; Twisted's Site offers it whenever the h2 package is there."""
+        return [b"h2", b"http/1.1"] if self.http2 else [b"http/1.1"]
+
     def apply(self, config: Config) -> None:
         """A reload: new access settings and client limits, for every request from now
         on; the deadlines already running on open connections keep theirs."""
@@ -156,13 +165,15 @@ class ProxySite(Site):
             for channel in self.connections.channels:
                 channel.limits = config.limits
 
-    def buildProtocol(self, addr: IAddress | None) -> ProxyChannel:  # type: ignore[override]
+    def buildProtocol(  # type: ignore[override]
+        self, addr: IAddress | None
+    ) -> ProxyChannel | NegotiatedChannel:
         channel = cast(ProxyChannel, super().buildProtocol(addr))
         channel.clock = self.reactor
         channel.limits = self.limits
         channel.connections = self.connections
         channel.access_log = self.access_log
-        return channel
+        return NegotiatedChannel(channel) if self.http2 else channel
 
     def getContentFile(self, length: int | None) -> BodyBuffer:
         """Request bodies stay in memory, never over MAX_BODY (Request.gotLength asks

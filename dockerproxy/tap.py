@@ -155,6 +155,7 @@ class Options(usage.Options):
         self["cache_enabled"] = None
         self["cache_s3_redirect"] = None
         self["admin_listen"] = []
+        self["http2"] = None
 
     def opt_listen(self, endpoint: str) -> None:
         """Listen on a Twisted server endpoint (repeatable), e.g. tcp:5000:interface=127.0.0.1"""
@@ -209,6 +210,14 @@ class Options(usage.Options):
     def opt_no_presets(self) -> None:
         """Only the registries configured here; no built-in docker.io, ghcr.io, quay.io, ..."""
         self["presets"] = False
+
+    def opt_http2(self) -> None:
+        """Offer HTTP/2 (h2, by ALPN) on ssl: listeners."""
+        self["http2"] = True
+
+    def opt_no_http2(self) -> None:
+        """HTTP/1.1 only on ssl: listeners (the default)."""
+        self["http2"] = False
 
     def opt_library_prefix(self) -> None:
         """Complete one-component names to library/NAME on the default upstream."""
@@ -284,6 +293,7 @@ class Options(usage.Options):
             **{name: self[option[2:]] for name, option in QUOTA_OPTIONS.items()},
             "admin_listen": self["admin_listen"],
             "search_upstream": self["search-upstream"],
+            "http2": self["http2"],
         }
 
 

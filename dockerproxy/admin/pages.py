@@ -192,5 +192,10 @@ class AdminSite(Site):
     def getContentFile(self, length: int | None) -> BodyBuffer:
         return BodyBuffer()
 
+    def acceptableProtocols(self) -> list[bytes]:
+        """HTTP/1.1 only by ALPN: Twisted's Site offers h2 whenever the h2 package is there,
+        which this site's channel does not speak."""
+        return [b"http/1.1"]
+
     def log(self, request: Any) -> None:
         pass

@@ -20,6 +20,7 @@ from dockerproxy.config.checks import (
 )
 from dockerproxy.config.policy import KEYS as QUOTA_KEYS
 from dockerproxy.config.policy import quotas_config
+from dockerproxy.config.protocols import http2_config
 from dockerproxy.config.search import search_config
 from dockerproxy.config.settings import DEFAULT_LISTEN, LOG_FORMATS, ClientLimits, Config, Timeouts
 from dockerproxy.config.upstreams import (
@@ -54,6 +55,7 @@ _TOP_KEYS = {
     "admin",
     "search",
     "warm",
+    "http2",
 }
 
 
@@ -76,7 +78,8 @@ def build_config(toml: Mapping[str, Any], cli: Mapping[str, Any]) -> Config:
     C{stale_max_age}, C{cache_s3_endpoint}, C{cache_s3_bucket}, C{cache_s3_prefix},
     C{cache_s3_region} and C{cache_s3_redirect} (True for --cache-s3-redirect), and for
     clients C{client_header_timeout}, C{client_idle_timeout}, C{max_connections} and
-    C{public_url}, and C{drain_timeout}, and C{search_upstream} (C{docker search}).
+    C{public_url}, and C{drain_timeout}, and C{search_upstream} (C{docker search}),
+    and C{http2} (True or False for --http2 / --no-http2).
     """
     unknown = set(toml) - _TOP_KEYS
     if unknown:
@@ -150,6 +153,7 @@ def build_config(toml: Mapping[str, Any], cli: Mapping[str, Any]) -> Config:
         admin=admin_config(toml.get("admin", {}), cli),
         search=search_config(toml, cli),
         warm=warm_config(toml.get("warm")),
+        http2=http2_config(toml, cli),
     )
     _check_admins(config, cli)
     return config

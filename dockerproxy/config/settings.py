@@ -155,3 +155,4 @@ class Config:
     admin: AdminSettings = field(default_factory=AdminSettings)  # see config/admin.py
     search: SearchSettings = field(default_factory=SearchSettings)  # see config/search.py
     warm: tuple[WarmEntry, ...] = ()  # [[warm]]: images refreshed on a schedule (config/warm.py)
+    http2: bool = False  # h2 offered by ALPN on ssl: listeners (config/protocols.py)

@@ -32,6 +32,7 @@ class Gate(RawServer):
         self._released = threading.Event()
         self._holding = threading.Event()
         self._closed = threading.Event()
+        self._client_left = threading.Event()
         super().__init__(self._forward)
 
     def release(self) -> None:
@@ -41,6 +42,11 @@ class Gate(RawServer):
     def wait_holding(self, timeout: float) -> bool:
         """True once some connection has reached ``hold_after`` bytes and is being held."""
         return self._holding.wait(timeout)
+
+    def wait_client_left(self, timeout: float) -> bool:
+        """True once a client (the proxy) has closed its side of a connection: it gave up
+        on the upstream response."""
+        return self._client_left.wait(timeout)
 
     @property
     def holding(self) -> bool:
@@ -71,6 +77,8 @@ class Gate(RawServer):
             while True:
                 data = src.recv(RECV)
                 if not data:
+                    if not gated:
+                        self._client_left.set()
                     with contextlib.suppress(OSError):
                         dst.shutdown(socket.SHUT_WR)
                     return
@@ -87,6 +95,8 @@ class Gate(RawServer):
                 dst.sendall(data)
                 sent += len(data)
         except OSError:
+            if not gated:
+                self._client_left.set()
             for sock in (src, dst):
                 with contextlib.suppress(OSError):
                     sock.close()

@@ -544,6 +544,16 @@ def test_drain_timeout_from_toml_and_option() -> None:
     assert build_config({"drain_timeout": 45}, {"drain_timeout": "5"}).drain_timeout == 5.0
 
 
+def test_http2_from_toml_and_option() -> None:
+    assert build_config({}, {}).http2 is False
+    assert build_config({"http2": True}, {}).http2 is True
+    assert parse_options(["--http2"]).http2 is True
+    assert parse_options(["--no-http2"]).http2 is False
+    assert build_config({"http2": True}, {"http2": False}).http2 is False
+    with pytest.raises(ConfigError, match="http2: must be true or false"):
+        build_config({"http2": "yes"}, {})
+
+
 def test_public_url_from_toml_and_option() -> None:
     assert (
         build_config({"public_url": "https://Mirror.Example.test"}, {}).public_url

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from twisted.internet import abstract, base, tcp
 from twisted.logger import LogEvent, globalLogPublisher
-from twisted.web import http
+from twisted.web import _http2, http
 
 from dockerproxy import internals
 from dockerproxy.cache.sendfile import Sendfile
@@ -26,6 +26,7 @@ FEATURES = (
     "CHANNEL_INPUT",
     "JSON_BAD_REQUEST",
     "EXIT_SIGNAL",
+    "H2_HOOKS",
 )
 
 
@@ -86,6 +87,16 @@ def test_twisteds_own_bad_request_hook_and_exit_signal_are_checked(
     internals.forget_exit_signal(reactor, signal.SIGTERM)
     assert reactor._exitSignal == signal.SIGTERM, "left alone when it cannot be checked"
     assert len(warnings(reload)) == 2
+
+
+def test_a_missing_h2_hook_turns_http2_off_with_one_line(
+    monkeypatch: pytest.MonkeyPatch, reload: list[LogEvent]
+) -> None:
+    monkeypatch.delattr(_http2.H2Connection, "_sendPrioritisedData")
+    importlib.reload(internals)
+    assert not internals.H2_HOOKS
+    [line] = warnings(reload)
+    assert "H2Connection._sendPrioritisedData" in line and "HTTP/2" in line
 
 
 def test_the_exit_signal_of_a_completed_stop_is_forgotten() -> None:

@@ -3,6 +3,7 @@ listens and starts each part, stopping it goes listeners, drain, then the rest."
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from twisted.application.service import Application, IService
@@ -94,6 +95,15 @@ class BuildTests(TreeTestCase):
 
 
 class StartTests(TreeTestCase):
+    def test_the_site_offers_h2_by_alpn_only_with_http2(self) -> None:
+        for http2, offered in ((False, [b"http/1.1"]), (True, [b"h2", b"http/1.1"])):
+            self.config = replace(self.config, http2=http2)
+            top = self.build()
+            assert top.listeners is not None
+            site = top.listeners.factory
+            assert isinstance(site, ProxySite)
+            self.assertEqual(site.acceptableProtocols(), offered)
+
     def test_start_listens_on_each_endpoint_and_starts_each_part(self) -> None:
         top = self.build()
         top.startService()
