@@ -54,6 +54,9 @@ class StopTests(SynchronousTestCase):
         assert response.protocol is not None
         response.protocol.dataReceived(BODY)
         response.protocol.connectionLost(Failure(ResponseDone()))
+        self.assertEqual(self.pool.names(), ["write_chunks", "hash_chunks"])
+        self.pool.complete()
+        self.pool.complete()  # written and hashed: verified
         stopped = self.stop()
         self.assertEqual((stopped, self.pool.names()), ([], ["commit"]))
         self.assertIsNone(self.stats())
