@@ -49,7 +49,7 @@ L{fillwriter}::
     FillWriter(disk, partial, hasher, *, progressed, failed, pause, resume)
       .add(data)                           written and hashed on the pool, each in order,
                                            one batch at a time; pause() past QUEUE_LIMIT
-                                           bytes behind, resume() at half of it
+                                           bytes behind, resume() back under it
       .written .behind .flushed() -> Deferred[None]  .close()  .order_key
 
 L{documents}::

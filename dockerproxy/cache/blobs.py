@@ -1,12 +1,13 @@
 """The blob cache: verified fills from upstream, coalesced followers, LRU eviction.
 
 A fill (L{fills.Fill}) writes an upstream body to a partial file at upstream speed,
-hashing as it goes (both on the disk pool, L{fillwriter}), and is committed only if its size and digest check out. Clients
-never slow a fill down: each one follows the file (a L{senders.Sender} reading by
-offset), is told by the fill when more bytes land, and holds back the body's final byte until the
-blob is committed, so a body that then fails verification is aborted and can never
-look complete. A body of known length going to a plain TCP client (committed, or
-followed up to what is written) is sent with C{os.sendfile} (L{sendfile.Sendfile}),
+hashing as it goes (both on the disk pool, L{fillwriter}), and is committed only if
+its size and digest check out. Clients never slow a fill down: each one follows the
+file (a L{senders.Sender} reading by offset), is told by the fill when more bytes
+land, and holds back the body's final byte until the blob is committed, so a body
+that then fails verification is aborted and can never look complete. A body of
+known length going to a plain TCP client (committed, or followed up to what is
+written) is sent with C{os.sendfile} (L{sendfile.Sendfile}),
 straight from the page cache to the socket.
 
 What can block for long runs on the disk pool (L{DiskWork}), never in the reactor

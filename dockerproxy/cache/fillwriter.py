@@ -6,19 +6,25 @@ reactor thread, one core would receive, hash and write in turn. Both release the
 GIL on large buffers, so here they run on the cache's disk pool (L{DiskWork}),
 each in its own I{lane}: the reactor only receives, queues the chunk and sends.
 
-Each lane runs one batch at a time, of every chunk queued while the previous one
-ran, keyed so that its batches reach the disk (or the hash) in order; the two
-lanes run side by side. L{FillWriter.written} counts the bytes in the file (what
-followers may read); the fill verifies the digest once both lanes are flushed.
+Each lane is one job on the pool at a time, keyed, taking batches (up to
+L{BATCH_MAX}) from its queue until it is empty, so its chunks reach the disk (or
+the hash) in order; the two lanes run side by side. Each batch through is
+reported to the reactor thread: L{FillWriter.written} counts the bytes in the
+file (what followers may read); the fill verifies the digest once both lanes are
+flushed.
 
 The bytes queued and not yet through both lanes are bounded: past
-L{QUEUE_LIMIT} the fill pauses the upstream, and resumes it once they are down to
-half of it, so a disk slower than the network costs memory of one bound per fill,
-not of the blob.
+L{QUEUE_LIMIT} the fill pauses the upstream, and resumes it as soon as a batch
+brings them back under it (the lanes still have work queued meanwhile: resuming
+only once they ran dry left them idle for every round trip to the upstream), so
+a disk or CPU slower than the network costs memory of one bound per fill, not of
+the blob.
 """
 
 from __future__ import annotations
 
+import threading
+from collections import deque
 from collections.abc import Callable
 from typing import Protocol
 
@@ -29,9 +35,13 @@ from dockerproxy.cache.diskio import DiskWork
 from dockerproxy.cache.store import Partial
 
 # Bytes received and not yet both written and hashed, past which the upstream is
-# paused: a few batches' worth, so the lanes never wait for the network while the
-# network waits for them, and little next to a process's footprint.
-QUEUE_LIMIT = 8 * 1024 * 1024
+# paused (and resumed as soon as they are back under it): a few batches' worth, so
+# a lane finishing a batch still has the next ones queued while the upstream
+# starts sending again, and little next to a process's footprint.
+QUEUE_LIMIT = 4 * 1024 * 1024
+# The most one batch takes from its lane's queue (at least one chunk): followers
+# hear of written bytes batch by batch, and a lane is back in the reactor this often.
+BATCH_MAX = 1024 * 1024
 
 
 class Hasher(Protocol):
@@ -39,7 +49,14 @@ class Hasher(Protocol):
 
 
 class _Lane:
-    """Batches of chunks through one blocking call on the disk pool, in order."""
+    """Chunks through one blocking call on the disk pool, in order, in batches.
+
+    One job on the pool (L{drain}) takes batches from the queue until it is empty,
+    telling the reactor thread of each (L{Pool.report}); the reactor starts a job
+    only when none is running. A job per batch, each started from the reactor, left
+    the pool idle for a round trip between threads (about a millisecond with the
+    reactor busy) a thousand times per GiB.
+    """
 
     def __init__(
         self,
@@ -52,44 +69,54 @@ class _Lane:
         self.work = work
         self.done = done
         self.failed = failed
-        self.queued: list[bytes] = []
-        self.queued_bytes = 0
-        self.running = 0  # bytes of the batch on the pool
+        self.behind = 0  # bytes given to this lane and not reported through it yet
         self.closed = False
-
-    @property
-    def behind(self) -> int:
-        """Bytes given to this lane and not through it yet."""
-        return self.queued_bytes + self.running
+        # Shared with the pool's thread, under the lock:
+        self._lock = threading.Lock()
+        self._queued: deque[bytes] = deque()
+        self._draining = False
 
     def add(self, data: bytes) -> None:
-        self.queued.append(data)
-        self.queued_bytes += len(data)
-        self._next()
+        self.behind += len(data)
+        with self._lock:
+            self._queued.append(data)
+            start, self._draining = not self._draining, True
+        if start:
+            self.disk.run(self.drain, key=self).addErrback(self._failed)
 
     def close(self) -> None:
         """Drop what is queued; the batch on the pool ends, its outcome ignored."""
         self.closed = True
-        self.queued = []
-        self.queued_bytes = 0
+        with self._lock:
+            self._queued.clear()
 
-    def _next(self) -> None:
-        if self.running or not self.queued or self.closed:
-            return
-        batch, self.queued = self.queued, []
-        self.running, self.queued_bytes = self.queued_bytes, 0
-        ran = self.disk.run(self.work, batch, key=self)
-        ran.addCallbacks(self._ran, self._failed)
+    def drain(self) -> None:
+        """On the pool: batches of up to L{BATCH_MAX} until the queue is empty."""
+        while True:
+            with self._lock:
+                if not self._queued:
+                    self._draining = False
+                    return
+                batch = [self._queued.popleft()]
+                size = len(batch[0])
+                while self._queued and size + len(self._queued[0]) <= BATCH_MAX:
+                    size += len(self._queued[0])
+                    batch.append(self._queued.popleft())
+            try:
+                self.work(batch)
+            except BaseException:
+                with self._lock:
+                    self._draining = False
+                raise
+            self.disk.pool.report(self._ran, size)
 
-    def _ran(self, _: object) -> None:
-        count, self.running = self.running, 0
-        if self.closed:
-            return
-        self.done(count)
-        self._next()
+    def _ran(self, count: int) -> None:
+        """In the reactor thread: a batch is through."""
+        if not self.closed:
+            self.behind -= count
+            self.done(count)
 
     def _failed(self, failure: Failure) -> None:
-        self.running = 0
         if not self.closed:
             self.close()
             self.failed(failure)
@@ -184,7 +211,7 @@ class FillWriter:
         """A batch is through: resume the upstream, or tell those waiting for a flush."""
         if self._writes.closed:
             return
-        if self.paused and self.behind <= self.limit // 2:
+        if self.paused and self.behind <= self.limit:
             self.paused = False
             self._resume()
         if not self.behind:

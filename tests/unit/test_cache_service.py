@@ -54,7 +54,7 @@ class StopTests(SynchronousTestCase):
         assert response.protocol is not None
         response.protocol.dataReceived(BODY)
         response.protocol.connectionLost(Failure(ResponseDone()))
-        self.assertEqual(self.pool.names(), ["write_chunks", "hash_chunks"])
+        self.assertEqual(self.pool.names(), ["drain", "drain"])  # the writes, the hashing
         self.pool.complete()
         self.pool.complete()  # written and hashed: verified
         stopped = self.stop()

@@ -1,10 +1,12 @@
 """A fill's writes and hashing run on the disk pool (L{dockerproxy.cache.fillwriter}):
-in order, one batch at a time per lane, the two lanes side by side; followers get only
-what is in the file; the upstream is paused while too much is queued and resumed once
-the pool catches up; a write error abandons the fill, and its partial is deleted only
-after the write on the pool.
+one job per lane at a time, taking the lane's chunks in order and in batches, each
+reported to the reactor thread; the two lanes side by side; followers get only what is
+in the file; the upstream is paused while too much is queued and resumed as soon as it
+is back under the bound; a write error abandons the fill, and its partial is deleted
+only after the write job on the pool.
 
-The pool is a L{ManualPool}: nothing is written or hashed until the test runs it.
+The pool is a L{ManualPool}: nothing is written or hashed until the test runs a lane's
+job (what it hands back to the reactor thread arrives at once).
 """
 
 from __future__ import annotations
@@ -18,12 +20,28 @@ from twisted.trial.unittest import SynchronousTestCase
 from dockerproxy.cache import fillwriter
 from dockerproxy.cache.blobs import BlobCache
 from dockerproxy.cache.diskio import DiskWork
+from dockerproxy.cache.fills import Fill
 from dockerproxy.cache.store import FilesystemStore
 from tests.unit.cache.blobharness import IDLE, Client, Upstream, sha256
 from tests.unit.fakes import ManualPool, scratch_dir
 
 CHUNK = 64 * 1024
 DATA = os.urandom(6 * CHUNK)
+
+
+class Progress:
+    """A follower that only records what the fill has written each time it is told."""
+
+    def __init__(self, fill: Fill) -> None:
+        self.fill = fill
+        self.seen: list[int] = []
+        fill._follow(self)  # type: ignore[arg-type]
+
+    def fill_progressed(self) -> None:
+        self.seen.append(self.fill.written)
+
+    def fill_ended(self, ok: bool) -> None:
+        pass
 
 
 class FillWriterTestCase(SynchronousTestCase):
@@ -43,12 +61,13 @@ class FillWriterTestCase(SynchronousTestCase):
     def client(self, data: bytes = DATA) -> Client:
         return Client(self.clock).served(self.cache, sha256(data))
 
-    def batches(self) -> list[tuple[str, int]]:
-        """The pending calls on the pool: (name, bytes) for a fill's byte work."""
-        return [
-            (f.__name__, sum(len(c) for c in args[0]) if args and isinstance(args[0], list) else 0)
-            for f, args in self.pool.calls
-        ]
+    def jobs(self) -> list[str]:
+        """The pending calls on the pool, a lane's job named for its work."""
+        names = []
+        for f, _ in self.pool.calls:
+            lane = getattr(f, "__self__", None)
+            names.append(lane.work.__name__ if f.__name__ == "drain" else f.__name__)  # type: ignore[union-attr]
+        return names
 
     def partial_bytes(self, up: Upstream) -> bytes:
         return up.fill.path.read_bytes()
@@ -58,28 +77,27 @@ class OrderTests(FillWriterTestCase):
     def test_nothing_is_written_or_hashed_in_the_reactor_thread(self) -> None:
         up = self.upstream()
         up.sends(DATA[:CHUNK])
-        self.assertEqual(self.batches(), [("write_chunks", CHUNK), ("hash_chunks", CHUNK)])
+        self.assertEqual(self.jobs(), ["write_chunks", "hash_chunks"])
         self.assertEqual(self.partial_bytes(up), b"", "not written inline")
         self.assertEqual((up.fill.received, up.fill.written), (CHUNK, 0))
 
-    def test_one_batch_per_lane_at_a_time_of_what_queued_meanwhile_in_order(self) -> None:
+    def test_one_job_per_lane_takes_the_chunks_in_order_and_reports_each_batch(self) -> None:
+        self.patch(fillwriter, "BATCH_MAX", 2 * CHUNK)
         up = self.upstream()
-        for i in range(3):
+        progress = Progress(up.fill)
+        for i in range(5):
             up.sends(DATA[i * CHUNK : (i + 1) * CHUNK])
-        self.assertEqual(
-            self.batches(),
-            [("write_chunks", CHUNK), ("hash_chunks", CHUNK)],
-            "the next batch waits for the one on the pool",
-        )
-        self.pool.complete(0)  # the first write: the two queued behind go as one batch
-        self.assertEqual(self.partial_bytes(up), DATA[:CHUNK])
-        self.assertEqual(up.fill.written, CHUNK)
-        self.assertEqual(self.batches(), [("hash_chunks", CHUNK), ("write_chunks", 2 * CHUNK)])
+        self.assertEqual(self.jobs(), ["write_chunks", "hash_chunks"], "one job per lane")
+        self.pool.complete(0)
+        self.assertEqual(progress.seen, [2 * CHUNK, 4 * CHUNK, 5 * CHUNK], "batch by batch")
+        self.assertEqual(self.partial_bytes(up), DATA[: 5 * CHUNK])
+        self.assertEqual(self.jobs(), ["hash_chunks"], "the lanes are independent")
+        up.sends(DATA[5 * CHUNK :])  # the write job ran dry and ended: a new one
+        self.assertEqual(self.jobs(), ["hash_chunks", "write_chunks"])
         self.pool.complete(1)
-        self.assertEqual(self.partial_bytes(up), DATA[: 3 * CHUNK])
-        self.assertEqual(self.batches(), [("hash_chunks", CHUNK)], "the lanes are independent")
+        self.assertEqual(self.partial_bytes(up), DATA)
         self.pool.complete_all()
-        self.assertEqual(self.batches(), [])
+        self.assertEqual(self.jobs(), [])
 
     def test_verified_once_both_lanes_are_through(self) -> None:
         up = self.upstream()
@@ -87,9 +105,9 @@ class OrderTests(FillWriterTestCase):
         up.ends()
         self.assertEqual(self.cache.fill_for(sha256(DATA)), up.fill)
         self.pool.complete(0)  # written, not hashed
-        self.assertEqual([n for n, _ in self.batches()], ["hash_chunks"])
+        self.assertEqual(self.jobs(), ["hash_chunks"])
         self.pool.complete(0)  # hashed: verified, the commit is queued
-        self.assertEqual([n for n, _ in self.batches()], ["commit"])
+        self.assertEqual(self.jobs(), ["commit"])
         self.pool.complete()
         self.assertEqual(up.outcome, [True])
         self.assertEqual(self.store.blob_path(sha256(DATA)).read_bytes(), DATA)
@@ -136,28 +154,34 @@ class BackpressureTests(FillWriterTestCase):
     def setUp(self) -> None:
         super().setUp()
         self.patch(fillwriter, "QUEUE_LIMIT", 2 * CHUNK)
+        self.patch(fillwriter, "BATCH_MAX", CHUNK)
 
     def test_the_upstream_is_paused_while_too_much_is_queued(self) -> None:
+        self.patch(fillwriter, "BATCH_MAX", CHUNK)
         up = self.upstream()
         up.sends(DATA[:CHUNK])
         up.sends(DATA[CHUNK : 2 * CHUNK])
         self.assertEqual(up.transport.producerState, "producing", "at the bound, not past it")
         up.sends(DATA[2 * CHUNK : 3 * CHUNK])
         self.assertEqual(up.transport.producerState, "paused")
-        self.assertEqual(self.pool.names(), ["write_chunks", "hash_chunks"])
-        self.pool.complete(0)  # 64 KiB written (128 KiB to go); hashing has 192 KiB to go
+        up.sends(DATA[3 * CHUNK : 4 * CHUNK])  # arrived before the pause took effect
+        self.pool.complete(0)  # all written; hashing still 256 KiB behind
         self.assertEqual(up.transport.producerState, "paused", "the slower lane counts")
-        self.pool.complete(0)  # 64 KiB hashed: 128 KiB behind in each, over half the bound
-        self.assertEqual(up.transport.producerState, "paused")
-        self.assertEqual(self.batches(), [("write_chunks", 2 * CHUNK), ("hash_chunks", 2 * CHUNK)])
-        self.pool.complete(0)  # written: hashing still 128 KiB behind
-        self.assertEqual(up.transport.producerState, "paused")
-        self.pool.complete(0)  # all through
+        behind_at_resume: list[int] = []
+        resume = up.transport.resumeProducing
+
+        def resumed() -> None:
+            behind_at_resume.append(up.fill._writer.behind)
+            resume()
+
+        up.transport.resumeProducing = resumed  # type: ignore[method-assign]
+        self.pool.complete(0)
+        self.assertEqual(
+            behind_at_resume, [2 * CHUNK], "resumed at the bound, with work still queued"
+        )
         self.assertEqual(up.transport.producerState, "producing")
-        up.sends(DATA[3 * CHUNK :])
-        self.assertEqual(up.transport.producerState, "paused")
+        up.sends(DATA[4 * CHUNK :])
         self.pool.complete_all()
-        self.assertEqual(up.transport.producerState, "producing")
         self.assertEqual(self.partial_bytes(up), DATA)
 
     def test_a_slow_client_never_pauses_the_upstream(self) -> None:
@@ -186,6 +210,7 @@ class BackpressureTests(FillWriterTestCase):
 
 class WriteErrorTests(FillWriterTestCase):
     def test_a_write_error_abandons_the_fill_and_deletes_after_the_write(self) -> None:
+        self.patch(fillwriter, "BATCH_MAX", CHUNK)
         up = self.upstream()
         writes: list[int] = []
 
@@ -204,19 +229,18 @@ class WriteErrorTests(FillWriterTestCase):
         self.assertEqual(up.transport.producerState, "stopped")
         self.assertEqual(client.outcome, [False], "no fallback: aborted")
         self.assertEqual(writes, [CHUNK], "what was queued behind is dropped")
-        self.assertEqual([n for n, _ in self.batches()], ["hash_chunks", "discard"])
+        self.assertEqual(self.jobs(), ["hash_chunks", "discard"])
         self.pool.complete_all()
         self.assertEqual(list((self.root / "tmp").iterdir()), [])
 
-    def test_a_failed_fill_deletes_its_partial_only_after_the_write_on_the_pool(self) -> None:
+    def test_a_failed_fill_deletes_its_partial_only_after_the_write_job(self) -> None:
         up = self.upstream()
         up.sends(DATA[:CHUNK])
         up.fill.stop("the cache is stopping")
         self.assertEqual(up.outcome, [False])
-        names = [n for n, _ in self.batches()]
-        self.assertEqual(names, ["write_chunks", "hash_chunks"], "the discard waits")
-        self.pool.complete(0)  # the write lands in the file still open
-        self.assertEqual([n for n, _ in self.batches()], ["hash_chunks", "discard"])
+        self.assertEqual(self.jobs(), ["write_chunks", "hash_chunks"], "the discard waits")
+        self.pool.complete(0)  # the job ends (what it had queued was dropped)
+        self.assertEqual(self.jobs(), ["hash_chunks", "discard"])
         self.pool.complete_all()
         self.assertEqual(list((self.root / "tmp").iterdir()), [])
         self.assertEqual(self.cache.disk.outstanding, 0)

@@ -1,6 +1,7 @@
 """The blob cache's blocking disk work runs on its disk pool, never inline: a fill's
-writes and hashing (test_cache_fillwriter has the details), commits, touches, unlinks of evicted blobs and of failed fills' partial files; and what the
-cache does while that work is still queued.
+writes and hashing (test_cache_fillwriter has the details), commits, touches, unlinks
+of evicted blobs and of failed fills' partial files; and what the cache does while that
+work is still queued.
 
 The pool is a L{ManualPool}: nothing reaches the disk until the test runs it. The
 cache is on a real temporary directory; clients are twisted.web requests over a
@@ -29,7 +30,7 @@ from tests.unit.cache.test_cache_diskio import warnings_logged
 from tests.unit.fakes import Capture, FakeResponse, ManualPool, scratch_dir
 
 BODY = bytes(range(256)) * 4  # 1 KiB
-BYTE_WORK = {"write_chunks", "hash_chunks"}  # a fill's per-byte work, on the pool too
+BYTE_WORK = {"drain"}  # a fill's per-byte work (its lanes' jobs), on the pool too
 
 
 def blob(n: int) -> bytes:
