@@ -12,14 +12,19 @@ job (what it hands back to the reactor thread arrives at once).
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
+import queue
+from collections.abc import Callable
+from typing import Any
 
 from twisted.internet.task import Clock
+from twisted.python.threadpool import ThreadPool
 from twisted.trial.unittest import SynchronousTestCase
 
 from dockerproxy.cache import fillwriter
 from dockerproxy.cache.blobs import BlobCache
-from dockerproxy.cache.diskio import DiskWork
+from dockerproxy.cache.diskio import DiskWork, ThreadedPool
 from dockerproxy.cache.fills import Fill
 from dockerproxy.cache.store import FilesystemStore
 from tests.unit.cache.blobharness import IDLE, Client, Upstream, sha256
@@ -244,3 +249,66 @@ class WriteErrorTests(FillWriterTestCase):
         self.pool.complete_all()
         self.assertEqual(list((self.root / "tmp").iterdir()), [])
         self.assertEqual(self.cache.disk.outstanding, 0)
+
+
+class CallsFromThreads:
+    """The reactor's callFromThread, as a queue the test runs from its own thread."""
+
+    def __init__(self) -> None:
+        self.calls: queue.Queue[tuple[Callable[..., object], tuple[Any, ...]]] = queue.Queue()
+
+    def callFromThread(self, f: Callable[..., object], *args: Any) -> None:
+        self.calls.put((f, args))
+
+    def run_until(self, done: Callable[[], bool]) -> None:
+        while not done():
+            f, args = self.calls.get(timeout=30)
+            f(*args)
+
+    def run_ready(self) -> None:
+        while True:
+            try:
+                f, args = self.calls.get_nowait()
+            except queue.Empty:
+                return
+            f(*args)
+
+
+class ThreadedLaneTests(SynchronousTestCase):
+    def test_every_chunk_lands_in_order_on_real_threads(self) -> None:
+        """Chunks added while a lane's job is ending are never stranded."""
+        threadpool = ThreadPool(minthreads=2, maxthreads=2, name="test-fill")
+        threadpool.start()
+        self.addCleanup(threadpool.stop)
+        reactor = CallsFromThreads()
+        disk = DiskWork(ThreadedPool(reactor, threadpool))  # type: ignore[arg-type]
+        store = FilesystemStore(scratch_dir(self), fsync=False)
+        store.create()
+        partial = store.open_partial()
+        self.addCleanup(partial.close)
+        hasher = hashlib.sha256()
+        pauses: list[str] = []
+        writer = fillwriter.FillWriter(
+            disk,
+            partial,
+            hasher,
+            progressed=lambda: None,
+            failed=lambda failure: pauses.append(f"failed: {failure}"),
+            pause=lambda: pauses.append("pause"),
+            resume=lambda: pauses.append("resume"),
+        )
+        data = os.urandom(2000 * 4096)
+        for i in range(0, len(data), 4096):
+            writer.add(data[i : i + 4096])
+            reactor.run_ready()
+        flushed: list[object] = []
+        writer.flushed().addBoth(flushed.append)
+        reactor.run_until(lambda: bool(flushed))
+        self.assertEqual(flushed, [None])
+        self.assertEqual(writer.written, len(data))
+        self.assertEqual(partial.path.read_bytes(), data)
+        self.assertEqual(hasher.hexdigest(), hashlib.sha256(data).hexdigest())
+        self.assertNotIn("failed", " ".join(pauses))
+        idle: list[object] = []
+        disk.idle().addBoth(idle.append)
+        reactor.run_until(lambda: bool(idle))
