@@ -20,9 +20,11 @@ stopped in a ``finally``, also on Ctrl-C / SIGTERM; the machinery is bench/runne
    (``proxy: remoteurl:``) of the upstream, also started with empty storage;
 3. checks that each dockerproxy logged the GET as a cache miss and committed the blob
    (``<cache-dir>/blobs/sha256/<hex[:2]>/<hex>``, the full size), reads its VmHWM (peak
-   RSS) before stopping it, and deletes each cold cache directory;
+   RSS) and the CPU its main thread (the reactor, which serves every connection) used
+   for the download before stopping it, and deletes each cold cache directory;
 4. prints the medians as a markdown table (ratio to the reference nginx), the proxy's
-   peak RSS (median and max over its rounds) and the load average, and writes
+   peak RSS (median and max over its rounds), its main thread's CPU seconds per GB and
+   the load average, and writes
    bench/results/cold_fill.json.
 
 ``--proxy-src DIR`` runs dockerproxy from another source tree; ``--base-src DIR`` adds a
@@ -46,7 +48,7 @@ from measuring import Target, measure, print_heading, print_table, settle, summa
 from processes import Proc, Procs, free_port, wait_http
 from report import finish_report
 from runner import Bench, add_common_args, run_bench
-from sysstats import proc_status_kb
+from sysstats import main_thread_cpu_s, proc_status_kb
 from throughput import start_nginx
 
 ALL_TARGETS = ("direct", "nginx-buffered", "nginx-unbuffered", "proxy-cold", "distribution-cold")
@@ -91,7 +93,9 @@ def cold_round(
     try:
         target.port, target.pgid = port, proc.pid
         settle(args.quiet_wait)
+        reactor0 = main_thread_cpu_s(proc.pid)
         r = measure(target, path, args.size, bench.registry.proc.pid, args.timeout)
+        r["main_thread_cpu_s"] = round(main_thread_cpu_s(proc.pid) - reactor0, 2)
         check(proc, d)
         r["vmhwm_mb"] = round((proc_status_kb(proc.pid, "VmHWM") or 0) / 1024, 1)
     finally:
@@ -215,7 +219,15 @@ def run(bench: Bench) -> int:
     rss: dict[str, dict[str, float]] = {}
     for target, _, _ in cold:
         peaks = [float(r["vmhwm_mb"]) for r in target.results]  # type: ignore[arg-type]
-        rss[target.name] = {"median": statistics.median(peaks), "max": max(peaks)}
+        main = [
+            float(r["main_thread_cpu_s"]) / (int(r["bytes"]) / 1e9)  # type: ignore[arg-type, call-overload]
+            for r in target.results
+        ]
+        rss[target.name] = {
+            "median": statistics.median(peaks),
+            "max": max(peaks),
+            "main_thread_cpu_s_per_gb": round(statistics.median(main), 2),
+        }
     result["peak_rss"] = rss
 
     print_heading("Cold pull: filling the cache vs. relaying", args)
@@ -226,7 +238,10 @@ def run(bench: Bench) -> int:
         "per download, empty cache, fsync on; its last byte waits for the commit."
     )
     for name, peak in rss.items():
-        print(f"{name} peak RSS (VmHWM, MB): median {peak['median']}, max {peak['max']}")
+        print(
+            f"{name}: peak RSS (VmHWM) median {peak['median']} MB, max {peak['max']} MB; "
+            f"main thread CPU {peak['main_thread_cpu_s_per_gb']} s/GB"
+        )
     print(
         "load average at start "
         + " ".join(f"{x:.2f}" for x in load_start)
@@ -239,7 +254,11 @@ def run(bench: Bench) -> int:
 
 
 def report_line(tag: str, name: str, width: int, r: dict[str, object]) -> None:
-    extra = f"  VmHWM {r['vmhwm_mb']} MB" if "vmhwm_mb" in r else ""
+    extra = (
+        f"  VmHWM {r['vmhwm_mb']} MB  main thread {r['main_thread_cpu_s']}s CPU"
+        if "vmhwm_mb" in r
+        else ""
+    )
     print(
         f"{tag:>9} {name:<{width}} {float(r['mb_s']):8.1f} MB/s  "  # type: ignore[arg-type]
         f"{float(r['seconds']):6.2f}s  server {float(r['server_cores']):.2f} cores  "  # type: ignore[arg-type]
