@@ -84,10 +84,11 @@ def cold_round(
     check: Callable[[Proc, Path], None],
     bench: Bench,
     path: str,
+    round_no: int,
 ) -> dict[str, object]:
     """One download from a server started for it with empty storage, then stopped."""
     args = bench.args
-    d = work / f"{target.name}-{len(target.results) + 1}"
+    d = work / f"{target.name}-{round_no}"
     d.mkdir()
     proc, port = start(d)
     try:
@@ -201,7 +202,7 @@ def run(bench: Bench) -> int:
             if i >= args.warmup:
                 target.results.append(r)
         for target, start, check in cold:
-            r = cold_round(target, start, work, check, bench, path)
+            r = cold_round(target, start, work, check, bench, path, i)
             report_line(tag, target.name, width, r)
             if i >= args.warmup:
                 target.results.append(r)
