@@ -37,7 +37,8 @@ threads of the disk pool)::
 L{diskio} (blocking calls off the reactor)::
 
     ThreadedPool(reactor, threadpool)      a Pool: .run(f, *args) -> Deferred, f on a
-                                           thread of the given ThreadPool
+                                           thread of the given ThreadPool; .report(g, *a)
+                                           from f: g(*a) in the reactor thread, in order
     DiskWork(pool)
       .run(f, *args, key=None) -> Deferred calls of one key run in order; fires in the
                                            reactor thread, failures (OSError) included
@@ -47,9 +48,10 @@ L{diskio} (blocking calls off the reactor)::
 L{fillwriter}::
 
     FillWriter(disk, partial, hasher, *, progressed, failed, pause, resume)
-      .add(data)                           written and hashed on the pool, each in order,
-                                           one batch at a time; pause() past QUEUE_LIMIT
-                                           bytes behind, resume() back under it
+      .add(data)                           written and hashed on the pool, each in order
+                                           (one job per lane drains its queue in batches,
+                                           each reported); pause() past QUEUE_LIMIT bytes
+                                           behind, resume() back under it
       .written .behind .flushed() -> Deferred[None]  .close()  .order_key
 
 L{documents}::
