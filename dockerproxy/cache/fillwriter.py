@@ -42,6 +42,10 @@ QUEUE_LIMIT = 4 * 1024 * 1024
 # The most one batch takes from its lane's queue (at least one chunk): followers
 # hear of written bytes batch by batch, and a lane is back in the reactor this often.
 BATCH_MAX = 1024 * 1024
+# The most one job of a lane takes before it gives its pool thread back (the lane
+# goes on in a new job, queued behind whatever else waits for the pool): a fast
+# fill never holds a thread for its whole length while a commit waits for one.
+JOB_MAX = 32 * 1024 * 1024
 
 
 class Hasher(Protocol):
@@ -51,9 +55,10 @@ class Hasher(Protocol):
 class _Lane:
     """Chunks through one blocking call on the disk pool, in order, in batches.
 
-    One job on the pool (L{drain}) takes batches from the queue until it is empty,
-    telling the reactor thread of each (L{Pool.report}); the reactor starts a job
-    only when none is running. A job per batch, each started from the reactor, left
+    One job on the pool (L{drain}) takes batches from the queue until it is empty
+    (or it has taken L{JOB_MAX}: then the reactor queues another), telling the
+    reactor thread of each (L{Pool.report}); the reactor starts a job only when
+    none is running. A job per batch, each started from the reactor, left
     the pool idle for a round trip between threads (about a millisecond with the
     reactor busy) a thousand times per GiB.
     """
@@ -82,7 +87,15 @@ class _Lane:
             self._queued.append(data)
             start, self._draining = not self._draining, True
         if start:
-            self.disk.run(self.drain, key=self).addErrback(self._failed)
+            self._start()
+
+    def _start(self) -> None:
+        self.disk.run(self.drain, key=self).addCallbacks(self._job_ended, self._failed)
+
+    def _job_ended(self, more: bool) -> None:
+        """A job gave its thread back with chunks still queued: the next one goes on."""
+        if more and not self.closed:
+            self._start()
 
     def close(self) -> None:
         """Drop what is queued; the batch on the pool ends, its outcome ignored."""
@@ -90,13 +103,17 @@ class _Lane:
         with self._lock:
             self._queued.clear()
 
-    def drain(self) -> None:
-        """On the pool: batches of up to L{BATCH_MAX} until the queue is empty."""
+    def drain(self) -> bool:
+        """On the pool: batches of up to L{BATCH_MAX} until the queue is empty
+        (C{False}) or L{JOB_MAX} bytes are through (C{True}: still draining)."""
+        budget = JOB_MAX
         while True:
             with self._lock:
                 if not self._queued:
                     self._draining = False
-                    return
+                    return False
+                if budget <= 0:
+                    return True
                 batch = [self._queued.popleft()]
                 size = len(batch[0])
                 while self._queued and size + len(self._queued[0]) <= BATCH_MAX:
@@ -109,6 +126,7 @@ class _Lane:
                     self._draining = False
                 raise
             self.disk.pool.report(self._ran, size)
+            budget -= size
 
     def _ran(self, count: int) -> None:
         """In the reactor thread: a batch is through."""

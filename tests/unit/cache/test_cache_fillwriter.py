@@ -104,6 +104,22 @@ class OrderTests(FillWriterTestCase):
         self.pool.complete_all()
         self.assertEqual(self.jobs(), [])
 
+    def test_a_job_gives_its_thread_back_after_job_max_and_the_lane_goes_on(self) -> None:
+        self.patch(fillwriter, "BATCH_MAX", CHUNK)
+        self.patch(fillwriter, "JOB_MAX", 2 * CHUNK)
+        up = self.upstream()
+        for i in range(5):
+            up.sends(DATA[i * CHUNK : (i + 1) * CHUNK])
+        self.pool.complete(0)  # two chunks, then the thread is given back
+        self.assertEqual(self.partial_bytes(up), DATA[: 2 * CHUNK])
+        self.assertEqual(self.jobs(), ["hash_chunks", "write_chunks"], "queued behind")
+        self.pool.complete(1)
+        self.assertEqual(self.partial_bytes(up), DATA[: 4 * CHUNK])
+        self.pool.complete_all()
+        self.assertEqual(self.partial_bytes(up), DATA[: 5 * CHUNK])
+        self.assertEqual(self.jobs(), [])
+        self.assertEqual(up.fill._writer.behind, 0)
+
     def test_verified_once_both_lanes_are_through(self) -> None:
         up = self.upstream()
         up.sends(DATA)
