@@ -48,9 +48,9 @@ L{diskio} (blocking calls off the reactor)::
 L{fillwriter}::
 
     FillWriter(disk, partial, hasher, *, progressed, failed, pause, resume)
-      .add(data)                           written and hashed on the pool, each in order
-                                           (one job per lane drains its queue in batches,
-                                           each reported); pause() past QUEUE_LIMIT bytes
+      .add(data)                           written then hashed on the pool, in order (one
+                                           job at a time drains the queue in batches, each
+                                           reported); pause() past QUEUE_LIMIT bytes
                                            behind, resume() back under it
       .written .behind .flushed() -> Deferred[None]  .close()  .order_key
 

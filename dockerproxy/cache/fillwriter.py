@@ -1,24 +1,26 @@
 """A fill's per-byte work off the reactor: its writes and its hashing, on the disk pool.
 
 At relay speed (a couple of GB/s on loopback) the sha256 of a body and the copy of
-it into the page cache each cost about as much CPU as receiving it: done in the
-reactor thread, one core would receive, hash and write in turn. Both release the
-GIL on large buffers, so here they run on the cache's disk pool (L{DiskWork}),
-each in its own I{lane}: the reactor only receives, queues the chunk and sends.
+it into the page cache cost more CPU than receiving it: done in the reactor thread,
+one thread would receive, hash, write and send in turn, and every other connection
+would wait for it. Both release the GIL on large buffers, so here they run on the
+cache's disk pool (L{DiskWork}): the reactor only receives, queues the chunk and
+sends.
 
-Each lane is one job on the pool at a time, keyed, taking batches (up to
-L{BATCH_MAX}) from its queue until it is empty, so its chunks reach the disk (or
-the hash) in order; the two lanes run side by side. Each batch through is
-reported to the reactor thread: L{FillWriter.written} counts the bytes in the
-file (what followers may read); the fill verifies the digest once both lanes are
-flushed.
+The chunks go through one I{lane}: one job on the pool at a time, keyed, taking
+batches (up to L{BATCH_MAX}) from the queue until it is empty, writing then
+hashing each chunk (still in the CPU's cache), so the file and the hash get them
+in order. Each batch through is reported to the reactor thread:
+L{FillWriter.written} counts the bytes in the file (what followers may read);
+the fill verifies the digest once the lane is flushed. (Two lanes, the writes
+and the hashing side by side, cost 15% more CPU per GB and were slower on two
+shared cores: see README, Benchmark.)
 
-The bytes queued and not yet through both lanes are bounded: past
-L{QUEUE_LIMIT} the fill pauses the upstream, and resumes it as soon as a batch
-brings them back under it (the lanes still have work queued meanwhile: resuming
-only once they ran dry left them idle for every round trip to the upstream), so
-a disk or CPU slower than the network costs memory of one bound per fill, not of
-the blob.
+The bytes queued and not yet through the lane are bounded: past L{QUEUE_LIMIT}
+the fill pauses the upstream, and resumes it as soon as a batch brings them back
+under it (the lane still has work queued meanwhile: resuming only once it ran
+dry left it idle for every round trip to the upstream), so a disk or CPU slower
+than the network costs memory of one bound per fill, not of the blob.
 """
 
 from __future__ import annotations
@@ -34,10 +36,10 @@ from twisted.python.failure import Failure
 from dockerproxy.cache.diskio import DiskWork
 from dockerproxy.cache.store import Partial
 
-# Bytes received and not yet both written and hashed, past which the upstream is
-# paused (and resumed as soon as they are back under it): a few batches' worth, so
-# a lane finishing a batch still has the next ones queued while the upstream
-# starts sending again, and little next to a process's footprint.
+# Bytes received and not yet written and hashed, past which the upstream is paused
+# (and resumed as soon as they are back under it): a few batches' worth, so the
+# lane finishing a batch still has the next ones queued while the upstream starts
+# sending again, and little next to a process's footprint.
 QUEUE_LIMIT = 4 * 1024 * 1024
 # The most one batch takes from its lane's queue (at least one chunk): followers
 # hear of written bytes batch by batch, and a lane is back in the reactor this often.
@@ -171,24 +173,22 @@ class FillWriter:
         self._resume = resume
         self._flushed: list[Deferred[None]] = []
         self._hasher = hasher
-        self._writes = _Lane(disk, self.write_chunks, self._wrote, self._lane_failed)
-        self._hashes = _Lane(disk, self.hash_chunks, self._hashed, self._lane_failed)
+        self._lane = _Lane(disk, self.write_and_hash, self._through, self._lane_failed)
 
     @property
     def behind(self) -> int:
-        """Bytes received and not yet both written and hashed (what the writer holds)."""
-        return max(self._writes.behind, self._hashes.behind)
+        """Bytes received and not yet written and hashed (what the writer holds)."""
+        return self._lane.behind
 
     @property
     def order_key(self) -> object:
         """The key of the file's writes on the disk pool: work on the partial that must
         wait for them (closing it, deleting it) is queued with it."""
-        return self._writes
+        return self._lane
 
     def add(self, data: bytes) -> None:
         """Queue a chunk of the body; pause the upstream if too much is queued."""
-        self._writes.add(data)
-        self._hashes.add(data)
+        self._lane.add(data)
         if not self.paused and self.behind > self.limit:
             self.paused = True
             self._pause()
@@ -202,32 +202,23 @@ class FillWriter:
         return waiter
 
     def close(self) -> None:
-        """Stop: drop what is queued (the batches on the pool end; nothing is told)."""
-        self._writes.close()
-        self._hashes.close()
+        """Stop: drop what is queued (the batch on the pool ends; nothing is told)."""
+        self._lane.close()
         self._flushed = []
 
-    def write_chunks(self, batch: list[bytes]) -> None:
-        """On the pool: the batch into the file, in order."""
+    def write_and_hash(self, batch: list[bytes]) -> None:
+        """On the pool: each chunk of the batch into the file, then into the hash (both
+        release the GIL), in order."""
         for data in batch:
             self.partial.write(data)
-
-    def hash_chunks(self, batch: list[bytes]) -> None:
-        """On the pool: the batch into the hash (hashlib releases the GIL on large buffers)."""
-        for data in batch:
             self._hasher.update(data)
 
-    def _wrote(self, count: int) -> None:
+    def _through(self, count: int) -> None:
+        """A batch is in the file and the hash: followers may send it; resume the
+        upstream, or tell those waiting for a flush."""
         self.written += count
         self._progressed()
-        self._moved()
-
-    def _hashed(self, _: int) -> None:
-        self._moved()
-
-    def _moved(self) -> None:
-        """A batch is through: resume the upstream, or tell those waiting for a flush."""
-        if self._writes.closed:
+        if self._lane.closed:
             return
         if self.paused and self.behind <= self.limit:
             self.paused = False

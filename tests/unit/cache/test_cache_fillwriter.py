@@ -1,9 +1,8 @@
 """A fill's writes and hashing run on the disk pool (L{dockerproxy.cache.fillwriter}):
-one job per lane at a time, taking the lane's chunks in order and in batches, each
-reported to the reactor thread; the two lanes side by side; followers get only what is
-in the file; the upstream is paused while too much is queued and resumed as soon as it
-is back under the bound; a write error abandons the fill, and its partial is deleted
-only after the write job on the pool.
+one job at a time, taking the chunks in order and in batches, each reported to the
+reactor thread; followers get only what is in the file; the upstream is paused while
+too much is queued and resumed as soon as it is back under the bound; a write error
+abandons the fill, and its partial is deleted only after the job on the pool.
 
 The pool is a L{ManualPool}: nothing is written or hashed until the test runs a lane's
 job (what it hands back to the reactor thread arrives at once).
@@ -72,7 +71,7 @@ class FillWriterTestCase(SynchronousTestCase):
         for f, _ in self.pool.calls:
             lane = getattr(f, "__self__", None)
             names.append(lane.work.__name__ if f.__name__ == "drain" else f.__name__)  # type: ignore[union-attr]
-        return names
+        return names  # a fill's: write_and_hash
 
     def partial_bytes(self, up: Upstream) -> bytes:
         return up.fill.path.read_bytes()
@@ -82,27 +81,26 @@ class OrderTests(FillWriterTestCase):
     def test_nothing_is_written_or_hashed_in_the_reactor_thread(self) -> None:
         up = self.upstream()
         up.sends(DATA[:CHUNK])
-        self.assertEqual(self.jobs(), ["write_chunks", "hash_chunks"])
+        self.assertEqual(self.jobs(), ["write_and_hash"])
         self.assertEqual(self.partial_bytes(up), b"", "not written inline")
         self.assertEqual((up.fill.received, up.fill.written), (CHUNK, 0))
 
-    def test_one_job_per_lane_takes_the_chunks_in_order_and_reports_each_batch(self) -> None:
+    def test_one_job_takes_the_chunks_in_order_and_reports_each_batch(self) -> None:
         self.patch(fillwriter, "BATCH_MAX", 2 * CHUNK)
         up = self.upstream()
         progress = Progress(up.fill)
         for i in range(5):
             up.sends(DATA[i * CHUNK : (i + 1) * CHUNK])
-        self.assertEqual(self.jobs(), ["write_chunks", "hash_chunks"], "one job per lane")
+        self.assertEqual(self.jobs(), ["write_and_hash"], "one job at a time")
         self.pool.complete(0)
         self.assertEqual(progress.seen, [2 * CHUNK, 4 * CHUNK, 5 * CHUNK], "batch by batch")
         self.assertEqual(self.partial_bytes(up), DATA[: 5 * CHUNK])
-        self.assertEqual(self.jobs(), ["hash_chunks"], "the lanes are independent")
-        up.sends(DATA[5 * CHUNK :])  # the write job ran dry and ended: a new one
-        self.assertEqual(self.jobs(), ["hash_chunks", "write_chunks"])
-        self.pool.complete(1)
-        self.assertEqual(self.partial_bytes(up), DATA)
-        self.pool.complete_all()
         self.assertEqual(self.jobs(), [])
+        up.sends(DATA[5 * CHUNK :])  # the job ran dry and ended: a new one
+        self.assertEqual(self.jobs(), ["write_and_hash"])
+        self.pool.complete(0)
+        self.assertEqual(self.partial_bytes(up), DATA)
+        self.assertEqual(up.fill._hash.hexdigest(), sha256(DATA).hex, "hashed in order too")
 
     def test_a_job_gives_its_thread_back_after_job_max_and_the_lane_goes_on(self) -> None:
         self.patch(fillwriter, "BATCH_MAX", CHUNK)
@@ -110,9 +108,10 @@ class OrderTests(FillWriterTestCase):
         up = self.upstream()
         for i in range(5):
             up.sends(DATA[i * CHUNK : (i + 1) * CHUNK])
+        self.cache.disk.background("touch", lambda: None)  # other disk work, waiting
         self.pool.complete(0)  # two chunks, then the thread is given back
         self.assertEqual(self.partial_bytes(up), DATA[: 2 * CHUNK])
-        self.assertEqual(self.jobs(), ["hash_chunks", "write_chunks"], "queued behind")
+        self.assertEqual(self.jobs(), ["<lambda>", "write_and_hash"], "queued behind")
         self.pool.complete(1)
         self.assertEqual(self.partial_bytes(up), DATA[: 4 * CHUNK])
         self.pool.complete_all()
@@ -120,14 +119,13 @@ class OrderTests(FillWriterTestCase):
         self.assertEqual(self.jobs(), [])
         self.assertEqual(up.fill._writer.behind, 0)
 
-    def test_verified_once_both_lanes_are_through(self) -> None:
+    def test_verified_once_written_and_hashed(self) -> None:
         up = self.upstream()
         up.sends(DATA)
         up.ends()
         self.assertEqual(self.cache.fill_for(sha256(DATA)), up.fill)
-        self.pool.complete(0)  # written, not hashed
-        self.assertEqual(self.jobs(), ["hash_chunks"])
-        self.pool.complete(0)  # hashed: verified, the commit is queued
+        self.assertEqual(self.jobs(), ["write_and_hash"], "not verified before")
+        self.pool.complete(0)  # written and hashed: verified, the commit is queued
         self.assertEqual(self.jobs(), ["commit"])
         self.pool.complete()
         self.assertEqual(up.outcome, [True])
@@ -162,9 +160,7 @@ class FollowerTests(FillWriterTestCase):
         client = self.client()
         up.sends(DATA)
         up.ends()
-        self.pool.complete(0)  # every byte is in the file
-        self.assertEqual(client.body(), DATA[:-1])
-        self.pool.complete(0)  # hashed
+        self.pool.complete(0)  # every byte is in the file and verified
         self.assertEqual(self.pool.names(), ["commit"])
         self.assertEqual(client.body(), DATA[:-1])
         self.pool.complete()
@@ -186,8 +182,6 @@ class BackpressureTests(FillWriterTestCase):
         up.sends(DATA[2 * CHUNK : 3 * CHUNK])
         self.assertEqual(up.transport.producerState, "paused")
         up.sends(DATA[3 * CHUNK : 4 * CHUNK])  # arrived before the pause took effect
-        self.pool.complete(0)  # all written; hashing still 256 KiB behind
-        self.assertEqual(up.transport.producerState, "paused", "the slower lane counts")
         behind_at_resume: list[int] = []
         resume = up.transport.resumeProducing
 
@@ -250,7 +244,7 @@ class WriteErrorTests(FillWriterTestCase):
         self.assertEqual(up.transport.producerState, "stopped")
         self.assertEqual(client.outcome, [False], "no fallback: aborted")
         self.assertEqual(writes, [CHUNK], "what was queued behind is dropped")
-        self.assertEqual(self.jobs(), ["hash_chunks", "discard"])
+        self.assertEqual(self.jobs(), ["discard"])
         self.pool.complete_all()
         self.assertEqual(list((self.root / "tmp").iterdir()), [])
 
@@ -259,9 +253,9 @@ class WriteErrorTests(FillWriterTestCase):
         up.sends(DATA[:CHUNK])
         up.fill.stop("the cache is stopping")
         self.assertEqual(up.outcome, [False])
-        self.assertEqual(self.jobs(), ["write_chunks", "hash_chunks"], "the discard waits")
+        self.assertEqual(self.jobs(), ["write_and_hash"], "the discard waits for it")
         self.pool.complete(0)  # the job ends (what it had queued was dropped)
-        self.assertEqual(self.jobs(), ["hash_chunks", "discard"])
+        self.assertEqual(self.jobs(), ["discard"])
         self.pool.complete_all()
         self.assertEqual(list((self.root / "tmp").iterdir()), [])
         self.assertEqual(self.cache.disk.outstanding, 0)

@@ -30,7 +30,7 @@ from tests.unit.cache.test_cache_diskio import warnings_logged
 from tests.unit.fakes import Capture, FakeResponse, ManualPool, scratch_dir
 
 BODY = bytes(range(256)) * 4  # 1 KiB
-BYTE_WORK = {"drain"}  # a fill's per-byte work (its lanes' jobs), on the pool too
+BYTE_WORK = {"drain"}  # a fill's per-byte work (its writes and hashing), on the pool too
 
 
 def blob(n: int) -> bytes:
