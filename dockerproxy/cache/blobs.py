@@ -329,9 +329,9 @@ class BlobCache:
     def _fill_failed(self, fill: Fill, why: str) -> None:
         self.failed_fills += 1
         log.warn(
-            "blob cache: fill of {digest} failed after {written} bytes: {why}",
+            "blob cache: fill of {digest} failed after {received} bytes: {why}",
             digest=fill.digest,
-            written=fill.written,
+            received=fill.received,
             why=why,
         )
         self._end_fill(fill)

@@ -17,7 +17,9 @@ import queue
 from collections.abc import Callable
 from typing import Any
 
+from twisted.internet.error import ConnectionLost
 from twisted.internet.task import Clock
+from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -27,7 +29,7 @@ from dockerproxy.cache.diskio import DiskWork, ThreadedPool
 from dockerproxy.cache.fills import Fill
 from dockerproxy.cache.store import FilesystemStore
 from tests.unit.cache.blobharness import IDLE, Client, Upstream, sha256
-from tests.unit.fakes import ManualPool, scratch_dir
+from tests.unit.fakes import ManualPool, lines_logged, scratch_dir
 
 CHUNK = 64 * 1024
 DATA = os.urandom(6 * CHUNK)
@@ -140,6 +142,17 @@ class OrderTests(FillWriterTestCase):
         self.assertEqual(up.outcome, [False])
         self.assertIn("digest mismatch", up.fill.failure or "")
         self.assertEqual(list((self.root / "tmp").iterdir()), [])
+
+
+class LogTests(FillWriterTestCase):
+    def test_a_failed_fill_is_logged_with_the_bytes_received(self) -> None:
+        """Not those written yet: the log tells what the upstream sent."""
+        logged = lines_logged(self)
+        up = self.upstream()
+        up.sends(DATA[:CHUNK])
+        up.ends(Failure(ConnectionLost("the upstream hung up")))
+        self.assertEqual((up.outcome, up.fill.written), ([False], 0))
+        self.assertTrue(any(f"failed after {CHUNK} bytes" in line for line in logged), logged)
 
 
 class FollowerTests(FillWriterTestCase):
