@@ -32,6 +32,17 @@ def group_stats(pgid: int) -> tuple[float, float, int]:
     return utime / CLK_TCK, stime / CLK_TCK, minflt
 
 
+def main_thread_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process C{pid}'s main thread (the proxy's reactor)."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/stat") as f:
+            stat = f.read()
+    except OSError:
+        return 0.0
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
 def system_busy_ticks() -> int:
     """Busy (non-idle) jiffies summed over all CPUs, from /proc/stat."""
     with open("/proc/stat") as f:

@@ -37,12 +37,22 @@ threads of the disk pool)::
 L{diskio} (blocking calls off the reactor)::
 
     ThreadedPool(reactor, threadpool)      a Pool: .run(f, *args) -> Deferred, f on a
-                                           thread of the given ThreadPool
+                                           thread of the given ThreadPool; .report(g, *a)
+                                           from f: g(*a) in the reactor thread, in order
     DiskWork(pool)
       .run(f, *args, key=None) -> Deferred calls of one key run in order; fires in the
                                            reactor thread, failures (OSError) included
       .background(what, f, *args, key=None)  the same, a failure logged
       .idle() -> Deferred[None]            nothing queued or running any more
+
+L{fillwriter}::
+
+    FillWriter(disk, partial, hasher, *, progressed, failed, pause, resume)
+      .add(data)                           written then hashed on the pool, in order (one
+                                           job at a time drains the queue in batches, each
+                                           reported); pause() past QUEUE_LIMIT bytes
+                                           behind, resume() back under it
+      .written .behind .flushed() -> Deferred[None]  .close()  .order_key
 
 L{documents}::
 
@@ -104,7 +114,9 @@ Typical use for a blob GET::
     await cache.serve(request, digest, byte_range)
 
 Fills: the body goes to a partial file as fast as the upstream sends it (no client
-backpressure; the fill continues when every client has gone), hashed as it goes. It
+backpressure; the fill continues when every client has gone), hashed as it goes;
+the writes and the hashing run on the disk pool (the upstream is paused while more
+than L{fillwriter.QUEUE_LIMIT} bytes wait for them). It
 is committed (on the disk pool; C{done} fires after) only if its size matches a
 known C{response.length} and its digest matches; a mismatch, a truncated body
 (C{ResponseFailed}, C{PotentialDataLoss} with a known length, more bytes than
@@ -129,10 +141,10 @@ the client got to, or answers afresh a client that had nothing decided yet). Wit
 the length unknown, a plain GET streams chunked; a ranged or HEAD request waits for
 the fill to end. The Deferred fires C{True} when the request was finished, C{False}
 when it was aborted or the client went away (a client leaving stops only its own
-follower). A committed blob on a plain TCP connection is sent with C{os.sendfile}
-straight from the page cache once the response headers are flushed; TLS
-connections, chunked responses and followers of a fill read the file and write
-copies.
+follower). A body of known length on a plain TCP connection, of a committed blob
+or of a fill (up to the bytes written), is sent with C{os.sendfile} straight from
+the page cache once the response headers are flushed; TLS connections and chunked
+responses read the file and write copies.
 
 Eviction: least recently used first over committed blobs, never a pinned one (being
 served or filled); when a fill with a known length starts, to make room for it

@@ -1,28 +1,32 @@
 """The blob cache: verified fills from upstream, coalesced followers, LRU eviction.
 
 A fill (L{fills.Fill}) writes an upstream body to a partial file at upstream speed,
-hashing as it goes, and is committed only if its size and digest check out. Clients
-never slow a fill down: each one follows the file (a L{senders.Sender} reading by
-offset), is told by the fill when more bytes land, and holds back the body's final byte until the
-blob is committed, so a body that then fails verification is aborted and can never
-look complete. A committed blob going to a plain TCP client is sent with
-C{os.sendfile} (L{sendfile.Sendfile}), straight from the page cache to the socket.
+hashing as it goes (both on the disk pool, L{fillwriter}), and is committed only if
+its size and digest check out. Clients never slow a fill down: each one follows the
+file (a L{senders.Sender} reading by offset), is told by the fill when more bytes
+land, and holds back the body's final byte until the blob is committed, so a body
+that then fails verification is aborted and can never look complete. A body of
+known length going to a plain TCP client (committed, or followed up to what is
+written) is sent with C{os.sendfile} (L{sendfile.Sendfile}),
+straight from the page cache to the socket.
 
 What can block for long runs on the disk pool (L{DiskWork}), never in the reactor
 thread: a commit (an fsync of up to the whole blob, then a rename), the touch of
 a used blob, the unlink of an evicted blob or of a failed fill's partial file.
 Their results are applied back in the reactor thread: a blob enters the index
 (and its fill's followers get their last byte) only once its commit is done; an
-evicted blob leaves the index at once, and its file later. Reads and writes of
-the bytes themselves (writes land in the page cache, reads of recent data come
-from it), opening files and C{statvfs} stay in the reactor thread.
+evicted blob leaves the index at once, and its file later. A fill's writes and
+its hashing run there too, in order (L{fillwriter}): at a couple of GB/s they
+would otherwise share one core with receiving and sending. Reads for clients
+(from the page cache, or sendfile() with no copy), opening files and C{statvfs}
+stay in the reactor thread.
 """
 
 from __future__ import annotations
 
 import os
 from collections import Counter, OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -306,9 +310,10 @@ class BlobCache:
         self._end_fill(fill)
         fill.done.callback(True)
 
-    def discard(self, partial: Partial) -> None:
-        """Close and delete a partial file the cache will not keep, on the disk pool."""
-        self.disk.background(f"remove {partial.path}", partial.discard)
+    def discard(self, partial: Partial, after: Hashable | None = None) -> None:
+        """Close and delete a partial file the cache will not keep, on the disk pool
+        (C{after}: the key of the writes it must wait for)."""
+        self.disk.background(f"remove {partial.path}", partial.discard, key=after)
 
     def _fill_committed(self, fill: Fill, path: Path) -> None:
         previous = self._index.pop(fill.digest, None)
@@ -324,9 +329,9 @@ class BlobCache:
     def _fill_failed(self, fill: Fill, why: str) -> None:
         self.failed_fills += 1
         log.warn(
-            "blob cache: fill of {digest} failed after {written} bytes: {why}",
+            "blob cache: fill of {digest} failed after {received} bytes: {why}",
             digest=fill.digest,
-            written=fill.written,
+            received=fill.received,
             why=why,
         )
         self._end_fill(fill)

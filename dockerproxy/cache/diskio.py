@@ -43,6 +43,10 @@ class Pool(Protocol):
     def run(self, f: Callable[..., T], *args: Any) -> Deferred[T]:
         """Call C{f(*args)}; the Deferred fires (in the reactor thread) with its result."""
 
+    def report(self, f: Callable[..., object], *args: Any) -> None:
+        """From a call that is running: call C{f(*args)} in the reactor thread, soon
+        (in order, and before the call's own result)."""
+
 
 class ThreadedPool:
     """A L{Pool} over a L{ThreadPool} someone else starts and stops (never the reactor's
@@ -54,6 +58,9 @@ class ThreadedPool:
 
     def run(self, f: Callable[..., T], *args: Any) -> Deferred[T]:
         return deferToThreadPool(self.reactor, self.threadpool, f, *args)
+
+    def report(self, f: Callable[..., object], *args: Any) -> None:
+        self.reactor.callFromThread(f, *args)
 
 
 @dataclass

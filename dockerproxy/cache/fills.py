@@ -1,7 +1,8 @@
 """A fill: one upstream body written to a partial file, hashed, verified, committed.
 
-A fill reads as fast as the upstream sends (its clients never slow it down) and
-tells its followers (the L{senders.Sender}s reading the partial file) when bytes
+A fill reads as fast as the upstream sends and its disk pool can write and hash
+(L{fillwriter}: that work is off the reactor thread; its clients never slow it
+down) and tells its followers (the L{senders.Sender}s reading the partial file) when bytes
 land and when it ends. It ends verified (the cache commits it), or failed (the
 upstream's fault: a digest mismatch, a truncated body, an idle timeout), and the
 partial file is deleted.
@@ -29,6 +30,7 @@ from twisted.python.failure import Failure
 from twisted.web.client import ResponseDone
 from twisted.web.http import PotentialDataLoss
 
+from dockerproxy.cache.fillwriter import FillWriter
 from dockerproxy.cache.store import Partial
 from dockerproxy.digests import Digest
 from dockerproxy.relay import body_transport, enlarge_socket_reads
@@ -56,7 +58,10 @@ class Fallback(typing.Protocol):
 class Fill(Protocol):
     """One upstream body becoming a blob: the protocol given to C{response.deliverBody}.
 
-    Never paused: it reads as fast as the upstream sends, whatever its followers do.
+    Never paused by its followers: it reads as fast as the upstream sends, whatever
+    they do; only a disk pool that falls behind with the writes and the hashing
+    (L{FillWriter}) pauses the upstream for a while. C{written} counts the bytes
+    in the partial file, C{received} those of the body so far.
     C{done} fires C{True} once the blob is committed, C{False} if it failed; the
     partial file is then gone (or its removal queued on the cache's disk pool).
 
@@ -90,10 +95,21 @@ class Fill(Protocol):
         # Given up for the cache's own reasons (room, disk): followers fall back.
         self.abandoned = False
         self.done: Deferred[bool] = Deferred()
+        self.received = 0  # bytes of the body so far, written or still queued
         self._hash = digest.hasher()
         self._partial = partial
+        self._writer = FillWriter(
+            cache.disk,
+            partial,
+            self._hash,
+            progressed=self._progressed,
+            failed=self._write_failed,
+            pause=self._pause_upstream,
+            resume=self._resume_upstream,
+        )
         self._idle_timeout = idle_timeout
         self._idle: IDelayedCall | None = None
+        self._body_over = False  # the upstream's body ended (its bytes may still be queued)
         self._ended = False  # no more body: verified, or failed
         self._settled = False  # and the cache is done with it: committed, not kept, failed
         self._followers: list[Sender] = []
@@ -113,9 +129,9 @@ class Fill(Protocol):
         self._idle = self.cache.clock.callLater(self._idle_timeout, self._idle_expired)
 
     def dataReceived(self, data: bytes) -> None:
-        if self._ended:
+        if self._ended or self._body_over:
             return
-        total = self.written + len(data)
+        total = self.received + len(data)
         if self.length is not None and total > self.length:
             self._fail(f"more than the announced {self.length} bytes")
             return
@@ -125,32 +141,55 @@ class Fill(Protocol):
         if self.room is not None and total > self.room:
             self._abandon(f"more than the cache can keep ({self.room} bytes)")
             return
-        try:
-            self._partial.write(data)
-        except OSError as e:
-            self._abandon(f"cannot write {self.path}: {e}")
-            return
-        self._hash.update(data)
-        self.written += len(data)
-        if self._idle is not None:
-            self._idle.reset(self._idle_timeout)
+        self.received = total
+        self._writer.add(data)  # written and hashed on the disk pool, in order
+        self._still_alive()
+
+    def _progressed(self) -> None:
+        """More of the body is in the file: its followers may send it."""
+        self.written = self._writer.written
+        self._still_alive()
         for follower in list(self._followers):
             follower.fill_progressed()
 
+    def _still_alive(self) -> None:
+        if self._idle is not None:
+            self._idle.reset(self._idle_timeout)
+
+    def _write_failed(self, failure: Failure) -> None:
+        if not self._ended:
+            self._abandon(f"cannot write {self.path}: {failure.getErrorMessage()}")
+
+    def _pause_upstream(self) -> None:
+        """The disk pool is behind: stop reading until it catches up."""
+        if self.transport is not None and not self._body_over:
+            body_transport(self).pauseProducing()
+
+    def _resume_upstream(self) -> None:
+        if self.transport is not None and not self._body_over and not self._ended:
+            body_transport(self).resumeProducing()
+
     def connectionLost(self, reason: Failure = ResponseDone) -> None:  # type: ignore[assignment]
         self._cancel_idle()
-        if self._ended:
+        if self._ended or self._body_over:
             return
+        self._body_over = True
         if reason.check(ResponseDone):
-            complete = self.length is None or self.written == self.length
+            complete = self.length is None or self.received == self.length
         else:
             # A close-delimited body (no length, no chunking) ends with PotentialDataLoss.
             complete = bool(reason.check(PotentialDataLoss)) and self.length is None
         if not complete:
             self._fail(
-                f"body ended after {self.written} bytes: {reason.getErrorMessage()}",
+                f"body ended after {self.received} bytes: {reason.getErrorMessage()}",
                 stop_upstream=False,
             )
+            return
+        # Verified once the last queued bytes are written and hashed; never after a failure.
+        self._writer.flushed().addCallback(lambda _: self._verify())
+
+    def _verify(self) -> None:
+        if self._ended:
             return
         actual = self._hash.hexdigest()
         if actual != self.digest.hex:
@@ -178,9 +217,10 @@ class Fill(Protocol):
         self._ended = True
         self.failure = why
         self._cancel_idle()
-        if stop_upstream and self.transport is not None:
+        self._writer.close()
+        if stop_upstream and self.transport is not None and not self._body_over:
             body_transport(self).stopProducing()
-        self.cache.discard(self._partial)
+        self.cache.discard(self._partial, after=self._writer.order_key)
         self.cache._fill_failed(self, why)
 
     def _idle_expired(self) -> None:

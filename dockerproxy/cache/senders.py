@@ -1,7 +1,7 @@
 """Senders: one blob file streamed into one client request, as its push producer.
 
 A sender reads by offset from its own file descriptor, opened on a committed blob
-or on a fill's partial file, and follows a fill as it grows; committed blobs to
+or on a fill's partial file, and follows a fill as it grows; bodies of known length to
 plain TCP clients go out with C{sendfile()} (L{dockerproxy.cache.sendfile}).
 See L{Sender}.
 """
@@ -57,9 +57,10 @@ class Sender:
     renamed into place). While the fill is unverified it never sends the body's
     last byte, or, with the length unknown, the last byte written so far.
 
-    A committed blob with a body, going to a plain TCP client, is sent with
-    L{Sendfile} (no copy through Python); anything else (TLS, a followed fill,
-    a chunked body, a file sendfile() refuses) is read and written in
+    A body of known length going to a plain TCP client, of a committed blob or of
+    a followed fill (up to what is written, less the last byte until the commit),
+    is sent with L{Sendfile} (no copy through Python); anything else (TLS, a
+    chunked body, a file sendfile() refuses) is read and written in
     L{READ_CHUNK}s.
     """
 
@@ -105,12 +106,7 @@ class Sender:
             self._begin(self._size)
         elif self._range is None and self.request.method != b"HEAD":
             self._begun = True  # a body of unknown length: chunked, ends when the fill does
-        if (
-            self.fill is None
-            and not self._closed
-            and self.end is not None
-            and self.offset < self.end
-        ):
+        if not self._closed and self.end is not None and self.offset < self.end:
             self._sendfile = Sendfile.for_request(self.request)
         self._pump()
 
@@ -214,7 +210,8 @@ class Sender:
             self.request.write(data)
 
     def _send_zero_copy(self) -> bool:
-        """sendfile() the committed body; C{False} to go on with copies instead.
+        """sendfile() the body, of a committed blob or, up to L{_limit}, of a followed
+        fill; C{False} to go on with copies instead.
 
         Runs only with the transport's buffer empty: after the headers (written
         through the transport) are flushed, and after each wait for the socket.
@@ -228,11 +225,14 @@ class Sender:
                 self._sendfile = None
                 return False
         budget = SENDFILE_BUDGET
-        while self.offset < self.end:
+        while True:
+            limit = self._limit()  # a followed fill: what is in the file, less its last byte
+            if self.offset >= limit:
+                break
             if budget <= 0 or sendfile.buffered():
                 self._wait_for(sendfile)
                 return True
-            count = min(self.end - self.offset, budget, allowance(request) or budget)
+            count = min(limit - self.offset, budget, allowance(request) or budget)
             try:
                 sent = sendfile.send(self._fd, self.offset, count)
             except OSError as e:
@@ -265,8 +265,9 @@ class Sender:
             if sent < count:  # the socket filled up: a further call would only fail
                 self._wait_for(sendfile)
                 return True
-        self._finish()
-        return True
+        if self.offset >= self.end and self._verified():
+            self._finish()
+        return True  # or the fill tells of more bytes, or of its end
 
     def _hand_off(self, fallback: Fallback) -> None:
         """The fill was abandoned: the rest of the answer comes from C{fallback}, from

@@ -128,6 +128,9 @@ class SyncPool:
     def run(self, f: Callable[..., T], *args: Any) -> Deferred[T]:
         return maybeDeferred(f, *args)
 
+    def report(self, f: Callable[..., object], *args: Any) -> None:
+        f(*args)
+
 
 def sync_disk() -> DiskWork:
     """The cache's disk work on a L{SyncPool}."""
@@ -153,6 +156,10 @@ class ManualPool:
         d: Deferred[T] = Deferred()
         self._pending.append((f, args, d))
         return d
+
+    def report(self, f: Callable[..., object], *args: Any) -> None:
+        """What a running call hands to the reactor arrives at once."""
+        f(*args)
 
     def complete(self, index: int = 0) -> None:
         """Run the pending call at C{index} now and fire its Deferred."""

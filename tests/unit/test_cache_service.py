@@ -54,6 +54,8 @@ class StopTests(SynchronousTestCase):
         assert response.protocol is not None
         response.protocol.dataReceived(BODY)
         response.protocol.connectionLost(Failure(ResponseDone()))
+        self.assertEqual(self.pool.names(), ["drain"])  # the writes and the hashing
+        self.pool.complete()  # written and hashed: verified
         stopped = self.stop()
         self.assertEqual((stopped, self.pool.names()), ([], ["commit"]))
         self.assertIsNone(self.stats())

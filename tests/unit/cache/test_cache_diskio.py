@@ -161,6 +161,20 @@ class ThreadedPoolTests(SynchronousTestCase):
         self.assertEqual(len(outcome), 1)
         self.assertNotEqual(outcome[0], threading.get_ident())
 
+    def test_a_report_from_a_call_reaches_the_reactor_thread_before_its_result(self) -> None:
+        reported: list[tuple[str, int]] = []
+
+        def work() -> str:
+            self.pool.report(lambda n: reported.append(("report", n)), threading.get_ident())
+            return "result"
+
+        outcome = fired(self.pool.run(work))
+        self.reactor.run_one()
+        self.assertEqual((len(reported), outcome), (1, []), "in order: the report first")
+        self.assertNotEqual(reported[0][1], threading.get_ident(), "made on the pool's thread")
+        self.reactor.run_one()
+        self.assertEqual(outcome, ["result"])
+
     def test_an_exception_in_the_thread_is_a_failure(self) -> None:
         def broken() -> None:
             raise OSError(errno.EIO, "Input/output error")

@@ -1,6 +1,7 @@
-"""The blob cache's blocking disk work runs on its disk pool, never inline: commits,
-touches, unlinks of evicted blobs and of failed fills' partial files; and what the
-cache does while that work is still queued.
+"""The blob cache's blocking disk work runs on its disk pool, never inline: a fill's
+writes and hashing (test_cache_fillwriter has the details), commits, touches, unlinks
+of evicted blobs and of failed fills' partial files; and what the cache does while that
+work is still queued.
 
 The pool is a L{ManualPool}: nothing reaches the disk until the test runs it. The
 cache is on a real temporary directory; clients are twisted.web requests over a
@@ -29,6 +30,7 @@ from tests.unit.cache.test_cache_diskio import warnings_logged
 from tests.unit.fakes import Capture, FakeResponse, ManualPool, scratch_dir
 
 BODY = bytes(range(256)) * 4  # 1 KiB
+BYTE_WORK = {"drain"}  # a fill's per-byte work (its writes and hashing), on the pool too
 
 
 def blob(n: int) -> bytes:
@@ -95,6 +97,15 @@ class OffReactorTestCase(SynchronousTestCase):
     def client(self, digest: Digest) -> Client:
         return Client(self.clock, self.cache, digest)
 
+    def land(self) -> None:
+        """Run the fills' writes and hashing queued on the pool, and nothing else."""
+        while True:
+            names = self.pool.names()
+            byte_work = [i for i, name in enumerate(names) if name in BYTE_WORK]
+            if not byte_work:
+                return
+            self.pool.complete(byte_work[0])
+
     def tmp_files(self) -> list[Path]:
         return list((self.root / "tmp").iterdir())
 
@@ -105,6 +116,7 @@ class CommitTests(OffReactorTestCase):
         up = Upstream(self.cache, BODY)
         follower = self.client(digest)
         up.sends_all()
+        self.land()
         up.ends()
         self.assertEqual(self.pool.names(), ["commit"])
         self.assertFalse(self.store.blob_path(digest).exists(), "not committed inline")
@@ -127,6 +139,7 @@ class CommitTests(OffReactorTestCase):
         """The rename happened on a pool thread; the index hears of it a moment later."""
         digest = of(BODY)
         up = Upstream(self.cache, BODY).sends_all()
+        self.land()
         up.ends()
         hand_back = self.pool.run_now()  # the partial is now the committed file
         self.assertEqual(self.tmp_files(), [])
@@ -145,6 +158,7 @@ class CommitTests(OffReactorTestCase):
         up = Upstream(self.cache, BODY)
         follower = self.client(digest)
         up.sends_all()
+        self.land()
         up.ends()
         self.assertEqual(follower.body(), BODY[:-1])
         self.pool.complete()
@@ -158,6 +172,7 @@ class CommitTests(OffReactorTestCase):
 
     def test_stopping_the_cache_keeps_a_fill_whose_commit_is_under_way(self) -> None:
         up = Upstream(self.cache, BODY).sends_all()
+        self.land()
         up.ends()
         self.cache.stop()
         self.assertEqual(up.outcome, [])
@@ -167,6 +182,7 @@ class CommitTests(OffReactorTestCase):
 
     def test_a_failed_fills_partial_is_removed_on_the_pool(self) -> None:
         up = Upstream(self.cache, BODY, digest=of(b"something else")).sends_all()
+        self.land()
         up.ends()
         self.assertEqual(up.outcome, [False])
         self.assertEqual(self.pool.names(), ["discard"])
@@ -226,6 +242,7 @@ class EvictionTests(OffReactorTestCase):
         self.put(blob(2))
         Upstream(self.cache, blob(3))
         again = Upstream(self.cache, blob(1)).sends_all()  # evicts blob 2
+        self.land()
         again.ends()
         self.assertEqual(
             self.pool.names(),

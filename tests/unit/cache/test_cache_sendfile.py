@@ -1,4 +1,5 @@
-"""Zero-copy sends of committed blobs (L{dockerproxy.cache.sendfile.Sendfile}).
+"""Zero-copy sends of blob files (L{dockerproxy.cache.sendfile.Sendfile}): of committed
+blobs, and of fills to their followers up to what is written.
 
 They need a real socket: a loopback TCP connection under Twisted's own tcp.Server, with
 the test playing the reactor (L{SocketClient}); os.sendfile is watched by L{SendfileCalls}.
@@ -359,7 +360,7 @@ class SendfileTests(CacheTestCase):
         self.assertGreater(calls.preads, 0)
         self.assertEqual(client.request.sentLength, len(data))
 
-    def test_a_followed_fill_is_copied(self) -> None:
+    def test_a_followed_fill_goes_out_with_sendfile_up_to_what_is_written(self) -> None:
         data = random.Random(7).randbytes(300_000)
         up = self.h.upstream(data)
         calls = SendfileCalls(self)
@@ -367,12 +368,35 @@ class SendfileTests(CacheTestCase):
         up.sends(data[:100_000])
         client.run(patience=0.05)
         self.assertEqual(client.body(), data[:100_000])
+        self.assertEqual(client.outcome, [])
         up.sends(data[100_000:])
+        client.run(patience=0.05)
+        self.assertEqual(client.body(), data[:-1], "the last byte waits for the commit")
         up.ends()
         client.run()
         self.assertEqual(client.body(), data)
         self.assertEqual(client.outcome, [True])
-        self.assertEqual(calls.calls, [])
+        self.assertEqual(
+            [(offset, count) for offset, count, _ in calls.calls],
+            [(0, 100_000), (100_000, 199_999), (299_999, 1)],
+        )
+        self.assertEqual((calls.sent, calls.preads), (len(data), 0))
+        self.assertEqual(client.request.sentLength, len(data))
+
+    def test_a_corrupt_followed_fill_never_sends_its_last_byte(self) -> None:
+        data = random.Random(8).randbytes(200_000)
+        up = self.h.upstream(data, digest=sha256(b"something else"))
+        calls = SendfileCalls(self)
+        client = SocketClient(self).served(self.cache, sha256(b"something else"))
+        up.sends(data)
+        client.run(patience=0.05)
+        up.ends()
+        client.reactor.advance(0)  # the abort closes the socket
+        client.read(wait=0.05)
+        self.assertEqual(client.outcome, [False])
+        self.assertTrue(client.reset, "aborted: a short body never looks complete")
+        self.assertEqual(client.body(), data[:-1])
+        self.assertEqual(calls.sent, len(data) - 1)
 
     def test_only_plain_sockets(self) -> None:
         for_request = senders_module.Sendfile.for_request
