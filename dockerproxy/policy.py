@@ -39,6 +39,11 @@ class Policy:
         self.clock = clock
         self.clients = Clients(clock, quotas)
 
+    @property
+    def unlimited(self) -> bool:
+        """No client has any limit."""
+        return self.clients.quotas.unlimited
+
     def apply(self, config: Config) -> None:
         """Reloaded settings (SIGHUP): the new quotas count for requests from now on."""
         self.clients.apply(config)
@@ -54,9 +59,9 @@ class Policy:
         if access.allow_ip and not contains(access.allow_ip, address):
             request.refusal = "ip"
             return RegistryError(403, "DENIED", "this proxy does not serve your network")
-        quotas = self.clients.quotas
-        if quotas.unlimited:
+        if self.unlimited:
             return None
+        quotas = self.clients.quotas
         state = self.client_state(request)
         if state is not None and state.requests is not None:
             wait = state.requests.take(self.clock.seconds())
@@ -108,7 +113,7 @@ def start_pull(request: Any) -> None:
     """Count a blob download of the client until its response ends; a 429
     C{TOOMANYREQUESTS} beyond C{--max-pulls} at once."""
     policy: Policy | None = getattr(request, "policy", None)
-    if policy is None or policy.clients.quotas.unlimited:
+    if policy is None or policy.unlimited:
         return
     state = policy.client_state(request)
     if state is None or state.quota.max_pulls is None:

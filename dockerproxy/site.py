@@ -184,7 +184,9 @@ class ProxySite(Site):
         """A request from a client the policy refuses, or that could not be read at the
         edge, reaches no resource."""
         unread = getattr(request, "refused", None)
-        if unread is None and self.identify is not None:
+        # Who the client is matters here only to its limits: without any, the token is
+        # verified once, by the resource.
+        if unread is None and self.identify is not None and not self.policy.unlimited:
             self.identify(request)
         refused = self.policy.admit(request, self.access) or unread
         if refused is not None:

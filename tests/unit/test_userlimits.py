@@ -39,3 +39,16 @@ class PerUserRateTests(AuthTestCase):
         self.assertEqual(statuses, [200, 200, 429])
         self.assertIsNone(self.last().user)
         self.assertEqual(self.pull(self.alice), 200)
+
+
+class NoLimitsTests(AuthTestCase):
+    def test_without_limits_the_token_is_verified_once_by_the_resource(self) -> None:
+        self.use(auth_config())
+        self.serve_upstream(ALPINE)
+        alice = f"Bearer {self.token('library/alpine', authorization=ALICE)}"
+        assert self.client_auth.signer is not None
+        verified: list[str] = []
+        verify = self.client_auth.signer.verify
+        self.patch(self.client_auth.signer, "verify", lambda t: verified.append(t) or verify(t))
+        self.assertEqual(self.fetch_as("GET", ALPINE, alice).status, 200)
+        self.assertEqual((len(verified), self.last().user), (1, "alice"))
