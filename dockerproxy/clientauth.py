@@ -39,7 +39,7 @@ from dockerproxy.logins import LoginGuard
 from dockerproxy.patterns import any_matches
 from dockerproxy.proxytokens import Grant, InvalidToken, TokenSigner, looks_like_jwt
 from dockerproxy.routing import Target
-from dockerproxy.users import UserStore
+from dockerproxy.users import TooManyChecks, UserStore
 
 log = Logger()
 
@@ -92,14 +92,30 @@ class ClientAuth:
         if self.signer is not None:
             self.signer.ttl = settings.token_ttl
 
+    async def check_password(self, request: IRequest, user: str, password: bytes) -> str | None:
+        """Who logs in with C{user} and C{password} (L{UserStore.check_password}); a 429
+        while too many checks wait already."""
+        try:
+            return await self.users.check_password(user, password)
+        except TooManyChecks:
+            request.setHeader(b"retry-after", b"1")
+            request.refusal = "busy"  # type: ignore[attr-defined]
+            raise errors.RegistryError(
+                429, "TOOMANYREQUESTS", "too many logins at once: retry in a second"
+            ) from None
+
     async def check_admin(self, address: str, user: str, password: str) -> bool:
         """For the admin listener: whether C{user} / C{password} is in C{[auth] admins}.
         A failure costs the login delay and counts towards the address's lockout, and a
         locked-out address is refused whatever it sends."""
         if self.guard.locked_for(address) is not None:
             return False
-        if await self.users.check_admin(user, password):
-            return True
+        try:
+            if await self.users.check_admin(user, password):
+                return True
+        except TooManyChecks:
+            log.info("auth: admin login from {client} refused: too many at once", client=address)
+            return False
         log.info("auth: failed admin login from {client}", client=address)
         await self.guard.failed(address)
         return False

@@ -148,7 +148,7 @@ async def authorize(auth: ClientAuth, request: Request) -> None:
     if scheme.lower() == b"basic":
         auth.refuse_if_locked_out(request)
         credentials = parse_basic(value.strip())
-        user = None if credentials is None else await auth.users.check_password(*credentials)
+        user = None if credentials is None else await auth.check_password(request, *credentials)
         if user is None:
             await auth.login_failed(request)
             request.refusal = "login"  # type: ignore[attr-defined]

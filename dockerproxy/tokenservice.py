@@ -79,7 +79,7 @@ class TokenServiceResource(PullResource):
         if scheme == b"basic":
             credentials = parse_basic(value.strip())
             if credentials is not None:
-                user = await self.auth.users.check_password(*credentials)
+                user = await self.auth.check_password(request, *credentials)
         elif scheme == b"bearer":
             user = self.auth.users.token_user(value.strip())
         if user is None:

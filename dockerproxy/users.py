@@ -28,8 +28,14 @@ from dockerproxy.userfiles import BCRYPT_MAX_PASSWORD
 
 T = TypeVar("T")
 MAX_CHECKS = 2  # bcrypt checks running at once
+MAX_WAITING = 64  # checks queued behind them; more are refused at once (TooManyChecks)
 REMEMBER = 300.0  # seconds a verified user and password is remembered
 MAX_REMEMBERED = 10_000
+
+
+class TooManyChecks(Exception):
+    """More password checks wait than L{MAX_WAITING}: a flood of logins is refused at once
+    rather than queued, so it cannot make everyone's login wait minutes."""
 
 
 class Pool(Protocol):
@@ -84,6 +90,8 @@ class UserStore:
         checked = hashed or next(iter(self._users.values()), None)
         if checked is None:
             return None
+        if len(self._checks.waiting) >= MAX_WAITING:
+            raise TooManyChecks()
         ok = await self._checks.run(self.pool.run, _checkpw, password, checked)
         if not ok or hashed is None or self._users.get(user) != hashed:
             return None

@@ -4,6 +4,7 @@ whatever address it comes from; a login or an anonymous request counts for its a
 
 from __future__ import annotations
 
+from dockerproxy.users import MAX_CHECKS, MAX_WAITING
 from tests.unit.authsite import CI_TOKEN, PASSWORDS, AuthTestCase, auth_config, basic
 
 ALPINE = "/v2/library/alpine/manifests/3.20"
@@ -52,3 +53,19 @@ class NoLimitsTests(AuthTestCase):
         self.patch(self.client_auth.signer, "verify", lambda t: verified.append(t) or verify(t))
         self.assertEqual(self.fetch_as("GET", ALPINE, alice).status, 200)
         self.assertEqual((len(verified), self.last().user), (1, "alice"))
+
+
+class LoginFloodTests(AuthTestCase):
+    def test_logins_beyond_the_waiting_checks_get_a_429_at_once(self) -> None:
+        """A flood of Basic logins is refused while too many bcrypt checks wait, so it
+        cannot make every other login wait behind it."""
+        self.use(auth_config())
+        checks = self.client_auth.users._checks  # the store's semaphore, filled up here
+        held = [checks.acquire() for _ in range(MAX_CHECKS + MAX_WAITING)]
+        response = self.login(("repository:library/alpine:pull",), authorization=ALICE)
+        self.assertRegistryError(response, 429, "TOOMANYREQUESTS")
+        self.assertEqual(response.header("retry-after"), "1")
+        self.assertEqual(self.last().refusal, "busy")
+        for acquired in held:
+            acquired.addCallback(lambda token: token.release())
+        self.assertEqual(self.login(authorization=ALICE).status, 200)

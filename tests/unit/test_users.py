@@ -11,7 +11,7 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from dockerproxy.config import AuthSettings, Config
-from dockerproxy.users import MAX_CHECKS, REMEMBER, UserStore
+from dockerproxy.users import MAX_CHECKS, MAX_WAITING, REMEMBER, TooManyChecks, UserStore
 from tests.unit.fakes import ManualPool
 
 TOKEN = "ci-token-0123456789abcdef"
@@ -70,6 +70,14 @@ class UserStoreTests(SynchronousTestCase):
         self.assertEqual(len(self.pool.calls), MAX_CHECKS)
         self.pool.complete_all()
         self.assertEqual([self.successResultOf(d) for d in waiting], [None] * 5)
+
+    def test_beyond_the_waiting_checks_a_login_is_refused_at_once(self) -> None:
+        waiting = [self.check("alice", f"guess{n}") for n in range(MAX_CHECKS + MAX_WAITING)]
+        self.failureResultOf(self.check("alice", "secret"), TooManyChecks)
+        self.assertEqual(len(self.pool.calls), MAX_CHECKS)
+        self.pool.complete_all()
+        self.assertEqual({self.successResultOf(d) for d in waiting}, {None})
+        self.assertEqual(self.checked("alice", "secret"), "alice", "room again")
 
     def test_a_success_is_remembered_for_a_while_without_the_password(self) -> None:
         self.assertEqual(self.checked("alice", "secret"), "alice")
