@@ -48,25 +48,32 @@ ANONYMOUS_TOKEN_RESPONSE = {
 _TOKEN_PASSTHROUGH = ("account", "client_id", "offline_token")
 
 
-class AuthResource(PullResource):
-    """C{/v2/auth}: the token endpoint clients are sent to by the rewritten challenge."""
+class TokenEndpoint(PullResource):
+    """C{/v2/auth}'s methods: tokens by GET (L{token}); a POST (an OAuth2 password grant,
+    which containerd tries first) gets a 404 that sends the client back to GET."""
 
     isLeaf = True
     methods = (b"GET", b"HEAD", b"POST")
-
-    def __init__(self, proxy: Proxy, mirror: Mirror | None = None) -> None:
-        super().__init__()
-        self.proxy = proxy
-        self.mirror = mirror
 
     def render_GET(self, request: Request) -> int:
         return render_async(request, lambda: self.token(request))
 
     def render_POST(self, request: Request) -> bytes:
-        # OAuth2 password grants are not relayed: a 404 sends clients back to GET.
         return error_page(
             request, errors.RegistryError(404, "UNSUPPORTED", "use GET for tokens from this proxy")
         )
+
+    async def token(self, request: Request) -> None:
+        raise NotImplementedError
+
+
+class AuthResource(TokenEndpoint):
+    """C{/v2/auth}: the token endpoint clients are sent to by the rewritten challenge."""
+
+    def __init__(self, proxy: Proxy, mirror: Mirror | None = None) -> None:
+        super().__init__()
+        self.proxy = proxy
+        self.mirror = mirror
 
     async def token(self, request: Request) -> None:
         scopes = split_scopes(v.decode("utf-8", "replace") for v in request.args.get(b"scope", []))

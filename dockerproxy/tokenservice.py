@@ -21,30 +21,17 @@ from dockerproxy.auth import Scope, split_scopes
 from dockerproxy.clientauth import ClientAuth, note_user
 from dockerproxy.edge import client_request
 from dockerproxy.exchange import request_host, request_ns
-from dockerproxy.rendering import PullResource, error_page, render_async
-from dockerproxy.tokens import respond_json
+from dockerproxy.tokens import TokenEndpoint, respond_json
 
 MAX_SCOPES = 100  # repository scopes looked at in one token request
 
 
-class TokenServiceResource(PullResource):
+class TokenServiceResource(TokenEndpoint):
     """C{/v2/auth}: logs a client in and signs its pull token."""
-
-    isLeaf = True
-    methods = (b"GET", b"HEAD", b"POST")
 
     def __init__(self, auth: ClientAuth) -> None:
         super().__init__()
         self.auth = auth
-
-    def render_GET(self, request: Request) -> int:
-        return render_async(request, lambda: self.token(request))
-
-    def render_POST(self, request: Request) -> bytes:
-        # OAuth2 password grants: a 404 sends clients (containerd) back to GET.
-        return error_page(
-            request, errors.RegistryError(404, "UNSUPPORTED", "use GET for tokens from this proxy")
-        )
 
     async def token(self, request: Request) -> None:
         auth = self.auth
