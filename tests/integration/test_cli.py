@@ -4,17 +4,14 @@ service as ``twistd -n dockerproxy`` (it answers, reloads on SIGHUP, exits 0 on 
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
 
 from dockerproxy.cache.store import FilesystemStore
-from tests.harness import web
-from tests.harness.polling import wait_until
-from tests.harness.ports import HOST, free_port, wait_http
+from tests.harness.ports import HOST, free_port
 from tests.harness.procs import ManagedProcess
+from tests.harness.served import answers_reloads_and_stops
 from tests.harness.upstream import Upstream
 
 DOCKERPROXY = str(Path(sys.executable).with_name("dockerproxy"))
@@ -42,15 +39,7 @@ def test_serve_is_the_proxy_and_reloads_and_stops_cleanly(upstream: Upstream, tm
         cwd=tmp,
     )
     with proc:
-        wait_http(f"http://{HOST}:{port}/", alive=proc.exit_problem)
-        ping = web.request("GET", f"http://{HOST}:{port}/v2/")
-        assert ping.status == 401
-        assert f'realm="http://{HOST}:{port}/v2/auth"' in (ping.header("www-authenticate") or "")
-        os.kill(proc.pid, signal.SIGHUP)
-        assert wait_until(lambda: "reload: configuration applied" in proc.log_text())
-        assert proc.alive() and web.request("GET", f"http://{HOST}:{port}/v2/").status == 401
-        os.kill(proc.pid, signal.SIGTERM)
-        assert proc.proc is not None and proc.proc.wait(10) == 0, proc.log_tail()
+        answers_reloads_and_stops(proc, port)
     assert not (tmp / "twistd.pid").exists(), "no pid file"
     assert "Traceback" not in proc.log_text()
 

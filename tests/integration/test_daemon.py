@@ -21,6 +21,7 @@ from tests.harness.polling import wait_until
 from tests.harness.ports import HOST, free_port, wait_http
 from tests.harness.procs import ManagedProcess
 from tests.harness.proxy import StartProxy, run_twistd
+from tests.harness.served import answers_reloads_and_stops
 from tests.harness.tls import make_ca
 from tests.harness.upstream import Upstream
 
@@ -141,18 +142,7 @@ def test_systemd_socket_activation(upstream: Upstream, tmp: Path) -> None:
         cwd=tmp,
     )
     with proc:
-        wait_http(f"http://{HOST}:{port}/", alive=proc.exit_problem)
-        ping = web.request("GET", f"http://{HOST}:{port}/v2/")
-        assert ping.status == 401
-        assert f'realm="http://{HOST}:{port}/v2/auth"' in (ping.header("www-authenticate") or "")
-        # systemctl reload (ExecReload): SIGHUP, and the same socket goes on serving.
-        os.kill(proc.pid, signal.SIGHUP)
-        reloaded = wait_until(lambda: "reload: configuration applied" in proc.log_text())
-        assert reloaded and proc.alive(), proc.log_tail()
-        assert web.request("GET", f"http://{HOST}:{port}/v2/").status == 401
-        # systemctl stop: SIGTERM, a drain with nothing in flight, a clean exit.
-        os.kill(proc.pid, signal.SIGTERM)
-        assert proc.proc is not None and proc.proc.wait(10) == 0, proc.log_tail()
+        answers_reloads_and_stops(proc, port)
 
 
 def test_tls_over_a_socket_systemd_passes(upstream: Upstream, tmp: Path) -> None:
