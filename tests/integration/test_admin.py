@@ -123,22 +123,17 @@ def test_the_history_survives_a_restart(
     again.stop()
 
 
+def unreachable(*extra: str) -> list[str]:
+    """A proxy that never reaches an upstream, on a free loopback port, and C{extra}: for
+    the admin side's refusals, which come before anything is served."""
+    registry = ["--no-presets", "--registry", f"x.test=http://{HOST}:9", "--no-cache"]
+    return [*registry, "--listen", f"tcp:{free_port()}:interface={HOST}", *extra]
+
+
 def test_an_admin_port_beyond_loopback_without_admins_is_refused(tmp: Path) -> None:
     """No port is opened on all interfaces: the proxy stops before it listens."""
     port = free_port()
-    status, stderr = run_twistd(
-        tmp,
-        [
-            "--no-presets",
-            "--registry",
-            f"x.test=http://{HOST}:9",
-            "--no-cache",
-            "--listen",
-            f"tcp:{free_port()}:interface={HOST}",
-            "--admin-listen",
-            f"tcp:{port}",
-        ],
-    )
+    status, stderr = run_twistd(tmp, unreachable("--admin-listen", f"tcp:{port}"))
     assert status == 2, stderr
     assert stderr.splitlines() == [
         f"dockerproxy: --admin-listen: 'tcp:{port}' listens beyond loopback: it needs admins "
@@ -148,19 +143,8 @@ def test_an_admin_port_beyond_loopback_without_admins_is_refused(tmp: Path) -> N
 
 def test_an_admin_port_in_use_is_named(tmp: Path, start_proxy: StartProxy) -> None:
     taken = start_proxy("--no-presets", "--registry", f"x.test=http://{HOST}:9", "--no-cache")
-    status, stderr = run_twistd(
-        tmp,
-        [
-            "--no-presets",
-            "--registry",
-            f"x.test=http://{HOST}:9",
-            "--no-cache",
-            "--listen",
-            f"tcp:{free_port()}:interface={HOST}",
-            "--admin-listen",
-            f"tcp:{taken.port}:interface={HOST}",
-        ],
-    )
+    admin = f"tcp:{taken.port}:interface={HOST}"
+    status, stderr = run_twistd(tmp, unreachable("--admin-listen", admin))
     assert status == 2, stderr
     assert stderr.startswith(
         f"dockerproxy: --admin-listen: cannot listen on 'tcp:{taken.port}:interface={HOST}': "
