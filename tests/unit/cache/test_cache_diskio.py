@@ -15,7 +15,6 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.defer import Deferred
-from twisted.logger import LogEvent, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 from twisted.trial.unittest import SynchronousTestCase
@@ -23,19 +22,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from dockerproxy.cache.diskio import DiskWork, ThreadedPool
 from dockerproxy.cache.documents import Documents
 from dockerproxy.cache.store import FilesystemStore
-from tests.unit.fakes import ManualPool, scratch_dir
-
-
-def warnings_logged(case: SynchronousTestCase) -> list[str]:
-    """The text of every event logged from now until the test ends."""
-    seen: list[str] = []
-
-    def observe(event: LogEvent) -> None:
-        seen.append(formatEvent(event))
-
-    globalLogPublisher.addObserver(observe)
-    case.addCleanup(globalLogPublisher.removeObserver, observe)
-    return seen
+from tests.unit.fakes import ManualPool, lines_logged, scratch_dir
 
 
 def fired(d: Deferred[Any]) -> list[Any]:
@@ -103,7 +90,7 @@ class DiskWorkTests(SynchronousTestCase):
         self.assertEqual(self.done[-1], "second")
 
     def test_background_logs_a_failure_and_raises_nothing(self) -> None:
-        logged = warnings_logged(self)
+        logged = lines_logged(self)
 
         def broken() -> None:
             raise OSError(errno.EIO, "Input/output error")
@@ -230,7 +217,7 @@ class DocumentsTests(SynchronousTestCase):
         self.assertEqual(self.pool.names(), ["write_meta", "write_meta"])
 
     def test_a_failed_write_is_logged_and_the_next_one_still_goes(self) -> None:
-        logged = warnings_logged(self)
+        logged = lines_logged(self)
         self.store.write_meta("tags/t", {"v": 0})
 
         def full(key: str, value: Any) -> None:
