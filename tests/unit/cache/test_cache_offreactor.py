@@ -26,8 +26,7 @@ from dockerproxy.cache.diskio import DiskWork
 from dockerproxy.cache.fills import Fill
 from dockerproxy.cache.store import FilesystemStore
 from dockerproxy.digests import Digest, of
-from tests.unit.cache.test_cache_diskio import warnings_logged
-from tests.unit.fakes import Capture, FakeResponse, ManualPool, scratch_dir
+from tests.unit.fakes import Capture, FakeResponse, ManualPool, lines_logged, scratch_dir
 
 BODY = bytes(range(256)) * 4  # 1 KiB
 BYTE_WORK = {"drain"}  # a fill's per-byte work (its writes and hashing), on the pool too
@@ -205,7 +204,7 @@ class TouchTests(OffReactorTestCase):
         self.assertEqual(path.stat().st_mtime, self.clock.seconds())
 
     def test_a_touch_that_fails_is_logged(self) -> None:
-        logged = warnings_logged(self)
+        logged = lines_logged(self)
         first = self.put(blob(1))
         self.put(blob(2))
 
