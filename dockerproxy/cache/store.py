@@ -33,6 +33,7 @@ from typing import Any
 
 from twisted.logger import Logger
 
+from dockerproxy.cache.writeback import Writeback
 from dockerproxy.digests import ALGORITHMS, Digest
 
 log = Logger()
@@ -58,10 +59,11 @@ class StoredBlob:
 class Partial:
     """A blob being written to C{tmp/}: unbuffered, so readers see each write at once."""
 
-    def __init__(self, path: Path, fd: int) -> None:
+    def __init__(self, path: Path, fd: int, writeback: Writeback | None = None) -> None:
         self.path = path
         self.size = 0
         self._fd: int | None = fd
+        self._writeback = writeback
 
     @property
     def closed(self) -> bool:
@@ -74,6 +76,8 @@ class Partial:
         while view:
             view = view[os.write(self._fd, view) :]
         self.size += len(data)
+        if self._writeback is not None:
+            self._writeback.wrote(self._fd, self.size)
 
     def sync(self) -> None:
         if self._fd is not None:
@@ -208,7 +212,7 @@ class FilesystemStore:
     def open_partial(self) -> Partial:
         """A new, uniquely named, empty file in C{tmp/}, open for writing."""
         fd, name = tempfile.mkstemp(prefix="fill-", suffix=".partial", dir=self.tmp_dir)
-        return Partial(Path(name), fd)
+        return Partial(Path(name), fd, Writeback() if self.fsync else None)
 
     def commit(self, partial: Partial, digest: Digest) -> Path:
         """Make C{partial} the blob C{digest}: flush (see C{fsync}), close, rename atomically.
