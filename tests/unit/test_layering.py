@@ -300,11 +300,15 @@ def test_leaves_import_only_leaves() -> None:
 
 
 def test_nothing_in_the_package_imports_the_service_wiring_or_the_admin_command() -> None:
-    """Only the commands do: C{dockerproxy} (cli) and C{python -m dockerproxy.cache}."""
+    """Only the commands do: C{dockerproxy} (cli), C{dockerproxy warm --cache-dir}
+    (warmdirect, which runs the service tree in the command's process) and
+    C{python -m dockerproxy.cache}."""
     for module in sorted(set(MODULES) - {"dockerproxy.cli"}):
         assert "dockerproxy.tap" not in GRAPH[module], module
-        if module != "dockerproxy.tap":
+        if module not in ("dockerproxy.tap", "dockerproxy.warmdirect"):
             assert "dockerproxy.servicetree" not in GRAPH[module], module
+        if module != "dockerproxy.warmcli":
+            assert "dockerproxy.warmdirect" not in GRAPH[module], module
         if module != "dockerproxy.cache.__main__":
             assert "dockerproxy.cache.admin" not in GRAPH[module], module
     assert "dockerproxy.cli" not in set().union(*GRAPH.values()), "nothing imports the command"
@@ -322,10 +326,11 @@ def test_only_the_service_wiring_reaches_the_admin_side() -> None:
     """The metrics observe the proxy from above: requests as access-log events, the upstream
     client and S3 through dockerproxy.meters; nothing below imports dockerproxy.admin."""
     for module in sorted(MODULES):
-        # The command line (dockerproxy.cli) sits above the wiring it runs.
-        if module in ("dockerproxy.servicetree", "dockerproxy.tap", "dockerproxy.cli") or is_under(
-            module, "dockerproxy.admin"
-        ):
+        # The commands sit above the wiring they run: the command line (dockerproxy.cli)
+        # and `warm --cache-dir` (warmcli, warmdirect).
+        commands = ("dockerproxy.cli", "dockerproxy.warmcli", "dockerproxy.warmdirect")
+        wiring = ("dockerproxy.servicetree", "dockerproxy.tap")
+        if module in commands + wiring or is_under(module, "dockerproxy.admin"):
             continue
         reached = [t for t in reachable(module) if is_under(t, "dockerproxy.admin")]
         assert not reached, f"{module} reaches {reached}"
