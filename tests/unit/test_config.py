@@ -894,3 +894,44 @@ def test_bad_search_settings_name_their_key(
     toml: dict[str, Any], cli: dict[str, Any], key: str
 ) -> None:
     assert config_error(toml, cli).key == key
+
+
+# --------------------------------------------------------------------------- fleet
+
+
+def test_fleet_redis_from_toml_and_option() -> None:
+    assert build_config({}, {}).fleet.redis is None
+    toml = {"fleet": {"redis": "redis://127.0.0.1:6379/2", "prefix": "mirror:", "timeout": 0.2}}
+    fleet = build_config(toml, {}).fleet
+    assert (fleet.redis, fleet.prefix, fleet.timeout) == (
+        "redis://127.0.0.1:6379/2",
+        "mirror:",
+        0.2,
+    )
+    assert (
+        parse_options(["--redis", "rediss://:pw@redis.test"]).fleet.redis
+        == "rediss://:pw@redis.test"
+    )
+    assert build_config(toml, {"redis": "redis://other.test"}).fleet.redis == "redis://other.test"
+
+
+@pytest.mark.parametrize(
+    ("toml", "cli", "message"),
+    [
+        ({"fleet": {"redis": "http://redis.test"}}, {}, "fleet.redis: must be a redis://"),
+        ({"fleet": {"redis": "unix:///run/redis.sock"}}, {}, "fleet.redis: must be a redis://"),
+        ({"fleet": {"redis": 6379}}, {}, "fleet.redis: must be a redis://"),
+        ({}, {"redis": "redis://:secret@redis.test:99999"}, "--redis: is not a valid"),
+        ({}, {"redis": "redis://redis.test/db"}, "--redis: the path names a database"),
+        ({"fleet": {"prefix": ""}}, {}, "fleet.prefix: must be 1 to 64"),
+        ({"fleet": {"timeout": 0}}, {}, "fleet.timeout: must be between"),
+        ({"fleet": {"colour": 1}}, {}, "fleet.colour: unknown setting"),
+        ({"fleet": "redis://x"}, {}, "fleet: must be a table"),
+    ],
+)
+def test_fleet_settings_are_checked_without_echoing_the_url(
+    toml: dict[str, Any], cli: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message) as caught:
+        build_config(toml, cli)
+    assert "secret" not in str(caught.value)
