@@ -14,9 +14,9 @@ S3 in the background.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from twisted.internet.defer import ensureDeferred
+from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -115,16 +115,17 @@ class S3Blobs:
             )
         return ok
 
-    def upload(self, fill: Fill) -> None:
-        """Copy a verified upstream fill, once committed, to S3 in the background."""
+    def upload(self, fill: Fill) -> Deferred[Any] | None:
+        """Copy a verified upstream fill, once committed, to S3 in the background; the
+        Deferred fires when the upload is over, whatever its outcome."""
         digest = fill.digest
         if digest in self._uploads:
-            return
+            return None
         if not fill.committed:
             log.info(
                 "S3 cache: {digest} was not kept in the local cache, not uploaded", digest=digest
             )
-            return
+            return None
         # Runs up to its first wait now, so it opens the committed file before any eviction.
         upload = ensureDeferred(
             self.bucket.upload(
@@ -147,3 +148,4 @@ class S3Blobs:
 
         upload.addCallbacks(uploaded, failed)
         upload.addBoth(lambda _: self._uploads.discard(digest))
+        return upload
