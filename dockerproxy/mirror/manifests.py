@@ -74,11 +74,13 @@ class ManifestProxy:
 
     async def serve(self, pull: Pull, digest: Digest) -> None:
         cached = self.store.get(digest)
-        linked = cached is not None and self.remote.access.is_linked(pull.repo, str(digest))
         if cached is None:
-            # Another instance's copy, not linked here: a HEAD says whether this repository
-            # has it for this client (as for a cached manifest it may not yet read).
+            # Another instance's copy, not linked here until the records say so: else a
+            # HEAD says whether this repository has it for this client.
             cached = await self._from_fleet(digest)
+        if cached is not None:
+            await self.remote.access.refresh(pull.repo)  # other processes' news first
+        linked = cached is not None and self.remote.access.is_linked(pull.repo, str(digest))
         if cached is not None and (linked or self.shared is not None):
             if linked and self.remote.access.may_read(pull.authorization, pull.repo):
                 send_manifest(pull.request, cached, HIT)
