@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.internet.interfaces import IReactorTime
 
-from dockerproxy.access import AccessCache
+from dockerproxy.access import AccessCache, RecordStore
 from dockerproxy.accessrecords import MetaRecords
 from dockerproxy.cache.blobs import BlobCache
 from dockerproxy.cache.diskio import DiskWork, Pool
@@ -153,7 +153,10 @@ def make_mirror(
     disk = DiskWork(disk_pool)
     documents = Documents(store, disk)
     blobs = BlobCache(store, reactor, cache.max_size, disk=disk, max_blob_size=cache.max_blob_size)
-    access = AccessCache(reactor, records=MetaRecords(documents))
+    records: RecordStore = MetaRecords(documents)
+    if fleet is not None:  # shared by the fleet, kept on this disk too
+        records = fleet.records(records)
+    access = AccessCache(reactor, records=records)
     return Mirror(
         blobs,
         documents,

@@ -16,6 +16,7 @@ from dockerproxy.fleet.manifests import (
     S3ManifestBytes,
     SharedManifests,
 )
+from dockerproxy.fleet.records import FleetRecords
 from dockerproxy.meters import NO_METERS, Meters
 
 if TYPE_CHECKING:
@@ -31,6 +32,11 @@ class Fleet:
     service: FleetPoolService
     manifests: SharedManifests
     locks: FillLocks | None
+    public_ttl: float = 7 * 86400.0  # how long a record lives in Redis
+
+    def records(self, local: Any) -> FleetRecords:
+        """The access records, shared, over the instance's C{local} ones."""
+        return FleetRecords(self.client, local, self.public_ttl)
 
 
 def make_fleet(

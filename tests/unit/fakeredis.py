@@ -4,12 +4,15 @@ tests/integration/test_fleet.py."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import redis
 from twisted.internet.task import Clock
 
+from dockerproxy.accessrecords import merged
 from dockerproxy.fleet.locks import RELEASE, RENEW
+from dockerproxy.fleet.records import MERGE
 
 
 class FakeRedis:
@@ -91,8 +94,14 @@ class FakeRedis:
         self._call("hexists")
         return field.encode() in (self._live(key) or {})
 
+    def smembers(self, key: str) -> set[bytes]:
+        self._call("smembers")
+        return set(self._live(key) or ())
+
     def eval(self, script: str, numkeys: int, key: str, token: str, *args: Any) -> int:
         self._call("eval")
+        if script == MERGE:
+            return self._merge(key, token, *args)
         if self._live(key) != token.encode():
             return 0
         if script == RENEW:
@@ -103,6 +112,39 @@ class FakeRedis:
             self.expiry.pop(key, None)
             return 1
         raise AssertionError(f"unknown script {script!r}")
+
+    def _merge(self, record_key: str, links_key: str, *args: str) -> int:
+        """The records' Lua script, as accessrecords.merged says it must behave (its
+        bound on links aside)."""
+        repository, public, refused, ttl, _, links, forgotten = args
+        fields = self._live(record_key) or {}
+        stored = {
+            "public": float(fields[b"public"]) if b"public" in fields else None,
+            "refused": float(fields[b"refused"]) if b"refused" in fields else None,
+            "links": [m.decode() for m in self._live(links_key) or ()],
+        }
+        change = {
+            "repository": repository,
+            "public": float(public) if public else None,
+            "refused": float(refused) if refused else None,
+            "links": json.loads(links),
+            "forgotten": json.loads(forgotten),
+        }
+        record = merged(stored, change)
+        for key in (record_key, links_key):
+            self.data.pop(key, None)
+            self.expiry.pop(key, None)
+        if record is None:
+            return 0
+        self.data[record_key] = {b"repository": repository.encode()}
+        for name in ("public", "refused"):
+            if record[name] is not None:
+                self.data[record_key][name.encode()] = repr(record[name]).encode()
+        if record["links"]:
+            self.data[links_key] = {link.encode() for link in record["links"]}
+        for key in (record_key, links_key):
+            self.expiry[key] = self.clock.seconds() + int(ttl)
+        return 1
 
     def close(self) -> None:
         pass

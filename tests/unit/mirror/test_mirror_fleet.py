@@ -64,9 +64,37 @@ class SharedTagTests(MirrorTestCase):
         response = self.pull()
         self.assertEqual((response.status, response.body), (200, MANIFEST))
         self.assertEqual(response.header("docker-content-digest"), MANIFEST_DIGEST)
-        gets = [call for call in self.upstream_calls() if call[0] == "GET"]
-        self.assertEqual(gets, [("GET", TAG_PATH)], "B made no GET")
-        self.assertEqual(self.access[-1]["cache"], "revalidated", "B's HEAD: may it read?")
+        self.assertEqual(self.upstream_calls(), [("GET", TAG_PATH)], "B asked nothing upstream")
+        self.assertEqual(self.access[-1]["cache"], "hit", "the fleet's records: it is public")
+
+    def test_a_refusal_one_instance_learned_stops_the_others_serving_from_cache(self) -> None:
+        self.pull()
+        by_digest = TAG_PATH.replace("latest", MANIFEST_DIGEST)
+        self.assertEqual(self.pull(path=by_digest).status, 200)
+        self.assertEqual(self.access[-1]["cache"], "hit")
+        # The repository turns private: B's revalidation of the tag hears it.
+        self.serve_tag(MANIFEST, MANIFEST_DIGEST, code=401)
+        self.serve_tag(MANIFEST, MANIFEST_DIGEST, code=401, path=by_digest)
+        self.clock.advance(TTL + 1)
+        self.on("b")
+        self.assertEqual(self.pull().status, 401)
+        self.clock.advance(1)  # B's records are written
+        self.on("a")
+        self.assertEqual(self.pull(path=by_digest).status, 401, "A asked the upstream")
+        self.assertEqual(self.upstream_calls()[-1], ("HEAD", by_digest))
+
+    def test_without_redis_the_refusal_stays_with_the_instance_that_heard_it(self) -> None:
+        self.pull()
+        by_digest = TAG_PATH.replace("latest", MANIFEST_DIGEST)
+        self.serve_tag(MANIFEST, MANIFEST_DIGEST, code=401)
+        self.clock.advance(TTL + 1)
+        self.redis.fail = down()
+        self.on("b")
+        self.assertEqual(self.pull().status, 401)
+        self.clock.advance(1)
+        self.on("a")
+        self.assertEqual(self.pull(path=by_digest).status, 200, "A's own records decide")
+        self.assertEqual(self.access[-1]["cache"], "hit")
 
     def test_a_manifest_by_digest_comes_from_the_fleet(self) -> None:
         self.pull()
@@ -193,4 +221,4 @@ class FillLockTests(SynchronousTestCase):
             settle(self.stub, self.clock)
             self.assertEqual(parse(transport.value())[::2], (200, BLOB))
         self.assertEqual(self.upstream_gets(), 1, "the second instance found it in S3")
-        self.assertEqual(self.log().count("fleet: Redis failed"), 1)
+        self.assertEqual(self.log().count("fleet: Redis failed"), 2, "once per instance")
