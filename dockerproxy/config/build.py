@@ -159,6 +159,9 @@ def build_config(toml: Mapping[str, Any], cli: Mapping[str, Any]) -> Config:
         fleet=fleet_config(toml, cli),
     )
     _check_admins(config, cli)
+    if config.fleet.redis is not None and config.cache.directory is None:
+        key = "--redis" if cli.get("redis") else "fleet.redis"
+        raise ConfigError(key, "a fleet shares the cache: it needs the local cache (no --no-cache)")
     return config
 
 

@@ -918,6 +918,11 @@ def test_fleet_redis_from_toml_and_option() -> None:
 @pytest.mark.parametrize(
     ("toml", "cli", "message"),
     [
+        (
+            {"fleet": {"redis": "redis://redis.test"}},
+            {"cache_enabled": False},
+            "fleet.redis: a fleet shares the cache",
+        ),
         ({"fleet": {"redis": "http://redis.test"}}, {}, "fleet.redis: must be a redis://"),
         ({"fleet": {"redis": "unix:///run/redis.sock"}}, {}, "fleet.redis: must be a redis://"),
         ({"fleet": {"redis": 6379}}, {}, "fleet.redis: must be a redis://"),
