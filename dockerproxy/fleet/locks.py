@@ -9,6 +9,11 @@ again. A winner that dies stops renewing: its lock expires and the next waiter t
 set it takes over. Redis away, or a wait past L{MAX_WAIT}, and an instance fills
 on its own, as it would without a fleet.
 
+A winner whose blob did not reach S3 (the fill failed, or the upload) says so
+with C{unshared:<alg>:<hex>} for L{UNSHARED_TTL} seconds as it releases the lock:
+the waiters, and whoever misses the blob meanwhile, fill on their own rather than
+one after another behind a lock that shares nothing.
+
 The lock's value is a random token of the claim, so only its holder renews or
 releases it (a compare-and-set in a Lua script).
 """
@@ -34,6 +39,11 @@ LOCK_TTL = 15.0
 POLL = 0.25
 # Seconds an instance waits for another one's fill before it fills on its own.
 MAX_WAIT = 600.0
+# Seconds after a fill that did not reach S3 during which instances fill without the lock.
+UNSHARED_TTL = 60
+
+# What an attempt to set a lock found.
+WON, HELD, ALONE = "won", "held", "alone"
 
 RENEW = """
 if redis.call('get', KEYS[1]) == ARGV[1] then
@@ -53,9 +63,10 @@ class Lease:
     """A fill this instance makes: the lock it holds (renewed until released), or none
     (C{token} None) when Redis could not be asked and the instance fills alone."""
 
-    def __init__(self, locks: FillLocks, key: str, token: str | None) -> None:
+    def __init__(self, locks: FillLocks, key: str, unshared: str, token: str | None) -> None:
         self.locks = locks
         self.key = key
+        self.unshared = unshared
         self.token = token
         self._timer: IDelayedCall | None = None
         if token is not None:
@@ -79,18 +90,23 @@ class Lease:
             self.locks.client.call("locks", lambda r: r.eval(RENEW, 1, key, token, ms))
         ).addCallback(renewed)
 
-    def release(self) -> Deferred[Any] | None:
-        """The fill (and its upload) is over: the others may look in S3 now."""
+    def release(self, shared: bool = True) -> Deferred[Any] | None:
+        """The fill (and its upload) is over: the others may look in S3 now, or, when the
+        blob is not C{shared} there, fill on their own."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        key, token = self.key, self.token
+        key, unshared, token = self.key, self.unshared, self.token
         if token is None:
             return None
         self.token = None
-        return Deferred.fromCoroutine(
-            self.locks.client.call("locks", lambda r: r.eval(RELEASE, 1, key, token))
-        )
+
+        def release(r: Any) -> Any:
+            if not shared:
+                r.set(unshared, b"1", ex=UNSHARED_TTL)
+            return r.eval(RELEASE, 1, key, token)
+
+        return Deferred.fromCoroutine(self.locks.client.call("locks", release))
 
 
 class FillLocks:
@@ -114,24 +130,31 @@ class FillLocks:
         """A L{Lease} when this instance is to fill C{digest} from the upstream; None when
         another instance held the lock and let it go meanwhile: look again (in S3)."""
         key = self.client.key("fill", digest.algorithm, digest.hex)
+        unshared = self.client.key("unshared", digest.algorithm, digest.hex)
         token = secrets.token_hex(16)
         ms = int(self.ttl * 1000)
-        won = await self.client.call("locks", lambda r: bool(r.set(key, token, nx=True, px=ms)))
-        if won is None:
-            return Lease(self, key, None)
-        if won:
-            return Lease(self, key, token)
+
+        def lock(r: Any) -> str:
+            if r.exists(unshared):
+                return ALONE
+            return WON if r.set(key, token, nx=True, px=ms) else HELD
+
+        outcome = await self.client.call("locks", lock)
+        if outcome is None or outcome == ALONE:
+            return Lease(self, key, unshared, None)
+        if outcome == WON:
+            return Lease(self, key, unshared, token)
         deadline = self.clock.seconds() + self.max_wait
         while self.clock.seconds() < deadline:
             await deferLater(self.clock, self.poll)
-            held = await self.client.call("locks", lambda r: r.exists(key))
-            if held is None:
-                return Lease(self, key, None)
-            if not held:
+            held = await self.client.call("locks", lambda r: (r.exists(key), r.exists(unshared)))
+            if held is None or held[1]:
+                return Lease(self, key, unshared, None)
+            if not held[0]:
                 return None
         log.warn(
             "fleet: waited {seconds:g}s for another instance's fill of {digest}; filling here",
             seconds=self.max_wait,
             digest=digest,
         )
-        return Lease(self, key, None)
+        return Lease(self, key, unshared, None)

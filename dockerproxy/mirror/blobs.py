@@ -176,19 +176,20 @@ class UpstreamBlobs:
         after = self.after_fill(fill) if ok and self.after_fill is not None else None
         if isinstance(after, Deferred):
             after.addBoth(_release_after, lease)
-        else:
-            _release(lease)
+        else:  # not uploaded: another upload of it is under way, or the fill was not kept
+            _release(lease, shared=ok and fill.committed)
         return ok
 
 
-def _release_after(result: object, lease: Lease | None) -> object:
-    _release(lease)
-    return result
+def _release_after(in_s3: object, lease: Lease | None) -> object:
+    _release(lease, shared=in_s3 is True)
+    return in_s3
 
 
-def _release(lease: Lease | None) -> None:
+def _release(lease: Lease | None, shared: bool = True) -> None:
+    """Let the fleet's waiters go: to S3 when C{shared}, else each to fill on its own."""
     if lease is not None:
-        lease.release()
+        lease.release(shared)
 
 
 class BlobProxy:

@@ -14,7 +14,7 @@ S3 in the background.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.logger import Logger
@@ -115,9 +115,9 @@ class S3Blobs:
             )
         return ok
 
-    def upload(self, fill: Fill) -> Deferred[Any] | None:
+    def upload(self, fill: Fill) -> Deferred[bool] | None:
         """Copy a verified upstream fill, once committed, to S3 in the background; the
-        Deferred fires when the upload is over, whatever its outcome."""
+        Deferred fires when the upload is over, with whether the blob is in S3 now."""
         digest = fill.digest
         if digest in self._uploads:
             return None
@@ -134,18 +134,22 @@ class S3Blobs:
         )
         self._uploads.add(digest)
 
-        def uploaded(done: bool) -> None:
+        def uploaded(done: bool) -> bool:
             self._suspect.discard(digest)
             if done:
                 log.info(
                     "S3 cache: uploaded {digest} ({size} bytes)", digest=digest, size=fill.written
                 )
+            return True  # uploaded, or another instance's copy was there
 
-        def failed(failure: Failure) -> None:
+        def failed(failure: Failure) -> bool:
             log.warn(
                 "S3 cache: cannot upload {digest}: {error}", digest=digest, error=failure.value
             )
+            return False
 
-        upload.addCallbacks(uploaded, failed)
-        upload.addBoth(lambda _: self._uploads.discard(digest))
-        return upload
+        def over(in_s3: bool) -> bool:
+            self._uploads.discard(digest)
+            return in_s3
+
+        return upload.addCallbacks(uploaded, failed).addCallback(over)

@@ -57,6 +57,24 @@ class FillLockTests(SynchronousTestCase):
         self.clock.advance(0.25)
         self.assertIsNone(self.successResultOf(waiting), "look in S3 again")
 
+    def test_a_fill_that_reached_no_s3_lets_everyone_fill_alone_for_a_while(self) -> None:
+        lease = self.successResultOf(self.claim())
+        assert lease is not None
+        waiting = self.claim()
+        lease.release(shared=False)
+        self.clock.advance(0.25)
+        alone = self.successResultOf(waiting)
+        assert alone is not None
+        self.assertIsNone(alone.token, "the waiter fills without the lock")
+        newcomer = self.successResultOf(self.claim())
+        assert newcomer is not None
+        self.assertIsNone(newcomer.token)
+        self.assertIsNone(self.redis.get(KEY))
+        self.clock.advance(60)
+        later = self.successResultOf(self.claim())
+        assert later is not None
+        self.assertIsNotNone(later.token, "a minute later the lock is taken again")
+
     def test_redis_away_the_instance_fills_alone(self) -> None:
         self.redis.fail = down()
         lease = self.successResultOf(self.claim())

@@ -205,13 +205,20 @@ class FillLockTests(SynchronousTestCase):
         self.assertEqual(parse(transport.value())[::2], (200, BLOB))
         self.assertEqual(self.upstream_gets(), 1)
 
-    def test_a_failed_upload_releases_the_lock_too(self) -> None:
+    def test_a_failed_upload_releases_the_lock_and_the_others_fill_alone(self) -> None:
         self.s3.fail = lambda method, path, query: 500 if method == "PUT" else None
         transport = self.start(self.sites[0])
         settle(self.stub, self.clock)
         self.assertEqual(parse(transport.value())[::2], (200, BLOB))
         self.assertIn("cannot upload", self.log())
         self.assertNotIn(LOCK_KEY, self.redis.data)
+        self.assertIn(LOCK_KEY.replace(":fill:", ":unshared:"), self.redis.data)
+        sets = self.redis.calls.count("set")
+        transport = self.start(self.sites[1])
+        settle(self.stub, self.clock)
+        self.assertEqual(parse(transport.value())[::2], (200, BLOB))
+        self.assertEqual(self.upstream_gets(), 2, "nothing in S3 to wait for")
+        self.assertEqual(self.redis.calls.count("set"), sets, "B took no lock")
 
     def test_redis_down_the_instance_fills_alone_and_says_so_once(self) -> None:
         self.redis.fail = down()
