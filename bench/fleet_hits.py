@@ -17,17 +17,20 @@ from __future__ import annotations
 import argparse
 import http.client
 import shutil
+import socket
 import statistics
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
-from processes import Proc, free_port, session, wait_http
+from processes import Proc, Procs, free_port, session, wait_http
 from proxies import start_proxy
 from registry import start_registry
 from runner import parse_size
 
 
-def start_redis(procs: object, work: object) -> str:
+def start_redis(procs: Procs, work: Path) -> str:
+    """redis-server on a free port of 127.0.0.1, nothing on disk; its URL."""
     port = free_port()
     argv = [
         shutil.which("redis-server") or "redis-server",
@@ -40,12 +43,10 @@ def start_redis(procs: object, work: object) -> str:
         "--appendonly",
         "no",
     ]
-    proc = procs.start(Proc("redis", argv, work, cwd=work))  # type: ignore[attr-defined]
+    proc = procs.start(Proc("redis", argv, work, cwd=work))
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         try:
-            import socket
-
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
             return f"redis://127.0.0.1:{port}/0"
         except OSError:
