@@ -18,6 +18,7 @@ from tests.harness.caching import (
     BackgroundFetch,
     anonymous_token,
     fetch_blob,
+    no_images,
     upstream_gets,
 )
 from tests.harness.images import ImageRecord, IndexRecord
@@ -140,8 +141,6 @@ def test_concurrent_cold_gets_on_three_instances_make_one_upstream_get(
     redis: RedisServer,
     tmp: Path,
 ) -> None:
-    from tests.harness.caching import no_images
-
     up = make_upstream(seed=no_images)
     name = f"public/{unique('cold')}"
     blob = largeblobs.put_large_blob(up.registry, name, 30_000_000, seed=name)
@@ -170,8 +169,6 @@ def test_redis_stopped_mid_way_pulls_still_succeed(
     redis: RedisServer,
     tmp: Path,
 ) -> None:
-    from tests.harness.caching import no_images
-
     up = make_upstream(seed=no_images)
     name = f"public/{unique('down')}"
     blobs = [
