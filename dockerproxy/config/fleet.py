@@ -14,11 +14,22 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from dockerproxy.config.checks import ConfigError, check_seconds
 
 _KEYS = {"redis", "prefix", "timeout"}
+_TLS_PARAMETERS = frozenset(
+    {
+        "ssl_ca_certs",
+        "ssl_ca_path",
+        "ssl_certfile",
+        "ssl_keyfile",
+        "ssl_cert_reqs",
+        "ssl_check_hostname",
+        "ssl_min_version",
+    }
+)
 _PREFIX_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789:._-/")
 
 
@@ -75,4 +86,16 @@ def check_redis_url(key: str, value: Any) -> str:
     db = parts.path.lstrip("/")
     if db and not (db.isdigit() and int(db) < 16):
         raise ConfigError(key, "the path names a database number from 0 to 15, or nothing")
+    # redis-py lets URL parameters override the client's own settings (its timeouts among
+    # them): only the TLS ones are taken, e.g. rediss://...?ssl_ca_certs=/etc/ca.pem.
+    names = {name for name, _ in parse_qsl(parts.query, keep_blank_values=True)}
+    other = sorted(names - _TLS_PARAMETERS)
+    if other or parts.fragment:
+        raise ConfigError(key, f"takes only the parameters {', '.join(sorted(_TLS_PARAMETERS))}")
+    from redis.connection import parse_url  # the client's own reading of the URL
+
+    try:
+        parse_url(value)
+    except ValueError:
+        raise ConfigError(key, "has a parameter with an invalid value") from None
     return value

@@ -913,6 +913,8 @@ def test_fleet_redis_from_toml_and_option() -> None:
         == "rediss://:pw@redis.test"
     )
     assert build_config(toml, {"redis": "redis://other.test"}).fleet.redis == "redis://other.test"
+    tls = "rediss://redis.test:6380/1?ssl_ca_certs=/etc/ca.pem"
+    assert build_config({}, {"redis": tls}).fleet.redis == tls
 
 
 @pytest.mark.parametrize(
@@ -928,6 +930,8 @@ def test_fleet_redis_from_toml_and_option() -> None:
         ({"fleet": {"redis": 6379}}, {}, "fleet.redis: must be a redis://"),
         ({}, {"redis": "redis://:secret@redis.test:99999"}, "--redis: is not a valid"),
         ({}, {"redis": "redis://redis.test/db"}, "--redis: the path names a database"),
+        ({}, {"redis": "redis://redis.test/0?socket_timeout=60"}, "takes only the parameters"),
+        ({}, {"redis": "rediss://redis.test/0?ssl_min_version=x"}, "an invalid value"),
         ({"fleet": {"prefix": ""}}, {}, "fleet.prefix: must be 1 to 64"),
         ({"fleet": {"timeout": 0}}, {}, "fleet.timeout: must be between"),
         ({"fleet": {"colour": 1}}, {}, "fleet.colour: unknown setting"),
