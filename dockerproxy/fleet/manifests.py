@@ -71,8 +71,8 @@ class RedisManifestBytes:
 
 
 class S3ManifestBytes:
-    """Manifest documents in the S3 tier, C{<prefix>manifests/<alg>/<hex>.json}; S3's
-    failures are the fleet's fallbacks (the instance goes on alone)."""
+    """Manifest documents in the S3 tier, C{<prefix>manifests/<alg>/<hex>.json}. An S3
+    failure is logged (and counted among the S3 errors) and the instance goes on alone."""
 
     def __init__(self, bucket: S3BlobStore, client: FleetClient) -> None:
         self.bucket = bucket
