@@ -1,6 +1,6 @@
 """What the lower layers report to the metrics, without knowing them.
 
-The upstream client and the S3 store are below the metrics in the layering
+The upstream client, the S3 store and the fleet's Redis client are below the metrics in the layering
 (see tests/unit/test_layering.py): they report what happened through this
 small interface, which the proxy's L{dockerproxy.admin.metrics.Metrics}
 implements; L{NO_METERS} (the default) reports nowhere. Each call is made once
@@ -25,6 +25,10 @@ class Meters(Protocol):
         """An S3 request failed (no answer, or an error status): C{operation} is S3's name
         for it (C{HeadObject}, C{GetObject}, C{PutObject}, ...)."""
 
+    def fleet_fallback(self, operation: str) -> None:
+        """Redis did not answer the fleet's C{operation} (C{tags}, C{manifests}, C{locks},
+        C{records}): the instance went on alone."""
+
 
 class NoMeters:
     """Reports nowhere."""
@@ -36,6 +40,9 @@ class NoMeters:
         pass
 
     def s3_failed(self, operation: str) -> None:
+        pass
+
+    def fleet_fallback(self, operation: str) -> None:
         pass
 
 

@@ -30,6 +30,7 @@ from dockerproxy.services import CacheService, OrderedMultiService, S3Service, T
 from dockerproxy.warmservice import make_warm
 from dockerproxy.wiring import (
     make_client_auth,
+    make_fleet,
     make_mirror,
     make_proxy,
     make_s3,
@@ -128,6 +129,9 @@ def service_for(
     top.reloads.setServiceParent(top)
     pool_service.setServiceParent(top)
     top.threadpool = pool_service.threadpool
+    fleet = make_fleet(config, reactor, s3, meters)
+    if fleet is not None:  # Redis calls end after the cache's last writes
+        fleet.service.setServiceParent(top)
     bcrypt_pool = ThreadedPool(reactor, pool_service.threadpool)
     top.client_auth = client_auth = make_client_auth(config, proxy, reactor, bcrypt_pool)
     if client_auth.enabled:
@@ -138,6 +142,7 @@ def service_for(
         proxy,
         ThreadedPool(reactor, pool_service.threadpool),
         s3,
+        fleet,
     )
     if mirror is not None:
         CacheService(mirror).setServiceParent(top)

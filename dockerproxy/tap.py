@@ -140,6 +140,13 @@ class Options(usage.Options):
             "The index docker search asks (default https://index.docker.io; none with "
             "--no-presets).",
         ],
+        [
+            "redis",
+            None,
+            None,
+            "redis:// URL shared by a fleet of instances: tags, manifests, access records, "
+            "fill locks.",
+        ],
     ]
 
     def __init__(self) -> None:
@@ -294,6 +301,7 @@ class Options(usage.Options):
             "admin_listen": self["admin_listen"],
             "search_upstream": self["search-upstream"],
             "http2": self["http2"],
+            "redis": self["redis"],
         }
 
 

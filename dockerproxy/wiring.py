@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.internet.interfaces import IReactorTime
 
-from dockerproxy.access import AccessCache
+from dockerproxy.access import AccessCache, RecordStore
 from dockerproxy.accessrecords import MetaRecords
 from dockerproxy.cache.blobs import BlobCache
 from dockerproxy.cache.diskio import DiskWork, Pool
@@ -39,6 +39,7 @@ from dockerproxy.users import UserStore
 
 if TYPE_CHECKING:
     from dockerproxy.cache.s3 import S3BlobStore
+    from dockerproxy.fleet.wiring import Fleet
 
 
 def make_proxy(
@@ -111,12 +112,33 @@ def make_s3(
     )
 
 
+def make_fleet(
+    config: Config, reactor: Any, s3: S3BlobStore | None, meters: Meters = NO_METERS
+) -> Fleet | None:
+    """The fleet's Redis side (L{dockerproxy.fleet}), with C{--redis} and a local cache."""
+    fleet = config.fleet
+    if fleet.redis is None or config.cache.directory is None:
+        return None
+    from dockerproxy.fleet.wiring import make_fleet as build  # redis loads only in a fleet
+
+    return build(
+        fleet.redis,
+        fleet.prefix,
+        fleet.timeout,
+        reactor,
+        config.cache.stale_max_age,
+        s3,
+        meters,
+    )
+
+
 def make_mirror(
     cache: CacheConfig,
     reactor: IReactorTime,
     exchange: Proxy,
     disk_pool: Pool,
     s3: S3BlobStore | None = None,
+    fleet: Fleet | None = None,
 ) -> Mirror | None:
     """The pull-through cache over C{cache.directory}, not started: a L{CacheService}
     recovers what a crash left behind and loads the records.
@@ -131,8 +153,21 @@ def make_mirror(
     disk = DiskWork(disk_pool)
     documents = Documents(store, disk)
     blobs = BlobCache(store, reactor, cache.max_size, disk=disk, max_blob_size=cache.max_blob_size)
-    access = AccessCache(reactor, records=MetaRecords(documents))
-    return Mirror(blobs, documents, access, exchange, cache.tag_ttl, cache.stale_max_age, s3=s3)
+    records: RecordStore = MetaRecords(documents)
+    if fleet is not None:  # shared by the fleet, kept on this disk too
+        records = fleet.records(records)
+    access = AccessCache(reactor, records=records)
+    return Mirror(
+        blobs,
+        documents,
+        access,
+        exchange,
+        cache.tag_ttl,
+        cache.stale_max_age,
+        s3=s3,
+        shared=None if fleet is None else fleet.manifests,
+        locks=None if fleet is None else fleet.locks,
+    )
 
 
 def make_search(config: Config, proxy: Proxy) -> SearchIndex | None:

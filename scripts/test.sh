@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Real peers for the integration tests and the unit-file check.
-DEBIAN_PACKAGES=(docker-registry skopeo nginx-light systemd curl docker.io podman containerd chromium fonts-wqy-microhei apache2-utils)
+DEBIAN_PACKAGES=(docker-registry skopeo nginx-light systemd curl docker.io podman containerd chromium fonts-wqy-microhei apache2-utils redis-server)
 missing=()
 for pkg in "${DEBIAN_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

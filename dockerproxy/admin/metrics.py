@@ -143,6 +143,13 @@ class Metrics:
             ("operation",),
             registry=r,
         )
+        self.fleet_fallbacks = Counter(
+            "dockerproxy_fleet_fallbacks_total",
+            "Fleet calls Redis did not answer (down, slow, in back-off): the instance went on "
+            "alone, by operation.",
+            ("operation",),
+            registry=r,
+        )
         Gauge("dockerproxy_build_info", "The running version.", ("version",), registry=r).labels(
             __version__
         ).set(1)
@@ -225,6 +232,9 @@ class Metrics:
 
     def s3_failed(self, operation: str) -> None:
         self._child(self.s3_errors, operation).inc()
+
+    def fleet_fallback(self, operation: str) -> None:
+        self._child(self.fleet_fallbacks, operation).inc()
 
     # ------------------------------------------------------------ exposition
 

@@ -1,8 +1,10 @@
 """S3-compatible object storage as a blob cache tier that several proxy instances share.
 
-Only blobs go there, under C{<prefix>blobs/<alg>/<hex>}: they are immutable and by
+Blobs go there, under C{<prefix>blobs/<alg>/<hex>}: they are immutable and by
 far the bulk of a pull, so a blob one instance fetched is served by the others
-without the upstream. Manifests and tags stay in each instance's local store.
+without the upstream. Manifests stay in each instance's local store, and in a
+fleet with Redis (L{dockerproxy.fleet}) are shared as small documents here too
+(L{S3BlobStore.get_document}).
 
 Requests are signed with botocore's SigV4 signer (path-style addressing, so any
 S3-compatible server works without wildcard DNS) and sent with treq over the
@@ -225,6 +227,32 @@ class S3BlobStore:
         response = await self._request("GetObject", "GET", self.object_url(digest), headers)
         await self._check("GetObject", response, (200, 206), keep_body=True)
         return response
+
+    async def get_document(self, name: str, limit: int) -> bytes | None:
+        """The small object C{<prefix>name} (the fleet's manifests), or None when it is not
+        there; past C{limit} bytes, or stalled past the idle timeout, it fails."""
+        response = await self._request("GetObject", "GET", self._named_url(name))
+        if response.code == 404:
+            await discard(response)
+            return None
+        await self._check("GetObject", response, (200,), keep_body=True)
+        collector = Collect(limit, self.clock, self.idle_timeout)
+        response.deliverBody(collector)
+        try:
+            return await collector.done
+        except Exception as e:
+            raise self._failed("GetObject", 200, describe_failure(e)) from None
+
+    async def put_document(self, name: str, data: bytes) -> None:
+        """Write the small object C{<prefix>name} whole."""
+        await self._ensure_bucket_once()
+        response = await self._request(
+            "PutObject", "PUT", self._named_url(name), {"Content-Type": "application/json"}, data
+        )
+        await self._check("PutObject", response, (200,))
+
+    def _named_url(self, name: str) -> str:
+        return f"{self.endpoint}/{self.config.bucket}/{self.config.prefix}{quote(name, safe='/')}"
 
     async def upload(self, digest: Digest, path: Path, size: int, *, replace: bool = False) -> bool:
         """Copy the committed local blob at C{path} to S3, streamed; True if uploaded.

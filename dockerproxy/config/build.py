@@ -18,6 +18,7 @@ from dockerproxy.config.checks import (
     check_seconds,
     check_url,
 )
+from dockerproxy.config.fleet import fleet_config
 from dockerproxy.config.policy import KEYS as QUOTA_KEYS
 from dockerproxy.config.policy import quotas_config
 from dockerproxy.config.protocols import http2_config
@@ -56,6 +57,7 @@ _TOP_KEYS = {
     "search",
     "warm",
     "http2",
+    "fleet",
 }
 
 
@@ -79,7 +81,7 @@ def build_config(toml: Mapping[str, Any], cli: Mapping[str, Any]) -> Config:
     C{cache_s3_region} and C{cache_s3_redirect} (True for --cache-s3-redirect), and for
     clients C{client_header_timeout}, C{client_idle_timeout}, C{max_connections} and
     C{public_url}, and C{drain_timeout}, and C{search_upstream} (C{docker search}),
-    and C{http2} (True or False for --http2 / --no-http2).
+    and C{http2} (True or False for --http2 / --no-http2), and C{redis} (the fleet's).
     """
     unknown = set(toml) - _TOP_KEYS
     if unknown:
@@ -154,8 +156,12 @@ def build_config(toml: Mapping[str, Any], cli: Mapping[str, Any]) -> Config:
         search=search_config(toml, cli),
         warm=warm_config(toml.get("warm")),
         http2=http2_config(toml, cli),
+        fleet=fleet_config(toml, cli),
     )
     _check_admins(config, cli)
+    if config.fleet.redis is not None and config.cache.directory is None:
+        key = "--redis" if cli.get("redis") else "fleet.redis"
+        raise ConfigError(key, "a fleet shares the cache: it needs the local cache (no --no-cache)")
     return config
 
 

@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 
 from dockerproxy.config.admin import AdminSettings
 from dockerproxy.config.auth import AuthSettings
+from dockerproxy.config.fleet import FleetSettings
 from dockerproxy.config.policy import Quotas
 from dockerproxy.config.warm import WarmEntry
 from dockerproxy.networks import Networks
@@ -156,3 +157,4 @@ class Config:
     search: SearchSettings = field(default_factory=SearchSettings)  # see config/search.py
     warm: tuple[WarmEntry, ...] = ()  # [[warm]]: images refreshed on a schedule (config/warm.py)
     http2: bool = False  # h2 offered by ALPN on ssl: listeners (config/protocols.py)
+    fleet: FleetSettings = field(default_factory=FleetSettings)  # Redis (config/fleet.py)

@@ -34,6 +34,8 @@ from dockerproxy.pull import Pull
 
 if TYPE_CHECKING:
     from dockerproxy.cache.s3 import S3BlobStore
+    from dockerproxy.fleet.locks import FillLocks
+    from dockerproxy.fleet.manifests import SharedManifests
 
 
 class Mirror:
@@ -41,7 +43,9 @@ class Mirror:
 
     C{exchange} is the upstream side: every miss and every check goes through it;
     C{s3} adds the blob tier shared with other instances. C{documents} (the
-    manifests, tags and counters) share the blobs' store and their disk pool.
+    manifests, tags and counters) share the blobs' store and their disk pool. In a
+    fleet, C{shared} holds the tags and manifests every instance sees, and
+    C{locks} make one instance at a time fill a blob from the upstream.
     """
 
     def __init__(
@@ -53,6 +57,8 @@ class Mirror:
         tag_ttl: float,
         stale_max_age: float,
         s3: S3BlobStore | None = None,
+        shared: SharedManifests | None = None,
+        locks: FillLocks | None = None,
     ) -> None:
         self.blobs = blobs
         self.store = store = blobs.store
@@ -72,11 +78,18 @@ class Mirror:
             self.remote,
             tiers=() if self.s3 is None else (self.s3,),
             after_fill=None if self.s3 is None else self.s3.upload,
+            locks=None if self.s3 is None else locks,
         )
         manifests = ManifestStore(documents)
-        self.manifest_proxy = ManifestProxy(manifests, self.remote)
+        self.manifest_proxy = ManifestProxy(manifests, self.remote, shared)
         self.tag_proxy = TagProxy(
-            manifests, self.manifest_proxy, self.remote, exchange.clock, tag_ttl, stale_max_age
+            manifests,
+            self.manifest_proxy,
+            self.remote,
+            exchange.clock,
+            tag_ttl,
+            stale_max_age,
+            shared,
         )
 
     async def serve(self, pull: Pull) -> None:

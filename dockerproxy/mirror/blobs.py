@@ -6,6 +6,8 @@ asked: L{LocalBlobs} (a blob committed or being filled), then any shared tier
 fills the local cache from the upstream with one request per blob however many
 clients ask (the clients that ask meanwhile wait for its answer). A fill from
 the upstream, once committed, is handed to C{after_fill} (the S3 tier's upload).
+In a fleet, the upstream request is made by one instance at a time: see
+L{dockerproxy.fleet.locks}.
 
 Nothing is served from the cache to a client the upstream would refuse (see
 L{Remote.readable}).
@@ -14,8 +16,9 @@ L{Remote.readable}).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.web.iweb import IResponse
 
@@ -29,6 +32,9 @@ from dockerproxy.mirror.remote import CONDITIONS, Remote
 from dockerproxy.mirror.responses import HIT, MISS, send_blob
 from dockerproxy.pull import Pull
 from dockerproxy.relay import discard
+
+if TYPE_CHECKING:
+    from dockerproxy.fleet.locks import FillLocks, Lease
 
 log = Logger()
 
@@ -79,16 +85,23 @@ class UpstreamBlobs:
     """The upstream: HEADs are relayed, a GET fills the local cache (one request per blob).
 
     The last source: it declines only after waiting for another client's request
-    for the same blob, whose failure to reach the upstream it shares; then the
-    chain is asked again, and that request's fill serves this client too.
+    for the same blob, whose failure to reach the upstream it shares, or for
+    another instance's fill (C{locks}); then the chain is asked again, and that
+    fill serves this client too. C{after_fill} may return a Deferred (the S3
+    upload): the fleet's lock is held until it fires.
     """
 
     def __init__(
-        self, blobs: BlobCache, remote: Remote, after_fill: Callable[[Fill], object] | None = None
+        self,
+        blobs: BlobCache,
+        remote: Remote,
+        after_fill: Callable[[Fill], object] | None = None,
+        locks: FillLocks | None = None,
     ) -> None:
         self.blobs = blobs
         self.remote = remote
         self.after_fill = after_fill
+        self.locks = locks
         # Blob GETs on their way upstream, and the clients waiting for their answers.
         self._fetching = Coalescer()
 
@@ -102,16 +115,25 @@ class UpstreamBlobs:
         if digest in self._fetching:
             await self._fetching.follow(digest)
             return False
-        await self._fill(pull, digest)
-        return True
+        return await self._fill(pull, digest)
 
-    async def _fill(self, pull: Pull, digest: Digest) -> None:
-        """GET the blob upstream into the cache, and serve the client from the fill."""
+    async def _fill(self, pull: Pull, digest: Digest) -> bool:
+        """GET the blob upstream into the cache, and serve the client from the fill; False
+        when another instance filled it meanwhile (the chain looks again)."""
         stray: IResponse | None = None
         too_large: TooLarge | None = None
         fill: Fill | None = None
         with self._fetching.lead(digest):
-            fetched = await self.remote.fetch(pull, drop=CONDITIONS)
+            lease = None
+            if self.locks is not None:
+                lease = await self.locks.claim(digest)
+                if lease is None:
+                    return False
+            try:
+                fetched = await self.remote.fetch(pull, drop=CONDITIONS)
+            except BaseException:
+                _release(lease)
+                raise
             if fetched.response.code == 200:
                 self.remote.served(pull, digest)
                 if have(self.blobs, digest):
@@ -124,16 +146,18 @@ class UpstreamBlobs:
                     except TooLarge as e:
                         too_large = e
                     else:
-                        fill.done.addCallback(self._filled, fill)
+                        fill.done.addCallback(self._filled, fill, lease)
+                        lease = None  # released once the fill and its upload are over
+            _release(lease)
         if fetched.response.code != 200:
             self.remote.answered(pull, fetched.response.code)
             await self.remote.relay(pull, fetched)
-            return
+            return True
         if too_large is not None:
             log.info("blob cache: relaying, not caching: {why}", why=too_large)
             self.blobs.misses += 1
             await relay_uncached(self.remote.exchange, pull, fetched)
-            return
+            return True
         if stray is not None:
             await discard(stray)
         upstream = fallback(self.remote, self.blobs, pull)
@@ -142,15 +166,30 @@ class UpstreamBlobs:
             # the cache's own reasons (the disk), when the client gets a fresh answer.
             if fill is not None and (fill.abandoned or fill.failure is None):
                 await upstream.whole()
-                return
+                return True
             raise errors.bad_gateway(pull.upstream.url, f"blob {digest} failed verification")
         if not await send_blob(pull.request, self.blobs, digest, MISS, upstream):
             raise errors.bad_gateway(pull.upstream.url, f"blob {digest} vanished from the cache")
+        return True
 
-    def _filled(self, ok: bool, fill: Fill) -> bool:
-        if ok and self.after_fill is not None:
-            self.after_fill(fill)
+    def _filled(self, ok: bool, fill: Fill, lease: Lease | None) -> bool:
+        after = self.after_fill(fill) if ok and self.after_fill is not None else None
+        if isinstance(after, Deferred):
+            after.addBoth(_release_after, lease)
+        else:  # not uploaded: another upload of it is under way, or the fill was not kept
+            _release(lease, shared=ok and fill.committed)
         return ok
+
+
+def _release_after(in_s3: object, lease: Lease | None) -> object:
+    _release(lease, shared=in_s3 is True)
+    return in_s3
+
+
+def _release(lease: Lease | None, shared: bool = True) -> None:
+    """Let the fleet's waiters go: to S3 when C{shared}, else each to fill on its own."""
+    if lease is not None:
+        lease.release(shared)
 
 
 class BlobProxy:
@@ -162,9 +201,10 @@ class BlobProxy:
         remote: Remote,
         tiers: Sequence[BlobSource] = (),
         after_fill: Callable[[Fill], object] | None = None,
+        locks: FillLocks | None = None,
     ) -> None:
         self.local = LocalBlobs(blobs, remote)
-        self.upstream = UpstreamBlobs(blobs, remote, after_fill)
+        self.upstream = UpstreamBlobs(blobs, remote, after_fill, locks)
         self.sources: list[BlobSource] = [self.local, *tiers, self.upstream]
 
     async def serve(self, pull: Pull, digest: Digest) -> None:

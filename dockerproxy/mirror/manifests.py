@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from enum import Enum
+from typing import TYPE_CHECKING
 
 from twisted.web.http_headers import Headers
 
@@ -29,6 +30,9 @@ from dockerproxy.mirror.remote import CONDITIONS, Remote
 from dockerproxy.mirror.responses import HIT, MISS, REVALIDATED, send_manifest
 from dockerproxy.pull import Pull
 from dockerproxy.relay import discard
+
+if TYPE_CHECKING:
+    from dockerproxy.fleet.manifests import SharedManifests
 
 # The distribution spec lets registries refuse manifests over 4 MiB.
 MAX_MANIFEST = 4 * 1024 * 1024
@@ -48,18 +52,37 @@ def named_digest(headers: Headers) -> str:
 
 
 class ManifestProxy:
-    """Manifests by digest: the local C{store} first, then the upstream through C{remote}."""
+    """Manifests by digest: the local C{store} first, then the fleet's (C{shared}, if any),
+    then the upstream through C{remote}."""
 
-    def __init__(self, store: ManifestStore, remote: Remote) -> None:
+    def __init__(
+        self, store: ManifestStore, remote: Remote, shared: SharedManifests | None = None
+    ) -> None:
         self.store = store
         self.remote = remote
+        self.shared = shared
+
+    async def lookup(self, digest: Digest) -> CachedManifest | None:
+        """The cached manifest C{digest}: local, else the fleet's, verified and kept locally."""
+        return self.store.get(digest) or await self._from_fleet(digest)
+
+    async def _from_fleet(self, digest: Digest) -> CachedManifest | None:
+        cached = None if self.shared is None else await self.shared.manifest(digest)
+        if cached is not None:
+            self.store.put(cached)
+        return cached
 
     async def serve(self, pull: Pull, digest: Digest) -> None:
         cached = self.store.get(digest)
+        if cached is None:
+            # Another instance's copy, not linked here until the records say so: else a
+            # HEAD says whether this repository has it for this client.
+            cached = await self._from_fleet(digest)
         if cached is not None:
             await self.remote.access.refresh(pull.repo)  # other processes' news first
-        if cached is not None and self.remote.access.is_linked(pull.repo, str(digest)):
-            if self.remote.access.may_read(pull.authorization, pull.repo):
+        linked = cached is not None and self.remote.access.is_linked(pull.repo, str(digest))
+        if cached is not None and (linked or self.shared is not None):
+            if linked and self.remote.access.may_read(pull.authorization, pull.repo):
                 send_manifest(pull.request, cached, HIT)
                 return
             check = await self.check(pull, cached)
@@ -122,5 +145,7 @@ class ManifestProxy:
         media_type = (response.headers.getRawHeaders(b"content-type") or [b""])[0]
         manifest = CachedManifest(digest, media_type.decode("latin-1").split(";")[0].strip(), data)
         self.store.put(manifest)
+        if self.shared is not None:
+            self.shared.publish_manifest(manifest)
         self.remote.served(pull, digest)
         return manifest

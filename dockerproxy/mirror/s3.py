@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from twisted.internet.defer import ensureDeferred
+from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -115,16 +115,17 @@ class S3Blobs:
             )
         return ok
 
-    def upload(self, fill: Fill) -> None:
-        """Copy a verified upstream fill, once committed, to S3 in the background."""
+    def upload(self, fill: Fill) -> Deferred[bool] | None:
+        """Copy a verified upstream fill, once committed, to S3 in the background; the
+        Deferred fires when the upload is over, with whether the blob is in S3 now."""
         digest = fill.digest
         if digest in self._uploads:
-            return
+            return None
         if not fill.committed:
             log.info(
                 "S3 cache: {digest} was not kept in the local cache, not uploaded", digest=digest
             )
-            return
+            return None
         # Runs up to its first wait now, so it opens the committed file before any eviction.
         upload = ensureDeferred(
             self.bucket.upload(
@@ -133,17 +134,22 @@ class S3Blobs:
         )
         self._uploads.add(digest)
 
-        def uploaded(done: bool) -> None:
+        def uploaded(done: bool) -> bool:
             self._suspect.discard(digest)
             if done:
                 log.info(
                     "S3 cache: uploaded {digest} ({size} bytes)", digest=digest, size=fill.written
                 )
+            return True  # uploaded, or another instance's copy was there
 
-        def failed(failure: Failure) -> None:
+        def failed(failure: Failure) -> bool:
             log.warn(
                 "S3 cache: cannot upload {digest}: {error}", digest=digest, error=failure.value
             )
+            return False
 
-        upload.addCallbacks(uploaded, failed)
-        upload.addBoth(lambda _: self._uploads.discard(digest))
+        def over(in_s3: bool) -> bool:
+            self._uploads.discard(digest)
+            return in_s3
+
+        return upload.addCallbacks(uploaded, failed).addCallback(over)

@@ -13,6 +13,8 @@ never served by tag to a client that accepts only single manifests.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.web.http_headers import Headers
@@ -26,6 +28,9 @@ from dockerproxy.mirror.remote import CONDITIONS, Remote
 from dockerproxy.mirror.responses import HIT, MISS, REVALIDATED, STALE, send_manifest
 from dockerproxy.pull import Pull
 from dockerproxy.relay import discard
+
+if TYPE_CHECKING:
+    from dockerproxy.fleet.manifests import SharedManifests
 
 log = Logger()
 
@@ -54,7 +59,9 @@ class TagProxy:
         clock: IReactorTime,
         ttl: float,
         stale_max_age: float,
+        shared: SharedManifests | None = None,
     ) -> None:
+        self.shared = shared  # the fleet's tags, asked when the local entry is not fresh
         self.store = store
         self.manifests = manifests
         self.remote = remote
@@ -70,9 +77,22 @@ class TagProxy:
         ]
         return max(usable, key=lambda e: e.checked, default=None)
 
+    async def _from_fleet(self, pull: Pull, tag: str) -> None:
+        """No fresh local entry: take the fleet's entries that are newer than the local ones."""
+        local = self.entry(pull, tag)
+        if self.shared is None or (
+            local is not None and self.clock.seconds() - local.checked < self.ttl
+        ):
+            return
+        known = {e.media_type: e.checked for e in self.store.tag_entries(pull.repo, tag)}
+        for entry in await self.shared.tag_entries(pull.repo, tag):
+            if entry.checked > known.get(entry.media_type, float("-inf")):
+                self.store.set_tag(pull.repo, tag, entry)
+
     async def serve(self, pull: Pull, tag: str) -> None:
+        await self._from_fleet(pull, tag)
         entry = self.entry(pull, tag)
-        cached = self.store.get(entry.digest) if entry is not None else None
+        cached = await self.manifests.lookup(entry.digest) if entry is not None else None
         if entry is not None and cached is not None:
             if await self.remote.may_read(pull):
                 age = self.clock.seconds() - entry.checked
@@ -132,17 +152,21 @@ class TagProxy:
 
     def _confirmed(self, pull: Pull, tag: str, manifest: CachedManifest) -> None:
         """The upstream named C{manifest} for C{tag} just now: its TTL starts again."""
-        self.store.set_tag(
-            pull.repo, tag, TagEntry(manifest.digest, manifest.media_type, self.clock.seconds())
+        self._set_tag(
+            pull, tag, TagEntry(manifest.digest, manifest.media_type, self.clock.seconds())
         )
+
+    def _set_tag(self, pull: Pull, tag: str, entry: TagEntry) -> None:
+        """Keep what the upstream named, and share it with the fleet."""
+        self.store.set_tag(pull.repo, tag, entry)
+        if self.shared is not None:
+            self.shared.publish_tag(pull.repo, tag, entry)
 
     def _remember_head(self, pull: Pull, tag: str, headers: Headers) -> None:
         """A HEAD by tag names its digest: containerd's next pull of the tag needs no upstream."""
         digest = parse_or_none(named_digest(headers))
         media_type = (headers.getRawHeaders(b"content-type") or [b""])[0].decode("latin-1")
         if digest is not None and media_type:
-            self.store.set_tag(
-                pull.repo,
-                tag,
-                TagEntry(digest, media_type.split(";")[0].strip(), self.clock.seconds()),
+            self._set_tag(
+                pull, tag, TagEntry(digest, media_type.split(";")[0].strip(), self.clock.seconds())
             )

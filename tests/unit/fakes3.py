@@ -18,6 +18,7 @@ from treq.client import HTTPClient
 from treq.testing import RequestTraversalAgent
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.task import Clock
+from twisted.web.http_headers import Headers
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
@@ -172,3 +173,13 @@ def run(stub: StubHTTP, clock: Clock, coroutine: Any) -> Any:
     if isinstance(results[0], Exception) or hasattr(results[0], "raiseException"):
         results[0].raiseException()
     return results[0]
+
+
+def parse(raw: bytes) -> tuple[int, Headers, bytes]:
+    head, _, body = raw.partition(b"\r\n\r\n")
+    status_line, *lines = head.split(b"\r\n")
+    headers = Headers()
+    for line in lines:
+        name, _, value = line.partition(b":")
+        headers.addRawHeader(name.strip(), value.strip())
+    return int(status_line.split(b" ")[1]), headers, body

@@ -53,14 +53,31 @@ def make_parts(
     clock: Clock,
     http: Any,
     pool: Pool | None = None,
+    redis: Any = None,
 ) -> tuple[Proxy, Mirror | None, ProxySite]:
     """What servicetree.service_for wires, over C{http}: the upstream exchange, the mirror (when the
     config caches; with its S3 tier when it has one; its disk work on C{pool}, by default
-    done at once; its cache started as its CacheService does) and the Site."""
+    done at once; its cache started as its CacheService does) and the Site. With C{redis}
+    (a L{tests.unit.fakeredis.FakeRedis}), the instance is in a fleet over it, its calls
+    made at once."""
     proxy, _ = make_proxy(config, clock, http=http)
-    mirror = make_mirror(
-        config.cache, clock, proxy, pool or SyncPool(), make_s3(config, clock, None, http=http)
-    )
+    s3 = make_s3(config, clock, None, http=http)
+    fleet = None
+    if redis is not None:
+        from dockerproxy.fleet.wiring import make_fleet
+
+        cache = config.cache
+        fleet = make_fleet(
+            "redis://redis.test",
+            "fleet:",
+            0.5,
+            clock,
+            cache.stale_max_age,
+            s3,
+            redis=redis,
+            pool=SyncPool(),
+        )
+    mirror = make_mirror(config.cache, clock, proxy, pool or SyncPool(), s3, fleet)
     if mirror is not None:
         CacheService(mirror).startService()
     return proxy, mirror, make_site(proxy, clock, mirror=mirror, search=make_search(config, proxy))

@@ -894,3 +894,53 @@ def test_bad_search_settings_name_their_key(
     toml: dict[str, Any], cli: dict[str, Any], key: str
 ) -> None:
     assert config_error(toml, cli).key == key
+
+
+# --------------------------------------------------------------------------- fleet
+
+
+def test_fleet_redis_from_toml_and_option() -> None:
+    assert build_config({}, {}).fleet.redis is None
+    toml = {"fleet": {"redis": "redis://127.0.0.1:6379/2", "prefix": "mirror:", "timeout": 0.2}}
+    fleet = build_config(toml, {}).fleet
+    assert (fleet.redis, fleet.prefix, fleet.timeout) == (
+        "redis://127.0.0.1:6379/2",
+        "mirror:",
+        0.2,
+    )
+    assert (
+        parse_options(["--redis", "rediss://:pw@redis.test"]).fleet.redis
+        == "rediss://:pw@redis.test"
+    )
+    assert build_config(toml, {"redis": "redis://other.test"}).fleet.redis == "redis://other.test"
+    tls = "rediss://redis.test:6380/1?ssl_ca_certs=/etc/ca.pem"
+    assert build_config({}, {"redis": tls}).fleet.redis == tls
+
+
+@pytest.mark.parametrize(
+    ("toml", "cli", "message"),
+    [
+        (
+            {"fleet": {"redis": "redis://redis.test"}},
+            {"cache_enabled": False},
+            "fleet.redis: a fleet shares the cache",
+        ),
+        ({"fleet": {"redis": "http://redis.test"}}, {}, "fleet.redis: must be a redis://"),
+        ({"fleet": {"redis": "unix:///run/redis.sock"}}, {}, "fleet.redis: must be a redis://"),
+        ({"fleet": {"redis": 6379}}, {}, "fleet.redis: must be a redis://"),
+        ({}, {"redis": "redis://:secret@redis.test:99999"}, "--redis: is not a valid"),
+        ({}, {"redis": "redis://redis.test/db"}, "--redis: the path names a database"),
+        ({}, {"redis": "redis://redis.test/0?socket_timeout=60"}, "takes only the parameters"),
+        ({}, {"redis": "rediss://redis.test/0?ssl_min_version=x"}, "an invalid value"),
+        ({"fleet": {"prefix": ""}}, {}, "fleet.prefix: must be 1 to 64"),
+        ({"fleet": {"timeout": 0}}, {}, "fleet.timeout: must be between"),
+        ({"fleet": {"colour": 1}}, {}, "fleet.colour: unknown setting"),
+        ({"fleet": "redis://x"}, {}, "fleet: must be a table"),
+    ],
+)
+def test_fleet_settings_are_checked_without_echoing_the_url(
+    toml: dict[str, Any], cli: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message) as caught:
+        build_config(toml, cli)
+    assert "secret" not in str(caught.value)

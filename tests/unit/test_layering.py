@@ -64,6 +64,23 @@ RULES = [
         ),
     ),
     (
+        # The fleet's Redis side sits beside the cache: the mirror uses it, it knows no request.
+        "dockerproxy.fleet",
+        (
+            "dockerproxy.config",
+            "dockerproxy.mirror",
+            "dockerproxy.exchange",
+            "dockerproxy.resources",
+            "dockerproxy.servicetree",
+            "dockerproxy.tap",
+            "dockerproxy.wiring",
+            "dockerproxy.upstream",
+            "dockerproxy.routing",
+            "dockerproxy.site",
+            "dockerproxy.pull",
+        ),
+    ),
+    (
         "dockerproxy.config",
         (
             "dockerproxy.cache",

@@ -87,3 +87,10 @@ def test_an_unset_secret_shows_as_unset(monkeypatch: pytest.MonkeyPatch) -> None
     )
     lines = show_settings(config)
     assert "cache.s3.session_token = null" in lines
+
+
+def test_a_redis_url_is_masked_it_may_hold_a_password() -> None:
+    config = build_config({"fleet": {"redis": "redis://:hunter2@redis.test"}}, {})
+    lines = show_settings(config)
+    assert f'fleet.redis = "{MASK}"' in lines
+    assert not any("hunter2" in line for line in lines)

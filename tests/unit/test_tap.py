@@ -84,6 +84,24 @@ class BuildTests(TreeTestCase):
         self.assertFalse(top.threadpool.started)
         self.assertFalse(any(IService(child).running for child in top))
 
+    def test_in_a_fleet_redis_calls_end_after_the_caches_last_writes(self) -> None:
+        """The fleet's pool starts before the cache and so stops after it: the access
+        records the cache writes at its stop still reach Redis (or fall back)."""
+        self.config = replace(
+            self.config, fleet=replace(self.config.fleet, redis="redis://127.0.0.1:9/0")
+        )
+        top = self.build()
+        names = [IService(child).name for child in top]
+        self.assertEqual(names, [*START_ORDER[:2], "fleet", *START_ORDER[2:]])
+        fleet = top.getServiceNamed("fleet")
+        self.assertFalse(fleet.threadpool.started, "built, not started")
+        top.startService()
+        self.assertTrue(fleet.threadpool.started)
+        top.stopService()
+        self.reactor.advance(DRAIN + ABORT_WAIT)
+        self.assertFalse(fleet.running)
+        self.assertFalse(fleet.threadpool.started, "its threads joined")
+
     def test_a_crashed_fill_is_cleared_at_start_not_at_build(self) -> None:
         leftover = self.cache / "tmp" / "fill-crashed.partial"
         leftover.parent.mkdir(parents=True)

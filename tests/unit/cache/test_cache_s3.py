@@ -243,6 +243,16 @@ class StoreTests(SynchronousTestCase):
         self.assertEqual([parse_qs(q)["partNumber"] for q in parts], [["1"], ["2"], ["3"]])
         self.assertEqual(self.run_(self.store.head(self.digest)), 2500)
 
+    def test_small_documents_go_up_whole_and_come_back_bounded(self) -> None:
+        name = f"manifests/sha256/{self.digest.hex}.json"
+        self.run_(self.store.put_document(name, b'{"a": 1}'))
+        self.assertEqual(self.s3.buckets, {"cache"}, "the bucket is made first")
+        self.assertEqual(self.s3.objects[f"team/{name}"], b'{"a": 1}')
+        self.assertEqual(self.run_(self.store.get_document(name, 100)), b'{"a": 1}')
+        self.assertIsNone(self.run_(self.store.get_document("manifests/none.json", 100)))
+        with self.assertRaises(S3Error):
+            self.run_(self.store.get_document(name, 4))  # larger than the bound
+
     def test_a_small_blob_is_one_put(self) -> None:
         self.store = S3BlobStore(
             self.stub,

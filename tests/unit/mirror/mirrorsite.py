@@ -42,7 +42,7 @@ class MirrorTestCase(ProxyTestCase):
         super().setUp()
         self.serve_tag(MANIFEST, DIGEST)
 
-    def serve_tag(self, body: bytes, digest: str, code: int = 200) -> None:
+    def serve_tag(self, body: bytes, digest: str, code: int = 200, path: str = TAG_PATH) -> None:
         def handle(request: Request) -> bytes:
             request.setResponseCode(code)
             if code != 200:
@@ -52,7 +52,7 @@ class MirrorTestCase(ProxyTestCase):
             request.setHeader(b"content-length", b"%d" % len(body))
             return b"" if request.method == b"HEAD" else body
 
-        self.upstream.on(HUB_HOST, TAG_PATH, handle)
+        self.upstream.on(HUB_HOST, path, handle)
 
     def pull(
         self,

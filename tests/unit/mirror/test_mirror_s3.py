@@ -30,19 +30,10 @@ from tests.unit.fakes3 import (
     FakeS3,
     Registry,
     StubHTTP,
+    parse,
     settle,
 )
 from tests.unit.proxysite import MIRROR, make_parts
-
-
-def parse(raw: bytes) -> tuple[int, Headers, bytes]:
-    head, _, body = raw.partition(b"\r\n\r\n")
-    status_line, *lines = head.split(b"\r\n")
-    headers = Headers()
-    for line in lines:
-        name, _, value = line.partition(b":")
-        headers.addRawHeader(name.strip(), value.strip())
-    return int(status_line.split(b" ")[1]), headers, body
 
 
 class MirrorTests(SynchronousTestCase):
