@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
+import os
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
@@ -112,6 +113,17 @@ class TokenServer:
             req.add_header("Authorization", f"Basic {raw}")
         with urllib.request.urlopen(req, timeout=10) as resp:
             return str(json.load(resp)["token"])
+
+    def make_private(self, pattern: str) -> None:
+        """From now on no anonymous rule covers names matching ``pattern``: the repository
+        went private. The server reads the changed file at its next request."""
+        policy = json.loads(self.policy_path.read_text())
+        policy["private"] = [*policy.get("private", []), pattern]
+        before = self.policy_path.stat().st_mtime_ns
+        staged = self.policy_path.with_suffix(".new")
+        staged.write_text(json.dumps(policy, indent=2))
+        os.utime(staged, ns=(before + 1_000_000, before + 1_000_000))  # a change, however fast
+        os.replace(staged, self.policy_path)
 
     def stop(self) -> None:
         self.process.stop()

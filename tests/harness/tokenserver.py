@@ -18,7 +18,10 @@ The policy file (``--users``) is JSON::
                "reader": {"password": "r", "pull": ["private/*"]}}}
 
 Patterns are ``fnmatch`` patterns on repository names; anonymous rules apply to every caller;
-``admin`` also grants non-repository scopes such as ``registry:catalog:*``.
+``admin`` also grants non-repository scopes such as ``registry:catalog:*``. An optional
+``"private": [patterns]`` takes names out of the anonymous rules (a repository that went
+private). The file is read again whenever it changes, so a test can change the policy of a
+running server (``TokenServer.make_private``).
 
 Every request is logged to stdout as one JSON line (method, path with query, whether an
 Authorization header came and which user it named, scopes asked for and granted, status) so
@@ -105,11 +108,16 @@ class Policy:
 
     anonymous: dict[str, list[str]] = field(default_factory=dict)
     users: dict[str, dict[str, Any]] = field(default_factory=dict)
+    private: list[str] = field(default_factory=list)
 
     @classmethod
     def load(cls, path: Path) -> Policy:
         data = json.loads(Path(path).read_text())
-        return cls(anonymous=data.get("anonymous", {}), users=data.get("users", {}))
+        return cls(
+            anonymous=data.get("anonymous", {}),
+            users=data.get("users", {}),
+            private=data.get("private", []),
+        )
 
     def check_password(self, user: str, password: str) -> bool:
         entry = self.users.get(user)
@@ -117,7 +125,8 @@ class Policy:
 
     def granted(self, user: str | None, scope: Scope) -> list[str]:
         """The subset of ``scope.actions`` that ``user`` (None = anonymous) may have."""
-        rules: list[dict[str, Any]] = [self.anonymous]
+        private = any(fnmatch.fnmatchcase(scope.name, p) for p in self.private)
+        rules: list[dict[str, Any]] = [] if private else [self.anonymous]
         if user is not None:
             rules.append(self.users.get(user, {}))
         if scope.type != "repository":
@@ -146,13 +155,24 @@ class Config:
 
     issuer: str
     service: str
-    policy: Policy
+    policy_path: Path
     key: Any
     cert_der: bytes
     algorithm: str
     header_mode: str
     expires_in: int
     log_lock: threading.Lock = field(default_factory=threading.Lock)
+    policy_lock: threading.Lock = field(default_factory=threading.Lock)
+    _loaded: tuple[int, Policy] | None = None
+
+    @property
+    def policy(self) -> Policy:
+        """The policy file as it is now: read again when its modification time changed."""
+        with self.policy_lock:
+            mtime = self.policy_path.stat().st_mtime_ns
+            if self._loaded is None or self._loaded[0] != mtime:
+                self._loaded = (mtime, Policy.load(self.policy_path))
+            return self._loaded[1]
 
 
 class TokenHandler(BaseHTTPRequestHandler):
@@ -339,7 +359,7 @@ def load_config(args: argparse.Namespace) -> Config:
     return Config(
         issuer=args.issuer,
         service=args.service,
-        policy=Policy.load(Path(args.users)),
+        policy_path=Path(args.users),
         key=key,
         cert_der=cert.public_bytes(serialization.Encoding.DER),
         algorithm=algorithm,

@@ -6,13 +6,14 @@ What reached the upstream is read from the registry's own access log between mar
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.harness import largeblobs
+from tests.harness import largeblobs, web
 from tests.harness.caching import (
     BLOB_OR_MANIFEST,
     BackgroundFetch,
@@ -21,7 +22,7 @@ from tests.harness.caching import (
     no_images,
     upstream_gets,
 )
-from tests.harness.images import ImageRecord, IndexRecord
+from tests.harness.images import ImageRecord, IndexRecord, push_image
 from tests.harness.polling import wait_until
 from tests.harness.proxy import ProxyProcess, StartProxy
 from tests.harness.pulls import assert_same_image, assert_same_index, copy
@@ -62,6 +63,7 @@ def start_fleet(
     upstream: Upstream,
     size: int = 3,
     bucket: str = "",
+    args: tuple[str, ...] = (),
 ) -> list[ProxyProcess]:
     """``size`` instances over one bucket and one Redis (a fresh key prefix)."""
     config = tmp / "fleet.toml"
@@ -88,6 +90,7 @@ prefix = "{unique("fleet")}:"
             str(config),
             "--cache-dir",
             str(tmp / f"cache-{name}"),
+            *args,
             name=f"fleet-{name}",
         )
         for name in "abc"[:size]
@@ -188,3 +191,42 @@ def test_redis_stopped_mid_way_pulls_still_succeed(
         assert log.count("fleet: Redis failed") == 1, (
             f"{proxy.proc.name} logs it once:\n{log[-3000:]}"
         )
+
+
+def test_a_repository_gone_private_on_one_instance_is_refused_by_the_others(
+    start_proxy: StartProxy,
+    make_upstream: UpstreamFactory,
+    seaweed: Seaweed,
+    redis: RedisServer,
+    tmp: Path,
+) -> None:
+    """A learns from the upstream that anonymous clients may no longer pull a repository
+    (its tag revalidated after the TTL, refused); B, which holds the same image cached and
+    public, must stop serving it to anonymous clients too: a HEAD upstream decides again."""
+    up = make_upstream(seed=no_images)
+    assert up.tokenserver is not None and up.pusher is not None
+    name = f"public/{unique('private')}"
+    image = push_image(up.registry, tmp, name, "1", [{"data": name.encode() * 1000}], up.pusher)
+    bucket = unique("fleet")
+    a, b = start_fleet(
+        start_proxy, tmp, seaweed, redis, up, size=2, bucket=bucket, args=("--tag-ttl", "1")
+    )
+    copy(a, f"{name}:1", tmp / "a")
+    wait_shared(seaweed, bucket, redis, list(image.blobs))
+    copy(b, f"{name}:1", tmp / "b")  # from the fleet's cache: public for everyone
+    manifest = f"{b.url}/v2/{name}/manifests/{image.manifest_digest}"
+    assert web.request("GET", manifest, {"Accept": image.media_type}).status == 200
+
+    up.tokenserver.make_private(name)
+    time.sleep(1.2)  # the tag's TTL (1 s) runs out: a time, not a condition to poll
+    refused = copy(a, f"{name}:1", tmp / "a-again", check=False)
+    assert refused.returncode != 0, "the upstream refuses anonymous pulls now"
+
+    def refused_by_b() -> bool:
+        headers = {"Accept": image.media_type}
+        return web.request("GET", manifest, headers).status == 401
+
+    assert wait_until(refused_by_b, 10, interval=0.2), "b still serves it from cache"
+    for digest in image.blobs:
+        blob = web.request("GET", f"{b.url}/v2/{name}/blobs/{digest}")
+        assert blob.status == 401, (digest, blob)
