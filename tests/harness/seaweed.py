@@ -18,6 +18,7 @@ import secrets
 import shutil
 import sys
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -165,3 +166,8 @@ def _wait_ready(seaweed: Seaweed, timeout: float) -> None:
     raise TimeoutError(
         f"SeaweedFS S3 not ready after {timeout}s: {last}\n{seaweed.process.log_tail()}"
     )
+
+
+def unique(kind: str) -> str:
+    """A fresh name (a bucket, a key prefix) so tests sharing one server never meet."""
+    return f"{kind}-{uuid.uuid4().hex[:10]}"

@@ -35,6 +35,8 @@ from tests.harness.gate import Gate
 from tests.harness.misbehaving import Misbehaving
 from tests.harness.proxy import ProxyProcess, StartProxy
 from tests.harness.proxy import start_proxy as proxy_process
+from tests.harness.redis import RedisServer, start_redis
+from tests.harness.seaweed import Seaweed, start_seaweed
 from tests.harness.tokenauth import TokenServer
 from tests.harness.upstream import (
     Creds,
@@ -168,6 +170,26 @@ def start_proxy(tmp_path: Path) -> Iterator[StartProxy]:
 def misbehaving() -> Iterator[Misbehaving]:
     """The misbehaving registry (tests.harness.misbehaving) on 127.0.0.1 and 127.0.0.2."""
     server = Misbehaving()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seaweed]:
+    """SeaweedFS's S3 gateway for a module's tests (each its own bucket: ``unique``)."""
+    server = start_seaweed(tmp_path_factory.mktemp("seaweed"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """Debian's redis-server for one test (a test may stop it)."""
+    server = start_redis(tmp_path / "redis")
     try:
         yield server
     finally:

@@ -7,33 +7,16 @@ presigned URL; large blobs go up as multipart uploads.
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from tests.harness import largeblobs, web
 from tests.harness.polling import wait_until
 from tests.harness.proxy import ProxyProcess, StartProxy
-from tests.harness.seaweed import Seaweed, start_seaweed
+from tests.harness.seaweed import Seaweed, unique
 from tests.harness.upstream import Upstream
 
 PREFIX = "mirror/"
 PART = 5 * 1024 * 1024  # S3's smallest part: a 20 MB blob goes up in 4
-
-
-@pytest.fixture(scope="module")
-def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seaweed]:
-    server = start_seaweed(tmp_path_factory.mktemp("seaweed"))
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-def unique(kind: str) -> str:
-    return f"{kind}-{uuid.uuid4().hex[:10]}"
 
 
 def config_file(tmp: Path, seaweed: Seaweed, bucket: str, name: str) -> Path:

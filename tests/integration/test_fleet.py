@@ -7,11 +7,7 @@ What reached the upstream is read from the registry's own access log between mar
 from __future__ import annotations
 
 import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from tests.harness import largeblobs, web
 from tests.harness.caching import (
@@ -26,33 +22,11 @@ from tests.harness.images import ImageRecord, IndexRecord, push_image
 from tests.harness.polling import wait_until
 from tests.harness.proxy import ProxyProcess, StartProxy
 from tests.harness.pulls import assert_same_image, assert_same_index, copy
-from tests.harness.redis import RedisServer, start_redis
-from tests.harness.seaweed import Seaweed, start_seaweed
+from tests.harness.redis import RedisServer
+from tests.harness.seaweed import Seaweed, unique
 from tests.harness.upstream import Upstream, UpstreamFactory
 
 PREFIX = "mirror/"
-
-
-@pytest.fixture(scope="module")
-def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seaweed]:
-    server = start_seaweed(tmp_path_factory.mktemp("seaweed"))
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def redis(tmp_path: Path) -> Iterator[RedisServer]:
-    server = start_redis(tmp_path / "redis")
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-def unique(kind: str) -> str:
-    return f"{kind}-{uuid.uuid4().hex[:10]}"
 
 
 def start_fleet(

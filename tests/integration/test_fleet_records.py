@@ -4,8 +4,7 @@ merge applies changes as accessrecords.merged says, whatever order they come in.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import pytest
@@ -15,7 +14,7 @@ from twisted.internet.task import Clock
 from dockerproxy.accessrecords import merged
 from dockerproxy.fleet.client import FleetClient, make_redis
 from dockerproxy.fleet.records import FleetRecords
-from tests.harness.redis import RedisServer, start_redis
+from tests.harness.redis import RedisServer
 
 T = TypeVar("T")
 
@@ -33,15 +32,6 @@ class NoLocal:
 
     def save(self, repository: str, change: dict[str, Any]) -> None:
         pass
-
-
-@pytest.fixture
-def redis(tmp_path: Path) -> Iterator[RedisServer]:
-    server = start_redis(tmp_path / "redis")
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def records(redis: RedisServer, prefix: str) -> FleetRecords:
