@@ -109,6 +109,7 @@ RESTART_SETTINGS = (
     ("admin", "admin.listen"),
     ("search", "search.upstream"),
     ("http2", "http2"),
+    ("workers", "workers"),
 )
 
 

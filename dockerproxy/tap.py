@@ -140,6 +140,12 @@ class Options(usage.Options):
             "The index docker search asks (default https://index.docker.io; none with "
             "--no-presets).",
         ],
+        [
+            "workers",
+            None,
+            None,
+            "Processes serving the listeners: a number or auto (one per core; default 1).",
+        ],
     ]
 
     def __init__(self) -> None:
@@ -294,6 +300,7 @@ class Options(usage.Options):
             "admin_listen": self["admin_listen"],
             "search_upstream": self["search-upstream"],
             "http2": self["http2"],
+            "workers": self["workers"],
         }
 
 

@@ -33,6 +33,7 @@ from dockerproxy.config.upstreams import (
     timeouts_from_options,
 )
 from dockerproxy.config.warm import warm_config
+from dockerproxy.config.workers import workers_config
 
 _TOP_KEYS = {
     "listen",
@@ -56,6 +57,7 @@ _TOP_KEYS = {
     "search",
     "warm",
     "http2",
+    "workers",
 }
 
 
@@ -79,7 +81,8 @@ def build_config(toml: Mapping[str, Any], cli: Mapping[str, Any]) -> Config:
     C{cache_s3_region} and C{cache_s3_redirect} (True for --cache-s3-redirect), and for
     clients C{client_header_timeout}, C{client_idle_timeout}, C{max_connections} and
     C{public_url}, and C{drain_timeout}, and C{search_upstream} (C{docker search}),
-    and C{http2} (True or False for --http2 / --no-http2).
+    and C{http2} (True or False for --http2 / --no-http2), and C{workers} (a count or
+    C{auto}).
     """
     unknown = set(toml) - _TOP_KEYS
     if unknown:
@@ -154,6 +157,7 @@ def build_config(toml: Mapping[str, Any], cli: Mapping[str, Any]) -> Config:
         search=search_config(toml, cli),
         warm=warm_config(toml.get("warm")),
         http2=http2_config(toml, cli),
+        workers=workers_config(toml, cli),
     )
     _check_admins(config, cli)
     return config

@@ -156,3 +156,4 @@ class Config:
     search: SearchSettings = field(default_factory=SearchSettings)  # see config/search.py
     warm: tuple[WarmEntry, ...] = ()  # [[warm]]: images refreshed on a schedule (config/warm.py)
     http2: bool = False  # h2 offered by ALPN on ssl: listeners (config/protocols.py)
+    workers: int = 1  # processes serving the listeners (config/workers.py, dockerproxy.workers)
