@@ -36,6 +36,7 @@ from dockerproxy.wiring import (
     make_search,
     make_site,
 )
+from dockerproxy.workers.adoption import Lifeline, Ready, WorkerSockets
 
 STATS_INTERVAL = 60.0
 
@@ -102,6 +103,7 @@ def service_for(
     reactor: Any,
     threadpool: ThreadPool | None = None,
     load: Callable[[], Config] | None = None,
+    worker: WorkerSockets | None = None,
 ) -> DockerProxyService:
     """Wire the service tree; nothing here touches the disk or the network.
 
@@ -117,15 +119,25 @@ def service_for(
     reload reads the configuration with C{load} (by default it keeps C{config}, and the
     certificates are read again). An admin listener beyond loopback admits the users
     of C{[auth] admins}.
+
+    A C{worker} (L{dockerproxy.workers}) adopts the sockets its supervisor handed it
+    instead of listening, serves the admin listeners only if it is worker 0, and stops
+    when its supervisor is gone.
     """
     pool_service = ThreadPoolService(threadpool)
     admin = make_admin(config, reactor, ThreadedPool(reactor, pool_service.threadpool))
+    if admin is not None and worker is not None:
+        admin = admin if worker.index == 0 else None
+        if admin is not None:
+            admin.adopted = dict(worker.admin)
     meters = admin.metrics if admin is not None else NO_METERS
     proxy, pool = make_proxy(config, reactor, meters=meters)
     s3 = make_s3(config, reactor, pool, meters=meters)
     top = DockerProxyService(config, reactor, pool)
     top.reloads = Reloads(reactor, load or (lambda: config))
     top.reloads.setServiceParent(top)
+    if worker is not None:
+        Lifeline(reactor, worker.lifeline, reactor.stop).setServiceParent(top)
     pool_service.setServiceParent(top)
     top.threadpool = pool_service.threadpool
     bcrypt_pool = ThreadedPool(reactor, pool_service.threadpool)
@@ -154,7 +166,9 @@ def service_for(
     site = make_site(proxy, reactor, config.limits, mirror, top.heap, config.access, gate, search)
     site.policy.apply(config)
     site.http2 = config.http2 and internals.H2_HOOKS
-    listeners = Listeners(reactor, config.listen, site)
+    listeners = Listeners(
+        reactor, config.listen, site, adopted=worker.listen if worker is not None else None
+    )
     site.connections = ConnectionLimit(
         config.limits.max_connections, listeners.pause, listeners.resume, reactor
     )
@@ -171,4 +185,6 @@ def service_for(
     warm = make_warm(config, reactor, listeners, client_auth)
     warm.setServiceParent(top)  # after the listeners: it pulls through them
     top.reloads.register(warm.apply)
+    if worker is not None:
+        Ready(worker.ready).setServiceParent(top)  # last: all the rest has started
     return top

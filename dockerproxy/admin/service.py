@@ -132,6 +132,8 @@ class Admin:
         )
         self.history_service = HistoryService(reactor, self.history, self.metrics, file)
         self.listeners: Listeners | None = None
+        # description -> (fd, family): sockets a supervisor handed this worker.
+        self.adopted: dict[str, tuple[int, int]] = {}
 
     def attach(
         self,
@@ -167,7 +169,9 @@ class Admin:
         sources = StatusSources(self.reactor, self.history, self.metrics, blobs)
         root = AdminRoot(self.metrics, readiness, sources, self.check_admin)
         site = AdminSite(root, self.reactor)
-        listeners = Listeners(self.reactor, self.config.admin.listen, site, option=OPTION)
+        listeners = Listeners(
+            self.reactor, self.config.admin.listen, site, option=OPTION, adopted=self.adopted
+        )
         listeners.setName("admin")
         site.connections = ConnectionLimit(
             MAX_ADMIN_CONNECTIONS, listeners.pause, listeners.resume, self.reactor

@@ -1,0 +1,180 @@
+"""C{--workers 2}: one supervisor, two workers on the same listener and cache directory.
+
+The supervisor opens the listener once and hands it to both workers; a worker killed
+with SIGKILL is started again, SIGHUP reloads every worker, SIGTERM drains them all
+(a pull under way completes) and the supervisor exits 0, and no worker outlives its
+supervisor, even one killed with SIGKILL.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import shutil
+import signal
+import ssl
+import sys
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+from tests.harness import largeblobs, web
+from tests.harness.caching import (
+    BackgroundFetch,
+    MiB,
+    anonymous_token,
+    mirror_of,
+    no_images,
+)
+from tests.harness.gate import Gate
+from tests.harness.images import ImageRecord
+from tests.harness.polling import wait_until
+from tests.harness.ports import HOST, free_port
+from tests.harness.procs import ManagedProcess, pid_alive
+from tests.harness.proxy import StartProxy
+from tests.harness.pulls import assert_same_image, copy
+from tests.harness.served import answers_reloads_and_stops
+from tests.harness.tls import make_ca
+from tests.harness.upstream import Upstream, UpstreamFactory
+from tests.harness.workers import live_workers, worker_pids
+
+
+def test_skopeo_pulls_through_two_workers(
+    start_proxy: StartProxy, upstream: Upstream, tmp: Path
+) -> None:
+    proxy = mirror_of(start_proxy, upstream.url, tmp / "cache", "--workers", "2")
+    assert wait_until(lambda: len(live_workers(proxy)) == 2), proxy.log_text()
+    alpine = upstream.images["alpine"]
+    assert isinstance(alpine, ImageRecord)
+    for attempt in ("cold", "warm"):
+        copy(proxy, "alpine:3.20", tmp / attempt)
+        assert_same_image(tmp / attempt, alpine)
+    # Both workers accept on the one socket the supervisor opened.
+    assert _lines(proxy.log_text(), f"ProxySite starting on {proxy.port}") == 2
+
+
+def test_a_killed_worker_is_restarted_and_pulls_go_on(
+    start_proxy: StartProxy, upstream: Upstream, tmp: Path
+) -> None:
+    proxy = mirror_of(start_proxy, upstream.url, tmp / "cache", "--workers", "2")
+    assert wait_until(lambda: len(live_workers(proxy)) == 2), proxy.log_text()
+    killed = worker_pids(proxy)[1]
+    os.kill(killed, signal.SIGKILL)
+    assert wait_until(lambda: live_workers(proxy).get(1, killed) != killed), proxy.log_text()
+    assert f'"pid": {killed}' in proxy.log_text() and "died" in proxy.log_text()
+    assert wait_until(lambda: len(live_workers(proxy)) == 2)
+    alpine = upstream.images["alpine"]
+    assert isinstance(alpine, ImageRecord)
+    for attempt in range(3):  # over fresh connections, whichever worker takes them
+        copy(proxy, "alpine:3.20", tmp / f"pull-{attempt}")
+        assert_same_image(tmp / f"pull-{attempt}", alpine)
+
+
+def test_sighup_reloads_every_worker(
+    start_proxy: StartProxy, upstream: Upstream, tmp: Path
+) -> None:
+    config = tmp / "config.toml"
+    config.write_text("[limits]\nmax_connections = 100\n")
+    proxy = mirror_of(
+        start_proxy, upstream.url, tmp / "cache", "--workers", "2", "--config", str(config)
+    )
+    assert wait_until(lambda: len(live_workers(proxy)) == 2), proxy.log_text()
+    config.write_text("[limits]\nmax_connections = 'lots'\n")
+    os.kill(proxy.pid, signal.SIGHUP)
+    assert wait_until(lambda: "reload refused" in proxy.log_text()), proxy.log_text()
+    assert "reload: configuration applied" not in proxy.log_text()
+    config.write_text("[limits]\nmax_connections = 200\n")
+    os.kill(proxy.pid, signal.SIGHUP)
+    assert wait_until(lambda: proxy.log_text().count("reload: configuration applied") == 2), (
+        proxy.log_text()
+    )
+    assert "reload: passed on to {count} workers" in proxy.log_text()
+    assert web.request("GET", f"{proxy.url}/v2/").status == 401
+
+
+def test_sigterm_drains_every_worker_and_a_pull_under_way_completes(
+    start_proxy: StartProxy,
+    make_upstream: UpstreamFactory,
+    gate_factory: Callable[[int, int], Gate],
+    tmp: Path,
+) -> None:
+    up = make_upstream(seed=no_images)
+    name = f"public/drained-{uuid.uuid4().hex[:8]}"
+    blob = largeblobs.put_large_blob(up.registry, name, 64 * MiB, seed="drained")
+    gate = gate_factory(up.port, 16 * MiB)
+    proxy = mirror_of(start_proxy, gate.url, tmp / "cache", "--workers", "2")
+    assert wait_until(lambda: len(live_workers(proxy)) == 2), proxy.log_text()
+    workers = worker_pids(proxy)
+    token = anonymous_token(proxy, name)
+    reader = BackgroundFetch(proxy, name, blob.digest, token)
+    reader.start()
+    try:
+        assert reader.first_mib.wait(30), "no bytes reached the client"
+        assert gate.wait_holding(30)
+        os.kill(proxy.pid, signal.SIGTERM)
+        # The supervisor, then each worker it passes the signal on to.
+        assert wait_until(lambda: _lines(proxy.log_text(), "Received SIGTERM") == 3)
+    finally:
+        gate.release()
+        reader.join(60)
+    assert reader.result is not None and reader.result.is_whole(blob), reader.result
+    assert proxy.proc.proc is not None and proxy.proc.proc.wait(30) == 0, proxy.log_text()
+    assert not any(pid_alive(pid) for pid in workers.values())
+
+
+def test_no_worker_outlives_its_supervisor(
+    start_proxy: StartProxy, upstream: Upstream, tmp: Path
+) -> None:
+    proxy = mirror_of(start_proxy, upstream.url, tmp / "cache", "--workers", "2")
+    assert wait_until(lambda: len(live_workers(proxy)) == 2), proxy.log_text()
+    workers = worker_pids(proxy)
+    os.kill(proxy.pid, signal.SIGKILL)
+    assert wait_until(lambda: not any(pid_alive(pid) for pid in workers.values()), 20), (
+        proxy.log_text()
+    )
+    assert "the supervisor is gone: this worker stops" in proxy.log_text()
+
+
+def test_socket_activation_with_workers(upstream: Upstream, tmp: Path) -> None:
+    """systemd passes the socket to the supervisor, which hands it to both workers."""
+    activate = shutil.which("systemd-socket-activate")
+    assert activate, "scripts/test.sh installs systemd"
+    port = free_port()
+    twistd = str(Path(sys.executable).with_name("twistd"))
+    argv = [activate, "--listen", f"{HOST}:{port}", "--fdname=http", twistd, "--nodaemon"]
+    argv += ["--pidfile=", "dockerproxy", "--listen", "systemd:domain=INET:index=0"]
+    argv += ["--upstream", upstream.url, "--no-presets", "--no-cache", "--workers", "2"]
+    with ManagedProcess("activated-workers", argv, tmp, cwd=tmp) as proc:
+        answers_reloads_and_stops(proc, port)
+        starting = f"ProxySite starting on {port}"
+        assert _lines(proc.log_text(), starting) == 2, proc.log_text()
+
+
+def test_tls_is_each_workers_own(start_proxy: StartProxy, upstream: Upstream, tmp: Path) -> None:
+    """An ssl: listener is handed over as TCP; each worker holds the certificate."""
+    ca = make_ca(tmp / "ca")
+    port = free_port()
+    listen = f"ssl:{port}:interface={HOST}:privateKey={ca.server_key}:certKey={ca.server_cert}"
+    start_proxy(
+        "--upstream",
+        upstream.url,
+        "--no-presets",
+        "--workers",
+        "2",
+        listen=listen,
+        port=port,
+        scheme="https",
+    )
+    trusted = ssl.create_default_context(cafile=str(ca.ca_cert))
+    for _ in range(6):  # fresh connections, taken by either worker
+        connection = http.client.HTTPSConnection(HOST, port, timeout=10, context=trusted)
+        try:
+            connection.request("GET", "/v2/")
+            assert connection.getresponse().status == 401
+        finally:
+            connection.close()
+
+
+def _lines(log: str, text: str) -> int:
+    """How many lines of C{log} say C{text} (a JSON line may say it in several fields)."""
+    return sum(text in line for line in log.splitlines())
