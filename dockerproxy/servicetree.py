@@ -150,6 +150,7 @@ def service_for(
         proxy,
         ThreadedPool(reactor, pool_service.threadpool),
         s3,
+        shared=worker is not None,
     )
     if mirror is not None:
         CacheService(mirror).setServiceParent(top)

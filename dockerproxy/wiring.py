@@ -13,6 +13,7 @@ from dockerproxy.access import AccessCache, MetaRecords
 from dockerproxy.cache.blobs import BlobCache
 from dockerproxy.cache.diskio import DiskWork, Pool
 from dockerproxy.cache.documents import Documents
+from dockerproxy.cache.flocks import FillLocks
 from dockerproxy.cache.store import FilesystemStore
 from dockerproxy.challenges import ChallengeCache
 from dockerproxy.clientauth import ClientAuth
@@ -116,6 +117,7 @@ def make_mirror(
     exchange: Proxy,
     disk_pool: Pool,
     s3: S3BlobStore | None = None,
+    shared: bool = False,
 ) -> Mirror | None:
     """The pull-through cache over C{cache.directory}, not started: a L{CacheService}
     recovers what a crash left behind and loads the records.
@@ -123,13 +125,17 @@ def make_mirror(
     Misses go upstream through C{exchange}; C{s3} adds the blob tier shared with
     other instances. Blocking disk work (commits, metadata writes, touches,
     unlinks) runs on C{disk_pool}: the proxy's thread pool (L{ThreadedPool}).
+    C{shared}: other workers use the directory too (L{dockerproxy.cache.sharing}).
     """
     if cache.directory is None:
         return None
     store = FilesystemStore(cache.directory)
     disk = DiskWork(disk_pool)
     documents = Documents(store, disk)
-    blobs = BlobCache(store, reactor, cache.max_size, disk=disk, max_blob_size=cache.max_blob_size)
+    locks = FillLocks(store.tmp_dir) if shared else None
+    blobs = BlobCache(
+        store, reactor, cache.max_size, disk=disk, max_blob_size=cache.max_blob_size, locks=locks
+    )
     access = AccessCache(reactor, records=MetaRecords(documents))
     return Mirror(blobs, documents, access, exchange, cache.tag_ttl, cache.stale_max_age, s3=s3)
 

@@ -34,6 +34,7 @@ from twisted.python.components import Componentized
 from twisted.python.failure import Failure
 
 from dockerproxy import internals
+from dockerproxy.cache.store import FilesystemStore
 from dockerproxy.config import Config, ConfigError
 from dockerproxy.listeners import ListenFailed
 from dockerproxy.logs import LogFormat
@@ -56,12 +57,15 @@ SYSTEMD_VARIABLES = ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES")
 InstallHandler = Callable[[int, Any], Any]
 
 
-def _hand(listeners: Sequence[OpenedListener], fds: dict[int, Any]) -> dict[str, Socket]:
-    """Give each listener the worker's next free descriptor (in C{fds}, the childFDs)."""
+def _hand(
+    listeners: Sequence[OpenedListener], index: int, fds: dict[int, Any]
+) -> dict[str, Socket]:
+    """Give worker C{index}'s socket of each listener the worker's next free descriptor
+    (in C{fds}, the childFDs)."""
     handed = {}
     for listener in listeners:
         number = max(FIRST_SOCKET_FD - 1, *fds) + 1
-        fds[number] = listener.fd
+        fds[number] = listener.fd_for(index)
         handed[listener.description] = (number, listener.family)
     return handed
 
@@ -171,7 +175,7 @@ class Supervisor(service.Service):
         super().privilegedStartService()
         self._opened = True
         try:
-            self.listeners = open_listeners(self.reactor, self.config.listen)
+            self.listeners = open_listeners(self.reactor, self.config.listen, workers=self.count)
             self.admin = open_listeners(self.reactor, self.config.admin.listen, "--admin-listen")
         except ListenFailed as e:
             for listener in self.listeners:
@@ -183,16 +187,26 @@ class Supervisor(service.Service):
         if not self._opened:
             self.privilegedStartService()
         super().startService()
+        self.clear_leftovers()
         self._previous = self.install(signal.SIGHUP, self._signalled)
         for index in range(self.count):
             self.start_worker(index)
+
+    def clear_leftovers(self) -> None:
+        """Empty the cache's C{tmp/} of what a crash left, while no worker runs: a worker
+        that starts later (restarted) must leave the other workers' fills alone."""
+        directory = self.config.cache.directory
+        if directory is not None:
+            store = FilesystemStore(directory)
+            store.create()
+            store.clear_tmp()
 
     def start_worker(self, index: int) -> Worker:
         self.restarts.pop(index, None)
         worker = Worker(index, self.reactor.seconds(), self._ended)
         fds: dict[int, Any] = {0: 0, 1: 1, 2: 2, LIFELINE_FD: "w", READY_FD: "r"}
-        listen = _hand(self.listeners, fds)
-        admin = _hand(self.admin, fds) if index == 0 else {}  # see README, Workers
+        listen = _hand(self.listeners, index, fds)
+        admin = _hand(self.admin, index, fds) if index == 0 else {}  # see README, Workers
         sockets = WorkerSockets(index, LIFELINE_FD, READY_FD, listen, admin)
         env = {k: v for k, v in self.environ.items() if k not in SYSTEMD_VARIABLES}
         env[ENVIRONMENT] = sockets.encode()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import http.client
 import os
+import re
 import shutil
 import signal
 import ssl
@@ -23,27 +24,31 @@ from tests.harness.caching import (
     BackgroundFetch,
     MiB,
     anonymous_token,
+    committed_blobs,
+    committed_path,
     mirror_of,
     no_images,
+    partials,
+    upstream_gets,
 )
 from tests.harness.gate import Gate
 from tests.harness.images import ImageRecord
 from tests.harness.polling import wait_until
-from tests.harness.ports import HOST, free_port
+from tests.harness.ports import HOST, free_port, wait_http
 from tests.harness.procs import ManagedProcess, pid_alive
 from tests.harness.proxy import StartProxy
 from tests.harness.pulls import assert_same_image, copy
 from tests.harness.served import answers_reloads_and_stops
 from tests.harness.tls import make_ca
 from tests.harness.upstream import Upstream, UpstreamFactory
-from tests.harness.workers import live_workers, worker_pids
+from tests.harness.workers import client_connections, live_workers, ready_workers, worker_pids
 
 
 def test_skopeo_pulls_through_two_workers(
     start_proxy: StartProxy, upstream: Upstream, tmp: Path
 ) -> None:
     proxy = mirror_of(start_proxy, upstream.url, tmp / "cache", "--workers", "2")
-    assert wait_until(lambda: len(live_workers(proxy)) == 2), proxy.log_text()
+    assert wait_until(lambda: ready_workers(proxy.log_text()) == 2), proxy.log_text()
     alpine = upstream.images["alpine"]
     assert isinstance(alpine, ImageRecord)
     for attempt in ("cold", "warm"):
@@ -57,12 +62,12 @@ def test_a_killed_worker_is_restarted_and_pulls_go_on(
     start_proxy: StartProxy, upstream: Upstream, tmp: Path
 ) -> None:
     proxy = mirror_of(start_proxy, upstream.url, tmp / "cache", "--workers", "2")
-    assert wait_until(lambda: len(live_workers(proxy)) == 2), proxy.log_text()
+    assert wait_until(lambda: ready_workers(proxy.log_text()) == 2), proxy.log_text()
     killed = worker_pids(proxy)[1]
     os.kill(killed, signal.SIGKILL)
     assert wait_until(lambda: live_workers(proxy).get(1, killed) != killed), proxy.log_text()
     assert f'"pid": {killed}' in proxy.log_text() and "died" in proxy.log_text()
-    assert wait_until(lambda: len(live_workers(proxy)) == 2)
+    assert wait_until(lambda: ready_workers(proxy.log_text()) == 3)
     alpine = upstream.images["alpine"]
     assert isinstance(alpine, ImageRecord)
     for attempt in range(3):  # over fresh connections, whichever worker takes them
@@ -78,7 +83,7 @@ def test_sighup_reloads_every_worker(
     proxy = mirror_of(
         start_proxy, upstream.url, tmp / "cache", "--workers", "2", "--config", str(config)
     )
-    assert wait_until(lambda: len(live_workers(proxy)) == 2), proxy.log_text()
+    assert wait_until(lambda: ready_workers(proxy.log_text()) == 2), proxy.log_text()
     config.write_text("[limits]\nmax_connections = 'lots'\n")
     os.kill(proxy.pid, signal.SIGHUP)
     assert wait_until(lambda: "reload refused" in proxy.log_text()), proxy.log_text()
@@ -103,7 +108,7 @@ def test_sigterm_drains_every_worker_and_a_pull_under_way_completes(
     blob = largeblobs.put_large_blob(up.registry, name, 64 * MiB, seed="drained")
     gate = gate_factory(up.port, 16 * MiB)
     proxy = mirror_of(start_proxy, gate.url, tmp / "cache", "--workers", "2")
-    assert wait_until(lambda: len(live_workers(proxy)) == 2), proxy.log_text()
+    assert wait_until(lambda: ready_workers(proxy.log_text()) == 2), proxy.log_text()
     workers = worker_pids(proxy)
     token = anonymous_token(proxy, name)
     reader = BackgroundFetch(proxy, name, blob.digest, token)
@@ -122,11 +127,53 @@ def test_sigterm_drains_every_worker_and_a_pull_under_way_completes(
     assert not any(pid_alive(pid) for pid in workers.values())
 
 
+def test_concurrent_misses_across_workers_make_one_upstream_get(
+    start_proxy: StartProxy,
+    make_upstream: UpstreamFactory,
+    gate_factory: Callable[[int, int], Gate],
+    tmp: Path,
+) -> None:
+    """16 clients of one uncached blob, spread over both workers: one upstream GET, every
+    body whole and verified, streamed before the fill ends (the gate holds it)."""
+    up = make_upstream(seed=no_images)
+    name = f"public/flight-{uuid.uuid4().hex[:8]}"
+    blob = largeblobs.put_large_blob(up.registry, name, 48 * MiB, seed="flight")
+    gate = gate_factory(up.port, 16 * MiB)
+    cache = tmp / "cache"
+    proxy = mirror_of(start_proxy, gate.url, cache, "--workers", "2")
+    assert wait_until(lambda: ready_workers(proxy.log_text()) == 2), proxy.log_text()
+    token = anonymous_token(proxy, name)
+    mark = up.log_mark()
+    clients = [BackgroundFetch(proxy, name, blob.digest, token, hold=True) for _ in range(16)]
+    for client in clients:
+        client.start()
+    try:
+        assert all(c.first_mib.wait(30) for c in clients), "a client got no bytes"
+        held = gate.wait_holding(30) and gate.holding
+        # Every client holds its connection open: count them per worker.
+        spread = {i: client_connections(pid, proxy.port) for i, pid in worker_pids(proxy).items()}
+        committed_early = committed_path(cache, blob.digest).exists()
+    finally:
+        gate.release()
+        for client in clients:
+            client.resume.set()
+        for client in clients:
+            client.join(120)
+    assert held and not committed_early, "the fill could not have ended yet"
+    assert sum(spread.values()) == 16 and all(spread.values()), spread
+    gets = upstream_gets(up, mark, re.escape(blob.digest))
+    assert len(gets) == 1, f"{len(gets)} upstream GETs of the blob: {gets}"
+    for client in clients:
+        assert client.result is not None and client.result.is_whole(blob), client.result
+    assert committed_blobs(cache) == {blob.digest: blob.size}
+    assert partials(cache) == []
+
+
 def test_no_worker_outlives_its_supervisor(
     start_proxy: StartProxy, upstream: Upstream, tmp: Path
 ) -> None:
     proxy = mirror_of(start_proxy, upstream.url, tmp / "cache", "--workers", "2")
-    assert wait_until(lambda: len(live_workers(proxy)) == 2), proxy.log_text()
+    assert wait_until(lambda: ready_workers(proxy.log_text()) == 2), proxy.log_text()
     workers = worker_pids(proxy)
     os.kill(proxy.pid, signal.SIGKILL)
     assert wait_until(lambda: not any(pid_alive(pid) for pid in workers.values()), 20), (
@@ -145,6 +192,9 @@ def test_socket_activation_with_workers(upstream: Upstream, tmp: Path) -> None:
     argv += ["--pidfile=", "dockerproxy", "--listen", "systemd:domain=INET:index=0"]
     argv += ["--upstream", upstream.url, "--no-presets", "--no-cache", "--workers", "2"]
     with ManagedProcess("activated-workers", argv, tmp, cwd=tmp) as proc:
+        # systemd-socket-activate starts the supervisor at the first connection.
+        wait_http(f"http://{HOST}:{port}/", alive=proc.exit_problem)
+        assert wait_until(lambda: ready_workers(proc.log_text()) == 2), proc.log_text()
         answers_reloads_and_stops(proc, port)
         starting = f"ProxySite starting on {port}"
         assert _lines(proc.log_text(), starting) == 2, proc.log_text()

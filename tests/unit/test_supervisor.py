@@ -23,7 +23,7 @@ from dockerproxy.workers.supervisor import (
     Supervisor,
 )
 from tests.unit.fakeprocesses import FakeProcess, FakeSignals, ProcessReactor
-from tests.unit.fakes import lines_logged
+from tests.unit.fakes import lines_logged, scratch_dir
 
 ARGV = ["--workers", "2", "--listen", "tcp:5000"]
 
@@ -33,7 +33,13 @@ class SupervisorTests(SynchronousTestCase):
         self.reactor = ProcessReactor()
         self.signals = FakeSignals()
         self.loads: list[Config | Exception] = []
-        config = build_config({"workers": 2, "drain_timeout": 5}, {})
+        self.cache = scratch_dir(self) / "cache"
+        leftover = self.cache / "tmp" / "fill-killed.partial"
+        leftover.parent.mkdir(parents=True)
+        leftover.write_bytes(b"half a blob")
+        config = build_config(
+            {"workers": 2, "drain_timeout": 5, "cache": {"dir": str(self.cache)}}, {}
+        )
         environ = {"PATH": "/bin", "LISTEN_PID": "1", "LISTEN_FDS": "1", "LISTEN_FDNAMES": "x"}
         self.supervisor = Supervisor(
             config,
@@ -46,10 +52,10 @@ class SupervisorTests(SynchronousTestCase):
         )
         self.supervisor._opened = True  # the sockets are given below, not opened
         self.supervisor.listeners = [
-            OpenedListener("tcp:5000", 17, socket.AF_INET),
-            OpenedListener("ssl:5443:privateKey=k.pem", 18, socket.AF_INET6),
+            OpenedListener("tcp:5000", [17, 27], socket.AF_INET),
+            OpenedListener("ssl:5443:privateKey=k.pem", [18], socket.AF_INET6),  # systemd's
         ]
-        self.supervisor.admin = [OpenedListener("tcp:9100:interface=127.0.0.1", 19, 2)]
+        self.supervisor.admin = [OpenedListener("tcp:9100:interface=127.0.0.1", [19], 2)]
         self.logged = lines_logged(self)
         self.supervisor.startService()
 
@@ -76,10 +82,15 @@ class SupervisorTests(SynchronousTestCase):
         self.assertEqual([self.handed(p).index for p in (first, second)], [0, 1])
         # The admin listener is worker 0's alone.
         self.assertEqual(self.handed(second).admin, {})
-        self.assertNotIn(7, second.fds)
+        self.assertEqual(second.fds, {0: 0, 1: 1, 2: 2, 3: "w", 4: "r", 5: 27, 6: 18})
         # systemd's variables name the supervisor's sockets, not the worker's.
         self.assertEqual({k for k in first.env if k.startswith("LISTEN")}, set())
         self.assertEqual(first.env["PATH"], "/bin")
+
+    def test_the_cache_leftovers_go_before_any_worker_starts(self) -> None:
+        """Not in a worker: a restarted one would delete the other workers' fills."""
+        self.assertEqual(list((self.cache / "tmp").iterdir()), [])
+        self.assertTrue((self.cache / "blobs").is_dir())
 
     def test_a_dead_worker_is_restarted_after_a_growing_delay(self) -> None:
         first, second = self.reactor.processes

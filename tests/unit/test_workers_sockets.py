@@ -27,15 +27,18 @@ class OpeningTests(SynchronousTestCase):
         opened = open_listeners(
             MemoryReactorClock(),
             ["tcp:0:interface=127.0.0.1", r"ssl:0:interface=\:\:1:privateKey=k.pem:backlog=5"],
+            workers=2,
         )
         for listener in opened:
             self.addCleanup(listener.close)
         plain, tls = opened
         self.assertEqual((plain.family, tls.family), (socket.AF_INET, socket.AF_INET6))
-        self.assertTrue(os.get_inheritable(plain.fd))
-        port = plain.owned.getsockname()[1]  # type: ignore[union-attr]
-        with socket.create_connection(("127.0.0.1", port), timeout=5):
-            pass  # accepted into the backlog: it listens
+        self.assertTrue(all(os.get_inheritable(fd) for fd in plain.fds))
+        # One socket per worker, on one port: the kernel spreads connections over them.
+        ports = {sock.getsockname()[1] for sock in plain.owned}
+        self.assertEqual((len(plain.fds), len(ports)), (2, 1))
+        with socket.create_connection(("127.0.0.1", ports.pop()), timeout=5):
+            pass  # accepted into a backlog: it listens
 
     def test_a_port_in_use_or_a_unix_socket_is_one_line(self) -> None:
         taken = socket.socket()
