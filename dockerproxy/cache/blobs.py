@@ -39,6 +39,7 @@ from twisted.web.server import Request
 
 from dockerproxy.cache.diskio import DiskWork
 from dockerproxy.cache.elsewhere import ElsewhereFill
+from dockerproxy.cache.eviction import hold, remove_unless_busy
 from dockerproxy.cache.fills import Fallback, Fill
 from dockerproxy.cache.flocks import ABANDONED, FAILED, VERIFIED, Claim, FillLocks
 from dockerproxy.cache.senders import Sender
@@ -154,6 +155,7 @@ class BlobCache:
             self._bytes += blob.size
         if self.sharing is not None:
             self.sharing.locks.sweep()
+            self.sharing.trim()
         self._evict()
 
     def stop(self) -> None:
@@ -191,6 +193,11 @@ class BlobCache:
     def used_bytes(self) -> int:
         """Bytes of committed blobs."""
         return self._bytes
+
+    @property
+    def reserved_bytes(self) -> int:
+        """Bytes the fills under way here count against the bound."""
+        return self._reserved
 
     def lru_order(self) -> list[Digest]:
         """Committed digests, least recently used (next to go) first."""
@@ -374,6 +381,8 @@ class BlobCache:
         self._mark_used(fill.digest)
         self._end_fill(fill)
         fill.done.callback(True)
+        if self.sharing is not None:
+            self.sharing.trim()  # the bound is the directory's, over every worker
 
     def _fill_failed(self, fill: Fill, why: str) -> None:
         self.failed_fills += 1
@@ -435,6 +444,10 @@ class BlobCache:
             fd = self._open_fill(fill)
             size = fill.length
             self.coalesced += 1
+        if self.sharing is not None and not hold(fd):  # another worker evicts it now
+            os.close(fd)
+            self.drop(digest)
+            raise KeyError(digest)
         sender = Sender(self, request, digest, fd, size, fill, byte_range, fallback)
         self._pin(digest)
         sender.start()
@@ -460,6 +473,8 @@ class BlobCache:
         if self._pins[digest] <= 0:
             del self._pins[digest]
             self._evict()
+            if self.sharing is not None and self.sharing.skipped:
+                self.sharing.trim()  # the last pass left a busy blob over the bound
 
     def _evict(self) -> None:
         """Remove least recently used unpinned blobs until the cache is within C{max_size}
@@ -467,8 +482,10 @@ class BlobCache:
         unwritten = self._unwritten()
         free = self._free_bytes() if unwritten else None
         short = 0 if free is None else unwritten - free  # bytes the disk lacks
+        # Workers sharing the directory: the bound is a pass over all of it (sharing.trim).
+        bound = self.max_size if self.sharing is None else None
         for digest in list(self._index):
-            over = self.max_size is not None and self._bytes + self._reserved > self.max_size
+            over = bound is not None and self._bytes + self._reserved > bound
             if not over and short <= 0:
                 return
             if not self._pins[digest]:
@@ -483,13 +500,28 @@ class BlobCache:
         if self._last_touched == digest:
             self._last_touched = None
         self._freeing += entry.size
-        removed = self.disk.run(self.store.remove, digest, key=digest)
+        removed: Deferred[object]
+        if self.sharing is None:
+            removed = self.disk.run(self.store.remove, digest, key=digest)
+        else:  # not if another worker is sending it
+            removed = self.disk.run(remove_unless_busy, entry.path, key=digest)
         removed.addErrback(
             lambda failure: log.warn(
                 "blob cache: cannot remove {digest}: {error}", digest=digest, error=failure.value
             )
         )
         removed.addBoth(self._freed, entry.size)
+        if self.on_removed is not None:
+            self.on_removed(digest)
+
+    def drop(self, digest: Digest) -> None:
+        """Out of the index: another worker removed it from the disk."""
+        entry = self._index.pop(digest, None)
+        if entry is None:
+            return
+        self._bytes -= entry.size
+        if self._last_touched == digest:
+            self._last_touched = None
         if self.on_removed is not None:
             self.on_removed(digest)
 

@@ -114,7 +114,7 @@ class FillLocks:
         path = self.lock_path(digest)
         for _ in range(CLAIM_TRIES):
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            if not _try_lock(fd, fcntl.LOCK_EX):
+            if not try_lock(fd, fcntl.LOCK_EX):
                 os.close(fd)
                 return BUSY
             if _same_file(fd, path):
@@ -156,7 +156,7 @@ class FillLocks:
             except FileNotFoundError:
                 continue
             try:
-                if _try_lock(fd, fcntl.LOCK_EX) and _same_file(fd, lock):
+                if try_lock(fd, fcntl.LOCK_EX) and _same_file(fd, lock):
                     lock.with_suffix(".partial").unlink(missing_ok=True)
                     lock.unlink(missing_ok=True)
                     swept += 1
@@ -167,13 +167,13 @@ class FillLocks:
 
 def held(lock_fd: int) -> bool:
     """Whether another open file holds C{lock_fd}'s file locked (its claim stands)."""
-    if not _try_lock(lock_fd, fcntl.LOCK_SH):
+    if not try_lock(lock_fd, fcntl.LOCK_SH):
         return True
     fcntl.flock(lock_fd, fcntl.LOCK_UN)
     return False
 
 
-def _try_lock(fd: int, kind: int) -> bool:
+def try_lock(fd: int, kind: int) -> bool:
     try:
         fcntl.flock(fd, kind | fcntl.LOCK_NB)
     except OSError as e:

@@ -5,7 +5,9 @@ this worker does not know may be committed by another (L{BlobCache.adopt} finds 
 on the disk) or being filled by one (followed as an L{ElsewhereFill}); and before a
 worker asks the upstream for a blob it claims it (L{dockerproxy.cache.flocks}), so
 that however many workers get a miss at once, one upstream GET is made: a worker
-that finds the blob claimed waits until the fill is announced and follows it.
+that finds the blob claimed waits until the fill is announced and follows it. The
+size bound is the directory's (L{dockerproxy.cache.eviction}): a pass runs after each
+commit here, and the blobs it removes leave this worker's index.
 """
 
 from __future__ import annotations
@@ -13,13 +15,19 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from twisted.internet.task import deferLater
+from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from dockerproxy.cache.elsewhere import POLL, ElsewhereFill
+from dockerproxy.cache.eviction import SharedBound
 from dockerproxy.cache.flocks import Announced, Busy, Claim, FillLocks
+from dockerproxy.cache.store import StoredBlob
 from dockerproxy.digests import Digest
 
 if TYPE_CHECKING:
     from dockerproxy.cache.blobs import BlobCache
+
+log = Logger()
 
 
 class Sharing:
@@ -29,6 +37,10 @@ class Sharing:
         self.cache = cache
         self.locks = locks
         self.elsewhere: dict[Digest, ElsewhereFill] = {}
+        self.bound = SharedBound(cache.store)
+        self.skipped = 0  # busy blobs the last pass left over the bound
+        self._trimming = False
+        self._again = False
 
     def discover(self, digest: Digest) -> bool:
         """Whether another worker committed C{digest} or is filling it (then it is
@@ -70,3 +82,34 @@ class Sharing:
     def stop(self) -> None:
         for fill in list(self.elsewhere.values()):
             fill.stop("the cache is stopping")
+
+    def trim(self) -> None:
+        """A pass over the directory on the disk pool, soon; one at a time in this worker
+        (asked for meanwhile, another follows it)."""
+        max_size = self.cache.max_size
+        if max_size is None:
+            return
+        if self._trimming:
+            self._again = True
+            return
+        self._trimming = True
+        room = max(max_size - self.cache.reserved_bytes, 0)  # this worker's fills to come
+        passed = self.cache.disk.run(self.bound.trim, room)
+        passed.addCallbacks(self._trimmed, self._trim_failed)
+
+    def _trimmed(self, result: tuple[list[StoredBlob], int]) -> None:
+        removed, self.skipped = result
+        for blob in removed:
+            self.cache.drop(blob.digest)
+            self.cache.evictions += 1
+        self._passed()
+
+    def _trim_failed(self, failure: Failure) -> None:
+        log.warn("blob cache: the shared size bound pass failed: {error}", error=failure.value)
+        self._passed()
+
+    def _passed(self) -> None:
+        self._trimming = False
+        if self._again:
+            self._again = False
+            self.trim()

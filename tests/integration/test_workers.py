@@ -26,6 +26,7 @@ from tests.harness.caching import (
     anonymous_token,
     committed_blobs,
     committed_path,
+    fetch_blob,
     mirror_of,
     no_images,
     partials,
@@ -166,6 +167,39 @@ def test_concurrent_misses_across_workers_make_one_upstream_get(
     for client in clients:
         assert client.result is not None and client.result.is_whole(blob), client.result
     assert committed_blobs(cache) == {blob.digest: blob.size}
+    assert partials(cache) == []
+
+
+def test_eviction_across_workers_keeps_the_bound_and_spares_a_blob_being_sent(
+    start_proxy: StartProxy, make_upstream: UpstreamFactory, tmp: Path
+) -> None:
+    up = make_upstream(seed=no_images)
+    name = f"public/evict-{uuid.uuid4().hex[:8]}"
+    blobs = [
+        largeblobs.put_large_blob(up.registry, name, 24 * MiB, seed=f"evict-{i}") for i in range(4)
+    ]
+    cache = tmp / "cache"
+    proxy = mirror_of(start_proxy, up.url, cache, "--workers", "2", "--cache-max-size", "60MiB")
+    assert wait_until(lambda: ready_workers(proxy.log_text()) == 2), proxy.log_text()
+    token = anonymous_token(proxy, name)
+    slow = BackgroundFetch(proxy, name, blobs[0].digest, token, hold=True)
+    slow.start()
+    try:
+        assert slow.first_mib.wait(30), "no bytes reached the client"
+        assert wait_until(lambda: blobs[0].digest in committed_blobs(cache), 30)
+        for blob in blobs[1:]:  # fresh connections, to either worker
+            fetched = fetch_blob(proxy, name, blob.digest, token)
+            assert fetched.is_whole(blob), fetched
+        assert wait_until(lambda: sum(committed_blobs(cache).values()) <= 60 * MiB + 24 * MiB)
+        assert blobs[0].digest in committed_blobs(cache), "the blob being sent was evicted"
+    finally:
+        slow.resume.set()
+        slow.join(60)
+    assert slow.result is not None and slow.result.is_whole(blobs[0]), slow.result
+    # Sent: now it may go, and the bound holds for the whole directory.
+    assert wait_until(lambda: sum(committed_blobs(cache).values()) <= 60 * MiB, 20), (
+        committed_blobs(cache)
+    )
     assert partials(cache) == []
 
 

@@ -149,3 +149,42 @@ class FollowElsewhereTests(SynchronousTestCase):
         self.up.ends()
         self.assertEqual(self.up.outcome, [True])
         self.assertIn(DIGEST, self.a.cache)
+
+
+class SharedBoundTests(SynchronousTestCase):
+    """--cache-max-size holds for the directory, whichever worker filled what."""
+
+    def setUp(self) -> None:
+        root = scratch_dir(self)
+        bound = len(BODY) * 5 // 2  # room for two and a half blobs
+        self.a = Harness(root, max_size=bound, shared=True)
+        self.b = Harness(root, max_size=bound, shared=True, clock=self.a.clock)
+        self.blobs = [bytes([i]) * len(BODY) for i in range(3)]
+
+    def on_disk(self) -> set[object]:
+        return {blob.digest for blob in self.a.store.scan()}
+
+    def test_the_oldest_blob_goes_whichever_worker_filled_it(self) -> None:
+        first = self.a.put(self.blobs[0])
+        second = self.b.put(self.blobs[1])
+        self.assertEqual(self.on_disk(), {first, second})
+        third = self.b.put(self.blobs[2])
+        self.assertEqual(self.on_disk(), {second, third}, "one bound over both workers")
+        # A learns of it when it looks: the blob is gone from its index too.
+        client = self.a.client()
+        with self.assertRaises(KeyError):
+            self.a.cache.serve(client.request, first)
+        self.assertNotIn(first, self.a.cache)
+
+    def test_a_blob_another_worker_is_sending_is_not_evicted(self) -> None:
+        first = self.a.put(self.blobs[0])
+        slow = self.a.client(buffer_size=100)
+        slow.served(self.a.cache, first)
+        self.assertTrue(slow.transport.paused_producer, "the client is still reading it")
+        second = self.b.put(self.blobs[1])
+        third = self.b.put(self.blobs[2])
+        self.assertEqual(self.on_disk(), {first, third}, "the busy blob was skipped")
+        while slow.outcome == []:
+            slow.transport.drain()
+        self.assertEqual((slow.body(), slow.outcome), (self.blobs[0], [True]))
+        self.assertNotIn(second, self.on_disk())
