@@ -15,7 +15,9 @@ through one repository is never served through another one on trust.
 Everything here is bounded: grants and anonymous tokens (keyed by credentials a
 client can rotate at will) are capped and expire; links go with the blobs the
 cache evicts. Public repositories and links survive restarts as one small
-document per repository, so learning about one repository rewrites only its own.
+document per repository, so learning about one repository rewrites only its own;
+processes sharing those records (workers, a fleet) merge their news into them
+(L{dockerproxy.accessrecords}).
 """
 
 from __future__ import annotations
@@ -25,10 +27,15 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Any, Protocol
 
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
 
+from dockerproxy.accessrecords import linked, merged, public_since
 from dockerproxy.auth import is_anonymous
 from dockerproxy.names import RepoKey
+
+log = Logger()
 
 MAX_GRANTS = 10_000
 MAX_ANONYMOUS_TOKENS = 10_000
@@ -40,11 +47,22 @@ def credential_key(authorization: bytes | None) -> str:
 
 
 class RecordStore(Protocol):
-    """Where per-repository records persist (see L{MetaRecords})."""
+    """Where per-repository records persist (see L{dockerproxy.accessrecords}).
+
+    C{save} hands over a change (what this process knows of a repository, with
+    the refusals and the unlinked content it saw since its last save), which the
+    store merges into its record (L{dockerproxy.accessrecords.merged}). A
+    C{shared} store is written by other processes too; L{AccessCache.refresh}
+    then reads their news with C{fetch} before the cache decides.
+    """
+
+    shared: bool
 
     def load(self) -> Iterable[dict[str, Any]]: ...
 
-    def save(self, repository: str, document: dict[str, Any] | None) -> None: ...
+    def save(self, repository: str, change: dict[str, Any]) -> None: ...
+
+    def fetch(self, repository: str) -> Deferred[dict[str, Any] | None]: ...
 
 
 class _Expiring:
@@ -103,11 +121,32 @@ class AccessCache:
         self._where: dict[str, set[str]] = {}  # digest -> repositories it is linked in
         self._dirty: set[str] = set()
         self._pending: IDelayedCall | None = None
+        # Since the last save, for a shared store: refusals and content that left.
+        self._refused: dict[str, float] = {}
+        self._forgotten: dict[str, set[str]] = {}
+
+    @property
+    def shared(self) -> bool:
+        return self._records is not None and self._records.shared
 
     def load(self) -> None:
         """Read what an earlier run saved (at start: constructing reads no disk)."""
         for document in self._records.load() if self._records is not None else ():
             self._restore(document)
+
+    async def refresh(self, repo: RepoKey) -> None:
+        """Take in what other processes sharing the records learned of C{repo}, before
+        the cache decides from them: above all a refusal, which must stop this one
+        serving the repository from cache too. Nothing to do when unshared."""
+        if self._records is None or not self._records.shared:
+            return
+        key = _repo(repo)
+        try:
+            record = await self._records.fetch(key)
+        except Exception as e:  # the store's fault (Redis down): what this process knows stands
+            log.debug("access: cannot fetch the record of {key}: {error}", key=key, error=e)
+            return
+        self._adopt(key, record)
 
     def note_anonymous_token(self, token: str, expires_in: float) -> None:
         """A token the proxy fetched for a client that sent no credentials."""
@@ -137,11 +176,23 @@ class AccessCache:
             self._changed(key)
 
     def note_refused(self, authorization: bytes | None, repo: RepoKey) -> None:
-        """The upstream refused C{repo} to this credential: forget what allowed it."""
+        """The upstream refused C{repo} to this credential: forget what allowed it.
+
+        A shared store hears of every anonymous refusal, known public here or not:
+        another process may hold the repository public.
+        """
         self._grants.pop((credential_key(authorization), *repo))
-        if self.is_anonymous(authorization) and _repo(repo) in self._public:
-            del self._public[_repo(repo)]
-            self._changed(_repo(repo))
+        if not self.is_anonymous(authorization):
+            return
+        key = _repo(repo)
+        if self.shared:
+            self._refused[key] = self.clock.seconds()
+            self._changed(key)
+            if len(self._refused) >= MAX_GRANTS:
+                self.flush()  # bounded, and the news is out sooner
+        if key in self._public:
+            del self._public[key]
+            self._changed(key)
 
     def may_read(self, authorization: bytes | None, repo: RepoKey) -> bool:
         """True when the cache may serve C{repo} to this credential without asking upstream."""
@@ -160,11 +211,9 @@ class AccessCache:
     def forget_content(self, digest: str) -> None:
         """C{digest} left the cache (evicted): it is linked nowhere any more."""
         for key in self._where.pop(digest, ()):
-            linked = self._links.get(key)
-            if linked is not None:
-                linked.discard(digest)
-                if not linked:
-                    del self._links[key]
+            _discard(self._links, key, digest)
+            if self.shared:
+                self._forgotten.setdefault(key, set()).add(digest)
             self._changed(key)
 
     def sizes(self) -> dict[str, int]:
@@ -185,10 +234,11 @@ class AccessCache:
             self._pending.cancel()
         self._pending = None
         dirty, self._dirty = self._dirty, set()
-        if self._records is None:
-            return
-        for key in sorted(dirty):
-            self._records.save(key, self._document(key))
+        if self._records is not None:
+            for key in sorted(dirty):
+                self._records.save(key, self._change(key))
+        self._refused.clear()
+        self._forgotten.clear()
 
     def _changed(self, key: str) -> None:
         """Write C{key}'s record soon: many links learned in one pull cost one write."""
@@ -196,23 +246,46 @@ class AccessCache:
         if self._records is not None and self._pending is None:
             self._pending = self.clock.callLater(self.save_delay, self.flush)
 
-    def _document(self, key: str) -> dict[str, Any] | None:
-        """What survives a restart: public or not, and links (never credentials)."""
-        public, links = self._public.get(key), self._links.get(key)
-        if public is None and not links:
-            return None
-        return {"repository": key, "public": public, "links": sorted(links or ())}
+    def _change(self, key: str) -> dict[str, Any]:
+        """What this process knows of C{key} for the store: public or not, links, and
+        (shared) refusals and unlinked content since the last save; never credentials."""
+        return {
+            "repository": key,
+            "public": self._public.get(key),
+            "refused": self._refused.get(key),
+            "links": sorted(self._links.get(key, ())),
+            "forgotten": sorted(self._forgotten.get(key, ())),
+        }
 
     def _restore(self, document: dict[str, Any]) -> None:
         key = document.get("repository")
         if not isinstance(key, str):
             return
-        public = document.get("public")
-        if isinstance(public, int | float) and public + self.public_ttl > self.clock.seconds():
-            self._public[key] = float(public)
-        for digest in document.get("links") or ():
-            if isinstance(digest, str):
-                self._link(key, digest)
+        public = public_since(document, self.clock.seconds(), self.public_ttl)
+        if public is not None:
+            self._public[key] = public
+        for digest in linked(document):
+            self._link(key, digest)
+
+    def _adopt(self, key: str, record: dict[str, Any] | None) -> None:
+        """The shared C{record} of C{key} replaces what this process knew, but for what
+        it learned and has not saved yet, which is merged as the store would."""
+        if key in self._dirty:
+            record = merged(record, self._change(key))
+        public = public_since(record, self.clock.seconds(), self.public_ttl)
+        if public is None:
+            self._public.pop(key, None)
+        else:
+            self._public[key] = public
+        links = linked(record)
+        for digest in self._links.get(key, set()) - links:
+            self._unlink(key, digest)
+        for digest in links:
+            self._link(key, digest)
+
+    def _unlink(self, key: str, digest: str) -> None:
+        _discard(self._links, key, digest)
+        _discard(self._where, digest, key)
 
     def _link(self, key: str, digest: str) -> None:
         self._links.setdefault(key, set()).add(digest)
@@ -223,53 +296,10 @@ def _repo(repo: RepoKey) -> str:
     return f"{repo[0]}/{repo[1]}"
 
 
-class MetaRecords:
-    """Per-repository records as small documents in the cache store's meta area
-    (C{meta/access/<sha256 of the repository>.json}); C{documents} is a
-    L{dockerproxy.cache.documents.Documents}, which writes them off the reactor."""
-
-    PREFIX = "access"
-    LEGACY = "access"  # the single snapshot older versions wrote (meta/access.json)
-
-    def __init__(self, documents: Any) -> None:
-        self.documents = documents
-
-    def load(self) -> list[dict[str, Any]]:
-        """The saved records; at start, like the cache's scan, so in the reactor thread.
-
-        A snapshot of an older version is split into per-repository documents
-        written right here, synchronously, and only then removed: a crash in
-        between leaves both, never neither.
-        """
-        documents = [
-            doc for _, doc in self.documents.list_meta(self.PREFIX) if isinstance(doc, dict)
-        ]
-        legacy = self.documents.read_meta(self.LEGACY)
-        if isinstance(legacy, dict):
-            store = self.documents.store
-            documents += self._from_legacy(legacy)
-            for document in documents:
-                store.write_meta(self._key(document["repository"]), document)
-            store.remove_meta(self.LEGACY)
-        return documents
-
-    def save(self, repository: str, document: dict[str, Any] | None) -> None:
-        if document is None:
-            self.documents.remove_meta(self._key(repository))
-        else:
-            self.documents.write_meta(self._key(repository), document)
-
-    def _key(self, repository: str) -> str:
-        return f"{self.PREFIX}/{hashlib.sha256(repository.encode()).hexdigest()}"
-
-    @staticmethod
-    def _from_legacy(snapshot: dict[str, Any]) -> list[dict[str, Any]]:
-        public = snapshot.get("public") or {}
-        links = snapshot.get("links") or {}
-        if not isinstance(public, dict) or not isinstance(links, dict):
-            return []
-        return [
-            {"repository": key, "public": public.get(key), "links": links.get(key) or []}
-            for key in sorted(set(public) | set(links))
-            if isinstance(key, str)
-        ]
+def _discard(index: dict[str, set[str]], key: str, value: str) -> None:
+    """C{value} out of C{index[key]}, and the key out once its set is empty."""
+    values = index.get(key)
+    if values is not None:
+        values.discard(value)
+        if not values:
+            del index[key]

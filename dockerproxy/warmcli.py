@@ -29,7 +29,15 @@ from dockerproxy.imagerefs import (
     parse_platform,
     read_list,
 )
-from dockerproxy.warming import HTTP, Outcome, Progress, ProxyClient, TokenLogin, Warmer
+from dockerproxy.warming import (
+    HTTP,
+    Authorize,
+    Outcome,
+    Progress,
+    ProxyClient,
+    TokenLogin,
+    Warmer,
+)
 
 DEFAULT_PROXY = "http://127.0.0.1:5000"
 MAX_CONCURRENCY = 64
@@ -58,6 +66,11 @@ def parser() -> argparse.ArgumentParser:
         "--proxy",
         help="the proxy's URL (default: the first listener of --config, or "
         f"DOCKERPROXY_CONFIG's, else {DEFAULT_PROXY})",
+    )
+    p.add_argument(
+        "--cache-dir",
+        help="no running proxy: warm this cache directory with the proxy's own code, in "
+        "this process (the upstreams and cache settings of --config)",
     )
     p.add_argument("--config", help="the proxy's config file, for its listener")
     p.add_argument(
@@ -134,6 +147,18 @@ def listener_url(description: str) -> str:
     return f"{'https' if kind == 'ssl' else 'http'}://{host}:{port}"
 
 
+def direct_of(args: argparse.Namespace, environ: Mapping[str, str]) -> Any:
+    """The configuration warming C{--cache-dir} in this process (no proxy, no login)."""
+    if args.proxy or args.username:
+        raise UsageError("--cache-dir warms without a proxy: --proxy and --username do not apply")
+    from dockerproxy.warmdirect import DirectError, direct_config
+
+    try:
+        return direct_config(args.config or environ.get("DOCKERPROXY_CONFIG"), args.cache_dir)
+    except DirectError as e:
+        raise UsageError(str(e)) from None
+
+
 def basic_of(args: argparse.Namespace, environ: Mapping[str, str]) -> bytes | None:
     if not args.username:
         return None
@@ -154,9 +179,13 @@ async def warm_images(
     progress: Progress | None = None,
     report: Callable[[Outcome], None] = lambda outcome: None,
     clock: IReactorTime | None = None,
+    authorize: Authorize | None = None,
 ) -> list[Outcome]:
-    """Warm each image in turn through the proxy at C{proxy}; C{report} sees each outcome."""
-    client = ProxyClient(http, proxy, TokenLogin(http, basic))
+    """Warm each image in turn through the proxy at C{proxy}; C{report} sees each outcome.
+
+    Challenges are answered by C{authorize}, else by a token login (C{basic} if given).
+    """
+    client = ProxyClient(http, proxy, authorize or TokenLogin(http, basic))
     warmer = Warmer(client, platforms, concurrency, progress, clock)
     outcomes = []
     for image in images:
@@ -212,10 +241,11 @@ def warm_main(
     try:
         images = images_of(args)
         platforms = platforms_of(args)
-        proxy = proxy_of(args, environ)
         if not 1 <= args.concurrency <= MAX_CONCURRENCY:
             raise UsageError(f"--concurrency: must be from 1 to {MAX_CONCURRENCY}")
-        basic = basic_of(args, environ)
+        direct = None if args.cache_dir is None else direct_of(args, environ)
+        proxy = "" if direct is not None else proxy_of(args, environ)
+        basic = None if direct is not None else basic_of(args, environ)
     except UsageError as e:
         sys.stderr.write(f"dockerproxy warm: {e}\n")
         return 2
@@ -227,14 +257,30 @@ def warm_main(
             print(outcome.summary(), file=out, flush=True)
         printed.append(outcome)
 
-    def run(reactor: Any) -> Deferred[list[Outcome]]:
+    def run(reactor: Any) -> Deferred[Any]:
         import treq
 
-        return Deferred.fromCoroutine(
-            warm_images(
-                treq, proxy, images, platforms, args.concurrency, basic, bars, report, reactor
+        def through(http: HTTP, url: str, authorize: Authorize | None = None) -> Deferred[Any]:
+            return Deferred.fromCoroutine(
+                warm_images(
+                    http,
+                    url,
+                    images,
+                    platforms,
+                    args.concurrency,
+                    basic,
+                    bars,
+                    report,
+                    reactor,
+                    authorize,
+                )
             )
-        )
+
+        if direct is not None:
+            from dockerproxy.warmdirect import through_own_proxy
+
+            return Deferred.fromCoroutine(through_own_proxy(reactor, direct, through))
+        return through(treq, proxy)
 
     if bars is not None:
         with bars.bars:

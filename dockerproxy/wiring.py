@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.internet.interfaces import IReactorTime
 
-from dockerproxy.access import AccessCache, MetaRecords
+from dockerproxy.access import AccessCache
+from dockerproxy.accessrecords import MetaRecords
 from dockerproxy.cache.blobs import BlobCache
 from dockerproxy.cache.diskio import DiskWork, Pool
 from dockerproxy.cache.documents import Documents

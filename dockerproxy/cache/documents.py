@@ -21,7 +21,7 @@ benchmark section for the numbers.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from twisted.logger import Logger
@@ -34,6 +34,16 @@ log = Logger()
 
 # A pending removal, as opposed to a pending document.
 _REMOVED = object()
+
+
+class _Update:
+    """A pending change of a document: a function of the newest one (C{None}: none)."""
+
+    def __init__(self, change: Callable[[Any | None], Any | None]) -> None:
+        self.change = change
+
+    def then(self, after: Callable[[Any | None], Any | None]) -> Callable[[Any | None], Any | None]:
+        return lambda document: after(self.change(document))
 
 
 class Documents:
@@ -51,9 +61,14 @@ class Documents:
 
     def read_meta(self, key: str) -> Any | None:
         """The newest document under C{key}: one not yet written, or the disk's."""
-        for pending in (self._waiting, self._writing):
+        return self._newest(key, (self._waiting, self._writing))
+
+    def _newest(self, key: str, layers: tuple[dict[str, Any], ...]) -> Any | None:
+        for i, pending in enumerate(layers):
             if key in pending:
                 document = pending[key]
+                if isinstance(document, _Update):
+                    return document.change(self._newest(key, layers[i + 1 :]))
                 return None if document is _REMOVED else document
         return self.store.read_meta(key)
 
@@ -70,6 +85,18 @@ class Documents:
         self.store.meta_path(key)
         self._put(key, _REMOVED)
 
+    def update_meta(self, key: str, change: Callable[[Any | None], Any | None]) -> None:
+        """Replace the document under C{key} with C{change} of the newest one, under the
+        store's update lock (L{FilesystemStore.update_meta}): for documents that
+        other processes update too. C{change} runs on a pool thread."""
+        self.store.meta_path(key)
+        waiting = self._waiting.get(key)
+        if isinstance(waiting, _Update):
+            change = waiting.then(change)
+        elif key in self._waiting:  # a whole document or a removal: change that instead
+            change = _Update(lambda _: None if waiting is _REMOVED else waiting).then(change)
+        self._put(key, _Update(change))
+
     def _put(self, key: str, document: Any) -> None:
         self._waiting[key] = document
         if key not in self._writing:
@@ -79,6 +106,8 @@ class Documents:
         document = self._writing[key] = self._waiting.pop(key)
         if document is _REMOVED:
             written = self.disk.run(self.store.remove_meta, key)
+        elif isinstance(document, _Update):
+            written = self.disk.run(self.store.update_meta, key, document.change)
         else:
             written = self.disk.run(self.store.write_meta, key, document)
         written.addErrback(self._failed, key)

@@ -18,6 +18,7 @@ is safe to call from any thread, on different files.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -25,19 +26,22 @@ import re
 import shutil
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from twisted.logger import Logger
 
+from dockerproxy.cache.writeback import Writeback
 from dockerproxy.digests import ALGORITHMS, Digest
 
 log = Logger()
 
 # The meta document holding the proxy's counters (BlobCache.stats), for the admin command.
 STATS_KEY = "stats"
+# The lock file of read-modify-writes of documents (not a .json: never listed as one).
+UPDATE_LOCK = ".update.lock"
 _HEX_RE = re.compile(r"[0-9a-f]+")
 _META_COMPONENT_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
 _EMPTY_DIGESTS = {alg: hashlib.new(alg, b"").hexdigest() for alg in ALGORITHMS}
@@ -55,10 +59,11 @@ class StoredBlob:
 class Partial:
     """A blob being written to C{tmp/}: unbuffered, so readers see each write at once."""
 
-    def __init__(self, path: Path, fd: int) -> None:
+    def __init__(self, path: Path, fd: int, writeback: Writeback | None = None) -> None:
         self.path = path
         self.size = 0
         self._fd: int | None = fd
+        self._writeback = writeback
 
     @property
     def closed(self) -> bool:
@@ -71,6 +76,8 @@ class Partial:
         while view:
             view = view[os.write(self._fd, view) :]
         self.size += len(data)
+        if self._writeback is not None:
+            self._writeback.wrote(self._fd, self.size)
 
     def sync(self) -> None:
         if self._fd is not None:
@@ -208,7 +215,7 @@ class FilesystemStore:
     def open_partial(self) -> Partial:
         """A new, uniquely named, empty file in C{tmp/}, open for writing."""
         fd, name = tempfile.mkstemp(prefix="fill-", suffix=".partial", dir=self.tmp_dir)
-        return Partial(Path(name), fd)
+        return Partial(Path(name), fd, Writeback() if self.fsync else None)
 
     def open_partial_at(self, path: Path) -> Partial:
         """An empty file at C{path} (in C{tmp/}, named for its digest so that other
@@ -308,6 +315,26 @@ class FilesystemStore:
 
     def remove_meta(self, key: str) -> None:
         self.meta_path(key).unlink(missing_ok=True)
+
+    def update_meta(self, key: str, change: Callable[[Any | None], Any | None]) -> None:
+        """Replace the document under C{key} with C{change} of it (C{None}: remove it).
+
+        Processes sharing this store (workers) update one document with no lost
+        update: the read, C{change} and the write hold the store's update lock (a
+        C{flock}, so it is released if the process dies). Blocking: call it from
+        a pool thread.
+        """
+        self.meta_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.meta_dir / UPDATE_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            updated = change(self.read_meta(key))
+            if updated is None:
+                self.remove_meta(key)
+            else:
+                self.write_meta(key, updated)
+        finally:
+            os.close(fd)  # releases the lock
 
     def write_meta(self, key: str, value: Any) -> None:
         """Replace the document under C{key} atomically: readers see the old or the new one."""

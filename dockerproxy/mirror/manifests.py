@@ -56,6 +56,8 @@ class ManifestProxy:
 
     async def serve(self, pull: Pull, digest: Digest) -> None:
         cached = self.store.get(digest)
+        if cached is not None:
+            await self.remote.access.refresh(pull.repo)  # other processes' news first
         if cached is not None and self.remote.access.is_linked(pull.repo, str(digest)):
             if self.remote.access.may_read(pull.authorization, pull.repo):
                 send_manifest(pull.request, cached, HIT)

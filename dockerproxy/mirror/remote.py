@@ -62,18 +62,20 @@ class Remote:
         if code in (401, 403):
             self.access.note_refused(pull.authorization, pull.repo)
 
-    def may_read(self, pull: Pull, digest: Digest) -> bool:
-        """Whether the client may be served cached C{digest} without asking the upstream."""
-        return self.access.is_linked(pull.repo, str(digest)) and self.access.may_read(
-            pull.authorization, pull.repo
-        )
+    async def may_read(self, pull: Pull, digest: Digest | None = None) -> bool:
+        """Whether the client may be served its cached repository (and C{digest} in it)
+        without asking the upstream, by the newest records, other processes' included."""
+        await self.access.refresh(pull.repo)
+        if digest is not None and not self.access.is_linked(pull.repo, str(digest)):
+            return False
+        return self.access.may_read(pull.authorization, pull.repo)
 
     async def readable(self, pull: Pull, digest: Digest) -> bool:
         """Whether the client may get cached blob C{digest}; if not, the refusal was sent.
 
         Cached but not yet known to be readable here: a HEAD asks the upstream.
         """
-        if self.may_read(pull, digest):
+        if await self.may_read(pull, digest):
             return True
         check = await self.fetch(pull, method=b"HEAD", drop=CONDITIONS)
         if check.response.code == 200:

@@ -74,7 +74,7 @@ class TagProxy:
         entry = self.entry(pull, tag)
         cached = self.store.get(entry.digest) if entry is not None else None
         if entry is not None and cached is not None:
-            if self.remote.access.may_read(pull.authorization, pull.repo):
+            if await self.remote.may_read(pull):
                 age = self.clock.seconds() - entry.checked
                 if age < self.ttl:
                     send_manifest(pull.request, cached, HIT)

@@ -213,3 +213,39 @@ def test_sighup_adds_warm_entries(start_proxy: StartProxy, upstream: Upstream, t
     assert wait_until(lambda: set(alpine.blobs) <= set(committed_blobs(cache)), 30), (
         proxy.log_text()[-3000:]
     )
+
+
+def test_warm_straight_into_a_cache_directory_with_no_proxy_running(
+    start_proxy: StartProxy, upstream: Upstream, tmp: Path
+) -> None:
+    """``--cache-dir``: the proxy's own code in the warm process, on a loopback port of its
+    own; a proxy started afterwards on that directory serves the pull from it alone. With
+    logins configured, no user is needed: the warm presents the proxy's own token."""
+    alpine = upstream.images["alpine"]
+    assert isinstance(alpine, ImageRecord)
+    cache, state = tmp / "cache", tmp / "state"
+    htpasswd = htpasswd_file(tmp / "htpasswd", ALICE)
+    config = tmp / "config.toml"
+    config.write_text(
+        f'upstream = "{upstream.url}"\nlibrary_prefix = true\npresets = false\n'
+        f'state_dir = "{state}"\n[auth]\nhtpasswd = "{htpasswd}"\n'
+    )
+    result = warm("--cache-dir", str(cache), "--config", str(config), "alpine:3.20")
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    assert result.stdout.splitlines()[-1] == "warmed 1 of 1 images", result.stdout
+    assert set(alpine.blobs) <= set(committed_blobs(cache))
+    assert not list((cache / "tmp").iterdir()), "the warm stopped cleanly: nothing half-written"
+
+    proxy = mirror_of(start_proxy, upstream.url, cache, "--config", str(config))
+    mark = upstream.log_mark()
+    copy(proxy, "alpine:3.20", tmp / "p", creds(ALICE))
+    assert_same_image(tmp / "p", alpine)
+    assert upstream_gets(upstream, mark) == []
+
+    refused = warm("--cache-dir", str(cache), "--proxy", proxy.url, "alpine:3.20")
+    assert refused.returncode == 2 and "--cache-dir" in refused.stderr, refused.stderr
+    off = tmp / "nocache.toml"
+    off.write_text(f'upstream = "{upstream.url}"\n[cache]\nenabled = false\n')
+    refused = warm("--cache-dir", str(cache), "--config", str(off), "alpine:3.20")
+    assert refused.returncode == 2, refused.stderr
+    assert refused.stderr.startswith("dockerproxy warm: "), refused.stderr

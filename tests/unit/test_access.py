@@ -11,10 +11,12 @@ from typing import Any
 import pytest
 from twisted.internet.task import Clock
 
-from dockerproxy.access import AccessCache, MetaRecords
+from dockerproxy.access import AccessCache
+from dockerproxy.accessrecords import MetaRecords
 from dockerproxy.cache.documents import Documents
 from dockerproxy.cache.store import FilesystemStore
 from tests.unit.fakes import sync_disk
+from tests.unit.records import MemoryRecords
 
 REPO = ("docker.io", "library/alpine")
 PRIVATE = ("docker.io", "private/secret")
@@ -99,24 +101,6 @@ def test_links_are_per_repository() -> None:
     access.note_served(ALICE, PRIVATE, DIGEST)
     assert access.is_linked(PRIVATE, DIGEST)
     assert not access.is_linked(REPO, DIGEST)
-
-
-class MemoryRecords:
-    """A RecordStore in a dict, counting writes."""
-
-    def __init__(self) -> None:
-        self.documents: dict[str, dict[str, Any]] = {}
-        self.writes = 0
-
-    def load(self) -> list[dict[str, Any]]:
-        return list(self.documents.values())
-
-    def save(self, repository: str, document: dict[str, Any] | None) -> None:
-        self.writes += 1
-        if document is None:
-            self.documents.pop(repository, None)
-        else:
-            self.documents[repository] = document
 
 
 def test_public_repositories_and_links_survive_a_restart_but_grants_do_not() -> None:

@@ -20,6 +20,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "dockerproxy"
 LEAVES = frozenset(
     {
         "dockerproxy.accesslog",
+        "dockerproxy.accessrecords",
         "dockerproxy.auth",
         "dockerproxy.cachedir",
         "dockerproxy.coalesce",
