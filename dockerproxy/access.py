@@ -185,14 +185,15 @@ class AccessCache:
         if not self.is_anonymous(authorization):
             return
         key = _repo(repo)
-        if self.shared:
-            self._refused[key] = self.clock.seconds()
-            self._changed(key)
-            if len(self._refused) >= MAX_GRANTS:
-                self.flush()  # bounded, and the news is out sooner
         if key in self._public:
             del self._public[key]
             self._changed(key)
+        if self.shared:
+            # Out at once, not after save_delay: until the others read it they may serve
+            # the repository from cache to clients the upstream now refuses.
+            self._refused[key] = self.clock.seconds()
+            self._changed(key)
+            self.flush()
 
     def may_read(self, authorization: bytes | None, repo: RepoKey) -> bool:
         """True when the cache may serve C{repo} to this credential without asking upstream."""

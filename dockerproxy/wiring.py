@@ -137,7 +137,7 @@ def make_mirror(
     blobs = BlobCache(
         store, reactor, cache.max_size, disk=disk, max_blob_size=cache.max_blob_size, locks=locks
     )
-    access = AccessCache(reactor, records=MetaRecords(documents))
+    access = AccessCache(reactor, records=MetaRecords(documents, shared=shared))
     return Mirror(blobs, documents, access, exchange, cache.tag_ttl, cache.stale_max_age, s3=s3)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
+import os
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
@@ -87,6 +88,12 @@ class TokenServer:
     @property
     def realm(self) -> str:
         return f"{self.url}/token"
+
+    def set_policy(self, policy: dict[str, Any]) -> None:
+        """Replace the policy (see tests.harness.tokenserver): the next token request uses it."""
+        staged = self.policy_path.with_suffix(".new")
+        staged.write_text(json.dumps(policy, indent=2))
+        os.replace(staged, self.policy_path)
 
     def log_mark(self) -> int:
         """A position in the log; pass it to ``requests(since=...)`` to see only later lines."""

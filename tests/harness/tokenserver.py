@@ -153,6 +153,21 @@ class Config:
     header_mode: str
     expires_in: int
     log_lock: threading.Lock = field(default_factory=threading.Lock)
+    policy_path: Path | None = None  # read again when it changes (a test turns a repo private)
+    _policy_stamp: tuple[int, int] = (0, 0)
+    _policy_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def current_policy(self) -> Policy:
+        """The policy, read again if its file changed since it was last read."""
+        if self.policy_path is None:
+            return self.policy
+        with self._policy_lock:
+            stat = self.policy_path.stat()
+            stamp = (stat.st_mtime_ns, stat.st_ino)
+            if stamp != self._policy_stamp:
+                self.policy = Policy.load(self.policy_path)
+                self._policy_stamp = stamp
+            return self.policy
 
 
 class TokenHandler(BaseHTTPRequestHandler):
@@ -245,7 +260,7 @@ class TokenHandler(BaseHTTPRequestHandler):
         if basic is None or basic == ("", ""):
             return None
         user, password = basic
-        if not self.config.policy.check_password(user, password):
+        if not self.config.current_policy().check_password(user, password):
             raise AuthError("incorrect username or password")
         return user
 
@@ -253,7 +268,7 @@ class TokenHandler(BaseHTTPRequestHandler):
         merged: dict[tuple[str, str], list[str]] = {}
         for scope in scopes:
             actions = merged.setdefault((scope.type, scope.name), [])
-            for action in self.config.policy.granted(user, scope):
+            for action in self.config.current_policy().granted(user, scope):
                 if action not in actions:
                     actions.append(action)
         return [
@@ -340,6 +355,7 @@ def load_config(args: argparse.Namespace) -> Config:
         issuer=args.issuer,
         service=args.service,
         policy=Policy.load(Path(args.users)),
+        policy_path=Path(args.users),
         key=key,
         cert_der=cert.public_bytes(serialization.Encoding.DER),
         algorithm=algorithm,

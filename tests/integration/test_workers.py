@@ -9,6 +9,7 @@ supervisor, even one killed with SIGKILL.
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import re
 import shutil
@@ -41,7 +42,7 @@ from tests.harness.proxy import StartProxy
 from tests.harness.pulls import assert_same_image, copy
 from tests.harness.served import answers_reloads_and_stops
 from tests.harness.tls import make_ca
-from tests.harness.upstream import Upstream, UpstreamFactory
+from tests.harness.upstream import Upstream, UpstreamFactory, default_policy
 from tests.harness.workers import client_connections, live_workers, ready_workers, worker_pids
 
 
@@ -55,8 +56,21 @@ def test_skopeo_pulls_through_two_workers(
     for attempt in ("cold", "warm"):
         copy(proxy, "alpine:3.20", tmp / attempt)
         assert_same_image(tmp / attempt, alpine)
-    # Both workers accept on the one socket the supervisor opened.
+    # Both workers accept on the port the supervisor opened.
     assert _lines(proxy.log_text(), f"ProxySite starting on {proxy.port}") == 2
+    # The tag, its manifest, the blobs and the public record are the cache directory's:
+    # fresh connections reach both workers, and none goes upstream for them.
+    mark = upstream.log_mark()
+    paths = [
+        "/v2/library/alpine/manifests/3.20",
+        *(f"/v2/library/alpine/blobs/{d}" for d in alpine.blobs),
+    ]
+    for _ in range(10):
+        for path in paths:
+            token = anonymous_token(proxy, "library/alpine")
+            headers = [("Authorization", f"Bearer {token}"), ("Accept", alpine.media_type)]
+            assert web.request("GET", proxy.url + path, headers).status == 200, path
+    assert upstream_gets(upstream, mark) == []
 
 
 def test_a_killed_worker_is_restarted_and_pulls_go_on(
@@ -203,6 +217,50 @@ def test_eviction_across_workers_keeps_the_bound_and_spares_a_blob_being_sent(
     assert partials(cache) == []
 
 
+def test_a_refusal_one_worker_learns_stops_the_other_serving_from_cache(
+    start_proxy: StartProxy, make_upstream: UpstreamFactory, tmp: Path
+) -> None:
+    """library/alpine is public and cached through both workers; it turns private
+    upstream; once any worker learns it (an anonymous tag revalidation refused), no
+    worker serves it from cache to an anonymous client."""
+    up = make_upstream()
+    alpine = up.images["alpine"]
+    assert isinstance(alpine, ImageRecord) and up.tokenserver is not None
+    proxy = mirror_of(start_proxy, up.url, tmp / "cache", "--workers", "2", "--tag-ttl", "1")
+    assert wait_until(lambda: ready_workers(proxy.log_text()) == 2), proxy.log_text()
+    copy(proxy, "alpine:3.20", tmp / "public")
+    layer = next(iter(alpine.blobs))
+    blob_path = f"/v2/library/alpine/blobs/{layer}"
+
+    def anonymous_status(path: str) -> int:
+        """An anonymous client's token and request on one connection, so one worker: the
+        worker that handed out a token is the one that knows it is anonymous."""
+        connection = http.client.HTTPConnection(HOST, proxy.port, timeout=30)
+        try:
+            connection.request("GET", "/v2/auth?scope=repository:library/alpine:pull")
+            answer = connection.getresponse()
+            token = json.loads(answer.read())["token"]
+            connection.request("GET", path, headers={"Authorization": f"Bearer {token}"})
+            answer = connection.getresponse()
+            answer.read()
+            return answer.status
+        finally:
+            connection.close()
+
+    # Fresh connections reach both workers: each serves the cached blob.
+    assert all(anonymous_status(blob_path) == 200 for _ in range(20))
+    assert up.pusher is not None and up.reader is not None
+    private = default_policy(up.pusher, up.reader)
+    private["anonymous"]["pull"] = ["public/*"]
+    up.tokenserver.set_policy(private)
+    # Past the tag TTL a worker asks the upstream again, and is refused; the refusal
+    # goes into the shared records on the disk pool, a moment after that 401.
+    assert wait_until(lambda: anonymous_status("/v2/library/alpine/manifests/3.20") == 401)
+    assert wait_until(lambda: _refusal_recorded(tmp / "cache")), "no refusal on the disk"
+    statuses = [anonymous_status(blob_path) for _ in range(20)]
+    assert statuses == [401] * 20, statuses
+
+
 def test_no_worker_outlives_its_supervisor(
     start_proxy: StartProxy, upstream: Upstream, tmp: Path
 ) -> None:
@@ -262,3 +320,15 @@ def test_tls_is_each_workers_own(start_proxy: StartProxy, upstream: Upstream, tm
 def _lines(log: str, text: str) -> int:
     """How many lines of C{log} say C{text} (a JSON line may say it in several fields)."""
     return sum(text in line for line in log.splitlines())
+
+
+def _refusal_recorded(cache: Path) -> bool:
+    """Whether a repository's shared access record holds a refusal."""
+    for path in (cache / "meta" / "access").glob("*.json"):
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if record.get("refused"):
+            return True
+    return False
