@@ -127,8 +127,10 @@ class Worker(ProcessProtocol):
 
 
 class Supervisor(service.Service):
-    """See the module. C{spawn} is the reactor's C{spawnProcess}; C{argv} the options the
-    workers run with (the supervisor's own); C{load} reads the configuration again."""
+    """See the module. C{reactor} spawns the workers (C{spawnProcess}); C{argv} is the
+    options they run with (the supervisor's own); C{load} reads the configuration again;
+    C{install} is C{signal.signal} (a fake in tests), C{environ} and C{executable} the
+    workers' environment and Python."""
 
     name = "supervisor"
 
