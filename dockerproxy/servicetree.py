@@ -121,15 +121,14 @@ def service_for(
     of C{[auth] admins}.
 
     A C{worker} (L{dockerproxy.workers}) adopts the sockets its supervisor handed it
-    instead of listening, serves the admin listeners only if it is worker 0, and stops
-    when its supervisor is gone.
+    instead of listening, serves the admin listeners only if it is worker 0 (the others
+    count their requests for it), and stops when its supervisor is gone.
     """
     pool_service = ThreadPoolService(threadpool)
     admin = make_admin(config, reactor, ThreadedPool(reactor, pool_service.threadpool))
+    serves_admin = worker is None or worker.index == 0  # the other workers only count
     if admin is not None and worker is not None:
-        admin = admin if worker.index == 0 else None
-        if admin is not None:
-            admin.adopted = dict(worker.admin)
+        admin.adopted = dict(worker.admin)
     meters = admin.metrics if admin is not None else NO_METERS
     proxy, pool = make_proxy(config, reactor, meters=meters)
     s3 = make_s3(config, reactor, pool, meters=meters)
@@ -174,9 +173,11 @@ def service_for(
         config.limits.max_connections, listeners.pause, listeners.resume, reactor
     )
     drain = Drain(site.connections, reactor, config.drain_timeout)
-    if admin is not None:  # its history and listeners (they stop after the drain)
+    if admin is not None and serves_admin:  # its history and listeners (stop after the drain)
         admin.attach(top, site, proxy, mirror, drain, client_auth.check_admin)
         top.reloads.register(admin.listeners.apply)  # type: ignore[union-attr]
+    elif admin is not None:
+        admin.count(site)
     drain.setServiceParent(top)
     listeners.setServiceParent(top)
     top.listeners = listeners

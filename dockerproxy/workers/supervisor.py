@@ -18,12 +18,15 @@ reloads itself (L{dockerproxy.reload}).
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import sys
+import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from types import FrameType
 from typing import Any
 
+from prometheus_client.multiprocess import mark_process_dead
 from twisted.application import service
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.error import ProcessExitedAlready
@@ -55,6 +58,8 @@ FIRST_SOCKET_FD = 5
 SYSTEMD_VARIABLES = ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES")
 
 InstallHandler = Callable[[int, Any], Any]
+# prometheus_client's multiprocess mode (dockerproxy.admin.metrics): the workers' counts.
+METRICS_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 
 
 def _hand(
@@ -162,6 +167,8 @@ class Supervisor(service.Service):
         self.stopping = False
         self._previous: Any = None
         self._opened = False
+        # Where the workers keep their counts for the admin listener's sum (with one).
+        self.metrics_dir: str | None = None
 
     def setServiceParent(self, parent: Any) -> Any:
         """The log format, as L{dockerproxy.servicetree.DockerProxyService} chooses it."""
@@ -190,6 +197,8 @@ class Supervisor(service.Service):
             self.privilegedStartService()
         super().startService()
         self.clear_leftovers()
+        if self.config.admin.listen:
+            self.metrics_dir = tempfile.mkdtemp(prefix="dockerproxy-metrics-")
         self._previous = self.install(signal.SIGHUP, self._signalled)
         for index in range(self.count):
             self.start_worker(index)
@@ -212,6 +221,8 @@ class Supervisor(service.Service):
         sockets = WorkerSockets(index, LIFELINE_FD, READY_FD, listen, admin)
         env = {k: v for k, v in self.environ.items() if k not in SYSTEMD_VARIABLES}
         env[ENVIRONMENT] = sockets.encode()
+        if self.metrics_dir is not None:
+            env[METRICS_VARIABLE] = self.metrics_dir
         args = [self.executable, "-m", "dockerproxy.workers", *self.argv]
         self.reactor.spawnProcess(worker, self.executable, args, env=env, childFDs=fds)
         self.workers[index] = worker
@@ -221,6 +232,8 @@ class Supervisor(service.Service):
     def _ended(self, worker: Worker, reason: Failure) -> None:
         if self.workers.get(worker.index) is worker:
             del self.workers[worker.index]
+        if self.metrics_dir is not None and worker.pid is not None:
+            mark_process_dead(worker.pid, self.metrics_dir)  # its gauges; its counts stay
         status = getattr(reason.value, "exitCode", None)
         killed = getattr(reason.value, "signal", None)
         how = f"signal {killed}" if killed else f"status {status}"
@@ -279,6 +292,8 @@ class Supervisor(service.Service):
                 deadline.cancel()
             for listener in [*self.listeners, *self.admin]:
                 listener.close()
+            if self.metrics_dir is not None:
+                shutil.rmtree(self.metrics_dir, ignore_errors=True)
             # All drained: twistd exits 0, not again by the signal that stopped it.
             internals.forget_exit_signal(self.reactor, signal.SIGTERM)
 

@@ -35,6 +35,7 @@ from tests.harness.caching import (
 )
 from tests.harness.gate import Gate
 from tests.harness.images import ImageRecord
+from tests.harness.metrics import sample
 from tests.harness.polling import wait_until
 from tests.harness.ports import HOST, free_port, wait_http
 from tests.harness.procs import ManagedProcess, pid_alive
@@ -259,6 +260,29 @@ def test_a_refusal_one_worker_learns_stops_the_other_serving_from_cache(
     assert wait_until(lambda: _refusal_recorded(tmp / "cache")), "no refusal on the disk"
     statuses = [anonymous_status(blob_path) for _ in range(20)]
     assert statuses == [401] * 20, statuses
+
+
+def test_metrics_count_every_workers_requests(
+    start_proxy: StartProxy, upstream: Upstream, tmp: Path
+) -> None:
+    admin_port = free_port()
+    proxy = mirror_of(
+        start_proxy,
+        upstream.url,
+        tmp / "cache",
+        *("--workers", "2", "--admin-listen", f"tcp:{admin_port}:interface={HOST}"),
+    )
+    assert wait_until(lambda: ready_workers(proxy.log_text()) == 2), proxy.log_text()
+    for _ in range(30):  # fresh connections: both workers answer some
+        assert web.request("GET", f"{proxy.url}/v2/").status == 401
+
+    def pings() -> float:
+        metrics = web.request("GET", f"http://{HOST}:{admin_port}/metrics").body.decode()
+        return sample(
+            metrics, "dockerproxy_requests_total", route="ping", method="GET", status="401"
+        )
+
+    assert wait_until(lambda: pings() == 30), pings()
 
 
 def test_no_worker_outlives_its_supervisor(

@@ -4,6 +4,8 @@ checks, and on stop has every worker drain and waits for all of them."""
 
 from __future__ import annotations
 
+import os
+import shutil
 import signal
 import socket
 
@@ -17,6 +19,7 @@ from dockerproxy.workers.supervisor import (
     KILL_GRACE,
     LIFELINE_FD,
     MAX_DELAY,
+    METRICS_VARIABLE,
     READY_FD,
     STABLE,
     Backoff,
@@ -38,7 +41,13 @@ class SupervisorTests(SynchronousTestCase):
         leftover.parent.mkdir(parents=True)
         leftover.write_bytes(b"half a blob")
         config = build_config(
-            {"workers": 2, "drain_timeout": 5, "cache": {"dir": str(self.cache)}}, {}
+            {
+                "workers": 2,
+                "drain_timeout": 5,
+                "cache": {"dir": str(self.cache)},
+                "admin": {"listen": ["tcp:9100:interface=127.0.0.1"]},
+            },
+            {},
         )
         environ = {"PATH": "/bin", "LISTEN_PID": "1", "LISTEN_FDS": "1", "LISTEN_FDNAMES": "x"}
         self.supervisor = Supervisor(
@@ -58,6 +67,8 @@ class SupervisorTests(SynchronousTestCase):
         self.supervisor.admin = [OpenedListener("tcp:9100:interface=127.0.0.1", [19], 2)]
         self.logged = lines_logged(self)
         self.supervisor.startService()
+        assert self.supervisor.metrics_dir is not None
+        self.addCleanup(shutil.rmtree, self.supervisor.metrics_dir, True)
 
     def load(self) -> Config:
         loaded = self.loads.pop(0)
@@ -140,6 +151,18 @@ class SupervisorTests(SynchronousTestCase):
         self.assertEqual([first.signals, second.signals], [["HUP"], []])
         second.say(READY_FD, b"ready\n")
         self.assertEqual([first.signals, second.signals], [["HUP"], ["HUP"]])
+
+    def test_every_worker_counts_into_one_directory_for_the_admin_listener(self) -> None:
+        metrics = self.supervisor.metrics_dir
+        assert metrics is not None
+        self.assertEqual(
+            [p.env[METRICS_VARIABLE] for p in self.reactor.processes], [metrics, metrics]
+        )
+        stopped = self.supervisor.stopService()
+        for process in self.reactor.processes:
+            process.exit()
+        self.successResultOf(stopped)
+        self.assertFalse(os.path.exists(metrics), "removed once every worker has exited")
 
     def test_stop_drains_every_worker_and_waits_for_all(self) -> None:
         first, second = self.reactor.processes
