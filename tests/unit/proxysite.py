@@ -53,14 +53,15 @@ def make_parts(
     clock: Clock,
     http: Any,
     pool: Pool | None = None,
+    shared: bool = False,
 ) -> tuple[Proxy, Mirror | None, ProxySite]:
     """What servicetree.service_for wires, over C{http}: the upstream exchange, the mirror (when the
     config caches; with its S3 tier when it has one; its disk work on C{pool}, by default
-    done at once; its cache started as its CacheService does) and the Site."""
+    done at once; its cache started as its CacheService does; C{shared}: as a worker's,
+    one of several on its directory) and the Site."""
     proxy, _ = make_proxy(config, clock, http=http)
-    mirror = make_mirror(
-        config.cache, clock, proxy, pool or SyncPool(), make_s3(config, clock, None, http=http)
-    )
+    s3 = make_s3(config, clock, None, http=http)
+    mirror = make_mirror(config.cache, clock, proxy, pool or SyncPool(), s3, shared=shared)
     if mirror is not None:
         CacheService(mirror).startService()
     return proxy, mirror, make_site(proxy, clock, mirror=mirror, search=make_search(config, proxy))
