@@ -16,6 +16,7 @@ from dockerproxy.cache.diskio import DiskWork, Pool
 from dockerproxy.cache.documents import Documents
 from dockerproxy.cache.flocks import FillLocks
 from dockerproxy.cache.store import FilesystemStore
+from dockerproxy.cache.tokenmarks import TokenMarks
 from dockerproxy.challenges import ChallengeCache
 from dockerproxy.clientauth import ClientAuth
 from dockerproxy.config import (
@@ -137,7 +138,8 @@ def make_mirror(
     blobs = BlobCache(
         store, reactor, cache.max_size, disk=disk, max_blob_size=cache.max_blob_size, locks=locks
     )
-    access = AccessCache(reactor, records=MetaRecords(documents, shared=shared))
+    marks = TokenMarks(store.root, disk, reactor) if shared else None
+    access = AccessCache(reactor, records=MetaRecords(documents, shared=shared), marks=marks)
     return Mirror(blobs, documents, access, exchange, cache.tag_ttl, cache.stale_max_age, s3=s3)
 
 

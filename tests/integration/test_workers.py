@@ -222,8 +222,9 @@ def test_a_refusal_one_worker_learns_stops_the_other_serving_from_cache(
     start_proxy: StartProxy, make_upstream: UpstreamFactory, tmp: Path
 ) -> None:
     """library/alpine is public and cached through both workers; it turns private
-    upstream; once any worker learns it (an anonymous tag revalidation refused), no
-    worker serves it from cache to an anonymous client."""
+    upstream; once any worker learns it (an anonymous tag revalidation refused, with a
+    token either worker handed out), no worker serves it from cache to an anonymous
+    client."""
     up = make_upstream()
     alpine = up.images["alpine"]
     assert isinstance(alpine, ImageRecord) and up.tokenserver is not None
@@ -234,19 +235,10 @@ def test_a_refusal_one_worker_learns_stops_the_other_serving_from_cache(
     blob_path = f"/v2/library/alpine/blobs/{layer}"
 
     def anonymous_status(path: str) -> int:
-        """An anonymous client's token and request on one connection, so one worker: the
-        worker that handed out a token is the one that knows it is anonymous."""
-        connection = http.client.HTTPConnection(HOST, proxy.port, timeout=30)
-        try:
-            connection.request("GET", "/v2/auth?scope=repository:library/alpine:pull")
-            answer = connection.getresponse()
-            token = json.loads(answer.read())["token"]
-            connection.request("GET", path, headers={"Authorization": f"Bearer {token}"})
-            answer = connection.getresponse()
-            answer.read()
-            return answer.status
-        finally:
-            connection.close()
+        """An anonymous client's token and request, each on a fresh connection: either
+        worker may hand the token out and either may take the request."""
+        token = anonymous_token(proxy, "library/alpine")
+        return web.request("GET", proxy.url + path, [("Authorization", f"Bearer {token}")]).status
 
     # Fresh connections reach both workers: each serves the cached blob.
     assert all(anonymous_status(blob_path) == 200 for _ in range(20))
@@ -254,10 +246,16 @@ def test_a_refusal_one_worker_learns_stops_the_other_serving_from_cache(
     private = default_policy(up.pusher, up.reader)
     private["anonymous"]["pull"] = ["public/*"]
     up.tokenserver.set_policy(private)
+
     # Past the tag TTL a worker asks the upstream again, and is refused; the refusal
-    # goes into the shared records on the disk pool, a moment after that 401.
-    assert wait_until(lambda: anonymous_status("/v2/library/alpine/manifests/3.20") == 401)
-    assert wait_until(lambda: _refusal_recorded(tmp / "cache")), "no refusal on the disk"
+    # goes into the shared records on the disk pool, a moment after that 401 (and only
+    # once that worker knows the token as anonymous: the mark of a token another worker
+    # handed out lands on the disk a moment after the token was sent).
+    def refusal_learned() -> bool:
+        status = anonymous_status("/v2/library/alpine/manifests/3.20")
+        return status == 401 and wait_until(lambda: _refusal_recorded(tmp / "cache"), 1)
+
+    assert wait_until(refusal_learned, 20), "no worker recorded the refusal"
     statuses = [anonymous_status(blob_path) for _ in range(20)]
     assert statuses == [401] * 20, statuses
 
