@@ -65,6 +65,14 @@ class RecordStore(Protocol):
     def fetch(self, repository: str) -> Deferred[dict[str, Any] | None]: ...
 
 
+class TokenMarks(Protocol):
+    """Anonymous tokens other processes handed out (L{dockerproxy.cache.tokenmarks})."""
+
+    def mark(self, key: str, expiry: float) -> None: ...
+
+    def expiry(self, key: str) -> float | None: ...
+
+
 class _Expiring:
     """Keys with expiry times, at most C{limit}, the oldest dropped first.
 
@@ -108,8 +116,10 @@ class AccessCache:
         save_delay: float = 1.0,
         max_grants: int = MAX_GRANTS,
         max_anonymous_tokens: int = MAX_ANONYMOUS_TOKENS,
+        marks: TokenMarks | None = None,
     ) -> None:
         self.clock = clock
+        self._marks = marks  # with workers: the anonymous tokens each one handed out
         self.save_delay = save_delay
         self.grant_ttl = grant_ttl
         self.public_ttl = public_ttl
@@ -153,11 +163,22 @@ class AccessCache:
         now = self.clock.seconds()
         key = credential_key(b"Bearer " + token.encode())
         self._anonymous_tokens.put(key, now + expires_in, now)
+        if self._marks is not None:
+            self._marks.mark(key, now + expires_in)
 
     def is_anonymous(self, authorization: bytes | None) -> bool:
         if is_anonymous(authorization):
             return True
-        return self._anonymous_tokens.alive(credential_key(authorization), self.clock.seconds())
+        key, now = credential_key(authorization), self.clock.seconds()
+        if self._anonymous_tokens.alive(key, now):
+            return True
+        if self._marks is None or not authorization:
+            return False
+        expiry = self._marks.expiry(key)  # handed out by another worker?
+        if expiry is None or expiry <= now:
+            return False
+        self._anonymous_tokens.put(key, expiry, now)
+        return True
 
     def note_served(
         self, authorization: bytes | None, repo: RepoKey, digest: str | None = None
@@ -185,14 +206,15 @@ class AccessCache:
         if not self.is_anonymous(authorization):
             return
         key = _repo(repo)
-        if self.shared:
-            self._refused[key] = self.clock.seconds()
-            self._changed(key)
-            if len(self._refused) >= MAX_GRANTS:
-                self.flush()  # bounded, and the news is out sooner
         if key in self._public:
             del self._public[key]
             self._changed(key)
+        if self.shared:
+            # Out at once, not after save_delay: until the others read it they may serve
+            # the repository from cache to clients the upstream now refuses.
+            self._refused[key] = self.clock.seconds()
+            self._changed(key)
+            self.flush()
 
     def may_read(self, authorization: bytes | None, repo: RepoKey) -> bool:
         """True when the cache may serve C{repo} to this credential without asking upstream."""

@@ -14,12 +14,16 @@ reload (L{Listeners.apply}) serves renewed certificates to new connections.
 from __future__ import annotations
 
 import resource
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from twisted.application import service
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
-from twisted.internet.endpoints import SSL4ServerEndpoint, serverFromString
+from twisted.internet.endpoints import (
+    AdoptedStreamServerEndpoint,
+    SSL4ServerEndpoint,
+    serverFromString,
+)
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import (
     IListeningPort,
@@ -75,8 +79,12 @@ class Listeners(service.Service):
         descriptions: Sequence[str],
         factory: IProtocolFactory,
         option: str = "--listen",
+        adopted: Mapping[str, tuple[int, int]] | None = None,
     ) -> None:
         self.reactor = reactor
+        # description -> (file descriptor, address family): sockets opened by a
+        # supervisor (dockerproxy.workers), adopted instead of listened on.
+        self.adopted = dict(adopted or {})
         self.option = option  # what a failure to listen names
         self.descriptions = tuple(descriptions)
         self.factory = factory
@@ -120,11 +128,17 @@ class Listeners(service.Service):
     def _endpoint(self, description: str) -> IStreamServerEndpoint:
         """Twisted's endpoint for C{description}; for C{ssl:}, one whose certificate
         can be replaced (it reads the files now)."""
+        adopted: IStreamServerEndpoint | None = None
+        if description in self.adopted:
+            fd, family = self.adopted[description]
+            adopted = AdoptedStreamServerEndpoint(self.reactor, fd, family)
         if not is_tls(description):
-            return serverFromString(self.reactor, description)
+            return adopted or serverFromString(self.reactor, description)
         listen = parse_tls(description)
         certificates = ServerCertificates(listen)
         self.certificates.append(certificates)
+        if adopted is not None:
+            return TLSOverEndpoint(adopted, certificates)
         if listen.systemd_index is not None:
             inner = f"systemd:domain={listen.domain}:index={listen.systemd_index}"
             return TLSOverEndpoint(serverFromString(self.reactor, inner), certificates)

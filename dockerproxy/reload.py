@@ -110,6 +110,7 @@ RESTART_SETTINGS = (
     ("search", "search.upstream"),
     ("http2", "http2"),
     ("fleet", "fleet"),
+    ("workers", "workers"),
 )
 
 

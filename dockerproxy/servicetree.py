@@ -37,6 +37,7 @@ from dockerproxy.wiring import (
     make_search,
     make_site,
 )
+from dockerproxy.workers.adoption import Lifeline, Ready, WorkerSockets
 
 STATS_INTERVAL = 60.0
 
@@ -103,6 +104,7 @@ def service_for(
     reactor: Any,
     threadpool: ThreadPool | None = None,
     load: Callable[[], Config] | None = None,
+    worker: WorkerSockets | None = None,
 ) -> DockerProxyService:
     """Wire the service tree; nothing here touches the disk or the network.
 
@@ -118,15 +120,24 @@ def service_for(
     reload reads the configuration with C{load} (by default it keeps C{config}, and the
     certificates are read again). An admin listener beyond loopback admits the users
     of C{[auth] admins}.
+
+    A C{worker} (L{dockerproxy.workers}) adopts the sockets its supervisor handed it
+    instead of listening, serves the admin listeners only if it is worker 0 (the others
+    count their requests for it), and stops when its supervisor is gone.
     """
     pool_service = ThreadPoolService(threadpool)
     admin = make_admin(config, reactor, ThreadedPool(reactor, pool_service.threadpool))
+    serves_admin = worker is None or worker.index == 0  # the other workers only count
+    if admin is not None and worker is not None:
+        admin.adopted = dict(worker.admin)
     meters = admin.metrics if admin is not None else NO_METERS
     proxy, pool = make_proxy(config, reactor, meters=meters)
     s3 = make_s3(config, reactor, pool, meters=meters)
     top = DockerProxyService(config, reactor, pool)
     top.reloads = Reloads(reactor, load or (lambda: config))
     top.reloads.setServiceParent(top)
+    if worker is not None:
+        Lifeline(reactor, worker.lifeline, reactor.stop).setServiceParent(top)
     pool_service.setServiceParent(top)
     top.threadpool = pool_service.threadpool
     fleet = make_fleet(config, reactor, s3, meters)
@@ -143,6 +154,7 @@ def service_for(
         ThreadedPool(reactor, pool_service.threadpool),
         s3,
         fleet,
+        shared=worker is not None,
     )
     if mirror is not None:
         CacheService(mirror).setServiceParent(top)
@@ -159,14 +171,18 @@ def service_for(
     site = make_site(proxy, reactor, config.limits, mirror, top.heap, config.access, gate, search)
     site.policy.apply(config)
     site.http2 = config.http2 and internals.H2_HOOKS
-    listeners = Listeners(reactor, config.listen, site)
+    listeners = Listeners(
+        reactor, config.listen, site, adopted=worker.listen if worker is not None else None
+    )
     site.connections = ConnectionLimit(
         config.limits.max_connections, listeners.pause, listeners.resume, reactor
     )
     drain = Drain(site.connections, reactor, config.drain_timeout)
-    if admin is not None:  # its history and listeners (they stop after the drain)
+    if admin is not None and serves_admin:  # its history and listeners (stop after the drain)
         admin.attach(top, site, proxy, mirror, drain, client_auth.check_admin)
         top.reloads.register(admin.listeners.apply)  # type: ignore[union-attr]
+    elif admin is not None:
+        admin.count(site)
     drain.setServiceParent(top)
     listeners.setServiceParent(top)
     top.listeners = listeners
@@ -176,4 +192,6 @@ def service_for(
     warm = make_warm(config, reactor, listeners, client_auth)
     warm.setServiceParent(top)  # after the listeners: it pulls through them
     top.reloads.register(warm.apply)
+    if worker is not None:
+        Ready(worker.ready).setServiceParent(top)  # last: all the rest has started
     return top

@@ -20,6 +20,8 @@ from dockerproxy.config.access import OPTIONS as ACCESS_OPTIONS
 from dockerproxy.config.policy import OPTIONS as QUOTA_OPTIONS
 from dockerproxy.listeners import describe
 from dockerproxy.servicetree import DockerProxyService, service_for
+from dockerproxy.workers.adoption import from_environment
+from dockerproxy.workers.supervisor import Supervisor
 
 
 class Options(usage.Options):
@@ -147,6 +149,12 @@ class Options(usage.Options):
             "redis:// URL shared by a fleet of instances: tags, manifests, access records, "
             "fill locks.",
         ],
+        [
+            "workers",
+            None,
+            None,
+            "Processes serving the listeners: a number or auto (one per core; default 1).",
+        ],
     ]
 
     def __init__(self) -> None:
@@ -241,6 +249,8 @@ class Options(usage.Options):
 
     def parseOptions(self, options: Sequence[str] | None = None) -> None:
         """Report any bad option or setting as one line on stderr, exit status 2."""
+        # The options as given, for the workers a supervisor starts (dockerproxy.workers).
+        self.argv = list(sys.argv[1:] if options is None else options)
         try:
             super().parseOptions(options)
         except (usage.UsageError, ConfigError) as e:
@@ -249,10 +259,15 @@ class Options(usage.Options):
 
     def postOptions(self) -> None:
         self.config = self.reload_config()
+        # A worker's listeners are sockets its supervisor opened (and checked).
+        self.worker = from_environment()
+        handed = set() if self.worker is None else {*self.worker.listen, *self.worker.admin}
         for endpoint in self.config.listen:
-            check_endpoint(endpoint)
+            if endpoint not in handed:
+                check_endpoint(endpoint)
         for endpoint in self.config.admin.listen:
-            check_endpoint(endpoint, "--admin-listen")
+            if endpoint not in handed:
+                check_endpoint(endpoint, "--admin-listen")
 
     def reload_config(self) -> Config:
         """The --config file (read now) merged with the command line, which wins."""
@@ -302,6 +317,7 @@ class Options(usage.Options):
             "search_upstream": self["search-upstream"],
             "http2": self["http2"],
             "redis": self["redis"],
+            "workers": self["workers"],
         }
 
 
@@ -318,12 +334,18 @@ def check_endpoint(description: str, key: str = "--listen") -> None:
         raise ConfigError(key, f"bad endpoint {description!r}: {describe(e)}") from None
 
 
-def makeService(options: Mapping[str, Any] | Options) -> DockerProxyService:
+def makeService(options: Mapping[str, Any] | Options) -> DockerProxyService | Supervisor:
+    """The proxy; with C{workers} > 1, the supervisor that runs them (unless this
+    process is one of the workers)."""
     from twisted.internet import reactor
 
     config: Config = options.config  # type: ignore[union-attr]
+    load = options.reload_config  # type: ignore[union-attr]
+    worker = options.worker  # type: ignore[union-attr]
+    if worker is None and config.workers > 1:
+        return Supervisor(config, reactor, options.argv, load)  # type: ignore[union-attr]
     try:
-        return service_for(config, reactor, load=options.reload_config)  # type: ignore[union-attr]
+        return service_for(config, reactor, load=load, worker=worker)
     except ConfigError as e:
         sys.stderr.write(f"dockerproxy: {e}\n")
         raise SystemExit(2) from None

@@ -14,7 +14,9 @@ from dockerproxy.accessrecords import MetaRecords
 from dockerproxy.cache.blobs import BlobCache
 from dockerproxy.cache.diskio import DiskWork, Pool
 from dockerproxy.cache.documents import Documents
+from dockerproxy.cache.flocks import FillLocks
 from dockerproxy.cache.store import FilesystemStore
+from dockerproxy.cache.tokenmarks import TokenMarks
 from dockerproxy.challenges import ChallengeCache
 from dockerproxy.clientauth import ClientAuth
 from dockerproxy.config import (
@@ -139,6 +141,7 @@ def make_mirror(
     disk_pool: Pool,
     s3: S3BlobStore | None = None,
     fleet: Fleet | None = None,
+    shared: bool = False,
 ) -> Mirror | None:
     """The pull-through cache over C{cache.directory}, not started: a L{CacheService}
     recovers what a crash left behind and loads the records.
@@ -146,17 +149,22 @@ def make_mirror(
     Misses go upstream through C{exchange}; C{s3} adds the blob tier shared with
     other instances. Blocking disk work (commits, metadata writes, touches,
     unlinks) runs on C{disk_pool}: the proxy's thread pool (L{ThreadedPool}).
+    C{shared}: other workers use the directory too (L{dockerproxy.cache.sharing}).
     """
     if cache.directory is None:
         return None
     store = FilesystemStore(cache.directory)
     disk = DiskWork(disk_pool)
     documents = Documents(store, disk)
-    blobs = BlobCache(store, reactor, cache.max_size, disk=disk, max_blob_size=cache.max_blob_size)
-    records: RecordStore = MetaRecords(documents)
+    claims = FillLocks(store.tmp_dir) if shared else None
+    blobs = BlobCache(
+        store, reactor, cache.max_size, disk=disk, max_blob_size=cache.max_blob_size, locks=claims
+    )
+    records: RecordStore = MetaRecords(documents, shared=shared)
     if fleet is not None:  # shared by the fleet, kept on this disk too
         records = fleet.records(records)
-    access = AccessCache(reactor, records=records)
+    marks = TokenMarks(store.root, disk, reactor) if shared else None
+    access = AccessCache(reactor, records=records, marks=marks)
     return Mirror(
         blobs,
         documents,

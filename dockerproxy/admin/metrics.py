@@ -15,6 +15,11 @@ nothing is allocated beyond a key tuple.
 
 L{Tally} keeps plain totals beside the counters, for the status page's history
 (L{dockerproxy.admin.history}), which samples it once a minute.
+
+With workers (L{dockerproxy.workers}) every worker counts, into the files of
+C{prometheus_client}'s multiprocess mode (C{PROMETHEUS_MULTIPROC_DIR}, which the
+supervisor sets), and worker 0, which serves the admin listener, exposes their sum
+(L{Metrics.exposition}) beside its own collectors (the cache's state, the process).
 """
 
 from __future__ import annotations
@@ -25,7 +30,9 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import choose_encoder
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.registry import Collector
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import LogEvent
 from twisted.web.iweb import UNKNOWN_LENGTH, IResponse
@@ -43,6 +50,8 @@ DURATION_BUCKETS = (0.001, 0.005, 0.025, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 
 # Distinct images tallied between two samples of the history; more count as OTHER.
 MAX_IMAGES = 1000
 OTHER = "(other)"
+# Set by the supervisor of workers: where each worker's counts are kept for the sum.
+MULTIPROCESS = "PROMETHEUS_MULTIPROC_DIR"
 
 
 @dataclass
@@ -76,9 +85,17 @@ class Tally:
 class Metrics:
     """The counters, gauges and histograms; an access-log observer and a L{Meters}."""
 
-    def __init__(self, clock: IReactorTime, registry: CollectorRegistry | None = None) -> None:
+    def __init__(
+        self,
+        clock: IReactorTime,
+        registry: CollectorRegistry | None = None,
+        multiprocess: str | None = None,
+    ) -> None:
+        """C{multiprocess}: the directory of the workers' counts (L{MULTIPROCESS})."""
         self.clock = clock
         self.registry = r = registry if registry is not None else CollectorRegistry()
+        self.multiprocess = multiprocess
+        self._collectors: list[Collector] = []  # not counts: exposed as they are
         self.requests = Counter(
             "dockerproxy_requests_total",
             "Client requests, answered or refused, by route, method and status.",
@@ -130,12 +147,14 @@ class Metrics:
             "The last ratelimit-remaining an upstream sent (Docker Hub's pull quota).",
             ("registry",),
             registry=r,
+            multiprocess_mode="mostrecent",
         )
         self.last_answer = Gauge(
             "dockerproxy_upstream_last_answer_timestamp_seconds",
             "When the registry last answered a request (any status), in Unix time.",
             ("registry",),
             registry=r,
+            multiprocess_mode="max",
         )
         self.s3_errors = Counter(
             "dockerproxy_s3_errors_total",
@@ -150,10 +169,14 @@ class Metrics:
             ("operation",),
             registry=r,
         )
-        Gauge("dockerproxy_build_info", "The running version.", ("version",), registry=r).labels(
-            __version__
-        ).set(1)
-        ProcessCollector(registry=r)
+        Gauge(
+            "dockerproxy_build_info",
+            "The running version.",
+            ("version",),
+            registry=r,
+            multiprocess_mode="max",
+        ).labels(__version__).set(1)
+        self.add_collector(ProcessCollector(registry=None))
         self.tally = Tally()
         # When any upstream last answered (clock seconds); None: not since the start.
         self.reached_at: float | None = None
@@ -238,11 +261,25 @@ class Metrics:
 
     # ------------------------------------------------------------ exposition
 
+    def add_collector(self, collector: Collector) -> None:
+        """A collector whose metrics are this process's to say (not a count to sum)."""
+        self.registry.register(collector)
+        self._collectors.append(collector)
+
     def exposition(self, accept: str | None) -> tuple[bytes, str]:
         """The registry in the format C{accept} asks for (OpenMetrics or Prometheus
-        text): the body and its content type."""
+        text): the body and its content type. With workers, their counts summed."""
         encoder, content_type = choose_encoder(accept or "")
-        return encoder(self.registry), content_type
+        return encoder(self._exposed()), content_type
+
+    def _exposed(self) -> CollectorRegistry:
+        if self.multiprocess is None:
+            return self.registry
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, self.multiprocess)
+        for collector in self._collectors:
+            registry.register(collector)
+        return registry
 
 
 def ratelimit_remaining(values: list[bytes] | None) -> int | None:

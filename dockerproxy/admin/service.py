@@ -8,6 +8,7 @@ tree by L{dockerproxy.servicetree.service_for}, which starts and stops them.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from dockerproxy.admin.gate import CheckAdmin
 from dockerproxy.admin.health import ReadinessCheck
 from dockerproxy.admin.history import History
 from dockerproxy.admin.historyfile import FILENAME, HistoryFile
-from dockerproxy.admin.metrics import Metrics
+from dockerproxy.admin.metrics import MULTIPROCESS, Metrics
 from dockerproxy.admin.pages import AdminRoot, AdminSite
 from dockerproxy.admin.status import StatusSources
 from dockerproxy.cache.diskio import DiskWork, Pool
@@ -119,9 +120,9 @@ class Admin:
         self.reactor = reactor
         self.pool = pool
         self.check_admin: CheckAdmin | None = None
-        self.metrics = Metrics(reactor)
+        self.metrics = Metrics(reactor, multiprocess=os.environ.get(MULTIPROCESS))
         self.state = StateCollector()
-        self.metrics.registry.register(self.state)
+        self.metrics.add_collector(self.state)
         self.history = History()
         directory = config.cache.directory
         self.directory = Path(directory) if directory is not None else None
@@ -132,6 +133,8 @@ class Admin:
         )
         self.history_service = HistoryService(reactor, self.history, self.metrics, file)
         self.listeners: Listeners | None = None
+        # description -> (fd, family): sockets a supervisor handed this worker.
+        self.adopted: dict[str, tuple[int, int]] = {}
 
     def attach(
         self,
@@ -152,6 +155,11 @@ class Admin:
         self.history_service.setServiceParent(top)
         self.wire(proxy, mirror, lambda: not drain.running).setServiceParent(top)
 
+    def count(self, site: ProxySite) -> None:
+        """Count C{site}'s requests only: a worker other than 0, whose counts worker 0's
+        admin listener exposes (L{dockerproxy.admin.metrics})."""
+        site.access_log = access_logger(self.metrics.observe)
+
     def wire(self, proxy: Proxy, mirror: Mirror | None, draining: Callable[[], bool]) -> Listeners:
         """The admin listeners, serving what C{proxy} and C{mirror} do (not started)."""
         blobs = mirror.blobs if mirror is not None else None
@@ -167,7 +175,9 @@ class Admin:
         sources = StatusSources(self.reactor, self.history, self.metrics, blobs)
         root = AdminRoot(self.metrics, readiness, sources, self.check_admin)
         site = AdminSite(root, self.reactor)
-        listeners = Listeners(self.reactor, self.config.admin.listen, site, option=OPTION)
+        listeners = Listeners(
+            self.reactor, self.config.admin.listen, site, option=OPTION, adopted=self.adopted
+        )
         listeners.setName("admin")
         site.connections = ConnectionLimit(
             MAX_ADMIN_CONNECTIONS, listeners.pause, listeners.resume, self.reactor

@@ -38,8 +38,12 @@ from twisted.web.iweb import UNKNOWN_LENGTH, IResponse
 from twisted.web.server import Request
 
 from dockerproxy.cache.diskio import DiskWork
+from dockerproxy.cache.elsewhere import ElsewhereFill
+from dockerproxy.cache.eviction import hold, remove_unless_busy
 from dockerproxy.cache.fills import Fallback, Fill
+from dockerproxy.cache.flocks import ABANDONED, FAILED, VERIFIED, Claim, FillLocks
 from dockerproxy.cache.senders import Sender
+from dockerproxy.cache.sharing import Sharing
 from dockerproxy.cache.store import FilesystemStore, Partial
 from dockerproxy.digests import Digest
 from dockerproxy.relay import client_gone
@@ -64,6 +68,12 @@ class CachedBlob:
     digest: Digest
     size: int
     path: Path
+
+
+def _outcome(fill: Fill) -> str:
+    if fill.failure is None:
+        return VERIFIED
+    return ABANDONED if fill.abandoned else FAILED
 
 
 @dataclass
@@ -102,8 +112,11 @@ class BlobCache:
         idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
         max_blob_size: int | None = None,
         on_removed: Callable[[Digest], object] | None = None,
+        locks: FillLocks | None = None,
     ) -> None:
         self.store = store
+        # With other workers on the directory (dockerproxy.workers): their fills.
+        self.sharing = Sharing(self, locks) if locks is not None else None
         self.disk = disk
         self.on_removed = on_removed
         self.clock = clock
@@ -136,9 +149,13 @@ class BlobCache:
         """
         self._index.clear()
         self._bytes = 0
-        for blob in self.store.recover():
+        # Other workers' partial files are theirs: only those of dead fills go.
+        for blob in self.store.recover(clear_tmp=self.sharing is None):
             self._index[blob.digest] = _Entry(blob.size, self.store.blob_path(blob.digest))
             self._bytes += blob.size
+        if self.sharing is not None:
+            self.sharing.locks.sweep()
+            self.sharing.trim()
         self._evict()
 
     def stop(self) -> None:
@@ -148,6 +165,8 @@ class BlobCache:
         """
         for fill in list(self._fills.values()):
             fill.stop("the cache is stopping")
+        if self.sharing is not None:
+            self.sharing.stop()
 
     def lookup(self, digest: Digest) -> CachedBlob | None:
         """The committed blob C{digest}, marked recently used; C{None} (a miss) otherwise."""
@@ -174,6 +193,11 @@ class BlobCache:
     def used_bytes(self) -> int:
         """Bytes of committed blobs."""
         return self._bytes
+
+    @property
+    def reserved_bytes(self) -> int:
+        """Bytes the fills under way here count against the bound."""
+        return self._reserved
 
     def lru_order(self) -> list[Digest]:
         """Committed digests, least recently used (next to go) first."""
@@ -212,20 +236,44 @@ class BlobCache:
 
     # ----------------------------------------------------------------- fills
 
-    def fill_for(self, digest: Digest) -> Fill | None:
-        return self._fills.get(digest)
+    def fill_for(self, digest: Digest) -> Fill | ElsewhereFill | None:
+        """The fill of C{digest} in progress here, or followed from another worker."""
+        fill = self._fills.get(digest)
+        if fill is None and self.sharing is not None:
+            return self.sharing.elsewhere.get(digest)
+        return fill
+
+    def adopt(self, digest: Digest) -> bool:
+        """Whether blob C{digest} is committed: in the index, or on the disk, where
+        another worker committed it (it enters this worker's index)."""
+        if digest in self._index:
+            return True
+        path = self.store.blob_path(digest)
+        try:
+            size = os.stat(path).st_size
+        except FileNotFoundError:
+            return False
+        self._index[digest] = _Entry(size, path)
+        self._bytes += size
+        return True
 
     def fills_in_progress(self) -> list[Fill]:
         return list(self._fills.values())
 
     def start_fill(
-        self, digest: Digest, response: IResponse, idle_timeout: float | None = None
+        self,
+        digest: Digest,
+        response: IResponse,
+        idle_timeout: float | None = None,
+        claim: Claim | None = None,
     ) -> Fill:
         """Write C{response}'s body (a 200 from upstream) to the cache, verified by C{digest}.
 
         Raises L{FillInProgress} if C{digest} is already being filled, L{TooLarge}
         for a length beyond L{room} (nothing is written; the response is untouched)
-        and C{ValueError} for a status other than 200.
+        and C{ValueError} for a status other than 200. With this worker's C{claim}
+        (L{Sharing.claim}) the fill writes where other workers follow it, and releases the
+        claim when it ends; if it cannot start, the caller releases it.
         """
         if response.code != 200:
             raise ValueError(f"only a 200 response can fill the cache, not {response.code}")
@@ -235,15 +283,23 @@ class BlobCache:
         room = self.room()
         if length is not None and room is not None and length > room:
             raise TooLarge(f"{digest} has {length} bytes; the cache can keep {room}")
+        partial = (
+            self.store.open_partial()
+            if claim is None
+            else self.store.open_partial_at(claim.partial_path)
+        )
         fill = Fill(
             self,
             digest,
-            self.store.open_partial(),
+            partial,
             length,
             self.idle_timeout if idle_timeout is None else idle_timeout,
             room=room,
             max_blob_size=self.max_blob_size,
         )
+        if claim is not None:
+            claim.announce(length)
+            fill.claim = claim
         self._fills[digest] = fill
         self._pin(digest)
         self.fills += 1
@@ -325,6 +381,8 @@ class BlobCache:
         self._mark_used(fill.digest)
         self._end_fill(fill)
         fill.done.callback(True)
+        if self.sharing is not None:
+            self.sharing.trim()  # the bound is the directory's, over every worker
 
     def _fill_failed(self, fill: Fill, why: str) -> None:
         self.failed_fills += 1
@@ -342,6 +400,8 @@ class BlobCache:
             del self._fills[fill.digest]
         self._reserved -= fill._reserved
         fill._reserved = 0
+        if fill.claim is not None:  # other workers may look now, and see how it ended
+            fill.claim.release(_outcome(fill))
         fill._notify_end()
         self._unpin(fill.digest)
 
@@ -368,7 +428,7 @@ class BlobCache:
         if client_gone(request):
             return succeed(False)  # gone already: a producer could never be told
         entry = self._index.get(digest)
-        fill = None
+        fill: Fill | ElsewhereFill | None = None
         if entry is not None:
             try:
                 fd = os.open(entry.path, os.O_RDONLY | os.O_CLOEXEC)
@@ -378,20 +438,26 @@ class BlobCache:
                 raise KeyError(digest) from None
             size: int | None = entry.size
         else:
-            fill = self._fills.get(digest)
+            fill = self.fill_for(digest)
             if fill is None:
                 raise KeyError(digest)
             fd = self._open_fill(fill)
             size = fill.length
             self.coalesced += 1
+        if self.sharing is not None and not hold(fd):  # another worker evicts it now
+            os.close(fd)
+            self.drop(digest)
+            raise KeyError(digest)
         sender = Sender(self, request, digest, fd, size, fill, byte_range, fallback)
         self._pin(digest)
         sender.start()
         return sender.done
 
-    def _open_fill(self, fill: Fill) -> int:
+    def _open_fill(self, fill: Fill | ElsewhereFill) -> int:
         """The fill's file: the partial, or, once its commit renamed it on the disk
         pool (the index learns of it a moment later), the committed blob."""
+        if isinstance(fill, ElsewhereFill):
+            return fill.open()
         try:
             return os.open(fill.path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
@@ -407,6 +473,8 @@ class BlobCache:
         if self._pins[digest] <= 0:
             del self._pins[digest]
             self._evict()
+            if self.sharing is not None and self.sharing.skipped:
+                self.sharing.trim()  # the last pass left a busy blob over the bound
 
     def _evict(self) -> None:
         """Remove least recently used unpinned blobs until the cache is within C{max_size}
@@ -414,8 +482,10 @@ class BlobCache:
         unwritten = self._unwritten()
         free = self._free_bytes() if unwritten else None
         short = 0 if free is None else unwritten - free  # bytes the disk lacks
+        # Workers sharing the directory: the bound is a pass over all of it (sharing.trim).
+        bound = self.max_size if self.sharing is None else None
         for digest in list(self._index):
-            over = self.max_size is not None and self._bytes + self._reserved > self.max_size
+            over = bound is not None and self._bytes + self._reserved > bound
             if not over and short <= 0:
                 return
             if not self._pins[digest]:
@@ -430,13 +500,28 @@ class BlobCache:
         if self._last_touched == digest:
             self._last_touched = None
         self._freeing += entry.size
-        removed = self.disk.run(self.store.remove, digest, key=digest)
+        removed: Deferred[object]
+        if self.sharing is None:
+            removed = self.disk.run(self.store.remove, digest, key=digest)
+        else:  # not if another worker is sending it
+            removed = self.disk.run(remove_unless_busy, entry.path, key=digest)
         removed.addErrback(
             lambda failure: log.warn(
                 "blob cache: cannot remove {digest}: {error}", digest=digest, error=failure.value
             )
         )
         removed.addBoth(self._freed, entry.size)
+        if self.on_removed is not None:
+            self.on_removed(digest)
+
+    def drop(self, digest: Digest) -> None:
+        """Out of the index: another worker removed it from the disk."""
+        entry = self._index.pop(digest, None)
+        if entry is None:
+            return
+        self._bytes -= entry.size
+        if self._last_touched == digest:
+            self._last_touched = None
         if self.on_removed is not None:
             self.on_removed(digest)
 

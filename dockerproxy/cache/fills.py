@@ -31,6 +31,7 @@ from twisted.web.client import ResponseDone
 from twisted.web.http import PotentialDataLoss
 
 from dockerproxy.cache.fillwriter import FillWriter
+from dockerproxy.cache.flocks import Claim
 from dockerproxy.cache.store import Partial
 from dockerproxy.digests import Digest
 from dockerproxy.relay import body_transport, enlarge_socket_reads
@@ -114,6 +115,7 @@ class Fill(Protocol):
         self._settled = False  # and the cache is done with it: committed, not kept, failed
         self._followers: list[Sender] = []
         self._reserved = 0  # bytes counted against the cache's bound while filling
+        self.claim: Claim | None = None  # this worker's, when workers share the cache
 
     @property
     def active(self) -> bool:

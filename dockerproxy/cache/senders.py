@@ -19,6 +19,7 @@ from twisted.web.server import Request
 from zope.interface import implementer
 
 from dockerproxy import internals
+from dockerproxy.cache.elsewhere import ElsewhereFill
 from dockerproxy.cache.fills import Fallback, Fill
 from dockerproxy.cache.sendfile import Sendfile
 from dockerproxy.digests import Digest
@@ -71,7 +72,7 @@ class Sender:
         digest: Digest,
         fd: int,
         size: int | None,
-        fill: Fill | None,
+        fill: Fill | ElsewhereFill | None,
         byte_range: tuple[int, int | None] | None,
         fallback: Fallback | None = None,
     ) -> None:

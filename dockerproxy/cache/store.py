@@ -123,16 +123,19 @@ class FilesystemStore:
         for directory in (self.blobs_dir, self.tmp_dir, self.meta_dir):
             directory.mkdir(parents=True, exist_ok=True)
 
-    def recover(self) -> list[StoredBlob]:
+    def recover(self, clear_tmp: bool = True) -> list[StoredBlob]:
         """Make the directories, delete leftovers in C{tmp/}, drop malformed files,
         list committed blobs.
 
         Called once at start, before any fill: anything in C{tmp/} is a fill or a
         metadata write that a crash or C{kill -9} cut short. The list is ordered
-        least recently used first.
+        least recently used first. Workers sharing the directory (C{clear_tmp}
+        false) leave C{tmp/} alone: it holds the other workers' fills, and their
+        supervisor cleared it before any of them started.
         """
         self.create()
-        self._clear_tmp()
+        if clear_tmp:
+            self.clear_tmp()
         found = list(self._scan(clean=True))
         self._used = sum(blob.size for blob in found)
         found.sort(key=lambda blob: (blob.last_used, blob.digest))
@@ -144,7 +147,7 @@ class FilesystemStore:
         found.sort(key=lambda blob: (blob.last_used, blob.digest))
         return found
 
-    def _clear_tmp(self) -> None:
+    def clear_tmp(self) -> None:
         with os.scandir(self.tmp_dir) as entries:
             for entry in entries:
                 try:
@@ -213,6 +216,12 @@ class FilesystemStore:
         """A new, uniquely named, empty file in C{tmp/}, open for writing."""
         fd, name = tempfile.mkstemp(prefix="fill-", suffix=".partial", dir=self.tmp_dir)
         return Partial(Path(name), fd, Writeback() if self.fsync else None)
+
+    def open_partial_at(self, path: Path) -> Partial:
+        """An empty file at C{path} (in C{tmp/}, named for its digest so that other
+        workers find it), open for writing; whatever a dead fill left there goes."""
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        return Partial(path, fd)
 
     def commit(self, partial: Partial, digest: Digest) -> Path:
         """Make C{partial} the blob C{digest}: flush (see C{fsync}), close, rename atomically.

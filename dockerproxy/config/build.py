@@ -34,6 +34,7 @@ from dockerproxy.config.upstreams import (
     timeouts_from_options,
 )
 from dockerproxy.config.warm import warm_config
+from dockerproxy.config.workers import workers_config
 
 _TOP_KEYS = {
     "listen",
@@ -58,6 +59,7 @@ _TOP_KEYS = {
     "warm",
     "http2",
     "fleet",
+    "workers",
 }
 
 
@@ -81,7 +83,8 @@ def build_config(toml: Mapping[str, Any], cli: Mapping[str, Any]) -> Config:
     C{cache_s3_region} and C{cache_s3_redirect} (True for --cache-s3-redirect), and for
     clients C{client_header_timeout}, C{client_idle_timeout}, C{max_connections} and
     C{public_url}, and C{drain_timeout}, and C{search_upstream} (C{docker search}),
-    and C{http2} (True or False for --http2 / --no-http2), and C{redis} (the fleet's).
+    and C{http2} (True or False for --http2 / --no-http2), C{redis} (the fleet's) and
+    C{workers} (a count or C{auto}).
     """
     unknown = set(toml) - _TOP_KEYS
     if unknown:
@@ -157,6 +160,7 @@ def build_config(toml: Mapping[str, Any], cli: Mapping[str, Any]) -> Config:
         warm=warm_config(toml.get("warm")),
         http2=http2_config(toml, cli),
         fleet=fleet_config(toml, cli),
+        workers=workers_config(toml, cli),
     )
     _check_admins(config, cli)
     if config.fleet.redis is not None and config.cache.directory is None:

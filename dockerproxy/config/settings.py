@@ -158,3 +158,4 @@ class Config:
     warm: tuple[WarmEntry, ...] = ()  # [[warm]]: images refreshed on a schedule (config/warm.py)
     http2: bool = False  # h2 offered by ALPN on ssl: listeners (config/protocols.py)
     fleet: FleetSettings = field(default_factory=FleetSettings)  # Redis (config/fleet.py)
+    workers: int = 1  # processes serving the listeners (config/workers.py, dockerproxy.workers)

@@ -6,8 +6,9 @@ asked: L{LocalBlobs} (a blob committed or being filled), then any shared tier
 fills the local cache from the upstream with one request per blob however many
 clients ask (the clients that ask meanwhile wait for its answer). A fill from
 the upstream, once committed, is handed to C{after_fill} (the S3 tier's upload).
-In a fleet, the upstream request is made by one instance at a time: see
-L{dockerproxy.fleet.locks}.
+With workers, the upstream request is made by one worker at a time (see
+L{dockerproxy.cache.sharing}); in a fleet, by one instance at a time (see
+L{dockerproxy.fleet.locks}).
 
 Nothing is served from the cache to a client the upstream would refuse (see
 L{Remote.readable}).
@@ -25,6 +26,8 @@ from twisted.web.iweb import IResponse
 from dockerproxy import errors
 from dockerproxy.cache.blobs import BlobCache, TooLarge
 from dockerproxy.cache.fills import Fill
+from dockerproxy.cache.flocks import Busy, Claim
+from dockerproxy.cache.sharing import Sharing
 from dockerproxy.coalesce import Coalescer
 from dockerproxy.digests import Digest
 from dockerproxy.mirror.bypass import UpstreamFallback, relay_uncached
@@ -38,6 +41,10 @@ if TYPE_CHECKING:
 
 log = Logger()
 
+# Seconds to wait for another worker's claim on a blob to be announced before looking
+# again (the wait is asked again while the claim stands).
+CLAIM_WAIT = 5.0
+
 
 class BlobSource(Protocol):
     """Where a blob may come from, asked in turn by L{BlobProxy}."""
@@ -49,8 +56,11 @@ class BlobSource(Protocol):
 
 
 def have(blobs: BlobCache, digest: Digest) -> bool:
-    """Committed or being filled; unlike C{lookup}, counts no hit or miss."""
-    return digest in blobs or blobs.fill_for(digest) is not None
+    """Committed or being filled, here or by another worker; unlike C{lookup}, counts no
+    hit or miss."""
+    if digest in blobs or blobs.fill_for(digest) is not None:
+        return True
+    return blobs.sharing is not None and blobs.sharing.discover(digest)
 
 
 def fallback(remote: Remote, blobs: BlobCache, pull: Pull) -> UpstreamFallback:
@@ -115,11 +125,36 @@ class UpstreamBlobs:
         if digest in self._fetching:
             await self._fetching.follow(digest)
             return False
-        return await self._fill(pull, digest)
+        claim = None
+        if self.blobs.sharing is not None:
+            claim = await self._claim(digest, self.blobs.sharing)
+            if claim is None:
+                return False
+        return await self._fill(pull, digest, claim)
 
-    async def _fill(self, pull: Pull, digest: Digest) -> bool:
+    async def _claim(self, digest: Digest, sharing: Sharing) -> Claim | None:
+        """This worker's claim on fetching C{digest}; None when another worker fetches it
+        or has committed it: the chain is asked again, and serves it from there."""
+        with self._fetching.lead(digest):  # this worker's other clients wait for it too
+            claimed = sharing.claim(digest)
+            if isinstance(claimed, Busy):
+                await sharing.wait(digest, CLAIM_WAIT)
+                return None
+        if self.blobs.adopt(digest):  # committed by a worker whose claim just ended
+            claimed.release()
+            return None
+        return claimed
+
+    async def _fill(self, pull: Pull, digest: Digest, claim: Claim | None = None) -> bool:
         """GET the blob upstream into the cache, and serve the client from the fill; False
         when another instance filled it meanwhile (the chain looks again)."""
+        try:
+            return await self._fetch_and_fill(pull, digest, claim)
+        finally:
+            if claim is not None and self.blobs.fill_for(digest) is None:
+                claim.release()  # no fill took it over: another worker may try
+
+    async def _fetch_and_fill(self, pull: Pull, digest: Digest, claim: Claim | None) -> bool:
         stray: IResponse | None = None
         too_large: TooLarge | None = None
         fill: Fill | None = None
@@ -141,7 +176,10 @@ class UpstreamBlobs:
                 else:
                     try:
                         fill = self.blobs.start_fill(
-                            digest, fetched.response, idle_timeout=self.remote.idle_timeout(pull)
+                            digest,
+                            fetched.response,
+                            idle_timeout=self.remote.idle_timeout(pull),
+                            claim=claim,
                         )
                     except TooLarge as e:
                         too_large = e

@@ -89,6 +89,12 @@ class TokenServer:
     def realm(self) -> str:
         return f"{self.url}/token"
 
+    def set_policy(self, policy: dict[str, Any]) -> None:
+        """Replace the policy (see tests.harness.tokenserver): the next token request uses it."""
+        staged = self.policy_path.with_suffix(".new")
+        staged.write_text(json.dumps(policy, indent=2))
+        os.replace(staged, self.policy_path)
+
     def log_mark(self) -> int:
         """A position in the log; pass it to ``requests(since=...)`` to see only later lines."""
         return int(self.process.log_size())
@@ -116,14 +122,9 @@ class TokenServer:
 
     def make_private(self, pattern: str) -> None:
         """From now on no anonymous rule covers names matching ``pattern``: the repository
-        went private. The server reads the changed file at its next request."""
+        went private."""
         policy = json.loads(self.policy_path.read_text())
-        policy["private"] = [*policy.get("private", []), pattern]
-        before = self.policy_path.stat().st_mtime_ns
-        staged = self.policy_path.with_suffix(".new")
-        staged.write_text(json.dumps(policy, indent=2))
-        os.utime(staged, ns=(before + 1_000_000, before + 1_000_000))  # a change, however fast
-        os.replace(staged, self.policy_path)
+        self.set_policy({**policy, "private": [*policy.get("private", []), pattern]})
 
     def stop(self) -> None:
         self.process.stop()

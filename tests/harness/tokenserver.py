@@ -163,15 +163,17 @@ class Config:
     expires_in: int
     log_lock: threading.Lock = field(default_factory=threading.Lock)
     policy_lock: threading.Lock = field(default_factory=threading.Lock)
-    _loaded: tuple[int, Policy] | None = None
+    _loaded: tuple[tuple[int, int], Policy] | None = None
 
     @property
     def policy(self) -> Policy:
-        """The policy file as it is now: read again when its modification time changed."""
+        """The policy file as it is now: read again when it changed (its modification time
+        or, replaced by a rename, its inode)."""
         with self.policy_lock:
-            mtime = self.policy_path.stat().st_mtime_ns
-            if self._loaded is None or self._loaded[0] != mtime:
-                self._loaded = (mtime, Policy.load(self.policy_path))
+            stat = self.policy_path.stat()
+            stamp = (stat.st_mtime_ns, stat.st_ino)
+            if self._loaded is None or self._loaded[0] != stamp:
+                self._loaded = (stamp, Policy.load(self.policy_path))
             return self._loaded[1]
 
 

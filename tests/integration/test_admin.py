@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 
 from tests.harness import web
 from tests.harness.caching import mirror_of
+from tests.harness.metrics import sample
 from tests.harness.ports import HOST, free_port
 from tests.harness.proxy import ProxyProcess, StartProxy, run_twistd
 from tests.harness.pulls import copy
@@ -22,17 +23,6 @@ def admin_proxy(
     return mirror_of(
         start_proxy, upstream.url, cache, "--admin-listen", f"tcp:{port}:interface={HOST}"
     )
-
-
-def sample(metrics: str, name: str, **labels: str) -> float:
-    """The value of one sample of the Prometheus text, 0 if there is none."""
-    for line in metrics.splitlines():
-        if not line.startswith(name + "{") and not line.startswith(name + " "):
-            continue
-        found = dict(re.findall(r'(\w+)="([^"]*)"', line.partition("}")[0]))
-        if found == labels or (not labels and "{" not in line):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
 
 
 def test_pulls_show_in_metrics_status_and_the_log(

@@ -54,12 +54,14 @@ def make_parts(
     http: Any,
     pool: Pool | None = None,
     redis: Any = None,
+    shared: bool = False,
 ) -> tuple[Proxy, Mirror | None, ProxySite]:
     """What servicetree.service_for wires, over C{http}: the upstream exchange, the mirror (when the
     config caches; with its S3 tier when it has one; its disk work on C{pool}, by default
-    done at once; its cache started as its CacheService does) and the Site. With C{redis}
-    (a L{tests.unit.fakeredis.FakeRedis}), the instance is in a fleet over it, its calls
-    made at once."""
+    done at once; its cache started as its CacheService does; C{shared}: as a worker's,
+    one of several on its directory) and the Site. With C{redis} (a
+    L{tests.unit.fakeredis.FakeRedis}), the instance is in a fleet over it, its calls made
+    at once."""
     proxy, _ = make_proxy(config, clock, http=http)
     s3 = make_s3(config, clock, None, http=http)
     fleet = None
@@ -77,7 +79,7 @@ def make_parts(
             redis=redis,
             pool=SyncPool(),
         )
-    mirror = make_mirror(config.cache, clock, proxy, pool or SyncPool(), s3, fleet)
+    mirror = make_mirror(config.cache, clock, proxy, pool or SyncPool(), s3, fleet, shared=shared)
     if mirror is not None:
         CacheService(mirror).startService()
     return proxy, mirror, make_site(proxy, clock, mirror=mirror, search=make_search(config, proxy))

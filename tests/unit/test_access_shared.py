@@ -74,6 +74,15 @@ def test_a_refusal_one_process_learns_stops_the_other_serving_from_cache() -> No
     assert b.is_linked(REPO, DIGEST), "the content stays linked: readers with grants"
 
 
+def test_a_refusal_is_shared_at_once_not_after_the_save_delay() -> None:
+    """No window in which the other process still serves the repository from cache."""
+    a, b, clock = two_processes(MemoryRecords(shared=True))
+    b.note_served(None, REPO, DIGEST)
+    clock.advance(1)
+    a.note_refused(None, REPO)
+    assert not refreshed(b).may_read(None, REPO)
+
+
 def test_older_news_that_a_repository_was_public_cannot_undo_a_newer_refusal() -> None:
     records = MemoryRecords(shared=True)
     a, b, clock = two_processes(records)

@@ -20,6 +20,7 @@ from dockerproxy.config import (
 )
 from dockerproxy.config.admin import AdminSettings, is_loopback_endpoint
 from dockerproxy.config.policy import Quota, Quotas
+from dockerproxy.config.workers import workers_config
 from dockerproxy.tap import Options, config_from_environment
 from tests.unit.fakes import SyncPool
 
@@ -542,6 +543,29 @@ def test_drain_timeout_from_toml_and_option() -> None:
     assert build_config({"drain_timeout": 45}, {}).drain_timeout == 45.0
     assert parse_options(["--drain-timeout", "2.5"]).drain_timeout == 2.5
     assert build_config({"drain_timeout": 45}, {"drain_timeout": "5"}).drain_timeout == 5.0
+
+
+def test_workers_from_toml_and_option() -> None:
+    assert build_config({}, {}).workers == 1
+    assert build_config({"workers": 4}, {}).workers == 4
+    assert parse_options(["--workers", "3"]).workers == 3
+    assert build_config({"workers": 4}, {"workers": "2"}).workers == 2
+    assert workers_config({"workers": "auto"}, {}, cores=lambda: 6) == 6
+    assert workers_config({}, {"workers": "auto"}, cores=lambda: None) == 1
+
+
+@pytest.mark.parametrize(
+    ("toml", "cli", "key"),
+    [
+        ({"workers": 0}, {}, "workers"),
+        ({"workers": "many"}, {}, "workers"),
+        ({"workers": True}, {}, "workers"),
+        ({}, {"workers": "1000"}, "--workers"),
+    ],
+)
+def test_bad_workers(toml: dict[str, Any], cli: dict[str, Any], key: str) -> None:
+    with pytest.raises(ConfigError, match=f'^{key}: must be "auto" or a whole number'):
+        build_config(toml, cli)
 
 
 def test_http2_from_toml_and_option() -> None:

@@ -3,6 +3,8 @@ listens and starts each part, stopping it goes listeners, drain, then the rest."
 
 from __future__ import annotations
 
+import os
+import socket
 from dataclasses import replace
 from typing import Any
 
@@ -20,6 +22,7 @@ from dockerproxy.listeners import Listeners, ListenFailed
 from dockerproxy.logs import LogFormat
 from dockerproxy.servicetree import DockerProxyService, service_for
 from dockerproxy.site import ProxySite
+from dockerproxy.workers.adoption import WorkerSockets
 from tests.unit.fakes import InlineThreadPool, InlineThreadsReactor, lines_logged, scratch_dir
 
 DRAIN = 12.0
@@ -264,3 +267,30 @@ class ReloadTests(TreeTestCase):
         logged = lines_logged(self)
         self.assertIs(top.reloads.reload(), self.config)
         self.assertEqual(logged, ["reload: configuration applied"])
+
+
+class WorkerTreeTests(TreeTestCase):
+    """A worker's tree (L{dockerproxy.workers}): the sockets its supervisor handed it are
+    adopted, not listened on, and it says it is ready once everything has started."""
+
+    def test_a_worker_adopts_its_sockets_and_says_when_it_is_ready(self) -> None:
+        sock = socket.socket()
+        self.addCleanup(sock.close)
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        handed = os.dup(sock.fileno())  # the worker's copy: adopting it closes it
+        lifeline, supervisor_end = os.pipe()
+        ready_read, ready = os.pipe()
+        for fd in (lifeline, supervisor_end, ready_read):
+            self.addCleanup(os.close, fd)
+        worker = WorkerSockets(1, lifeline, ready, {LISTEN[0]: (handed, socket.AF_INET)})
+        top = service_for(self.config, self.reactor, self.threadpool, worker=worker)
+        self.addCleanup(self.stop_if_running, top)
+        top.startService()
+        self.assertEqual(
+            [(fd, family) for fd, family, _ in self.reactor.adoptedPorts],
+            [(handed, socket.AF_INET)],
+        )
+        self.assertEqual([port for port, *_ in self.reactor.tcpServers], [5001], "not handed")
+        self.assertEqual(os.read(ready_read, 64), b"ready\n")
+        self.assertEqual([IService(child).name for child in top][-1], "ready", "started last")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
@@ -17,6 +18,8 @@ from twisted.web.client import ResponseDone
 from twisted.web.server import Site
 
 from dockerproxy.cache.blobs import BlobCache
+from dockerproxy.cache.fills import Fallback
+from dockerproxy.cache.flocks import Claim, FillLocks
 from dockerproxy.cache.store import FilesystemStore
 from dockerproxy.digests import Digest, of
 from dockerproxy.shaping import ByteBudget, ShapedRequest
@@ -49,10 +52,12 @@ def dechunk(body: bytes) -> tuple[bytes, bool]:
 class Upstream:
     """One fill in progress and the upstream connection feeding it."""
 
-    def __init__(self, cache: BlobCache, digest: Digest, length: int | object) -> None:
+    def __init__(
+        self, cache: BlobCache, digest: Digest, length: int | object, claim: Claim | None = None
+    ) -> None:
         self.transport = StringTransport()
         self.response = FakeResponse(length, self.transport)
-        self.fill = cache.start_fill(digest, self.response)
+        self.fill = cache.start_fill(digest, self.response, claim=claim)
         self.outcome: list[object] = []
         self.fill.done.addBoth(self.outcome.append)
 
@@ -63,6 +68,24 @@ class Upstream:
     def ends(self, reason: Failure | None = None) -> None:
         assert self.response.protocol is not None
         self.response.protocol.connectionLost(reason or Failure(ResponseDone()))
+
+
+class RecordingFallback:
+    """A L{Fallback} that records what the cache hands over; the test fires each answer."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[object, ...]] = []
+        self.answers: list[Deferred[bool]] = []
+
+    def rest(self, first: int, last: int | None) -> Deferred[bool]:
+        self.calls.append(("rest", first, last))
+        self.answers.append(Deferred())
+        return self.answers[-1]
+
+    def whole(self) -> Deferred[bool]:
+        self.calls.append(("whole",))
+        self.answers.append(Deferred())
+        return self.answers[-1]
 
 
 # --------------------------------------------------------------------------- the client side
@@ -96,9 +119,13 @@ class Client:
         self.outcome: list[object] = []
 
     def served(
-        self, cache: BlobCache, digest: Digest, byte_range: tuple[int, int | None] | None = None
+        self,
+        cache: BlobCache,
+        digest: Digest,
+        byte_range: tuple[int, int | None] | None = None,
+        fallback: Fallback | None = None,
     ) -> Client:
-        cache.serve(self.request, digest, byte_range).addBoth(self.outcome.append)
+        cache.serve(self.request, digest, byte_range, fallback).addBoth(self.outcome.append)
         return self
 
     def goes_away(self) -> None:
@@ -122,19 +149,32 @@ class Client:
 class Harness:
     """A started cache over a real directory, with a Clock."""
 
-    def __init__(self, root: Path, max_size: int | None = None, clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        max_size: int | None = None,
+        clock: Clock | None = None,
+        shared: bool = False,
+    ) -> None:
+        """C{shared}: one of several workers on C{root} (each Harness one worker)."""
         self.root = root
         self.clock = clock or Clock()
         self.store = FilesystemStore(root, fsync=False)
+        self.locks = FillLocks(self.store.tmp_dir) if shared else None
         self.cache = BlobCache(
-            self.store, self.clock, max_size, disk=sync_disk(), idle_timeout=IDLE
+            self.store, self.clock, max_size, disk=sync_disk(), idle_timeout=IDLE, locks=self.locks
         )
         self.cache.start()
 
     def upstream(
-        self, data: bytes, length: int | object | None = None, digest: Digest | None = None
+        self,
+        data: bytes,
+        length: int | object | None = None,
+        digest: Digest | None = None,
+        claim: Claim | None = None,
     ) -> Upstream:
-        return Upstream(self.cache, digest or sha256(data), len(data) if length is None else length)
+        length = len(data) if length is None else length
+        return Upstream(self.cache, digest or sha256(data), length, claim)
 
     def put(self, data: bytes) -> Digest:
         """A committed blob, filled the normal way."""

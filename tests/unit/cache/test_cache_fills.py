@@ -10,7 +10,6 @@ from __future__ import annotations
 import errno
 from pathlib import Path
 
-from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.iweb import UNKNOWN_LENGTH
 
@@ -20,6 +19,7 @@ from tests.unit.cache.blobharness import (
     CacheTestCase,
     Client,
     Harness,
+    RecordingFallback,
     Upstream,
     dechunk,
     sha256,
@@ -150,24 +150,6 @@ class FreeSpaceTests(CacheTestCase):
 # --------------------------------------------------------------------------- abandoned fills
 
 
-class Fallback:
-    """Records what the cache hands over; the test fires each answer itself."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[object, ...]] = []
-        self.answers: list[Deferred[bool]] = []
-
-    def rest(self, first: int, last: int | None) -> Deferred[bool]:
-        self.calls.append(("rest", first, last))
-        self.answers.append(Deferred())
-        return self.answers[-1]
-
-    def whole(self) -> Deferred[bool]:
-        self.calls.append(("whole",))
-        self.answers.append(Deferred())
-        return self.answers[-1]
-
-
 def disk_full_after(up: Upstream, allowed: int) -> None:
     """The fill's partial takes C{allowed} bytes, then the disk is full."""
     partial = up.fill._partial
@@ -184,7 +166,7 @@ def disk_full_after(up: Upstream, allowed: int) -> None:
 class AbandonedFillTests(CacheTestCase):
     """A fill given up for the cache's own reasons hands each client to its fallback."""
 
-    def follower(self, fallback: Fallback | None, data: bytes = BODY) -> Client:
+    def follower(self, fallback: RecordingFallback | None, data: bytes = BODY) -> Client:
         client = self.h.client()
         self.cache.serve(client.request, sha256(data), None, fallback).addBoth(
             client.outcome.append
@@ -194,7 +176,7 @@ class AbandonedFillTests(CacheTestCase):
     def test_a_full_disk_hands_each_follower_over_from_where_it_is(self) -> None:
         up = self.h.upstream(BODY)
         disk_full_after(up, 600)
-        fast, slow = Fallback(), Fallback()
+        fast, slow = RecordingFallback(), RecordingFallback()
         first = self.follower(fast)
         second = self.h.client()
         second.channel.pauseProducing()  # its socket is full: it is still at byte 0
@@ -222,7 +204,7 @@ class AbandonedFillTests(CacheTestCase):
     def test_a_range_goes_on_to_its_own_last_byte(self) -> None:
         up = self.h.upstream(BODY)
         disk_full_after(up, 600)
-        fallback = Fallback()
+        fallback = RecordingFallback()
         client = self.h.client()
         self.cache.serve(client.request, sha256(BODY), (100, 799), fallback)
         up.sends(BODY[:500])
@@ -233,9 +215,9 @@ class AbandonedFillTests(CacheTestCase):
     def test_a_body_of_unknown_length_goes_on_to_the_end(self) -> None:
         self.cache.max_size = 2000
         up = self.h.upstream(BODY * 3, length=UNKNOWN_LENGTH)
-        fallback = Fallback()
+        fallback = RecordingFallback()
         get = self.follower(fallback, BODY * 3)
-        ranged, head = Fallback(), Fallback()
+        ranged, head = RecordingFallback(), RecordingFallback()
         waiting = self.h.client()
         self.cache.serve(waiting.request, sha256(BODY * 3), (10, 20), ranged)
         asking = self.h.client(method=b"HEAD")
@@ -260,7 +242,7 @@ class AbandonedFillTests(CacheTestCase):
 
     def test_the_upstreams_faults_still_abort(self) -> None:
         up = self.h.upstream(BODY)
-        fallback = Fallback()
+        fallback = RecordingFallback()
         client = self.follower(fallback)
         up.sends(BODY[:-1] + b"X")
         up.ends()
@@ -271,7 +253,7 @@ class AbandonedFillTests(CacheTestCase):
     def test_past_the_largest_blob_allowed_it_aborts(self) -> None:
         self.cache.max_blob_size = 1500
         up = self.h.upstream(BODY * 2, length=UNKNOWN_LENGTH)
-        fallback = Fallback()
+        fallback = RecordingFallback()
         client = self.follower(fallback, BODY * 2)
         up.sends(BODY)
         up.sends(BODY)
@@ -281,7 +263,7 @@ class AbandonedFillTests(CacheTestCase):
     def test_a_fallback_for_a_client_already_gone_is_not_asked(self) -> None:
         up = self.h.upstream(BODY)
         disk_full_after(up, 600)
-        fallback = Fallback()
+        fallback = RecordingFallback()
         client = self.follower(fallback)
         up.sends(BODY[:500])
         client.goes_away()
@@ -297,7 +279,7 @@ class CommitFailureTests(CacheTestCase):
 
         self.h.store.commit = full  # type: ignore[assignment]
         up = self.h.upstream(BODY)
-        fallback = Fallback()
+        fallback = RecordingFallback()
         client = self.h.client()
         self.cache.serve(client.request, sha256(BODY), None, fallback).addBoth(
             client.outcome.append
