@@ -105,6 +105,7 @@ def service_for(
     threadpool: ThreadPool | None = None,
     load: Callable[[], Config] | None = None,
     worker: WorkerSockets | None = None,
+    shared_cache: bool = False,
 ) -> DockerProxyService:
     """Wire the service tree; nothing here touches the disk or the network.
 
@@ -123,7 +124,10 @@ def service_for(
 
     A C{worker} (L{dockerproxy.workers}) adopts the sockets its supervisor handed it
     instead of listening, serves the admin listeners only if it is worker 0 (the others
-    count their requests for it), and stops when its supervisor is gone.
+    count their requests for it), and stops when its supervisor is gone. A worker, and
+    a tree with C{shared_cache} (C{dockerproxy warm --cache-dir} beside a running proxy),
+    shares the cache directory with other processes: claims on fills, one size bound,
+    the access records, and C{tmp/} left alone.
     """
     pool_service = ThreadPoolService(threadpool)
     admin = make_admin(config, reactor, ThreadedPool(reactor, pool_service.threadpool))
@@ -154,7 +158,7 @@ def service_for(
         ThreadedPool(reactor, pool_service.threadpool),
         s3,
         fleet,
-        shared=worker is not None,
+        shared=worker is not None or shared_cache,
     )
     if mirror is not None:
         CacheService(mirror).setServiceParent(top)

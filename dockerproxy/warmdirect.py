@@ -8,6 +8,12 @@ through that listener as through a running proxy: one code path for every pull
 (routing, access records, digests verified before a blob is committed). Then the
 tree stops as on SIGTERM, so the last commits and records reach the disk.
 
+A proxy may be running on the same directory: the tree shares it as a worker
+does (L{dockerproxy.cache.sharing}): it leaves C{tmp/} and the fills there alone,
+claims a blob before it fetches one (so a proxy with C{--workers} and this command
+make one upstream GET for it), keeps the directory's size bound, and merges its
+access records into the shared ones.
+
 When clients must log in, the pulls present the token the proxy signs for its
 own identity (as the daemon's C{[[warm]]} refresh does), so no user is needed;
 the signing key is the state directory's, as the daemon's.
@@ -59,7 +65,7 @@ async def through_own_proxy(
 
     The tree stops however the warming ends (its drain lets fills under way end).
     """
-    top = service_for(config, reactor)
+    top = service_for(config, reactor, shared_cache=True)
     top.privilegedStartService()
     top.startService()
     http = LoopbackHTTP(reactor)

@@ -12,12 +12,15 @@ import sys
 import uuid
 from pathlib import Path
 
+from dockerproxy.cache.flocks import Claim, FillLocks
+from dockerproxy.digests import parse
 from tests.harness.authproxy import ALICE, creds, htpasswd_file
 from tests.harness.caching import (
     BLOB_OR_MANIFEST,
     cache_events,
     committed_blobs,
     mirror_of,
+    partials,
     upstream_gets,
 )
 from tests.harness.images import ImageRecord, IndexRecord, pseudo_random, push_image
@@ -234,7 +237,7 @@ def test_warm_straight_into_a_cache_directory_with_no_proxy_running(
     assert result.returncode == 0, (result.stdout, result.stderr)
     assert result.stdout.splitlines()[-1] == "warmed 1 of 1 images", result.stdout
     assert set(alpine.blobs) <= set(committed_blobs(cache))
-    assert not list((cache / "tmp").iterdir()), "the warm stopped cleanly: nothing half-written"
+    assert partials(cache) == [], "the warm stopped cleanly: nothing half-written"
 
     proxy = mirror_of(start_proxy, upstream.url, cache, "--config", str(config))
     mark = upstream.log_mark()
@@ -249,3 +252,31 @@ def test_warm_straight_into_a_cache_directory_with_no_proxy_running(
     refused = warm("--cache-dir", str(cache), "--config", str(off), "alpine:3.20")
     assert refused.returncode == 2, refused.stderr
     assert refused.stderr.startswith("dockerproxy warm: "), refused.stderr
+
+
+def test_warm_into_the_directory_of_a_running_proxy_with_workers(
+    start_proxy: StartProxy, upstream: Upstream, tmp: Path
+) -> None:
+    """``--cache-dir`` beside a proxy running on that directory: the warm shares it as a
+    worker does, so it leaves the proxy's fills alone (a claimed fill's files in ``tmp/``
+    stay) and the running proxy serves what was warmed at once, with no upstream GET."""
+    alpine = upstream.images["alpine"]
+    assert isinstance(alpine, ImageRecord)
+    cache = tmp / "cache"
+    proxy = mirror_of(start_proxy, upstream.url, cache, "--workers", "2")
+    # A fill of the running proxy's, under way: its claim held as a worker holds it.
+    claim = FillLocks(cache / "tmp").claim(parse("sha256:" + "e" * 64))
+    assert isinstance(claim, Claim)
+    claim.partial_path.write_bytes(b"half a blob")
+    config = tmp / "config.toml"
+    config.write_text(f'upstream = "{upstream.url}"\nlibrary_prefix = true\npresets = false\n')
+    try:
+        result = warm("--cache-dir", str(cache), "--config", str(config), "alpine:3.20")
+        assert result.returncode == 0, (result.stdout, result.stderr)
+        assert claim.partial_path.read_bytes() == b"half a blob", "the proxy's fill is untouched"
+    finally:
+        claim.release()
+    mark = upstream.log_mark()
+    copy(proxy, "alpine:3.20", tmp / "pulled")
+    assert_same_image(tmp / "pulled", alpine)
+    assert upstream_gets(upstream, mark) == []
