@@ -34,6 +34,19 @@ from dockerproxy.config import Config, ConfigError
 
 log = Logger()
 
+
+def checked(load: Callable[[], Config]) -> Config | None:
+    """The configuration C{load} reads for a reload, or None if it is refused (one line
+    in the log says why, and the running configuration stays)."""
+    try:
+        return load()
+    except ConfigError as e:
+        log.error("reload refused, the running configuration stays: {error}", error=str(e))
+    except Exception:
+        log.failure("reload refused, the running configuration stays")
+    return None
+
+
 Reloader = Callable[[Config], None]
 Handler = Callable[[int, FrameType | None], Any] | int | None
 # signal.signal, or a fake in tests: installs a handler, returns the one it replaces.
@@ -79,13 +92,8 @@ class Reloads(service.Service):
 
     def reload(self) -> Config | None:
         """Read and check the configuration, then apply it; None if it was refused."""
-        try:
-            config = self.load()
-        except ConfigError as e:
-            log.error("reload refused, the running configuration stays: {error}", error=str(e))
-            return None
-        except Exception:
-            log.failure("reload refused, the running configuration stays")
+        config = checked(self.load)
+        if config is None:
             return None
         for reloader in self.reloaders:
             try:

@@ -38,9 +38,10 @@ from twisted.python.failure import Failure
 
 from dockerproxy import internals
 from dockerproxy.cache.store import FilesystemStore
-from dockerproxy.config import Config, ConfigError
+from dockerproxy.config import Config
 from dockerproxy.listeners import ListenFailed
 from dockerproxy.logs import LogFormat
+from dockerproxy.reload import checked
 from dockerproxy.workers.adoption import ENVIRONMENT, Socket, WorkerSockets
 from dockerproxy.workers.opening import OpenedListener, open_listeners
 
@@ -258,13 +259,8 @@ class Supervisor(service.Service):
 
     def reload(self) -> Config | None:
         """Check the configuration, then have every worker reload it; None if refused."""
-        try:
-            config = self.load()
-        except ConfigError as e:
-            log.error("reload refused, the running configuration stays: {error}", error=str(e))
-            return None
-        except Exception:
-            log.failure("reload refused, the running configuration stays")
+        config = checked(self.load)
+        if config is None:
             return None
         self.drain_timeout = config.drain_timeout
         for reloader in self.reloaders:
