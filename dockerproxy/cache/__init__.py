@@ -60,6 +60,22 @@ L{documents}::
                                            .remove_meta, .list_meta; writes on the pool,
                                            coalesced per key, read back until written
 
+L{lruindex} (the committed blobs a BlobCache knows; reactor thread)::
+
+    LruIndex(store, disk: DiskWork, clock, *, shared: bool,
+             removed: Callable[[Digest], object])
+      .load(blobs) .add(digest, size, path) .get(digest) -> Entry | None
+      .mark_used(digest)                   newest in memory; mtime touched on the pool
+      .pin(digest) .unpin(digest) -> bool  True when its last pin went
+      .evict(limit, unwritten) -> int      unpinned blobs out, least recently used first,
+                                           until used_bytes <= limit and the disk has room
+                                           for unwritten bytes; how many went
+      .forget(digest) .drop(digest)        out of the index (forget: file unlinked on the
+                                           pool; drop: another worker removed it)
+      .room(unwritten) -> int | None       free space less unwritten, plus what eviction
+                                           could free
+      .used_bytes .pinned len(index) digest in index .lru_order()
+
 L{blobs} (Twisted, reactor thread)::
 
     BlobCache(store, clock: IReactorTime, max_size: int | None, *, disk: DiskWork,
@@ -88,6 +104,7 @@ L{blobs} (Twisted, reactor thread)::
              fallback: Fallback | None = None)
           -> Deferred[bool]                KeyError if neither committed nor being filled
       .used_bytes, len(cache), digest in cache, .lru_order() -> list[str]
+      .index: LruIndex                     the committed blobs
       counters: .hits .misses .fills .failed_fills .evictions .bytes_served .coalesced
       .stats() -> dict[str, int | None]    the counters plus blobs, used_bytes, max_size,
                                            active_fills, pinned
