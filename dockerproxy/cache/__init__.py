@@ -146,22 +146,22 @@ of being aborted. A verified blob whose commit fails is sent whole to its follow
 (their descriptors keep the file) and not kept: C{done} fires C{True} with
 C{committed} false.
 
-Serving: C{serve} sets Content-Length (for a range, 206 and Content-Range; an
-unsatisfiable range gets 416 with C{Content-Range: bytes */size}; C{byte_range} is
-C{(first, last)} inclusive as in a Range header, C{last=None} meaning to the end;
-suffix ranges are the caller's to convert). It streams with backpressure in chunks
-of L{blobs.READ_CHUNK} read by offset, pinning the blob until done. A client
-following a fill gets bytes as they land, except the body's final byte, which is
-held back until the blob is verified and committed; if the fill fails, the client
-connection is aborted (if it is abandoned, the fallback takes over from the offset
-the client got to, or answers afresh a client that had nothing decided yet). With
-the length unknown, a plain GET streams chunked; a ranged or HEAD request waits for
-the fill to end. The Deferred fires C{True} when the request was finished, C{False}
-when it was aborted or the client went away (a client leaving stops only its own
-follower). A body of known length on a plain TCP connection, of a committed blob
-or of a fill (up to the bytes written), is sent with C{os.sendfile} straight from
-the page cache once the response headers are flushed; TLS connections and chunked
-responses read the file and write copies.
+Serving (L{serving}, L{senders}): C{serve} sets Content-Length (for a range, 206 and
+Content-Range; an unsatisfiable range gets 416 with C{Content-Range: bytes */size};
+C{byte_range} is C{(first, last)} inclusive as in a Range header, C{last=None}
+meaning to the end; suffix ranges are the caller's to convert). It streams with
+backpressure in chunks of L{senders.READ_CHUNK} read by offset, pinning the blob
+until done. A client following a fill gets bytes as they land, except the body's
+final byte, which is held back until the blob is verified and committed; if the fill
+fails, the client connection is aborted (if it is abandoned, the fallback takes over
+from the offset the client got to, or answers afresh a client that had nothing
+decided yet). With the length unknown, a plain GET streams chunked; a ranged or HEAD
+request waits for the fill to end. The Deferred fires C{True} when the request was
+finished, C{False} when it was aborted or the client went away (a client leaving
+stops only its own follower). A body of known length on a plain TCP connection, of a
+committed blob or of a fill (up to the bytes written), is sent with C{os.sendfile}
+straight from the page cache once the response headers are flushed; TLS connections
+and chunked responses read the file and write copies.
 
 Eviction: least recently used first over committed blobs, never a pinned one (being
 served or filled); when a fill with a known length starts, to make room for it

@@ -29,24 +29,22 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from pathlib import Path
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.iweb import UNKNOWN_LENGTH, IResponse
 from twisted.web.server import Request
 
+from dockerproxy.cache import serving
 from dockerproxy.cache.diskio import DiskWork
 from dockerproxy.cache.elsewhere import ElsewhereFill
-from dockerproxy.cache.eviction import hold
 from dockerproxy.cache.fills import Fallback, Fill
 from dockerproxy.cache.flocks import ABANDONED, FAILED, VERIFIED, Claim, FillLocks
 from dockerproxy.cache.lruindex import LruIndex
-from dockerproxy.cache.senders import Sender
 from dockerproxy.cache.sharing import Sharing
 from dockerproxy.cache.store import FilesystemStore, Partial
 from dockerproxy.digests import Digest
-from dockerproxy.relay import client_gone
 
 log = Logger()
 
@@ -378,52 +376,12 @@ class BlobCache:
     ) -> Deferred[bool]:
         """Send blob C{digest} (committed, or followed while it fills) as C{request}'s body.
 
-        See the package docstring. Raises C{KeyError} if C{digest} is neither
-        committed nor being filled, C{ValueError} for a malformed C{byte_range}.
-        If the fill it follows is abandoned, the rest of the answer comes from
-        C{fallback}; without one the response is aborted.
+        See the package docstring and L{serving}. Raises C{KeyError} if C{digest} is
+        neither committed nor being filled, C{ValueError} for a malformed
+        C{byte_range}. If the fill it follows is abandoned, the rest of the answer
+        comes from C{fallback}; without one the response is aborted.
         """
-        if byte_range is not None:
-            first, last = byte_range
-            if first < 0 or (last is not None and last < first):
-                raise ValueError(f"bad byte range {byte_range!r}")
-        if client_gone(request):
-            return succeed(False)  # gone already: a producer could never be told
-        entry = self.index.get(digest)
-        fill: Fill | ElsewhereFill | None = None
-        if entry is not None:
-            try:
-                fd = os.open(entry.path, os.O_RDONLY | os.O_CLOEXEC)
-            except FileNotFoundError:
-                log.warn("blob cache: {path} vanished", path=str(entry.path))
-                self.index.forget(digest)
-                raise KeyError(digest) from None
-            size: int | None = entry.size
-        else:
-            fill = self.fill_for(digest)
-            if fill is None:
-                raise KeyError(digest)
-            fd = self._open_fill(fill)
-            size = fill.length
-            self.coalesced += 1
-        if self.sharing is not None and not hold(fd):  # another worker evicts it now
-            os.close(fd)
-            self.drop(digest)
-            raise KeyError(digest)
-        sender = Sender(self, request, digest, fd, size, fill, byte_range, fallback)
-        self.index.pin(digest)
-        sender.start()
-        return sender.done
-
-    def _open_fill(self, fill: Fill | ElsewhereFill) -> int:
-        """The fill's file: the partial, or, once its commit renamed it on the disk
-        pool (the index learns of it a moment later), the committed blob."""
-        if isinstance(fill, ElsewhereFill):
-            return fill.open()
-        try:
-            return os.open(fill.path, os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
-            return os.open(self.store.blob_path(fill.digest), os.O_RDONLY | os.O_CLOEXEC)
+        return serving.serve(self, request, digest, byte_range, fallback)
 
     # ----------------------------------------------------------------- eviction
 
