@@ -120,6 +120,9 @@ L{fills}::
     Fallback (typing.Protocol; the caller's, per request):
       .rest(first, last: int | None) -> Deferred[bool]   the rest of a response under way
       .whole() -> Deferred[bool]                         a fresh answer: nothing was sent
+    FillsInProgress (a BlobCache's): .get(digest) .add(fill) .end(fill) .list() len()
+      .reserved .unwritten()               bytes fills of known length count against
+                                           the bound, and have yet to write
 
 Typical use for a blob GET::
 

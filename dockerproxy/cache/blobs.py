@@ -39,8 +39,8 @@ from twisted.web.server import Request
 from dockerproxy.cache import serving
 from dockerproxy.cache.diskio import DiskWork
 from dockerproxy.cache.elsewhere import ElsewhereFill
-from dockerproxy.cache.fills import Fallback, Fill
-from dockerproxy.cache.flocks import ABANDONED, FAILED, VERIFIED, Claim, FillLocks
+from dockerproxy.cache.fills import Fallback, Fill, FillsInProgress
+from dockerproxy.cache.flocks import Claim, FillLocks
 from dockerproxy.cache.lruindex import LruIndex
 from dockerproxy.cache.sharing import Sharing
 from dockerproxy.cache.store import FilesystemStore, Partial
@@ -66,12 +66,6 @@ class CachedBlob:
     digest: Digest
     size: int
     path: Path
-
-
-def _outcome(fill: Fill) -> str:
-    if fill.failure is None:
-        return VERIFIED
-    return ABANDONED if fill.abandoned else FAILED
 
 
 class BlobCache:
@@ -124,8 +118,7 @@ class BlobCache:
         self.coalesced = 0
         # The committed blobs: LRU order, pins, what eviction removes.
         self.index = LruIndex(store, disk, clock, shared=locks is not None, removed=self._removed)
-        self._reserved = 0
-        self._fills: dict[Digest, Fill] = {}
+        self._fills = FillsInProgress()
 
     # ----------------------------------------------------------------- index
 
@@ -148,7 +141,7 @@ class BlobCache:
 
         A verified fill whose commit is under way is kept: wait for C{disk.idle()}.
         """
-        for fill in list(self._fills.values()):
+        for fill in self._fills.list():
             fill.stop("the cache is stopping")
         if self.sharing is not None:
             self.sharing.stop()
@@ -182,7 +175,7 @@ class BlobCache:
     @property
     def reserved_bytes(self) -> int:
         """Bytes the fills under way here count against the bound."""
-        return self._reserved
+        return self._fills.reserved
 
     def lru_order(self) -> list[Digest]:
         """Committed digests, least recently used (next to go) first."""
@@ -228,7 +221,7 @@ class BlobCache:
         return True
 
     def fills_in_progress(self) -> list[Fill]:
-        return list(self._fills.values())
+        return self._fills.list()
 
     def start_fill(
         self,
@@ -270,12 +263,10 @@ class BlobCache:
         if claim is not None:
             claim.announce(length)
             fill.claim = claim
-        self._fills[digest] = fill
+        self._fills.add(fill)
         self.index.pin(digest)
         self.fills += 1
         if length is not None:
-            fill._reserved = length
-            self._reserved += length
             self._evict()
         try:
             response.deliverBody(fill)
@@ -291,7 +282,7 @@ class BlobCache:
         what fills under way still have to write, plus what eviction could free.
         """
         bounds = [b for b in (self.max_size, self.max_blob_size) if b is not None]
-        disk = self.index.room(self._unwritten())
+        disk = self.index.room(self._fills.unwritten())
         if disk is not None:
             bounds.append(disk)
         return min(bounds) if bounds else None
@@ -300,14 +291,6 @@ class BlobCache:
         """Whether a fill of C{length} bytes starting now would be accepted."""
         room = self.room()
         return room is None or length <= room
-
-    def _unwritten(self) -> int:
-        """Bytes that fills of known length have yet to write."""
-        return sum(
-            max(f.length - f.written, 0)
-            for f in self._fills.values()
-            if f.length is not None and f.active
-        )
 
     def _fill_verified(self, fill: Fill, partial: Partial) -> None:
         """Commit on the disk pool; until it is done the fill stays active, its
@@ -356,13 +339,7 @@ class BlobCache:
         fill.done.callback(False)
 
     def _end_fill(self, fill: Fill) -> None:
-        if self._fills.get(fill.digest) is fill:
-            del self._fills[fill.digest]
-        self._reserved -= fill._reserved
-        fill._reserved = 0
-        if fill.claim is not None:  # other workers may look now, and see how it ended
-            fill.claim.release(_outcome(fill))
-        fill._notify_end()
+        self._fills.end(fill)
         self._unpin(fill.digest)
 
     # ----------------------------------------------------------------- serving
@@ -396,8 +373,8 @@ class BlobCache:
         room on the disk for what they still have to write."""
         # Workers sharing the directory: the bound is a pass over all of it (sharing.trim).
         bound = self.max_size if self.sharing is None else None
-        limit = None if bound is None else bound - self._reserved
-        self.evictions += self.index.evict(limit, self._unwritten())
+        limit = None if bound is None else bound - self._fills.reserved
+        self.evictions += self.index.evict(limit, self._fills.unwritten())
 
     def drop(self, digest: Digest) -> None:
         """Out of the index: another worker removed it from the disk."""
