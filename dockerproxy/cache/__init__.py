@@ -70,6 +70,8 @@ L{lruindex} (the committed blobs a BlobCache knows; reactor thread)::
       .evict(limit, unwritten) -> int      unpinned blobs out, least recently used first,
                                            until used_bytes <= limit and the disk has room
                                            for unwritten bytes; how many went
+      .adopt(digest) -> bool               in the index, or committed on the disk by
+                                           another worker (then added)
       .forget(digest) .drop(digest)        out of the index (forget: file unlinked on the
                                            pool; drop: another worker removed it)
       .room(unwritten) -> int | None       free space less unwritten, plus what eviction

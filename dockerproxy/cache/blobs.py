@@ -24,7 +24,6 @@ stay in the reactor thread.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from pathlib import Path
@@ -210,15 +209,7 @@ class BlobCache:
     def adopt(self, digest: Digest) -> bool:
         """Whether blob C{digest} is committed: in the index, or on the disk, where
         another worker committed it (it enters this worker's index)."""
-        if digest in self.index:
-            return True
-        path = self.store.blob_path(digest)
-        try:
-            size = os.stat(path).st_size
-        except FileNotFoundError:
-            return False
-        self.index.add(digest, size, path)
-        return True
+        return self.index.adopt(digest)
 
     def fills_in_progress(self) -> list[Fill]:
         return self._fills.list()

@@ -11,6 +11,7 @@ the same order.
 
 from __future__ import annotations
 
+import os
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -78,6 +79,19 @@ class LruIndex:
             self._bytes -= previous.size
         self._entries[digest] = Entry(size, path)
         self._bytes += size
+
+    def adopt(self, digest: Digest) -> bool:
+        """Whether blob C{digest} is committed: in the index, or on the disk, where
+        another worker committed it (it enters the index, as the most recently used)."""
+        if digest in self._entries:
+            return True
+        path = self.store.blob_path(digest)
+        try:
+            size = os.stat(path).st_size
+        except FileNotFoundError:
+            return False
+        self.add(digest, size, path)
+        return True
 
     def get(self, digest: Digest) -> Entry | None:
         return self._entries.get(digest)
