@@ -5,10 +5,12 @@ hashing as it goes (both on the disk pool, L{fillwriter}), and is committed only
 its size and digest check out. Clients never slow a fill down: each one follows the
 file (a L{senders.Sender} reading by offset), is told by the fill when more bytes
 land, and holds back the body's final byte until the blob is committed, so a body
-that then fails verification is aborted and can never look complete. A body of
-known length going to a plain TCP client (committed, or followed up to what is
-written) is sent with C{os.sendfile} (L{sendfile.Sendfile}),
-straight from the page cache to the socket.
+that then fails verification is aborted and can never look complete.
+
+L{BlobCache} ties the parts together and decides when to evict: the committed
+blobs are its L{lruindex.LruIndex}, the fills under way its L{fills.FillsInProgress},
+and a response's file is opened by L{serving} for its L{senders.Sender} (which
+uses C{os.sendfile} where it can).
 
 What can block for long runs on the disk pool (L{DiskWork}), never in the reactor
 thread: a commit (an fsync of up to the whole blob, then a rename), the touch of
