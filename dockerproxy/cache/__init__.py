@@ -60,6 +60,24 @@ L{documents}::
                                            .remove_meta, .list_meta; writes on the pool,
                                            coalesced per key, read back until written
 
+L{lruindex} (the committed blobs a BlobCache knows; reactor thread)::
+
+    LruIndex(store, disk: DiskWork, clock, *, shared: bool,
+             removed: Callable[[Digest], object])
+      .load(blobs) .add(digest, size, path) .get(digest) -> Entry | None
+      .mark_used(digest)                   newest in memory; mtime touched on the pool
+      .pin(digest) .unpin(digest) -> bool  True when its last pin went
+      .evict(limit, unwritten) -> int      unpinned blobs out, least recently used first,
+                                           until used_bytes <= limit and the disk has room
+                                           for unwritten bytes; how many went
+      .adopt(digest) -> bool               in the index, or committed on the disk by
+                                           another worker (then added)
+      .forget(digest) .drop(digest)        out of the index (forget: file unlinked on the
+                                           pool; drop: another worker removed it)
+      .room(unwritten) -> int | None       free space less unwritten, plus what eviction
+                                           could free
+      .used_bytes .pinned len(index) digest in index .lru_order()
+
 L{blobs} (Twisted, reactor thread)::
 
     BlobCache(store, clock: IReactorTime, max_size: int | None, *, disk: DiskWork,
@@ -88,6 +106,7 @@ L{blobs} (Twisted, reactor thread)::
              fallback: Fallback | None = None)
           -> Deferred[bool]                KeyError if neither committed nor being filled
       .used_bytes, len(cache), digest in cache, .lru_order() -> list[str]
+      .index: LruIndex                     the committed blobs
       counters: .hits .misses .fills .failed_fills .evictions .bytes_served .coalesced
       .stats() -> dict[str, int | None]    the counters plus blobs, used_bytes, max_size,
                                            active_fills, pinned
@@ -103,6 +122,9 @@ L{fills}::
     Fallback (typing.Protocol; the caller's, per request):
       .rest(first, last: int | None) -> Deferred[bool]   the rest of a response under way
       .whole() -> Deferred[bool]                         a fresh answer: nothing was sent
+    FillsInProgress (a BlobCache's): .get(digest) .add(fill) .end(fill) .list() len()
+      .reserved .unwritten()               bytes fills of known length count against
+                                           the bound, and have yet to write
 
 Typical use for a blob GET::
 
@@ -129,22 +151,22 @@ of being aborted. A verified blob whose commit fails is sent whole to its follow
 (their descriptors keep the file) and not kept: C{done} fires C{True} with
 C{committed} false.
 
-Serving: C{serve} sets Content-Length (for a range, 206 and Content-Range; an
-unsatisfiable range gets 416 with C{Content-Range: bytes */size}; C{byte_range} is
-C{(first, last)} inclusive as in a Range header, C{last=None} meaning to the end;
-suffix ranges are the caller's to convert). It streams with backpressure in chunks
-of L{blobs.READ_CHUNK} read by offset, pinning the blob until done. A client
-following a fill gets bytes as they land, except the body's final byte, which is
-held back until the blob is verified and committed; if the fill fails, the client
-connection is aborted (if it is abandoned, the fallback takes over from the offset
-the client got to, or answers afresh a client that had nothing decided yet). With
-the length unknown, a plain GET streams chunked; a ranged or HEAD request waits for
-the fill to end. The Deferred fires C{True} when the request was finished, C{False}
-when it was aborted or the client went away (a client leaving stops only its own
-follower). A body of known length on a plain TCP connection, of a committed blob
-or of a fill (up to the bytes written), is sent with C{os.sendfile} straight from
-the page cache once the response headers are flushed; TLS connections and chunked
-responses read the file and write copies.
+Serving (L{serving}, L{senders}): C{serve} sets Content-Length (for a range, 206 and
+Content-Range; an unsatisfiable range gets 416 with C{Content-Range: bytes */size};
+C{byte_range} is C{(first, last)} inclusive as in a Range header, C{last=None}
+meaning to the end; suffix ranges are the caller's to convert). It streams with
+backpressure in chunks of L{senders.READ_CHUNK} read by offset, pinning the blob
+until done. A client following a fill gets bytes as they land, except the body's
+final byte, which is held back until the blob is verified and committed; if the fill
+fails, the client connection is aborted (if it is abandoned, the fallback takes over
+from the offset the client got to, or answers afresh a client that had nothing
+decided yet). With the length unknown, a plain GET streams chunked; a ranged or HEAD
+request waits for the fill to end. The Deferred fires C{True} when the request was
+finished, C{False} when it was aborted or the client went away (a client leaving
+stops only its own follower). A body of known length on a plain TCP connection, of a
+committed blob or of a fill (up to the bytes written), is sent with C{os.sendfile}
+straight from the page cache once the response headers are flushed; TLS connections
+and chunked responses read the file and write copies.
 
 Eviction: least recently used first over committed blobs, never a pinned one (being
 served or filled); when a fill with a known length starts, to make room for it

@@ -5,10 +5,12 @@ hashing as it goes (both on the disk pool, L{fillwriter}), and is committed only
 its size and digest check out. Clients never slow a fill down: each one follows the
 file (a L{senders.Sender} reading by offset), is told by the fill when more bytes
 land, and holds back the body's final byte until the blob is committed, so a body
-that then fails verification is aborted and can never look complete. A body of
-known length going to a plain TCP client (committed, or followed up to what is
-written) is sent with C{os.sendfile} (L{sendfile.Sendfile}),
-straight from the page cache to the socket.
+that then fails verification is aborted and can never look complete.
+
+L{BlobCache} ties the parts together and decides when to evict: the committed
+blobs are its L{lruindex.LruIndex}, the fills under way its L{fills.FillsInProgress},
+and a response's file is opened by L{serving} for its L{senders.Sender} (which
+uses C{os.sendfile} where it can).
 
 What can block for long runs on the disk pool (L{DiskWork}), never in the reactor
 thread: a commit (an fsync of up to the whole blob, then a rename), the touch of
@@ -24,29 +26,26 @@ stay in the reactor thread.
 
 from __future__ import annotations
 
-import os
-from collections import Counter, OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from pathlib import Path
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.iweb import UNKNOWN_LENGTH, IResponse
 from twisted.web.server import Request
 
+from dockerproxy.cache import serving
 from dockerproxy.cache.diskio import DiskWork
 from dockerproxy.cache.elsewhere import ElsewhereFill
-from dockerproxy.cache.eviction import hold, remove_unless_busy
-from dockerproxy.cache.fills import Fallback, Fill
-from dockerproxy.cache.flocks import ABANDONED, FAILED, VERIFIED, Claim, FillLocks
-from dockerproxy.cache.senders import Sender
+from dockerproxy.cache.fills import Fallback, Fill, FillsInProgress
+from dockerproxy.cache.flocks import Claim, FillLocks
+from dockerproxy.cache.lruindex import LruIndex
 from dockerproxy.cache.sharing import Sharing
 from dockerproxy.cache.store import FilesystemStore, Partial
 from dockerproxy.digests import Digest
-from dockerproxy.relay import client_gone
 
 log = Logger()
 
@@ -70,20 +69,8 @@ class CachedBlob:
     path: Path
 
 
-def _outcome(fill: Fill) -> str:
-    if fill.failure is None:
-        return VERIFIED
-    return ABANDONED if fill.abandoned else FAILED
-
-
-@dataclass
-class _Entry:
-    size: int
-    path: Path
-
-
 class BlobCache:
-    """Committed blobs in a size-bounded LRU index, plus the fills in progress.
+    """Committed blobs in a size-bounded LRU index (L{LruIndex}), plus the fills in progress.
 
     A blob being served or filled is pinned and never evicted, so the bound
     (C{max_size} bytes, C{None} for none) holds except for pinned blobs. A fill
@@ -130,13 +117,9 @@ class BlobCache:
         self.evictions = 0
         self.bytes_served = 0
         self.coalesced = 0
-        self._index: OrderedDict[Digest, _Entry] = OrderedDict()  # least recently used first
-        self._last_touched: Digest | None = None
-        self._bytes = 0
-        self._reserved = 0
-        self._freeing = 0  # bytes of evicted blobs whose files are not unlinked yet
-        self._fills: dict[Digest, Fill] = {}
-        self._pins: Counter[Digest] = Counter()
+        # The committed blobs: LRU order, pins, what eviction removes.
+        self.index = LruIndex(store, disk, clock, shared=locks is not None, removed=self._removed)
+        self._fills = FillsInProgress()
 
     # ----------------------------------------------------------------- index
 
@@ -147,12 +130,8 @@ class BlobCache:
         it, so no request is answered before the index is whole, and a scan of
         the cache's directories blocks nothing that is running yet.
         """
-        self._index.clear()
-        self._bytes = 0
         # Other workers' partial files are theirs: only those of dead fills go.
-        for blob in self.store.recover(clear_tmp=self.sharing is None):
-            self._index[blob.digest] = _Entry(blob.size, self.store.blob_path(blob.digest))
-            self._bytes += blob.size
+        self.index.load(self.store.recover(clear_tmp=self.sharing is None))
         if self.sharing is not None:
             self.sharing.locks.sweep()
             self.sharing.trim()
@@ -163,7 +142,7 @@ class BlobCache:
 
         A verified fill whose commit is under way is kept: wait for C{disk.idle()}.
         """
-        for fill in list(self._fills.values()):
+        for fill in self._fills.list():
             fill.stop("the cache is stopping")
         if self.sharing is not None:
             self.sharing.stop()
@@ -175,33 +154,33 @@ class BlobCache:
             self.misses += 1
             return None
         self.hits += 1
-        self._mark_used(digest)
+        self.index.mark_used(digest)
         return blob
 
     def get(self, digest: Digest) -> CachedBlob | None:
         """The committed blob C{digest}, without counting a hit or miss or marking it used."""
-        entry = self._index.get(digest)
+        entry = self.index.get(digest)
         return None if entry is None else CachedBlob(digest, entry.size, entry.path)
 
     def __contains__(self, digest: object) -> bool:
-        return digest in self._index
+        return digest in self.index
 
     def __len__(self) -> int:
-        return len(self._index)
+        return len(self.index)
 
     @property
     def used_bytes(self) -> int:
         """Bytes of committed blobs."""
-        return self._bytes
+        return self.index.used_bytes
 
     @property
     def reserved_bytes(self) -> int:
         """Bytes the fills under way here count against the bound."""
-        return self._reserved
+        return self._fills.reserved
 
     def lru_order(self) -> list[Digest]:
         """Committed digests, least recently used (next to go) first."""
-        return list(self._index)
+        return self.index.lru_order()
 
     def stats(self) -> dict[str, int | None]:
         """The counters and the index's state, for the admin command and metrics."""
@@ -213,26 +192,12 @@ class BlobCache:
             "evictions": self.evictions,
             "bytes_served": self.bytes_served,
             "coalesced": self.coalesced,
-            "blobs": len(self._index),
-            "used_bytes": self._bytes,
+            "blobs": len(self.index),
+            "used_bytes": self.index.used_bytes,
             "max_size": self.max_size,
             "active_fills": len(self._fills),
-            "pinned": len(self._pins),
+            "pinned": self.index.pinned,
         }
-
-    def _mark_used(self, digest: Digest) -> None:
-        """LRU order in memory, and on disk (mtime) for restarts.
-
-        A blob used again right after its own last touch is already the newest on
-        disk, so the usual burst of hits on one blob costs one syscall, on the
-        disk pool; nobody waits for it (a failure is logged).
-        """
-        self._index.move_to_end(digest)
-        if digest != self._last_touched:
-            self._last_touched = digest
-            self.disk.background(
-                f"touch {digest}", self.store.touch, digest, self.clock.seconds(), key=digest
-            )
 
     # ----------------------------------------------------------------- fills
 
@@ -246,19 +211,10 @@ class BlobCache:
     def adopt(self, digest: Digest) -> bool:
         """Whether blob C{digest} is committed: in the index, or on the disk, where
         another worker committed it (it enters this worker's index)."""
-        if digest in self._index:
-            return True
-        path = self.store.blob_path(digest)
-        try:
-            size = os.stat(path).st_size
-        except FileNotFoundError:
-            return False
-        self._index[digest] = _Entry(size, path)
-        self._bytes += size
-        return True
+        return self.index.adopt(digest)
 
     def fills_in_progress(self) -> list[Fill]:
-        return list(self._fills.values())
+        return self._fills.list()
 
     def start_fill(
         self,
@@ -300,12 +256,10 @@ class BlobCache:
         if claim is not None:
             claim.announce(length)
             fill.claim = claim
-        self._fills[digest] = fill
-        self._pin(digest)
+        self._fills.add(fill)
+        self.index.pin(digest)
         self.fills += 1
         if length is not None:
-            fill._reserved = length
-            self._reserved += length
             self._evict()
         try:
             response.deliverBody(fill)
@@ -321,29 +275,15 @@ class BlobCache:
         what fills under way still have to write, plus what eviction could free.
         """
         bounds = [b for b in (self.max_size, self.max_blob_size) if b is not None]
-        free = self._free_bytes()
-        if free is not None:
-            pinned = sum(self._index[d].size for d in self._pins if d in self._index)
-            bounds.append(max(free - self._unwritten(), 0) + self._bytes - pinned)
+        disk = self.index.room(self._fills.unwritten())
+        if disk is not None:
+            bounds.append(disk)
         return min(bounds) if bounds else None
 
     def fits(self, length: int) -> bool:
         """Whether a fill of C{length} bytes starting now would be accepted."""
         room = self.room()
         return room is None or length <= room
-
-    def _free_bytes(self) -> int | None:
-        """The disk's free space, counting evicted blobs whose unlink is still queued."""
-        free = self.store.free_bytes()
-        return None if free is None else free + self._freeing
-
-    def _unwritten(self) -> int:
-        """Bytes that fills of known length have yet to write."""
-        return sum(
-            max(f.length - f.written, 0)
-            for f in self._fills.values()
-            if f.length is not None and f.active
-        )
 
     def _fill_verified(self, fill: Fill, partial: Partial) -> None:
         """Commit on the disk pool; until it is done the fill stays active, its
@@ -372,13 +312,9 @@ class BlobCache:
         self.disk.background(f"remove {partial.path}", partial.discard, key=after)
 
     def _fill_committed(self, fill: Fill, path: Path) -> None:
-        previous = self._index.pop(fill.digest, None)
-        if previous is not None:
-            self._bytes -= previous.size
-        self._index[fill.digest] = _Entry(fill.written, path)
-        self._bytes += fill.written
+        self.index.add(fill.digest, fill.written, path)
         fill.committed = True
-        self._mark_used(fill.digest)
+        self.index.mark_used(fill.digest)
         self._end_fill(fill)
         fill.done.callback(True)
         if self.sharing is not None:
@@ -396,13 +332,7 @@ class BlobCache:
         fill.done.callback(False)
 
     def _end_fill(self, fill: Fill) -> None:
-        if self._fills.get(fill.digest) is fill:
-            del self._fills[fill.digest]
-        self._reserved -= fill._reserved
-        fill._reserved = 0
-        if fill.claim is not None:  # other workers may look now, and see how it ended
-            fill.claim.release(_outcome(fill))
-        fill._notify_end()
+        self._fills.end(fill)
         self._unpin(fill.digest)
 
     # ----------------------------------------------------------------- serving
@@ -416,114 +346,33 @@ class BlobCache:
     ) -> Deferred[bool]:
         """Send blob C{digest} (committed, or followed while it fills) as C{request}'s body.
 
-        See the package docstring. Raises C{KeyError} if C{digest} is neither
-        committed nor being filled, C{ValueError} for a malformed C{byte_range}.
-        If the fill it follows is abandoned, the rest of the answer comes from
-        C{fallback}; without one the response is aborted.
+        See the package docstring and L{serving}. Raises C{KeyError} if C{digest} is
+        neither committed nor being filled, C{ValueError} for a malformed
+        C{byte_range}. If the fill it follows is abandoned, the rest of the answer
+        comes from C{fallback}; without one the response is aborted.
         """
-        if byte_range is not None:
-            first, last = byte_range
-            if first < 0 or (last is not None and last < first):
-                raise ValueError(f"bad byte range {byte_range!r}")
-        if client_gone(request):
-            return succeed(False)  # gone already: a producer could never be told
-        entry = self._index.get(digest)
-        fill: Fill | ElsewhereFill | None = None
-        if entry is not None:
-            try:
-                fd = os.open(entry.path, os.O_RDONLY | os.O_CLOEXEC)
-            except FileNotFoundError:
-                log.warn("blob cache: {path} vanished", path=str(entry.path))
-                self._forget(digest)
-                raise KeyError(digest) from None
-            size: int | None = entry.size
-        else:
-            fill = self.fill_for(digest)
-            if fill is None:
-                raise KeyError(digest)
-            fd = self._open_fill(fill)
-            size = fill.length
-            self.coalesced += 1
-        if self.sharing is not None and not hold(fd):  # another worker evicts it now
-            os.close(fd)
-            self.drop(digest)
-            raise KeyError(digest)
-        sender = Sender(self, request, digest, fd, size, fill, byte_range, fallback)
-        self._pin(digest)
-        sender.start()
-        return sender.done
-
-    def _open_fill(self, fill: Fill | ElsewhereFill) -> int:
-        """The fill's file: the partial, or, once its commit renamed it on the disk
-        pool (the index learns of it a moment later), the committed blob."""
-        if isinstance(fill, ElsewhereFill):
-            return fill.open()
-        try:
-            return os.open(fill.path, os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
-            return os.open(self.store.blob_path(fill.digest), os.O_RDONLY | os.O_CLOEXEC)
+        return serving.serve(self, request, digest, byte_range, fallback)
 
     # ----------------------------------------------------------------- eviction
 
-    def _pin(self, digest: Digest) -> None:
-        self._pins[digest] += 1
-
     def _unpin(self, digest: Digest) -> None:
-        self._pins[digest] -= 1
-        if self._pins[digest] <= 0:
-            del self._pins[digest]
+        if self.index.unpin(digest):
             self._evict()
             if self.sharing is not None and self.sharing.skipped:
                 self.sharing.trim()  # the last pass left a busy blob over the bound
 
     def _evict(self) -> None:
-        """Remove least recently used unpinned blobs until the cache is within C{max_size}
-        and the disk has room for what fills under way still have to write."""
-        unwritten = self._unwritten()
-        free = self._free_bytes() if unwritten else None
-        short = 0 if free is None else unwritten - free  # bytes the disk lacks
+        """Within C{max_size}, counting what fills of known length will add, and
+        room on the disk for what they still have to write."""
         # Workers sharing the directory: the bound is a pass over all of it (sharing.trim).
         bound = self.max_size if self.sharing is None else None
-        for digest in list(self._index):
-            over = bound is not None and self._bytes + self._reserved > bound
-            if not over and short <= 0:
-                return
-            if not self._pins[digest]:
-                short -= self._index[digest].size
-                self._forget(digest)
-                self.evictions += 1
-
-    def _forget(self, digest: Digest) -> None:
-        """Out of the index now (nothing new is served from it), off the disk soon."""
-        entry = self._index.pop(digest)
-        self._bytes -= entry.size
-        if self._last_touched == digest:
-            self._last_touched = None
-        self._freeing += entry.size
-        removed: Deferred[object]
-        if self.sharing is None:
-            removed = self.disk.run(self.store.remove, digest, key=digest)
-        else:  # not if another worker is sending it
-            removed = self.disk.run(remove_unless_busy, entry.path, key=digest)
-        removed.addErrback(
-            lambda failure: log.warn(
-                "blob cache: cannot remove {digest}: {error}", digest=digest, error=failure.value
-            )
-        )
-        removed.addBoth(self._freed, entry.size)
-        if self.on_removed is not None:
-            self.on_removed(digest)
+        limit = None if bound is None else bound - self._fills.reserved
+        self.evictions += self.index.evict(limit, self._fills.unwritten())
 
     def drop(self, digest: Digest) -> None:
         """Out of the index: another worker removed it from the disk."""
-        entry = self._index.pop(digest, None)
-        if entry is None:
-            return
-        self._bytes -= entry.size
-        if self._last_touched == digest:
-            self._last_touched = None
+        self.index.drop(digest)
+
+    def _removed(self, digest: Digest) -> None:
         if self.on_removed is not None:
             self.on_removed(digest)
-
-    def _freed(self, _: object, size: int) -> None:
-        self._freeing -= size

@@ -31,7 +31,7 @@ from twisted.web.client import ResponseDone
 from twisted.web.http import PotentialDataLoss
 
 from dockerproxy.cache.fillwriter import FillWriter
-from dockerproxy.cache.flocks import Claim
+from dockerproxy.cache.flocks import ABANDONED, FAILED, VERIFIED, Claim
 from dockerproxy.cache.store import Partial
 from dockerproxy.digests import Digest
 from dockerproxy.relay import body_transport, enlarge_socket_reads
@@ -245,3 +245,60 @@ class Fill(Protocol):
         self._settled = True
         for follower in list(self._followers):
             follower.fill_ended(self.committed or self.failure is None)
+
+
+class FillsInProgress:
+    """The fills under way in one cache, by digest, and the bytes they hold of its bound.
+
+    Kept apart from the L{BlobCache} like its index (L{dockerproxy.cache.lruindex}),
+    so that the bound reads from two ledgers: the committed blobs there, and here
+    what fills of known length reserve from their start and have yet to write.
+    """
+
+    def __init__(self) -> None:
+        self._fills: dict[Digest, Fill] = {}
+        self.reserved = 0
+
+    def get(self, digest: Digest) -> Fill | None:
+        return self._fills.get(digest)
+
+    def __contains__(self, digest: object) -> bool:
+        return digest in self._fills
+
+    def __len__(self) -> int:
+        return len(self._fills)
+
+    def list(self) -> list[Fill]:
+        return list(self._fills.values())
+
+    def add(self, fill: Fill) -> None:
+        """Under way; a known length counts against the bound from now."""
+        self._fills[fill.digest] = fill
+        if fill.length is not None:
+            fill._reserved = fill.length
+            self.reserved += fill.length
+
+    def unwritten(self) -> int:
+        """Bytes that fills of known length have yet to write."""
+        return sum(
+            max(f.length - f.written, 0)
+            for f in self._fills.values()
+            if f.length is not None and f.active
+        )
+
+    def end(self, fill: Fill) -> None:
+        """No longer under way: its reservation is returned, its claim released with
+        how it ended (other workers may look now) and its followers told."""
+        if self._fills.get(fill.digest) is fill:
+            del self._fills[fill.digest]
+        self.reserved -= fill._reserved
+        fill._reserved = 0
+        if fill.claim is not None:
+            fill.claim.release(_outcome(fill))
+        fill._notify_end()
+
+
+def _outcome(fill: Fill) -> str:
+    if fill.failure is None:
+        return VERIFIED
+    return ABANDONED if fill.abandoned else FAILED
