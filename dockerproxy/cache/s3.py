@@ -19,10 +19,8 @@ from __future__ import annotations
 
 import io
 import os
-import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Protocol
 from urllib.parse import quote
 from xml.etree import ElementTree
 from xml.sax.saxutils import escape
@@ -40,9 +38,12 @@ from twisted.web.iweb import IResponse
 
 from dockerproxy.cache.s3requests import (
     FileSlice,
+    S3Settings,
+    error_code,
     object_key,
     part_ranges,
     presign,
+    read_small,
     sign,
 )
 from dockerproxy.digests import Digest
@@ -56,32 +57,6 @@ log = Logger()
 US_EAST_1 = "us-east-1"
 # Bytes a part's producer reads from the file per step: the socket's pace decides how often.
 READ_SIZE = 256 * 1024
-# S3's XML answers (errors, upload ids) are small; anything bigger is not S3.
-MAX_DOCUMENT = 1024 * 1024
-
-
-class S3Settings(Protocol):
-    """What the store needs to know (L{dockerproxy.config.S3Config} has it all); C{prefix}
-    is empty or ends with C{/}, C{part_size} is at least S3's smallest part."""
-
-    @property
-    def endpoint(self) -> str: ...
-    @property
-    def bucket(self) -> str: ...
-    @property
-    def prefix(self) -> str: ...
-    @property
-    def region(self) -> str: ...
-    @property
-    def access_key_id(self) -> str: ...
-    @property
-    def secret_access_key(self) -> str: ...
-    @property
-    def session_token(self) -> str | None: ...
-    @property
-    def part_size(self) -> int: ...
-    @property
-    def redirect(self) -> bool: ...
 
 
 class S3Error(Exception):
@@ -392,7 +367,7 @@ class S3BlobStore:
             if not keep_body:
                 await discard(response)
             return
-        raise self._failed(operation, response.code, _error_code(await _read_small(response)))
+        raise self._failed(operation, response.code, error_code(await read_small(response)))
 
     def _failed(self, operation: str, status: int | None, why: str) -> S3Error:
         self.meters.s3_failed(operation)
@@ -400,31 +375,13 @@ class S3BlobStore:
 
     async def _document(self, operation: str, response: IResponse) -> ElementTree.Element:
         """A 200's XML body, which must not be an <Error>."""
-        body = await _read_small(response)
+        body = await read_small(response)
         if response.code != 200:
-            raise self._failed(operation, response.code, _error_code(body))
+            raise self._failed(operation, response.code, error_code(body))
         try:
             document = ElementTree.fromstring(body)
         except ElementTree.ParseError:
             raise self._failed(operation, 200, "the answer is not XML") from None
         if document.tag.rpartition("}")[2] == "Error":
-            raise self._failed(operation, 200, _error_code(body))
+            raise self._failed(operation, 200, error_code(body))
         return document
-
-
-async def _read_small(response: IResponse) -> bytes:
-    collector = Collect(MAX_DOCUMENT)
-    response.deliverBody(collector)
-    try:
-        return await collector.done
-    except Exception:
-        return b""
-
-
-_CODE_RE = re.compile(rb"<Code>([^<]{1,100})</Code>")
-
-
-def _error_code(body: bytes) -> str:
-    """S3's error code (NoSuchKey, SignatureDoesNotMatch, ...) from an error document."""
-    match = _CODE_RE.search(body)
-    return match.group(1).decode("latin-1") if match else ""

@@ -1,20 +1,27 @@
-"""S3 requests as the store sends them: SigV4 signatures (botocore's signer), presigned
-URLs, object keys, and file slices streamed as multipart parts."""
+"""S3 requests as the store sends them: its settings, SigV4 signatures (botocore's
+signer), presigned URLs, object keys, file slices streamed as multipart parts, and the
+small answers it reads back (XML documents, error codes)."""
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Mapping
+from typing import Protocol
 from urllib.parse import urlsplit
 
 from botocore.auth import UNSIGNED_PAYLOAD, S3SigV4Auth, S3SigV4QueryAuth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
+from twisted.web.iweb import IResponse
 
 from dockerproxy.digests import Digest
+from dockerproxy.relay import Collect
 
 # S3's most parts per upload.
 MAX_PARTS = 10_000
+# S3's XML answers (errors, upload ids) are small; anything bigger is not S3.
+MAX_DOCUMENT = 1024 * 1024
 
 
 def object_key(prefix: str, digest: Digest) -> str:
@@ -108,3 +115,46 @@ class FileSlice:
 
     def close(self) -> None:
         """The descriptor belongs to the upload, which closes it once."""
+
+
+class S3Settings(Protocol):
+    """What the store needs to know (L{dockerproxy.config.S3Config} has it all); C{prefix}
+    is empty or ends with C{/}, C{part_size} is at least S3's smallest part."""
+
+    @property
+    def endpoint(self) -> str: ...
+    @property
+    def bucket(self) -> str: ...
+    @property
+    def prefix(self) -> str: ...
+    @property
+    def region(self) -> str: ...
+    @property
+    def access_key_id(self) -> str: ...
+    @property
+    def secret_access_key(self) -> str: ...
+    @property
+    def session_token(self) -> str | None: ...
+    @property
+    def part_size(self) -> int: ...
+    @property
+    def redirect(self) -> bool: ...
+
+
+async def read_small(response: IResponse) -> bytes:
+    """A small answer's body (an XML document, an error), or empty past L{MAX_DOCUMENT}."""
+    collector = Collect(MAX_DOCUMENT)
+    response.deliverBody(collector)
+    try:
+        return await collector.done
+    except Exception:
+        return b""
+
+
+_CODE_RE = re.compile(rb"<Code>([^<]{1,100})</Code>")
+
+
+def error_code(body: bytes) -> str:
+    """S3's error code (NoSuchKey, SignatureDoesNotMatch, ...) from an error document."""
+    match = _CODE_RE.search(body)
+    return match.group(1).decode("latin-1") if match else ""
