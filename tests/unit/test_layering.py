@@ -45,40 +45,31 @@ LEAVES = frozenset(
         "dockerproxy.userfiles",
     }
 )
+# What the stores (the cache, the fleet's Redis side) must never reach: they know no
+# request, no configuration and no upstream.
+ABOVE_THE_STORES = (
+    "dockerproxy.config",
+    "dockerproxy.mirror",
+    "dockerproxy.exchange",
+    "dockerproxy.resources",
+    "dockerproxy.servicetree",
+    "dockerproxy.tap",
+    "dockerproxy.wiring",
+    "dockerproxy.upstream",
+    "dockerproxy.routing",
+    "dockerproxy.site",
+    "dockerproxy.pull",
+)
 # (modules, what they must never reach)
 RULES = [
     (
         "dockerproxy.cache",
-        (
-            "dockerproxy.config",
-            "dockerproxy.mirror",
-            "dockerproxy.exchange",
-            "dockerproxy.resources",
-            "dockerproxy.servicetree",
-            "dockerproxy.tap",
-            "dockerproxy.wiring",
-            "dockerproxy.upstream",
-            "dockerproxy.routing",
-            "dockerproxy.site",
-            "dockerproxy.pull",
-        ),
+        ABOVE_THE_STORES,
     ),
     (
         # The fleet's Redis side sits beside the cache: the mirror uses it, it knows no request.
         "dockerproxy.fleet",
-        (
-            "dockerproxy.config",
-            "dockerproxy.mirror",
-            "dockerproxy.exchange",
-            "dockerproxy.resources",
-            "dockerproxy.servicetree",
-            "dockerproxy.tap",
-            "dockerproxy.wiring",
-            "dockerproxy.upstream",
-            "dockerproxy.routing",
-            "dockerproxy.site",
-            "dockerproxy.pull",
-        ),
+        ABOVE_THE_STORES,
     ),
     (
         "dockerproxy.config",
