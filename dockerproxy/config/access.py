@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from dockerproxy.config.checks import ConfigError
+from dockerproxy.config.checks import ConfigError, check_table
 from dockerproxy.config.settings import AccessSettings
 from dockerproxy.networks import Network, parse_network
 from dockerproxy.patterns import RepositoryPattern
@@ -22,11 +22,7 @@ OPTIONS = {
 
 
 def access_config(table: Any, cli: Mapping[str, Any]) -> AccessSettings:
-    if not isinstance(table, dict):
-        raise ConfigError("access", "must be a table")
-    unknown = set(table) - _KEYS
-    if unknown:
-        raise ConfigError(f"access.{sorted(unknown)[0]}", "unknown setting")
+    table = check_table("access", table, _KEYS)
     values: dict[str, list[str]] = {}
     for name, option in OPTIONS.items():
         if cli.get(name):

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from dockerproxy.config.checks import ConfigError
+from dockerproxy.config.checks import ConfigError, check_table
 
 OPTION = "--admin-listen"
 _KEYS = {"listen"}
@@ -35,11 +35,7 @@ class AdminSettings:
 
 
 def admin_config(table: Any, cli: Mapping[str, Any]) -> AdminSettings:
-    if not isinstance(table, dict):
-        raise ConfigError("admin", "must be a table")
-    unknown = set(table) - _KEYS
-    if unknown:
-        raise ConfigError(f"admin.{sorted(unknown)[0]}", "unknown setting")
+    table = check_table("admin", table, _KEYS)
     key, value = (
         (OPTION, list(cli["admin_listen"]))
         if cli.get("admin_listen")

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from dockerproxy.config.checks import ConfigError, check_file, check_seconds
+from dockerproxy.config.checks import ConfigError, check_file, check_seconds, check_table
 from dockerproxy.patterns import RepositoryPattern
 from dockerproxy.statedir import default_state_dir
 from dockerproxy.userfiles import UserFileError, parse_htpasswd, parse_tokens
@@ -51,11 +51,7 @@ class AuthSettings:
 
 def auth_config(table: Any, cli: Mapping[str, Any]) -> AuthSettings:
     """C{[auth]} and the options C{auth_htpasswd}, C{auth_tokens}, C{anonymous_pull}."""
-    if not isinstance(table, dict):
-        raise ConfigError("auth", "must be a table")
-    unknown = set(table) - _KEYS
-    if unknown:
-        raise ConfigError(f"auth.{sorted(unknown)[0]}", "unknown setting")
+    table = check_table("auth", table, _KEYS)
     htpasswd = _file("htpasswd", table, cli.get("auth_htpasswd"))
     tokens = _file("tokens", table, cli.get("auth_tokens"))
     settings = AuthSettings(

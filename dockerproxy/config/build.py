@@ -16,6 +16,7 @@ from dockerproxy.config.checks import (
     check_file,
     check_host,
     check_seconds,
+    check_table,
     check_url,
 )
 from dockerproxy.config.fleet import fleet_config
@@ -192,11 +193,7 @@ def _drain_timeout(toml: Mapping[str, Any], cli: Mapping[str, Any]) -> float:
 def _limits(table: Any, cli: Mapping[str, Any]) -> ClientLimits:
     """C{[limits]} and C{--client-header-timeout}, C{--client-idle-timeout},
     C{--max-connections}; the key names are the options' without dashes."""
-    if not isinstance(table, dict):
-        raise ConfigError("limits", "must be a table")
-    unknown = set(table) - set(ClientLimits.__dataclass_fields__) - QUOTA_KEYS
-    if unknown:
-        raise ConfigError(f"limits.{sorted(unknown)[0]}", "unknown setting")
+    table = check_table("limits", table, set(ClientLimits.__dataclass_fields__) | QUOTA_KEYS)
     values: dict[str, Any] = {}
     for name in ClientLimits.__dataclass_fields__:
         option = f"--{name.replace('_', '-')}"

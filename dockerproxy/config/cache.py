@@ -8,25 +8,32 @@ from collections.abc import Mapping
 from typing import Any
 
 from dockerproxy.cachedir import default_cache_dir
-from dockerproxy.config.checks import ConfigError, check_bool, check_seconds, check_size, check_url
+from dockerproxy.config.checks import (
+    ConfigError,
+    check_bool,
+    check_seconds,
+    check_size,
+    check_table,
+    check_url,
+)
 from dockerproxy.config.settings import DEFAULT_S3_REGION, MIN_PART_SIZE, CacheConfig, S3Config
 
 
 def cache_config(toml: Mapping[str, Any], cli: Mapping[str, Any]) -> CacheConfig:
     table = toml.get("cache", {})
-    if not isinstance(table, dict):
-        raise ConfigError("cache", "must be a table")
-    unknown = set(table) - {
-        "enabled",
-        "dir",
-        "max_size",
-        "max_blob_size",
-        "tag_ttl",
-        "stale_max_age",
-        "s3",
-    }
-    if unknown:
-        raise ConfigError(f"cache.{sorted(unknown)[0]}", "unknown setting")
+    table = check_table(
+        "cache",
+        table,
+        {
+            "enabled",
+            "dir",
+            "max_size",
+            "max_blob_size",
+            "tag_ttl",
+            "stale_max_age",
+            "s3",
+        },
+    )
     enabled = check_bool("cache.enabled", table.get("enabled", True))
     if cli.get("cache_enabled") is False:
         enabled = False
@@ -93,11 +100,7 @@ def _cache_s3(
     (and AWS_SESSION_TOKEN); the region from the file or option, else AWS_REGION or
     AWS_DEFAULT_REGION, else us-east-1.
     """
-    if not isinstance(table, dict):
-        raise ConfigError("cache.s3", "must be a table")
-    unknown = set(table) - _S3_KEYS
-    if unknown:
-        raise ConfigError(f"cache.s3.{sorted(unknown)[0]}", "unknown setting")
+    table = check_table("cache.s3", table, _S3_KEYS)
     given: dict[str, tuple[str, Any]] = {}  # name -> (key as the operator wrote it, value)
     for name in ("endpoint", "bucket", "prefix", "region"):
         if cli.get(f"cache_s3_{name}") is not None:

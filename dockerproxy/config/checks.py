@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import tomllib
+from collections.abc import Collection
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -19,6 +20,16 @@ class ConfigError(ValueError):
         super().__init__(f"{key}: {problem}")
         self.key = key
         self.problem = problem
+
+
+def check_table(key: str, value: Any, allowed: Collection[str]) -> dict[str, Any]:
+    """C{value} as the table C{key}: a table, each of its keys one of C{allowed}."""
+    if not isinstance(value, dict):
+        raise ConfigError(key, "must be a table")
+    unknown = set(value) - set(allowed)
+    if unknown:
+        raise ConfigError(f"{key}.{sorted(unknown)[0]}", "unknown setting")
+    return value
 
 
 def check_size(key: str, value: Any) -> int:

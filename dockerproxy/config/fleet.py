@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from dockerproxy.config.checks import ConfigError, check_seconds
+from dockerproxy.config.checks import ConfigError, check_seconds, check_table
 
 _KEYS = {"redis", "prefix", "timeout"}
 _TLS_PARAMETERS = frozenset(
@@ -46,11 +46,7 @@ class FleetSettings:
 
 def fleet_config(toml: Mapping[str, Any], cli: Mapping[str, Any]) -> FleetSettings:
     table = toml.get("fleet", {})
-    if not isinstance(table, dict):
-        raise ConfigError("fleet", "must be a table")
-    unknown = set(table) - _KEYS
-    if unknown:
-        raise ConfigError(f"fleet.{sorted(unknown)[0]}", "unknown setting")
+    table = check_table("fleet", table, _KEYS)
     url = None
     if cli.get("redis") is not None:
         url = check_redis_url("--redis", cli["redis"])

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any
 
-from dockerproxy.config.checks import ConfigError
+from dockerproxy.config.checks import ConfigError, check_table
 from dockerproxy.sizes import parse_size
 
 # [limits] key -> its command-line option (Options reads them by these names).
@@ -101,11 +101,7 @@ def _users(table: Any, default: Quota) -> dict[str, Quota]:
         raise ConfigError("users", "must be a table of [users.NAME] tables")
     users = {}
     for name, settings in table.items():
-        if not isinstance(settings, dict):
-            raise ConfigError(f"users.{name}", "must be a table")
-        unknown = set(settings) - KEYS
-        if unknown:
-            raise ConfigError(f"users.{name}.{sorted(unknown)[0]}", "unknown setting")
+        settings = check_table(f"users.{name}", settings, KEYS)
         values = {key: (f"users.{name}.{key}", value) for key, value in settings.items()}
         users[name] = replace(default, **_quota_values(values))
     return users

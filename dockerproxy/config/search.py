@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from dockerproxy.config.checks import ConfigError, check_bool
+from dockerproxy.config.checks import check_bool, check_table
 from dockerproxy.config.settings import SearchSettings, UpstreamConfig
 from dockerproxy.config.upstreams import make_upstream
 
@@ -22,11 +22,7 @@ _KEYS = {"upstream", "enabled"}
 
 def search_config(toml: Mapping[str, Any], cli: Mapping[str, Any]) -> SearchSettings:
     table = toml.get("search", {})
-    if not isinstance(table, dict):
-        raise ConfigError("search", "must be a table")
-    unknown = set(table) - _KEYS
-    if unknown:
-        raise ConfigError(f"search.{sorted(unknown)[0]}", "unknown setting")
+    table = check_table("search", table, _KEYS)
     if cli.get("search_upstream") is not None:
         return SearchSettings(_index(OPTION, cli["search_upstream"]))
     if not check_bool("search.enabled", table.get("enabled", True)):
