@@ -968,3 +968,27 @@ def test_fleet_settings_are_checked_without_echoing_the_url(
     with pytest.raises(ConfigError, match=message) as caught:
         build_config(toml, cli)
     assert "secret" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "key", ["access", "admin", "auth", "cache", "fleet", "search", "limits", "users.bob"]
+)
+def test_every_table_is_checked_to_be_a_table_with_known_keys(key: str) -> None:
+    def nested(value: Any) -> dict[str, Any]:
+        for part in reversed(key.split(".")):
+            value = {part: value}
+        return value
+
+    with pytest.raises(ConfigError) as not_a_table:
+        build_config(nested("text"), {})
+    assert str(not_a_table.value) == f"{key}: must be a table"
+    with pytest.raises(ConfigError) as unknown:
+        build_config(nested({"colour": 1}), {})
+    assert str(unknown.value) == f"{key}.colour: unknown setting"
+
+
+def test_the_s3_table_is_checked_too() -> None:
+    with pytest.raises(ConfigError, match=r"^cache\.s3: must be a table$"):
+        build_config({"cache": {"s3": "bucket"}}, {})
+    with pytest.raises(ConfigError, match=r"^cache\.s3\.colour: unknown setting$"):
+        build_config({"cache": {"s3": {"colour": 1}}}, {})
